@@ -1,0 +1,1 @@
+"""Call model, normalized events, the pure state machine and the call service."""

@@ -1,0 +1,60 @@
+"""Normalized call events: the one vocabulary every carrier adapter translates into."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from pydantic import Field
+
+from voicecall.calls.model import Direction, EndReason, _CamelModel
+
+EventType = Literal[
+    "call.initiated",
+    "call.ringing",
+    "call.answered",
+    "call.active",
+    "call.speaking",
+    "call.speech",
+    "call.silence",
+    "call.dtmf",
+    "call.ended",
+    "call.error",
+]
+EVENT_TYPES: frozenset[str] = frozenset(EventType.__args__)  # type: ignore[attr-defined]
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+class CallEvent(_CamelModel):
+    """One thing that happened to a call, as reported by a carrier (or the mock).
+
+    `call_id` is our id when the carrier echoes it back, otherwise the carrier's id.
+    `dedupe_key` (else `id`) is what makes redelivery of the same event harmless.
+    """
+
+    type: EventType
+    call_id: str
+    id: str = Field(default_factory=new_event_id)
+    timestamp: int = 0
+    dedupe_key: str | None = None
+    provider_call_id: str | None = None
+    turn_token: str | None = None
+    direction: Direction | None = None
+    from_: str | None = Field(default=None, alias="from")
+    to: str | None = None
+    text: str = ""
+    transcript: str = ""
+    is_final: bool = True
+    confidence: float | None = Field(default=None, ge=0, le=1)
+    duration_ms: int = 0
+    digits: str = ""
+    reason: EndReason = EndReason.COMPLETED
+    error: str = "unknown error"
+    retryable: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.dedupe_key or self.id

@@ -1,0 +1,132 @@
+"""The pure call state machine: state transitions and event application, no I/O.
+
+Rules (reference §1.4): terminal states absorb everything; speaking and listening cycle;
+any other move goes forward only in the order initiated → ringing → answered → active →
+speaking → listening. Backward moves are ignored, never errors, because carriers deliver
+callbacks out of order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from voicecall.calls.events import CallEvent
+from voicecall.calls.model import (
+    LIVE_ORDER,
+    CallRecord,
+    CallState,
+    EndReason,
+    TranscriptEntry,
+)
+
+_RANK = {state: i for i, state in enumerate(LIVE_ORDER)}
+_CYCLE = frozenset({CallState.SPEAKING, CallState.LISTENING})
+
+MAX_PROCESSED_KEYS_PER_CALL = 500
+"""Dedupe keys kept per call (SPEC Q15): enough for any real call, bounded for a runaway one."""
+
+
+class NoWaiter:
+    """Marker: no `continue` is waiting for a transcript on this call."""
+
+
+NO_WAITER = NoWaiter()
+
+
+def transition(current: CallState, target: CallState) -> CallState:
+    """The state a call moves to when asked to go from `current` to `target`."""
+    if current == target or current.is_terminal:
+        return current
+    if target.is_terminal:
+        return target
+    if current in _CYCLE and target in _CYCLE:
+        return target
+    if _RANK[target] > _RANK[current]:
+        return target
+    return current
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying one event did, so the service knows which side effects to run."""
+
+    changed: bool
+    answered: bool = False
+    ended: bool = False
+    final_speech: str | None = None
+    ignored: str | None = None
+    mark_processed: bool = True
+
+
+def end_record(record: CallRecord, reason: EndReason, at: int, detail: str | None = None) -> bool:
+    """Move a live call to the terminal state `reason`. Returns False if it had already ended."""
+    if record.is_terminal:
+        return False
+    record.state = CallState(reason.value)
+    record.end_reason = reason
+    record.ended_at = at
+    if detail:
+        record.metadata["endDetail"] = detail
+    return True
+
+
+def remember_key(record: CallRecord, key: str) -> None:
+    """Record a processed dedupe key on the call, keeping only the newest ones."""
+    record.processed_event_ids.append(key)
+    overflow = len(record.processed_event_ids) - MAX_PROCESSED_KEYS_PER_CALL
+    if overflow > 0:
+        del record.processed_event_ids[:overflow]
+
+
+def apply_event(
+    record: CallRecord, event: CallEvent, *, waiter_token: str | None | NoWaiter = NO_WAITER
+) -> Applied:
+    """Apply one normalized event to `record` in place.
+
+    `waiter_token` is the turn token of the pending `continue` (None when it has no token), or
+    NO_WAITER. A final transcript whose token does not match a pending waiter is ignored entirely
+    (no transcript entry, no state change), so a stale or replayed callback from an earlier turn
+    cannot complete a newer one.
+    """
+    before = record.state
+    kind = event.type
+    if kind == "call.error" and event.retryable:
+        return Applied(changed=False, ignored="retryable error", mark_processed=False)
+    if record.is_terminal:
+        return Applied(changed=False, ignored=f"call already ended ({record.state.value})")
+
+    if kind == "call.initiated":
+        record.state = transition(record.state, CallState.INITIATED)
+    elif kind == "call.ringing":
+        record.state = transition(record.state, CallState.RINGING)
+    elif kind == "call.answered":
+        first = record.answered_at is None
+        if first:
+            record.answered_at = event.timestamp
+        record.state = transition(record.state, CallState.ANSWERED)
+        return Applied(changed=True, answered=first)
+    elif kind == "call.active":
+        record.state = transition(record.state, CallState.ACTIVE)
+    elif kind == "call.speaking":
+        record.state = transition(record.state, CallState.SPEAKING)
+    elif kind == "call.speech":
+        final_text: str | None = None
+        if event.is_final:
+            if not isinstance(waiter_token, NoWaiter) and waiter_token is not None:
+                if event.turn_token != waiter_token:
+                    return Applied(changed=False, ignored="speech with mismatched turn token")
+            record.transcript.append(
+                TranscriptEntry(timestamp=event.timestamp, speaker="user", text=event.transcript)
+            )
+            final_text = event.transcript
+        record.state = transition(record.state, CallState.LISTENING)
+        return Applied(changed=True, final_speech=final_text)
+    elif kind in ("call.silence", "call.dtmf"):
+        return Applied(changed=True)
+    elif kind == "call.ended":
+        end_record(record, event.reason, event.timestamp)
+        return Applied(changed=True, ended=True)
+    elif kind == "call.error":
+        end_record(record, EndReason.ERROR, event.timestamp, detail=event.error)
+        return Applied(changed=True, ended=True)
+    return Applied(changed=record.state != before)

@@ -1,0 +1,108 @@
+"""The persisted call record and its vocabulary (states, end reasons, transcript)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class CallState(StrEnum):
+    """Where a call is. The first six are live; the rest are terminal and absorbing."""
+
+    INITIATED = "initiated"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ACTIVE = "active"
+    SPEAKING = "speaking"
+    LISTENING = "listening"
+    COMPLETED = "completed"
+    HANGUP_USER = "hangup-user"
+    HANGUP_BOT = "hangup-bot"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    FAILED = "failed"
+    NO_ANSWER = "no-answer"
+    BUSY = "busy"
+    VOICEMAIL = "voicemail"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+class EndReason(StrEnum):
+    """Why a call ended; the same nine values as the terminal states."""
+
+    COMPLETED = "completed"
+    HANGUP_USER = "hangup-user"
+    HANGUP_BOT = "hangup-bot"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    FAILED = "failed"
+    NO_ANSWER = "no-answer"
+    BUSY = "busy"
+    VOICEMAIL = "voicemail"
+
+
+LIVE_ORDER: tuple[CallState, ...] = (
+    CallState.INITIATED,
+    CallState.RINGING,
+    CallState.ANSWERED,
+    CallState.ACTIVE,
+    CallState.SPEAKING,
+    CallState.LISTENING,
+)
+TERMINAL_STATES: frozenset[CallState] = frozenset(CallState(r.value) for r in EndReason)
+
+Direction = Literal["inbound", "outbound"]
+Speaker = Literal["bot", "user"]
+CallMode = Literal["notify", "conversation"]
+
+
+class _CamelModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The wire shape: camelCase keys, unset optionals left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class TranscriptEntry(_CamelModel):
+    """One utterance: what the bot said (after it played) or what the caller said."""
+
+    timestamp: int
+    speaker: Speaker
+    text: str
+    is_final: bool = True
+
+
+class CallRecord(_CamelModel):
+    """Everything known about one call; persisted as a whole on every change."""
+
+    call_id: str
+    provider: str
+    direction: Direction
+    state: CallState
+    from_: str = Field(alias="from")
+    to: str
+    started_at: int
+    provider_call_id: str | None = None
+    session_key: str | None = None
+    answered_at: int | None = None
+    ended_at: int | None = None
+    end_reason: EndReason | None = None
+    transcript: list[TranscriptEntry] = Field(default_factory=list)
+    processed_event_ids: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state.is_terminal
+
+    @property
+    def mode(self) -> CallMode:
+        """Notify or conversation; inbound calls (no mode) converse."""
+        return "notify" if self.metadata.get("mode") == "notify" else "conversation"

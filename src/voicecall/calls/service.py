@@ -1,0 +1,677 @@
+"""CallService: the one owner of live calls. Places, converses on, and ends calls; applies
+carrier events; runs the timers; restores calls after a restart.
+
+Every mutation of a call happens under that call's lock and is persisted before anyone is told
+about it (the webhook is acknowledged, the RPC answers, the waiter resumes). Carrier requests run
+outside the lock so a slow carrier never blocks event delivery for the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from voicecall.calls.events import CallEvent
+from voicecall.calls.machine import NO_WAITER, apply_event, end_record, remember_key, transition
+from voicecall.calls.model import CallMode, CallRecord, CallState, Direction, EndReason, TranscriptEntry
+from voicecall.calls.phone import is_dtmf, is_e164
+from voicecall.calls.policy import check_inbound, session_key
+from voicecall.calls.timers import TimerSet
+from voicecall.providers.base import DialRequest, Provider
+from voicecall.store.sqlite import SQLiteCallStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GREETING = "Hello! How can I help you today?"
+DIAL_TIMEOUT_S = 30.0
+HANGUP_TIMEOUT_S = 10.0
+STATUS_TIMEOUT_S = 10.0
+RING_GRACE_MS = 5_000
+OPERATION_TTL_S = 600.0
+
+
+class CallError(Exception):
+    """A call command could not be carried out; the message is safe to show to users."""
+
+    def __init__(self, message: str, *, call_id: str | None = None, code: int = -32000) -> None:
+        super().__init__(message)
+        self.call_id = call_id
+        self.code = code
+
+
+class CallNotFound(CallError):
+    def __init__(self, call_id: str) -> None:
+        super().__init__(f"Call not found: {call_id}", call_id=call_id, code=-32004)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """The parts of the configuration the call service acts on."""
+
+    provider_name: str = "mock"
+    from_number: str = "+15550000000"
+    max_concurrent_calls: int = 1
+    max_duration_seconds: int = 300
+    transcript_timeout_ms: int = 180_000
+    ring_timeout_ms: int = 30_000
+    notify_hangup_delay_sec: float = 3
+    stale_call_reaper_seconds: int = 120
+    reaper_interval_s: float = 30.0
+    default_mode: CallMode = "notify"
+    inbound_policy: str = "disabled"
+    allow_from: tuple[str, ...] = ()
+    inbound_greeting: str | None = None
+    session_scope: str = "per-phone"
+    agent_id: str = "main"
+
+
+@dataclass(slots=True)
+class _Waiter:
+    token: str
+    future: asyncio.Future[str]
+    turn_started_at: int
+    listen_started_at: int = 0
+
+
+@dataclass(slots=True)
+class _Operation:
+    """An asynchronous `continue` (continue.start / continue.result)."""
+
+    call_id: str
+    task: asyncio.Task[str]
+    created: float = field(default_factory=time.monotonic)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class CallService:
+    """Live calls, their commands, event application, timers and restore."""
+
+    def __init__(self, settings: ServiceSettings, provider: Provider, store: SQLiteCallStore,
+                 *, webhook_url: str) -> None:
+        self.settings = settings
+        self.provider = provider
+        self.store = store
+        self.webhook_url = webhook_url
+        self._calls: dict[str, CallRecord] = {}
+        self._by_provider: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._waiters: dict[str, _Waiter] = {}
+        self._turns: set[str] = set()
+        self._greeting: set[str] = set()
+        self._operations: dict[str, _Operation] = {}
+        self._timers = TimerSet()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._changed = asyncio.Condition()
+        self._version = 0
+        self._reaper: asyncio.Task[None] | None = None
+        provider.bind(self.apply_events)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Restore live calls from the store (reference §6.2), then start the stale-call reaper."""
+        await self._restore()
+        if self.settings.stale_call_reaper_seconds > 0:
+            self._reaper = asyncio.create_task(self._reap_forever(), name="stale-call-reaper")
+
+    async def stop(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        await self._timers.close()
+        for op in self._operations.values():
+            op.task.cancel()
+        tasks = list(self._tasks) + [op.task for op in self._operations.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # -- lookups -----------------------------------------------------------------------------
+    def live(self, call_id: str) -> CallRecord | None:
+        """A live call by our id or the carrier's id."""
+        record = self._calls.get(call_id)
+        if record is None and call_id in self._by_provider:
+            record = self._calls.get(self._by_provider[call_id])
+        return record
+
+    def active_calls(self) -> list[CallRecord]:
+        return sorted(self._calls.values(), key=lambda r: r.started_at)
+
+    async def get_call(self, call_id: str) -> CallRecord | None:
+        """A live call, or an ended one from history (SPEC Q19)."""
+        return self.live(call_id) or await self.store.get(call_id)
+
+    def _lock(self, call_id: str) -> asyncio.Lock:
+        lock = self._locks.get(call_id)
+        if lock is None:
+            lock = self._locks[call_id] = asyncio.Lock()
+        return lock
+
+    async def _connected(self, call_id: str) -> CallRecord:
+        record = self.live(call_id)
+        if record is None:
+            stored = await self.store.get(call_id)
+            if stored is None:
+                raise CallNotFound(call_id)
+            raise CallError(f"Call has ended ({stored.end_reason or stored.state.value})",
+                            call_id=stored.call_id, code=-32005)
+        if not record.provider_call_id:
+            raise CallError("Call not connected yet", call_id=record.call_id, code=-32006)
+        return record
+
+    # -- persistence and change notification -------------------------------------------------
+    async def _persist(self, record: CallRecord, *, events: list[dict[str, Any]] | None = None,
+                       turn: dict[str, Any] | None = None) -> None:
+        await self.store.save(record, events=events or (), turn=turn)
+        async with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+
+    async def wait_for_change(self, version: int, timeout: float) -> int:
+        """Block until something was persisted after `version` (or the timeout); the new version."""
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._version != version), timeout)
+            return self._version
+
+    def _finalize(self, record: CallRecord) -> None:
+        """Drop an ended call from the live maps, cancel its timers and fail its waiter."""
+        self._timers.cancel(record.call_id)
+        self._calls.pop(record.call_id, None)
+        pcid = record.provider_call_id
+        if pcid and self._by_provider.get(pcid) == record.call_id:
+            del self._by_provider[pcid]
+        waiter = self._waiters.get(record.call_id)
+        if waiter and not waiter.future.done():
+            detail = record.metadata.get("endDetail")
+            reason = record.end_reason.value if record.end_reason else record.state.value
+            message = f"Call ended: {reason}" + (f" ({detail})" if detail else "")
+            waiter.future.set_exception(CallError(message, call_id=record.call_id, code=-32005))
+        self._locks.pop(record.call_id, None)
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- placing calls -----------------------------------------------------------------------
+    async def initiate(self, to: str, message: str | None = None, *, mode: str | None = None,
+                       session: str | None = None, dtmf_sequence: str | None = None) -> CallRecord:
+        """Persist a new outbound call, then dial it. A failed dial ends `failed` and frees the slot."""
+        to = to.strip()
+        if not is_e164(to):
+            raise CallError(f"Invalid phone number {to!r}: use E.164, like +15555550123",
+                            code=-32602)
+        call_mode: CallMode = mode if mode in ("notify", "conversation") else (  # type: ignore[assignment]
+            self.settings.default_mode)
+        if dtmf_sequence and not is_dtmf(dtmf_sequence):
+            raise CallError("dtmfSequence may contain only 0-9 * # w W p P and commas",
+                            code=-32602)
+        if len(self._calls) >= self.settings.max_concurrent_calls:
+            raise CallError(
+                f"Maximum concurrent calls ({self.settings.max_concurrent_calls}) reached",
+                code=-32003)
+        call_id = str(uuid.uuid4())
+        metadata: dict[str, Any] = {"mode": call_mode}
+        if message:
+            metadata["initialMessage"] = message
+        if dtmf_sequence:
+            metadata["dtmfSequence"] = dtmf_sequence
+        record = CallRecord(
+            call_id=call_id, provider=self.settings.provider_name, direction="outbound",
+            state=CallState.INITIATED, from_=self.settings.from_number, to=to,
+            started_at=now_ms(), metadata=metadata,
+            session_key=session or self._session_key(call_id, "outbound", to),
+        )
+        self._calls[call_id] = record  # reserves the slot before the first await
+        try:
+            await self._persist(record)
+        except Exception as exc:
+            self._calls.pop(call_id, None)
+            raise CallError(f"Could not persist the call, so it was not placed: {exc}") from exc
+        request = DialRequest(call_id=call_id, from_=record.from_, to=to,
+                              webhook_url=self.webhook_url, mode=call_mode, message=message,
+                              ring_timeout_ms=self.settings.ring_timeout_ms)
+        try:
+            provider_call_id = await asyncio.wait_for(self.provider.initiate_call(request),
+                                                      DIAL_TIMEOUT_S)
+        except Exception as exc:
+            detail = f"dial failed: {exc}" if str(exc) else "dial timed out"
+            async with self._lock(call_id):
+                if end_record(record, EndReason.FAILED, now_ms(), detail):
+                    await self._persist(record)
+                self._finalize(record)
+            raise CallError(f"Failed to place call: {detail}", call_id=call_id) from exc
+        async with self._lock(call_id):
+            record.provider_call_id = provider_call_id
+            if not record.is_terminal:
+                self._by_provider[provider_call_id] = call_id
+            await self._persist(record)
+        if not record.is_terminal and record.answered_at is None:
+            self._timers.schedule(call_id, "ring", (self.settings.ring_timeout_ms
+                                                    + RING_GRACE_MS) / 1000,
+                                  lambda: self._ring_timeout(call_id))
+        return record
+
+    async def _ring_timeout(self, call_id: str) -> None:
+        record = self.live(call_id)
+        if record is not None and record.answered_at is None:
+            await self.end(call_id, EndReason.NO_ANSWER,
+                           detail=f"not answered within {self.settings.ring_timeout_ms} ms")
+
+    def _session_key(self, call_id: str, direction: Direction, remote: str | None) -> str:
+        return session_key(self.settings.session_scope, self.settings.agent_id,
+                           call_id=call_id, remote_number=remote)
+
+    # -- speaking, listening, keys -----------------------------------------------------------
+    async def speak(self, call_id: str, text: str) -> None:
+        """Say `text` on the call; returns after it has played. The transcript keeps it only then."""
+        text = text.strip()
+        if not text:
+            raise CallError("message required", code=-32602)
+        record = await self._connected(call_id)
+        async with self._lock(record.call_id):
+            record.state = transition(record.state, CallState.SPEAKING)
+            await self._persist(record)
+        timeout = 30.0 + len(text) * 0.2
+        try:
+            await asyncio.wait_for(self.provider.play_tts(record, text), timeout)
+        except Exception as exc:
+            async with self._lock(record.call_id):
+                if not record.is_terminal:
+                    record.state = transition(record.state, CallState.LISTENING)
+                    await self._persist(record)
+            if record.is_terminal:
+                raise CallError(f"Call ended: {record.end_reason}", call_id=record.call_id,
+                                code=-32005) from exc
+            raise CallError(f"speak failed: {exc or 'playback timed out'}",
+                            call_id=record.call_id) from exc
+        async with self._lock(record.call_id):
+            record.transcript.append(TranscriptEntry(timestamp=now_ms(), speaker="bot", text=text))
+            await self._persist(record)
+
+    async def continue_call(self, call_id: str, message: str) -> str:
+        """Say `message`, then wait for the caller's next final transcript and return it."""
+        record = await self._connected(call_id)
+        cid = record.call_id
+        if cid in self._turns:
+            raise CallError("Already waiting for transcript", call_id=cid, code=-32007)
+        self._turns.add(cid)
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(token=uuid.uuid4().hex, future=loop.create_future(),
+                         turn_started_at=now_ms())
+        timeout_ms = self.settings.transcript_timeout_ms
+        try:
+            await self.speak(cid, message)
+            async with self._lock(cid):
+                if record.is_terminal:
+                    raise CallError(f"Call ended: {record.end_reason}", call_id=cid, code=-32005)
+                record.state = transition(record.state, CallState.LISTENING)
+                waiter.listen_started_at = now_ms()
+                self._waiters[cid] = waiter
+                await self._persist(record)
+            await self.provider.start_listening(record, waiter.token)
+            try:
+                transcript = await asyncio.wait_for(asyncio.shield(waiter.future),
+                                                    timeout_ms / 1000)
+            except TimeoutError:
+                raise CallError(f"Timed out waiting for transcript after {timeout_ms}ms",
+                                call_id=cid, code=-32008) from None
+        finally:
+            self._turns.discard(cid)
+            if self._waiters.get(cid) is waiter:
+                del self._waiters[cid]
+            if not record.is_terminal:
+                with contextlib.suppress(Exception):
+                    await self.provider.stop_listening(record)
+        await self._complete_turn(record, waiter)
+        return transcript
+
+    async def _complete_turn(self, record: CallRecord, waiter: _Waiter) -> None:
+        done = now_ms()
+        async with self._lock(record.call_id):
+            meta = record.metadata
+            meta["turnCount"] = int(meta.get("turnCount", 0)) + 1
+            meta["lastTurnLatencyMs"] = done - waiter.turn_started_at
+            meta["lastTurnListenWaitMs"] = done - waiter.listen_started_at
+            meta["lastTurnCompletedAt"] = done
+            turn = {
+                "callId": record.call_id, "turn": meta["turnCount"],
+                "startedAt": waiter.turn_started_at, "listenStartedAt": waiter.listen_started_at,
+                "transcriptAt": done, "turnLatencyMs": meta["lastTurnLatencyMs"],
+                "listenWaitMs": meta["lastTurnListenWaitMs"],
+            }
+            await self._persist(record, turn=turn)
+        log.info("call %s turn %s: latency %d ms, listen wait %d ms", record.call_id,
+                 meta["turnCount"], meta["lastTurnLatencyMs"], meta["lastTurnListenWaitMs"])
+
+    async def send_dtmf(self, call_id: str, digits: str) -> None:
+        digits = digits.strip()
+        if not digits or not is_dtmf(digits):
+            raise CallError("digits may contain only 0-9 * # w W p P and commas", code=-32602)
+        record = await self._connected(call_id)
+        try:
+            await asyncio.wait_for(self.provider.send_dtmf(record, digits), 30)
+        except Exception as exc:
+            raise CallError(f"dtmf failed: {exc or 'timed out'}", call_id=record.call_id) from exc
+        async with self._lock(record.call_id):
+            await self._persist(record, events=[{"type": "dtmf.sent", "digits": digits,
+                                                 "timestamp": now_ms()}])
+
+    # -- ending ------------------------------------------------------------------------------
+    async def end(self, call_id: str, reason: EndReason = EndReason.HANGUP_BOT, *,
+                  detail: str | None = None) -> bool:
+        """End a call (also one whose carrier id is not known yet, SPEC Q18).
+
+        Returns False when the call had already ended. The record is persisted as ended before
+        the carrier is asked to hang up, so a carrier error cannot leave it live.
+        """
+        record = self.live(call_id)
+        if record is None:
+            if await self.store.get(call_id) is None:
+                raise CallNotFound(call_id)
+            return False
+        async with self._lock(record.call_id):
+            if not end_record(record, reason, now_ms(), detail):
+                return False
+            await self._persist(record)
+            self._finalize(record)
+        if record.provider_call_id:
+            try:
+                await asyncio.wait_for(self.provider.hangup_call(record, reason), HANGUP_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("call %s: carrier hang-up failed: %s", record.call_id, exc)
+        return True
+
+    # -- carrier events ----------------------------------------------------------------------
+    async def apply_events(self, events: list[CallEvent]) -> None:
+        """Apply carrier events in order; returns once every resulting change is persisted."""
+        for event in events:
+            await self._apply_one(event)
+
+    async def _apply_one(self, event: CallEvent) -> None:
+        record = self.live(event.call_id)
+        if record is None and event.provider_call_id:
+            record = self.live(event.provider_call_id)
+        if record is None:
+            record = await self._adopt(event)
+            if record is None:
+                return
+        cid = record.call_id
+        async with self._lock(cid):
+            if record.is_terminal or event.key in record.processed_event_ids:
+                return
+            waiter = self._waiters.get(cid)
+            applied = apply_event(record, event,
+                                  waiter_token=waiter.token if waiter else NO_WAITER)
+            if applied.ignored:
+                log.info("call %s: ignored %s (%s)", cid, event.type, applied.ignored)
+            if not applied.mark_processed:
+                return
+            remember_key(record, event.key)
+            if event.provider_call_id and not record.provider_call_id:
+                record.provider_call_id = event.provider_call_id
+                self._by_provider[event.provider_call_id] = cid
+            await self._persist(record, events=[_event_summary(event)])
+            if applied.ended:
+                self._finalize(record)
+                return
+            if applied.final_speech is not None and waiter and not waiter.future.done():
+                waiter.future.set_result(applied.final_speech)
+        if applied.answered:
+            self._on_answered(record)
+
+    async def _adopt(self, event: CallEvent) -> CallRecord | None:
+        """A call we do not know: an inbound call (policy, capacity) or an ended call's straggler."""
+        if not (event.provider_call_id and event.direction):
+            log.debug("event %s for unknown call %s ignored", event.type, event.call_id)
+            return None
+        if await self.store.get(event.provider_call_id) is not None:
+            return None  # a late event for a call that has already ended
+        if event.direction == "inbound":
+            decision = check_inbound(self.settings.inbound_policy, self.settings.allow_from,
+                                     event.from_)
+            if not decision.accepted:
+                await self._reject_inbound(event, decision.reason)
+                return None
+        if self.live(event.provider_call_id):  # created while we awaited the store
+            return self.live(event.provider_call_id)
+        if len(self._calls) >= self.settings.max_concurrent_calls:
+            await self._reject_inbound(
+                event, f"maximum concurrent calls ({self.settings.max_concurrent_calls}) reached")
+            return None
+        call_id = str(uuid.uuid4())
+        remote = event.from_ if event.direction == "inbound" else event.to
+        metadata: dict[str, Any] = {}
+        if event.direction == "inbound":
+            metadata["initialMessage"] = self.settings.inbound_greeting or DEFAULT_GREETING
+        record = CallRecord(
+            call_id=call_id, provider=self.settings.provider_name, direction=event.direction,
+            state=CallState.RINGING, from_=event.from_ or "unknown",
+            to=event.to or self.settings.from_number or "unknown", started_at=now_ms(),
+            provider_call_id=event.provider_call_id, metadata=metadata,
+            session_key=self._session_key(call_id, event.direction, remote),
+        )
+        self._calls[call_id] = record
+        self._by_provider[event.provider_call_id] = call_id
+        log.info("call %s: inbound from %s accepted", call_id, record.from_)
+        return record
+
+    async def _reject_inbound(self, event: CallEvent, reason: str) -> None:
+        """Hang up a rejected caller once per carrier call id, even when the carrier retries."""
+        pcid = event.provider_call_id or event.call_id
+        if not await self.store.add_rejected_key(pcid):
+            return
+        log.info("inbound call %s from %s rejected: %s", pcid, event.from_ or "unknown", reason)
+        probe = CallRecord(call_id=pcid, provider=self.settings.provider_name,
+                           direction="inbound", state=CallState.RINGING,
+                           from_=event.from_ or "unknown", to=event.to or "unknown",
+                           started_at=now_ms(), provider_call_id=pcid)
+        try:
+            await asyncio.wait_for(self.provider.hangup_call(probe, EndReason.HANGUP_BOT),
+                                   HANGUP_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("hang-up of rejected call %s failed (will retry on redelivery): %s",
+                        pcid, exc)
+            await self.store.forget_rejected_key(pcid)
+
+    def _on_answered(self, record: CallRecord) -> None:
+        cid = record.call_id
+        self._timers.cancel(cid, "ring")
+        self._start_max_duration(record, self.settings.max_duration_seconds * 1000)
+        self._spawn(self._greet(cid), f"greet:{cid}")
+
+    def _start_max_duration(self, record: CallRecord, remaining_ms: int) -> None:
+        cid = record.call_id
+        limit = self.settings.max_duration_seconds
+        self._timers.schedule(cid, "max-duration", remaining_ms / 1000,
+                              lambda: self.end(cid, EndReason.TIMEOUT,
+                                               detail=f"maximum duration of {limit} s reached"))
+
+    async def _greet(self, call_id: str) -> None:
+        """Send the pre-connect keys, speak the first message; notify calls then hang up."""
+        record = self.live(call_id)
+        if record is None or call_id in self._greeting:
+            return
+        self._greeting.add(call_id)
+        try:
+            sequence = record.metadata.get("dtmfSequence")
+            if sequence and not record.metadata.get("dtmfSequenceSent"):
+                await self.send_dtmf(call_id, str(sequence))
+                async with self._lock(call_id):
+                    record.metadata["dtmfSequenceSent"] = True
+                    await self._persist(record)
+            message = record.metadata.get("initialMessage")
+            if message:
+                await self.speak(call_id, str(message))
+                async with self._lock(call_id):
+                    record.metadata.pop("initialMessage", None)  # only once it has played
+                    record.metadata["initialMessageSpokenAt"] = now_ms()
+                    await self._persist(record)
+        except CallError as exc:
+            log.warning("call %s: first message not delivered: %s", call_id, exc)
+            return
+        finally:
+            self._greeting.discard(call_id)
+        if record.mode == "notify" and record.direction == "outbound":
+            self._schedule_notify_hangup(record)
+
+    def _schedule_notify_hangup(self, record: CallRecord) -> None:
+        cid = record.call_id
+        self._timers.schedule(cid, "notify-hangup", self.settings.notify_hangup_delay_sec,
+                              lambda: self.end(cid, EndReason.HANGUP_BOT,
+                                               detail="notification delivered"))
+
+    # -- asynchronous continue ---------------------------------------------------------------
+    def continue_start(self, call_id: str, message: str) -> str:
+        """Start a `continue` in the background; poll it with `continue_result`."""
+        self._prune_operations()
+        operation_id = uuid.uuid4().hex
+        task = asyncio.create_task(self.continue_call(call_id, message),
+                                   name=f"continue:{call_id}")
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        self._operations[operation_id] = _Operation(call_id=call_id, task=task)
+        return operation_id
+
+    async def continue_result(self, operation_id: str, wait_s: float = 0) -> dict[str, Any]:
+        op = self._operations.get(operation_id)
+        if op is None:
+            raise CallError(f"Operation not found: {operation_id}", code=-32004)
+        if wait_s > 0 and not op.task.done():
+            with contextlib.suppress(TimeoutError, Exception):
+                await asyncio.wait_for(asyncio.shield(op.task), wait_s)
+        if not op.task.done():
+            return {"operationId": operation_id, "done": False, "callId": op.call_id}
+        del self._operations[operation_id]
+        exc = op.task.exception()
+        if exc is not None:
+            return {"operationId": operation_id, "done": True, "success": False,
+                    "callId": op.call_id, "error": str(exc)}
+        return {"operationId": operation_id, "done": True, "success": True,
+                "callId": op.call_id, "transcript": op.task.result()}
+
+    def _prune_operations(self) -> None:
+        cutoff = time.monotonic() - OPERATION_TTL_S
+        for key in [k for k, op in self._operations.items()
+                    if op.task.done() and op.created < cutoff]:
+            del self._operations[key]
+
+    # -- restore and reaping -----------------------------------------------------------------
+    async def _restore(self) -> None:
+        candidates = await self.store.live_calls()
+        if not candidates:
+            return
+        max_ms = self.settings.max_duration_seconds * 1000
+        now = now_ms()
+        checks: list[tuple[CallRecord, asyncio.Task[Any] | None]] = []
+        for record in candidates:
+            if not record.provider_call_id or now - record.started_at > max_ms:
+                checks.append((record, None))
+            else:
+                checks.append((record, asyncio.create_task(asyncio.wait_for(
+                    self.provider.get_call_status(record.provider_call_id), STATUS_TIMEOUT_S))))
+        for record, check in checks:
+            await self._restore_one(record, check)
+        log.info("restored %d live call(s) of %d candidate(s)", len(self._calls), len(candidates))
+
+    async def _restore_one(self, record: CallRecord, check: asyncio.Task[Any] | None) -> None:
+        max_ms = self.settings.max_duration_seconds * 1000
+        now = now_ms()
+        if check is None:
+            if not record.provider_call_id:
+                reason, detail = EndReason.FAILED, "gateway restarted before the carrier accepted the call"
+            else:
+                reason, detail = EndReason.TIMEOUT, "maximum duration passed while the gateway was down"
+            end_record(record, reason, now, detail)
+            await self._persist(record)
+            if record.provider_call_id:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.provider.hangup_call(record, reason),
+                                           HANGUP_TIMEOUT_S)
+            return
+        try:
+            status = await check
+        except Exception as exc:  # unknown: keep the call, the carrier may still have it
+            log.warning("call %s: status check failed on restore (%s); keeping it",
+                        record.call_id, exc)
+            status = None
+        if status is not None and status.is_terminal:
+            end_record(record, status.end_reason or EndReason.COMPLETED, now,
+                       f"carrier reported {status.status} after restart")
+            await self._persist(record)
+            return
+        self._calls[record.call_id] = record
+        assert record.provider_call_id is not None
+        self._by_provider[record.provider_call_id] = record.call_id
+        if record.answered_at is not None:
+            remaining = max_ms - (now - record.answered_at)
+            if remaining <= 0:
+                await self.end(record.call_id, EndReason.TIMEOUT,
+                               detail=f"maximum duration of {self.settings.max_duration_seconds} s reached")
+                return
+            self._start_max_duration(record, remaining)
+            if record.metadata.get("initialMessage"):
+                self._spawn(self._greet(record.call_id), f"greet:{record.call_id}")
+            elif record.mode == "notify" and record.direction == "outbound":
+                self._schedule_notify_hangup(record)
+        else:
+            ring_left = self.settings.ring_timeout_ms + RING_GRACE_MS - (now - record.started_at)
+            cid = record.call_id
+            self._timers.schedule(cid, "ring", max(0, ring_left) / 1000,
+                                  lambda: self._ring_timeout(cid))
+
+    def timers_for(self, call_id: str) -> list[str]:
+        return self._timers.pending(call_id)
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reaper_interval_s)
+            try:
+                await self.reap_stale()
+            except Exception:
+                log.exception("stale-call reaper failed")
+
+    async def reap_stale(self) -> int:
+        """End calls that never got answered within `staleCallReaperSeconds` (SPEC Q4)."""
+        threshold = self.settings.stale_call_reaper_seconds * 1000
+        now = now_ms()
+        reaped = 0
+        for record in list(self._calls.values()):
+            if (record.answered_at is None and not record.is_terminal
+                    and record.state not in (CallState.SPEAKING, CallState.LISTENING)
+                    and now - record.started_at > threshold):
+                if await self.end(record.call_id, EndReason.TIMEOUT,
+                                  detail=f"stale: not answered within "
+                                         f"{self.settings.stale_call_reaper_seconds} s"):
+                    reaped += 1
+        return reaped
+
+
+def _event_summary(event: CallEvent) -> dict[str, Any]:
+    """The log's view of an event: its type, timestamp and the fields that carry meaning."""
+    data: dict[str, Any] = {"type": event.type, "timestamp": event.timestamp, "key": event.key}
+    if event.type == "call.speech":
+        data.update(transcript=event.transcript, isFinal=event.is_final)
+    elif event.type == "call.dtmf":
+        data["digits"] = event.digits
+    elif event.type == "call.ended":
+        data["reason"] = event.reason.value
+    elif event.type == "call.error":
+        data["error"] = event.error
+    return data
+
+
+AnyCallable = Callable[..., Any]

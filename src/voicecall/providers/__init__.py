@@ -1,0 +1,1 @@
+"""Carrier adapters behind one interface (`Provider`); the rest of the system never names a carrier."""

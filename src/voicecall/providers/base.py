@@ -1,0 +1,116 @@
+"""The carrier interface and the carrier-neutral shapes that cross it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from voicecall.calls.events import CallEvent
+from voicecall.calls.model import CallMode, CallRecord, EndReason
+
+EventSink = Callable[[list[CallEvent]], Awaitable[None]]
+"""Where a carrier delivers events it produces outside a webhook (simulations, media streams)."""
+
+
+class ProviderError(Exception):
+    """A carrier request failed; the message names the carrier, status and reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """One inbound HTTP request, as the verification and parsing steps see it."""
+
+    method: str
+    url: str
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+    remote_addr: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """Result of checking a webhook's authenticity; `request_key` identifies it for replay checks."""
+
+    ok: bool
+    request_key: str | None = None
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class ParsedWebhook:
+    """What a webhook means (events) and what to answer the carrier (body, headers, status)."""
+
+    events: list[CallEvent] = field(default_factory=list)
+    body: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    status: int = 200
+
+
+class WebhookParseError(Exception):
+    """The webhook body is malformed; answered with 400 and nothing changes."""
+
+
+@dataclass(frozen=True, slots=True)
+class DialRequest:
+    """Everything a carrier needs to place an outbound call."""
+
+    call_id: str
+    from_: str
+    to: str
+    webhook_url: str
+    mode: CallMode
+    message: str | None
+    ring_timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCallStatus:
+    """A carrier's view of a call: its raw status, whether it has ended, and the end reason."""
+
+    status: str
+    is_terminal: bool
+    is_unknown: bool = False
+    end_reason: EndReason | None = None
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A carrier adapter. Commands raise `ProviderError`; `play_tts` returns once it has played."""
+
+    name: str
+    required_headers: tuple[str, ...]
+
+    def bind(self, sink: EventSink) -> None: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def verify_webhook(self, request: WebhookRequest) -> Verification: ...
+    def parse_webhook(self, request: WebhookRequest, verification: Verification) -> ParsedWebhook: ...
+    async def initiate_call(self, request: DialRequest) -> str: ...
+    async def hangup_call(self, call: CallRecord, reason: EndReason) -> None: ...
+    async def play_tts(self, call: CallRecord, text: str) -> None: ...
+    async def start_listening(self, call: CallRecord, turn_token: str | None) -> None: ...
+    async def stop_listening(self, call: CallRecord) -> None: ...
+    async def send_dtmf(self, call: CallRecord, digits: str) -> None: ...
+    async def get_call_status(self, provider_call_id: str) -> ProviderCallStatus: ...
+
+
+TERMINAL_STATUS: dict[str, EndReason] = {
+    "completed": EndReason.COMPLETED,
+    "failed": EndReason.FAILED,
+    "busy": EndReason.BUSY,
+    "no-answer": EndReason.NO_ANSWER,
+    "canceled": EndReason.HANGUP_BOT,
+}
+
+
+def map_call_status(raw: str | None) -> ProviderCallStatus:
+    """Normalize a carrier status string (shared mapping of reference §3.0)."""
+    status = (raw or "").strip().lower() or "unknown"
+    reason = TERMINAL_STATUS.get(status)
+    return ProviderCallStatus(
+        status=status, is_terminal=reason is not None, is_unknown=status == "unknown",
+        end_reason=reason,
+    )

@@ -1,0 +1,270 @@
+"""The `mock` carrier: a simulated phone network for development with no network at all.
+
+A placed call rings, then answers (or ends busy / no-answer / failed); speaking takes time in
+proportion to the text; listening yields the next scripted caller reply or waits for speech
+injected with `inject` (the `mock.inject` RPC). Mock webhooks carry normalized events as JSON
+and are accepted under a synthetic request key (SPEC Q1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from voicecall.calls.events import EVENT_TYPES, CallEvent
+from voicecall.calls.model import CallRecord, EndReason
+from voicecall.providers.base import (
+    DialRequest,
+    EventSink,
+    ParsedWebhook,
+    ProviderCallStatus,
+    ProviderError,
+    Verification,
+    WebhookParseError,
+    WebhookRequest,
+)
+
+log = logging.getLogger(__name__)
+
+MockOutcome = Literal["answer", "busy", "no-answer", "failed"]
+MIN_SPEAK_MS = 200
+REPLY_DELAY_MS = 150
+
+
+@dataclass(frozen=True, slots=True)
+class MockBehaviour:
+    """How the simulated callee behaves (from the `mock` config block)."""
+
+    answer_after_ms: int = 300
+    ring_ms: int = 100
+    outcome: MockOutcome = "answer"
+    caller_replies: tuple[str, ...] = ()
+    speak_ms_per_char: int = 40
+
+
+@dataclass(slots=True)
+class _SimCall:
+    provider_call_id: str
+    call_id: str
+    replies: deque[str]
+    answered: bool = False
+    ended: bool = False
+    listen_token: str | None = None
+    listening: bool = False
+    heard: list[str] = field(default_factory=list)
+    digits_heard: list[str] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+    seq: int = 0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class MockProvider:
+    """In-process carrier simulation implementing the `Provider` interface."""
+
+    name = "mock"
+    required_headers: tuple[str, ...] = ()
+
+    def __init__(self, behaviour: MockBehaviour | None = None) -> None:
+        self.behaviour = behaviour or MockBehaviour()
+        self._calls: dict[str, _SimCall] = {}
+        self._sink: EventSink | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def bind(self, sink: EventSink) -> None:
+        self._sink = sink
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        tasks = [t for t in self._tasks if not t.done()]
+        for sim in self._calls.values():
+            if sim.task and not sim.task.done():
+                tasks.append(sim.task)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # -- webhooks --------------------------------------------------------------------------
+    def verify_webhook(self, request: WebhookRequest) -> Verification:
+        """Mock webhooks are unsigned; the body hash is their identity, so replays are caught."""
+        digest = hashlib.sha256(request.body).hexdigest()
+        return Verification(ok=True, request_key=f"mock:{digest}")
+
+    def parse_webhook(self, request: WebhookRequest, verification: Verification) -> ParsedWebhook:
+        """Accept `{"events": [...]}` or `{"event": {...}}` of normalized events."""
+        try:
+            payload = json.loads(request.body or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise WebhookParseError(f"invalid JSON body: {exc}") from exc
+        if isinstance(payload, dict) and isinstance(payload.get("events"), list):
+            raw_events: list[Any] = payload["events"]
+        elif isinstance(payload, dict) and isinstance(payload.get("event"), dict):
+            raw_events = [payload["event"]]
+        else:
+            raise WebhookParseError('body must be {"events": [...]} or {"event": {...}}')
+        events: list[CallEvent] = []
+        for index, raw in enumerate(raw_events):
+            if not isinstance(raw, dict) or raw.get("type") not in EVENT_TYPES:
+                continue  # unknown event types are ignored, as carriers add new ones
+            if not raw.get("callId"):
+                raise WebhookParseError(f"events[{index}]: callId is required")
+            try:
+                event = CallEvent.model_validate(raw)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                loc = ".".join(str(p) for p in first["loc"])
+                raise WebhookParseError(f"events[{index}].{loc}: {first['msg']}") from exc
+            if not event.timestamp:
+                event.timestamp = _now_ms()
+            if not event.dedupe_key and "id" not in raw:
+                event.dedupe_key = f"{verification.request_key}:{index}"
+            events.append(event)
+        return ParsedWebhook(events=events, body=json.dumps({"ok": True, "events": len(events)}),
+                             headers={"content-type": "application/json"})
+
+    # -- commands --------------------------------------------------------------------------
+    async def initiate_call(self, request: DialRequest) -> str:
+        provider_call_id = f"mock-{request.call_id}"
+        sim = _SimCall(provider_call_id, request.call_id, deque(self.behaviour.caller_replies))
+        self._calls[provider_call_id] = sim
+        sim.task = asyncio.create_task(self._run_call(sim, request.ring_timeout_ms))
+        return provider_call_id
+
+    async def hangup_call(self, call: CallRecord, reason: EndReason) -> None:
+        sim = self._calls.get(call.provider_call_id or "")
+        if sim is None:
+            return
+        sim.ended = True
+        if sim.task and not sim.task.done() and sim.task is not asyncio.current_task():
+            sim.task.cancel()
+
+    async def play_tts(self, call: CallRecord, text: str) -> None:
+        sim = self._live(call)
+        duration = max(MIN_SPEAK_MS, len(text) * self.behaviour.speak_ms_per_char) / 1000
+        await asyncio.sleep(duration)
+        if sim.ended:
+            raise ProviderError("mock: the callee hung up during playback")
+        sim.heard.append(text)
+
+    async def start_listening(self, call: CallRecord, turn_token: str | None) -> None:
+        sim = self._live(call)
+        sim.listening, sim.listen_token = True, turn_token
+        if sim.replies:
+            reply = sim.replies.popleft()
+            self._spawn(self._say_later(sim, reply, turn_token))
+
+    async def stop_listening(self, call: CallRecord) -> None:
+        sim = self._calls.get(call.provider_call_id or "")
+        if sim is not None:
+            sim.listening, sim.listen_token = False, None
+
+    async def send_dtmf(self, call: CallRecord, digits: str) -> None:
+        self._live(call).digits_heard.append(digits)
+
+    async def get_call_status(self, provider_call_id: str) -> ProviderCallStatus:
+        sim = self._calls.get(provider_call_id)
+        if sim is None:
+            # The simulated network outlived a gateway restart: adopt the call as in progress.
+            call_id = provider_call_id.removeprefix("mock-")
+            sim = _SimCall(provider_call_id, call_id, deque(), answered=True)
+            self._calls[provider_call_id] = sim
+        if sim.ended:
+            return ProviderCallStatus("completed", is_terminal=True, end_reason=EndReason.COMPLETED)
+        return ProviderCallStatus("in-progress" if sim.answered else "ringing", is_terminal=False)
+
+    # -- acting as the callee --------------------------------------------------------------
+    async def inject(
+        self, provider_call_id: str, *, speech: str | None = None, digits: str | None = None,
+        hangup: bool = False,
+    ) -> None:
+        """Act as the callee: say something, press keys, or hang up."""
+        sim = self._calls.get(provider_call_id)
+        if sim is None or sim.ended:
+            raise ProviderError(f"mock: no live call {provider_call_id}")
+        if speech:
+            await self._emit(sim, "call.speech", transcript=speech, is_final=True,
+                             turn_token=sim.listen_token if sim.listening else None)
+        if digits:
+            await self._emit(sim, "call.dtmf", digits=digits)
+        if hangup:
+            sim.ended = True
+            await self._emit(sim, "call.ended", reason=EndReason.HANGUP_USER)
+
+    def heard(self, provider_call_id: str) -> list[str]:
+        """What the simulated callee heard, in order (for tests and debugging)."""
+        sim = self._calls.get(provider_call_id)
+        return list(sim.heard) if sim else []
+
+    def digits_heard(self, provider_call_id: str) -> list[str]:
+        sim = self._calls.get(provider_call_id)
+        return list(sim.digits_heard) if sim else []
+
+    # -- internals ---------------------------------------------------------------------------
+    def _live(self, call: CallRecord) -> _SimCall:
+        sim = self._calls.get(call.provider_call_id or "")
+        if sim is None:
+            raise ProviderError(f"mock: unknown call {call.provider_call_id}")
+        if sim.ended:
+            raise ProviderError("mock: call has ended")
+        return sim
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _say_later(self, sim: _SimCall, text: str, token: str | None) -> None:
+        delay = REPLY_DELAY_MS + len(text) * self.behaviour.speak_ms_per_char // 2
+        await asyncio.sleep(delay / 1000)
+        if not sim.ended:
+            await self._emit(sim, "call.speech", transcript=text, is_final=True, turn_token=token)
+
+    async def _run_call(self, sim: _SimCall, ring_timeout_ms: int) -> None:
+        b = self.behaviour
+        await self._emit(sim, "call.initiated")
+        await asyncio.sleep(b.ring_ms / 1000)
+        await self._emit(sim, "call.ringing")
+        if b.outcome == "no-answer":
+            await asyncio.sleep(ring_timeout_ms / 1000)
+            sim.ended = True
+            await self._emit(sim, "call.ended", reason=EndReason.NO_ANSWER)
+            return
+        await asyncio.sleep(b.answer_after_ms / 1000)
+        if b.outcome in ("busy", "failed"):
+            sim.ended = True
+            reason = EndReason.BUSY if b.outcome == "busy" else EndReason.FAILED
+            await self._emit(sim, "call.ended", reason=reason)
+            return
+        sim.answered = True
+        await self._emit(sim, "call.answered")
+
+    async def _emit(self, sim: _SimCall, kind: str, **fields: Any) -> None:
+        if self._sink is None:
+            log.warning("mock: no event sink bound; dropping %s", kind)
+            return
+        sim.seq += 1
+        event = CallEvent.model_validate({
+            "type": kind, "callId": sim.call_id, "providerCallId": sim.provider_call_id,
+            "timestamp": _now_ms(), "dedupeKey": f"mock:{sim.provider_call_id}:{sim.seq}",
+            **{k: v for k, v in fields.items()},
+        })
+        try:
+            await self._sink([event])
+        except Exception:  # a failing sink must not kill the simulation
+            log.exception("mock: event sink failed for %s", kind)

@@ -1,0 +1,403 @@
+"""SQLite call store (WAL): one writer thread with group commit, so webhooks can be acknowledged
+only after their write is durable without paying one fsync per request.
+
+Tables:
+- `calls`: the current record of every call (JSON), with indexed id columns;
+- `log`: append-only snapshots, events and turns (`tail`, `latency`), newest kept up to a cap;
+- `replay_keys`: verified webhook identities with an expiry (replays survive restarts, SPEC Q12);
+- `rejected_keys`: dedupe keys of rejected inbound calls (SPEC Q15);
+- `provider_state`: carrier-side state a call needs after a restart (SPEC Q11).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from voicecall.calls.model import TERMINAL_STATES, CallRecord
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    call_id TEXT PRIMARY KEY,
+    provider_call_id TEXT,
+    state TEXT NOT NULL,
+    terminal INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calls_provider_id ON calls(provider_call_id);
+CREATE INDEX IF NOT EXISTS calls_live ON calls(terminal, started_at);
+CREATE TABLE IF NOT EXISTS log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    call_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_kind ON log(kind, seq);
+CREATE TABLE IF NOT EXISTS replay_keys (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rejected_keys (key TEXT PRIMARY KEY, at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS provider_state (call_id TEXT PRIMARY KEY, data TEXT NOT NULL);
+"""
+
+DB_NAME = "calls.sqlite3"
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One row of the append-only log: a record snapshot, an event, or a completed turn."""
+
+    seq: int
+    at: int
+    call_id: str
+    kind: str
+    data: dict[str, Any]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "at": self.at, "callId": self.call_id, "kind": self.kind,
+                "data": self.data}
+
+
+_Op = Callable[[sqlite3.Connection], Any]
+_STOP = object()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SQLiteCallStore:
+    """Call store on one SQLite file. All access runs on a dedicated thread; writes that arrive
+    together share one transaction (group commit) and each caller resumes after the commit."""
+
+    def __init__(
+        self, directory: str | Path, *, max_log_rows: int = 200_000,
+        max_ended_calls: int = 20_000, replay_ttl_ms: int = 24 * 3600 * 1000,
+    ) -> None:
+        self.directory = Path(directory).expanduser()
+        self.path = self.directory / DB_NAME
+        self.max_log_rows = max_log_rows
+        self.max_ended_calls = max_ended_calls
+        self.replay_ttl_ms = replay_ttl_ms
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._writes_since_prune = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> None:
+        """Create the directory and schema, reclaim nothing-left-behind, start the worker."""
+        if self._thread is not None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        ready: Future[None] = Future()
+        self._thread = threading.Thread(target=self._worker, args=(ready,), daemon=True,
+                                        name="voicecall-store")
+        self._thread.start()
+        ready.result(timeout=30)
+
+    def close(self) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout=30)
+        self._thread = None
+
+    async def __aenter__(self) -> SQLiteCallStore:
+        await asyncio.to_thread(self.open)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.close)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    def _worker(self, ready: Future[None]) -> None:
+        try:
+            conn = self._connect()
+            conn.executescript(SCHEMA)
+        except Exception as exc:
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    return
+                batch = [item]
+                while True:  # group commit: take everything already waiting
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is _STOP:
+                        self._run_batch(conn, batch)
+                        return
+                    batch.append(nxt)
+                self._run_batch(conn, batch)
+        finally:
+            conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        results: list[tuple[Any, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fut, op, loop in batch:
+                try:
+                    conn.execute("SAVEPOINT op")
+                    value = op(conn)
+                    conn.execute("RELEASE op")
+                    results.append(((fut, loop), value, None))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append(((fut, loop), None, exc))
+            self._writes_since_prune += len(batch)
+            if self._writes_since_prune >= 500:
+                self._writes_since_prune = 0
+                self._prune(conn)
+            conn.execute("COMMIT")
+        except Exception as exc:  # the commit itself failed: every op in the batch failed
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            results = [((fut, loop), None, exc) for fut, _op, loop in batch]
+        for (fut, loop), value, error in results:
+            loop.call_soon_threadsafe(_settle, fut, value, error)
+
+    def _prune(self, conn: sqlite3.Connection) -> None:
+        """Retention: cap the log and the ended-call history; drop expired replay keys."""
+        conn.execute("DELETE FROM log WHERE seq <= (SELECT MAX(seq) FROM log) - ?",
+                     (self.max_log_rows,))
+        conn.execute(
+            "DELETE FROM calls WHERE terminal = 1 AND call_id NOT IN ("
+            " SELECT call_id FROM calls WHERE terminal = 1 ORDER BY updated_at DESC LIMIT ?)",
+            (self.max_ended_calls,),
+        )
+        conn.execute("DELETE FROM provider_state WHERE call_id NOT IN (SELECT call_id FROM calls)")
+        conn.execute("DELETE FROM replay_keys WHERE expires_at < ?", (_now_ms(),))
+
+    async def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        if self._thread is None:
+            raise RuntimeError("store is not open")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put((fut, op, loop))
+        return await fut
+
+    def run_sync(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run one operation from a thread with no event loop (CLI reads)."""
+        conn = self._connect()
+        try:
+            conn.executescript(SCHEMA)
+            return op(conn)
+        finally:
+            conn.close()
+
+    # -- records -----------------------------------------------------------------------------
+    async def save(self, record: CallRecord, *, events: Iterable[dict[str, Any]] = (),
+                   turn: dict[str, Any] | None = None) -> None:
+        """Persist the current record, append its snapshot (and any events/turn) to the log."""
+        data = record.to_json_dict()
+        text = json.dumps(data, separators=(",", ":"))
+        event_rows = [json.dumps(e, separators=(",", ":")) for e in events]
+        turn_text = json.dumps(turn, separators=(",", ":")) if turn is not None else None
+        terminal = 1 if record.state in TERMINAL_STATES else 0
+
+        def op(conn: sqlite3.Connection) -> None:
+            now = _now_ms()
+            conn.execute(
+                "INSERT INTO calls(call_id, provider_call_id, state, terminal, started_at,"
+                " updated_at, record) VALUES (?,?,?,?,?,?,?) ON CONFLICT(call_id) DO UPDATE SET"
+                " provider_call_id=excluded.provider_call_id, state=excluded.state,"
+                " terminal=excluded.terminal, updated_at=excluded.updated_at,"
+                " record=excluded.record",
+                (record.call_id, record.provider_call_id, record.state.value, terminal,
+                 record.started_at, now, text),
+            )
+            rows = [(now, record.call_id, "event", e) for e in event_rows]
+            rows.append((now, record.call_id, "snapshot", text))
+            if turn_text is not None:
+                rows.append((now, record.call_id, "turn", turn_text))
+            conn.executemany("INSERT INTO log(at, call_id, kind, data) VALUES (?,?,?,?)", rows)
+
+        await self._submit(op)
+
+    async def get(self, call_id: str) -> CallRecord | None:
+        """A call by our id, or else by the carrier's id."""
+        return await self._submit(lambda conn: _get(conn, call_id))
+
+    async def live_calls(self) -> list[CallRecord]:
+        return await self._submit(_live)
+
+    async def recent_calls(self, limit: int = 50) -> list[CallRecord]:
+        return await self._submit(lambda conn: _recent(conn, limit))
+
+    async def log_since(self, after_seq: int, limit: int = 500,
+                        kinds: tuple[str, ...] | None = None) -> list[LogEntry]:
+        return await self._submit(lambda conn: _log_since(conn, after_seq, limit, kinds))
+
+    async def last_log(self, limit: int, kinds: tuple[str, ...] | None = None) -> list[LogEntry]:
+        return await self._submit(lambda conn: _last_log(conn, limit, kinds))
+
+    # -- replay and rejected keys ------------------------------------------------------------
+    async def mark_replay(self, key: str) -> bool:
+        """Remember a verified request key; True if it was already seen (a replay)."""
+        expires = _now_ms() + self.replay_ttl_ms
+
+        def op(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT expires_at FROM replay_keys WHERE key=?", (key,)).fetchone()
+            if row is not None and row[0] >= _now_ms():
+                return True
+            conn.execute("INSERT OR REPLACE INTO replay_keys(key, expires_at) VALUES (?,?)",
+                         (key, expires))
+            return False
+
+        return await self._submit(op)
+
+    async def add_rejected_key(self, key: str) -> bool:
+        """Remember a rejected inbound call's dedupe key; True if it was new."""
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("INSERT OR IGNORE INTO rejected_keys(key, at) VALUES (?,?)",
+                               (key, _now_ms()))
+            return cur.rowcount == 1
+
+        return await self._submit(op)
+
+    async def forget_rejected_key(self, key: str) -> None:
+        await self._submit(lambda conn: conn.execute(
+            "DELETE FROM rejected_keys WHERE key=?", (key,)))
+
+    # -- carrier-side state ------------------------------------------------------------------
+    async def put_provider_state(self, call_id: str, data: dict[str, Any]) -> None:
+        text = json.dumps(data, separators=(",", ":"))
+        await self._submit(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO provider_state(call_id, data) VALUES (?,?)", (call_id, text)))
+
+    async def get_provider_state(self, call_id: str) -> dict[str, Any] | None:
+        def op(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            row = conn.execute("SELECT data FROM provider_state WHERE call_id=?",
+                               (call_id,)).fetchone()
+            return json.loads(row[0]) if row else None
+
+        return await self._submit(op)
+
+    # -- JSONL import / export (reference §6.1) ------------------------------------------------
+    async def export_jsonl(self, path: str | Path) -> int:
+        """Write every snapshot in the log as one CallRecord JSON per line; returns the count."""
+        return await self._submit(lambda conn: _export(conn, Path(path)))
+
+    async def import_jsonl(self, path: str | Path) -> int:
+        """Load a `calls.jsonl` (last snapshot per call wins); invalid lines are skipped."""
+        records = list(_read_jsonl(Path(path)))
+
+        def op(conn: sqlite3.Connection) -> int:
+            now = _now_ms()
+            for record in records:
+                text = json.dumps(record.to_json_dict(), separators=(",", ":"))
+                conn.execute("INSERT INTO log(at, call_id, kind, data) VALUES (?,?,?,?)",
+                             (now, record.call_id, "snapshot", text))
+                conn.execute(
+                    "INSERT OR REPLACE INTO calls(call_id, provider_call_id, state, terminal,"
+                    " started_at, updated_at, record) VALUES (?,?,?,?,?,?,?)",
+                    (record.call_id, record.provider_call_id, record.state.value,
+                     1 if record.is_terminal else 0, record.started_at, now, text))
+            return len(records)
+
+        return await self._submit(op)
+
+
+def _settle(fut: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(value)
+
+
+def _get(conn: sqlite3.Connection, call_id: str) -> CallRecord | None:
+    row = conn.execute("SELECT record FROM calls WHERE call_id=?", (call_id,)).fetchone()
+    if row is None:
+        row = conn.execute(
+            "SELECT record FROM calls WHERE provider_call_id=? ORDER BY updated_at DESC LIMIT 1",
+            (call_id,)).fetchone()
+    return CallRecord.model_validate_json(row[0]) if row else None
+
+
+def _live(conn: sqlite3.Connection) -> list[CallRecord]:
+    rows = conn.execute("SELECT record FROM calls WHERE terminal=0 ORDER BY started_at").fetchall()
+    return [CallRecord.model_validate_json(r[0]) for r in rows]
+
+
+def _recent(conn: sqlite3.Connection, limit: int) -> list[CallRecord]:
+    rows = conn.execute("SELECT record FROM calls ORDER BY updated_at DESC LIMIT ?",
+                        (limit,)).fetchall()
+    return [CallRecord.model_validate_json(r[0]) for r in rows]
+
+
+def _kind_clause(kinds: tuple[str, ...] | None) -> tuple[str, tuple[str, ...]]:
+    if not kinds:
+        return "", ()
+    return f" AND kind IN ({','.join('?' * len(kinds))})", kinds
+
+
+def _entries(rows: Iterable[tuple[int, int, str, str, str]]) -> list[LogEntry]:
+    return [LogEntry(seq, at, call_id, kind, json.loads(data))
+            for seq, at, call_id, kind, data in rows]
+
+
+def _log_since(conn: sqlite3.Connection, after: int, limit: int,
+               kinds: tuple[str, ...] | None) -> list[LogEntry]:
+    clause, args = _kind_clause(kinds)
+    rows = conn.execute(f"SELECT seq, at, call_id, kind, data FROM log WHERE seq > ?{clause}"
+                        " ORDER BY seq LIMIT ?", (after, *args, limit)).fetchall()
+    return _entries(rows)
+
+
+def _last_log(conn: sqlite3.Connection, limit: int,
+              kinds: tuple[str, ...] | None) -> list[LogEntry]:
+    clause, args = _kind_clause(kinds)
+    rows = conn.execute(f"SELECT seq, at, call_id, kind, data FROM log WHERE 1=1{clause}"
+                        " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
+    return _entries(reversed(rows))
+
+
+def _export(conn: sqlite3.Connection, path: Path) -> int:
+    count = 0
+    with path.open("w", encoding="utf-8") as fh:
+        for (data,) in conn.execute("SELECT data FROM log WHERE kind='snapshot' ORDER BY seq"):
+            fh.write(data + "\n")
+            count += 1
+    return count
+
+
+def _read_jsonl(path: Path) -> Iterator[CallRecord]:
+    latest: dict[str, CallRecord] = {}
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = CallRecord.model_validate_json(line)
+            except ValueError:
+                continue
+            latest[record.call_id] = record
+    yield from latest.values()
