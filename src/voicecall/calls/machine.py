@@ -79,7 +79,7 @@ def remember_key(record: CallRecord, key: str) -> None:
 
 
 def apply_event(
-    record: CallRecord, event: CallEvent, *, waiter_token: str | None | NoWaiter = NO_WAITER
+    record: CallRecord, event: CallEvent, *, waiter_token: str | NoWaiter | None = NO_WAITER
 ) -> Applied:
     """Apply one normalized event to `record` in place.
 
@@ -112,9 +112,9 @@ def apply_event(
     elif kind == "call.speech":
         final_text: str | None = None
         if event.is_final:
-            if not isinstance(waiter_token, NoWaiter) and waiter_token is not None:
-                if event.turn_token != waiter_token:
-                    return Applied(changed=False, ignored="speech with mismatched turn token")
+            has_token = not isinstance(waiter_token, NoWaiter) and waiter_token is not None
+            if has_token and event.turn_token != waiter_token:
+                return Applied(changed=False, ignored="speech with mismatched turn token")
             record.transcript.append(
                 TranscriptEntry(timestamp=event.timestamp, speaker="user", text=event.transcript)
             )

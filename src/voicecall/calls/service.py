@@ -19,7 +19,14 @@ from typing import Any
 
 from voicecall.calls.events import CallEvent
 from voicecall.calls.machine import NO_WAITER, apply_event, end_record, remember_key, transition
-from voicecall.calls.model import CallMode, CallRecord, CallState, Direction, EndReason, TranscriptEntry
+from voicecall.calls.model import (
+    CallMode,
+    CallRecord,
+    CallState,
+    Direction,
+    EndReason,
+    TranscriptEntry,
+)
 from voicecall.calls.phone import is_dtmf, is_e164
 from voicecall.calls.policy import check_inbound, session_key
 from voicecall.calls.timers import TimerSet
@@ -113,12 +120,14 @@ class CallService:
         self._changed = asyncio.Condition()
         self._version = 0
         self._reaper: asyncio.Task[None] | None = None
+        self._started = False
         provider.bind(self.apply_events)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         """Restore live calls from the store (reference §6.2), then start the stale-call reaper."""
         await self._restore()
+        self._started = True
         if self.settings.stale_call_reaper_seconds > 0:
             self._reaper = asyncio.create_task(self._reap_forever(), name="stale-call-reaper")
 
@@ -147,6 +156,12 @@ class CallService:
 
     def active_calls(self) -> list[CallRecord]:
         return sorted(self._calls.values(), key=lambda r: r.started_at)
+
+    async def list_active(self) -> list[CallRecord]:
+        """Live calls: from memory when running, from the store when only reading (CLI)."""
+        if self._started:
+            return self.active_calls()
+        return await self.store.live_calls()
 
     async def get_call(self, call_id: str) -> CallRecord | None:
         """A live call, or an ended one from history (SPEC Q19)."""
@@ -178,12 +193,12 @@ class CallService:
             self._version += 1
             self._changed.notify_all()
 
-    async def wait_for_change(self, version: int, timeout: float) -> int:
+    async def wait_for_change(self, version: int, wait_s: float) -> int:
         """Block until something was persisted after `version` (or the timeout); the new version."""
         async with self._changed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._version != version), timeout)
+                    self._changed.wait_for(lambda: self._version != version), wait_s)
             return self._version
 
     def _finalize(self, record: CallRecord) -> None:
@@ -650,13 +665,13 @@ class CallService:
         now = now_ms()
         reaped = 0
         for record in list(self._calls.values()):
-            if (record.answered_at is None and not record.is_terminal
-                    and record.state not in (CallState.SPEAKING, CallState.LISTENING)
-                    and now - record.started_at > threshold):
-                if await self.end(record.call_id, EndReason.TIMEOUT,
-                                  detail=f"stale: not answered within "
-                                         f"{self.settings.stale_call_reaper_seconds} s"):
-                    reaped += 1
+            stale = (record.answered_at is None and not record.is_terminal
+                     and record.state not in (CallState.SPEAKING, CallState.LISTENING)
+                     and now - record.started_at > threshold)
+            if stale and await self.end(record.call_id, EndReason.TIMEOUT,
+                                        detail=f"stale: not answered within "
+                                               f"{self.settings.stale_call_reaper_seconds} s"):
+                reaped += 1
         return reaped
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -261,7 +262,7 @@ class MockProvider:
         sim.seq += 1
         event = CallEvent.model_validate({
             "type": kind, "callId": sim.call_id, "providerCallId": sim.provider_call_id,
-            "timestamp": _now_ms(), "dedupeKey": f"mock:{sim.provider_call_id}:{sim.seq}",
+            "timestamp": _now_ms(), "dedupeKey": f"mock:{sim.provider_call_id}:{uuid.uuid4().hex}",
             **{k: v for k, v in fields.items()},
         })
         try:

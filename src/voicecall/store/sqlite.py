@@ -256,6 +256,20 @@ class SQLiteCallStore:
     async def last_log(self, limit: int, kinds: tuple[str, ...] | None = None) -> list[LogEntry]:
         return await self._submit(lambda conn: _last_log(conn, limit, kinds))
 
+    async def state_history(self, call_id: str) -> list[dict[str, Any]]:
+        """The states a call went through, in order, with the time each was first persisted."""
+        def op(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            history: list[dict[str, Any]] = []
+            rows = conn.execute("SELECT at, data FROM log WHERE call_id=? AND kind='snapshot'"
+                                " ORDER BY seq", (call_id,))
+            for at, data in rows:
+                state = json.loads(data).get("state")
+                if not history or history[-1]["state"] != state:
+                    history.append({"state": state, "at": at})
+            return history
+
+        return await self._submit(op)
+
     # -- replay and rejected keys ------------------------------------------------------------
     async def mark_replay(self, key: str) -> bool:
         """Remember a verified request key; True if it was already seen (a replay)."""
@@ -270,6 +284,11 @@ class SQLiteCallStore:
             return False
 
         return await self._submit(op)
+
+    async def forget_replay(self, key: str) -> None:
+        """Forget a request key whose side effects failed, so the carrier's retry is applied."""
+        await self._submit(lambda conn: conn.execute("DELETE FROM replay_keys WHERE key=?",
+                                                     (key,)))
 
     async def add_rejected_key(self, key: str) -> bool:
         """Remember a rejected inbound call's dedupe key; True if it was new."""

@@ -1,0 +1,1 @@
+"""What agents use: the `voice_call` tool (schema and dispatcher)."""

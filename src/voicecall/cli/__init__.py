@@ -1,0 +1,1 @@
+"""The `voicecall` command line."""

@@ -1,0 +1,85 @@
+"""How CLI commands reach calls: the running gateway over the control API, or, with none
+reachable, a standalone runtime in this process (never a second server on a busy port)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from voicecall.calls.service import CallService, ServiceSettings
+from voicecall.config import LoadedConfig, resolve_control_token, store_dir
+from voicecall.gateway.api import ControlApi
+from voicecall.gateway.client import ControlClient, GatewayUnavailable
+from voicecall.gateway.runtime import Runtime
+from voicecall.providers.registry import build_provider
+from voicecall.store import SQLiteCallStore
+
+
+class Api(Protocol):
+    async def call(self, method: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        ...
+
+
+@dataclass
+class RemoteApi:
+    """The control API of a running gateway."""
+
+    client: ControlClient
+    long_timeout_s: float
+
+    async def call(self, method: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return await self.client.call(method, params, timeout_s=self.long_timeout_s)
+
+
+def control_url(loaded: LoadedConfig) -> str:
+    c = loaded.config.control
+    host = "127.0.0.1" if c.bind in ("0.0.0.0", "") else c.bind
+    host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
+    return f"http://{host}:{c.port}"
+
+
+@contextlib.asynccontextmanager
+async def gateway_client(loaded: LoadedConfig) -> AsyncIterator[ControlClient | None]:
+    """A client for the running gateway, or None when no gateway answers."""
+    token = resolve_control_token(loaded.config, loaded.env)
+    client = ControlClient(control_url(loaded), token,
+                           timeout_s=loaded.config.transcript_timeout_ms / 1000 + 60)
+    try:
+        yield client if await client.ping() else None
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def live_api(loaded: LoadedConfig) -> AsyncIterator[tuple[Api, Runtime | None]]:
+    """An API that can act on live calls: the gateway's, or a standalone runtime's."""
+    async with gateway_client(loaded) as client:
+        if client is not None:
+            timeout = loaded.config.transcript_timeout_ms / 1000 + 60
+            yield RemoteApi(client, timeout), None
+            return
+    runtime = Runtime(loaded)
+    await runtime.start()
+    try:
+        yield runtime.api, runtime
+    finally:
+        await runtime.stop()
+
+
+@contextlib.asynccontextmanager
+async def read_api(loaded: LoadedConfig) -> AsyncIterator[Api]:
+    """An API for reading calls: the gateway's, or the store read directly (binds no port)."""
+    async with gateway_client(loaded) as client:
+        if client is not None:
+            yield RemoteApi(client, 60)
+            return
+    store = SQLiteCallStore(store_dir(loaded.config, loaded.env))
+    async with store:
+        service = CallService(ServiceSettings(), build_provider(loaded.config), store,
+                              webhook_url="")
+        yield ControlApi(service)
+
+
+__all__ = ["Api", "GatewayUnavailable", "control_url", "gateway_client", "live_api", "read_api"]

@@ -1,0 +1,1 @@
+"""The gateway: composition root, control API (methods, server, client) and readiness checks."""

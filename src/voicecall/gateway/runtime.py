@@ -1,0 +1,177 @@
+"""The composition root: reads the config and wires store, carrier, call service, webhook server
+and control API. Nothing else constructs long-lived objects.
+
+>>> async with Runtime(load_config()) as runtime:
+...     await runtime.api.call("voicecall.initiate", {"to": "+15555550123", "message": "Hi"})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Generator, Mapping
+from typing import Any
+
+import uvicorn
+
+from voicecall.calls.service import CallService, ServiceSettings
+from voicecall.config import LoadedConfig, resolve_control_token, store_dir
+from voicecall.gateway.api import ControlApi
+from voicecall.gateway.ports import bind_listener
+from voicecall.providers.base import Provider
+from voicecall.providers.registry import build_provider
+from voicecall.server.control import build_control_app
+from voicecall.server.webhook import WebhookApp
+from voicecall.store import SQLiteCallStore
+
+log = logging.getLogger(__name__)
+STARTUP_TIMEOUT_S = 10.0
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to its host program."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class Runtime:
+    """One gateway: carrier + call service + webhook listener (+ control listener)."""
+
+    def __init__(self, loaded: LoadedConfig, *, serve_control: bool = True,
+                 reaper_interval_s: float = 30.0) -> None:
+        loaded.raise_for_issues()
+        self.loaded = loaded
+        self.config = loaded.config
+        self.serve_control = serve_control
+        self.reaper_interval_s = reaper_interval_s
+        self.token = resolve_control_token(self.config, loaded.env)
+        self.store = SQLiteCallStore(store_dir(self.config, loaded.env))
+        self.provider: Provider = build_provider(self.config)
+        self.webhook_url = ""
+        self.control_url = ""
+        self._servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+        self._started = False
+        self.service: CallService
+        self.api: ControlApi
+
+    def _settings(self) -> ServiceSettings:
+        c = self.config
+        return ServiceSettings(
+            provider_name=self.provider.name,
+            from_number=c.from_number or "+15550000000",
+            max_concurrent_calls=c.max_concurrent_calls,
+            max_duration_seconds=c.max_duration_seconds,
+            transcript_timeout_ms=c.transcript_timeout_ms,
+            ring_timeout_ms=c.ring_timeout_ms,
+            notify_hangup_delay_sec=c.outbound.notify_hangup_delay_sec,
+            stale_call_reaper_seconds=c.stale_call_reaper_seconds,
+            reaper_interval_s=self.reaper_interval_s,
+            default_mode=c.outbound.default_mode,
+            inbound_policy=c.inbound_policy,
+            allow_from=tuple(c.allow_from),
+            inbound_greeting=c.inbound_greeting,
+            session_scope=c.session_scope,
+            agent_id=c.agent_id,
+        )
+
+    async def start(self) -> None:
+        """Bind both ports first (a busy port fails fast and plainly), then restore and serve."""
+        if self._started:
+            return
+        c = self.config
+        if c.skip_signature_verification:
+            log.warning("SECURITY WARNING: skipSignatureVerification is on; webhooks are not "
+                        "authenticated. Use it only for local tests.")
+        webhook_sock = bind_listener(c.serve.bind, c.serve.port, "webhook")
+        control_sock: socket.socket | None = None
+        try:
+            if self.serve_control:
+                control_sock = bind_listener(c.control.bind, c.control.port, "control")
+        except Exception:
+            webhook_sock.close()
+            raise
+        host, port = webhook_sock.getsockname()[:2]
+        local_url = f"http://{_host_for_url(host)}:{port}{c.serve.path}"
+        self.webhook_url = c.public_url or local_url
+        try:
+            await self.store.__aenter__()
+            self.service = CallService(self._settings(), self.provider, self.store,
+                                       webhook_url=self.webhook_url)
+            inject = getattr(self.provider, "inject", None)
+            self.api = ControlApi(self.service, to_number=c.to_number,
+                                  inject=self._injector(inject) if inject else None)
+            await self.provider.start()
+            await self.service.start()
+            webhook_app = WebhookApp(
+                provider=self.provider, apply_events=self.service.apply_events,
+                mark_replay=self.store.mark_replay, forget_replay=self.store.forget_replay,
+                path=c.serve.path, skip_signature_verification=c.skip_signature_verification)
+            await self._serve(webhook_app, webhook_sock)
+            if control_sock is not None:
+                chost, cport = control_sock.getsockname()[:2]
+                self.control_url = f"http://{_host_for_url(chost)}:{cport}"
+                await self._serve(build_control_app(self.api, self.token), control_sock)
+        except BaseException:
+            webhook_sock.close()
+            if control_sock is not None:
+                control_sock.close()
+            await self._teardown()
+            raise
+        self._started = True
+        log.info("voicecall gateway: carrier %s, webhooks at %s, control at %s",
+                 self.provider.name, local_url, self.control_url or "(off)")
+
+    @staticmethod
+    def _injector(inject: Any) -> Any:
+        async def run(provider_call_id: str, params: Mapping[str, Any]) -> None:
+            await inject(provider_call_id, speech=params.get("speech"),
+                         digits=params.get("digits"), hangup=bool(params.get("hangup")))
+        return run
+
+    async def _serve(self, app: Any, sock: socket.socket) -> None:
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=5, ws="none")
+        server = _QuietServer(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        self._servers.append((server, task))
+        deadline = asyncio.get_running_loop().time() + STARTUP_TIMEOUT_S
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("server stopped during startup")
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("server did not start in time")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Idempotent, in reverse order: listeners, service, carrier, store."""
+        await self._teardown()
+        self._started = False
+
+    async def _teardown(self) -> None:
+        for server, _ in self._servers:
+            server.should_exit = True
+        for _, task in self._servers:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, 10)
+        self._servers.clear()
+        if hasattr(self, "service"):
+            await self.service.stop()
+        with contextlib.suppress(Exception):
+            await self.provider.stop()
+        await self.store.__aexit__(None, None, None)
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

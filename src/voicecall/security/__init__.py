@@ -1,0 +1,1 @@
+"""Request limits and webhook authenticity helpers shared by every carrier."""

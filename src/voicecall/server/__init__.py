@@ -1,0 +1,1 @@
+"""ASGI apps: the public webhook server and the loopback control API."""

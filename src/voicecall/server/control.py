@@ -1,0 +1,120 @@
+"""The control API server: JSON-RPC 2.0 over `POST /rpc` and a live event stream at
+`GET /events` (server-sent events), on its own loopback listener with a bearer token.
+
+It is never mounted on the webhook port, because tunnels expose that port to the internet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from voicecall.calls.service import CallError
+from voicecall.gateway.api import ControlApi
+
+log = logging.getLogger(__name__)
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+INTERNAL_ERROR = -32603
+MAX_RPC_BODY = 1024 * 1024
+SSE_KEEPALIVE_S = 15.0
+
+
+def _authorized(request: Request, token: str) -> bool:
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def _error(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    return {"jsonrpc": "2.0", "id": request_id, "error": err}
+
+
+def build_control_app(api: ControlApi, token: str) -> Starlette:
+    """The control API as a Starlette app, guarded by `token`."""
+
+    async def rpc(request: Request) -> Response:
+        if not _authorized(request, token):
+            return PlainTextResponse("Unauthorized", status_code=401,
+                                     headers={"www-authenticate": "Bearer"})
+        body = await request.body()
+        if len(body) > MAX_RPC_BODY:
+            return PlainTextResponse("Payload Too Large", status_code=413)
+        try:
+            message = json.loads(body)
+        except ValueError:
+            return JSONResponse(_error(None, PARSE_ERROR, "Parse error: body is not JSON"))
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(
+                message.get("method"), str):
+            return JSONResponse(_error(message.get("id") if isinstance(message, dict) else None,
+                                       INVALID_REQUEST, "Invalid Request: expected a JSON-RPC 2.0"
+                                       " object with a method"))
+        request_id = message.get("id")
+        params = message.get("params") or {}
+        if not isinstance(params, dict):
+            return JSONResponse(_error(request_id, -32602, "params must be an object"))
+        try:
+            result = await api.call(message["method"], params)
+        except CallError as exc:
+            data = {"callId": exc.call_id} if exc.call_id else None
+            return JSONResponse(_error(request_id, exc.code, str(exc), data))
+        except Exception as exc:
+            log.exception("rpc %s failed", message["method"])
+            return JSONResponse(_error(request_id, INTERNAL_ERROR, f"Internal error: {exc}"))
+        return JSONResponse({"jsonrpc": "2.0", "id": request_id, "result": result})
+
+    async def events(request: Request) -> Response:
+        if not _authorized(request, token):
+            return PlainTextResponse("Unauthorized", status_code=401,
+                                     headers={"www-authenticate": "Bearer"})
+        try:
+            after = int(request.query_params.get("after", "-1"))
+        except ValueError:
+            return PlainTextResponse("after must be an integer", status_code=400)
+        return StreamingResponse(_stream(api, after), media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache"})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True, "activeCalls": len(api.service.active_calls())})
+
+    return Starlette(routes=[
+        Route("/rpc", rpc, methods=["POST"]),
+        Route("/events", events, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+    ])
+
+
+async def _stream(api: ControlApi, after: int) -> AsyncIterator[str]:
+    """Log entries as SSE, from `after` (or from now when negative), live as they are persisted."""
+    service, store = api.service, api.service.store
+    version = await service.wait_for_change(-1, 0)
+    if after < 0:
+        last = await store.last_log(1)
+        after = last[-1].seq if last else 0
+    while True:
+        entries = await store.log_since(after)
+        for entry in entries:
+            after = entry.seq
+            yield f"id: {entry.seq}\nevent: {entry.kind}\ndata: {json.dumps(entry.to_json_dict())}\n\n"
+        if entries:
+            continue
+        new_version = await service.wait_for_change(version, SSE_KEEPALIVE_S)
+        if new_version == version:
+            yield ": keep-alive\n\n"
+        version = new_version
+        await asyncio.sleep(0)

@@ -1,0 +1,164 @@
+"""The public webhook server: carrier callbacks in, carrier replies out.
+
+Pipeline for `serve.path` (ARCHITECTURE.md): limits → verify → replay check → parse → apply
+(persisted) → reply. The path matches exactly (no prefixes), only POST is allowed, and the
+carrier's required signature headers are checked before the body is read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from voicecall.providers.base import Provider, WebhookParseError, WebhookRequest
+from voicecall.security.limits import (
+    BODY_TIMEOUT_S,
+    MAX_BODY_BYTES,
+    BodyTimeout,
+    BodyTooLarge,
+    InFlightLimiter,
+    read_body,
+)
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ApplyEvents = Callable[[list[Any]], Awaitable[None]]
+ReplayMarker = Callable[[str], Awaitable[bool]]
+ReplayForget = Callable[[str], Awaitable[None]]
+
+HEALTH_PATH = "/health"
+
+
+def normalize_path(path: str) -> str:
+    """Trim, ensure a leading slash, drop a trailing one (except for the root)."""
+    path = path.strip()
+    if not path.startswith("/"):
+        path = "/" + path
+    if len(path) > 1 and path.endswith("/"):
+        path = path[:-1]
+    return path
+
+
+class WebhookApp:
+    """ASGI app for carrier webhooks and the health check."""
+
+    def __init__(
+        self, *, provider: Provider, apply_events: ApplyEvents, mark_replay: ReplayMarker,
+        forget_replay: ReplayForget, path: str, skip_signature_verification: bool = False,
+        max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S,
+        limiter: InFlightLimiter | None = None,
+    ) -> None:
+        self.provider = provider
+        self.apply_events = apply_events
+        self.mark_replay = mark_replay
+        self.forget_replay = forget_replay
+        self.path = normalize_path(path)
+        self.skip_signature_verification = skip_signature_verification
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.limiter = limiter or InFlightLimiter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path = normalize_path(scope.get("path", "/"))
+        if path == HEALTH_PATH and path != self.path:
+            response: Response = JSONResponse({"ok": True, "provider": self.provider.name})
+        elif path != self.path:
+            response = PlainTextResponse("Not Found", status_code=404)
+        elif scope["method"] != "POST":
+            response = PlainTextResponse("Method Not Allowed", status_code=405,
+                                         headers={"allow": "POST"})
+        else:
+            response = await self._webhook(scope, receive)
+        await response(scope, receive, send)
+
+    async def _webhook(self, scope: Scope, receive: Receive) -> Response:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        if not self.skip_signature_verification and any(
+                h not in headers for h in self.provider.required_headers):
+            return PlainTextResponse("Unauthorized", status_code=401)
+        client = scope.get("client")
+        slot = self.limiter.acquire(client[0] if client else None)
+        if slot is None:
+            return PlainTextResponse("Too Many Requests", status_code=429)
+        try:
+            return await self._handle(scope, receive, headers)
+        except Exception:
+            log.exception("webhook handling failed")
+            return PlainTextResponse("Internal Server Error", status_code=500)
+        finally:
+            self.limiter.release(slot)
+
+    async def _handle(self, scope: Scope, receive: Receive, headers: dict[str, str]) -> Response:
+        try:
+            length = int(headers["content-length"]) if "content-length" in headers else None
+        except ValueError:
+            return PlainTextResponse("Bad Request: invalid Content-Length", status_code=400)
+        try:
+            body = await read_body(receive, content_length=length,
+                                   max_bytes=self.max_body_bytes, timeout_s=self.body_timeout_s)
+        except BodyTooLarge:
+            return PlainTextResponse("Payload Too Large", status_code=413)
+        except BodyTimeout:
+            return PlainTextResponse("Request Timeout", status_code=408)
+        request = _request(scope, headers, body)
+        verification = self.provider.verify_webhook(request)
+        if not verification.ok:
+            log.warning("webhook rejected: %s", verification.reason or "verification failed")
+            return PlainTextResponse("Unauthorized", status_code=401)
+        if not verification.request_key:
+            log.warning("webhook rejected: verification succeeded without request identity key")
+            return PlainTextResponse("Unauthorized", status_code=401)
+        key = verification.request_key
+        try:
+            parsed = self.provider.parse_webhook(request, verification)
+        except WebhookParseError as exc:
+            return PlainTextResponse(f"Bad Request: {exc}", status_code=400)
+        if await self.mark_replay(key):
+            log.warning("replay detected; acknowledging without side effects")
+        else:
+            try:
+                await self.apply_events(parsed.events)
+            except Exception:
+                await self.forget_replay(key)  # let the carrier's retry be applied
+                raise
+        body_text = "OK" if parsed.body is None else parsed.body
+        return Response(body_text, status_code=parsed.status, headers=parsed.headers or None,
+                        media_type=None if "content-type" in parsed.headers else "text/plain")
+
+
+def _request(scope: Scope, headers: dict[str, str], body: bytes) -> WebhookRequest:
+    host = headers.get("host", "localhost")
+    raw_path = scope.get("path", "/")
+    query_string = scope.get("query_string", b"").decode("latin-1")
+    url = f"{scope.get('scheme', 'http')}://{host}{raw_path}"
+    if query_string:
+        url += "?" + query_string
+    client = scope.get("client")
+    return WebhookRequest(
+        method=scope["method"], url=url, path=raw_path,
+        query=dict(parse_qsl(query_string, keep_blank_values=True)), headers=headers, body=body,
+        remote_addr=client[0] if client else "",
+    )
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
