@@ -537,7 +537,7 @@ def test_tts_merge_drops_proto_prototype_and_constructor_keys(env: dict[str, str
     assert tts.providers["openai"].voice == "alloy" and tts.providers["openai"].model == "m"
     dumped = json.dumps(redacted_config(loaded.config))
     assert "polluted" not in dumped
-    assert {"tts.__proto__", "tts.constructor", "tts.prototype", "tts.openai.__proto__"} <= {
+    assert {"tts.__proto__", "tts.constructor", "messages.tts.prototype", "tts.openai.__proto__"} <= {
         w.split(" ")[0] for w in loaded.warnings
     }
 
@@ -617,7 +617,7 @@ def test_tts_merged_applies_only_keys_set_in_the_override() -> None:
 def test_every_bad_key_is_named_by_its_full_camelcase_path(env: dict[str, str]) -> None:
     issues = issues_of(
         {
-            "serve": {"port": 0, "prot": 1},
+            "serve": {"port": 70000, "prot": 1},
             "outbound": {"defaultMode": "shout"},
             "numbers": {"+15550001111": {"responseTimeoutMs": "soon"}},
             "allowFrom": ["+15550001111", "5550002222"],
@@ -631,7 +631,7 @@ def test_every_bad_key_is_named_by_its_full_camelcase_path(env: dict[str, str]) 
         env,
     )
     assert issues == {
-        "serve.port": "must be an integer >= 1 and <= 65535",
+        "serve.port": "must be an integer >= 0 and <= 65535",
         "serve.prot": 'unknown key (did you mean "port"?)',
         "outbound.defaultMode": "must be one of notify, conversation",
         "numbers.+15550001111.responseTimeoutMs": "must be an integer >= 1",
@@ -651,7 +651,7 @@ def test_config_error_str_lists_one_issue_per_line(env: dict[str, str]) -> None:
     lines = str(info.value).splitlines()
     assert sorted(lines) == [
         "ringTimeoutMs: must be an integer >= 1",
-        "serve.port: must be an integer >= 1 and <= 65535",
+        "serve.port: must be an integer >= 0 and <= 65535",
     ]
 
 
@@ -683,6 +683,11 @@ def test_wrong_types_are_named_and_described(env: dict[str, str]) -> None:
 def test_control_port_must_differ_from_serve_port(env: dict[str, str]) -> None:
     issues = issues_of({"serve": {"port": 4000}, "control": {"port": 4000}}, env)
     assert "must differ from serve.port" in issues["control.port"]
+
+
+def test_port_zero_means_any_free_port_for_both_listeners(env: dict[str, str]) -> None:
+    cfg = load({"serve": {"port": 0}, "control": {"port": 0}}, env).config
+    assert (cfg.serve.port, cfg.control.port) == (0, 0)
 
 
 def test_short_control_token_is_refused(env: dict[str, str]) -> None:

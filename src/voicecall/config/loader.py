@@ -192,13 +192,9 @@ def expand_env_refs(
 
         return _ENV_REF.sub(substitute, value)
     if isinstance(value, dict):
-        return {
-            key: expand_env_refs(item, env, (*path, key), issues) for key, item in value.items()
-        }
+        return {key: expand_env_refs(item, env, (*path, key), issues) for key, item in value.items()}
     if isinstance(value, list):
-        return [
-            expand_env_refs(item, env, (*path, index), issues) for index, item in enumerate(value)
-        ]
+        return [expand_env_refs(item, env, (*path, index), issues) for index, item in enumerate(value)]
     return value
 
 
@@ -213,9 +209,7 @@ def _strip_blocked(value: Any, path: str, dropped: list[str]) -> Any:
             out[key] = _strip_blocked(item, child, dropped)
         return out
     if isinstance(value, list):
-        return [
-            _strip_blocked(item, f"{path}[{index}]", dropped) for index, item in enumerate(value)
-        ]
+        return [_strip_blocked(item, f"{path}[{index}]", dropped) for index, item in enumerate(value)]
     return value
 
 
@@ -351,9 +345,7 @@ def _split_document(
         if entry_enabled is None:
             entry_enabled = True
         if not isinstance(entry_enabled, bool):
-            raise ConfigError(
-                [ConfigIssue(f"{entry_path}.enabled", "must be true or false")], source=source
-            )
+            raise ConfigError([ConfigIssue(f"{entry_path}.enabled", "must be true or false")], source=source)
     else:
         vc, entry_enabled = {}, False
     messages = doc.get("messages")
@@ -416,7 +408,7 @@ def load_config_dict(
     if core_tts is not None:
         if isinstance(core_tts, Mapping):
             problems: list[FieldPathError] = []
-            core_norm = normalize_tts_shape(_strip_blocked(core_tts, "", dropped), problems)
+            core_norm = normalize_tts_shape(_strip_blocked(core_tts, core_tts_path, dropped), problems)
             issues.extend(ConfigIssue(f"{core_tts_path}.{p.path}", p.message) for p in problems)
             try:
                 TtsConfig.model_validate(core_norm, by_alias=True, by_name=False)
@@ -428,11 +420,11 @@ def load_config_dict(
     override = vc.get("tts")
     if isinstance(override, Mapping) or (override is None and core_norm):
         problems = []
-        over_norm = normalize_tts_shape(_strip_blocked(override or {}, "", dropped), problems)
+        over_norm = normalize_tts_shape(_strip_blocked(override or {}, "tts", dropped), problems)
         issues.extend(ConfigIssue(f"tts.{p.path}", p.message) for p in problems)
-        vc["tts"] = deep_merge(core_norm, over_norm, dropped=dropped)
+        vc["tts"] = deep_merge(core_norm, over_norm)
     for path in dict.fromkeys(dropped):
-        warnings.append(f"tts.{path} was ignored (reserved key name)")
+        warnings.append(f"{path} was ignored (reserved key name)")
 
     store = vc.get("store")
     if isinstance(store, str) and store.startswith("~"):

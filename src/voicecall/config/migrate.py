@@ -56,9 +56,7 @@ def migrate_voice_call(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
                 streaming["provider"] = (
                     _STT_PROVIDER_IDS.get(legacy, legacy) if isinstance(legacy, str) else legacy
                 )
-            warnings.append(
-                _deprecated("streaming.sttProvider", "streaming.provider", ignored=present)
-            )
+            warnings.append(_deprecated("streaming.sttProvider", "streaming.provider", ignored=present))
         for old_key, new_key in _STREAMING_OPENAI_KEYS:
             if old_key not in streaming:
                 continue
@@ -76,9 +74,7 @@ def migrate_voice_call(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             if not present and legacy is not None:
                 openai[new_key] = legacy
             warnings.append(
-                _deprecated(
-                    f"streaming.{old_key}", f"streaming.providers.openai.{new_key}", ignored=present
-                )
+                _deprecated(f"streaming.{old_key}", f"streaming.providers.openai.{new_key}", ignored=present)
             )
 
     realtime = cfg.get("realtime")

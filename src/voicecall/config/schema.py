@@ -579,7 +579,7 @@ class VoiceCallConfig(_Model):
     def _cross_field(self) -> Self:
         if self.realtime.stream_path is None:
             self.realtime.stream_path = derive_realtime_stream_path(self.serve.path)
-        if self.control.port == self.serve.port:
+        if self.control.port == self.serve.port != 0:  # 0 = two distinct ephemeral ports
             raise FieldPathError(
                 "control.port",
                 f"must differ from serve.port ({self.serve.port}): the control API is never "
@@ -639,8 +639,7 @@ NOT_BUILT_YET: list[NotBuiltRule] = [
         "provider",
         lambda c: c.provider not in AVAILABLE_PROVIDERS,
         lambda c: (
-            f'"{c.provider}" is not available in this build yet '
-            f"(available: {', '.join(AVAILABLE_PROVIDERS)})"
+            f'"{c.provider}" is not available in this build yet (available: {", ".join(AVAILABLE_PROVIDERS)})'
         ),
     ),
     NotBuiltRule(
@@ -687,9 +686,7 @@ def validate_provider_config(cfg: VoiceCallConfig) -> list[ConfigIssue]:
         return []
     issues: list[ConfigIssue] = []
     if cfg.provider != "mock" and not cfg.from_number:
-        issues.append(
-            _required("fromNumber", "TWILIO_FROM_NUMBER" if cfg.provider == "twilio" else None)
-        )
+        issues.append(_required("fromNumber", "TWILIO_FROM_NUMBER" if cfg.provider == "twilio" else None))
     if cfg.provider == "telnyx":
         if cfg.telnyx.api_key is None:
             issues.append(_required("telnyx.apiKey", "TELNYX_API_KEY"))
@@ -699,8 +696,7 @@ def validate_provider_config(cfg: VoiceCallConfig) -> list[ConfigIssue]:
             issues.append(
                 ConfigIssue(
                     "telnyx.publicKey",
-                    "is required unless skipSignatureVerification is true "
-                    "(or set TELNYX_PUBLIC_KEY env)",
+                    "is required unless skipSignatureVerification is true (or set TELNYX_PUBLIC_KEY env)",
                 )
             )
     elif cfg.provider == "twilio":
@@ -720,15 +716,11 @@ def validate_provider_config(cfg: VoiceCallConfig) -> list[ConfigIssue]:
             )
         if cfg.streaming.enabled:
             issues.append(
-                ConfigIssue(
-                    "realtime.enabled", "realtime.enabled and streaming.enabled cannot both be true"
-                )
+                ConfigIssue("realtime.enabled", "realtime.enabled and streaming.enabled cannot both be true")
             )
         if cfg.provider not in ("twilio", "telnyx"):
             issues.append(
-                ConfigIssue(
-                    "provider", 'must be "twilio" or "telnyx" when realtime.enabled is true'
-                )
+                ConfigIssue("provider", 'must be "twilio" or "telnyx" when realtime.enabled is true')
             )
     if (
         cfg.tunnel.provider == "ngrok"
@@ -874,9 +866,7 @@ def _unknown_key_message(parent: type[BaseModel] | None, key: str) -> str:
     return "unknown key"
 
 
-def issue_from_error(
-    error: Mapping[str, Any], root: type[BaseModel] = VoiceCallConfig
-) -> ConfigIssue:
+def issue_from_error(error: Mapping[str, Any], root: type[BaseModel] = VoiceCallConfig) -> ConfigIssue:
     """Turn one pydantic error into an issue naming the camelCase path and what is allowed.
 
     Input values are never echoed, so secrets cannot leak into messages.
@@ -892,9 +882,7 @@ def issue_from_error(
     path = format_path(loc) or "(root)"
     if etype == "extra_forbidden":
         parent = _resolve(root, loc[:-1]).annotation if len(loc) > 1 else root
-        parent_model = (
-            parent if isinstance(parent, type) and issubclass(parent, BaseModel) else None
-        )
+        parent_model = parent if isinstance(parent, type) and issubclass(parent, BaseModel) else None
         return ConfigIssue(path, _unknown_key_message(parent_model, str(loc[-1])))
     resolved = _resolve(root, loc)
     original = ctx.get("error")

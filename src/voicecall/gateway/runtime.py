@@ -17,7 +17,7 @@ from typing import Any
 import uvicorn
 
 from voicecall.calls.service import CallService, ServiceSettings
-from voicecall.config import LoadedConfig, resolve_control_token, store_dir
+from voicecall.config import ConfigError, ConfigIssue, LoadedConfig, resolve_control_token, store_dir
 from voicecall.gateway.api import ControlApi
 from voicecall.gateway.ports import bind_listener
 from voicecall.providers.base import Provider
@@ -48,6 +48,10 @@ class Runtime:
     def __init__(self, loaded: LoadedConfig, *, serve_control: bool = True,
                  reaper_interval_s: float = 30.0) -> None:
         loaded.raise_for_issues()
+        if not loaded.config.enabled:
+            raise ConfigError([ConfigIssue("enabled", "voice calls are disabled; set "
+                                           "plugins.entries.voice-call.enabled to true")],
+                              source=loaded.source)
         self.loaded = loaded
         self.config = loaded.config
         self.serve_control = serve_control
