@@ -36,15 +36,15 @@ async def make(store: SQLiteCallStore, behaviour: MockBehaviour = FAST,
     return service, provider
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
+async def until(predicate: Callable[[], Any], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
 
 
-async def ended(service: CallService, call_id: str, timeout: float = 5.0) -> CallRecord:
+async def ended(service: CallService, call_id: str, within: float = 5.0) -> CallRecord:
     result: list[CallRecord] = []
 
     async def check() -> bool:
@@ -54,7 +54,7 @@ async def ended(service: CallService, call_id: str, timeout: float = 5.0) -> Cal
             return True
         return False
 
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:
             raise AssertionError(f"call {call_id} did not end in time")
@@ -110,7 +110,7 @@ async def test_ring_timeout_ends_a_call_the_carrier_never_reports_on(store: SQLi
 async def test_max_duration_ends_the_call_with_state_and_reason_timeout(store: SQLiteCallStore) -> None:
     service, _ = await make(store, settings=replace(SETTINGS, max_duration_seconds=1))
     rec = await service.initiate("+15555550123", "hi", mode="conversation")
-    final = await ended(service, rec.call_id, timeout=4)
+    final = await ended(service, rec.call_id, within=4)
     assert final.state == CallState.TIMEOUT and final.end_reason == EndReason.TIMEOUT
     assert final.ended_at is not None and final.answered_at is not None
     assert final.ended_at - final.answered_at >= 1000
@@ -131,7 +131,7 @@ async def test_max_concurrent_calls_is_enforced_atomically(store: SQLiteCallStor
 
 async def test_invalid_numbers_and_dtmf_are_refused_with_clear_errors(store: SQLiteCallStore) -> None:
     service, _ = await make(store)
-    with pytest.raises(CallError, match="E.164"):
+    with pytest.raises(CallError, match=r"E\.164"):
         await service.initiate("5555550123", "hi")
     with pytest.raises(CallError, match="dtmfSequence"):
         await service.initiate("+15555550123", "hi", dtmf_sequence="12x")
@@ -257,7 +257,7 @@ async def test_restore_resumes_max_duration_with_the_remaining_time(store: SQLit
     assert restored is not None and restored.transcript[0].text == "Hello"
     assert restored.processed_event_ids == rec.processed_event_ids
     assert "max-duration" in service2.timers_for(rec.call_id)
-    final = await ended(service2, rec.call_id, timeout=3)
+    final = await ended(service2, rec.call_id, within=3)
     assert final.end_reason == EndReason.TIMEOUT
     assert final.ended_at is not None and final.answered_at is not None
     assert 2000 <= final.ended_at - final.answered_at < 2600  # remaining time, not a fresh 2 s
