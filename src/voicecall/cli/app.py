@@ -431,7 +431,9 @@ def main() -> None:
     """Console-script entry point."""
     started = time.monotonic()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns an Exit's code instead of raising
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except Exit as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         sys.exit(exc.code)

@@ -1,0 +1,895 @@
+#!/usr/bin/env python
+"""Webhook benchmark: the whole gateway pipeline against a bare Starlette handler, same run.
+
+Two servers run in their own processes, both pinned to core 0:
+
+- the gateway (`voicecall.testing.gateway.running_gateway`: uvicorn, mock carrier, SQLite store
+  in WAL with its group-commit writer thread), fed mock `call.speech` webhooks spread over
+  `--calls` live inbound calls; every request goes through limits → verify → replay-key write →
+  parse → event application → record persist → reply;
+- a bare Starlette app (one POST route that reads the body and answers "OK") served by uvicorn
+  exactly the way the gateway serves its webhook app (same `uvicorn.Config` settings, our own
+  listening socket, the same event loop).
+
+The load generator runs in this process, pinned to core 1, on raw asyncio HTTP/1.1 keep-alive
+connections. Per target there are two phases:
+
+1. max throughput: `--concurrency` closed-loop connections for `--duration` seconds;
+2. fixed rate (`--rate`, default 200 req/s) for `--duration` seconds, open loop: requests are
+   sent at planned times and latency is measured from the planned send time, so a slow server
+   cannot hide its queueing delay (no coordinated omission).
+
+Each connection presents its own client address through `X-Forwarded-For` (uvicorn trusts it
+from 127.0.0.1 by default), as a carrier sending from many addresses would; without that, the
+webhook's per-client in-flight limit (8) would answer most of 32 concurrent requests with 429.
+All traffic stays on 127.0.0.1.
+
+Prints one JSON object (and writes it to `--out`). Exit code 0 even when targets are missed;
+non-zero only when the harness itself fails (1) or is interrupted (130).
+
+    .venv/bin/python bench/webhooks.py --duration 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import itertools
+import json
+import logging
+import math
+import os
+import platform
+import select
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+WEBHOOK_PATH = "/voice/webhook"
+SERVER_CORE = 0
+GENERATOR_CORE = 1
+TARGET_RATIO = 0.4
+TARGET_P99_MS = 10.0
+TARGET_RATE = 200.0
+READY_TIMEOUT_S = 60.0
+REQUEST_TIMEOUT_S = 10.0
+DRAIN_TIMEOUT_S = 30.0
+SATURATED_CPU = 0.9
+OPEN_LOOP_INITIAL_CONNECTIONS = 8
+OPEN_LOOP_MAX_CONNECTIONS = 512
+SETUP_WORKERS = 8
+GREETING_SETTLE_S = 0.5
+
+log = logging.getLogger("bench.webhooks")
+
+
+class HarnessError(Exception):
+    """The benchmark itself failed (a server did not start, setup requests were refused...)."""
+
+
+# =============================================================================================
+# Server side (runs in a child process started with `--serve gateway|bare`)
+# =============================================================================================
+
+
+def _uvicorn_config_kwargs() -> dict[str, Any]:
+    """The uvicorn settings `voicecall.gateway.runtime.Runtime._serve` uses for its listeners."""
+    return {"log_level": "warning", "access_log": False, "lifespan": "off",
+            "timeout_graceful_shutdown": 5, "ws": "none"}
+
+
+def _http_implementation() -> str:
+    """Which HTTP/1.1 parser uvicorn's default (`http="auto"`) picks in this environment."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    name = AutoHTTPProtocol.__name__
+    return "httptools" if "HttpTools" in name else "h11" if "H11" in name else name
+
+
+async def _wait_for_stop() -> None:
+    """Return on stdin EOF (the parent closed it or died) or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    async def watch_stdin() -> None:
+        while await reader.readline():
+            pass
+        stop.set()
+
+    watcher = asyncio.create_task(watch_stdin())
+    try:
+        await stop.wait()
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+def _announce(url: str, **extra: Any) -> None:
+    loop = asyncio.get_running_loop()
+    info = {"url": url, "pid": os.getpid(), "eventLoop": type(loop).__module__.split(".")[0],
+            "http": _http_implementation(), "affinity": sorted(os.sched_getaffinity(0)), **extra}
+    sys.stdout.write(json.dumps(info) + "\n")
+    sys.stdout.flush()
+
+
+async def _serve_gateway(state_dir: Path) -> None:
+    """A real gateway on a free loopback port, open to inbound calls, reaper off."""
+    from voicecall.testing.gateway import running_gateway
+
+    config = {"provider": "mock", "maxConcurrentCalls": 1_000_000, "inboundPolicy": "open",
+              "staleCallReaperSeconds": 0}
+    async with running_gateway(state_dir, config) as runtime:
+        _announce(runtime.webhook_url, stateDir=str(state_dir))
+        await _wait_for_stop()
+
+
+async def _serve_bare() -> None:
+    """One Starlette POST route that reads the body and answers "OK", served like the gateway."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from voicecall.gateway.ports import bind_listener
+
+    async def webhook(request: Request) -> PlainTextResponse:
+        await request.body()
+        return PlainTextResponse("OK")
+
+    class QuietServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    app = Starlette(routes=[Route(WEBHOOK_PATH, webhook, methods=["POST"])])
+    sock = bind_listener("127.0.0.1", 0, "webhook")
+    server = QuietServer(uvicorn.Config(app, **_uvicorn_config_kwargs()))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("bare server stopped during startup")
+        await asyncio.sleep(0.01)
+    host, port = sock.getsockname()[:2]
+    _announce(f"http://{host}:{port}{WEBHOOK_PATH}")
+    try:
+        await _wait_for_stop()
+    finally:
+        server.should_exit = True
+        await task
+
+
+def serve_main(kind: str, core: int | None, loop_name: str, state_dir: str | None) -> int:
+    """Entry point of a server child process."""
+    if core is not None:
+        os.sched_setaffinity(0, {core})  # before any thread exists, so the store thread inherits it
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    if kind == "gateway":
+        if not state_dir:
+            raise SystemExit("--state-dir is required for the gateway")
+        coro: Awaitable[None] = _serve_gateway(Path(state_dir))
+    else:
+        coro = _serve_bare()
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if loop_name == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(coro)  # type: ignore[arg-type]
+    return 0
+
+
+# =============================================================================================
+# Child process management (bench side)
+# =============================================================================================
+
+
+class ServerProcess:
+    """A server child process; `url` is known once `start` returns."""
+
+    def __init__(self, kind: str, *, core: int | None, loop_name: str, work_dir: Path) -> None:
+        self.kind = kind
+        self.core = core
+        self.loop_name = loop_name
+        self.work_dir = work_dir
+        self.state_dir = work_dir / f"{kind}-state"
+        self.stderr_path = work_dir / f"{kind}.stderr.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.info: dict[str, Any] = {}
+        self._stderr: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return str(self.info["url"])
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, str(Path(__file__).resolve()), "--serve", self.kind,
+                "--loop", self.loop_name, "--state-dir", str(self.state_dir)]
+        if self.core is not None:
+            argv += ["--core", str(self.core)]
+        self._stderr = self.stderr_path.open("wb")
+        # A session of its own: Ctrl-C in the terminal reaches only us; we stop the children.
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._stderr, start_new_session=True)
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], READY_TIMEOUT_S)
+        line = self.proc.stdout.readline() if ready else b""
+        if not line:
+            self.stop()
+            raise HarnessError(f"{self.kind} server did not start:\n{self.stderr_tail()}")
+        self.info = json.loads(line)
+
+    def stderr_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the whole process (all threads) so far."""
+        return _proc_cpu_seconds(self.pid)
+
+    def stop(self) -> None:
+        """Close stdin (graceful stop), then SIGTERM, then SIGKILL; idempotent."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(OSError):
+                if proc.stdin is not None:
+                    proc.stdin.close()
+            for sig, wait_s in ((None, 15.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+                if sig is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(sig)
+                try:
+                    proc.wait(wait_s)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if proc is not None:
+            for pipe in (proc.stdin, proc.stdout):
+                with contextlib.suppress(OSError):
+                    if pipe is not None:
+                        pipe.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _self_cpu_seconds() -> float:
+    return time.process_time()
+
+
+# =============================================================================================
+# Load generator: raw HTTP/1.1 keep-alive connections
+# =============================================================================================
+
+
+@dataclass
+class Target:
+    """Where to send requests, and the process whose CPU time we watch."""
+
+    name: str
+    host: str
+    port: int
+    path: str
+    pid: int
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; one request in flight at a time."""
+
+    def __init__(self, target: Target, client_address: str) -> None:
+        self.target = target
+        self.client_address = client_address
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self._head = (f"POST {target.path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
+                      f"Content-Type: application/json\r\nX-Forwarded-For: {client_address}\r\n"
+                      "Content-Length: ").encode()
+
+    async def open(self) -> Connection:
+        self.reader, self.writer = await asyncio.open_connection(self.target.host, self.target.port)
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+    async def request(self, body: bytes) -> tuple[int, bytes]:
+        """POST `body`; returns (status, response body). Raises on a broken connection."""
+        if self.writer is None or self.reader is None:
+            await self.open()
+        assert self.writer is not None and self.reader is not None
+        self.writer.write(b"%s%d\r\n\r\n%s" % (self._head, len(body), body))
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        lower = head.lower()
+        start = lower.find(b"\r\ncontent-length:")
+        if start < 0:
+            self.close()
+            raise ConnectionError("response without Content-Length")
+        end = lower.index(b"\r\n", start + 2)
+        length = int(lower[start + 17:end])
+        payload = await self.reader.readexactly(length) if length else b""
+        if b"\r\nconnection: close" in lower:
+            self.close()
+        return status, payload
+
+
+def client_address(index: int, clients: int | None) -> str:
+    """The simulated client address of connection `index` (shared round-robin if `clients`)."""
+    if clients:
+        index %= clients
+    return f"10.99.{index // 250}.{index % 250 + 1}"
+
+
+class Workload:
+    """Request bodies. Every body is unique (its event `id`), so none is taken for a replay."""
+
+    def __init__(self) -> None:
+        self.run_id = uuid.uuid4().hex[:8]
+        self._seq = itertools.count()
+        self.call_ids: list[str] = [f"bare-{self.run_id}-{i}" for i in range(64)]
+
+    def speech(self) -> bytes:
+        seq = next(self._seq)
+        pcid = self.call_ids[seq % len(self.call_ids)]
+        return (
+            f'{{"events":[{{"type":"call.speech","callId":"{pcid}","providerCallId":"{pcid}",'
+            f'"id":"ev-{self.run_id}-{seq}","transcript":"caller utterance number {seq}, about the '
+            f'appointment","isFinal":true}}]}}'
+        ).encode()
+
+
+def _event_body(event: dict[str, Any]) -> bytes:
+    return json.dumps({"events": [event]}, separators=(",", ":")).encode()
+
+
+async def _post_all(target: Target, bodies: Sequence[bytes], what: str) -> None:
+    """Send setup requests over a few connections; every one must be accepted with one event."""
+    queue = list(reversed(bodies))
+
+    async def worker(index: int) -> None:
+        conn = await Connection(target, client_address(10_000 + index, None)).open()
+        try:
+            while queue:
+                body = queue.pop()
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    status, payload = await conn.request(body)
+                if status != 200 or (b'"events": 1' not in payload and b'"events":1' not in payload):
+                    raise HarnessError(f"{what}: HTTP {status} {payload[:200]!r} for {body[:200]!r}")
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(worker(i) for i in range(min(SETUP_WORKERS, len(bodies)))))
+
+
+async def create_calls(target: Target, workload: Workload, calls: int, label: str) -> list[str]:
+    """Create `calls` live inbound calls (initiated, then answered); returns their carrier ids."""
+    pcids = [f"bench-{workload.run_id}-{label}-{i}" for i in range(calls)]
+    initiated = [_event_body({
+        "type": "call.initiated", "callId": pcid, "providerCallId": pcid, "direction": "inbound",
+        "from": f"+1555{2000000 + i:07d}", "to": "+15550000000", "id": f"{pcid}-initiated",
+    }) for i, pcid in enumerate(pcids)]
+    answered = [_event_body({"type": "call.answered", "callId": pcid, "providerCallId": pcid,
+                             "id": f"{pcid}-answered"}) for pcid in pcids]
+    await _post_all(target, initiated, "call.initiated")
+    await _post_all(target, answered, "call.answered")
+    # Answering starts the greeting in the background (the mock cannot play it on an inbound
+    # call it did not place, so it fails fast); let that settle before measuring.
+    await asyncio.sleep(GREETING_SETTLE_S)
+    return pcids
+
+
+async def end_calls(target: Target, pcids: Sequence[str]) -> None:
+    bodies = [_event_body({"type": "call.ended", "callId": pcid, "providerCallId": pcid,
+                           "reason": "hangup-user", "id": f"{pcid}-ended"}) for pcid in pcids]
+    await _post_all(target, bodies, "call.ended")
+
+
+# =============================================================================================
+# Measurement
+# =============================================================================================
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values (0 when empty)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+@dataclass
+class CpuWindow:
+    """CPU use of the server process and of this (generator) process over a time window."""
+
+    pid: int
+    wall0: float = 0.0
+    server0: float = 0.0
+    self0: float = 0.0
+    server_fraction: float = 0.0
+    generator_fraction: float = 0.0
+
+    def begin(self) -> None:
+        self.wall0 = time.perf_counter()
+        self.server0 = _proc_cpu_seconds(self.pid)
+        self.self0 = _self_cpu_seconds()
+
+    def end(self) -> None:
+        wall = max(time.perf_counter() - self.wall0, 1e-9)
+        self.server_fraction = (_proc_cpu_seconds(self.pid) - self.server0) / wall
+        self.generator_fraction = (_self_cpu_seconds() - self.self0) / wall
+
+
+async def _cpu_window(target: Target, start: float, stop: float) -> CpuWindow:
+    window = CpuWindow(target.pid)
+    await asyncio.sleep(max(0.0, start - time.perf_counter()))
+    window.begin()
+    await asyncio.sleep(max(0.0, stop - time.perf_counter()))
+    window.end()
+    return window
+
+
+@dataclass
+class Outcomes:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+
+    def failure(self, what: str) -> None:
+        self.errors += 1
+        self.statuses[what] = self.statuses.get(what, 0) + 1
+
+
+async def _timed_request(conn: Connection, body: bytes) -> str | None:
+    """Send one request; None on 200, else a short description of the failure."""
+    try:
+        async with asyncio.timeout(REQUEST_TIMEOUT_S):
+            status, _ = await conn.request(body)
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
+            TimeoutError) as exc:
+        conn.close()
+        return type(exc).__name__
+    return None if status == 200 else str(status)
+
+
+async def max_throughput(target: Target, make_body: Callable[[], bytes], *, concurrency: int,
+                         warmup_s: float, duration_s: float,
+                         clients: int | None) -> dict[str, Any]:
+    """Closed loop: `concurrency` connections, each sending its next request on the last reply."""
+    conns = [await Connection(target, client_address(i, clients)).open()
+             for i in range(concurrency)]
+    out = Outcomes()
+    begin = time.perf_counter()
+    start, stop = begin + warmup_s, begin + warmup_s + duration_s
+
+    async def worker(conn: Connection) -> None:
+        perf = time.perf_counter
+        while True:
+            t0 = perf()
+            if t0 >= stop:
+                return
+            failure = await _timed_request(conn, make_body())
+            t1 = perf()
+            if start <= t0 and t1 <= stop:
+                if failure is None:
+                    out.latencies.append(t1 - t0)
+                else:
+                    out.failure(failure)
+
+    cpu_task = asyncio.create_task(_cpu_window(target, start, stop))
+    try:
+        await asyncio.gather(*(worker(c) for c in conns))
+    finally:
+        for conn in conns:
+            conn.close()
+    cpu = await cpu_task
+    lat = sorted(out.latencies)
+    return {
+        "rps": round(len(lat) / duration_s, 1),
+        "p50Ms": _ms(percentile(lat, 0.50)),
+        "p99Ms": _ms(percentile(lat, 0.99)),
+        "maxMs": _ms(lat[-1] if lat else 0.0),
+        "errors": out.errors,
+        "errorKinds": out.statuses,
+        "requests": len(lat) + out.errors,
+        "connections": concurrency,
+        "serverCpu": round(cpu.server_fraction, 3),
+        "generatorCpu": round(cpu.generator_fraction, 3),
+    }
+
+
+async def fixed_rate(target: Target, make_body: Callable[[], bytes], *, rate: float,
+                     warmup_s: float, duration_s: float, clients: int | None) -> dict[str, Any]:
+    """Open loop at `rate` req/s; latency runs from each request's planned send time."""
+    idle: list[Connection] = [await Connection(target, client_address(i, clients)).open()
+                              for i in range(OPEN_LOOP_INITIAL_CONNECTIONS)]
+    opened = len(idle)
+    available = asyncio.Condition()
+    out = Outcomes()
+    lags: list[float] = []
+    completions: list[float] = []
+    begin = time.perf_counter() + 0.05
+    start, stop = begin + warmup_s, begin + warmup_s + duration_s
+    total = round((warmup_s + duration_s) * rate)
+
+    async def take() -> Connection:
+        nonlocal opened
+        async with available:
+            while not idle:
+                if opened < OPEN_LOOP_MAX_CONNECTIONS:
+                    opened += 1
+                    return Connection(target, client_address(opened - 1, clients))
+                await available.wait()
+            return idle.pop()
+
+    async def give(conn: Connection) -> None:
+        async with available:
+            idle.append(conn)
+            available.notify()
+
+    async def one(planned: float, body: bytes) -> None:
+        conn = await take()
+        sent = time.perf_counter()
+        failure = await _timed_request(conn, body)
+        done = time.perf_counter()
+        await give(conn)
+        if planned < start:
+            return
+        completions.append(done)
+        if failure is None:
+            out.latencies.append(done - min(planned, sent))
+            lags.append(max(0.0, sent - planned))
+        else:
+            out.failure(failure)
+
+    cpu_task = asyncio.create_task(_cpu_window(target, start, stop))
+    tasks: list[asyncio.Task[None]] = []
+    perf = time.perf_counter
+    for i in range(total):
+        planned = begin + i / rate
+        delay = planned - perf()
+        if delay > 0.0005:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(planned, make_body())))
+    _done, pending = await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT_S)
+    for task in pending:
+        task.cancel()
+        out.failure("drain-timeout")
+    for conn in idle:
+        conn.close()
+    cpu = await cpu_task
+    lat = sorted(out.latencies)
+    lags.sort()
+    span = (max(completions) - start) if completions else duration_s
+    return {
+        "p50Ms": _ms(percentile(lat, 0.50)),
+        "p99Ms": _ms(percentile(lat, 0.99)),
+        "maxMs": _ms(lat[-1] if lat else 0.0),
+        "errors": out.errors,
+        "errorKinds": out.statuses,
+        "achievedRps": round(len(lat) / max(span, duration_s), 1),
+        "requests": len(lat) + out.errors,
+        "connectionsUsed": opened,
+        "sendLagP99Ms": _ms(percentile(lags, 0.99)),
+        "serverCpu": round(cpu.server_fraction, 3),
+        "generatorCpu": round(cpu.generator_fraction, 3),
+    }
+
+
+# =============================================================================================
+# The run
+# =============================================================================================
+
+
+@dataclass
+class Options:
+    duration: float
+    warmup: float
+    concurrency: int
+    calls: int
+    rate: float
+    clients: int | None
+    loop: str
+    generator_loop: str
+    out: Path | None
+    py_spy: Path | None
+    py_spy_exe: str | None = None
+
+
+def _target(server: ServerProcess) -> Target:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server.url)
+    assert parts.hostname is not None and parts.port is not None
+    return Target(server.kind, parts.hostname, parts.port, parts.path, server.pid)
+
+
+@contextlib.asynccontextmanager
+async def _maybe_py_spy(opts: Options, pid: int, name: str, seconds: float) -> Any:
+    """Record a py-spy profile of `pid` (all threads, raw collapsed stacks + flamegraph)."""
+    exe = opts.py_spy_exe
+    if opts.py_spy is None or exe is None:
+        yield None
+        return
+    opts.py_spy.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for fmt, suffix in (("raw", "txt"), ("flamegraph", "svg")):
+        procs.append(await asyncio.create_subprocess_exec(
+            exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
+            "--rate", "250", "--threads", "--nonblocking", "--format", fmt,
+            "--output", str(opts.py_spy / f"{name}.{suffix}"),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL))
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds + 30):
+                    await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def run_bench(opts: Options, gateway: ServerProcess, bare: ServerProcess) -> dict[str, Any]:
+    gw, br = _target(gateway), _target(bare)
+    workload = Workload()
+    results: dict[str, dict[str, Any]] = {"gateway": {}, "bare": {}}
+    rate_key = f"at{opts.rate:g}rps"
+    total_s = opts.warmup + opts.duration
+
+    # Bare handler first, then the gateway, phase by phase (the idle server only ticks).
+    results["bare"]["maxThroughput"] = await max_throughput(
+        br, workload.speech, concurrency=opts.concurrency, warmup_s=opts.warmup,
+        duration_s=opts.duration, clients=opts.clients)
+
+    pcids = await create_calls(gw, workload, opts.calls, "max")
+    workload.call_ids = pcids
+    async with _maybe_py_spy(opts, gw.pid, "gateway-max-throughput", total_s):
+        phase = await max_throughput(
+            gw, workload.speech, concurrency=opts.concurrency, warmup_s=opts.warmup,
+            duration_s=opts.duration, clients=opts.clients)
+    phase["utterancesPerCallAtEnd"] = round(phase["requests"] / opts.calls
+                                            * total_s / opts.duration)
+    results["gateway"]["maxThroughput"] = phase
+    await end_calls(gw, pcids)
+
+    results["bare"][rate_key] = await fixed_rate(
+        br, workload.speech, rate=opts.rate, warmup_s=opts.warmup, duration_s=opts.duration,
+        clients=opts.clients)
+
+    pcids = await create_calls(gw, workload, opts.calls, "rate")
+    workload.call_ids = pcids
+    async with _maybe_py_spy(opts, gw.pid, f"gateway-{rate_key}", total_s):
+        phase = await fixed_rate(
+            gw, workload.speech, rate=opts.rate, warmup_s=opts.warmup, duration_s=opts.duration,
+            clients=opts.clients)
+    phase["utterancesPerCallAtEnd"] = round(opts.rate * total_s / opts.calls)
+    results["gateway"][rate_key] = phase
+    await end_calls(gw, pcids)
+
+    bare_rps = results["bare"]["maxThroughput"]["rps"]
+    ratio = results["gateway"]["maxThroughput"]["rps"] / bare_rps if bare_rps else 0.0
+    gw_rate = results["gateway"][rate_key]
+    saturated = any(results[t]["maxThroughput"]["generatorCpu"] >= SATURATED_CPU
+                    for t in ("gateway", "bare"))
+    return {
+        "gateway": results["gateway"],
+        "bare": results["bare"],
+        "ratio": round(ratio, 3),
+        "targets": {
+            "ratioAtLeast": TARGET_RATIO,
+            "p99At200rpsUnderMs": TARGET_P99_MS,
+            "ratioMet": ratio >= TARGET_RATIO,
+            "p99Met": (opts.rate >= TARGET_RATE and gw_rate["errors"] == 0
+                       and gw_rate["p99Ms"] < TARGET_P99_MS),
+        },
+        "generatorSaturated": saturated,
+        "env": {},
+    }
+
+
+def _fs_type(path: Path) -> str:
+    best, fstype = "", "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and str(path).startswith(parts[1]) and len(parts[1]) > len(best):
+                best, fstype = parts[1], parts[2]
+    return fstype
+
+
+def _version(module: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(module)
+    except Exception:
+        return None
+
+
+def environment(opts: Options, gateway: ServerProcess, bare: ServerProcess,
+                pinned: bool) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpuCount": os.cpu_count(),
+        "pinned": pinned,
+        "serverCore": SERVER_CORE if pinned else None,
+        "generatorCore": GENERATOR_CORE if pinned else None,
+        "gatewayAffinity": gateway.info.get("affinity"),
+        "bareAffinity": bare.info.get("affinity"),
+        "uvloopInstalled": importlib.util.find_spec("uvloop") is not None,
+        "httptoolsInstalled": importlib.util.find_spec("httptools") is not None,
+        "serverEventLoop": {"gateway": gateway.info.get("eventLoop"),
+                            "bare": bare.info.get("eventLoop")},
+        "serverHttp": {"gateway": gateway.info.get("http"), "bare": bare.info.get("http")},
+        "generator": f"raw asyncio HTTP/1.1 keep-alive on {opts.generator_loop}",
+        "versions": {"uvicorn": _version("uvicorn"), "starlette": _version("starlette"),
+                     "sqlite": sqlite3.sqlite_version, "voicecall": _version("voicecall")},
+        "stateDirFs": _fs_type(gateway.state_dir),
+        "durationS": opts.duration,
+        "warmupS": opts.warmup,
+        "concurrency": opts.concurrency,
+        "rateRps": opts.rate,
+        "calls": opts.calls,
+        "clientAddresses": opts.clients or "one per connection (X-Forwarded-For)",
+        "workload": "mock call.speech webhooks (final transcript, unique event id) round-robin over "
+                    "live inbound calls; fresh calls per gateway phase",
+        "profiled": opts.py_spy is not None,
+    }
+
+
+def _pin_cores() -> bool:
+    """Pin this process to the generator core if both cores are available."""
+    available = os.sched_getaffinity(0)
+    if {SERVER_CORE, GENERATOR_CORE} <= available:
+        os.sched_setaffinity(0, {GENERATOR_CORE})
+        return True
+    print(f"warning: cores {SERVER_CORE} and {GENERATOR_CORE} are not both available "
+          f"({sorted(available)}); running unpinned", file=sys.stderr)
+    return False
+
+
+def bench_main(opts: Options) -> int:
+    pinned = _pin_cores()
+    core = SERVER_CORE if pinned else None
+    work_dir = Path(tempfile.mkdtemp(prefix="voicecall-bench-"))
+    servers = [ServerProcess("gateway", core=core, loop_name=opts.loop, work_dir=work_dir),
+               ServerProcess("bare", core=core, loop_name=opts.loop, work_dir=work_dir)]
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        for server in servers:
+            server.start()
+        gateway, bare = servers
+        factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+        if opts.generator_loop == "uvloop":
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=factory) as runner:
+            report = runner.run(run_bench(opts, gateway, bare))
+        report["env"] = environment(opts, gateway, bare, pinned)
+        for server in servers:
+            if server.proc is not None and server.proc.poll() is not None:
+                raise HarnessError(f"{server.kind} server died during the run:\n"
+                                   f"{server.stderr_tail()}")
+    except HarnessError as exc:
+        print(f"harness failure: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for server in servers:
+            server.stop()
+        signal.signal(signal.SIGTERM, previous_term)
+        shutil.rmtree(work_dir, ignore_errors=True)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if opts.out is not None:
+        opts.out.parent.mkdir(parents=True, exist_ok=True)
+        opts.out.write_text(text + "\n")
+    return 0
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Webhook throughput and latency: gateway pipeline vs a bare Starlette handler.")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per phase")
+    parser.add_argument("--warmup", type=float, default=1.0,
+                        help="seconds of unmeasured load before each phase")
+    parser.add_argument("--concurrency", type=int, default=32,
+                        help="connections in the max-throughput phase")
+    parser.add_argument("--calls", type=int, default=50, help="live calls the speech is spread over")
+    parser.add_argument("--rate", type=float, default=TARGET_RATE,
+                        help="requests/s in the fixed-rate phase")
+    parser.add_argument("--clients", type=int, default=None,
+                        help="distinct client addresses (default: one per connection); with fewer "
+                             "than concurrency/8 the per-client in-flight limit answers 429")
+    loops = ["asyncio", "uvloop"]
+    parser.add_argument("--loop", choices=loops, default="asyncio",
+                        help="event loop of both servers (asyncio, as `voicecall serve` runs)")
+    default_gen = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    parser.add_argument("--generator-loop", choices=loops, default=default_gen,
+                        help="event loop of the load generator")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
+                        help="record py-spy profiles of the gateway phases into DIR")
+    parser.add_argument("--serve", choices=["gateway", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--core", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--state-dir", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.duration <= 0 or args.warmup < 0 or args.concurrency < 1 or args.calls < 1 \
+            or args.rate <= 0 or (args.clients is not None and args.clients < 1):
+        parser.error("durations, concurrency, calls, rate and clients must be positive")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.serve:
+        return serve_main(args.serve, args.core, args.loop, args.state_dir)
+    return bench_main(Options(
+        duration=args.duration, warmup=args.warmup, concurrency=args.concurrency, calls=args.calls,
+        rate=args.rate, clients=args.clients, loop=args.loop, generator_loop=args.generator_loop,
+        out=args.out, py_spy=args.py_spy, py_spy_exe=_find_py_spy() if args.py_spy else None))
+
+
+def _find_py_spy() -> str | None:
+    """py-spy from PATH or next to this interpreter (a venv's bin)."""
+    beside = Path(sys.executable).with_name("py-spy")
+    found = shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+    if found is None:
+        print("warning: --py-spy given but py-spy is not installed; not profiling", file=sys.stderr)
+    return found
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""`python -m voicecall` runs the CLI."""
+
+from voicecall.cli.app import main
+
+main()

@@ -1,0 +1,182 @@
+"""The README's promises, end to end: a real `voicecall serve` process driven by the real CLI,
+including a `kill -9` in the middle of a conversation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+VOICECALL = [sys.executable, "-m", "voicecall"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Gateway:
+    """A `voicecall serve` subprocess with its own state dir and config."""
+
+    def __init__(self, root: Path, config: dict[str, Any]) -> None:
+        self.root = root
+        self.webhook_port, self.control_port = free_port(), free_port()
+        doc = {"provider": "mock", "serve": {"port": self.webhook_port},
+               "control": {"port": self.control_port}, **config}
+        (root / "voicecall.json").write_text(json.dumps(doc))
+        self.env = {**os.environ, "OPENCLAW_STATE_DIR": str(root / "state"), "HOME": str(root),
+                    "VOICECALL_CONFIG": str(root / "voicecall.json")}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([*VOICECALL, "serve"], env=self.env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.control_port}/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+            assert self.proc.poll() is None, self.proc.stdout.read().decode()  # type: ignore[union-attr]
+        raise AssertionError("gateway did not start")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=15)
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([*VOICECALL, *args], env=self.env, capture_output=True, text=True,
+                                timeout=60)
+        if check:
+            assert result.returncode == 0, result.stderr + result.stdout
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def status(self, call_id: str) -> dict[str, Any]:
+        result = self.cli("status", "--call-id", call_id, "--json", check=False)
+        return dict(json.loads(result.stdout))
+
+    def wait_for(self, call_id: str, predicate: Any, within: float = 15) -> dict[str, Any]:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            status = self.status(call_id)
+            if status.get("found") and predicate(status["call"]):
+                return status
+            time.sleep(0.2)
+        raise AssertionError(f"condition not reached; last status {status}")
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    gw = Gateway(tmp_path, {"maxConcurrentCalls": 3, "maxDurationSeconds": 14,
+                            "outbound": {"notifyHangupDelaySec": 1},
+                            "mock": {"callerReplies": ["I'm doing great, thanks", "Tuesday works",
+                                                       "Bye"]}})
+    gw.start()
+    yield gw
+    if gw.proc and gw.proc.poll() is None:
+        gw.kill(signal.SIGTERM)
+
+
+def test_notify_call_from_the_cli_rings_answers_speaks_and_ends_with_a_reason(gateway: Gateway) -> None:
+    call_id = gateway.json("call", "--to", "+15555550123", "-m", "Hello", "--mode", "notify")["callId"]
+    status = gateway.wait_for(call_id, lambda c: "endReason" in c)
+    states = [h["state"] for h in status["history"]]
+    assert states.index("ringing") < states.index("answered") < len(states) - 1
+    call = status["call"]
+    assert [(t["speaker"], t["text"]) for t in call["transcript"]] == [("bot", "Hello")]
+    assert call["state"] == call["endReason"] == "hangup-bot"
+
+
+def test_conversation_continue_returns_the_reply_and_latency_reports_it(gateway: Gateway) -> None:
+    call_id = gateway.json("call", "--to", "+15555550123", "-m", "Hi, this is the clinic",
+                           "--mode", "conversation")["callId"]
+    gateway.wait_for(call_id, lambda c: "initialMessageSpokenAt" in c["metadata"])
+    reply = gateway.json("continue", "--call-id", call_id, "-m", "How are you?")
+    assert reply == {"success": True, "transcript": "I'm doing great, thanks"}
+    latency = gateway.json("latency")
+    assert latency["recordsScanned"] == 1
+    assert latency["turnLatency"]["count"] == 1 and latency["listenWait"]["count"] == 1
+    assert set(latency["turnLatency"]) == {"count", "minMs", "maxMs", "avgMs", "p50Ms", "p95Ms"}
+    assert gateway.json("end", "--call-id", call_id) == {"success": True}
+
+
+def test_kill_9_mid_conversation_loses_nothing_and_timers_resume(gateway: Gateway) -> None:
+    call_id = gateway.json("call", "--to", "+15555550123", "-m", "Hi", "--mode",
+                           "conversation")["callId"]
+    gateway.wait_for(call_id, lambda c: "initialMessageSpokenAt" in c["metadata"])
+    gateway.json("continue", "--call-id", call_id, "-m", "How are you?")
+    before = gateway.status(call_id)["call"]
+    db = gateway.root / "state" / "voice-calls" / "calls.sqlite3"
+    import sqlite3
+
+    def processed() -> list[str]:
+        with sqlite3.connect(db) as conn:
+            row = conn.execute("SELECT record FROM calls WHERE call_id=?", (call_id,)).fetchone()
+        return list(json.loads(row[0])["processedEventIds"])
+
+    keys_before = processed()
+    assert keys_before
+    gateway.kill(signal.SIGKILL)
+    killed_at = time.time() * 1000
+    gateway.start()
+    after = gateway.status(call_id)["call"]
+    assert after["transcript"] == before["transcript"]
+    assert after["state"] == before["state"] and "endReason" not in after
+    assert processed() == keys_before
+    # The conversation goes on after the restart (the simulated callee's script died with the
+    # process, so we answer as the callee ourselves).
+    waiting = subprocess.Popen([*VOICECALL, "continue", "--call-id", call_id, "-m", "When?", "--json"],
+                               env=gateway.env, stdout=subprocess.PIPE, text=True)
+    gateway.wait_for(call_id, lambda c: c["transcript"][-1]["text"] == "When?" and c["state"] == "listening")
+    gateway.cli("mock", "inject", "--call-id", call_id, "--speech", "Tuesday works")
+    out, _ = waiting.communicate(timeout=30)
+    assert json.loads(out)["transcript"] == "Tuesday works"
+    # The max-duration timer resumed with the remaining time (14 s from answer, not from restart).
+    final = gateway.wait_for(call_id, lambda c: "endReason" in c, within=20)["call"]
+    assert final["endReason"] == "timeout"
+    assert final["endedAt"] - final["answeredAt"] < 14000 + 1500
+    assert final["endedAt"] > killed_at
+
+
+def test_second_gateway_on_a_busy_port_says_who_holds_it(gateway: Gateway) -> None:
+    result = subprocess.run([*VOICECALL, "serve"], env=gateway.env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 3
+    assert f"port 127.0.0.1:{gateway.webhook_port} is already in use" in result.stderr
+    assert "held by pid" in result.stderr
+
+
+def test_cli_without_a_gateway_reads_the_store_and_hosts_calls_itself(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, {"outbound": {"notifyHangupDelaySec": 0}})
+    assert gw.json("status") == {"calls": []}
+    placed = gw.json("call", "--to", "+15555550123", "-m", "Standalone hello", "--mode", "notify")
+    assert placed["initiated"] is True and placed["endReason"] == "hangup-bot"
+    status = gw.status(placed["callId"])
+    assert status["call"]["transcript"][0]["text"] == "Standalone hello"
+    bad = gw.cli("status", "--call-id", "nope", check=False)
+    assert bad.returncode == 1
+
+
+def test_cli_errors_are_one_line_with_a_non_zero_exit(gateway: Gateway) -> None:
+    result = gateway.cli("call", "--to", "12345", "-m", "hi", check=False)
+    assert result.returncode == 1
+    assert "E.164" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    result = gateway.cli("continue", "--call-id", "does-not-exist", "-m", "hi", check=False)
+    assert result.returncode == 1 and "Call not found" in result.stderr
