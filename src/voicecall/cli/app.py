@@ -117,14 +117,19 @@ async def _spin(message: str, awaitable: Awaitable[T], as_json: bool) -> T:
 
 # -- the gateway ------------------------------------------------------------------------------
 @app.command()
-def serve() -> None:
+def serve(as_json: JsonOpt = False) -> None:
     """Run the gateway: webhooks, control API and timers (mock carrier with no config)."""
     loaded = _loaded()
 
     async def run() -> None:
         runtime = Runtime(loaded)
         await runtime.start()
-        render.banner(out, runtime, state_dir(loaded.env))
+        if as_json:
+            print(json.dumps({"carrier": runtime.provider.name, "webhookUrl": runtime.webhook_url,
+                              "controlUrl": runtime.control_url, "store": str(runtime.store.path)}),
+                  flush=True)
+        else:
+            render.banner(out, runtime, state_dir(loaded.env))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -367,9 +372,46 @@ def tail(since: Annotated[int, typer.Option(min=0, help="Entries to show first."
         _run(run())
 
 
+# -- store import / export -------------------------------------------------------------------
+store_app = typer.Typer(no_args_is_help=True, help="Move call history in and out (JSONL).")
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("export")
+def store_export(file: Annotated[Path, typer.Option(help="Where to write calls.jsonl.")],
+                 as_json: JsonOpt = False) -> None:
+    """Write every record snapshot as one CallRecord JSON per line (the original's calls.jsonl)."""
+    loaded = _loaded(require_valid=False)
+
+    async def run() -> int:
+        async with SQLiteCallStore(store_dir(loaded.config, loaded.env)) as store:
+            return await store.export_jsonl(file)
+
+    count = _run(run())
+    _emit({"exported": count, "file": str(file)}, as_json,
+          lambda r: out.print(f"exported {count} snapshots to {file}"))
+
+
+@store_app.command("import")
+def store_import(file: Annotated[Path, typer.Option(help="A calls.jsonl to import.")],
+                 as_json: JsonOpt = False) -> None:
+    """Import a calls.jsonl: the last snapshot of each call wins; invalid lines are skipped."""
+    if not file.exists():
+        fail(f"No log file at {file}")
+    loaded = _loaded(require_valid=False)
+
+    async def run() -> int:
+        async with SQLiteCallStore(store_dir(loaded.config, loaded.env)) as store:
+            return await store.import_jsonl(file)
+
+    count = _run(run())
+    _emit({"imported": count, "file": str(file)}, as_json,
+          lambda r: out.print(f"imported {count} calls from {file}"))
+
+
 # -- config, tool, mock -----------------------------------------------------------------------
 @config_app.command("show")
-def config_show() -> None:
+def config_show(as_json: JsonOpt = True) -> None:
     """Print the effective configuration, secrets redacted."""
     loaded = _loaded(require_valid=False)
     out.print_json(json.dumps(redacted_config(loaded.config)))
@@ -378,22 +420,23 @@ def config_show() -> None:
 
 
 @config_app.command("schema")
-def config_schema() -> None:
+def config_schema(as_json: JsonOpt = True) -> None:
     """Print the configuration's JSON Schema."""
     out.print_json(json.dumps(config_json_schema()))
 
 
 @app.command("tool-schema")
-def tool_schema_cmd() -> None:
+def tool_schema_cmd(as_json: JsonOpt = True) -> None:
     """Print the `voice_call` agent tool (OpenAI function-calling JSON Schema)."""
     out.print_json(json.dumps(tool_schema()))
 
 
 @app.command("token")
-def token_cmd() -> None:
+def token_cmd(as_json: JsonOpt = False) -> None:
     """Print the control API token (for the Python client or curl)."""
     loaded = _loaded(require_valid=False)
-    print(resolve_control_token(loaded.config, loaded.env))
+    token = resolve_control_token(loaded.config, loaded.env)
+    _emit({"token": token}, as_json, lambda r: print(token))
 
 
 @mock_app.command("inject")

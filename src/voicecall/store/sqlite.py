@@ -193,6 +193,10 @@ class SQLiteCallStore:
         conn.execute("DELETE FROM provider_state WHERE call_id NOT IN (SELECT call_id FROM calls)")
         conn.execute("DELETE FROM replay_keys WHERE expires_at < ?", (_now_ms(),))
 
+    async def prune(self) -> None:
+        """Apply retention now (it also runs by itself every 500 writes)."""
+        await self._submit(self._prune)
+
     async def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._thread is None:
             raise RuntimeError("store is not open")

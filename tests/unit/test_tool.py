@@ -1,0 +1,63 @@
+"""The `voice_call` agent tool: its published schema and a dispatcher that returns errors as data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from voicecall.agent.tool import dispatch_tool, tool_schema
+from voicecall.calls.service import CallError
+
+
+def test_schema_is_an_openai_function_with_every_action() -> None:
+    schema = tool_schema()
+    assert schema["type"] == "function" and schema["function"]["name"] == "voice_call"
+    params = schema["function"]["parameters"]
+    assert params["properties"]["action"]["enum"] == [
+        "initiate_call", "continue_call", "speak_to_user", "send_dtmf", "end_call", "get_status"]
+    required = {v["properties"]["action"]["const"]: v["required"] for v in params["oneOf"]}
+    assert required["initiate_call"] == ["action", "message"]
+    assert required["send_dtmf"] == ["action", "callId", "digits"]
+    assert "dtmfSequence" in params["properties"]
+
+
+class Recorder:
+    def __init__(self, result: dict[str, Any] | None = None, error: Exception | None = None) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.result = result or {"ok": True}
+        self.error = error
+
+    async def __call__(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls.append((method, dict(params)))
+        if self.error:
+            raise self.error
+        return self.result
+
+
+async def test_actions_map_onto_control_methods_with_trimmed_strings() -> None:
+    rec = Recorder({"callId": "c1", "initiated": True})
+    result = await dispatch_tool({"action": "initiate_call", "message": "  Hi  ", "to": "+15555550123",
+                                  "bogus": 1}, rec)
+    assert result == {"callId": "c1", "initiated": True}
+    assert rec.calls == [("voicecall.initiate", {"message": "Hi", "to": "+15555550123"})]
+
+
+async def test_json_string_arguments_are_accepted() -> None:
+    rec = Recorder()
+    await dispatch_tool('{"action": "end_call", "callId": "c9"}', rec)
+    assert rec.calls == [("voicecall.end", {"callId": "c9"})]
+
+
+async def test_missing_fields_unknown_actions_and_bad_json_come_back_as_errors() -> None:
+    rec = Recorder()
+    assert await dispatch_tool({"action": "continue_call", "callId": "c1"}, rec) == {
+        "error": "message required"}
+    assert "unknown action" in (await dispatch_tool({"action": "fly"}, rec))["error"]
+    assert "not valid JSON" in (await dispatch_tool("{nope", rec))["error"]
+    assert rec.calls == []
+
+
+async def test_service_failures_are_returned_as_data_not_raised() -> None:
+    rec = Recorder(error=CallError("Call not found: x"))
+    assert await dispatch_tool({"action": "get_status", "callId": "x"}, rec) == {
+        "error": "Call not found: x"}
