@@ -180,3 +180,24 @@ def test_cli_errors_are_one_line_with_a_non_zero_exit(gateway: Gateway) -> None:
     assert "E.164" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     result = gateway.cli("continue", "--call-id", "does-not-exist", "-m", "hi", check=False)
     assert result.returncode == 1 and "Call not found" in result.stderr
+
+
+def test_invalid_config_names_every_bad_key_and_the_gateway_does_not_start(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, {"maxConcurrentCalls": 0, "outbound": {"defaultMode": "shout"},
+                            "serve": {"prot": 1}})
+    result = subprocess.run([*VOICECALL, "serve"], env=gw.env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 2
+    for key in ("maxConcurrentCalls", "outbound.defaultMode", "serve.prot"):
+        assert key in result.stderr
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{gw.control_port}/health")
+
+
+def test_config_show_redacts_secrets_and_schema_and_tool_schema_print_json(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, {"control": {"token": "super-secret-control-token-123"}})
+    shown = gw.cli("config", "show")
+    assert "super-secret-control-token-123" not in shown.stdout + shown.stderr
+    assert json.loads(shown.stdout)["provider"] == "mock"
+    assert "properties" in json.loads(gw.cli("config", "schema").stdout)
+    assert json.loads(gw.cli("tool-schema").stdout)["function"]["name"] == "voice_call"
