@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import importlib.util
 import itertools
 import json
@@ -70,6 +71,11 @@ SATURATED_CPU = 0.9
 OPEN_LOOP_INITIAL_CONNECTIONS = 8
 OPEN_LOOP_MAX_CONNECTIONS = 512
 SETUP_WORKERS = 8
+SPIN_S = 0.002
+KEEPALIVE_REUSE_S = 4.0  # uvicorn closes idle keep-alive connections after 5 s
+PROBE_PATH = "/bench-keepalive-probe"
+PROBE_REQUESTS = 20
+NAGLE_STALL_MS = 20.0
 GREETING_SETTLE_S = 0.5
 
 log = logging.getLogger("bench.webhooks")
@@ -128,18 +134,46 @@ def _announce(url: str, **extra: Any) -> None:
     sys.stdout.flush()
 
 
-async def _serve_gateway(state_dir: Path) -> None:
-    """A real gateway on a free loopback port, open to inbound calls, reaper off."""
+def _listener_info(sock: socket.socket) -> dict[str, Any]:
+    """Whether connections accepted on `sock` will have TCP_NODELAY.
+
+    Accepted sockets inherit the listener's TCP_NODELAY; asyncio's selector loop also sets it
+    itself, but only on sockets whose `proto` is IPPROTO_TCP (not on `socket(AF_INET,
+    SOCK_STREAM)`, whose proto is 0).
+    """
+    nodelay = bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+    return {"listenerProto": sock.proto, "listenerNodelay": nodelay}
+
+
+async def _serve_gateway(state_dir: Path, tcp_nodelay: bool) -> None:
+    """A real gateway on a free loopback port, open to inbound calls, reaper off.
+
+    The webhook listener is observed (and, with `tcp_nodelay`, given TCP_NODELAY) by wrapping
+    the `bind_listener` the runtime calls; nothing else about the gateway is changed.
+    """
+    import voicecall.gateway.runtime as runtime_module
     from voicecall.testing.gateway import running_gateway
 
+    original = runtime_module.bind_listener
+    listeners: dict[str, socket.socket] = {}
+
+    def observed_bind_listener(host: str, port: int, what: str) -> socket.socket:
+        sock = original(host, port, what)
+        if tcp_nodelay:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        listeners[what] = sock
+        return sock
+
+    runtime_module.bind_listener = observed_bind_listener  # type: ignore[assignment]
     config = {"provider": "mock", "maxConcurrentCalls": 1_000_000, "inboundPolicy": "open",
               "staleCallReaperSeconds": 0}
     async with running_gateway(state_dir, config) as runtime:
-        _announce(runtime.webhook_url, stateDir=str(state_dir))
+        info = _listener_info(listeners["webhook"]) if "webhook" in listeners else {}
+        _announce(runtime.webhook_url, stateDir=str(state_dir), **info)
         await _wait_for_stop()
 
 
-async def _serve_bare() -> None:
+async def _serve_bare(tcp_nodelay: bool) -> None:
     """One Starlette POST route that reads the body and answers "OK", served like the gateway."""
     import uvicorn
     from starlette.applications import Starlette
@@ -159,7 +193,9 @@ async def _serve_bare() -> None:
             yield
 
     app = Starlette(routes=[Route(WEBHOOK_PATH, webhook, methods=["POST"])])
-    sock = bind_listener("127.0.0.1", 0, "webhook")
+    sock = bind_listener("127.0.0.1", 0, "webhook")  # the gateway's own listener setup
+    if tcp_nodelay:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     server = QuietServer(uvicorn.Config(app, **_uvicorn_config_kwargs()))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
@@ -168,7 +204,7 @@ async def _serve_bare() -> None:
             raise RuntimeError("bare server stopped during startup")
         await asyncio.sleep(0.01)
     host, port = sock.getsockname()[:2]
-    _announce(f"http://{host}:{port}{WEBHOOK_PATH}")
+    _announce(f"http://{host}:{port}{WEBHOOK_PATH}", **_listener_info(sock))
     try:
         await _wait_for_stop()
     finally:
@@ -176,7 +212,8 @@ async def _serve_bare() -> None:
         await task
 
 
-def serve_main(kind: str, core: int | None, loop_name: str, state_dir: str | None) -> int:
+def serve_main(kind: str, core: int | None, loop_name: str, state_dir: str | None,
+               tcp_nodelay: bool) -> int:
     """Entry point of a server child process."""
     if core is not None:
         os.sched_setaffinity(0, {core})  # before any thread exists, so the store thread inherits it
@@ -184,9 +221,9 @@ def serve_main(kind: str, core: int | None, loop_name: str, state_dir: str | Non
     if kind == "gateway":
         if not state_dir:
             raise SystemExit("--state-dir is required for the gateway")
-        coro: Awaitable[None] = _serve_gateway(Path(state_dir))
+        coro: Awaitable[None] = _serve_gateway(Path(state_dir), tcp_nodelay)
     else:
-        coro = _serve_bare()
+        coro = _serve_bare(tcp_nodelay)
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if loop_name == "uvloop":
         import uvloop
@@ -205,8 +242,10 @@ def serve_main(kind: str, core: int | None, loop_name: str, state_dir: str | Non
 class ServerProcess:
     """A server child process; `url` is known once `start` returns."""
 
-    def __init__(self, kind: str, *, core: int | None, loop_name: str, work_dir: Path) -> None:
+    def __init__(self, kind: str, *, core: int | None, loop_name: str, work_dir: Path,
+                 tcp_nodelay: bool = False) -> None:
         self.kind = kind
+        self.tcp_nodelay = tcp_nodelay
         self.core = core
         self.loop_name = loop_name
         self.work_dir = work_dir
@@ -231,6 +270,8 @@ class ServerProcess:
                 "--loop", self.loop_name, "--state-dir", str(self.state_dir)]
         if self.core is not None:
             argv += ["--core", str(self.core)]
+        if self.tcp_nodelay:
+            argv.append("--tcp-nodelay")
         self._stderr = self.stderr_path.open("wb")
         # A session of its own: Ctrl-C in the terminal reaches only us; we stop the children.
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -304,17 +345,19 @@ class Target:
     port: int
     path: str
     pid: int
+    core: int | None = None
 
 
 class Connection:
     """One keep-alive HTTP/1.1 connection; one request in flight at a time."""
 
-    def __init__(self, target: Target, client_address: str) -> None:
+    def __init__(self, target: Target, client_address: str, path: str | None = None) -> None:
         self.target = target
         self.client_address = client_address
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
-        self._head = (f"POST {target.path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
+        self.last_used = 0.0
+        self._head = (f"POST {path or target.path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
                       f"Content-Type: application/json\r\nX-Forwarded-For: {client_address}\r\n"
                       "Content-Length: ").encode()
 
@@ -323,6 +366,7 @@ class Connection:
         sock = self.writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.last_used = time.perf_counter()
         return self
 
     def close(self) -> None:
@@ -331,7 +375,13 @@ class Connection:
         self.reader = self.writer = None
 
     async def request(self, body: bytes) -> tuple[int, bytes]:
-        """POST `body`; returns (status, response body). Raises on a broken connection."""
+        """POST `body`; returns (status, response body). Raises on a broken connection.
+
+        A connection idle for longer than the server's keep-alive timeout is replaced first
+        (as HTTP clients do), so the server closing it is not counted as an error.
+        """
+        if self.writer is not None and time.perf_counter() - self.last_used > KEEPALIVE_REUSE_S:
+            self.close()
         if self.writer is None or self.reader is None:
             await self.open()
         assert self.writer is not None and self.reader is not None
@@ -348,6 +398,7 @@ class Connection:
         payload = await self.reader.readexactly(length) if length else b""
         if b"\r\nconnection: close" in lower:
             self.close()
+        self.last_used = time.perf_counter()
         return status, payload
 
 
@@ -441,28 +492,50 @@ def _ms(seconds: float) -> float:
 
 @dataclass
 class CpuWindow:
-    """CPU use of the server process and of this (generator) process over a time window."""
+    """CPU use over a time window: the server process, this (generator) process, and how busy
+    the server's core was in total (the process plus kernel work such as softirqs)."""
 
     pid: int
+    core: int | None
     wall0: float = 0.0
     server0: float = 0.0
     self0: float = 0.0
+    core0: tuple[int, int] = (0, 0)
     server_fraction: float = 0.0
     generator_fraction: float = 0.0
+    core_busy: float | None = None
 
     def begin(self) -> None:
         self.wall0 = time.perf_counter()
         self.server0 = _proc_cpu_seconds(self.pid)
         self.self0 = _self_cpu_seconds()
+        self.core0 = _core_ticks(self.core)
 
     def end(self) -> None:
         wall = max(time.perf_counter() - self.wall0, 1e-9)
         self.server_fraction = (_proc_cpu_seconds(self.pid) - self.server0) / wall
         self.generator_fraction = (_self_cpu_seconds() - self.self0) / wall
+        busy, total = _core_ticks(self.core)
+        if self.core is not None and total > self.core0[1]:
+            self.core_busy = (busy - self.core0[0]) / (total - self.core0[1])
+
+
+def _core_ticks(core: int | None) -> tuple[int, int]:
+    """(busy, total) jiffies of one CPU from /proc/stat; (0, 0) when unknown."""
+    if core is None:
+        return 0, 0
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith(f"cpu{core} "):
+                ticks = [int(v) for v in line.split()[1:]]
+                idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+                total = sum(ticks[:8])  # guest time is already counted in user
+                return total - idle, total
+    return 0, 0
 
 
 async def _cpu_window(target: Target, start: float, stop: float) -> CpuWindow:
-    window = CpuWindow(target.pid)
+    window = CpuWindow(target.pid, target.core)
     await asyncio.sleep(max(0.0, start - time.perf_counter()))
     window.begin()
     await asyncio.sleep(max(0.0, stop - time.perf_counter()))
@@ -481,6 +554,18 @@ class Outcomes:
         self.statuses[what] = self.statuses.get(what, 0) + 1
 
 
+@contextlib.contextmanager
+def _generator_gc_paused() -> Iterator[None]:
+    """No garbage-collector pauses in the generator while it measures (they would show up as
+    send lag or latency that is not the server's)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 async def _timed_request(conn: Connection, body: bytes) -> str | None:
     """Send one request; None on 200, else a short description of the failure."""
     try:
@@ -491,6 +576,42 @@ async def _timed_request(conn: Connection, body: bytes) -> str | None:
         conn.close()
         return type(exc).__name__
     return None if status == 200 else str(status)
+
+
+async def _schedule(one: Callable[[float, bytes], Awaitable[None]], make_body: Callable[[], bytes],
+                    *, begin: float, rate: float, total: int, out: Outcomes) -> None:
+    """Start request i at `begin + i / rate` whatever the server does; wait for the stragglers."""
+    tasks: list[asyncio.Task[None]] = []
+    perf = time.perf_counter
+    for i in range(total):
+        planned = begin + i / rate
+        delay = planned - perf()
+        if delay > SPIN_S:  # timers are ~1 ms coarse: sleep most of the way...
+            await asyncio.sleep(delay - SPIN_S)
+        # ...then yield to the loop (replies keep flowing) until due: a deliberate spin.
+        while perf() < planned:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        tasks.append(asyncio.create_task(one(planned, make_body())))
+    _done, pending = await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT_S)
+    for task in pending:
+        task.cancel()
+        out.failure("drain-timeout")
+
+
+async def keepalive_probe(target: Target) -> float:
+    """Median ms of sequential requests on one keep-alive connection to a path that answers 404
+    (no side effects). About 40 ms means replies stall on Nagle + delayed ACK."""
+    conn = await Connection(target, client_address(20_000, None), path=PROBE_PATH).open()
+    times: list[float] = []
+    try:
+        for _ in range(PROBE_REQUESTS + 1):
+            t0 = time.perf_counter()
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                await conn.request(b"{}")
+            times.append(time.perf_counter() - t0)
+    finally:
+        conn.close()
+    return _ms(sorted(times[1:])[len(times[1:]) // 2])
 
 
 async def max_throughput(target: Target, make_body: Callable[[], bytes], *, concurrency: int,
@@ -519,7 +640,8 @@ async def max_throughput(target: Target, make_body: Callable[[], bytes], *, conc
 
     cpu_task = asyncio.create_task(_cpu_window(target, start, stop))
     try:
-        await asyncio.gather(*(worker(c) for c in conns))
+        with _generator_gc_paused():
+            await asyncio.gather(*(worker(c) for c in conns))
     finally:
         for conn in conns:
             conn.close()
@@ -535,6 +657,7 @@ async def max_throughput(target: Target, make_body: Callable[[], bytes], *, conc
         "requests": len(lat) + out.errors,
         "connections": concurrency,
         "serverCpu": round(cpu.server_fraction, 3),
+        "serverCoreBusy": None if cpu.core_busy is None else round(cpu.core_busy, 3),
         "generatorCpu": round(cpu.generator_fraction, 3),
     }
 
@@ -548,6 +671,7 @@ async def fixed_rate(target: Target, make_body: Callable[[], bytes], *, rate: fl
     available = asyncio.Condition()
     out = Outcomes()
     lags: list[float] = []
+    service: list[float] = []
     completions: list[float] = []
     begin = time.perf_counter() + 0.05
     start, stop = begin + warmup_s, begin + warmup_s + duration_s
@@ -579,28 +703,20 @@ async def fixed_rate(target: Target, make_body: Callable[[], bytes], *, rate: fl
         completions.append(done)
         if failure is None:
             out.latencies.append(done - min(planned, sent))
+            service.append(done - sent)
             lags.append(max(0.0, sent - planned))
         else:
             out.failure(failure)
 
     cpu_task = asyncio.create_task(_cpu_window(target, start, stop))
-    tasks: list[asyncio.Task[None]] = []
-    perf = time.perf_counter
-    for i in range(total):
-        planned = begin + i / rate
-        delay = planned - perf()
-        if delay > 0.0005:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(planned, make_body())))
-    _done, pending = await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT_S)
-    for task in pending:
-        task.cancel()
-        out.failure("drain-timeout")
+    with _generator_gc_paused():
+        await _schedule(one, make_body, begin=begin, rate=rate, total=total, out=out)
     for conn in idle:
         conn.close()
     cpu = await cpu_task
     lat = sorted(out.latencies)
     lags.sort()
+    service.sort()
     span = (max(completions) - start) if completions else duration_s
     return {
         "p50Ms": _ms(percentile(lat, 0.50)),
@@ -612,7 +728,9 @@ async def fixed_rate(target: Target, make_body: Callable[[], bytes], *, rate: fl
         "requests": len(lat) + out.errors,
         "connectionsUsed": opened,
         "sendLagP99Ms": _ms(percentile(lags, 0.99)),
+        "p99FromSendMs": _ms(percentile(service, 0.99)),
         "serverCpu": round(cpu.server_fraction, 3),
+        "serverCoreBusy": None if cpu.core_busy is None else round(cpu.core_busy, 3),
         "generatorCpu": round(cpu.generator_fraction, 3),
     }
 
@@ -634,6 +752,7 @@ class Options:
     generator_loop: str
     out: Path | None
     py_spy: Path | None
+    tcp_nodelay: bool = False
     py_spy_exe: str | None = None
 
 
@@ -642,7 +761,7 @@ def _target(server: ServerProcess) -> Target:
 
     parts = urlsplit(server.url)
     assert parts.hostname is not None and parts.port is not None
-    return Target(server.kind, parts.hostname, parts.port, parts.path, server.pid)
+    return Target(server.kind, parts.hostname, parts.port, parts.path, server.pid, server.core)
 
 
 @contextlib.asynccontextmanager
@@ -678,6 +797,7 @@ async def run_bench(opts: Options, gateway: ServerProcess, bare: ServerProcess) 
     results: dict[str, dict[str, Any]] = {"gateway": {}, "bare": {}}
     rate_key = f"at{opts.rate:g}rps"
     total_s = opts.warmup + opts.duration
+    probes = {"gateway": await keepalive_probe(gw), "bare": await keepalive_probe(br)}
 
     # Bare handler first, then the gateway, phase by phase (the idle server only ticks).
     results["bare"]["maxThroughput"] = await max_throughput(
@@ -714,6 +834,23 @@ async def run_bench(opts: Options, gateway: ServerProcess, bare: ServerProcess) 
     gw_rate = results["gateway"][rate_key]
     saturated = any(results[t]["maxThroughput"]["generatorCpu"] >= SATURATED_CPU
                     for t in ("gateway", "bare"))
+    warnings: list[str] = []
+    stalled = [name for name, ms in probes.items() if ms >= NAGLE_STALL_MS]
+    if stalled:
+        cause = ""
+        if gateway.info.get("listenerProto") == 0 and not gateway.info.get("listenerNodelay"):
+            cause = ("the listening socket from voicecall.gateway.ports.bind_listener has proto 0 "
+                     "and no TCP_NODELAY, so asyncio leaves Nagle on for accepted connections and "
+                     "a reply written as head + body waits for the client's delayed ACK. ")
+        warnings.append(
+            f"keep-alive replies from {' and '.join(stalled)} stall ~40 ms (Nagle + delayed "
+            f"ACK): {cause}Latencies and closed-loop throughput (and so the ratio) measure that "
+            "stall, not the pipeline; re-run with --tcp-nodelay for the pipeline's own cost.")
+    if saturated:
+        warnings.append("the load generator used ~all of its core: max-throughput figures are a "
+                        "lower bound")
+    if opts.py_spy is not None:
+        warnings.append("py-spy was sampling the gateway (on the generator's core) during its phases")
     return {
         "gateway": results["gateway"],
         "bare": results["bare"],
@@ -726,6 +863,8 @@ async def run_bench(opts: Options, gateway: ServerProcess, bare: ServerProcess) 
                        and gw_rate["p99Ms"] < TARGET_P99_MS),
         },
         "generatorSaturated": saturated,
+        "keepAliveProbeMedianMs": probes,
+        "warnings": warnings,
         "env": {},
     }
 
@@ -766,6 +905,10 @@ def environment(opts: Options, gateway: ServerProcess, bare: ServerProcess,
         "serverEventLoop": {"gateway": gateway.info.get("eventLoop"),
                             "bare": bare.info.get("eventLoop")},
         "serverHttp": {"gateway": gateway.info.get("http"), "bare": bare.info.get("http")},
+        "listener": {kind: {"proto": server.info.get("listenerProto"),
+                            "tcpNodelay": server.info.get("listenerNodelay")}
+                     for kind, server in (("gateway", gateway), ("bare", bare))},
+        "tcpNodelayForced": opts.tcp_nodelay,
         "generator": f"raw asyncio HTTP/1.1 keep-alive on {opts.generator_loop}",
         "versions": {"uvicorn": _version("uvicorn"), "starlette": _version("starlette"),
                      "sqlite": sqlite3.sqlite_version, "voicecall": _version("voicecall")},
@@ -797,8 +940,8 @@ def bench_main(opts: Options) -> int:
     pinned = _pin_cores()
     core = SERVER_CORE if pinned else None
     work_dir = Path(tempfile.mkdtemp(prefix="voicecall-bench-"))
-    servers = [ServerProcess("gateway", core=core, loop_name=opts.loop, work_dir=work_dir),
-               ServerProcess("bare", core=core, loop_name=opts.loop, work_dir=work_dir)]
+    servers = [ServerProcess(kind, core=core, loop_name=opts.loop, work_dir=work_dir,
+                             tcp_nodelay=opts.tcp_nodelay) for kind in ("gateway", "bare")]
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         for server in servers:
@@ -859,6 +1002,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     default_gen = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     parser.add_argument("--generator-loop", choices=loops, default=default_gen,
                         help="event loop of the load generator")
+    parser.add_argument("--tcp-nodelay", action="store_true",
+                        help="set TCP_NODELAY on both listening sockets (what-if; the gateway as "
+                             "shipped leaves Nagle on for accepted connections)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                         help="record py-spy profiles of the gateway phases into DIR")
@@ -875,11 +1021,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve:
-        return serve_main(args.serve, args.core, args.loop, args.state_dir)
+        return serve_main(args.serve, args.core, args.loop, args.state_dir, args.tcp_nodelay)
     return bench_main(Options(
         duration=args.duration, warmup=args.warmup, concurrency=args.concurrency, calls=args.calls,
         rate=args.rate, clients=args.clients, loop=args.loop, generator_loop=args.generator_loop,
-        out=args.out, py_spy=args.py_spy, py_spy_exe=_find_py_spy() if args.py_spy else None))
+        out=args.out, py_spy=args.py_spy, tcp_nodelay=args.tcp_nodelay,
+        py_spy_exe=_find_py_spy() if args.py_spy else None))
 
 
 def _find_py_spy() -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -101,6 +102,19 @@ class CallRecord(_CamelModel):
     @property
     def is_terminal(self) -> bool:
         return self.state.is_terminal
+
+    def snapshot(self) -> CallRecord:
+        """A copy that later in-place changes to this record do not touch (for rollback)."""
+        return self.model_copy(update={
+            "transcript": list(self.transcript),
+            "processed_event_ids": list(self.processed_event_ids),
+            "metadata": copy.deepcopy(self.metadata),
+        })
+
+    def restore(self, snapshot: CallRecord) -> None:
+        """Put every field back as it was in `snapshot`."""
+        for name in type(self).model_fields:
+            setattr(self, name, getattr(snapshot, name))
 
     @property
     def mode(self) -> CallMode:

@@ -201,13 +201,16 @@ class CallService:
                     self._changed.wait_for(lambda: self._version != version), wait_s)
             return self._version
 
-    def _finalize(self, record: CallRecord) -> None:
-        """Drop an ended call from the live maps, cancel its timers and fail its waiter."""
-        self._timers.cancel(record.call_id)
+    def _forget(self, record: CallRecord) -> None:
         self._calls.pop(record.call_id, None)
         pcid = record.provider_call_id
         if pcid and self._by_provider.get(pcid) == record.call_id:
             del self._by_provider[pcid]
+
+    def _finalize(self, record: CallRecord) -> None:
+        """Drop an ended call from the live maps, cancel its timers and fail its waiter."""
+        self._timers.cancel(record.call_id)
+        self._forget(record)
         waiter = self._waiters.get(record.call_id)
         if waiter and not waiter.future.done():
             detail = record.metadata.get("endDetail")
@@ -275,6 +278,14 @@ class CallService:
             if not record.is_terminal:
                 self._by_provider[provider_call_id] = call_id
             await self._persist(record)
+        if record.is_terminal:  # ended while the dial was in flight: the carrier must drop it too
+            try:
+                await asyncio.wait_for(self.provider.hangup_call(record, record.end_reason
+                                                                 or EndReason.HANGUP_BOT),
+                                       HANGUP_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("call %s: carrier hang-up after an early end failed: %s", call_id, exc)
+            return record
         if not record.is_terminal and record.answered_at is None:
             self._timers.schedule(call_id, "ring", (self.settings.ring_timeout_ms
                                                     + RING_GRACE_MS) / 1000,
@@ -421,14 +432,17 @@ class CallService:
         record = self.live(event.call_id)
         if record is None and event.provider_call_id:
             record = self.live(event.provider_call_id)
+        adopted = False
         if record is None:
             record = await self._adopt(event)
             if record is None:
                 return
+            adopted = True
         cid = record.call_id
         async with self._lock(cid):
             if record.is_terminal or event.key in record.processed_event_ids:
                 return
+            before = record.snapshot()
             waiter = self._waiters.get(cid)
             applied = apply_event(record, event,
                                   waiter_token=waiter.token if waiter else NO_WAITER)
@@ -440,7 +454,16 @@ class CallService:
             if event.provider_call_id and not record.provider_call_id:
                 record.provider_call_id = event.provider_call_id
                 self._by_provider[event.provider_call_id] = cid
-            await self._persist(record, events=[_event_summary(event)])
+            try:
+                await self._persist(record, events=[_event_summary(event)])
+            except Exception:
+                # Not durable, so not applied: roll back so the carrier's retry applies it.
+                record.restore(before)
+                if adopted:
+                    self._forget(record)
+                elif record.provider_call_id is None and event.provider_call_id:
+                    self._by_provider.pop(event.provider_call_id, None)
+                raise
             if applied.ended:
                 self._finalize(record)
                 return

@@ -183,6 +183,7 @@ class MockProvider:
         if sim is None:
             # The simulated network outlived a gateway restart: adopt the call as in progress.
             call_id = provider_call_id.removeprefix("mock-")
+            # The callee's place in the reply script died with the old process.
             sim = _SimCall(provider_call_id, call_id, deque(), answered=True)
             self._calls[provider_call_id] = sim
         if sim.ended:
@@ -196,7 +197,10 @@ class MockProvider:
     ) -> None:
         """Act as the callee: say something, press keys, or hang up."""
         sim = self._calls.get(provider_call_id)
-        if sim is None or sim.ended:
+        if sim is None:  # a call the gateway knows (e.g. inbound by webhook) the mock never saw
+            sim = self._calls[provider_call_id] = _SimCall(
+                provider_call_id, provider_call_id, deque(self.behaviour.caller_replies), answered=True)
+        if sim.ended:
             raise ProviderError(f"mock: no live call {provider_call_id}")
         if speech:
             await self._emit(sim, "call.speech", transcript=speech, is_final=True,
@@ -218,9 +222,15 @@ class MockProvider:
 
     # -- internals ---------------------------------------------------------------------------
     def _live(self, call: CallRecord) -> _SimCall:
-        sim = self._calls.get(call.provider_call_id or "")
+        if not call.provider_call_id:
+            raise ProviderError("mock: the call has no carrier id yet")
+        sim = self._calls.get(call.provider_call_id)
         if sim is None:
-            raise ProviderError(f"mock: unknown call {call.provider_call_id}")
+            # A call the mock did not place (an inbound webhook, or one restored after a
+            # restart): the simulated network adopts it as answered, with the reply script.
+            sim = _SimCall(call.provider_call_id, call.call_id,
+                           deque(self.behaviour.caller_replies), answered=True)
+            self._calls[call.provider_call_id] = sim
         if sim.ended:
             raise ProviderError("mock: call has ended")
         return sim

@@ -23,6 +23,10 @@ class BodyTimeout(Exception):
     """The client did not send its body in time (408)."""
 
 
+class BodyIncomplete(Exception):
+    """The client went away before sending the whole body; nothing may be applied."""
+
+
 class InFlightLimiter:
     """At most `per_key` concurrent requests per client address (429 beyond that)."""
 
@@ -63,7 +67,7 @@ async def read_body(receive: Receive, *, content_length: int | None,
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    break
+                    raise BodyIncomplete
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > max_bytes:
@@ -73,4 +77,6 @@ async def read_body(receive: Receive, *, content_length: int | None,
                     break
     except TimeoutError:
         raise BodyTimeout from None
+    if content_length is not None and size != content_length:
+        raise BodyIncomplete
     return b"".join(chunks)

@@ -18,6 +18,7 @@ from voicecall.providers.base import Provider, WebhookParseError, WebhookRequest
 from voicecall.security.limits import (
     BODY_TIMEOUT_S,
     MAX_BODY_BYTES,
+    BodyIncomplete,
     BodyTimeout,
     BodyTooLarge,
     InFlightLimiter,
@@ -113,6 +114,8 @@ class WebhookApp:
             return PlainTextResponse("Payload Too Large", status_code=413)
         except BodyTimeout:
             return PlainTextResponse("Request Timeout", status_code=408)
+        except BodyIncomplete:
+            return PlainTextResponse("Bad Request: incomplete body", status_code=400)
         request = _request(scope, headers, body)
         verification = self.provider.verify_webhook(request)
         if not verification.ok:
