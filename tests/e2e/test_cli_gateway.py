@@ -201,3 +201,22 @@ def test_config_show_redacts_secrets_and_schema_and_tool_schema_print_json(tmp_p
     assert json.loads(shown.stdout)["provider"] == "mock"
     assert "properties" in json.loads(gw.cli("config", "schema").stdout)
     assert json.loads(gw.cli("tool-schema").stdout)["function"]["name"] == "voice_call"
+
+
+def test_tail_follows_call_updates_live(gateway: Gateway) -> None:
+    tail = subprocess.Popen([*VOICECALL, "tail", "--since", "0", "--json"], env=gateway.env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)  # let tail subscribe before the call exists
+        call_id = gateway.json("call", "--to", "+15555550123", "-m", "Hi", "--mode", "notify")["callId"]
+        seen: list[str] = []
+        deadline = time.monotonic() + 20
+        assert tail.stdout is not None
+        while time.monotonic() < deadline and "hangup-bot" not in seen:
+            entry = json.loads(tail.stdout.readline())
+            if entry["callId"] == call_id and entry["kind"] == "snapshot":
+                seen.append(entry["data"]["state"])
+        assert seen[0] == "initiated" and "answered" in seen and seen[-1] == "hangup-bot"
+    finally:
+        tail.terminate()
+        tail.wait(timeout=10)
