@@ -30,7 +30,7 @@ from voicecall.calls.model import (
 from voicecall.calls.phone import is_dtmf, is_e164
 from voicecall.calls.policy import check_inbound, session_key
 from voicecall.calls.timers import TimerSet
-from voicecall.providers.base import DialRequest, Provider
+from voicecall.providers.base import DialRequest, EventOutcome, Provider
 from voicecall.store.sqlite import SQLiteCallStore
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class CallService:
         self._version = 0
         self._reaper: asyncio.Task[None] | None = None
         self._started = False
-        provider.bind(self.apply_events)
+        provider.bind(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -423,25 +423,35 @@ class CallService:
         return True
 
     # -- carrier events ----------------------------------------------------------------------
-    async def apply_events(self, events: list[CallEvent]) -> None:
+    async def apply_events(self, events: list[CallEvent]) -> list[EventOutcome]:
         """Apply carrier events in order; returns once every resulting change is persisted."""
-        for event in events:
-            await self._apply_one(event)
+        return [await self._apply_one(event) for event in events]
 
-    async def _apply_one(self, event: CallEvent) -> None:
+    emit = apply_events  # the ProviderContext name for it
+
+    async def get_provider_state(self, call_id: str) -> dict[str, Any] | None:
+        return await self.store.get_provider_state(call_id)
+
+    async def put_provider_state(self, call_id: str, data: dict[str, Any]) -> None:
+        await self.store.put_provider_state(call_id, data)
+
+    async def was_rejected(self, provider_call_id: str) -> bool:
+        return await self.store.is_rejected(provider_call_id)
+
+    async def _apply_one(self, event: CallEvent) -> EventOutcome:
         record = self.live(event.call_id)
         if record is None and event.provider_call_id:
             record = self.live(event.provider_call_id)
         adopted = False
         if record is None:
-            record = await self._adopt(event)
+            record, rejected = await self._adopt(event)
             if record is None:
-                return
+                return EventOutcome(call=None, rejected=rejected)
             adopted = True
         cid = record.call_id
         async with self._lock(cid):
             if record.is_terminal or event.key in record.processed_event_ids:
-                return
+                return EventOutcome(call=record)
             before = record.snapshot()
             waiter = self._waiters.get(cid)
             applied = apply_event(record, event,
@@ -449,7 +459,7 @@ class CallService:
             if applied.ignored:
                 log.info("call %s: ignored %s (%s)", cid, event.type, applied.ignored)
             if not applied.mark_processed:
-                return
+                return EventOutcome(call=record)
             remember_key(record, event.key)
             if event.provider_call_id and not record.provider_call_id:
                 record.provider_call_id = event.provider_call_id
@@ -466,31 +476,44 @@ class CallService:
                 raise
             if applied.ended:
                 self._finalize(record)
-                return
+                if record.end_reason == EndReason.VOICEMAIL:  # our decision, not the carrier's end
+                    self._spawn(self._hangup_quietly(record), f"hangup:{cid}")
+                return EventOutcome(call=record)
             if applied.final_speech is not None and waiter and not waiter.future.done():
                 waiter.future.set_result(applied.final_speech)
         if applied.answered:
             self._on_answered(record)
+        return EventOutcome(call=record)
 
-    async def _adopt(self, event: CallEvent) -> CallRecord | None:
-        """A call we do not know: an inbound call (policy, capacity) or an ended call's straggler."""
+    async def _hangup_quietly(self, record: CallRecord) -> None:
+        try:
+            await asyncio.wait_for(self.provider.hangup_call(record, record.end_reason
+                                                             or EndReason.HANGUP_BOT), HANGUP_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("call %s: carrier hang-up failed: %s", record.call_id, exc)
+
+    async def _adopt(self, event: CallEvent) -> tuple[CallRecord | None, str | None]:
+        """A call we do not know: an inbound call (policy, capacity) or an ended call's straggler.
+
+        Returns the new record, or None and the reason the call was refused (None if ignored).
+        """
         if not (event.provider_call_id and event.direction):
             log.debug("event %s for unknown call %s ignored", event.type, event.call_id)
-            return None
+            return None, None
         if await self.store.get(event.provider_call_id) is not None:
-            return None  # a late event for a call that has already ended
+            return None, None  # a late event for a call that has already ended
         if event.direction == "inbound":
             decision = check_inbound(self.settings.inbound_policy, self.settings.allow_from,
                                      event.from_)
             if not decision.accepted:
                 await self._reject_inbound(event, decision.reason)
-                return None
+                return None, decision.reason
         if self.live(event.provider_call_id):  # created while we awaited the store
-            return self.live(event.provider_call_id)
+            return self.live(event.provider_call_id), None
         if len(self._calls) >= self.settings.max_concurrent_calls:
-            await self._reject_inbound(
-                event, f"maximum concurrent calls ({self.settings.max_concurrent_calls}) reached")
-            return None
+            reason = f"maximum concurrent calls ({self.settings.max_concurrent_calls}) reached"
+            await self._reject_inbound(event, reason)
+            return None, reason
         call_id = str(uuid.uuid4())
         remote = event.from_ if event.direction == "inbound" else event.to
         metadata: dict[str, Any] = {}
@@ -506,7 +529,7 @@ class CallService:
         self._calls[call_id] = record
         self._by_provider[event.provider_call_id] = call_id
         log.info("call %s: inbound from %s accepted", call_id, record.from_)
-        return record
+        return record, None
 
     async def _reject_inbound(self, event: CallEvent, reason: str) -> None:
         """Hang up a rejected caller once per carrier call id, even when the carrier retries."""

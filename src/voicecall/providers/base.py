@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallMode, CallRecord, EndReason
 
-EventSink = Callable[[list[CallEvent]], Awaitable[None]]
-"""Where a carrier delivers events it produces outside a webhook (simulations, media streams)."""
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """What became of one applied event: the call it now belongs to, or why it was refused."""
+
+    call: CallRecord | None
+    rejected: str | None = None
+
+
+class ProviderContext(Protocol):
+    """What the call service offers a carrier adapter: event delivery, the carrier-side state
+    it must keep across restarts (SPEC Q11), and read access to calls."""
+
+    async def emit(self, events: list[CallEvent]) -> list[EventOutcome]: ...
+    async def get_provider_state(self, call_id: str) -> dict[str, Any] | None: ...
+    async def put_provider_state(self, call_id: str, data: dict[str, Any]) -> None: ...
+    def live(self, call_id: str) -> CallRecord | None: ...
+    async def get_call(self, call_id: str) -> CallRecord | None: ...
+    async def was_rejected(self, provider_call_id: str) -> bool: ...
 
 
 class ProviderError(Exception):
@@ -83,11 +100,16 @@ class Provider(Protocol):
     name: str
     required_headers: tuple[str, ...]
 
-    def bind(self, sink: EventSink) -> None: ...
+    def bind(self, context: ProviderContext) -> None: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     def verify_webhook(self, request: WebhookRequest) -> Verification: ...
     def parse_webhook(self, request: WebhookRequest, verification: Verification) -> ParsedWebhook: ...
+    async def webhook_reply(self, request: WebhookRequest, parsed: ParsedWebhook,
+                            outcomes: list[EventOutcome] | None) -> ParsedWebhook:
+        """The answer to the carrier, once the events are applied (`outcomes` is None for a
+        replay, which must get the same answer without side effects)."""
+        ...
     async def initiate_call(self, request: DialRequest) -> str: ...
     async def hangup_call(self, call: CallRecord, reason: EndReason) -> None: ...
     async def play_tts(self, call: CallRecord, text: str) -> None: ...

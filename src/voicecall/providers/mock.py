@@ -25,9 +25,10 @@ from voicecall.calls.events import EVENT_TYPES, CallEvent
 from voicecall.calls.model import CallRecord, EndReason
 from voicecall.providers.base import (
     DialRequest,
-    EventSink,
+    EventOutcome,
     ParsedWebhook,
     ProviderCallStatus,
+    ProviderContext,
     ProviderError,
     Verification,
     WebhookParseError,
@@ -80,12 +81,12 @@ class MockProvider:
     def __init__(self, behaviour: MockBehaviour | None = None) -> None:
         self.behaviour = behaviour or MockBehaviour()
         self._calls: dict[str, _SimCall] = {}
-        self._sink: EventSink | None = None
+        self._context: ProviderContext | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
-    def bind(self, sink: EventSink) -> None:
-        self._sink = sink
+    def bind(self, context: ProviderContext) -> None:
+        self._context = context
 
     async def start(self) -> None:
         return None
@@ -138,6 +139,10 @@ class MockProvider:
             events.append(event)
         return ParsedWebhook(events=events, body=json.dumps({"ok": True, "events": len(events)}),
                              headers={"content-type": "application/json"})
+
+    async def webhook_reply(self, request: WebhookRequest, parsed: ParsedWebhook,
+                            outcomes: list[EventOutcome] | None) -> ParsedWebhook:
+        return parsed  # mock webhooks get the same small JSON acknowledgement either way
 
     # -- commands --------------------------------------------------------------------------
     async def initiate_call(self, request: DialRequest) -> str:
@@ -266,8 +271,8 @@ class MockProvider:
         await self._emit(sim, "call.answered")
 
     async def _emit(self, sim: _SimCall, kind: str, **fields: Any) -> None:
-        if self._sink is None:
-            log.warning("mock: no event sink bound; dropping %s", kind)
+        if self._context is None:
+            log.warning("mock: no call service bound; dropping %s", kind)
             return
         sim.seq += 1
         event = CallEvent.model_validate({
@@ -276,6 +281,6 @@ class MockProvider:
             **{k: v for k, v in fields.items()},
         })
         try:
-            await self._sink([event])
+            await self._context.emit([event])
         except Exception:  # a failing sink must not kill the simulation
             log.exception("mock: event sink failed for %s", kind)

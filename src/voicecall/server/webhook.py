@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from voicecall.providers.base import Provider, WebhookParseError, WebhookRequest
+from voicecall.providers.base import EventOutcome, Provider, WebhookParseError, WebhookRequest
 from voicecall.security.limits import (
     BODY_TIMEOUT_S,
     MAX_BODY_BYTES,
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ApplyEvents = Callable[[list[Any]], Awaitable[None]]
+ApplyEvents = Callable[[list[Any]], Awaitable[list[EventOutcome]]]
 ReplayMarker = Callable[[str], Awaitable[bool]]
 ReplayForget = Callable[[str], Awaitable[None]]
 
@@ -131,15 +131,17 @@ class WebhookApp:
             return PlainTextResponse(f"Bad Request: {exc}", status_code=400)
         if await self.mark_replay(key):
             log.warning("replay detected; acknowledging without side effects")
+            reply = await self.provider.webhook_reply(request, parsed, None)
         else:
             try:
-                await self.apply_events(parsed.events)
+                outcomes = await self.apply_events(parsed.events)
             except Exception:
                 await self.forget_replay(key)  # let the carrier's retry be applied
                 raise
-        body_text = "OK" if parsed.body is None else parsed.body
-        return Response(body_text, status_code=parsed.status, headers=parsed.headers or None,
-                        media_type=None if "content-type" in parsed.headers else "text/plain")
+            reply = await self.provider.webhook_reply(request, parsed, outcomes)
+        body_text = "OK" if reply.body is None else reply.body
+        return Response(body_text, status_code=reply.status, headers=reply.headers or None,
+                        media_type=None if "content-type" in reply.headers else "text/plain")
 
 
 def _request(scope: Scope, headers: dict[str, str], body: bytes) -> WebhookRequest:

@@ -303,6 +303,12 @@ class SQLiteCallStore:
 
         return await self._submit(op)
 
+    async def is_rejected(self, key: str) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            return conn.execute("SELECT 1 FROM rejected_keys WHERE key=?", (key,)).fetchone() is not None
+
+        return await self._submit(op)
+
     async def forget_rejected_key(self, key: str) -> None:
         await self._submit(lambda conn: conn.execute(
             "DELETE FROM rejected_keys WHERE key=?", (key,)))
