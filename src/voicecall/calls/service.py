@@ -349,7 +349,12 @@ class CallService:
                 waiter.listen_started_at = now_ms()
                 self._waiters[cid] = waiter
                 await self._persist(record)
-            await self.provider.start_listening(record, waiter.token)
+            try:
+                await asyncio.wait_for(self.provider.start_listening(record, waiter.token), 30)
+            except Exception as exc:
+                # If the call ended (or the caller already spoke) meanwhile, the waiter says so.
+                if not waiter.future.done():
+                    raise CallError(f"listen failed: {exc or 'timed out'}", call_id=cid) from exc
             try:
                 transcript = await asyncio.wait_for(asyncio.shield(waiter.future),
                                                     timeout_ms / 1000)

@@ -208,6 +208,8 @@ class TwilioConfig(_Model):
     account_sid: NonEmptyStr | None = None
     auth_token: Secret | None = None
     region: Literal["us1", "ie1", "au1"] = "us1"
+    api_base_url: HttpUrl | None = None
+    """Override the REST base URL (a local simulator); a warning is logged when it is not Twilio's."""
 
 
 class TelnyxConfig(_Model):
@@ -233,6 +235,8 @@ class OutboundConfig(_Model):
 
     default_mode: CallMode = "notify"
     notify_hangup_delay_sec: NonNegativeInt = 3
+    machine_detection: bool = False
+    """Ask the carrier to detect answering machines; a machine ends a notify call as `voicemail`."""
 
 
 class ServeConfig(_Model):

@@ -19,6 +19,7 @@ import uvicorn
 from voicecall.calls.service import CallService, ServiceSettings
 from voicecall.config import ConfigError, ConfigIssue, LoadedConfig, resolve_control_token, store_dir
 from voicecall.gateway.api import ControlApi
+from voicecall.gateway.exposure import is_local_only
 from voicecall.gateway.ports import bind_listener
 from voicecall.providers.base import Provider
 from voicecall.providers.registry import build_provider
@@ -105,6 +106,13 @@ class Runtime:
         host, port = webhook_sock.getsockname()[:2]
         local_url = f"http://{_host_for_url(host)}:{port}{c.serve.path}"
         self.webhook_url = c.public_url or local_url
+        if self.provider.requires_public_webhook and is_local_only(self.webhook_url):
+            webhook_sock.close()
+            if control_sock is not None:
+                control_sock.close()
+            raise ConfigError([ConfigIssue(
+                "publicUrl", f"{self.provider.name} must reach the webhook from the internet, but "
+                f"{self.webhook_url} is local-only; set publicUrl (or a tunnel)")], source=self.loaded.source)
         try:
             await self.store.__aenter__()
             self.service = CallService(self._settings(), self.provider, self.store,

@@ -22,6 +22,9 @@ class ProviderContext(Protocol):
     """What the call service offers a carrier adapter: event delivery, the carrier-side state
     it must keep across restarts (SPEC Q11), and read access to calls."""
 
+    webhook_url: str
+    """Where carriers reach this gateway's webhook (the public URL when one is configured)."""
+
     async def emit(self, events: list[CallEvent]) -> list[EventOutcome]: ...
     async def get_provider_state(self, call_id: str) -> dict[str, Any] | None: ...
     async def put_provider_state(self, call_id: str, data: dict[str, Any]) -> None: ...
@@ -64,6 +67,8 @@ class ParsedWebhook:
     body: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     status: int = 200
+    meta: dict[str, Any] = field(default_factory=dict)
+    """What the adapter learnt while parsing that it needs again to choose its reply."""
 
 
 class WebhookParseError(Exception):
@@ -99,6 +104,11 @@ class Provider(Protocol):
 
     name: str
     required_headers: tuple[str, ...]
+
+    @property
+    def requires_public_webhook(self) -> bool:
+        """True when the carrier must reach the webhook from the internet (no local-only URL)."""
+        ...
 
     def bind(self, context: ProviderContext) -> None: ...
     async def start(self) -> None: ...

@@ -77,6 +77,7 @@ class MockProvider:
 
     name = "mock"
     required_headers: tuple[str, ...] = ()
+    requires_public_webhook = False
 
     def __init__(self, behaviour: MockBehaviour | None = None) -> None:
         self.behaviour = behaviour or MockBehaviour()

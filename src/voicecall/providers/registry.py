@@ -44,3 +44,35 @@ def build_provider(config: VoiceCallConfig) -> Provider:
         raise ValueError(f"provider {name!r} is not available (available: "
                          f"{', '.join(available_providers())})")
     return factory(config)
+
+
+def twilio_from_config(config: VoiceCallConfig) -> Provider:
+    from voicecall.providers.twilio.provider import API_HOSTS, TwilioProvider, TwilioSettings
+    from voicecall.providers.twilio.twiml import polly_voice
+    from voicecall.security.public_url import ForwardingPolicy
+
+    t = config.twilio
+    if not t.account_sid or t.auth_token is None:
+        raise ValueError("twilio.accountSid and twilio.authToken are required")
+    security = config.webhook_security
+    loopback_bind = config.serve.bind in ("127.0.0.1", "::1", "localhost")
+    tts = config.tts
+    provider_cfg = tts.providers.get(tts.provider or "") if tts.provider else None
+    voice = (provider_cfg.voice or provider_cfg.voice_id) if provider_cfg else None
+    return TwilioProvider(TwilioSettings(
+        account_sid=t.account_sid,
+        auth_token=t.auth_token.get_secret_value(),
+        api_base_url=t.api_base_url or API_HOSTS[t.region],
+        public_url=config.public_url,
+        policy=ForwardingPolicy(allowed_hosts=tuple(security.allowed_hosts),
+                                trust_forwarding_headers=security.trust_forwarding_headers,
+                                trusted_proxy_ips=tuple(security.trusted_proxy_ips)),
+        ngrok_loopback_bypass=(config.tunnel.provider == "ngrok" and loopback_bind
+                               and config.tunnel.allow_ngrok_free_tier_loopback_bypass),
+        skip_signature_verification=config.skip_signature_verification,
+        voice=polly_voice(voice),
+        machine_detection=config.outbound.machine_detection,
+    ))
+
+
+BUILTIN["twilio"] = twilio_from_config

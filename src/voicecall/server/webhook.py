@@ -146,14 +146,15 @@ class WebhookApp:
 
 def _request(scope: Scope, headers: dict[str, str], body: bytes) -> WebhookRequest:
     host = headers.get("host", "localhost")
-    raw_path = scope.get("path", "/")
+    raw = scope.get("raw_path")  # as sent: signatures cover the undecoded path
+    raw_path = raw.decode("latin-1") if isinstance(raw, bytes | bytearray) else scope.get("path", "/")
     query_string = scope.get("query_string", b"").decode("latin-1")
     url = f"{scope.get('scheme', 'http')}://{host}{raw_path}"
     if query_string:
         url += "?" + query_string
     client = scope.get("client")
     return WebhookRequest(
-        method=scope["method"], url=url, path=raw_path,
+        method=scope["method"], url=url, path=scope.get("path", "/"),
         query=dict(parse_qsl(query_string, keep_blank_values=True)), headers=headers, body=body,
         remote_addr=client[0] if client else "",
     )

@@ -1,0 +1,414 @@
+"""Twilio Programmable Voice behind the carrier interface.
+
+How a call is driven (no media stream):
+- placing: REST create with `Url` (answer TwiML) and `StatusCallback`, both carrying our call id;
+- the answer fetch gets a *hold* document (a long Pause, then a Redirect back to us), so the call
+  stays up while the gateway decides what to say;
+- speaking: a REST update with `<Say>` followed by a `<Redirect>` to a per-utterance `played` URL,
+  so `play_tts` returns exactly when Twilio has finished saying it (notify hang-up comes after
+  playback, SPEC Q2) and every utterance is rendered once;
+- listening: a speech `<Gather>` whose action URL carries the turn token (a stale callback cannot
+  complete a newer turn), `timeout=120`, then a Redirect that re-arms the Gather on silence;
+- DTMF: `<Play digits>` then the same `played` redirect;
+- inbound: after signature verification and the caller policy, rejected callers get `<Reject>`
+  (and one REST hang-up); accepted ones are redirected once to an `answered` URL, which starts
+  the call like an outbound answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import logging
+import math
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+from uuid import uuid4
+
+import httpx
+
+from voicecall.calls.events import CallEvent
+from voicecall.calls.model import CallRecord, EndReason
+from voicecall.providers.base import (
+    DialRequest,
+    EventOutcome,
+    ParsedWebhook,
+    ProviderCallStatus,
+    ProviderContext,
+    ProviderError,
+    Verification,
+    WebhookParseError,
+    WebhookRequest,
+    map_call_status,
+)
+from voicecall.providers.http import CarrierApiError, CarrierHttp
+from voicecall.providers.twilio import twiml
+from voicecall.providers.twilio.signature import verify_twilio_webhook
+from voicecall.security.public_url import ForwardingPolicy
+
+log = logging.getLogger(__name__)
+
+API_HOSTS = {
+    "us1": "https://api.twilio.com",
+    "ie1": "https://api.dublin.ie1.twilio.com",
+    "au1": "https://api.sydney.au1.twilio.com",
+}
+STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
+ALREADY_ENDED_CODES = {21220, 20404}
+MACHINE_ANSWERS = ("machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other",
+                   "fax")
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioSettings:
+    account_sid: str
+    auth_token: str
+    api_base_url: str
+    public_url: str | None = None
+    policy: ForwardingPolicy = field(default_factory=ForwardingPolicy)
+    ngrok_loopback_bypass: bool = False
+    skip_signature_verification: bool = False
+    voice: str = "Polly.Joanna"
+    language: str = "en-US"
+    machine_detection: bool = False
+    timeout_s: float = 10.0
+    stream_url: str | None = None
+    """`wss://host/voice/stream` when media streaming is on: calls then get `<Connect><Stream>`."""
+
+    @property
+    def uses_real_api(self) -> bool:
+        return self.api_base_url.rstrip("/") in API_HOSTS.values()
+
+
+def _twilio_error(response: httpx.Response) -> tuple[str | int | None, str]:
+    try:
+        body = response.json()
+        return body.get("code"), str(body.get("message") or response.reason_phrase)
+    except ValueError:
+        return None, response.text[:300] or response.reason_phrase
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class TwilioProvider:
+    """The Twilio adapter (REST + signed webhooks + TwiML)."""
+
+    name = "twilio"
+
+    def __init__(self, settings: TwilioSettings, *,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self.required_headers: tuple[str, ...] = (
+            () if settings.skip_signature_verification else ("x-twilio-signature",))
+        self.http = CarrierHttp("Twilio", settings.api_base_url,
+                                auth=(settings.account_sid, settings.auth_token),
+                                timeout_s=settings.timeout_s, parse_error=_twilio_error,
+                                transport=transport)
+        self._context: ProviderContext | None = None
+        self._bases: dict[str, str] = {}
+        self._played: dict[str, tuple[str, asyncio.Future[None]]] = {}
+        self._listening: dict[str, str] = {}
+        self._streaming_inbound: set[str] = set()
+
+    @property
+    def requires_public_webhook(self) -> bool:
+        """Real Twilio must reach us; a local simulator (apiBaseUrl override) need not."""
+        return self.settings.uses_real_api
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def bind(self, context: ProviderContext) -> None:
+        self._context = context
+
+    async def start(self) -> None:
+        if not self.settings.uses_real_api:
+            log.warning("twilio.apiBaseUrl is %s, not Twilio's API: calls go to that server",
+                        self.settings.api_base_url)
+
+    async def stop(self) -> None:
+        for _call_id, fut in self._played.values():
+            if not fut.done():
+                fut.cancel()
+        await self.http.aclose()
+
+    @property
+    def context(self) -> ProviderContext:
+        if self._context is None:
+            raise ProviderError("twilio: provider is not bound to a call service")
+        return self._context
+
+    def _accounts(self, suffix: str) -> str:
+        return f"/2010-04-01/Accounts/{self.settings.account_sid}{suffix}"
+
+    # -- URLs and per-call state ---------------------------------------------------------------
+    async def _base(self, call_id: str) -> str:
+        base = self._bases.get(call_id)
+        if base is None:
+            state = await self.context.get_provider_state(call_id)
+            base = str(state["webhookUrl"]) if state and state.get("webhookUrl") else \
+                self.context.webhook_url
+            self._bases[call_id] = base
+        return base
+
+    async def _remember_base(self, call_id: str) -> str:
+        base = self.context.webhook_url
+        self._bases[call_id] = base
+        await self.context.put_provider_state(call_id, {"webhookUrl": base})
+        return base
+
+    @staticmethod
+    def _url(base: str, call_id: str, **query: str) -> str:
+        joiner = "&" if "?" in base else "?"
+        return f"{base}{joiner}{urlencode({'callId': call_id, **query})}"
+
+    async def _call_url(self, call_id: str, **query: str) -> str:
+        return self._url(await self._base(call_id), call_id, **query)
+
+    # -- webhooks ----------------------------------------------------------------------------
+    def verify_webhook(self, request: WebhookRequest) -> Verification:
+        s = self.settings
+        return verify_twilio_webhook(request, auth_token=s.auth_token, public_url=s.public_url,
+                                     policy=s.policy, ngrok_loopback_bypass=s.ngrok_loopback_bypass,
+                                     skip_verification=s.skip_signature_verification)
+
+    def parse_webhook(self, request: WebhookRequest, verification: Verification) -> ParsedWebhook:
+        """Form body + our query (callId, type, turnToken, utt) → normalized events."""
+        try:
+            params = dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError as exc:
+            raise WebhookParseError("body is not UTF-8 form data") from exc
+        q = request.query
+        call_sid = params.get("CallSid", "").strip()
+        if not call_sid:
+            raise WebhookParseError("CallSid is missing")
+        call_id = (q.get("callId") or "").strip() or None
+        kind = (q.get("type") or "").strip() or None
+        turn_token = (q.get("turnToken") or "").strip() or None
+        raw_direction = params.get("Direction", "")
+        direction = "inbound" if raw_direction == "inbound" else (
+            "outbound" if raw_direction.startswith("outbound") else None)
+        meta: dict[str, Any] = {"callSid": call_sid, "callId": call_id, "kind": kind,
+                                "turnToken": turn_token, "utt": q.get("utt"),
+                                "status": params.get("CallStatus", "").strip().lower()}
+        common: dict[str, Any] = {
+            "callId": call_id or call_sid, "providerCallId": call_sid, "direction": direction,
+            "from": params.get("From") or None, "to": params.get("To") or None,
+            "turnToken": turn_token, "timestamp": _now_ms(),
+        }
+        events: list[dict[str, Any]] = []
+        speech = params.get("SpeechResult", "").strip()
+        if speech:
+            try:
+                confidence = min(max(float(params.get("Confidence") or 0.9), 0.0), 1.0)
+            except ValueError:
+                confidence = 0.9
+            events.append({"type": "call.speech", "transcript": speech, "isFinal": True,
+                           "confidence": confidence})
+            meta["gather"] = True
+        elif params.get("Digits"):
+            events.append({"type": "call.dtmf", "digits": params["Digits"]})
+            meta["gather"] = True
+        elif kind in (None, "status", "answered"):
+            events.extend(self._status_events(meta["status"], params, call_id))
+        if call_id is None and direction == "inbound" and kind is None:
+            meta["inboundStart"] = True
+        parsed = [CallEvent.model_validate(
+            {**common, **e, "dedupeKey": f"{verification.request_key}:{i}"})
+            for i, e in enumerate(events)]
+        return ParsedWebhook(events=parsed, headers={"content-type": "application/xml"},
+                             meta=meta)
+
+    def _status_events(self, status: str, params: dict[str, str],
+                       call_id: str | None) -> list[dict[str, Any]]:
+        if status in ("initiated", "queued"):
+            return [{"type": "call.initiated"}] if status == "initiated" else []
+        if status == "ringing":
+            return [{"type": "call.initiated"}, {"type": "call.ringing"}]
+        if status == "in-progress":
+            answered_by = params.get("AnsweredBy", "")
+            if self.settings.machine_detection and answered_by in MACHINE_ANSWERS:
+                call = self.context.live(call_id) if call_id else None
+                if call is None or call.mode == "notify":
+                    return [{"type": "call.ended", "reason": EndReason.VOICEMAIL.value}]
+            return [{"type": "call.answered"}]
+        mapped = map_call_status(status)
+        if mapped.is_terminal and mapped.end_reason is not None:
+            return [{"type": "call.ended", "reason": mapped.end_reason.value}]
+        return []
+
+    async def webhook_reply(self, request: WebhookRequest, parsed: ParsedWebhook,
+                            outcomes: list[EventOutcome] | None) -> ParsedWebhook:
+        """The TwiML for this request; a replay (outcomes None) gets the same answer."""
+        meta = parsed.meta
+        reply = ParsedWebhook(events=parsed.events, headers={"content-type": "application/xml"})
+        kind = meta.get("kind")
+        if kind == "status":
+            self._settle_if_ended(parsed.events)
+            reply.body = twiml.empty()
+            return reply
+        if kind == "hold-music":
+            reply.body = twiml.hold_music()
+            return reply
+        call = await self._call_for(meta, outcomes)
+        if call is None:
+            reply.body = twiml.reject() if meta.get("inboundStart") else twiml.empty()
+            return reply
+        self._settle_if_ended(parsed.events)
+        if call.is_terminal:
+            reply.body = twiml.document("<Hangup/>")
+            return reply
+        if kind == "played" and meta.get("utt"):
+            entry = self._played.get(meta["utt"])
+            if entry and not entry[1].done():
+                entry[1].set_result(None)
+        if meta.get("inboundStart"):
+            await self._remember_base(call.call_id)
+            if self.settings.stream_url and self._streaming_inbound - {call.call_id}:
+                reply.body = twiml.queue(await self._call_url(call.call_id, type="hold-music"))
+                return reply
+            reply.body = twiml.document(twiml.redirect(await self._call_url(call.call_id,
+                                                                            type="answered")))
+            return reply
+        if self.settings.stream_url and kind in (None, "answered") and meta["status"] == "in-progress":
+            if call.direction == "inbound":
+                self._streaming_inbound.add(call.call_id)
+            reply.body = twiml.stream(self.settings.stream_url, await self.stream_token(call.call_id))
+            return reply
+        if kind == "listen" and self._listening.get(call.call_id) == meta.get("turnToken"):
+            reply.body = await self._listen_twiml(call.call_id, meta["turnToken"])
+            return reply
+        reply.body = twiml.hold(await self._call_url(call.call_id, type="hold"))
+        return reply
+
+    async def _call_for(self, meta: dict[str, Any],
+                        outcomes: list[EventOutcome] | None) -> CallRecord | None:
+        for outcome in outcomes or []:
+            if outcome.rejected:
+                return None
+            if outcome.call is not None:
+                return outcome.call
+        ctx = self.context
+        for key in (meta.get("callId"), meta["callSid"]):
+            if key:
+                call = ctx.live(key) or await ctx.get_call(key)
+                if call is not None:
+                    return call
+        return None
+
+    def _settle_if_ended(self, events: list[CallEvent]) -> None:
+        """A call that ended fails its pending playback waits at once (nothing waits forever)."""
+        for event in events:
+            if event.type == "call.ended":
+                call = self.context.live(event.call_id) or None
+                self._fail_pending(call.call_id if call else event.call_id)
+
+    async def stream_token(self, call_id: str) -> str:
+        """The call's media-stream token: 16 random bytes, base64url, created once and persisted."""
+        state = await self.context.get_provider_state(call_id) or {}
+        token = state.get("streamToken")
+        if not token:
+            token = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+            state.setdefault("webhookUrl", await self._base(call_id))
+            await self.context.put_provider_state(call_id, {**state, "streamToken": token})
+        return str(token)
+
+    async def is_valid_stream_token(self, call_id: str, token: str) -> bool:
+        """Constant-time check of a media stream's `start.customParameters.token`."""
+        state = await self.context.get_provider_state(call_id) or {}
+        expected = str(state.get("streamToken") or "")
+        return bool(expected) and hmac.compare_digest(expected.encode(), token.encode())
+
+    def _fail_pending(self, call_id: str) -> None:
+        self._streaming_inbound.discard(call_id)
+        for _utt, (owner, fut) in list(self._played.items()):
+            if owner == call_id and not fut.done():
+                fut.set_exception(ProviderError("twilio: the call ended during playback"))
+        self._listening.pop(call_id, None)
+
+    # -- commands ----------------------------------------------------------------------------
+    async def initiate_call(self, request: DialRequest) -> str:
+        base = await self._remember_base(request.call_id)
+        params: list[tuple[str, str]] = [
+            ("To", request.to), ("From", request.from_),
+            ("Url", self._url(base, request.call_id)), ("Method", "POST"),
+            ("StatusCallback", self._url(base, request.call_id, type="status")),
+            ("StatusCallbackMethod", "POST"),
+            *(("StatusCallbackEvent", e) for e in STATUS_EVENTS),
+            ("Timeout", str(max(1, math.ceil(request.ring_timeout_ms / 1000)))),
+        ]
+        if self.settings.machine_detection and request.mode == "notify":
+            params.append(("MachineDetection", "Enable"))
+        response = await self.http.request("POST", self._accounts("/Calls.json"), data=params)
+        sid = response.json().get("sid")
+        if not isinstance(sid, str) or not sid:
+            raise ProviderError("Twilio API error: create-call response has no sid")
+        return sid
+
+    async def _update(self, call: CallRecord, params: list[tuple[str, str]], *,
+                      tolerate_ended: bool = False) -> None:
+        if not call.provider_call_id:
+            raise ProviderError("twilio: the call has no CallSid yet")
+        try:
+            await self.http.request("POST", self._accounts(f"/Calls/{call.provider_call_id}.json"),
+                                    data=params, idempotent=tolerate_ended)
+        except CarrierApiError as exc:
+            if tolerate_ended and (exc.status == 404 or exc.code in ALREADY_ENDED_CODES):
+                return
+            raise
+
+    async def hangup_call(self, call: CallRecord, reason: EndReason) -> None:
+        self._fail_pending(call.call_id)
+        await self._update(call, [("Status", "completed")], tolerate_ended=True)
+
+    async def _play(self, call: CallRecord, render: Any) -> None:
+        utt = uuid4().hex
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._played[utt] = (call.call_id, fut)
+        try:
+            played_url = await self._call_url(call.call_id, type="played", utt=utt)
+            await self._update(call, [("Twiml", render(played_url))])
+            await fut
+        finally:
+            self._played.pop(utt, None)
+
+    async def play_tts(self, call: CallRecord, text: str) -> None:
+        s = self.settings
+        self._listening.pop(call.call_id, None)
+        await self._play(call, lambda url: twiml.speak(text, voice=s.voice, language=s.language,
+                                                       played_url=url))
+
+    async def send_dtmf(self, call: CallRecord, digits: str) -> None:
+        self._listening.pop(call.call_id, None)
+        await self._play(call, lambda url: twiml.play_digits(digits, url))
+
+    async def _listen_twiml(self, call_id: str, token: str | None) -> str:
+        query = {"turnToken": token} if token else {}
+        return twiml.listen(await self._call_url(call_id, **query),
+                            await self._call_url(call_id, type="listen", **query),
+                            language=self.settings.language)
+
+    async def start_listening(self, call: CallRecord, turn_token: str | None) -> None:
+        if turn_token:
+            self._listening[call.call_id] = turn_token
+        await self._update(call, [("Twiml", await self._listen_twiml(call.call_id, turn_token))])
+
+    async def stop_listening(self, call: CallRecord) -> None:
+        self._listening.pop(call.call_id, None)
+
+    async def get_call_status(self, provider_call_id: str) -> ProviderCallStatus:
+        try:
+            response = await self.http.request("GET", self._accounts(f"/Calls/{provider_call_id}.json"),
+                                               idempotent=True, ok_statuses=(404,))
+        except CarrierApiError:
+            return ProviderCallStatus("error", is_terminal=False, is_unknown=True)
+        if response.status_code == 404:
+            return ProviderCallStatus("not-found", is_terminal=True, end_reason=EndReason.COMPLETED)
+        with contextlib.suppress(ValueError):
+            return map_call_status(str(response.json().get("status", "")))
+        return ProviderCallStatus("error", is_terminal=False, is_unknown=True)

@@ -1,0 +1,86 @@
+"""TwiML documents the gateway answers with, and the voice mapping for carrier-native speech."""
+
+from __future__ import annotations
+
+from xml.sax.saxutils import escape, quoteattr
+
+HEADER = '<?xml version="1.0" encoding="UTF-8"?>'
+HOLD_PAUSE_S = 60
+LISTEN_TIMEOUT_S = 120
+
+_OPENAI_TO_POLLY = {
+    "alloy": "Polly.Joanna", "echo": "Polly.Matthew", "fable": "Polly.Amy",
+    "onyx": "Polly.Brian", "nova": "Polly.Salli", "shimmer": "Polly.Kimberly",
+}
+
+
+def polly_voice(voice: str | None) -> str:
+    """Map a TTS voice name onto a Twilio `<Say>` voice (reference §3.1 `mapVoiceToPolly`)."""
+    if not voice:
+        return "Polly.Joanna"
+    if voice.startswith(("Polly.", "Google.")):
+        return voice
+    return _OPENAI_TO_POLLY.get(voice.lower(), "Polly.Joanna")
+
+
+def _attrs(**attrs: str | int | None) -> str:
+    """Attributes in alphabetical order (as the SDK writes them), values escaped."""
+    return "".join(f" {k}={quoteattr(str(v))}" for k, v in sorted(attrs.items()) if v is not None)
+
+
+def document(*verbs: str) -> str:
+    return f"{HEADER}<Response>{''.join(verbs)}</Response>"
+
+
+def say(text: str, *, voice: str, language: str = "en-US") -> str:
+    return f"<Say{_attrs(voice=voice, language=language)}>{escape(text)}</Say>"
+
+
+def redirect(url: str) -> str:
+    return f'<Redirect method="POST">{escape(url)}</Redirect>'
+
+
+def empty() -> str:
+    return document()
+
+
+def hold(next_url: str) -> str:
+    """Keep the call up while the gateway decides what to say next (REST updates replace it)."""
+    return document(f'<Pause length="{HOLD_PAUSE_S}"/>', redirect(next_url))
+
+
+def speak(text: str, *, voice: str, language: str, played_url: str) -> str:
+    """Say `text`, then tell the gateway it has been played (the redirect marks the end)."""
+    return document(say(text, voice=voice, language=language), redirect(played_url))
+
+
+def play_digits(digits: str, played_url: str) -> str:
+    return document(f"<Play{_attrs(digits=digits)}/>", redirect(played_url))
+
+
+def listen(action_url: str, again_url: str, *, language: str = "en-US") -> str:
+    """A speech Gather with a long timeout, then a Redirect so silence never drops the call."""
+    gather = "<Gather" + _attrs(action=action_url, input="speech", language=language, method="POST",
+                                speechTimeout="auto", timeout=LISTEN_TIMEOUT_S) + "/>"
+    return document(gather, redirect(again_url))
+
+
+def reject(reason: str = "rejected") -> str:
+    return document(f"<Reject{_attrs(reason=reason)}/>")
+
+
+def stream(stream_url: str, token: str) -> str:
+    """A bidirectional Media Stream; the token rides in a Parameter (Twilio drops query strings)."""
+    return document(f"<Connect><Stream{_attrs(url=stream_url)}>"
+                    f"<Parameter{_attrs(name='token', value=token)}/></Stream></Connect>")
+
+
+def queue(hold_music_url: str) -> str:
+    """A second inbound caller while a stream is busy waits in a queue with signed hold music."""
+    return document('<Say voice="alice">Please hold while we connect you.</Say>',
+                    f"<Enqueue{_attrs(waitUrl=hold_music_url)}>hold-queue</Enqueue>")
+
+
+def hold_music() -> str:
+    return document('<Say voice="alice">All agents are currently busy. Please hold.</Say>',
+                    '<Pause length="10"/>')

@@ -1,0 +1,994 @@
+"""`TwilioSimulator`: a local Twilio look-alike (REST API + signed webhooks + TwiML + Media Streams).
+
+Point a gateway's `twilio.apiBaseUrl` at `sim.base_url` and give it `sim.account_sid` /
+`sim.auth_token`; outbound calls placed through the REST API ring a scripted `Callee`, fetch the
+gateway's TwiML and run it; `place_inbound()` makes the simulator call the gateway.
+
+>>> async with TwilioSimulator(time_scale=0.02) as sim:
+...     sim.script("+15550001111", Callee(replies=["Yes, please."]))
+...     ...  # let the gateway place a call to +15550001111, then:
+...     call = next(iter(sim.calls.values()))
+...     await call.wait_heard("Hello")
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import contextlib
+import dataclasses
+import hmac
+import re
+import secrets
+import socket
+import time
+from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit
+from uuid import uuid4
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from voicecall.testing.twilio.media import CallerFeed, MediaStream, StreamError, StreamRecord
+from voicecall.testing.twilio.signing import SIGNATURE_HEADER, sign
+from voicecall.testing.twilio.twiml import Document, GatherRecord, TwimlInterpreter
+
+API_VERSION = "2010-04-01"
+TERMINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+STATUS_EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
+E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+STARTUP_TIMEOUT_S = 10.0
+END_WAIT_S = 2.0
+
+Outcome = Literal["answer", "busy", "no-answer", "failed"]
+
+
+@dataclass
+class Callee:
+    """How the far end behaves: the person answering an outbound call, or the inbound caller."""
+
+    outcome: Outcome = "answer"
+    answer_after_s: float = 0.5  # ring time before answering (or before `busy`)
+    replies: list[str] = field(default_factory=list)  # one per speech <Gather>, then silence
+    digits: list[str] = field(default_factory=list)  # one per dtmf <Gather>
+    reply_delay_s: float = 0.3  # from the end of the prompt to the start of the reply
+    hangup_after_s: float | None = None  # hang up this long after answer
+    answered_by: str = "human"  # the AMD result when MachineDetection is on
+    confidence: float = 0.92  # speech recognition confidence posted with SpeechResult
+
+
+@dataclass(slots=True)
+class WebhookRecord:
+    """One HTTP request the simulator sent to the app (every retry is its own record)."""
+
+    kind: str  # voice / status / gather / redirect / connect / wait / stream-status / amd
+    call_sid: str
+    url: str  # exactly as requested (GET params included)
+    method: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    attempt: int = 0
+    status_code: int | None = None
+    body: str = ""
+    content_type: str = ""
+    error: str | None = None
+    at: float = 0.0
+
+    @property
+    def signature(self) -> str:
+        return self.headers.get(SIGNATURE_HEADER, "")
+
+
+@dataclass(slots=True)
+class ApiRecord:
+    """One REST request the simulator received."""
+
+    method: str
+    path: str
+    params: list[tuple[str, str]]
+    status_code: int
+    at: float
+
+
+@dataclass(slots=True)
+class SayRecord:
+    """A `<Say>` that played to the end."""
+
+    text: str
+    voice: str | None
+    language: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetch:
+    url: str
+    method: str
+    extra: dict[str, str]
+
+
+def _rfc2822(ts: float | None) -> str | None:
+    return None if ts is None else format_datetime(datetime.fromtimestamp(ts, UTC))
+
+
+class SimCall:
+    """One simulated call and everything observable about it."""
+
+    def __init__(self, sim: TwilioSimulator, *, sid: str, direction: str, from_: str, to: str,
+                 callee: Callee, url: str | None, method: str = "POST", twiml: str | None = None,
+                 status_callback: str | None = None, status_callback_method: str = "POST",
+                 status_callback_events: Iterable[str] = ("completed",), timeout_s: float = 60.0,
+                 machine_detection: str | None = None, status: str = "queued") -> None:
+        self._sim = sim
+        self.sid = sid
+        self.account_sid = sim.account_sid
+        self.direction = direction
+        self.from_ = from_
+        self.to = to
+        self.callee = dataclasses.replace(callee, replies=list(callee.replies), digits=list(callee.digits))
+        self.url = url
+        self.method = method
+        self.twiml = twiml
+        self.status_callback = status_callback
+        self.status_callback_method = status_callback_method
+        self.status_callback_events = set(status_callback_events)
+        self.timeout_s = timeout_s
+        self.machine_detection = machine_detection
+        self.async_amd_callback: str | None = None
+        self.async_amd_method = "POST"
+        self.time_limit_s: float | None = None
+        self.status = status
+        self.answered_by: str | None = None
+        loop = asyncio.get_running_loop()
+        self._t0 = loop.time()
+        self.created_at = time.time()
+        self.updated_at = self.created_at
+        self.started_at: float | None = self.created_at if direction == "inbound" else None
+        self.answered_at: float | None = None
+        self.ended_at: float | None = None
+        self.timeline: list[tuple[float, str]] = [(0.0, status)]
+        self.heard: list[tuple[str, str]] = []
+        self.spoken: list[SayRecord] = []
+        self.interrupted: list[tuple[str, str]] = []
+        self.gathers: list[GatherRecord] = []
+        self.documents: list[Document] = []
+        self.streams: list[StreamRecord] = []
+        self.received_audio = bytearray()
+        self.marks: list[str] = []
+        self.marks_echoed: list[str] = []
+        self.enqueued: str | None = None
+        self.warnings: list[tuple[int | None, str]] = []
+        self.errors: list[tuple[int | None, str]] = []
+        self.feed = CallerFeed()
+        self.input_event = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._end_requested = asyncio.Event()
+        self._end_status: str | None = None
+        self._finished = asyncio.Event()
+        self._redirects: asyncio.Queue[Document | _Fetch] = asyncio.Queue()
+        self._status_q: asyncio.Queue[tuple[str, str, dict[str, str]] | None] = asyncio.Queue()
+        self._status_worker: asyncio.Task[None] | None = None
+        self._status_seq = 0
+        self._aux: list[asyncio.Task[None]] = []
+        self._bg_streams: list[tuple[str | None, asyncio.Task[None]]] = []
+        self._active_stream: MediaStream | None = None
+
+    def __repr__(self) -> str:
+        return f"<SimCall {self.sid} {self.direction} {self.from_}->{self.to} {self.status}>"
+
+    # -- derived views ---------------------------------------------------------------------------
+    @property
+    def is_ended(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def statuses(self) -> list[str]:
+        """Every status the call has had, in order."""
+        return [s for _, s in self.timeline]
+
+    @property
+    def events(self) -> list[tuple[float, str]]:
+        """Alias of `timeline`: (seconds since creation, status)."""
+        return self.timeline
+
+    @property
+    def said(self) -> list[str]:
+        """Texts of the `<Say>`s that fully played."""
+        return [v for k, v in self.heard if k == "say"]
+
+    @property
+    def digits_heard(self) -> str:
+        """All DTMF the app sent with `<Play digits>`, concatenated."""
+        return "".join(v for k, v in self.heard if k == "digits")
+
+    @property
+    def duration_s(self) -> int:
+        """Simulated seconds from answer to end (0 when never answered); Twilio's CallDuration."""
+        if self.answered_at is None:
+            return 0
+        end = self.ended_at if self.ended_at is not None else time.time()
+        scale = self._sim.time_scale
+        return max(0, round((end - self.answered_at) / scale)) if scale > 0 else 0
+
+    @property
+    def active_stream(self) -> StreamRecord | None:
+        """The `<Connect><Stream>` now open, if any."""
+        return self._active_stream.record if self._active_stream is not None else None
+
+    # -- recording (used by the interpreter) -----------------------------------------------------
+    def _bump(self) -> None:
+        old, self._changed = self._changed, asyncio.Event()
+        old.set()
+
+    def _set_status(self, status: str) -> None:
+        self.status = status
+        self.updated_at = time.time()
+        self.timeline.append((asyncio.get_running_loop().time() - self._t0, status))
+        self._bump()
+
+    def record_heard(self, kind: str, value: str) -> None:
+        self.heard.append((kind, value))
+        self._bump()
+
+    def record_say(self, text: str, voice: str | None, language: str | None) -> None:
+        self.spoken.append(SayRecord(text, voice, language))
+        self.record_heard("say", text)
+
+    def warn(self, code: int | None, message: str) -> None:
+        self.warnings.append((code, message))
+
+    def error(self, code: int | None, message: str) -> None:
+        self.errors.append((code, message))
+        self._bump()
+
+    def peek_input(self, inputs: set[str]) -> tuple[str, str] | None:
+        """The callee's next answer to a Gather accepting `inputs`, without consuming it."""
+        if "speech" in inputs and self.callee.replies:
+            return "speech", self.callee.replies[0]
+        if "dtmf" in inputs and self.callee.digits:
+            return "dtmf", self.callee.digits[0]
+        return None
+
+    def consume_input(self, kind: str) -> None:
+        (self.callee.replies if kind == "speech" else self.callee.digits).pop(0)
+
+    def _request_end(self, status: str) -> None:
+        if self._end_status is None and not self.is_ended:
+            self._end_status = status
+            self._end_requested.set()
+
+    # -- driving the callee at run time ------------------------------------------------------------
+    def reply(self, text: str) -> None:
+        """The callee says `text` (answers the current or next speech Gather)."""
+        self.callee.replies.append(text)
+        self.input_event.set()
+
+    def press(self, digits: str) -> None:
+        """The callee presses keys: DTMF events on an open `<Connect><Stream>`, else a Gather answer."""
+        if self._active_stream is not None:
+            self.feed.press(digits)
+        else:
+            self.callee.digits.append(digits)
+            self.input_event.set()
+
+    def send_audio(self, mulaw: bytes) -> None:
+        """The callee speaks raw μ-law 8 kHz audio into the media stream."""
+        self.feed.add_audio(mulaw)
+
+    async def hangup(self, timeout: float = 5.0) -> str:  # noqa: ASYNC109
+        """The callee hangs up; returns the final status."""
+        return await self._sim.hangup(self.sid, timeout=timeout)
+
+    # -- waiting ---------------------------------------------------------------------------------
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0,  # noqa: ASYNC109
+                         what: str = "condition") -> None:
+        """Wait until `predicate()` is true; TimeoutError after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"{self!r}: no {what} within {timeout}s (statuses={self.statuses}, "
+                                   f"heard={self.heard}, errors={self.errors})")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.05))
+
+    async def wait_status(self, *statuses: str, timeout: float = 5.0) -> str:  # noqa: ASYNC109
+        """Wait until the call has had one of `statuses` (now or earlier); returns which."""
+        await self.wait_until(lambda: any(s in statuses for s in self.statuses), timeout,
+                              f"status in {statuses}")
+        return next(s for s in self.statuses if s in statuses)
+
+    async def wait_ended(self, timeout: float = 10.0) -> str:  # noqa: ASYNC109
+        """Wait for a terminal status and for the terminal status callback to be delivered."""
+        await self.wait_until(lambda: self.is_ended, timeout, "end")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._finished.wait(), timeout)
+        return self.status
+
+    async def wait_heard(self, text: str, timeout: float = 5.0) -> tuple[str, str]:  # noqa: ASYNC109
+        """Wait until something whose value contains `text` has fully played; returns that entry."""
+        def found() -> tuple[str, str] | None:
+            return next((h for h in self.heard if text in h[1]), None)
+        await self.wait_until(lambda: found() is not None, timeout, f"heard {text!r}")
+        entry = found()
+        assert entry is not None
+        return entry
+
+    async def wait_stream(self, timeout: float = 5.0) -> StreamRecord:  # noqa: ASYNC109
+        """Wait until a media stream has been opened for this call; returns its record."""
+        await self.wait_until(lambda: any(s.started_at is not None for s in self.streams), timeout,
+                              "media stream")
+        return next(s for s in self.streams if s.started_at is not None)
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to its host program."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _twilio_error(code: int, message: str, status: int) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message,
+                         "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
+                        status_code=status)
+
+
+def _valid_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _valid_to(number: str) -> bool:
+    return bool(E164.match(number)) or number.startswith(("client:", "sip:"))
+
+
+def _valid_from(number: str) -> bool:
+    return bool(E164.match(number)) or number.startswith("client:")
+
+
+class _Form:
+    """A form body: repeated keys kept in order."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self.pairs = pairs
+
+    def get(self, name: str) -> str | None:
+        return next((v for k, v in self.pairs if k == name), None)
+
+    def getlist(self, name: str) -> list[str]:
+        return [v for k, v in self.pairs if k == name]
+
+
+class TwilioSimulator:
+    """A local Twilio: REST on its own loopback port, scripted callees, webhooks to your app."""
+
+    def __init__(self, *, account_sid: str | None = None, auth_token: str | None = None,
+                 time_scale: float = 1.0, say_ms_per_char: int = 30, webhook_retries: int = 0,
+                 host: str = "127.0.0.1", port: int = 0, webhook_timeout_s: float = 15.0,
+                 default_callee: Callee | None = None) -> None:
+        self.account_sid = account_sid or "AC" + secrets.token_hex(16)
+        self.auth_token = auth_token or secrets.token_hex(16)
+        self.time_scale = time_scale
+        self.say_ms_per_char = say_ms_per_char
+        self.webhook_retries = max(0, webhook_retries)
+        self.host = host
+        self.port = port
+        self.webhook_timeout_s = webhook_timeout_s
+        self.default_callee = default_callee or Callee()
+        self.base_url = ""
+        self.calls: dict[str, SimCall] = {}
+        self.requests: list[WebhookRecord] = []
+        self.api_requests: list[ApiRecord] = []
+        self._scripts: dict[str, Callee] = {}
+        self._interp = TwimlInterpreter(self)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._call_tasks: set[asyncio.Task[Any]] = set()
+        self._stream_callbacks: dict[str, tuple[str, str, str | None]] = {}
+        self._http: httpx.AsyncClient | None = None
+        self._server: uvicorn.Server | None = None
+        self._server_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        """`base_url` + `/2010-04-01/Accounts/{AccountSid}`."""
+        return f"{self.base_url}/{API_VERSION}/Accounts/{self.account_sid}"
+
+    async def start(self) -> None:
+        """Bind the REST listener and start serving."""
+        if self._server is not None:
+            return
+        self._http = httpx.AsyncClient(timeout=self.webhook_timeout_s, trust_env=False,
+                                       follow_redirects=False)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(128)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.base_url = f"http://{host}:{self.port}"
+        config = uvicorn.Config(self._app(), log_level="warning", access_log=False, lifespan="off",
+                                ws="none", timeout_graceful_shutdown=2)
+        self._server = _QuietServer(config)
+        self._server_task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STARTUP_TIMEOUT_S
+        while not self._server.started:
+            if self._server_task.done():
+                self._server_task.result()
+                raise RuntimeError("Twilio simulator stopped during startup")
+            if loop.time() > deadline:
+                raise TimeoutError("Twilio simulator did not start in time")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """End live calls (briefly letting them send `stop` and final callbacks), then shut down."""
+        for call in self.calls.values():
+            call._request_end("completed")
+        if self._call_tasks:
+            await asyncio.wait(set(self._call_tasks), timeout=END_WAIT_S)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            self._server.should_exit = True
+            if self._server_task is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(self._server_task, 5)
+            self._server = None
+            self._server_task = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def __aenter__(self) -> TwilioSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], *, call_task: bool = False) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if call_task:
+            self._call_tasks.add(task)
+            task.add_done_callback(self._call_tasks.discard)
+        return task
+
+    # -- public controls ---------------------------------------------------------------------------
+    def script(self, to_number: str, callee: Callee) -> None:
+        """Outbound calls to `to_number` reach this callee (others get `default_callee`)."""
+        self._scripts[to_number] = callee
+
+    def call(self, call_sid: str) -> SimCall:
+        """The call with this sid (KeyError if unknown)."""
+        return self.calls[call_sid]
+
+    async def wait_for_call(self, *, to: str | None = None, timeout: float = 5.0) -> SimCall:  # noqa: ASYNC109
+        """The first call (optionally to `to`) once one exists."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for call in self.calls.values():
+                if to is None or call.to == to:
+                    return call
+            if loop.time() > deadline:
+                raise TimeoutError(f"no call{' to ' + to if to else ''} within {timeout}s")
+            await asyncio.sleep(0.01)
+
+    async def place_inbound(self, from_: str, to: str, webhook_url: str, *, callee: Callee | None = None,
+                            method: str = "POST", status_callback: str | None = None,
+                            status_callback_method: str = "POST",
+                            status_callback_events: Sequence[str] = ("completed",)) -> SimCall:
+        """Twilio calls the app: POST `webhook_url` (CallStatus=ringing, Direction=inbound), then run
+        whatever TwiML it answers with. Returns as soon as the call exists."""
+        if self._server is None:
+            raise RuntimeError("TwilioSimulator is not started")
+        call = SimCall(self, sid="CA" + secrets.token_hex(16), direction="inbound", from_=from_, to=to,
+                       callee=callee or Callee(), url=webhook_url, method=method.upper(),
+                       status_callback=status_callback,
+                       status_callback_method=status_callback_method.upper(),
+                       status_callback_events=status_callback_events, status="ringing")
+        self.calls[call.sid] = call
+        self._queue_status(call, "ringing")
+        self._spawn(self._run_call(call, self._documents(call, _Fetch(webhook_url, call.method, {}))),
+                    call_task=True)
+        return call
+
+    async def hangup(self, call_sid: str, *, timeout: float = 5.0) -> str:  # noqa: ASYNC109
+        """The callee hangs up (status `completed`); returns the final status."""
+        call = self.calls[call_sid]
+        call._request_end("completed")
+        return await call.wait_ended(timeout)
+
+    # -- the hooks the interpreter uses ---------------------------------------------------------------
+    async def sleep(self, seconds: float) -> None:
+        """Sleep `seconds` of simulated time."""
+        await asyncio.sleep(max(0.0, seconds) * self.time_scale)
+
+    def say_seconds(self, text: str) -> float:
+        """Simulated seconds it takes to say `text`."""
+        return len(text) * self.say_ms_per_char / 1000.0
+
+    def answer(self, call: SimCall) -> None:
+        """Mark the call answered: status in-progress, answered callback, callee hang-up timer."""
+        if call.answered_at is not None:
+            return
+        call.answered_at = time.time()
+        self._transition(call, "in-progress")
+        if call.callee.hangup_after_s is not None:
+            call._aux.append(self._spawn(self._end_after(call, call.callee.hangup_after_s, "completed")))
+        if call.time_limit_s is not None:
+            call._aux.append(self._spawn(self._end_after(call, call.time_limit_s, "completed")))
+        if call.async_amd_callback and call.answered_by is not None:
+            params = {"CallSid": call.sid, "AccountSid": call.account_sid,
+                      "AnsweredBy": call.answered_by, "MachineDetectionDuration": "0"}
+            call._aux.append(self._spawn(self._deliver_quietly(
+                call, "amd", call.async_amd_callback, call.async_amd_method, params)))
+
+    async def fetch(self, call: SimCall, url: str, method: str, extra: dict[str, str],
+                    kind: str) -> Document | None:
+        """Request TwiML from the app; None (with the Twilio error recorded) when that fails."""
+        rec = await self._deliver(call, kind, url, method, {**self._params(call), **extra})
+        if rec.error is not None:
+            call.error(11205, f"HTTP connection failure: {url}: {rec.error}")
+            return None
+        if rec.status_code is None or not 200 <= rec.status_code < 300:
+            call.error(11200, f"HTTP retrieval failure: {url} returned {rec.status_code}")
+            return None
+        ctype = rec.content_type.lower()
+        if ctype and "xml" not in ctype and "html" not in ctype:
+            call.error(12300, f"Invalid Content-Type {rec.content_type!r} from {url}")
+            return None
+        return Document(rec.body, url)
+
+    def new_stream(self, call: SimCall, url: str, *, custom_parameters: dict[str, str], name: str | None,
+                   bidirectional: bool, track: str, status_callback: str | None,
+                   status_callback_method: str) -> MediaStream:
+        """A media stream session for this call (not yet opened)."""
+        stream = MediaStream(url=url, account_sid=self.account_sid, call_sid=call.sid,
+                             auth_token=self.auth_token, feed=call.feed,
+                             custom_parameters=custom_parameters, name=name, bidirectional=bidirectional,
+                             track=track, audio_sink=call.received_audio if bidirectional else None,
+                             marks_sink=call.marks if bidirectional else None,
+                             marks_echoed_sink=call.marks_echoed if bidirectional else None,
+                             on_warning=call.warn)
+        if status_callback:
+            self._stream_callbacks[stream.stream_sid] = (status_callback, status_callback_method, name)
+        return stream
+
+    async def run_stream(self, call: SimCall, stream: MediaStream) -> None:
+        """Run a stream to its end, tracking it on the call and sending stream status callbacks."""
+        call.streams.append(stream.record)
+        if stream.bidirectional:
+            call._active_stream = stream
+        call._bump()
+        self._stream_status(call, stream, "stream-started")
+        event = "stream-stopped"
+        try:
+            await stream.run()
+        except StreamError as exc:
+            event = "stream-error"
+            self._stream_status(call, stream, event, error=exc.message)
+            raise
+        finally:
+            if call._active_stream is stream:
+                call._active_stream = None
+            if event == "stream-stopped":
+                self._stream_status(call, stream, event)
+            call._bump()
+
+    def start_background_stream(self, call: SimCall, stream: MediaStream) -> None:
+        """Run a `<Start><Stream>` fork alongside the call's TwiML."""
+        async def run() -> None:
+            try:
+                await self.run_stream(call, stream)
+            except StreamError as exc:
+                call.error(exc.code, exc.message)
+        call._bg_streams.append((stream.record.name, self._spawn(run())))
+
+    async def stop_background_stream(self, call: SimCall, name: str | None) -> None:
+        """`<Stop><Stream name>`: stop the named fork (all forks when no name)."""
+        keep: list[tuple[str | None, asyncio.Task[None]]] = []
+        stop: list[tuple[str | None, asyncio.Task[None]]] = []
+        for entry in call._bg_streams:
+            (stop if name is None or entry[0] == name else keep).append(entry)
+        call._bg_streams = keep
+        for _, task in stop:
+            task.cancel()
+        await asyncio.gather(*(t for _, t in stop), return_exceptions=True)
+
+    # -- webhooks --------------------------------------------------------------------------------------
+    def _params(self, call: SimCall, status: str | None = None) -> dict[str, str]:
+        return {"CallSid": call.sid, "AccountSid": call.account_sid, "From": call.from_, "To": call.to,
+                "CallStatus": status or call.status, "ApiVersion": API_VERSION,
+                "Direction": call.direction}
+
+    async def _deliver(self, call: SimCall, kind: str, url: str, method: str,
+                       params: dict[str, str]) -> WebhookRecord:
+        """Send one signed webhook (plus `webhook_retries` identical copies); the first attempt's record."""
+        method = method.upper() if method.upper() in ("GET", "POST") else "POST"
+        headers = {"I-Twilio-Idempotency-Token": str(uuid4()), "User-Agent": "TwilioProxy/1.1",
+                   "Accept": "*/*"}
+        body: bytes | None
+        if method == "GET":
+            target = url + ("&" if urlsplit(url).query else "?") + urlencode(params) if params else url
+            body = None
+            headers[SIGNATURE_HEADER] = sign(self.auth_token, target, None)
+        else:
+            target = url
+            body = urlencode(params).encode()
+            headers[SIGNATURE_HEADER] = sign(self.auth_token, url, params)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        first: WebhookRecord | None = None
+        for attempt in range(1 + self.webhook_retries):
+            rec = WebhookRecord(kind=kind, call_sid=call.sid, url=target, method=method, params=dict(params),
+                                headers=dict(headers), attempt=attempt, at=time.time())
+            try:
+                assert self._http is not None, "simulator not started"
+                resp = await self._http.request(method, target, content=body, headers=headers)
+                rec.status_code = resp.status_code
+                rec.body = resp.text
+                rec.content_type = resp.headers.get("content-type", "")
+            except httpx.HTTPError as exc:
+                rec.error = f"{type(exc).__name__}: {exc}"
+            self.requests.append(rec)
+            first = first or rec
+        assert first is not None
+        return first
+
+    async def _deliver_quietly(self, call: SimCall, kind: str, url: str, method: str,
+                               params: dict[str, str]) -> None:
+        rec = await self._deliver(call, kind, url, method, params)
+        if rec.error is not None or rec.status_code is None or rec.status_code >= 300:
+            call.warn(15003, f"{kind} callback to {url} got {rec.status_code or rec.error}")
+
+    def _stream_status(self, call: SimCall, stream: MediaStream, event: str,
+                       error: str | None = None) -> None:
+        target = self._stream_callbacks.get(stream.stream_sid)
+        if target is None:
+            return
+        url, method, name = target
+        params = {"AccountSid": call.account_sid, "CallSid": call.sid, "StreamSid": stream.stream_sid,
+                  "StreamName": name or stream.stream_sid, "StreamEvent": event,
+                  "Timestamp": _rfc2822(time.time()) or ""}
+        if error is not None:
+            params["StreamError"] = error
+        self._spawn(self._deliver_quietly(call, "stream-status", url, method, params))
+
+    def _queue_status(self, call: SimCall, status: str) -> None:
+        """Queue a status callback for `status` if the call subscribed to its event."""
+        event = {"initiated": "initiated", "ringing": "ringing", "in-progress": "answered"}.get(
+            status, "completed")
+        if not call.status_callback or event not in call.status_callback_events:
+            return
+        params = self._params(call, status)
+        params.update({"CallbackSource": "call-progress-events", "SequenceNumber": str(call._status_seq),
+                       "Timestamp": _rfc2822(time.time()) or ""})
+        call._status_seq += 1
+        if call.answered_by is not None:
+            params["AnsweredBy"] = call.answered_by
+        if status in TERMINAL:
+            params["CallDuration"] = str(call.duration_s)
+            params["Duration"] = str(-(-call.duration_s // 60))  # billed minutes, rounded up
+        call._status_q.put_nowait((call.status_callback, call.status_callback_method, params))
+        if call._status_worker is None:
+            call._status_worker = self._spawn(self._status_loop(call))
+
+    async def _status_loop(self, call: SimCall) -> None:
+        """Deliver a call's status callbacks one at a time, in order (responses are ignored)."""
+        while True:
+            item = await call._status_q.get()
+            if item is None:
+                return
+            url, method, params = item
+            await self._deliver_quietly(call, "status", url, method, params)
+
+    # -- call lifecycles -------------------------------------------------------------------------------
+    def _transition(self, call: SimCall, status: str) -> None:
+        call._set_status(status)
+        self._queue_status(call, status)
+
+    async def _end_after(self, call: SimCall, seconds: float, status: str) -> None:
+        await self.sleep(seconds)
+        call._request_end(status)
+
+    async def _run_call(self, call: SimCall, lifecycle: Coroutine[Any, Any, str]) -> None:
+        """Run the call's lifecycle until it ends by itself or someone ends it; then finish it."""
+        body = asyncio.create_task(lifecycle)
+        ender = asyncio.create_task(call._end_requested.wait())
+        try:
+            await asyncio.wait({body, ender}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ender.cancel()
+            if not body.done():
+                body.cancel()
+                await asyncio.gather(body, return_exceptions=True)
+        if body.cancelled():
+            status = call._end_status or "completed"
+        elif (exc := body.exception()) is not None:
+            call.error(None, f"simulator error: {exc!r}")
+            status = "completed" if call.answered_at is not None else "failed"
+        else:
+            status = body.result()
+        await self._finish(call, status)
+
+    async def _finish(self, call: SimCall, status: str) -> None:
+        aux = [*call._aux, *(t for _, t in call._bg_streams)]
+        call._bg_streams = []
+        for task in aux:
+            task.cancel()
+        await asyncio.gather(*aux, return_exceptions=True)
+        if status not in TERMINAL:
+            status = "completed"
+        call.ended_at = time.time()
+        self._transition(call, status)
+        if call._status_worker is not None:
+            call._status_q.put_nowait(None)
+            await asyncio.gather(call._status_worker, return_exceptions=True)
+        call._finished.set()
+        call._bump()
+
+    async def _outbound(self, call: SimCall) -> str:
+        callee = call.callee
+        call.started_at = time.time()
+        self._transition(call, "initiated")
+        if callee.outcome == "failed":
+            await self.sleep(0.1)
+            return "failed"
+        self._transition(call, "ringing")
+        if callee.outcome == "no-answer" or callee.answer_after_s >= call.timeout_s:
+            await self.sleep(call.timeout_s)
+            return "no-answer"
+        await self.sleep(callee.answer_after_s)
+        if callee.outcome == "busy":
+            return "busy"
+        extra: dict[str, str] = {}
+        if call.machine_detection:
+            call.answered_by = callee.answered_by
+            if call.async_amd_callback is None:
+                extra["AnsweredBy"] = callee.answered_by
+        self.answer(call)
+        first: Document | _Fetch = (_Fetch(call.url, call.method, extra) if call.url
+                                    else Document(call.twiml or "", None))
+        return await self._documents(call, first)
+
+    async def _documents(self, call: SimCall, first: Document | _Fetch) -> str:
+        """Run TwiML; a REST update (`Url`/`Twiml`) cancels the running document and starts the new one."""
+        source = first
+        while True:
+            while not call._redirects.empty():
+                source = call._redirects.get_nowait()
+            doc_task = asyncio.create_task(self._run_source(call, source))
+            redirect = asyncio.create_task(call._redirects.get())
+            try:
+                done, _ = await asyncio.wait({doc_task, redirect}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                pending = [t for t in (doc_task, redirect) if not t.done()]
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    await asyncio.gather(*pending, return_exceptions=True)
+            if doc_task in done:
+                return doc_task.result()
+            source = redirect.result()
+
+    async def _run_source(self, call: SimCall, source: Document | _Fetch) -> str:
+        if isinstance(source, _Fetch):
+            doc = await self.fetch(call, source.url, source.method, source.extra, "voice")
+            if doc is None:
+                return "completed" if call.answered_at is not None else "failed"
+        else:
+            doc = source
+        return await self._interp.run(call, doc)
+
+    # -- REST API --------------------------------------------------------------------------------------
+    def call_json(self, call: SimCall) -> dict[str, Any]:
+        """The Call resource as Twilio's REST API returns it."""
+        uri = f"/{API_VERSION}/Accounts/{call.account_sid}/Calls/{call.sid}"
+        return {
+            "sid": call.sid, "date_created": _rfc2822(call.created_at),
+            "date_updated": _rfc2822(call.updated_at), "parent_call_sid": None,
+            "account_sid": call.account_sid, "to": call.to, "to_formatted": call.to,
+            "from": call.from_, "from_formatted": call.from_, "phone_number_sid": None,
+            "status": "queued" if call.status == "initiated" else call.status,
+            "start_time": _rfc2822(call.started_at), "end_time": _rfc2822(call.ended_at),
+            "duration": str(call.duration_s) if call.is_ended else None,
+            "price": None, "price_unit": "USD", "direction": call.direction,
+            "answered_by": call.answered_by, "api_version": API_VERSION, "forwarded_from": None,
+            "group_sid": None, "caller_name": None, "queue_time": "0", "trunk_sid": None,
+            "uri": uri + ".json",
+            "subresource_uris": {name: f"{uri}/{name.replace('_', '/')}.json" for name in (
+                "notifications", "recordings", "payments", "events", "siprec", "streams",
+                "user_defined_message_subscriptions", "user_defined_messages")},
+        }
+
+    def _app(self) -> Starlette:
+        base = f"/{API_VERSION}/Accounts/{{account}}"
+        return Starlette(routes=[
+            Route(base + "/Calls.json", self._calls_endpoint, methods=["GET", "POST"]),
+            Route(base + "/Calls/{call_sid}.json", self._call_endpoint, methods=["GET", "POST"]),
+        ])
+
+    def _authorized(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return (hmac.compare_digest(user.encode(), self.account_sid.encode())
+                and hmac.compare_digest(password.encode(), self.auth_token.encode())
+                and request.path_params.get("account") == self.account_sid)
+
+    async def _guard(self, request: Request) -> tuple[_Form, Response | None]:
+        form = _Form(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+        if not self._authorized(request):
+            resp: Response = _twilio_error(20003, "Authenticate", 401)
+            resp.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
+            return form, resp
+        return form, None
+
+    def _log(self, request: Request, form: _Form, resp: Response) -> Response:
+        self.api_requests.append(ApiRecord(request.method, request.url.path, form.pairs, resp.status_code,
+                                           time.time()))
+        return resp
+
+    async def _calls_endpoint(self, request: Request) -> Response:
+        form, denied = await self._guard(request)
+        if denied is not None:
+            return self._log(request, form, denied)
+        if request.method == "GET":
+            calls = [self.call_json(c) for c in reversed(self.calls.values())]
+            return self._log(request, form, JSONResponse({"calls": calls, "page": 0, "page_size": len(calls),
+                                                          "next_page_uri": None, "previous_page_uri": None}))
+        return self._log(request, form, self._create(form))
+
+    def _create(self, form: _Form) -> Response:
+        to, from_ = (form.get("To") or "").strip(), (form.get("From") or "").strip()
+        if not to:
+            return _twilio_error(21201, "No 'To' number is specified", 400)
+        if not from_:
+            return _twilio_error(21213, "No 'From' number is specified", 400)
+        if not _valid_to(to):
+            return _twilio_error(21211, f"Invalid 'To' Phone Number: {to}", 400)
+        if not _valid_from(from_):
+            return _twilio_error(21212, f"Invalid 'From' Phone Number: {from_}", 400)
+        url, twiml = form.get("Url"), form.get("Twiml")
+        if form.get("ApplicationSid") and not url and not twiml:
+            return _twilio_error(21200, "ApplicationSid is not supported by the simulator; use Url or Twiml",
+                                 400)
+        if not url and not twiml:
+            return _twilio_error(21200, "A 'Url', 'Twiml' or 'ApplicationSid' parameter is required", 400)
+        if url:
+            twiml = None  # like Twilio: Twiml is ignored when Url is given
+            if not _valid_url(url):
+                return _twilio_error(21205, f"Url is not a valid URL: {url}", 400)
+        method = (form.get("Method") or "POST").upper()
+        cb_method = (form.get("StatusCallbackMethod") or "POST").upper()
+        if method not in ("GET", "POST") or cb_method not in ("GET", "POST"):
+            return _twilio_error(21200, "Method and StatusCallbackMethod must be GET or POST", 400)
+        status_callback = form.get("StatusCallback") or None
+        if status_callback and not _valid_url(status_callback):
+            return _twilio_error(21205, f"StatusCallback is not a valid URL: {status_callback}", 400)
+        events = [e for value in form.getlist("StatusCallbackEvent") for e in value.split()]
+        if bad := [e for e in events if e not in STATUS_EVENTS]:
+            return _twilio_error(21200, f"Invalid StatusCallbackEvent: {' '.join(bad)}", 400)
+        try:
+            timeout = min(600.0, max(1.0, float(form.get("Timeout") or 60)))
+            limit = form.get("TimeLimit")
+            time_limit = float(limit) if limit else None
+        except ValueError:
+            return _twilio_error(21200, "Timeout and TimeLimit must be numbers of seconds", 400)
+        amd = form.get("MachineDetection") or None
+        if amd is not None and amd not in ("Enable", "DetectMessageEnd"):
+            return _twilio_error(21200, f"Invalid MachineDetection: {amd}", 400)
+        callee = self._scripts.get(to, self.default_callee)
+        call = SimCall(self, sid="CA" + secrets.token_hex(16), direction="outbound-api", from_=from_, to=to,
+                       callee=callee, url=url, method=method, twiml=twiml, status_callback=status_callback,
+                       status_callback_method=cb_method, status_callback_events=events or ["completed"],
+                       timeout_s=timeout, machine_detection=amd)
+        call.time_limit_s = time_limit
+        if amd and (form.get("AsyncAmd") or "").lower() == "true" and form.get("AsyncAmdStatusCallback"):
+            call.async_amd_callback = form.get("AsyncAmdStatusCallback")
+            call.async_amd_method = (form.get("AsyncAmdStatusCallbackMethod") or "POST").upper()
+        self.calls[call.sid] = call
+
+        async def launch() -> None:  # after the 201 is on the wire, like Twilio
+            self._spawn(self._run_call(call, self._outbound(call)), call_task=True)
+        return JSONResponse(self.call_json(call), status_code=201, background=BackgroundTask(launch))
+
+    async def _call_endpoint(self, request: Request) -> Response:
+        form, denied = await self._guard(request)
+        if denied is not None:
+            return self._log(request, form, denied)
+        sid = request.path_params["call_sid"]
+        call = self.calls.get(sid)
+        if call is None:
+            return self._log(request, form, _twilio_error(
+                20404, f"The requested resource {request.url.path} was not found", 404))
+        if request.method == "GET":
+            return self._log(request, form, JSONResponse(self.call_json(call)))
+        return self._log(request, form, await self._update(call, form))
+
+    async def _update(self, call: SimCall, form: _Form) -> Response:
+        if call.is_ended or call._end_status is not None:
+            return _twilio_error(21220, "Call is not in-progress. Cannot redirect.", 400)
+        status = form.get("Status")
+        url, twiml = form.get("Url"), form.get("Twiml")
+        if status is not None and status not in ("completed", "canceled"):
+            return _twilio_error(21200, f"Invalid Status: {status}", 400)
+        if url and not _valid_url(url):
+            return _twilio_error(21205, f"Url is not a valid URL: {url}", 400)
+        method = (form.get("Method") or "POST").upper()
+        if form.get("StatusCallback"):
+            call.status_callback = form.get("StatusCallback")
+            call.status_callback_method = (form.get("StatusCallbackMethod") or "POST").upper()
+        if status is not None:
+            if call.answered_at is None:
+                call._request_end("canceled")
+            elif status == "completed":
+                call._request_end("completed")
+            if call._end_status is not None:
+                with contextlib.suppress(TimeoutError):
+                    await call.wait_until(lambda: call.is_ended, END_WAIT_S, "end")
+            return JSONResponse(self.call_json(call))
+        if url:
+            call._redirects.put_nowait(_Fetch(url, method, {}))
+        elif twiml:
+            call._redirects.put_nowait(Document(twiml, call.url))
+        return JSONResponse(self.call_json(call))
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    async with TwilioSimulator(account_sid=args.account_sid, auth_token=args.auth_token,
+                               time_scale=args.time_scale, say_ms_per_char=args.say_ms_per_char,
+                               webhook_retries=args.webhook_retries, host=args.host, port=args.port) as sim:
+        print(f"Twilio simulator listening at {sim.base_url}", flush=True)
+        print(f"  twilio.apiBaseUrl = {sim.base_url}", flush=True)
+        print(f"  accountSid        = {sim.account_sid}", flush=True)
+        print(f"  authToken         = {sim.auth_token}", flush=True)
+        print("Outbound calls are answered by a silent callee. Ctrl-C to stop.", flush=True)
+        await asyncio.Event().wait()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run a simulator until interrupted and print how to point a gateway at it."""
+    parser = argparse.ArgumentParser(prog="python -m voicecall.testing.twilio.simulator",
+                                     description="A local Twilio look-alike for offline testing.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--account-sid", default=None)
+    parser.add_argument("--auth-token", default=None)
+    parser.add_argument("--time-scale", type=float, default=1.0)
+    parser.add_argument("--say-ms-per-char", type=int, default=30)
+    parser.add_argument("--webhook-retries", type=int, default=0)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+
+
+__all__ = ["ApiRecord", "Callee", "SayRecord", "SimCall", "TwilioSimulator", "WebhookRecord", "main"]
+
+if __name__ == "__main__":
+    main()
