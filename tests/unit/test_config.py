@@ -820,12 +820,18 @@ def test_plivo_without_credentials_names_each_key_and_env_var() -> None:
     assert "PLIVO_AUTH_TOKEN" in issues["plivo.authToken"]
 
 
-@pytest.mark.parametrize("provider", ["twilio", "telnyx", "plivo"])
-def test_real_carriers_are_refused_as_not_built_yet(provider: str) -> None:
+@pytest.mark.parametrize("provider", ["telnyx", "plivo"])
+def test_carriers_not_built_yet_are_refused(provider: str) -> None:
     cfg = VoiceCallConfig.model_validate({"provider": provider})
     assert issue_map(cfg)["provider"] == (
-        f'"{provider}" is not available in this build yet (available: mock)'
+        f'"{provider}" is not available in this build yet (available: mock, twilio)'
     )
+
+
+def test_twilio_is_available_once_its_credentials_are_set() -> None:
+    cfg = VoiceCallConfig.model_validate({"provider": "twilio", "fromNumber": "+15550000000",
+                                          "twilio": {"accountSid": "AC1", "authToken": "t"}})
+    assert "provider" not in issue_map(cfg)
 
 
 @pytest.mark.parametrize(

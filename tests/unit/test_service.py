@@ -67,13 +67,13 @@ async def test_notify_call_speaks_once_then_hangs_up_after_playback_plus_delay(
     service, provider = await make(store)
     rec = await service.initiate("+15555550123", "Your table is ready", mode="notify")
     final = await ended(service, rec.call_id)
-    assert final.state == CallState.HANGUP_BOT and final.end_reason == EndReason.HANGUP_BOT
+    assert final.state == CallState.COMPLETED and final.end_reason == EndReason.COMPLETED
     assert provider.heard(f"mock-{rec.call_id}") == ["Your table is ready"]
     assert [e.text for e in final.transcript] == ["Your table is ready"]
     spoken_at = final.metadata["initialMessageSpokenAt"]
     assert final.ended_at is not None and final.ended_at - spoken_at >= 200
     history = [h["state"] for h in await store.state_history(rec.call_id)]
-    assert history[:3] == ["initiated", "ringing", "answered"] and history[-1] == "hangup-bot"
+    assert history[:3] == ["initiated", "ringing", "answered"] and history[-1] == "completed"
     await service.stop()
 
 

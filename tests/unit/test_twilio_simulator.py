@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
+import pytest_asyncio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,6 +27,8 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.server import ServerConnection, serve
 
 from voicecall.testing.twilio import Callee, SimCall, TwilioSimulator, WebhookRecord, sign, signing_string
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 SCALE = 0.02
 TO = "+15550001111"
@@ -79,6 +82,10 @@ class _QuietServer(uvicorn.Server):
     def capture_signals(self) -> Any:
         yield
 
+    async def main_loop(self) -> None:
+        while not self.should_exit:
+            await asyncio.sleep(0.01)
+
 
 @contextlib.asynccontextmanager
 async def serving(app: FakeApp) -> AsyncIterator[FakeApp]:
@@ -100,13 +107,20 @@ async def serving(app: FakeApp) -> AsyncIterator[FakeApp]:
         await asyncio.wait_for(task, 5)
 
 
-@pytest.fixture
-async def app() -> AsyncIterator[FakeApp]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_app() -> AsyncIterator[FakeApp]:
     async with serving(FakeApp()) as fake:
         yield fake
 
 
 @pytest.fixture
+def app(shared_app: FakeApp) -> FakeApp:
+    shared_app.routes.clear()
+    shared_app.hits.clear()
+    return shared_app
+
+
+@pytest_asyncio.fixture(loop_scope="module")
 async def sim() -> AsyncIterator[TwilioSimulator]:
     async with TwilioSimulator(time_scale=SCALE) as simulator:
         yield simulator
@@ -137,7 +151,7 @@ def assert_signed(sim: TwilioSimulator, hit: Hit) -> None:
 
 
 # -- signatures ------------------------------------------------------------------------------------
-def test_sign_matches_twilio_vectors() -> None:
+async def test_sign_matches_twilio_vectors() -> None:
     t1 = {"CallSid": "CA1234567890ABCDE", "Caller": "+12349013030", "Digits": "1234",
           "From": "+12349013030", "To": "+18005551212"}
     assert sign("12345", "https://mycompany.com/myapp.php?foo=1&bar=2", t1) == "0/KCTR6DLpKmkAf8muzZqo1nDgQ="

@@ -598,7 +598,7 @@ class CallService:
     def _schedule_notify_hangup(self, record: CallRecord) -> None:
         cid = record.call_id
         self._timers.schedule(cid, "notify-hangup", self.settings.notify_hangup_delay_sec,
-                              lambda: self.end(cid, EndReason.HANGUP_BOT,
+                              lambda: self.end(cid, EndReason.COMPLETED,
                                                detail="notification delivered"))
 
     # -- asynchronous continue ---------------------------------------------------------------

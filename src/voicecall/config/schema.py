@@ -635,7 +635,7 @@ class NotBuiltRule:
     message: Callable[[VoiceCallConfig], str]
 
 
-AVAILABLE_PROVIDERS: tuple[str, ...] = ("mock",)
+AVAILABLE_PROVIDERS: tuple[str, ...] = ("mock", "twilio")
 """Carriers this build can actually drive."""
 
 NOT_BUILT_YET: list[NotBuiltRule] = [

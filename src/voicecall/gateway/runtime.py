@@ -124,7 +124,7 @@ class Runtime:
             await self.service.start()
             webhook_app = WebhookApp(
                 provider=self.provider, apply_events=self.service.apply_events,
-                mark_replay=self.store.mark_replay, forget_replay=self.store.forget_replay,
+                replays=self.store,
                 path=c.serve.path, skip_signature_verification=c.skip_signature_verification)
             await self._serve(webhook_app, webhook_sock)
             if control_sock is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -31,8 +31,11 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ApplyEvents = Callable[[list[Any]], Awaitable[list[EventOutcome]]]
-ReplayMarker = Callable[[str], Awaitable[bool]]
-ReplayForget = Callable[[str], Awaitable[None]]
+class ReplayStore(Protocol):
+    """Where verified request keys live, with the reply each got (persisted, SPEC Q12)."""
+
+    async def lookup_replay(self, key: str) -> dict[str, Any] | None: ...
+    async def remember_reply(self, key: str, reply: dict[str, Any]) -> None: ...
 
 HEALTH_PATH = "/health"
 
@@ -51,15 +54,14 @@ class WebhookApp:
     """ASGI app for carrier webhooks and the health check."""
 
     def __init__(
-        self, *, provider: Provider, apply_events: ApplyEvents, mark_replay: ReplayMarker,
-        forget_replay: ReplayForget, path: str, skip_signature_verification: bool = False,
+        self, *, provider: Provider, apply_events: ApplyEvents, replays: ReplayStore,
+        path: str, skip_signature_verification: bool = False,
         max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S,
         limiter: InFlightLimiter | None = None,
     ) -> None:
         self.provider = provider
         self.apply_events = apply_events
-        self.mark_replay = mark_replay
-        self.forget_replay = forget_replay
+        self.replays = replays
         self.path = normalize_path(path)
         self.skip_signature_verification = skip_signature_verification
         self.max_body_bytes = max_body_bytes
@@ -129,19 +131,22 @@ class WebhookApp:
             parsed = self.provider.parse_webhook(request, verification)
         except WebhookParseError as exc:
             return PlainTextResponse(f"Bad Request: {exc}", status_code=400)
-        if await self.mark_replay(key):
+        stored = await self.replays.lookup_replay(key)
+        if stored is not None:
             log.warning("replay detected; acknowledging without side effects")
+            if stored:
+                return Response(stored["body"], status_code=stored["status"], headers=stored["headers"])
             reply = await self.provider.webhook_reply(request, parsed, None)
         else:
-            try:
-                outcomes = await self.apply_events(parsed.events)
-            except Exception:
-                await self.forget_replay(key)  # let the carrier's retry be applied
-                raise
+            # Not marked until applied: if applying fails, the carrier's retry is applied.
+            outcomes = await self.apply_events(parsed.events)
             reply = await self.provider.webhook_reply(request, parsed, outcomes)
         body_text = "OK" if reply.body is None else reply.body
-        return Response(body_text, status_code=reply.status, headers=reply.headers or None,
-                        media_type=None if "content-type" in reply.headers else "text/plain")
+        headers = reply.headers or {"content-type": "text/plain; charset=utf-8"}
+        if stored is None:
+            await self.replays.remember_reply(key, {"status": reply.status, "headers": headers,
+                                                    "body": body_text})
+        return Response(body_text, status_code=reply.status, headers=headers)
 
 
 def _request(scope: Scope, headers: dict[str, str], body: bytes) -> WebhookRequest:

@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS log (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS log_kind ON log(kind, seq);
-CREATE TABLE IF NOT EXISTS replay_keys (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS replay_keys (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL, reply TEXT);
 CREATE TABLE IF NOT EXISTS rejected_keys (key TEXT PRIMARY KEY, at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS provider_state (call_id TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
@@ -288,6 +288,24 @@ class SQLiteCallStore:
             return False
 
         return await self._submit(op)
+
+    async def lookup_replay(self, key: str) -> dict[str, Any] | None:
+        """The reply stored for an already-applied request (`{}` if none was kept), else None."""
+        def op(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            row = conn.execute("SELECT expires_at, reply FROM replay_keys WHERE key=?", (key,)).fetchone()
+            if row is None or row[0] < _now_ms():
+                return None
+            return json.loads(row[1]) if row[1] else {}
+
+        return await self._submit(op)
+
+    async def remember_reply(self, key: str, reply: dict[str, Any]) -> None:
+        """Record a request as applied, with the answer it got (a replay gets the same answer)."""
+        text = json.dumps(reply, separators=(",", ":"))
+        expires = _now_ms() + self.replay_ttl_ms
+        await self._submit(lambda conn: conn.execute(
+            "INSERT INTO replay_keys(key, expires_at, reply) VALUES (?,?,?) ON CONFLICT(key) DO NOTHING",
+            (key, expires, text)))
 
     async def forget_replay(self, key: str) -> None:
         """Forget a request key whose side effects failed, so the carrier's retry is applied."""

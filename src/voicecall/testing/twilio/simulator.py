@@ -333,11 +333,17 @@ class SimCall:
 
 
 class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to its host program."""
+    """A uvicorn server that leaves signal handling to its host program and stops promptly."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def main_loop(self) -> None:
+        # uvicorn's loop ticks every 0.1 s (to refresh the Date header); a test server only needs
+        # to notice `should_exit` quickly.
+        while not self.should_exit:
+            await asyncio.sleep(0.01)
 
 
 def _twilio_error(code: int, message: str, status: int) -> JSONResponse:
