@@ -101,7 +101,7 @@ def test_notify_call_from_the_cli_rings_answers_speaks_and_ends_with_a_reason(ga
     assert states.index("ringing") < states.index("answered") < len(states) - 1
     call = status["call"]
     assert [(t["speaker"], t["text"]) for t in call["transcript"]] == [("bot", "Hello")]
-    assert call["state"] == call["endReason"] == "hangup-bot"
+    assert call["state"] == call["endReason"] == "completed"
 
 
 def test_conversation_continue_returns_the_reply_and_latency_reports_it(gateway: Gateway) -> None:
@@ -167,7 +167,7 @@ def test_cli_without_a_gateway_reads_the_store_and_hosts_calls_itself(tmp_path: 
     gw = Gateway(tmp_path, {"outbound": {"notifyHangupDelaySec": 0}})
     assert gw.json("status") == {"calls": []}
     placed = gw.json("call", "--to", "+15555550123", "-m", "Standalone hello", "--mode", "notify")
-    assert placed["initiated"] is True and placed["endReason"] == "hangup-bot"
+    assert placed["initiated"] is True and placed["endReason"] == "completed"
     status = gw.status(placed["callId"])
     assert status["call"]["transcript"][0]["text"] == "Standalone hello"
     bad = gw.cli("status", "--call-id", "nope", check=False)
@@ -212,11 +212,11 @@ def test_tail_follows_call_updates_live(gateway: Gateway) -> None:
         seen: list[str] = []
         deadline = time.monotonic() + 20
         assert tail.stdout is not None
-        while time.monotonic() < deadline and "hangup-bot" not in seen:
+        while time.monotonic() < deadline and "completed" not in seen:
             entry = json.loads(tail.stdout.readline())
             if entry["callId"] == call_id and entry["kind"] == "snapshot":
                 seen.append(entry["data"]["state"])
-        assert seen[0] == "initiated" and "answered" in seen and seen[-1] == "hangup-bot"
+        assert seen[0] == "initiated" and "answered" in seen and seen[-1] == "completed"
     finally:
         tail.terminate()
         tail.wait(timeout=10)
