@@ -58,5 +58,5 @@ def test_reject_digits_and_queue_documents() -> None:
     assert parse(twiml.reject())[0].attrib == {"reason": "rejected"}
     play, _redirect = list(parse(twiml.play_digits("ww12#", "https://gw/p")))
     assert play.tag == "Play" and play.attrib == {"digits": "ww12#"}
-    say, enqueue = list(parse(twiml.queue("https://gw/w?type=hold-music")))
+    _say, enqueue = list(parse(twiml.queue("https://gw/w?type=hold-music")))
     assert enqueue.attrib["waitUrl"] == "https://gw/w?type=hold-music" and enqueue.text == "hold-queue"

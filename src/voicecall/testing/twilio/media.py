@@ -78,17 +78,18 @@ class StreamRecord:
     started_at: float | None = None
     stopped_at: float | None = None
     closed_by: str | None = None  # "app" (the WebSocket closed) or "call" (we sent stop)
-    sent: list[dict[str, Any]] = field(default_factory=list)
-    received: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[dict[str, Any]] = field(default_factory=list)  # every message but `media` frames
+    received: list[dict[str, Any]] = field(default_factory=list)  # app messages but `media`
     received_audio: bytearray = field(default_factory=bytearray)
     marks: list[str] = field(default_factory=list)
     marks_echoed: list[str] = field(default_factory=list)
     cleared_bytes: int = 0
     invalid_messages: list[str] = field(default_factory=list)
     frames_sent: int = 0
+    frames_received: int = 0
 
     def sent_events(self) -> list[str]:
-        """The `event` of every message sent to the app, in order."""
+        """The `event` of every message sent to the app, in order (media frames left out)."""
         return [str(m.get("event")) for m in self.sent]
 
 
@@ -147,7 +148,8 @@ class MediaStream:
                 message = {"event": message["event"], "sequenceNumber": str(self._seq),
                            **{k: v for k, v in message.items() if k != "event"}}
             await ws.send(json.dumps(message))
-            self.record.sent.append(message)
+            if message["event"] != "media":
+                self.record.sent.append(message)
 
     async def _echo_mark(self, name: str) -> None:
         await self._send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
@@ -266,7 +268,10 @@ class MediaStream:
             if not isinstance(message, dict):
                 self._invalid("not a JSON object")
                 continue
-            self.record.received.append(message)
+            if message.get("event") == "media":
+                self.record.frames_received += 1
+            else:
+                self.record.received.append(message)
             await self._handle(message)
 
     async def _handle(self, message: dict[str, Any]) -> None:

@@ -180,6 +180,7 @@ class SimCall:
         self._status_worker: asyncio.Task[None] | None = None
         self._status_seq = 0
         self._aux: list[asyncio.Task[None]] = []
+        self._deliveries: set[asyncio.Task[None]] = set()
         self._bg_streams: list[tuple[str | None, asyncio.Task[None]]] = []
         self._active_stream: MediaStream | None = None
 
@@ -219,6 +220,11 @@ class SimCall:
         end = self.ended_at if self.ended_at is not None else time.time()
         scale = self._sim.time_scale
         return max(0, round((end - self.answered_at) / scale)) if scale > 0 else 0
+
+    @property
+    def webhooks(self) -> list[WebhookRecord]:
+        """Every webhook the simulator sent for this call (retries included)."""
+        return [r for r in self._sim.requests if r.call_sid == self.sid]
 
     @property
     def active_stream(self) -> StreamRecord | None:
@@ -310,10 +316,13 @@ class SimCall:
         return next(s for s in self.statuses if s in statuses)
 
     async def wait_ended(self, timeout: float = 10.0) -> str:  # noqa: ASYNC109
-        """Wait for a terminal status and for the terminal status callback to be delivered."""
+        """Wait for a terminal status, then (within the same timeout) until every webhook of the call,
+        final status callback and retries included, has been delivered."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         await self.wait_until(lambda: self.is_ended, timeout, "end")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._finished.wait(), timeout)
+            await asyncio.wait_for(self._finished.wait(), max(0.0, deadline - loop.time()))
         return self.status
 
     async def wait_heard(self, text: str, timeout: float = 5.0) -> tuple[str, str]:  # noqa: ASYNC109
@@ -342,7 +351,7 @@ class _QuietServer(uvicorn.Server):
     async def main_loop(self) -> None:
         # uvicorn's loop ticks every 0.1 s (to refresh the Date header); a test server only needs
         # to notice `should_exit` quickly.
-        while not self.should_exit:
+        while not self.should_exit:  # noqa: ASYNC110 (uvicorn signals exit with a plain attribute)
             await asyncio.sleep(0.01)
 
 
@@ -406,8 +415,14 @@ class TwilioSimulator:
         self._http: httpx.AsyncClient | None = None
         self._server: uvicorn.Server | None = None
         self._server_task: asyncio.Task[None] | None = None
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------------
+    @property
+    def webhooks(self) -> list[WebhookRecord]:
+        """Alias of `requests`: every webhook sent, retries included."""
+        return self.requests
+
     @property
     def api_url(self) -> str:
         """`base_url` + `/2010-04-01/Accounts/{AccountSid}`."""
@@ -417,6 +432,7 @@ class TwilioSimulator:
         """Bind the REST listener and start serving."""
         if self._server is not None:
             return
+        self._closing = False
         self._http = httpx.AsyncClient(timeout=self.webhook_timeout_s, trust_env=False,
                                        follow_redirects=False)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -444,10 +460,13 @@ class TwilioSimulator:
 
     async def stop(self) -> None:
         """End live calls (briefly letting them send `stop` and final callbacks), then shut down."""
+        self._closing = True
         for call in self.calls.values():
             call._request_end("completed")
-        if self._call_tasks:
-            await asyncio.wait(set(self._call_tasks), timeout=END_WAIT_S)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + END_WAIT_S
+        while self._tasks and (remaining := deadline - loop.time()) > 0:  # calls, callbacks, retries
+            await asyncio.wait(set(self._tasks), timeout=remaining)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -501,16 +520,21 @@ class TwilioSimulator:
             await asyncio.sleep(0.01)
 
     async def place_inbound(self, from_: str, to: str, webhook_url: str, *, callee: Callee | None = None,
-                            method: str = "POST", status_callback: str | None = None,
+                            method: str = "POST", status_callback: str | bool | None = True,
                             status_callback_method: str = "POST",
                             status_callback_events: Sequence[str] = ("completed",)) -> SimCall:
         """Twilio calls the app: POST `webhook_url` (CallStatus=ringing, Direction=inbound), then run
-        whatever TwiML it answers with. Returns as soon as the call exists."""
-        if self._server is None:
-            raise RuntimeError("TwilioSimulator is not started")
+        whatever TwiML it answers with. Returns as soon as the call exists.
+
+        `status_callback` is the number's "call status changes" URL: True (default) uses `webhook_url`,
+        a string another URL, False/None none at all (then the app never hears that the caller hung up).
+        """
+        if self._server is None or self._closing:
+            raise RuntimeError("TwilioSimulator is not running")
+        callback = webhook_url if status_callback is True else (status_callback or None)
         call = SimCall(self, sid="CA" + secrets.token_hex(16), direction="inbound", from_=from_, to=to,
                        callee=callee or Callee(), url=webhook_url, method=method.upper(),
-                       status_callback=status_callback,
+                       status_callback=callback,
                        status_callback_method=status_callback_method.upper(),
                        status_callback_events=status_callback_events, status="ringing")
         self.calls[call.sid] = call
@@ -644,22 +668,39 @@ class TwilioSimulator:
             body = urlencode(params).encode()
             headers[SIGNATURE_HEADER] = sign(self.auth_token, url, params)
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-        first: WebhookRecord | None = None
-        for attempt in range(1 + self.webhook_retries):
-            rec = WebhookRecord(kind=kind, call_sid=call.sid, url=target, method=method, params=dict(params),
-                                headers=dict(headers), attempt=attempt, at=time.time())
-            try:
-                assert self._http is not None, "simulator not started"
-                resp = await self._http.request(method, target, content=body, headers=headers)
-                rec.status_code = resp.status_code
-                rec.body = resp.text
-                rec.content_type = resp.headers.get("content-type", "")
-            except httpx.HTTPError as exc:
-                rec.error = f"{type(exc).__name__}: {exc}"
-            self.requests.append(rec)
-            first = first or rec
-        assert first is not None
-        return first
+        first: asyncio.Future[WebhookRecord] = asyncio.get_running_loop().create_future()
+
+        async def attempts() -> None:
+            for attempt in range(1 + self.webhook_retries):
+                rec = WebhookRecord(kind=kind, call_sid=call.sid, url=target, method=method,
+                                    params=dict(params), headers=dict(headers), attempt=attempt,
+                                    at=time.time())
+                self.requests.append(rec)
+                try:
+                    await self._send(rec, body)
+                finally:
+                    if not first.done():
+                        first.set_result(rec)
+
+        # A request on the wire is finished even if the call is hung up or redirected meanwhile (the
+        # app sees whole requests); retries follow the first answer without holding up the call.
+        task = self._spawn(attempts())
+        call._deliveries.add(task)
+        task.add_done_callback(call._deliveries.discard)
+        return await asyncio.shield(first)
+
+    async def _send(self, rec: WebhookRecord, body: bytes | None) -> None:
+        try:
+            assert self._http is not None, "simulator not started"
+            resp = await self._http.request(rec.method, rec.url, content=body, headers=rec.headers)
+            rec.status_code = resp.status_code
+            rec.body = resp.text
+            rec.content_type = resp.headers.get("content-type", "")
+        except httpx.HTTPError as exc:
+            rec.error = f"{type(exc).__name__}: {exc}"
+        except asyncio.CancelledError:
+            rec.error = "cancelled (simulator stopped)"
+            raise
 
     async def _deliver_quietly(self, call: SimCall, kind: str, url: str, method: str,
                                params: dict[str, str]) -> None:
@@ -750,6 +791,8 @@ class TwilioSimulator:
         if call._status_worker is not None:
             call._status_q.put_nowait(None)
             await asyncio.gather(call._status_worker, return_exceptions=True)
+        while call._deliveries:  # requests still on the wire, webhook retries
+            await asyncio.gather(*call._deliveries, return_exceptions=True)
         call._finished.set()
         call._bump()
 
@@ -921,6 +964,8 @@ class TwilioSimulator:
         self.calls[call.sid] = call
 
         async def launch() -> None:  # after the 201 is on the wire, like Twilio
+            if self._closing:
+                return
             self._spawn(self._run_call(call, self._outbound(call)), call_task=True)
         return JSONResponse(self.call_json(call), status_code=201, background=BackgroundTask(launch))
 

@@ -1,0 +1,234 @@
+"""Twilio end to end: the gateway's Twilio adapter against the Twilio simulator, over real
+sockets, with signed webhooks and the REST API exactly as Twilio speaks them."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from voicecall.calls.model import CallRecord
+from voicecall.gateway.runtime import Runtime
+from voicecall.testing.gateway import running_gateway
+from voicecall.testing.twilio import Callee, TwilioSimulator
+from voicecall.testing.twilio.signing import sign
+
+OUR_NUMBER = "+15550000000"
+CALLEE = "+15555550123"
+FRIEND = "+15557770001"
+STRANGER = "+15558880002"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[TwilioSimulator]:
+    async with TwilioSimulator(time_scale=0.05, say_ms_per_char=5) as simulator:
+        yield simulator
+
+
+def twilio_config(sim: TwilioSimulator, port: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "provider": "twilio", "fromNumber": OUR_NUMBER,
+        "twilio": {"accountSid": sim.account_sid, "authToken": sim.auth_token,
+                   "apiBaseUrl": sim.base_url},
+        "serve": {"port": port}, "publicUrl": f"http://127.0.0.1:{port}/voice/webhook",
+        "outbound": {"notifyHangupDelaySec": 0},
+        "inboundPolicy": "allowlist", "allowFrom": [FRIEND], "maxConcurrentCalls": 5,
+        **extra,
+    }
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, sim: TwilioSimulator) -> AsyncIterator[Runtime]:
+    async with running_gateway(tmp_path, twilio_config(sim, free_port())) as runtime:
+        yield runtime
+
+
+async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+async def ended(runtime: Runtime, call_id: str, within: float = 10.0) -> CallRecord:
+    async def check() -> CallRecord | None:
+        record = await runtime.service.get_call(call_id)
+        return record if record is not None and record.is_terminal else None
+
+    result: CallRecord = await eventually(check, within)
+    return result
+
+
+async def place(runtime: Runtime, message: str, mode: str) -> CallRecord:
+    result = await runtime.api.call("voicecall.initiate", {"to": CALLEE, "message": message,
+                                                           "mode": mode})
+    record = await runtime.service.get_call(result["callId"])
+    assert record is not None and record.provider_call_id
+    return record
+
+
+async def test_notify_message_is_heard_exactly_once_then_hung_up_after_playback(tmp_path: Path) -> None:
+    # Real-time speech (10 ms a character): a hang-up that did not wait for playback would cut it.
+    async with TwilioSimulator(time_scale=1.0, say_ms_per_char=10) as sim, \
+            running_gateway(tmp_path, twilio_config(sim, free_port())) as gateway:
+        sim.script(CALLEE, Callee(answer_after_s=0.1))
+        record = await place(gateway, "Your order has shipped", "notify")
+        final = await ended(gateway, record.call_id)
+        call = sim.call(record.provider_call_id or "")
+        await call.wait_ended()
+        assert call.said == ["Your order has shipped"]
+        assert final.state.value == final.end_reason == "completed"
+        assert [t.text for t in final.transcript] == ["Your order has shipped"]
+        assert call.status == "completed"
+        hangups = [r for r in sim.api_requests if ("Status", "completed") in r.params]
+        assert len(hangups) == 1
+
+
+async def test_three_turn_conversation_driven_by_continue(gateway: Runtime, sim: TwilioSimulator) -> None:
+    sim.script(CALLEE, Callee(replies=["Hi, I'm well", "Tuesday at noon", "No, that's all"],
+                              reply_delay_s=0.2))
+    record = await place(gateway, "Hello, this is the clinic", "conversation")
+    await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
+    answers = [await gateway.api.call("voicecall.continue", {"callId": record.call_id, "message": q})
+               for q in ("How are you?", "When can you come in?", "Anything else?")]
+    assert [a["transcript"] for a in answers] == ["Hi, I'm well", "Tuesday at noon", "No, that's all"]
+    call = sim.call(record.provider_call_id or "")
+    assert call.said == ["Hello, this is the clinic", "How are you?", "When can you come in?",
+                         "Anything else?"]
+    assert [(t.speaker, t.text) for t in record.transcript][-2:] == [
+        ("bot", "Anything else?"), ("user", "No, that's all")]
+    assert (await gateway.api.call("voicecall.end", {"callId": record.call_id}))["success"]
+    await call.wait_ended()
+
+
+@pytest.mark.parametrize("outcome,reason", [("busy", "busy"), ("no-answer", "no-answer"),
+                                            ("failed", "failed")])
+async def test_unanswered_outcomes_map_to_end_reasons(gateway: Runtime, sim: TwilioSimulator,
+                                                      outcome: str, reason: str) -> None:
+    sim.script(CALLEE, Callee(outcome=outcome, answer_after_s=0.1))  # type: ignore[arg-type]
+    record = await place(gateway, "Hello", "notify")
+    final = await ended(gateway, record.call_id, within=15)
+    assert final.end_reason == reason and final.answered_at is None
+    assert sim.call(record.provider_call_id or "").said == []
+
+
+async def test_dtmf_sent_mid_call_is_heard_by_the_callee(gateway: Runtime, sim: TwilioSimulator) -> None:
+    sim.script(CALLEE, Callee())
+    record = await place(gateway, "Connecting you", "conversation")
+    await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
+    await gateway.api.call("voicecall.dtmf", {"callId": record.call_id, "digits": "1234#"})
+    assert sim.call(record.provider_call_id or "").digits_heard == "1234#"
+    await gateway.api.call("voicecall.end", {"callId": record.call_id})
+
+
+async def test_allowlisted_inbound_caller_is_greeted(gateway: Runtime, sim: TwilioSimulator) -> None:
+    call = await sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url)
+    await call.wait_until(lambda: bool(call.said), timeout=10)
+    assert call.said == ["Hello! How can I help you today?"]
+    record = await eventually(lambda: gateway.service.live(call.sid))
+    assert record.direction == "inbound" and record.from_ == FRIEND
+    await call.hangup()
+    final = await ended(gateway, record.call_id)
+    assert final.end_reason == "completed"
+
+
+async def test_rejected_inbound_caller_is_hung_up_once_even_when_twilio_retries(
+        tmp_path: Path) -> None:
+    async with TwilioSimulator(time_scale=0.05, webhook_retries=2) as sim, \
+            running_gateway(tmp_path, twilio_config(sim, free_port())) as gateway:
+        call = await sim.place_inbound(STRANGER, OUR_NUMBER, gateway.webhook_url)
+        await call.wait_ended(timeout=10)
+        voice = [r for r in sim.webhooks if r.call_sid == call.sid and r.kind == "voice"]
+        assert len(voice) == 3 and all(r.status_code == 200 for r in voice)
+        assert all("<Reject" in r.body for r in voice)
+        hangups = [r for r in sim.api_requests if call.sid in r.path and ("Status", "completed") in r.params]
+        assert len(hangups) == 1
+        assert gateway.service.active_calls() == []
+        assert await gateway.service.get_call(call.sid) is None
+
+
+async def test_stale_gather_callback_cannot_complete_a_later_turn(gateway: Runtime,
+                                                                 sim: TwilioSimulator) -> None:
+    sim.script(CALLEE, Callee(replies=["first answer"], reply_delay_s=0.1))
+    record = await place(gateway, "Hello", "conversation")
+    await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
+    first = await gateway.api.call("voicecall.continue", {"callId": record.call_id, "message": "Q1?"})
+    assert first["transcript"] == "first answer"
+    gather = next(r for r in sim.webhooks if r.kind == "gather" and r.call_sid == record.provider_call_id)
+    # Turn 2 waits; the callee stays silent.
+    turn2 = asyncio.create_task(gateway.api.call("voicecall.continue",
+                                                 {"callId": record.call_id, "message": "Q2?"}))
+    await eventually(lambda: record.call_id in gateway.service._waiters)
+    async with httpx.AsyncClient() as client:
+        # 1) the identical signed request again: a replay, acknowledged with no side effects
+        replay = await client.post(gather.url, data=gather.params, headers={
+            "x-twilio-signature": gather.signature})
+        assert replay.status_code == 200
+        # 2) a freshly signed callback carrying the *old* turn token and new words
+        params = {**gather.params, "SpeechResult": "stale words"}
+        stale = await client.post(gather.url, data=params, headers={
+            "x-twilio-signature": sign(sim.auth_token, gather.url, params)})
+        assert stale.status_code == 200
+    await asyncio.sleep(0.3)
+    assert not turn2.done()
+    assert all(t.text != "stale words" for t in record.transcript)
+    assert [t.text for t in record.transcript].count("first answer") == 1
+    sim.call(record.provider_call_id or "").reply("the real second answer")
+    assert (await asyncio.wait_for(turn2, 10))["transcript"] == "the real second answer"
+    await gateway.api.call("voicecall.end", {"callId": record.call_id})
+
+
+async def test_forged_truncated_and_wrong_url_signatures_get_401_and_change_nothing(
+        gateway: Runtime, sim: TwilioSimulator) -> None:
+    url = gateway.webhook_url
+    params = {"CallSid": "CA" + "0" * 32, "From": FRIEND, "To": OUR_NUMBER, "CallStatus": "ringing",
+              "Direction": "inbound", "AccountSid": sim.account_sid}
+    good = sign(sim.auth_token, url, params)
+    async with httpx.AsyncClient() as client:
+        for signature in (sign("wrong-token", url, params), good[:-4],
+                          sign(sim.auth_token, url + "-other", params)):
+            response = await client.post(url, data=params, headers={"x-twilio-signature": signature})
+            assert response.status_code == 401
+        missing = await client.post(url, data=params)
+        assert missing.status_code == 401
+    assert gateway.service.active_calls() == []
+    assert await gateway.service.store.last_log(10) == []
+
+
+async def test_replayed_signed_webhook_gets_the_same_answer_and_no_side_effects_after_restart(
+        tmp_path: Path) -> None:
+    port = free_port()
+    async with TwilioSimulator(time_scale=0.05) as sim:
+        config = twilio_config(sim, port)
+        async with running_gateway(tmp_path, config) as gateway:
+            call = await sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url)
+            await call.wait_until(lambda: bool(call.said), timeout=10)
+            first = next(r for r in sim.webhooks if r.call_sid == call.sid and r.kind == "voice")
+            await call.hangup()
+            await eventually(lambda: not gateway.service.active_calls())
+        async with running_gateway(tmp_path, config) as gateway:
+            log_before = len(await gateway.service.store.last_log(10_000))
+            async with httpx.AsyncClient() as client:
+                again = await client.post(first.url, data=first.params,
+                                          headers={"x-twilio-signature": first.signature})
+            assert again.status_code == 200 and again.text == first.body
+            assert len(await gateway.service.store.last_log(10_000)) == log_before
+            assert gateway.service.active_calls() == []
