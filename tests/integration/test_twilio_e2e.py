@@ -232,3 +232,67 @@ async def test_replayed_signed_webhook_gets_the_same_answer_and_no_side_effects_
             assert again.status_code == 200 and again.text == first.body
             assert len(await gateway.service.store.last_log(10_000)) == log_before
             assert gateway.service.active_calls() == []
+
+
+async def test_machine_answered_notify_call_ends_as_voicemail_when_detection_is_on(tmp_path: Path) -> None:
+    async with TwilioSimulator(time_scale=0.05) as sim, running_gateway(
+            tmp_path, twilio_config(sim, free_port(), outbound={"notifyHangupDelaySec": 0,
+                                                                "machineDetection": True})) as gateway:
+        sim.script(CALLEE, Callee(answered_by="machine_start", answer_after_s=0.1))
+        record = await place(gateway, "This is a reminder", "notify")
+        final = await ended(gateway, record.call_id)
+        assert final.end_reason == "voicemail"
+        created = next(r for r in sim.api_requests if r.path.endswith("/Calls.json"))
+        assert ("MachineDetection", "Enable") in created.params
+        call = sim.call(record.provider_call_id or "")
+        await call.wait_ended()
+        assert call.said == []
+
+
+async def test_create_call_request_carries_our_ids_status_events_and_ring_timeout(
+        gateway: Runtime, sim: TwilioSimulator) -> None:
+    record = await place(gateway, "Hi", "notify")
+    created = next(r for r in sim.api_requests if r.path.endswith("/Calls.json"))
+    params = dict(created.params)
+    assert params["Url"] == f"{gateway.webhook_url}?callId={record.call_id}"
+    assert params["StatusCallback"] == f"{gateway.webhook_url}?callId={record.call_id}&type=status"
+    assert [v for k, v in created.params if k == "StatusCallbackEvent"] == [
+        "initiated", "ringing", "answered", "completed"]
+    assert params["Timeout"] == "30" and "MachineDetection" not in params
+    await ended(gateway, record.call_id)
+
+
+async def test_pre_connect_dtmf_sequence_is_played_before_the_greeting(gateway: Runtime,
+                                                                       sim: TwilioSimulator) -> None:
+    result = await gateway.api.call("voicecall.start", {"to": CALLEE, "message": "Joining now",
+                                                        "mode": "conversation", "dtmfSequence": "ww123#"})
+    record = await gateway.service.get_call(result["callId"])
+    assert record is not None
+    await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
+    call = sim.call(record.provider_call_id or "")
+    kinds = [kind for kind, _value in call.heard]
+    assert kinds.index("digits") < kinds.index("say") and call.digits_heard == "ww123#"
+    await gateway.api.call("voicecall.end", {"callId": record.call_id})
+
+
+@pytest.mark.parametrize("security,accepted", [
+    ({}, False),  # forwarding headers are not trusted by default
+    ({"trustForwardingHeaders": True}, True),
+    ({"allowedHosts": ["public.example"]}, True),
+    ({"allowedHosts": ["other.example"]}, False),
+    ({"trustForwardingHeaders": True, "trustedProxyIPs": ["10.9.9.9"]}, False),  # not our proxy
+    ({"trustForwardingHeaders": True, "trustedProxyIPs": ["127.0.0.1"]}, True),
+])
+async def test_forwarded_host_headers_are_honoured_only_under_the_webhook_security_rules(
+        tmp_path: Path, sim: TwilioSimulator, security: dict[str, Any], accepted: bool) -> None:
+    config = twilio_config(sim, free_port(), webhookSecurity=security)
+    del config["publicUrl"]
+    async with running_gateway(tmp_path, config) as gateway:
+        public = "https://public.example/voice/webhook"
+        params = {"CallSid": "CA" + "1" * 32, "From": FRIEND, "To": OUR_NUMBER, "CallStatus": "ringing",
+                  "Direction": "inbound", "AccountSid": sim.account_sid}
+        async with httpx.AsyncClient() as client:
+            response = await client.post(gateway.webhook_url, data=params, headers={
+                "x-twilio-signature": sign(sim.auth_token, public, params),
+                "x-forwarded-host": "public.example", "x-forwarded-proto": "https"})
+        assert response.status_code == (200 if accepted else 401)
