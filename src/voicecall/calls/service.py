@@ -13,9 +13,9 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from voicecall.calls.events import CallEvent
 from voicecall.calls.machine import NO_WAITER, apply_event, end_record, remember_key, transition
@@ -76,6 +76,20 @@ class ServiceSettings:
     inbound_greeting: str | None = None
     session_scope: str = "per-phone"
     agent_id: str = "main"
+    routes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """`numbers` routes by dialed E.164 number (camelCase keys), stored on the call once."""
+    auto_reply: bool = False
+    idle_prompt_after_s: float | None = None
+    idle_prompt: str = "Are you still there?"
+    idle_hangup_after_s: float | None = None
+    idle_goodbye: str = "Goodbye!"
+
+
+class TurnHandler(Protocol):
+    """Answers a caller's turn (the responder); the service tells it when the caller spoke."""
+
+    async def on_caller_turn(self, call: CallRecord, text: str, generation: int,
+                             heard_at: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -121,6 +135,8 @@ class CallService:
         self._version = 0
         self._reaper: asyncio.Task[None] | None = None
         self._started = False
+        self._generation: dict[str, int] = {}
+        self.turn_handler: TurnHandler | None = None
         provider.bind(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -298,17 +314,21 @@ class CallService:
             await self.end(call_id, EndReason.NO_ANSWER,
                            detail=f"not answered within {self.settings.ring_timeout_ms} ms")
 
-    def _session_key(self, call_id: str, direction: Direction, remote: str | None) -> str:
-        return session_key(self.settings.session_scope, self.settings.agent_id,
+    def _session_key(self, call_id: str, direction: Direction, remote: str | None,
+                     agent_id: str | None = None) -> str:
+        return session_key(self.settings.session_scope, agent_id or self.settings.agent_id,
                            call_id=call_id, remote_number=remote)
 
     # -- speaking, listening, keys -----------------------------------------------------------
-    async def speak(self, call_id: str, text: str) -> None:
+    async def speak(self, call_id: str, text: str, *, quiet_idle: bool = False) -> None:
         """Say `text` on the call; returns after it has played. The transcript keeps it only then."""
         text = text.strip()
         if not text:
             raise CallError("message required", code=-32602)
         record = await self._connected(call_id)
+        if not quiet_idle:
+            self._timers.cancel(record.call_id, "idle-prompt")
+            self._timers.cancel(record.call_id, "idle-hangup")
         async with self._lock(record.call_id):
             record.state = transition(record.state, CallState.SPEAKING)
             await self._persist(record)
@@ -388,6 +408,18 @@ class CallService:
             await self._persist(record, turn=turn)
         log.info("call %s turn %s: latency %d ms, listen wait %d ms", record.call_id,
                  meta["turnCount"], meta["lastTurnLatencyMs"], meta["lastTurnListenWaitMs"])
+
+    async def record_turn(self, call_id: str, turn: dict[str, Any]) -> None:
+        """Count an automatic-reply turn and log its latency timeline."""
+        record = self.live(call_id)
+        if record is None:
+            return
+        async with self._lock(record.call_id):
+            meta = record.metadata
+            meta["turnCount"] = int(meta.get("turnCount", 0)) + 1
+            meta["lastTurnLatencyMs"] = turn.get("turnLatencyMs")
+            meta["lastTurnCompletedAt"] = now_ms()
+            await self._persist(record, turn={**turn, "turn": meta["turnCount"]})
 
     async def send_dtmf(self, call_id: str, digits: str) -> None:
         digits = digits.strip()
@@ -484,11 +516,71 @@ class CallService:
                 if record.end_reason == EndReason.VOICEMAIL:  # our decision, not the carrier's end
                     self._spawn(self._hangup_quietly(record), f"hangup:{cid}")
                 return EventOutcome(call=record)
+            consumed = False
+            if event.type == "call.speech" and not applied.ignored:
+                self._generation[cid] = self._generation.get(cid, 0) + 1  # older replies are stale
+                self._timers.cancel(cid, "idle-prompt")
+                self._timers.cancel(cid, "idle-hangup")
             if applied.final_speech is not None and waiter and not waiter.future.done():
                 waiter.future.set_result(applied.final_speech)
+                consumed = True
         if applied.answered:
             self._on_answered(record)
+        if (applied.final_speech is not None and not consumed and self._auto_replies(record)
+                and self.turn_handler is not None):
+            self._spawn(self.turn_handler.on_caller_turn(record, applied.final_speech,
+                                                         self._generation.get(cid, 0), now_ms()),
+                        f"reply:{cid}")
         return EventOutcome(call=record)
+
+    def _auto_replies(self, record: CallRecord) -> bool:
+        return self.settings.auto_reply and (record.direction == "inbound" or record.mode == "conversation")
+
+    def is_current(self, call_id: str, generation: int) -> bool:
+        """False once the caller has spoken again after `generation` (the reply is stale)."""
+        record = self.live(call_id)
+        return record is not None and self._generation.get(record.call_id, 0) == generation
+
+    async def listen(self, call_id: str, *, reset_idle: bool = True) -> None:
+        """Wait for the caller's next turn (auto-reply calls), arming the idle timers."""
+        record = self.live(call_id)
+        if record is None or not record.provider_call_id:
+            return
+        async with self._lock(record.call_id):
+            if record.is_terminal:
+                return
+            record.state = transition(record.state, CallState.LISTENING)
+            await self._persist(record)
+        try:
+            await asyncio.wait_for(self.provider.start_listening(record, None), 30)
+        except Exception as exc:
+            log.warning("call %s: could not start listening: %s", record.call_id, exc)
+            return
+        if reset_idle:
+            self._arm_idle(record.call_id)
+
+    def _arm_idle(self, call_id: str) -> None:
+        s = self.settings
+        if s.idle_prompt_after_s:
+            self._timers.schedule(call_id, "idle-prompt", s.idle_prompt_after_s,
+                                  lambda: self._idle_prompt(call_id))
+        if s.idle_hangup_after_s:
+            self._timers.schedule(call_id, "idle-hangup", s.idle_hangup_after_s,
+                                  lambda: self._idle_hangup(call_id))
+
+    async def _idle_prompt(self, call_id: str) -> None:
+        generation = self._generation.get(call_id, 0)
+        with contextlib.suppress(CallError):
+            await self.speak(call_id, self.settings.idle_prompt, quiet_idle=True)
+        if self.is_current(call_id, generation):
+            await self.listen(call_id, reset_idle=False)  # the hang-up clock keeps running
+
+    async def _idle_hangup(self, call_id: str) -> None:
+        self._timers.cancel(call_id, "idle-prompt")
+        with contextlib.suppress(CallError):
+            await self.speak(call_id, self.settings.idle_goodbye, quiet_idle=True)  # once played
+        if self.live(call_id) is not None:
+            await self.end(call_id, EndReason.HANGUP_BOT, detail="caller idle")
 
     async def _hangup_quietly(self, record: CallRecord) -> None:
         try:
@@ -522,14 +614,19 @@ class CallService:
         call_id = str(uuid.uuid4())
         remote = event.from_ if event.direction == "inbound" else event.to
         metadata: dict[str, Any] = {}
+        route = dict(self.settings.routes.get(event.to or "", {}))
+        if route:
+            metadata["route"] = route  # resolved once, from the dialed number
         if event.direction == "inbound":
-            metadata["initialMessage"] = self.settings.inbound_greeting or DEFAULT_GREETING
+            metadata["initialMessage"] = (route.get("inboundGreeting") or self.settings.inbound_greeting
+                                          or DEFAULT_GREETING)
         record = CallRecord(
             call_id=call_id, provider=self.settings.provider_name, direction=event.direction,
             state=CallState.RINGING, from_=event.from_ or "unknown",
             to=event.to or self.settings.from_number or "unknown", started_at=now_ms(),
             provider_call_id=event.provider_call_id, metadata=metadata,
-            session_key=self._session_key(call_id, event.direction, remote),
+            session_key=self._session_key(call_id, event.direction, remote,
+                                          route.get("agentId")),
         )
         self._calls[call_id] = record
         self._by_provider[event.provider_call_id] = call_id
@@ -594,6 +691,8 @@ class CallService:
             self._greeting.discard(call_id)
         if record.mode == "notify" and record.direction == "outbound":
             self._schedule_notify_hangup(record)
+        elif self._auto_replies(record) and call_id not in self._turns:
+            await self.listen(call_id)
 
     def _schedule_notify_hangup(self, record: CallRecord) -> None:
         cid = record.call_id

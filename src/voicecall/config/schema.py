@@ -531,6 +531,33 @@ def derive_realtime_stream_path(serve_path: str) -> str:
     return serve_path.rstrip("/") + "/stream/realtime"
 
 
+class ResponderConfig(_Model):
+    """Automatic replies to caller turns (inbound calls and outbound conversation calls).
+
+    Off by default: outbound conversations are then driven by `continue`. `type` chooses the
+    backend: `llm` (an OpenAI-compatible chat API; model from `responseModel`), `http` (POST the
+    turn to `url`, speak what it returns) or `python` (`target` is `module:function` or an entry
+    point in `voicecall.responders`).
+    """
+
+    enabled: bool = False
+    type: Literal["llm", "http", "python"] = "llm"
+    base_url: HttpUrl | None = None
+    url: HttpUrl | None = None
+    target: NonEmptyStr | None = None
+    headers: dict[str, Secret] = Field(default_factory=dict)
+    history_turns: Annotated[Int, Field(ge=0, le=200)] = 20
+
+
+class IdleConfig(_Model):
+    """What to do when the caller goes quiet while the bot waits (both off by default)."""
+
+    prompt_after_sec: PositiveInt | None = None
+    prompt: NonEmptyStr = "Are you still there?"
+    hangup_after_sec: PositiveInt | None = None
+    goodbye: NonEmptyStr = "It seems you've stepped away. Goodbye!"
+
+
 class VoiceCallConfig(_Model):
     """The whole voice-call configuration (`plugins.entries.voice-call.config`).
 
@@ -572,6 +599,8 @@ class VoiceCallConfig(_Model):
     response_model: NonEmptyStr | None = None
     response_system_prompt: str | None = None
     response_timeout_ms: PositiveInt = 30000
+    responder: ResponderConfig = Field(default_factory=ResponderConfig)
+    idle: IdleConfig = Field(default_factory=IdleConfig)
     mock: MockConfig = Field(default_factory=MockConfig)
 
     @field_validator("tts", mode="before")
@@ -591,6 +620,14 @@ class VoiceCallConfig(_Model):
             )
         if self.streaming.stream_path == self.serve.path:
             raise FieldPathError("streaming.streamPath", "must differ from serve.path")
+        if self.responder.enabled and self.responder.type == "http" and not self.responder.url:
+            raise FieldPathError("responder.url", "is required when responder.type is http")
+        if self.responder.enabled and self.responder.type == "python" and not self.responder.target:
+            raise FieldPathError("responder.target", "is required when responder.type is python "
+                                 "(module:function or an entry-point name)")
+        idle = self.idle
+        if idle.prompt_after_sec and idle.hangup_after_sec and idle.hangup_after_sec <= idle.prompt_after_sec:
+            raise FieldPathError("idle.hangupAfterSec", "must be greater than idle.promptAfterSec")
         return self
 
     def route_for(self, dialed: str | None) -> NumberRoute | None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import uvicorn
 
+from voicecall.agent.conversation import AutoReply, ReplyDefaults
+from voicecall.agent.responder import build_responder
 from voicecall.calls.service import CallService, ServiceSettings
 from voicecall.config import ConfigError, ConfigIssue, LoadedConfig, resolve_control_token, store_dir
 from voicecall.gateway.api import ControlApi
@@ -85,6 +87,13 @@ class Runtime:
             inbound_greeting=c.inbound_greeting,
             session_scope=c.session_scope,
             agent_id=c.agent_id,
+            routes={number: route.model_dump(mode="json", by_alias=True, exclude_none=True)
+                    for number, route in c.numbers.items()},
+            auto_reply=c.responder.enabled,
+            idle_prompt_after_s=c.idle.prompt_after_sec,
+            idle_prompt=c.idle.prompt,
+            idle_hangup_after_s=c.idle.hangup_after_sec,
+            idle_goodbye=c.idle.goodbye,
         )
 
     async def start(self) -> None:
@@ -120,6 +129,8 @@ class Runtime:
             inject = getattr(self.provider, "inject", None)
             self.api = ControlApi(self.service, to_number=c.to_number,
                                   inject=self._injector(inject) if inject else None)
+            if c.responder.enabled:
+                self.service.turn_handler = self._auto_reply()
             await self.provider.start()
             await self.service.start()
             webhook_app = WebhookApp(
@@ -140,6 +151,17 @@ class Runtime:
         self._started = True
         log.info("voicecall gateway: carrier %s, webhooks at %s, control at %s",
                  self.provider.name, local_url, self.control_url or "(off)")
+
+    def _auto_reply(self) -> AutoReply:
+        c = self.config
+        r = c.responder
+        responder = build_responder(
+            r.type, model=c.response_model or "openai/gpt-4o-mini", base_url=r.base_url, url=r.url,
+            target=r.target, headers={k: v.get_secret_value() for k, v in r.headers.items()},
+            env=self.loaded.env)
+        return AutoReply(self.service, responder, ReplyDefaults(
+            agent_id=c.agent_id, model=c.response_model, system_prompt=c.response_system_prompt,
+            timeout_s=c.response_timeout_ms / 1000, history_turns=r.history_turns))
 
     @staticmethod
     def _injector(inject: Any) -> Any:

@@ -50,6 +50,9 @@ CREATE INDEX IF NOT EXISTS log_kind ON log(kind, seq);
 CREATE TABLE IF NOT EXISTS replay_keys (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL, reply TEXT);
 CREATE TABLE IF NOT EXISTS rejected_keys (key TEXT PRIMARY KEY, at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS provider_state (call_id TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    key TEXT PRIMARY KEY, messages TEXT NOT NULL, updated_at INTEGER NOT NULL
+);
 """
 
 DB_NAME = "calls.sqlite3"
@@ -344,6 +347,25 @@ class SQLiteCallStore:
             return json.loads(row[0]) if row else None
 
         return await self._submit(op)
+
+    # -- conversation memory (sessions) ------------------------------------------------------
+    async def session_messages(self, key: str) -> list[dict[str, Any]]:
+        """The remembered chat messages of a session, oldest first."""
+        def op(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            row = conn.execute("SELECT messages FROM sessions WHERE key=?", (key,)).fetchone()
+            return list(json.loads(row[0])) if row else []
+
+        return await self._submit(op)
+
+    async def append_session(self, key: str, messages: list[dict[str, Any]], *, keep: int = 200) -> None:
+        """Add messages to a session's memory, keeping the newest `keep`."""
+        def op(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT messages FROM sessions WHERE key=?", (key,)).fetchone()
+            merged = (json.loads(row[0]) if row else []) + messages
+            conn.execute("INSERT OR REPLACE INTO sessions(key, messages, updated_at) VALUES (?,?,?)",
+                         (key, json.dumps(merged[-keep:], separators=(",", ":")), _now_ms()))
+
+        await self._submit(op)
 
     # -- JSONL import / export (reference §6.1) ------------------------------------------------
     async def export_jsonl(self, path: str | Path) -> int:

@@ -22,14 +22,15 @@ FAST_MOCK: dict[str, Any] = {
 
 @contextlib.asynccontextmanager
 async def running_gateway(state_dir: Path, config: Mapping[str, Any] | None = None, *,
-                          reaper_interval_s: float = 30.0) -> AsyncIterator[Runtime]:
+                          reaper_interval_s: float = 30.0,
+                          env: Mapping[str, str] | None = None) -> AsyncIterator[Runtime]:
     """A started Runtime on ephemeral ports with its state under `state_dir`.
 
     `config` (a bare voice-call object) is deep-merged over a fast mock-carrier setup.
     """
     doc = deep_merge(FAST_MOCK, dict(config or {}))
-    env = {"OPENCLAW_STATE_DIR": str(state_dir), "HOME": str(state_dir)}
-    loaded = load_config_dict(doc, env=env)
+    full_env = {"OPENCLAW_STATE_DIR": str(state_dir), "HOME": str(state_dir), **(env or {})}
+    loaded = load_config_dict(doc, env=full_env)
     runtime = Runtime(loaded, reaper_interval_s=reaper_interval_s)
     await runtime.start()
     try:
