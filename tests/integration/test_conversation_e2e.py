@@ -232,3 +232,25 @@ async def test_model_timeout_speaks_nothing_half_made_and_the_call_stays_usable(
         assert not record.is_terminal
         await mock.inject("pc-t", speech="Are you there?")
         await eventually(lambda: "Second try works." in mock.heard("pc-t"))
+
+
+async def test_per_number_route_sets_greeting_voice_and_model_for_calls_to_that_number(
+        tmp_path: Path, fake: FakeOpenAI) -> None:
+    fake.script(spoken("Acme answers."))
+    route = {"inboundGreeting": "Welcome to Acme.", "responseModel": "openai/acme-model",
+             "responseSystemPrompt": "You are Acme's receptionist.",
+             "tts": {"providers": {"openai": {"voice": "onyx"}}}}
+    async with TwilioSimulator(time_scale=0.05, say_ms_per_char=5) as sim, running_gateway(
+            tmp_path, {**brain(fake, numbers={OUR_NUMBER: route}), **twilio(sim, free_port())},
+            env=ENV) as gateway:
+        call = await sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url,
+                                       callee=Callee(replies=["Hi"], reply_delay_s=0.1))
+        await call.wait_until(lambda: len(call.said) == 2, timeout=15)
+        assert call.said == ["Welcome to Acme.", "Acme answers."]
+        assert {s.voice for s in call.spoken} == {"Polly.Brian"}
+        request = fake.requests[0]
+        assert request["model"] == "acme-model"
+        assert request["messages"][0]["content"].startswith("You are Acme's receptionist.")
+        record = gateway.service.live(call.sid)
+        assert record is not None and record.metadata["route"]["responseModel"] == "openai/acme-model"
+        await call.hangup()

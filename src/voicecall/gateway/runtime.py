@@ -17,7 +17,7 @@ from typing import Any
 import uvicorn
 
 from voicecall.agent.conversation import AutoReply, ReplyDefaults
-from voicecall.agent.responder import build_responder
+from voicecall.agent.responder import Responder, build_responder, close_responder
 from voicecall.calls.service import CallService, ServiceSettings
 from voicecall.config import ConfigError, ConfigIssue, LoadedConfig, resolve_control_token, store_dir
 from voicecall.gateway.api import ControlApi
@@ -66,6 +66,7 @@ class Runtime:
         self.control_url = ""
         self._servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
         self._started = False
+        self._responder: Responder | None = None
         self.service: CallService
         self.api: ControlApi
 
@@ -159,6 +160,7 @@ class Runtime:
             r.type, model=c.response_model or "openai/gpt-4o-mini", base_url=r.base_url, url=r.url,
             target=r.target, headers={k: v.get_secret_value() for k, v in r.headers.items()},
             env=self.loaded.env)
+        self._responder = responder
         return AutoReply(self.service, responder, ReplyDefaults(
             agent_id=c.agent_id, model=c.response_model, system_prompt=c.response_system_prompt,
             timeout_s=c.response_timeout_ms / 1000, history_turns=r.history_turns))
@@ -199,6 +201,10 @@ class Runtime:
         self._servers.clear()
         if hasattr(self, "service"):
             await self.service.stop()
+        if self._responder is not None:
+            with contextlib.suppress(Exception):
+                await close_responder(self._responder)
+            self._responder = None
         with contextlib.suppress(Exception):
             await self.provider.stop()
         await self.store.__aexit__(None, None, None)

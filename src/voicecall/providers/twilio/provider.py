@@ -377,10 +377,18 @@ class TwilioProvider:
         finally:
             self._played.pop(utt, None)
 
+    def _voice_for(self, call: CallRecord) -> str:
+        """The call's `numbers` route voice when it has one, else the configured voice."""
+        tts = (call.metadata.get("route") or {}).get("tts") or {}
+        providers: dict[str, Any] = tts.get("providers") or {}
+        chosen = providers.get(tts.get("provider") or "") or next(iter(providers.values()), {})
+        voice = chosen.get("voice") or chosen.get("voiceId") if isinstance(chosen, dict) else None
+        return twiml.polly_voice(str(voice)) if voice else self.settings.voice
+
     async def play_tts(self, call: CallRecord, text: str) -> None:
-        s = self.settings
+        voice, language = self._voice_for(call), self.settings.language
         self._listening.pop(call.call_id, None)
-        await self._play(call, lambda url: twiml.speak(text, voice=s.voice, language=s.language,
+        await self._play(call, lambda url: twiml.speak(text, voice=voice, language=language,
                                                        played_url=url))
 
     async def send_dtmf(self, call: CallRecord, digits: str) -> None:
