@@ -381,7 +381,7 @@ class TwilioProvider:
         """The call's `numbers` route voice when it has one, else the configured voice."""
         tts = (call.metadata.get("route") or {}).get("tts") or {}
         providers: dict[str, Any] = tts.get("providers") or {}
-        chosen = providers.get(tts.get("provider") or "") or next(iter(providers.values()), {})
+        chosen: Any = providers.get(tts.get("provider") or "") or next(iter(providers.values()), {})
         voice = chosen.get("voice") or chosen.get("voiceId") if isinstance(chosen, dict) else None
         return twiml.polly_voice(str(voice)) if voice else self.settings.voice
 
