@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import uvicorn
@@ -26,19 +26,11 @@ from voicecall.gateway.ports import bind_listener
 from voicecall.providers.base import Provider
 from voicecall.providers.registry import build_provider
 from voicecall.server.control import build_control_app
+from voicecall.server.serving import serve_on
 from voicecall.server.webhook import WebhookApp
 from voicecall.store import SQLiteCallStore
 
 log = logging.getLogger(__name__)
-STARTUP_TIMEOUT_S = 10.0
-
-
-class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to its host program."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 def _host_for_url(host: str) -> str:
@@ -173,19 +165,7 @@ class Runtime:
         return run
 
     async def _serve(self, app: Any, sock: socket.socket) -> None:
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=5, ws="none")
-        server = _QuietServer(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        self._servers.append((server, task))
-        deadline = asyncio.get_running_loop().time() + STARTUP_TIMEOUT_S
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("server stopped during startup")
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError("server did not start in time")
-            await asyncio.sleep(0.01)
+        self._servers.append(await serve_on(app, sock, graceful_shutdown_s=5))
 
     async def stop(self) -> None:
         """Idempotent, in reverse order: listeners, service, carrier, store."""

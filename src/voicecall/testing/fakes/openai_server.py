@@ -17,39 +17,27 @@ endpoints too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from voicecall.server.serving import EmbeddedServer, serve_on
+
 STARTUP_TIMEOUT_S = 10.0
 
 ReplyFn = Callable[[list[dict[str, Any]]], str]
-
-
-class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves signals to its host program and notices `should_exit` quickly."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-    async def main_loop(self) -> None:
-        while not self.should_exit:  # noqa: ASYNC110 (uvicorn signals exit with a plain attribute)
-            await asyncio.sleep(0.01)
 
 
 class LoopbackServer:
@@ -59,7 +47,7 @@ class LoopbackServer:
         self.app = app
         self.host = host
         self.port = port
-        self._server: _QuietServer | None = None
+        self._server: EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -76,19 +64,7 @@ class LoopbackServer:
         sock.listen(128)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
-                                ws="none", timeout_graceful_shutdown=1)
-        self._server = _QuietServer(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STARTUP_TIMEOUT_S
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-                raise RuntimeError("loopback server stopped during startup")
-            if loop.time() > deadline:
-                raise TimeoutError("loopback server did not start in time")
-            await asyncio.sleep(0.005)
+        self._server, self._task = await serve_on(self.app, sock, graceful_shutdown_s=1, fast_exit=True)
 
     async def stop(self) -> None:
         server, task = self._server, self._task

@@ -24,7 +24,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -40,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from voicecall.server.serving import serve_on
 from voicecall.testing.twilio.media import CallerFeed, MediaStream, StreamError, StreamRecord
 from voicecall.testing.twilio.signing import SIGNATURE_HEADER, sign
 from voicecall.testing.twilio.twiml import Document, GatherRecord, TwimlInterpreter
@@ -341,20 +342,6 @@ class SimCall:
         return next(s for s in self.streams if s.started_at is not None)
 
 
-class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to its host program and stops promptly."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-    async def main_loop(self) -> None:
-        # uvicorn's loop ticks every 0.1 s (to refresh the Date header); a test server only needs
-        # to notice `should_exit` quickly.
-        while not self.should_exit:  # noqa: ASYNC110 (uvicorn signals exit with a plain attribute)
-            await asyncio.sleep(0.01)
-
-
 def _twilio_error(code: int, message: str, status: int) -> JSONResponse:
     return JSONResponse({"code": code, "message": message,
                          "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
@@ -444,19 +431,8 @@ class TwilioSimulator:
         self.port = sock.getsockname()[1]
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.base_url = f"http://{host}:{self.port}"
-        config = uvicorn.Config(self._app(), log_level="warning", access_log=False, lifespan="off",
-                                ws="none", timeout_graceful_shutdown=2)
-        self._server = _QuietServer(config)
-        self._server_task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STARTUP_TIMEOUT_S
-        while not self._server.started:
-            if self._server_task.done():
-                self._server_task.result()
-                raise RuntimeError("Twilio simulator stopped during startup")
-            if loop.time() > deadline:
-                raise TimeoutError("Twilio simulator did not start in time")
-            await asyncio.sleep(0.01)
+        self._server, self._server_task = await serve_on(self._app(), sock, graceful_shutdown_s=2,
+                                                         fast_exit=True)
 
     async def stop(self) -> None:
         """End live calls (briefly letting them send `stop` and final callbacks), then shut down."""
