@@ -36,7 +36,7 @@ async def test_replay_keys_survive_reopening_the_store(tmp_path: Path) -> None:
         assert await store.mark_replay("k1") is False
 
 
-async def test_a_failing_operation_does_not_fail_the_rest_of_its_batch(tmp_path: Path) -> None:
+async def test_a_failing_operation_rolls_back_alone_and_others_commit(tmp_path: Path) -> None:
     async with SQLiteCallStore(tmp_path) as store:
         def broken(conn: object) -> None:
             raise RuntimeError("boom")

@@ -70,6 +70,10 @@ class _CamelModel(BaseModel):
         """The wire shape: camelCase keys, unset optionals left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
+    def to_json(self) -> str:
+        """The wire shape as compact JSON text (serialized in one step, for the store)."""
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
 
 class TranscriptEntry(_CamelModel):
     """One utterance: what the bot said (after it played) or what the caller said."""

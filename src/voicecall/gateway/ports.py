@@ -31,6 +31,9 @@ def bind_listener(host: str, port: int, what: str) -> socket.socket:
         if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
             raise PortInUse(host, port, what) from exc
         raise OSError(f"cannot listen on {host}:{port} for the {what} server: {exc}") from exc
+    # Accepted connections inherit TCP_NODELAY: replies written in more than one piece (headers,
+    # then body) must not wait ~40 ms for Nagle and the client's delayed ACK.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.listen(2048)
     sock.setblocking(False)
     return sock

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import uvicorn
 
 STARTUP_TIMEOUT_S = 10.0
+WsImpl = Literal["auto", "none", "websockets", "websockets-sansio", "wsproto"]
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -34,7 +35,7 @@ class EmbeddedServer(uvicorn.Server):
 
 
 async def serve_on(app: Any, sock: socket.socket, *, graceful_shutdown_s: float = 5.0,
-                   fast_exit: bool = False, ws: Literal["auto", "none", "websockets", "wsproto"] = "none",
+                   fast_exit: bool = False, ws: WsImpl = "none",
                    startup_timeout_s: float = STARTUP_TIMEOUT_S) -> tuple[EmbeddedServer, asyncio.Task[None]]:
     """Start serving `app` on an already-bound listening socket; returns once it accepts."""
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", ws=ws,

@@ -1,5 +1,6 @@
-"""SQLite call store (WAL): one writer thread with group commit, so webhooks can be acknowledged
-only after their write is durable without paying one fsync per request.
+"""SQLite call store (WAL): every change is committed before the caller goes on (so a webhook is
+acknowledged only after its write), cheaply: commits append to the WAL and a background thread
+checkpoints it.
 
 Tables:
 - `calls`: the current record of every call (JSON), with indexed id columns;
@@ -12,13 +13,12 @@ Tables:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS sessions (
 """
 
 DB_NAME = "calls.sqlite3"
+CHECKPOINT_INTERVAL_S = 1.0
+TRUNCATE_WAL_PAGES = 4096
+PRUNE_EVERY_WRITES = 500
+REPLY_FLUSH_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +78,6 @@ class LogEntry:
 
 
 _Op = Callable[[sqlite3.Connection], Any]
-_STOP = object()
 
 
 def _now_ms() -> int:
@@ -82,8 +85,8 @@ def _now_ms() -> int:
 
 
 class SQLiteCallStore:
-    """Call store on one SQLite file. All access runs on a dedicated thread; writes that arrive
-    together share one transaction (group commit) and each caller resumes after the commit."""
+    """Call store on one SQLite file, used from the event loop; each operation commits in its
+    own transaction before its coroutine resumes."""
 
     def __init__(
         self, directory: str | Path, *, max_log_rows: int = 200_000,
@@ -94,95 +97,74 @@ class SQLiteCallStore:
         self.max_log_rows = max_log_rows
         self.max_ended_calls = max_ended_calls
         self.replay_ttl_ms = replay_ttl_ms
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._pending_replies: dict[str, tuple[int, str]] = {}
+        self._flush_handle: asyncio.TimerHandle | None = None
         self._writes_since_prune = 0
+        self._logged_state: dict[str, str] = {}
+        self._checkpointer: threading.Thread | None = None
+        self._closing = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
-        """Create the directory and schema, reclaim nothing-left-behind, start the worker."""
-        if self._thread is not None:
+        """Create the directory and schema, then start the background checkpointer."""
+        if self._conn is not None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        ready: Future[None] = Future()
-        self._thread = threading.Thread(target=self._worker, args=(ready,), daemon=True,
-                                        name="voicecall-store")
-        self._thread.start()
-        ready.result(timeout=30)
+        conn = self._connect()
+        conn.executescript(SCHEMA)
+        self._conn = conn
+        self._closing.clear()
+        self._checkpointer = threading.Thread(target=self._checkpoint_forever, daemon=True,
+                                              name="voicecall-store-checkpoint")
+        self._checkpointer.start()
 
     def close(self) -> None:
-        if self._thread is None:
+        if self._conn is None:
             return
-        self._queue.put(_STOP)
-        self._thread.join(timeout=30)
-        self._thread = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush_replies()
+        self._closing.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=30)
+            self._checkpointer = None
+        self._conn.close()
+        self._conn = None
 
     async def __aenter__(self) -> SQLiteCallStore:
-        await asyncio.to_thread(self.open)
+        self.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await asyncio.to_thread(self.close)
+        self.close()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
+        # Checkpoints (and their fsync) run on a background connection, never inside a commit
+        # that a webhook is waiting for.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         return conn
 
-    def _worker(self, ready: Future[None]) -> None:
+    def _checkpoint_forever(self) -> None:
+        """Move the WAL into the database every second, off the request path."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=5000")
         try:
-            conn = self._connect()
-            conn.executescript(SCHEMA)
-        except Exception as exc:
-            ready.set_exception(exc)
-            return
-        ready.set_result(None)
-        try:
-            while True:
-                item = self._queue.get()
-                if item is _STOP:
-                    return
-                batch = [item]
-                while True:  # group commit: take everything already waiting
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is _STOP:
-                        self._run_batch(conn, batch)
-                        return
-                    batch.append(nxt)
-                self._run_batch(conn, batch)
+            while not self._closing.wait(CHECKPOINT_INTERVAL_S):
+                try:
+                    busy, wal_pages, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if not busy and wal_pages > TRUNCATE_WAL_PAGES:
+                        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error:
+                    continue
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             conn.close()
-
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
-        results: list[tuple[Any, Any, BaseException | None]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for fut, op, loop in batch:
-                try:
-                    conn.execute("SAVEPOINT op")
-                    value = op(conn)
-                    conn.execute("RELEASE op")
-                    results.append(((fut, loop), value, None))
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append(((fut, loop), None, exc))
-            self._writes_since_prune += len(batch)
-            if self._writes_since_prune >= 500:
-                self._writes_since_prune = 0
-                self._prune(conn)
-            conn.execute("COMMIT")
-        except Exception as exc:  # the commit itself failed: every op in the batch failed
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            results = [((fut, loop), None, exc) for fut, _op, loop in batch]
-        for (fut, loop), value, error in results:
-            loop.call_soon_threadsafe(_settle, fut, value, error)
 
     def _prune(self, conn: sqlite3.Connection) -> None:
         """Retention: cap the log and the ended-call history; drop expired replay keys."""
@@ -201,12 +183,39 @@ class SQLiteCallStore:
         await self._submit(self._prune)
 
     async def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        if self._thread is None:
+        """Run `op` in its own transaction, committed before this returns.
+
+        It runs inline on the event loop: in WAL mode with synchronous=NORMAL a commit is one
+        write to the WAL (no fsync; that happens in the background checkpointer), which costs
+        less than handing the work to a thread and back. A commit survives the process being
+        killed; only an OS crash or power loss can lose the newest transactions.
+        """
+        conn = self._conn
+        if conn is None:
             raise RuntimeError("store is not open")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fut, op, loop))
-        return await fut
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            value = op(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._write_pending_replies(conn)
+        conn.execute("COMMIT")
+        self._writes_since_prune += 1
+        if self._writes_since_prune >= PRUNE_EVERY_WRITES:
+            self._writes_since_prune = 0
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._prune(conn)
+            finally:
+                conn.execute("COMMIT")
+        return value
+
+    async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read-only `op` (no write transaction)."""
+        if self._conn is None:
+            raise RuntimeError("store is not open")
+        return op(self._conn)
 
     def run_sync(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run one operation from a thread with no event loop (CLI reads)."""
@@ -221,8 +230,8 @@ class SQLiteCallStore:
     async def save(self, record: CallRecord, *, events: Iterable[dict[str, Any]] = (),
                    turn: dict[str, Any] | None = None) -> None:
         """Persist the current record, append its snapshot (and any events/turn) to the log."""
-        data = record.to_json_dict()
-        text = json.dumps(data, separators=(",", ":"))
+        text = record.to_json()
+        state = record.state.value
         event_rows = [json.dumps(e, separators=(",", ":")) for e in events]
         turn_text = json.dumps(turn, separators=(",", ":")) if turn is not None else None
         terminal = 1 if record.state in TERMINAL_STATES else 0
@@ -239,7 +248,13 @@ class SQLiteCallStore:
                  record.started_at, now, text),
             )
             rows = [(now, record.call_id, "event", e) for e in event_rows]
-            rows.append((now, record.call_id, "snapshot", text))
+            # A snapshot row when the state changes (as the original's calls.jsonl), and always
+            # for the final one; the `calls` row holds the current record in between.
+            if self._logged_state.get(record.call_id) != state or terminal:
+                rows.append((now, record.call_id, "snapshot", text))
+                self._logged_state[record.call_id] = state
+                if terminal:
+                    self._logged_state.pop(record.call_id, None)
             if turn_text is not None:
                 rows.append((now, record.call_id, "turn", turn_text))
             conn.executemany("INSERT INTO log(at, call_id, kind, data) VALUES (?,?,?,?)", rows)
@@ -248,20 +263,20 @@ class SQLiteCallStore:
 
     async def get(self, call_id: str) -> CallRecord | None:
         """A call by our id, or else by the carrier's id."""
-        return await self._submit(lambda conn: _get(conn, call_id))
+        return await self._read(lambda conn: _get(conn, call_id))
 
     async def live_calls(self) -> list[CallRecord]:
-        return await self._submit(_live)
+        return await self._read(_live)
 
     async def recent_calls(self, limit: int = 50) -> list[CallRecord]:
-        return await self._submit(lambda conn: _recent(conn, limit))
+        return await self._read(lambda conn: _recent(conn, limit))
 
     async def log_since(self, after_seq: int, limit: int = 500,
                         kinds: tuple[str, ...] | None = None) -> list[LogEntry]:
-        return await self._submit(lambda conn: _log_since(conn, after_seq, limit, kinds))
+        return await self._read(lambda conn: _log_since(conn, after_seq, limit, kinds))
 
     async def last_log(self, limit: int, kinds: tuple[str, ...] | None = None) -> list[LogEntry]:
-        return await self._submit(lambda conn: _last_log(conn, limit, kinds))
+        return await self._read(lambda conn: _last_log(conn, limit, kinds))
 
     async def state_history(self, call_id: str) -> list[dict[str, Any]]:
         """The states a call went through, in order, with the time each was first persisted."""
@@ -275,11 +290,13 @@ class SQLiteCallStore:
                     history.append({"state": state, "at": at})
             return history
 
-        return await self._submit(op)
+        return await self._read(op)
 
     # -- replay and rejected keys ------------------------------------------------------------
     async def mark_replay(self, key: str) -> bool:
         """Remember a verified request key; True if it was already seen (a replay)."""
+        if key in self._pending_replies:
+            return True
         expires = _now_ms() + self.replay_ttl_ms
 
         def op(conn: sqlite3.Connection) -> bool:
@@ -294,21 +311,43 @@ class SQLiteCallStore:
 
     async def lookup_replay(self, key: str) -> dict[str, Any] | None:
         """The reply stored for an already-applied request (`{}` if none was kept), else None."""
+        pending = self._pending_replies.get(key)
+        if pending is not None:
+            return dict(json.loads(pending[1]))
+
         def op(conn: sqlite3.Connection) -> dict[str, Any] | None:
             row = conn.execute("SELECT expires_at, reply FROM replay_keys WHERE key=?", (key,)).fetchone()
             if row is None or row[0] < _now_ms():
                 return None
             return json.loads(row[1]) if row[1] else {}
 
-        return await self._submit(op)
+        return await self._read(op)
 
     async def remember_reply(self, key: str, reply: dict[str, Any]) -> None:
-        """Record a request as applied, with the answer it got (a replay gets the same answer)."""
-        text = json.dumps(reply, separators=(",", ":"))
-        expires = _now_ms() + self.replay_ttl_ms
-        await self._submit(lambda conn: conn.execute(
-            "INSERT INTO replay_keys(key, expires_at, reply) VALUES (?,?,?) ON CONFLICT(key) DO NOTHING",
-            (key, expires, text)))
+        """Record a request as applied, with the answer it got (a replay gets the same answer).
+
+        Buffered and written with the next commit (or within REPLY_FLUSH_S): the events it
+        answered are already committed, and their dedupe keys stop a double application anyway.
+        """
+        self._pending_replies[key] = (_now_ms() + self.replay_ttl_ms,
+                                      json.dumps(reply, separators=(",", ":")))
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(REPLY_FLUSH_S, self._flush_replies)
+
+    def _flush_replies(self) -> None:
+        self._flush_handle = None
+        if self._pending_replies and self._conn is not None:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._write_pending_replies(self._conn)
+            self._conn.execute("COMMIT")
+
+    def _write_pending_replies(self, conn: sqlite3.Connection) -> None:
+        if not self._pending_replies:
+            return
+        rows = [(key, expires, text) for key, (expires, text) in self._pending_replies.items()]
+        self._pending_replies.clear()
+        conn.executemany("INSERT INTO replay_keys(key, expires_at, reply) VALUES (?,?,?)"
+                         " ON CONFLICT(key) DO NOTHING", rows)
 
     async def forget_replay(self, key: str) -> None:
         """Forget a request key whose side effects failed, so the carrier's retry is applied."""
@@ -328,7 +367,7 @@ class SQLiteCallStore:
         def op(conn: sqlite3.Connection) -> bool:
             return conn.execute("SELECT 1 FROM rejected_keys WHERE key=?", (key,)).fetchone() is not None
 
-        return await self._submit(op)
+        return await self._read(op)
 
     async def forget_rejected_key(self, key: str) -> None:
         await self._submit(lambda conn: conn.execute(
@@ -346,7 +385,7 @@ class SQLiteCallStore:
                                (call_id,)).fetchone()
             return json.loads(row[0]) if row else None
 
-        return await self._submit(op)
+        return await self._read(op)
 
     # -- conversation memory (sessions) ------------------------------------------------------
     async def session_messages(self, key: str) -> list[dict[str, Any]]:
@@ -355,7 +394,7 @@ class SQLiteCallStore:
             row = conn.execute("SELECT messages FROM sessions WHERE key=?", (key,)).fetchone()
             return list(json.loads(row[0])) if row else []
 
-        return await self._submit(op)
+        return await self._read(op)
 
     async def append_session(self, key: str, messages: list[dict[str, Any]], *, keep: int = 200) -> None:
         """Add messages to a session's memory, keeping the newest `keep`."""
@@ -390,15 +429,6 @@ class SQLiteCallStore:
             return len(records)
 
         return await self._submit(op)
-
-
-def _settle(fut: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
-    if fut.done():
-        return
-    if error is not None:
-        fut.set_exception(error)
-    else:
-        fut.set_result(value)
 
 
 def _get(conn: sqlite3.Connection, call_id: str) -> CallRecord | None:
