@@ -3,7 +3,9 @@ acknowledged only after its write), cheaply: commits append to the WAL and a bac
 checkpoints it.
 
 Tables:
-- `calls`: the current record of every call (JSON), with indexed id columns;
+- `calls`: the current record of every call (JSON without its transcript and dedupe keys, which
+  grow: they live in `transcript` and `processed_keys`, one row per entry, so an event writes
+  only what it adds);
 - `log`: append-only snapshots, events and turns (`tail`, `latency`), newest kept up to a cap;
 - `replay_keys`: verified webhook identities with an expiry (replays survive restarts, SPEC Q12);
 - `rejected_keys`: dedupe keys of rejected inbound calls (SPEC Q15);
@@ -48,6 +50,12 @@ CREATE TABLE IF NOT EXISTS log (
 );
 CREATE INDEX IF NOT EXISTS log_kind ON log(kind, seq);
 CREATE TABLE IF NOT EXISTS replay_keys (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL, reply TEXT);
+CREATE TABLE IF NOT EXISTS transcript (
+    call_id TEXT NOT NULL, idx INTEGER NOT NULL, entry TEXT NOT NULL, PRIMARY KEY (call_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS processed_keys (
+    call_id TEXT NOT NULL, seq INTEGER NOT NULL, key TEXT NOT NULL, PRIMARY KEY (call_id, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejected_keys (key TEXT PRIMARY KEY, at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS provider_state (call_id TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
@@ -57,8 +65,8 @@ CREATE TABLE IF NOT EXISTS sessions (
 
 DB_NAME = "calls.sqlite3"
 CHECKPOINT_INTERVAL_S = 1.0
-TRUNCATE_WAL_PAGES = 4096
 PRUNE_EVERY_WRITES = 500
+MAX_KEYS_KEPT = 500
 REPLY_FLUSH_S = 0.05
 
 
@@ -99,9 +107,12 @@ class SQLiteCallStore:
         self.replay_ttl_ms = replay_ttl_ms
         self._conn: sqlite3.Connection | None = None
         self._pending_replies: dict[str, tuple[int, str]] = {}
+        self._batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._writes_since_prune = 0
         self._logged_state: dict[str, str] = {}
+        self._transcript_len: dict[str, int] = {}
+        self._known_keys: dict[str, set[str]] = {}
         self._checkpointer: threading.Thread | None = None
         self._closing = threading.Event()
 
@@ -122,6 +133,8 @@ class SQLiteCallStore:
     def close(self) -> None:
         if self._conn is None:
             return
+        if self._batch:
+            self._commit_batch()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
         self._flush_replies()
@@ -155,12 +168,10 @@ class SQLiteCallStore:
         conn.execute("PRAGMA busy_timeout=5000")
         try:
             while not self._closing.wait(CHECKPOINT_INTERVAL_S):
-                try:
-                    busy, wal_pages, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if not busy and wal_pages > TRUNCATE_WAL_PAGES:
-                        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                except sqlite3.Error:
-                    continue
+                # PASSIVE never blocks the writer; once a pass has copied every frame, the next
+                # write transaction starts the WAL over from the beginning, so it stays small.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
@@ -176,6 +187,8 @@ class SQLiteCallStore:
             (self.max_ended_calls,),
         )
         conn.execute("DELETE FROM provider_state WHERE call_id NOT IN (SELECT call_id FROM calls)")
+        conn.execute("DELETE FROM transcript WHERE call_id NOT IN (SELECT call_id FROM calls)")
+        conn.execute("DELETE FROM processed_keys WHERE call_id NOT IN (SELECT call_id FROM calls)")
         conn.execute("DELETE FROM replay_keys WHERE expires_at < ?", (_now_ms(),))
 
     async def prune(self) -> None:
@@ -183,33 +196,72 @@ class SQLiteCallStore:
         await self._submit(self._prune)
 
     async def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `op` in its own transaction, committed before this returns.
+        """Run `op` in a write transaction that is committed before this returns.
 
-        It runs inline on the event loop: in WAL mode with synchronous=NORMAL a commit is one
-        write to the WAL (no fsync; that happens in the background checkpointer), which costs
-        less than handing the work to a thread and back. A commit survives the process being
-        killed; only an OS crash or power loss can lose the newest transactions.
+        Group commit on the event loop: every write submitted in the same loop iteration shares
+        one transaction (each in its own savepoint, so one failing op fails alone), committed by
+        a callback scheduled right after. In WAL mode with synchronous=NORMAL a commit is one
+        append to the WAL (fsync happens in the background checkpointer), so this costs less than
+        a round trip to a writer thread. A commit survives the process being killed; only an OS
+        crash or power loss can lose the newest transactions.
         """
+        if self._conn is None:
+            raise RuntimeError("store is not open")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._batch.append((op, fut))
+        if len(self._batch) == 1:
+            loop.call_soon(self._commit_batch)
+        return await fut
+
+    def _commit_batch(self) -> None:
+        batch, self._batch = self._batch, []
         conn = self._conn
         if conn is None:
-            raise RuntimeError("store is not open")
-        conn.execute("BEGIN IMMEDIATE")
+            for _op, fut in batch:
+                if not fut.done():
+                    fut.set_exception(RuntimeError("store is closed"))
+            return
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
-            value = op(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        self._write_pending_replies(conn)
-        conn.execute("COMMIT")
-        self._writes_since_prune += 1
-        if self._writes_since_prune >= PRUNE_EVERY_WRITES:
-            self._writes_since_prune = 0
             conn.execute("BEGIN IMMEDIATE")
-            try:
+            for op, fut in batch:
+                if len(batch) == 1:
+                    try:
+                        results.append((fut, op(conn), None))
+                    except Exception as exc:
+                        results.append((fut, None, exc))
+                        raise
+                    continue
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = op(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    results.append((fut, None, exc))
+                else:
+                    results.append((fut, value, None))
+                conn.execute("RELEASE op")
+            self._write_pending_replies(conn)
+            self._writes_since_prune += len(batch)
+            if self._writes_since_prune >= PRUNE_EVERY_WRITES:
+                self._writes_since_prune = 0
                 self._prune(conn)
-            finally:
-                conn.execute("COMMIT")
-        return value
+            conn.execute("COMMIT")
+        except Exception as exc:  # the transaction itself failed: nothing in it committed
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            failed = exc
+            results = [(fut, None, err or failed) for fut, _v, err in results]
+            done = {id(fut) for fut, _v, _e in results}
+            results += [(fut, None, failed) for _op, fut in batch if id(fut) not in done]
+        for fut, value, error in results:
+            if fut.done():
+                continue
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(value)
 
     async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read-only `op` (no write transaction)."""
@@ -230,13 +282,19 @@ class SQLiteCallStore:
     async def save(self, record: CallRecord, *, events: Iterable[dict[str, Any]] = (),
                    turn: dict[str, Any] | None = None) -> None:
         """Persist the current record, append its snapshot (and any events/turn) to the log."""
-        text = record.to_json()
+        cid = record.call_id
+        head = record.model_dump_json(by_alias=True, exclude_none=True,
+                                      exclude={"transcript", "processed_event_ids"})
         state = record.state.value
+        terminal = 1 if record.state in TERMINAL_STATES else 0
         event_rows = [json.dumps(e, separators=(",", ":")) for e in events]
         turn_text = json.dumps(turn, separators=(",", ":")) if turn is not None else None
-        terminal = 1 if record.state in TERMINAL_STATES else 0
+        snapshot = self._logged_state.get(cid) != state or bool(terminal)
+        snapshot_text = record.to_json() if snapshot else None
+        keys = record.processed_event_ids
+        known = self._known_keys.get(cid)
 
-        def op(conn: sqlite3.Connection) -> None:
+        def op(conn: sqlite3.Connection) -> tuple[int, list[str]]:
             now = _now_ms()
             conn.execute(
                 "INSERT INTO calls(call_id, provider_call_id, state, terminal, started_at,"
@@ -244,22 +302,51 @@ class SQLiteCallStore:
                 " provider_call_id=excluded.provider_call_id, state=excluded.state,"
                 " terminal=excluded.terminal, updated_at=excluded.updated_at,"
                 " record=excluded.record",
-                (record.call_id, record.provider_call_id, record.state.value, terminal,
-                 record.started_at, now, text),
+                (cid, record.provider_call_id, state, terminal, record.started_at, now, head),
             )
-            rows = [(now, record.call_id, "event", e) for e in event_rows]
+            stored = self._transcript_len.get(cid)
+            if stored is None:
+                stored = conn.execute("SELECT COUNT(*) FROM transcript WHERE call_id=?", (cid,)).fetchone()[0]
+            if stored > len(record.transcript):  # rolled back in memory: drop what is gone
+                conn.execute("DELETE FROM transcript WHERE call_id=? AND idx>=?",
+                             (cid, len(record.transcript)))
+                stored = len(record.transcript)
+            if stored < len(record.transcript):
+                conn.executemany("INSERT OR REPLACE INTO transcript(call_id, idx, entry) VALUES (?,?,?)", [
+                    (cid, i, e.model_dump_json(by_alias=True, exclude_none=True))
+                    for i, e in enumerate(record.transcript[stored:], start=stored)])
+            new_keys = _new_keys(keys, known, conn, cid)
+            if new_keys:
+                top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM processed_keys WHERE call_id=?",
+                                   (cid,)).fetchone()[0]
+                conn.executemany("INSERT INTO processed_keys(call_id, seq, key) VALUES (?,?,?)",
+                                 [(cid, top + i + 1, k) for i, k in enumerate(new_keys)])
+                if top + len(new_keys) > 2 * MAX_KEYS_KEPT:
+                    conn.execute("DELETE FROM processed_keys WHERE call_id=? AND seq<=?",
+                                 (cid, top + len(new_keys) - MAX_KEYS_KEPT))
+            rows = [(now, cid, "event", e) for e in event_rows]
             # A snapshot row when the state changes (as the original's calls.jsonl), and always
             # for the final one; the `calls` row holds the current record in between.
-            if self._logged_state.get(record.call_id) != state or terminal:
-                rows.append((now, record.call_id, "snapshot", text))
-                self._logged_state[record.call_id] = state
-                if terminal:
-                    self._logged_state.pop(record.call_id, None)
+            if snapshot_text is not None:
+                rows.append((now, cid, "snapshot", snapshot_text))
             if turn_text is not None:
-                rows.append((now, record.call_id, "turn", turn_text))
-            conn.executemany("INSERT INTO log(at, call_id, kind, data) VALUES (?,?,?,?)", rows)
+                rows.append((now, cid, "turn", turn_text))
+            if rows:
+                conn.executemany("INSERT INTO log(at, call_id, kind, data) VALUES (?,?,?,?)", rows)
+            return len(record.transcript), new_keys
 
-        await self._submit(op)
+        length, new_keys = await self._submit(op)
+        # Only after the commit: what is now known to be on disk.
+        if terminal:
+            for cache in (self._logged_state, self._transcript_len, self._known_keys):
+                cache.pop(cid, None)
+            return
+        self._logged_state[cid] = state
+        self._transcript_len[cid] = length
+        recent = self._known_keys.setdefault(cid, set())
+        recent.update(new_keys)
+        if len(recent) > 4 * MAX_KEYS_KEPT:
+            recent.intersection_update(keys)
 
     async def get(self, call_id: str) -> CallRecord | None:
         """A call by our id, or else by the carrier's id."""
@@ -431,24 +518,51 @@ class SQLiteCallStore:
         return await self._submit(op)
 
 
+def _new_keys(keys: list[str], known: set[str] | None, conn: sqlite3.Connection, cid: str) -> list[str]:
+    """The dedupe keys at the end of `keys` that are not stored yet (usually just the last one)."""
+    if known is None:
+        known = {row[0] for row in conn.execute("SELECT key FROM processed_keys WHERE call_id=?", (cid,))}
+    fresh: list[str] = []
+    for key in reversed(keys):
+        if key in known:
+            break
+        fresh.append(key)
+    fresh.reverse()
+    return fresh
+
+
+def _load(conn: sqlite3.Connection, head: str) -> CallRecord:
+    """A whole record: its head row plus its transcript and newest dedupe keys."""
+    data = json.loads(head)
+    cid = data["callId"]
+    if "transcript" not in data:
+        data["transcript"] = [json.loads(e) for (e,) in conn.execute(
+            "SELECT entry FROM transcript WHERE call_id=? ORDER BY idx", (cid,))]
+    if "processedEventIds" not in data:
+        data["processedEventIds"] = [k for (k,) in conn.execute(
+            "SELECT key FROM (SELECT seq, key FROM processed_keys WHERE call_id=? ORDER BY seq DESC"
+            " LIMIT ?) ORDER BY seq", (cid, MAX_KEYS_KEPT))]
+    return CallRecord.model_validate(data)
+
+
 def _get(conn: sqlite3.Connection, call_id: str) -> CallRecord | None:
     row = conn.execute("SELECT record FROM calls WHERE call_id=?", (call_id,)).fetchone()
     if row is None:
         row = conn.execute(
             "SELECT record FROM calls WHERE provider_call_id=? ORDER BY updated_at DESC LIMIT 1",
             (call_id,)).fetchone()
-    return CallRecord.model_validate_json(row[0]) if row else None
+    return _load(conn, row[0]) if row else None
 
 
 def _live(conn: sqlite3.Connection) -> list[CallRecord]:
     rows = conn.execute("SELECT record FROM calls WHERE terminal=0 ORDER BY started_at").fetchall()
-    return [CallRecord.model_validate_json(r[0]) for r in rows]
+    return [_load(conn, r[0]) for r in rows]
 
 
 def _recent(conn: sqlite3.Connection, limit: int) -> list[CallRecord]:
     rows = conn.execute("SELECT record FROM calls ORDER BY updated_at DESC LIMIT ?",
                         (limit,)).fetchall()
-    return [CallRecord.model_validate_json(r[0]) for r in rows]
+    return [_load(conn, r[0]) for r in rows]
 
 
 def _kind_clause(kinds: tuple[str, ...] | None) -> tuple[str, tuple[str, ...]]:
