@@ -139,8 +139,9 @@ def test_kill_9_mid_conversation_loses_nothing_and_timers_resume(long_gateway: G
 
     def processed() -> list[str]:
         with sqlite3.connect(db) as conn:
-            row = conn.execute("SELECT record FROM calls WHERE call_id=?", (call_id,)).fetchone()
-        return list(json.loads(row[0])["processedEventIds"])
+            rows = conn.execute("SELECT key FROM processed_keys WHERE call_id=? ORDER BY seq",
+                                (call_id,)).fetchall()
+        return [key for (key,) in rows]
 
     keys_before = processed()
     assert keys_before
