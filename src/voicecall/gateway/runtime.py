@@ -12,12 +12,10 @@ import contextlib
 import logging
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from voicecall.agent.conversation import AutoReply, ReplyDefaults
-from voicecall.agent.responder import Responder, build_responder, close_responder
 from voicecall.calls.service import CallService, ServiceSettings
 from voicecall.config import ConfigError, ConfigIssue, LoadedConfig, resolve_control_token, store_dir
 from voicecall.gateway.api import ControlApi
@@ -29,6 +27,10 @@ from voicecall.server.control import build_control_app
 from voicecall.server.serving import serve_on
 from voicecall.server.webhook import WebhookApp
 from voicecall.store import SQLiteCallStore
+
+if TYPE_CHECKING:
+    from voicecall.agent.conversation import AutoReply
+    from voicecall.agent.responder import Responder
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,10 @@ class Runtime:
                  self.provider.name, local_url, self.control_url or "(off)")
 
     def _auto_reply(self) -> AutoReply:
+        # Imported here: the LLM SDK costs seconds to import and only responders need it.
+        from voicecall.agent.conversation import AutoReply, ReplyDefaults
+        from voicecall.agent.responder import build_responder
+
         c = self.config
         r = c.responder
         responder = build_responder(
@@ -182,6 +188,8 @@ class Runtime:
         if hasattr(self, "service"):
             await self.service.stop()
         if self._responder is not None:
+            from voicecall.agent.responder import close_responder
+
             with contextlib.suppress(Exception):
                 await close_responder(self._responder)
             self._responder = None
