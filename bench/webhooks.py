@@ -4,25 +4,33 @@
 Two servers run in their own processes, both pinned to core 0:
 
 - the gateway (`voicecall.testing.gateway.running_gateway`: uvicorn, mock carrier, SQLite store
-  in WAL with its group-commit writer thread), fed mock `call.speech` webhooks spread over
+  in WAL and whatever threads it runs), fed mock `call.speech` webhooks spread over
   `--calls` live inbound calls; every request goes through limits → verify → replay-key write →
   parse → event application → record persist → reply;
 - a bare Starlette app (one POST route that reads the body and answers "OK") served by uvicorn
-  exactly the way the gateway serves its webhook app (same `uvicorn.Config` settings, our own
-  listening socket, the same event loop).
+  exactly the way the gateway serves its webhook app: the gateway's own `bind_listener` and
+  `serve_on` helpers when the tree has them (same `uvicorn.Config`, same socket options), in
+  the same kind of event loop.
 
 The load generator runs in this process, pinned to core 1, on raw asyncio HTTP/1.1 keep-alive
-connections. Per target there are two phases:
+connections (it reports its own CPU use; `generatorSaturated` says if it was the limit). Phases:
 
 1. max throughput: `--concurrency` closed-loop connections for `--duration` seconds;
 2. fixed rate (`--rate`, default 200 req/s) for `--duration` seconds, open loop: requests are
-   sent at planned times and latency is measured from the planned send time, so a slow server
-   cannot hide its queueing delay (no coordinated omission).
+   sent at planned times whatever the server does, and latency is measured from the planned
+   send time, so a slow server cannot hide its queueing delay (no coordinated omission).
+
+Each phase has `--warmup` unmeasured seconds first. `--rounds` rounds run all four phases with
+bare and gateway alternating (a VM's speed drifts): requests/s and the ratio are per-round
+medians, latency percentiles pool every round. Each gateway phase gets `--calls` fresh calls.
 
 Each connection presents its own client address through `X-Forwarded-For` (uvicorn trusts it
 from 127.0.0.1 by default), as a carrier sending from many addresses would; without that, the
-webhook's per-client in-flight limit (8) would answer most of 32 concurrent requests with 429.
-All traffic stays on 127.0.0.1.
+webhook's per-client in-flight limit (8) would answer most of 32 concurrent requests with 429
+(`--clients 1` shows it). All traffic stays on 127.0.0.1.
+
+Before measuring, a probe times sequential keep-alive requests to each server; about 40 ms means
+replies stall on Nagle + delayed ACK (see `warnings`; `--tcp-nodelay` is the what-if).
 
 Prints one JSON object (and writes it to `--out`). Exit code 0 even when targets are missed;
 non-zero only when the harness itself fails (1) or is interrupted (130).
@@ -48,12 +56,13 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -72,14 +81,13 @@ OPEN_LOOP_INITIAL_CONNECTIONS = 8
 OPEN_LOOP_MAX_CONNECTIONS = 512
 SETUP_WORKERS = 8
 SPIN_S = 0.002
+FOREIGN_LEAD_S = 0.2
+OTHER_CPU_WARN = 0.1
 KEEPALIVE_REUSE_S = 4.0  # uvicorn closes idle keep-alive connections after 5 s
 PROBE_PATH = "/bench-keepalive-probe"
 PROBE_REQUESTS = 20
 NAGLE_STALL_MS = 20.0
 GREETING_SETTLE_S = 0.5
-
-log = logging.getLogger("bench.webhooks")
-
 
 class HarnessError(Exception):
     """The benchmark itself failed (a server did not start, setup requests were refused...)."""
@@ -91,7 +99,7 @@ class HarnessError(Exception):
 
 
 def _uvicorn_config_kwargs() -> dict[str, Any]:
-    """The uvicorn settings `voicecall.gateway.runtime.Runtime._serve` uses for its listeners."""
+    """The uvicorn settings the gateway used for its listeners before `serve_on` existed."""
     return {"log_level": "warning", "access_log": False, "lifespan": "off",
             "timeout_graceful_shutdown": 5, "ws": "none"}
 
@@ -154,7 +162,8 @@ async def _serve_gateway(state_dir: Path, tcp_nodelay: bool) -> None:
     import voicecall.gateway.runtime as runtime_module
     from voicecall.testing.gateway import running_gateway
 
-    original = runtime_module.bind_listener
+    namespace = vars(runtime_module)  # the name Runtime.start looks up
+    original: Callable[[str, int, str], socket.socket] = namespace["bind_listener"]
     listeners: dict[str, socket.socket] = {}
 
     def observed_bind_listener(host: str, port: int, what: str) -> socket.socket:
@@ -164,7 +173,7 @@ async def _serve_gateway(state_dir: Path, tcp_nodelay: bool) -> None:
         listeners[what] = sock
         return sock
 
-    runtime_module.bind_listener = observed_bind_listener  # type: ignore[assignment]
+    namespace["bind_listener"] = observed_bind_listener
     config = {"provider": "mock", "maxConcurrentCalls": 1_000_000, "inboundPolicy": "open",
               "staleCallReaperSeconds": 0}
     async with running_gateway(state_dir, config) as runtime:
@@ -173,9 +182,35 @@ async def _serve_gateway(state_dir: Path, tcp_nodelay: bool) -> None:
         await _wait_for_stop()
 
 
+async def _serve_like_gateway(app: Any, sock: socket.socket) -> tuple[Any, asyncio.Task[None]]:
+    """Serve `app` with the gateway's own embedded-uvicorn helper (`serve_on`), or, in trees
+    that predate it, with the settings the runtime used to pass to uvicorn."""
+    try:
+        from voicecall.server.serving import serve_on
+    except ImportError:
+        pass
+    else:
+        return await serve_on(app, sock, graceful_shutdown_s=5)
+
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    server = QuietServer(uvicorn.Config(app, **_uvicorn_config_kwargs()))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("bare server stopped during startup")
+        await asyncio.sleep(0.01)
+    return server, task
+
+
 async def _serve_bare(tcp_nodelay: bool) -> None:
     """One Starlette POST route that reads the body and answers "OK", served like the gateway."""
-    import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse
@@ -187,24 +222,14 @@ async def _serve_bare(tcp_nodelay: bool) -> None:
         await request.body()
         return PlainTextResponse("OK")
 
-    class QuietServer(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
     app = Starlette(routes=[Route(WEBHOOK_PATH, webhook, methods=["POST"])])
     sock = bind_listener("127.0.0.1", 0, "webhook")  # the gateway's own listener setup
     if tcp_nodelay:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    server = QuietServer(uvicorn.Config(app, **_uvicorn_config_kwargs()))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("bare server stopped during startup")
-        await asyncio.sleep(0.01)
+    server, task = await _serve_like_gateway(app, sock)
     host, port = sock.getsockname()[:2]
-    _announce(f"http://{host}:{port}{WEBHOOK_PATH}", **_listener_info(sock))
+    served_with = "serve_on" if importlib.util.find_spec("voicecall.server.serving") else "uvicorn"
+    _announce(f"http://{host}:{port}{WEBHOOK_PATH}", servedWith=served_with, **_listener_info(sock))
     try:
         await _wait_for_stop()
     finally:
@@ -221,7 +246,7 @@ def serve_main(kind: str, core: int | None, loop_name: str, state_dir: str | Non
     if kind == "gateway":
         if not state_dir:
             raise SystemExit("--state-dir is required for the gateway")
-        coro: Awaitable[None] = _serve_gateway(Path(state_dir), tcp_nodelay)
+        coro: Coroutine[Any, Any, None] = _serve_gateway(Path(state_dir), tcp_nodelay)
     else:
         coro = _serve_bare(tcp_nodelay)
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None
@@ -230,7 +255,7 @@ def serve_main(kind: str, core: int | None, loop_name: str, state_dir: str | Non
 
         factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(coro)  # type: ignore[arg-type]
+        runner.run(coro)
     return 0
 
 
@@ -291,10 +316,6 @@ class ServerProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the whole process (all threads) so far."""
-        return _proc_cpu_seconds(self.pid)
-
     def stop(self) -> None:
         """Close stdin (graceful stop), then SIGTERM, then SIGKILL; idempotent."""
         proc = self.proc
@@ -322,6 +343,7 @@ class ServerProcess:
 
 
 def _proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a whole process (all its threads) so far."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -493,7 +515,8 @@ def _ms(seconds: float) -> float:
 @dataclass
 class CpuWindow:
     """CPU use over a time window: the server process, this (generator) process, and how busy
-    the server's core was in total (the process plus kernel work such as softirqs)."""
+    the server's core was in total (the process plus kernel work such as softirqs). The core
+    figure comes from tick-sampled /proc/stat, so it is only reliable near saturation."""
 
     pid: int
     core: int | None
@@ -504,6 +527,23 @@ class CpuWindow:
     server_fraction: float = 0.0
     generator_fraction: float = 0.0
     core_busy: float | None = None
+    foreign0: dict[int, float] = field(default_factory=dict)
+    foreign_wall0: float = 0.0
+    other_cpu: float = 0.0
+
+    def begin_foreign(self) -> None:
+        """Snapshot every other process's CPU time (taken just before the measured window, as
+        reading /proc takes a few ms)."""
+        self.foreign_wall0 = time.perf_counter()
+        self.foreign0 = _foreign_cpu_seconds()
+
+    def end_foreign(self) -> None:
+        """CPU (in cores) that processes other than this benchmark used since `begin_foreign`:
+        parallel test runs, builds... Call it once the phase is over."""
+        wall = max(time.perf_counter() - self.foreign_wall0, 1e-9)
+        now = _foreign_cpu_seconds()
+        used = sum(max(0.0, cpu - self.foreign0.get(pid, 0.0)) for pid, cpu in now.items())
+        self.other_cpu = used / wall
 
     def begin(self) -> None:
         self.wall0 = time.perf_counter()
@@ -518,6 +558,27 @@ class CpuWindow:
         busy, total = _core_ticks(self.core)
         if self.core is not None and total > self.core0[1]:
             self.core_busy = (busy - self.core0[0]) / (total - self.core0[1])
+
+
+def _foreign_cpu_seconds() -> dict[int, float]:
+    """CPU seconds so far of every user-space process that is not this benchmark or its children
+    (the servers, py-spy); kernel threads are left out."""
+    me = os.getpid()
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        ppid = int(fields[1])
+        if ppid in (me, 2) or int(name) == 2:
+            continue
+        out[int(name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
 
 
 def _core_ticks(core: int | None) -> tuple[int, int]:
@@ -536,6 +597,8 @@ def _core_ticks(core: int | None) -> tuple[int, int]:
 
 async def _cpu_window(target: Target, start: float, stop: float) -> CpuWindow:
     window = CpuWindow(target.pid, target.core)
+    await asyncio.sleep(max(0.0, start - FOREIGN_LEAD_S - time.perf_counter()))
+    window.begin_foreign()
     await asyncio.sleep(max(0.0, start - time.perf_counter()))
     window.begin()
     await asyncio.sleep(max(0.0, stop - time.perf_counter()))
@@ -544,14 +607,24 @@ async def _cpu_window(target: Target, start: float, stop: float) -> CpuWindow:
 
 
 @dataclass
-class Outcomes:
+class PhaseRun:
+    """Raw outcome of one phase against one target (one round)."""
+
+    duration_s: float
     latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-    statuses: dict[str, int] = field(default_factory=dict)
+    from_send: list[float] = field(default_factory=list)
+    lags: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    connections: int = 0
+    achieved_rps: float = 0.0
+    cpu: CpuWindow | None = None
 
     def failure(self, what: str) -> None:
-        self.errors += 1
-        self.statuses[what] = self.statuses.get(what, 0) + 1
+        self.errors[what] = self.errors.get(what, 0) + 1
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.duration_s
 
 
 @contextlib.contextmanager
@@ -578,26 +651,6 @@ async def _timed_request(conn: Connection, body: bytes) -> str | None:
     return None if status == 200 else str(status)
 
 
-async def _schedule(one: Callable[[float, bytes], Awaitable[None]], make_body: Callable[[], bytes],
-                    *, begin: float, rate: float, total: int, out: Outcomes) -> None:
-    """Start request i at `begin + i / rate` whatever the server does; wait for the stragglers."""
-    tasks: list[asyncio.Task[None]] = []
-    perf = time.perf_counter
-    for i in range(total):
-        planned = begin + i / rate
-        delay = planned - perf()
-        if delay > SPIN_S:  # timers are ~1 ms coarse: sleep most of the way...
-            await asyncio.sleep(delay - SPIN_S)
-        # ...then yield to the loop (replies keep flowing) until due: a deliberate spin.
-        while perf() < planned:  # noqa: ASYNC110
-            await asyncio.sleep(0)
-        tasks.append(asyncio.create_task(one(planned, make_body())))
-    _done, pending = await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT_S)
-    for task in pending:
-        task.cancel()
-        out.failure("drain-timeout")
-
-
 async def keepalive_probe(target: Target) -> float:
     """Median ms of sequential requests on one keep-alive connection to a path that answers 404
     (no side effects). About 40 ms means replies stall on Nagle + delayed ACK."""
@@ -615,12 +668,12 @@ async def keepalive_probe(target: Target) -> float:
 
 
 async def max_throughput(target: Target, make_body: Callable[[], bytes], *, concurrency: int,
-                         warmup_s: float, duration_s: float,
-                         clients: int | None) -> dict[str, Any]:
-    """Closed loop: `concurrency` connections, each sending its next request on the last reply."""
+                         warmup_s: float, duration_s: float, clients: int | None) -> PhaseRun:
+    """Closed loop: `concurrency` connections, each sending its next request on the last reply.
+    Only requests sent and answered inside the measured window count."""
     conns = [await Connection(target, client_address(i, clients)).open()
              for i in range(concurrency)]
-    out = Outcomes()
+    run = PhaseRun(duration_s, connections=concurrency)
     begin = time.perf_counter()
     start, stop = begin + warmup_s, begin + warmup_s + duration_s
 
@@ -634,9 +687,9 @@ async def max_throughput(target: Target, make_body: Callable[[], bytes], *, conc
             t1 = perf()
             if start <= t0 and t1 <= stop:
                 if failure is None:
-                    out.latencies.append(t1 - t0)
+                    run.latencies.append(t1 - t0)
                 else:
-                    out.failure(failure)
+                    run.failure(failure)
 
     cpu_task = asyncio.create_task(_cpu_window(target, start, stop))
     try:
@@ -645,33 +698,41 @@ async def max_throughput(target: Target, make_body: Callable[[], bytes], *, conc
     finally:
         for conn in conns:
             conn.close()
-    cpu = await cpu_task
-    lat = sorted(out.latencies)
-    return {
-        "rps": round(len(lat) / duration_s, 1),
-        "p50Ms": _ms(percentile(lat, 0.50)),
-        "p99Ms": _ms(percentile(lat, 0.99)),
-        "maxMs": _ms(lat[-1] if lat else 0.0),
-        "errors": out.errors,
-        "errorKinds": out.statuses,
-        "requests": len(lat) + out.errors,
-        "connections": concurrency,
-        "serverCpu": round(cpu.server_fraction, 3),
-        "serverCoreBusy": None if cpu.core_busy is None else round(cpu.core_busy, 3),
-        "generatorCpu": round(cpu.generator_fraction, 3),
-    }
+    run.cpu = await cpu_task
+    run.cpu.end_foreign()
+    run.achieved_rps = run.rps
+    return run
+
+
+async def _schedule(one: Callable[[float, bytes], Coroutine[Any, Any, None]], make_body: Callable[[], bytes],
+                    *, begin: float, rate: float, total: int, run: PhaseRun) -> None:
+    """Start request i at `begin + i / rate` whatever the server does; wait for the stragglers."""
+    tasks: list[asyncio.Task[None]] = []
+    perf = time.perf_counter
+    for i in range(total):
+        planned = begin + i / rate
+        delay = planned - perf()
+        if delay > SPIN_S:  # timers are ~1 ms coarse: sleep most of the way...
+            await asyncio.sleep(delay - SPIN_S)
+        # ...then yield to the loop (replies keep flowing) until due: a deliberate spin.
+        while perf() < planned:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        tasks.append(asyncio.create_task(one(planned, make_body())))
+    _done, pending = await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT_S)
+    for task in pending:
+        task.cancel()
+        run.failure("drain-timeout")
 
 
 async def fixed_rate(target: Target, make_body: Callable[[], bytes], *, rate: float,
-                     warmup_s: float, duration_s: float, clients: int | None) -> dict[str, Any]:
-    """Open loop at `rate` req/s; latency runs from each request's planned send time."""
+                     warmup_s: float, duration_s: float, clients: int | None) -> PhaseRun:
+    """Open loop at `rate` req/s over a growing pool of keep-alive connections (never waiting
+    for a reply before sending); latency runs from each request's planned send time."""
     idle: list[Connection] = [await Connection(target, client_address(i, clients)).open()
                               for i in range(OPEN_LOOP_INITIAL_CONNECTIONS)]
     opened = len(idle)
     available = asyncio.Condition()
-    out = Outcomes()
-    lags: list[float] = []
-    service: list[float] = []
+    run = PhaseRun(duration_s)
     completions: list[float] = []
     begin = time.perf_counter() + 0.05
     start, stop = begin + warmup_s, begin + warmup_s + duration_s
@@ -702,36 +763,81 @@ async def fixed_rate(target: Target, make_body: Callable[[], bytes], *, rate: fl
             return
         completions.append(done)
         if failure is None:
-            out.latencies.append(done - min(planned, sent))
-            service.append(done - sent)
-            lags.append(max(0.0, sent - planned))
+            run.latencies.append(done - min(planned, sent))
+            run.from_send.append(done - sent)
+            run.lags.append(max(0.0, sent - planned))
         else:
-            out.failure(failure)
+            run.failure(failure)
 
     cpu_task = asyncio.create_task(_cpu_window(target, start, stop))
     with _generator_gc_paused():
-        await _schedule(one, make_body, begin=begin, rate=rate, total=total, out=out)
+        await _schedule(one, make_body, begin=begin, rate=rate, total=total, run=run)
     for conn in idle:
         conn.close()
-    cpu = await cpu_task
-    lat = sorted(out.latencies)
-    lags.sort()
-    service.sort()
+    run.cpu = await cpu_task
+    run.cpu.end_foreign()
+    run.connections = opened
     span = (max(completions) - start) if completions else duration_s
+    run.achieved_rps = len(run.latencies) / max(span, duration_s)
+    return run
+
+
+def _pooled(runs: Sequence[PhaseRun], attr: str) -> list[float]:
+    return sorted(v for run in runs for v in getattr(run, attr))
+
+
+def _errors(runs: Sequence[PhaseRun]) -> tuple[int, dict[str, int]]:
+    kinds: dict[str, int] = {}
+    for run in runs:
+        for kind, count in run.errors.items():
+            kinds[kind] = kinds.get(kind, 0) + count
+    return sum(kinds.values()), kinds
+
+
+def _cpu_summary(runs: Sequence[PhaseRun]) -> dict[str, Any]:
+    cpus = [run.cpu for run in runs if run.cpu is not None]
+    return {"serverCpu": round(statistics.median(c.server_fraction for c in cpus), 3),
+            "generatorCpu": round(max(c.generator_fraction for c in cpus), 3),
+            "otherProcessesCpu": round(max(c.other_cpu for c in cpus), 3)}
+
+
+def summarize_max(runs: Sequence[PhaseRun]) -> dict[str, Any]:
+    """Median requests/s over the rounds; latency percentiles over all rounds' requests."""
+    lat = _pooled(runs, "latencies")
+    errors, kinds = _errors(runs)
+    busy = [run.cpu.core_busy for run in runs if run.cpu is not None and run.cpu.core_busy is not None]
+    return {
+        "rps": round(statistics.median(run.rps for run in runs), 1),
+        "p50Ms": _ms(percentile(lat, 0.50)),
+        "p99Ms": _ms(percentile(lat, 0.99)),
+        "maxMs": _ms(lat[-1] if lat else 0.0),
+        "errors": errors,
+        "errorKinds": kinds,
+        "rpsRounds": [round(run.rps, 1) for run in runs],
+        "requests": len(lat) + errors,
+        "connections": runs[0].connections,
+        **_cpu_summary(runs),
+        "serverCoreBusy": round(statistics.median(busy), 3) if busy else None,
+    }
+
+
+def summarize_rate(runs: Sequence[PhaseRun]) -> dict[str, Any]:
+    """Latency percentiles over all rounds' requests (from planned send time)."""
+    lat = _pooled(runs, "latencies")
+    errors, kinds = _errors(runs)
     return {
         "p50Ms": _ms(percentile(lat, 0.50)),
         "p99Ms": _ms(percentile(lat, 0.99)),
         "maxMs": _ms(lat[-1] if lat else 0.0),
-        "errors": out.errors,
-        "errorKinds": out.statuses,
-        "achievedRps": round(len(lat) / max(span, duration_s), 1),
-        "requests": len(lat) + out.errors,
-        "connectionsUsed": opened,
-        "sendLagP99Ms": _ms(percentile(lags, 0.99)),
-        "p99FromSendMs": _ms(percentile(service, 0.99)),
-        "serverCpu": round(cpu.server_fraction, 3),
-        "serverCoreBusy": None if cpu.core_busy is None else round(cpu.core_busy, 3),
-        "generatorCpu": round(cpu.generator_fraction, 3),
+        "errors": errors,
+        "errorKinds": kinds,
+        "achievedRps": round(statistics.median(run.achieved_rps for run in runs), 1),
+        "p99Rounds": [_ms(percentile(sorted(run.latencies), 0.99)) for run in runs],
+        "p99FromSendMs": _ms(percentile(_pooled(runs, "from_send"), 0.99)),
+        "sendLagP99Ms": _ms(percentile(_pooled(runs, "lags"), 0.99)),
+        "requests": len(lat) + errors,
+        "connectionsUsed": max(run.connections for run in runs),
+        **_cpu_summary(runs),
     }
 
 
@@ -747,6 +853,7 @@ class Options:
     concurrency: int
     calls: int
     rate: float
+    rounds: int
     clients: int | None
     loop: str
     generator_loop: str
@@ -765,77 +872,83 @@ def _target(server: ServerProcess) -> Target:
 
 
 @contextlib.asynccontextmanager
-async def _maybe_py_spy(opts: Options, pid: int, name: str, seconds: float) -> Any:
-    """Record a py-spy profile of `pid` (all threads, raw collapsed stacks + flamegraph)."""
+async def _maybe_py_spy(opts: Options, pid: int, name: str, seconds: float,
+                        enabled: bool) -> AsyncIterator[None]:
+    """Record a py-spy profile of `pid` (all threads; collapsed stacks for flamegraph.pl or
+    speedscope) while the block runs."""
     exe = opts.py_spy_exe
-    if opts.py_spy is None or exe is None:
-        yield None
+    if not enabled or opts.py_spy is None or exe is None:
+        yield
         return
     opts.py_spy.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for fmt, suffix in (("raw", "txt"), ("flamegraph", "svg")):
-        procs.append(await asyncio.create_subprocess_exec(
-            exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-            "--rate", "250", "--threads", "--nonblocking", "--format", fmt,
-            "--output", str(opts.py_spy / f"{name}.{suffix}"),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL))
+    proc = await asyncio.create_subprocess_exec(
+        exe, "record", "--pid", str(pid), "--duration", str(max(1, math.ceil(seconds))),
+        "--rate", "250", "--threads", "--nonblocking", "--format", "raw",
+        "--output", str(opts.py_spy / f"{name}.txt"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
-        yield procs
+        yield
     finally:
-        for proc in procs:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(seconds + 30):
-                    await proc.wait()
-            if proc.returncode is None:
-                proc.kill()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
                 await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _gateway_phase(opts: Options, gw: Target, workload: Workload, label: str,
+                         phase: Callable[[], Awaitable[PhaseRun]], profile: bool) -> PhaseRun:
+    """Fresh live calls, the phase (optionally profiled), then hang the calls up."""
+    workload.call_ids = await create_calls(gw, workload, opts.calls, label)
+    async with _maybe_py_spy(opts, gw.pid, f"gateway-{label}", opts.warmup + opts.duration,
+                             profile):
+        run = await phase()
+    await end_calls(gw, workload.call_ids)
+    return run
 
 
 async def run_bench(opts: Options, gateway: ServerProcess, bare: ServerProcess) -> dict[str, Any]:
+    """All phases, bare and gateway alternating round by round; the report without `env`."""
     gw, br = _target(gateway), _target(bare)
     workload = Workload()
-    results: dict[str, dict[str, Any]] = {"gateway": {}, "bare": {}}
     rate_key = f"at{opts.rate:g}rps"
-    total_s = opts.warmup + opts.duration
     probes = {"gateway": await keepalive_probe(gw), "bare": await keepalive_probe(br)}
+    runs: dict[str, list[PhaseRun]] = {"bareMax": [], "gatewayMax": [], "bareRate": [],
+                                       "gatewayRate": []}
 
-    # Bare handler first, then the gateway, phase by phase (the idle server only ticks).
-    results["bare"]["maxThroughput"] = await max_throughput(
-        br, workload.speech, concurrency=opts.concurrency, warmup_s=opts.warmup,
-        duration_s=opts.duration, clients=opts.clients)
+    def closed(target: Target) -> Callable[[], Awaitable[PhaseRun]]:
+        return lambda: max_throughput(target, workload.speech, concurrency=opts.concurrency,
+                                      warmup_s=opts.warmup, duration_s=opts.duration,
+                                      clients=opts.clients)
 
-    pcids = await create_calls(gw, workload, opts.calls, "max")
-    workload.call_ids = pcids
-    async with _maybe_py_spy(opts, gw.pid, "gateway-max-throughput", total_s):
-        phase = await max_throughput(
-            gw, workload.speech, concurrency=opts.concurrency, warmup_s=opts.warmup,
-            duration_s=opts.duration, clients=opts.clients)
-    phase["utterancesPerCallAtEnd"] = round(phase["requests"] / opts.calls
-                                            * total_s / opts.duration)
-    results["gateway"]["maxThroughput"] = phase
-    await end_calls(gw, pcids)
+    def open_loop(target: Target) -> Callable[[], Awaitable[PhaseRun]]:
+        return lambda: fixed_rate(target, workload.speech, rate=opts.rate, warmup_s=opts.warmup,
+                                  duration_s=opts.duration, clients=opts.clients)
 
-    results["bare"][rate_key] = await fixed_rate(
-        br, workload.speech, rate=opts.rate, warmup_s=opts.warmup, duration_s=opts.duration,
-        clients=opts.clients)
+    # Interleaved so that both targets see the same machine: a VM's speed drifts by ~10 %.
+    for n in range(opts.rounds):
+        runs["bareMax"].append(await closed(br)())
+        runs["gatewayMax"].append(await _gateway_phase(
+            opts, gw, workload, f"max-throughput-r{n}", closed(gw), profile=n == 0))
+        runs["bareRate"].append(await open_loop(br)())
+        runs["gatewayRate"].append(await _gateway_phase(
+            opts, gw, workload, f"{rate_key}-r{n}", open_loop(gw), profile=n == 0))
 
-    pcids = await create_calls(gw, workload, opts.calls, "rate")
-    workload.call_ids = pcids
-    async with _maybe_py_spy(opts, gw.pid, f"gateway-{rate_key}", total_s):
-        phase = await fixed_rate(
-            gw, workload.speech, rate=opts.rate, warmup_s=opts.warmup, duration_s=opts.duration,
-            clients=opts.clients)
-    phase["utterancesPerCallAtEnd"] = round(opts.rate * total_s / opts.calls)
-    results["gateway"][rate_key] = phase
-    await end_calls(gw, pcids)
-
-    bare_rps = results["bare"]["maxThroughput"]["rps"]
-    ratio = results["gateway"]["maxThroughput"]["rps"] / bare_rps if bare_rps else 0.0
-    gw_rate = results["gateway"][rate_key]
-    saturated = any(results[t]["maxThroughput"]["generatorCpu"] >= SATURATED_CPU
-                    for t in ("gateway", "bare"))
-    warnings: list[str] = []
+    gateway_max = summarize_max(runs["gatewayMax"])
+    gateway_max["utterancesPerCallAtEnd"] = round(statistics.median(
+        run.rps for run in runs["gatewayMax"]) * (opts.warmup + opts.duration) / opts.calls)
+    gateway_rate = summarize_rate(runs["gatewayRate"])
+    gateway_rate["utterancesPerCallAtEnd"] = round(opts.rate * (opts.warmup + opts.duration)
+                                                   / opts.calls)
+    bare_max = summarize_max(runs["bareMax"])
+    bare_rate = summarize_rate(runs["bareRate"])
+    ratios = [g.rps / b.rps if b.rps else 0.0
+              for g, b in zip(runs["gatewayMax"], runs["bareMax"], strict=True)]
+    ratio = statistics.median(ratios)
+    saturated = max(gateway_max["generatorCpu"], bare_max["generatorCpu"]) >= SATURATED_CPU
     stalled = [name for name, ms in probes.items() if ms >= NAGLE_STALL_MS]
+    warnings: list[str] = []
     if stalled:
         cause = ""
         if gateway.info.get("listenerProto") == 0 and not gateway.info.get("listenerNodelay"):
@@ -849,18 +962,27 @@ async def run_bench(opts: Options, gateway: ServerProcess, bare: ServerProcess) 
     if saturated:
         warnings.append("the load generator used ~all of its core: max-throughput figures are a "
                         "lower bound")
+    other = max(t["otherProcessesCpu"] for t in (gateway_max, gateway_rate, bare_max, bare_rate))
+    if other >= OTHER_CPU_WARN:
+        warnings.append(f"other processes on this machine used up to {other:.2f} cores during a phase "
+                        "(see otherProcessesCpu): the figures are disturbed; re-run on a quiet machine")
     if opts.py_spy is not None:
-        warnings.append("py-spy was sampling the gateway (on the generator's core) during its phases")
+        warnings.append("py-spy sampled the gateway (from the generator's core) in round 1")
     return {
-        "gateway": results["gateway"],
-        "bare": results["bare"],
+        "gateway": {"maxThroughput": gateway_max, rate_key: gateway_rate},
+        "bare": {"maxThroughput": bare_max, rate_key: bare_rate},
         "ratio": round(ratio, 3),
+        "ratioRounds": [round(r, 3) for r in ratios],
         "targets": {
             "ratioAtLeast": TARGET_RATIO,
             "p99At200rpsUnderMs": TARGET_P99_MS,
-            "ratioMet": ratio >= TARGET_RATIO,
-            "p99Met": (opts.rate >= TARGET_RATE and gw_rate["errors"] == 0
-                       and gw_rate["p99Ms"] < TARGET_P99_MS),
+            # None (unknown) when the throughput figures are not valid (`ratioValid`).
+            "ratioMet": ratio >= TARGET_RATIO if not (stalled or saturated) else None,
+            "p99Met": (opts.rate >= TARGET_RATE and gateway_rate["errors"] == 0
+                       and gateway_rate["p99Ms"] < TARGET_P99_MS),
+            # False when max throughput measured a stall or the generator, not the servers'
+            # CPU cost (see warnings); the fixed-rate p99 stays what a keep-alive client sees.
+            "ratioValid": not (stalled or saturated),
         },
         "generatorSaturated": saturated,
         "keepAliveProbeMedianMs": probes,
@@ -888,6 +1010,19 @@ def _version(module: str) -> str | None:
         return None
 
 
+def _git_revision() -> str | None:
+    """The commit the gateway code was measured at (`+dirty` if src/ has local changes)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "src"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def environment(opts: Options, gateway: ServerProcess, bare: ServerProcess,
                 pinned: bool) -> dict[str, Any]:
     return {
@@ -905,15 +1040,18 @@ def environment(opts: Options, gateway: ServerProcess, bare: ServerProcess,
         "serverEventLoop": {"gateway": gateway.info.get("eventLoop"),
                             "bare": bare.info.get("eventLoop")},
         "serverHttp": {"gateway": gateway.info.get("http"), "bare": bare.info.get("http")},
+        "bareServedWith": bare.info.get("servedWith"),
         "listener": {kind: {"proto": server.info.get("listenerProto"),
                             "tcpNodelay": server.info.get("listenerNodelay")}
                      for kind, server in (("gateway", gateway), ("bare", bare))},
         "tcpNodelayForced": opts.tcp_nodelay,
         "generator": f"raw asyncio HTTP/1.1 keep-alive on {opts.generator_loop}",
+        "gitRevision": _git_revision(),
         "versions": {"uvicorn": _version("uvicorn"), "starlette": _version("starlette"),
                      "sqlite": sqlite3.sqlite_version, "voicecall": _version("voicecall")},
         "stateDirFs": _fs_type(gateway.state_dir),
         "durationS": opts.duration,
+        "rounds": opts.rounds,
         "warmupS": opts.warmup,
         "concurrency": opts.concurrency,
         "rateRps": opts.rate,
@@ -993,6 +1131,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=50, help="live calls the speech is spread over")
     parser.add_argument("--rate", type=float, default=TARGET_RATE,
                         help="requests/s in the fixed-rate phase")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of all four phases, bare and gateway alternating; rps is the "
+                             "median round, latency percentiles pool every round")
     parser.add_argument("--clients", type=int, default=None,
                         help="distinct client addresses (default: one per connection); with fewer "
                              "than concurrency/8 the per-client in-flight limit answers 429")
@@ -1013,8 +1154,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--state-dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0 or args.concurrency < 1 or args.calls < 1 \
-            or args.rate <= 0 or (args.clients is not None and args.clients < 1):
-        parser.error("durations, concurrency, calls, rate and clients must be positive")
+            or args.rate <= 0 or args.rounds < 1 or (args.clients is not None and args.clients < 1):
+        parser.error("durations, concurrency, calls, rate, rounds and clients must be positive")
     return args
 
 
@@ -1024,8 +1165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_main(args.serve, args.core, args.loop, args.state_dir, args.tcp_nodelay)
     return bench_main(Options(
         duration=args.duration, warmup=args.warmup, concurrency=args.concurrency, calls=args.calls,
-        rate=args.rate, clients=args.clients, loop=args.loop, generator_loop=args.generator_loop,
-        out=args.out, py_spy=args.py_spy, tcp_nodelay=args.tcp_nodelay,
+        rate=args.rate, rounds=args.rounds, clients=args.clients, loop=args.loop,
+        generator_loop=args.generator_loop, out=args.out, py_spy=args.py_spy, tcp_nodelay=args.tcp_nodelay,
         py_spy_exe=_find_py_spy() if args.py_spy else None))
 
 
