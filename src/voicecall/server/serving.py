@@ -38,8 +38,9 @@ async def serve_on(app: Any, sock: socket.socket, *, graceful_shutdown_s: float 
                    fast_exit: bool = False, ws: WsImpl = "none",
                    startup_timeout_s: float = STARTUP_TIMEOUT_S) -> tuple[EmbeddedServer, asyncio.Task[None]]:
     """Start serving `app` on an already-bound listening socket; returns once it accepts."""
+    # proxy_headers off: forwarded headers are trusted only under the webhookSecurity rules.
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", ws=ws,
-                            timeout_graceful_shutdown=int(graceful_shutdown_s) or 1)
+                            proxy_headers=False, timeout_graceful_shutdown=int(graceful_shutdown_s) or 1)
     server = EmbeddedServer(config, fast_exit=fast_exit)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     loop = asyncio.get_running_loop()
