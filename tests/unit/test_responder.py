@@ -236,10 +236,10 @@ async def test_a_timeout_raises_and_yields_no_partial_sentence(fake: FakeOpenAI,
 
 async def test_the_timeout_covers_the_whole_reply(fake: FakeOpenAI, llm: LlmResponder) -> None:
     fake.script('{"spoken": "Short. And then a slow tail that takes far too long to finish."}',
-                token_delay_s=0.05)  # ~19 chunks: ~0.95 s in all, "Short." after ~0.25 s
+                token_delay_s=0.1)  # ~19 chunks: ~1.9 s in all, "Short." after ~0.5 s
     got: list[str] = []
-    with pytest.raises(ResponderError, match=r"timed out after 0\.6 s"):
-        async for sentence in llm.reply(make_ctx(timeout_s=0.6)):
+    with pytest.raises(ResponderError, match=r"timed out after 1\.2 s"):
+        async for sentence in llm.reply(make_ctx(timeout_s=1.2)):
             got.append(sentence)
     assert got == ["Short."]
 
@@ -248,9 +248,9 @@ async def test_a_slow_consumer_is_not_timed_out_by_a_finished_model(
         fake: FakeOpenAI, llm: LlmResponder) -> None:
     fake.script('{"spoken": "One. Two. Three."}')
     got: list[str] = []
-    async for sentence in llm.reply(make_ctx(timeout_s=0.3)):
+    async for sentence in llm.reply(make_ctx(timeout_s=1.5)):
         got.append(sentence)
-        await asyncio.sleep(0.2)  # e.g. speaking the sentence before asking for the next
+        await asyncio.sleep(0.8)  # speaking each sentence: 2.4 s in all, well past the 1.5 s limit
     assert got == ["One.", "Two.", "Three."]
 
 

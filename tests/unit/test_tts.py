@@ -273,10 +273,10 @@ async def test_chain_timeout_before_first_byte(fake: FakeSpeech) -> None:
 
 @aio
 async def test_chain_timeout_covers_whole_synthesis(fake: FakeSpeech) -> None:
-    fake.script("openai", chunk_delay_s=0.2, chunk_bytes=4800)
-    chain = TtsChain([openai(fake)], timeout_s=0.5)
+    fake.script("openai", chunk_delay_s=0.4, chunk_bytes=4800)
+    chain = TtsChain([openai(fake)], timeout_s=1.0)
     got = 0
-    with pytest.raises(TtsError, match="timed out after 500 ms"):
+    with pytest.raises(TtsError, match="timed out after 1000 ms"):
         try:
             async for _rate, chunk in chain.stream(TEXT):
                 got += len(chunk)
@@ -287,12 +287,15 @@ async def test_chain_timeout_covers_whole_synthesis(fake: FakeSpeech) -> None:
 
 @aio
 async def test_chain_timeout_ignores_slow_consumer(fake: FakeSpeech) -> None:
-    chain = TtsChain([openai(fake)], timeout_s=0.3)
+    chain = TtsChain([openai(fake)], timeout_s=1.0)
     got = b""
+    chunks = 0
     try:
         async for _rate, chunk in chain.stream(TEXT):
             got += chunk
-            await asyncio.sleep(0.1)  # pacing playback: not synthesis time
+            chunks += 1
+            await asyncio.sleep(0.3)  # pacing playback: not synthesis time
+        assert chunks * 0.3 > 1.0, "the consumer must take longer than the timeout for this to prove anything"
     finally:
         await chain.aclose()
     assert got == expected_pcm(TEXT, 24_000)
