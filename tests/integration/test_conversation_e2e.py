@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tests.helpers import eventually, free_port
 from voicecall.providers.mock import MockProvider
 from voicecall.testing.fakes import FakeOpenAI
 from voicecall.testing.gateway import running_gateway
@@ -30,27 +30,10 @@ GREETING = "Hello! How can I help you today?"
 ENV = {"OPENAI_API_KEY": "sk-test-not-real"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def spoken(text: str) -> str:
     return json.dumps({"spoken": text})
 
-
-async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -4,15 +4,14 @@ sockets, with signed webhooks and the REST API exactly as Twilio speaks them."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.helpers import eventually, free_port
 from voicecall.calls.model import CallRecord
 from voicecall.gateway.runtime import Runtime
 from voicecall.testing.gateway import running_gateway
@@ -24,11 +23,6 @@ CALLEE = "+15555550123"
 FRIEND = "+15557770001"
 STRANGER = "+15558880002"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -54,18 +48,6 @@ async def gateway(tmp_path: Path, sim: TwilioSimulator) -> AsyncIterator[Runtime
     async with running_gateway(tmp_path, twilio_config(sim, free_port())) as runtime:
         yield runtime
 
-
-async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 async def ended(runtime: Runtime, call_id: str, within: float = 10.0) -> CallRecord:
