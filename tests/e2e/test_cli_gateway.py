@@ -232,3 +232,18 @@ def test_tail_follows_call_updates_live(gateway: Gateway) -> None:
     finally:
         tail.terminate()
         tail.wait(timeout=10)
+
+
+def test_setup_reports_each_check_and_fails_when_twilio_lacks_credentials_and_a_public_url(
+        tmp_path: Path) -> None:
+    (tmp_path / "ok").mkdir()
+    ok = Gateway(tmp_path / "ok", {})
+    report = ok.cli("setup", "--json")
+    assert json.loads(report.stdout)["ok"] is True
+    bad = Gateway(tmp_path, {"provider": "twilio"})
+    result = bad.cli("setup", "--json", check=False)
+    assert result.returncode == 1
+    checks = {c["id"]: c for c in json.loads(result.stdout)["checks"]}
+    assert not checks["provider-config"]["ok"] and "twilio.accountSid" in checks["provider-config"]["message"]
+    assert not checks["webhook-exposure"]["ok"] and "publicUrl" in checks["webhook-exposure"]["message"]
+    assert checks["plugin-enabled"]["ok"] and checks["mode"]["ok"]

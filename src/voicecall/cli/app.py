@@ -143,6 +143,24 @@ def serve(as_json: JsonOpt = False) -> None:
     _run(run())
 
 
+@app.command()
+def setup(as_json: JsonOpt = False) -> None:
+    """Check the configuration for what real calls need; exits 1 when something is missing."""
+    from voicecall.gateway.setup import run_checks
+
+    loaded = _loaded(require_valid=False)
+    checks = run_checks(loaded)
+    ok = all(check.ok for check in checks)
+    if as_json:
+        out.print_json(json.dumps({"ok": ok, "checks": [c.to_json() for c in checks]}))
+    else:
+        out.print(f"Voice Call setup: {'OK' if ok else 'needs attention'}")
+        for check in checks:
+            out.print(f"{'OK  ' if check.ok else 'FAIL'} {check.id}: {check.message}", highlight=False)
+    if not ok:
+        raise typer.Exit(1)
+
+
 # -- placing calls ----------------------------------------------------------------------------
 def _place(params: dict[str, Any], as_json: bool) -> None:
     loaded = _loaded()

@@ -1,0 +1,44 @@
+"""Readiness checks (`voicecall setup`): what is missing before real calls can work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from voicecall.config import LoadedConfig
+from voicecall.gateway.exposure import is_local_only
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    id: str
+    ok: bool
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "ok": self.ok, "message": self.message}
+
+
+def run_checks(loaded: LoadedConfig) -> list[Check]:
+    """The reference's setup checks: enabled, provider, provider config, exposure, mode."""
+    c = loaded.config
+    enabled_msg = "voice calls are enabled" if c.enabled else "set enabled: true (or add a voice-call entry)"
+    checks = [Check("plugin-enabled", c.enabled, enabled_msg)]
+    checks.append(Check("provider", True, f"carrier: {c.provider}"))
+    problems = [f"{i.path}: {i.message}" for i in loaded.issues]
+    checks.append(Check("provider-config", not problems,
+                        "configuration is complete" if not problems else "; ".join(problems)))
+    if c.provider == "mock":
+        checks.append(Check("webhook-exposure", True, "the mock carrier needs no public webhook"))
+    elif c.public_url and not is_local_only(c.public_url):
+        checks.append(Check("webhook-exposure", True, f"carriers reach {c.public_url}"))
+    elif c.public_url:
+        checks.append(Check("webhook-exposure", False,
+                            f"publicUrl {c.public_url} is local-only; carriers cannot reach it"))
+    else:
+        checks.append(Check("webhook-exposure", False,
+                            "set publicUrl to the https URL carriers can reach (e.g. your tunnel)"))
+    both = c.streaming.enabled and c.realtime.enabled
+    checks.append(Check("mode", not both, "streaming and realtime cannot both be on" if both
+                        else ("media streaming" if c.streaming.enabled else "carrier-native speech")))
+    return checks
