@@ -5,8 +5,8 @@ Two servers run in their own processes, both pinned to core 0:
 
 - the gateway (`voicecall.testing.gateway.running_gateway`: uvicorn, mock carrier, SQLite store
   in WAL and whatever threads it runs), fed mock `call.speech` webhooks spread over
-  `--calls` live inbound calls; every request goes through limits → verify → replay-key write →
-  parse → event application → record persist → reply;
+  `--calls` live inbound calls; every request goes through the whole webhook pipeline (limits →
+  verify → parse → replay check → event application with its SQLite writes → reply);
 - a bare Starlette app (one POST route that reads the body and answers "OK") served by uvicorn
   exactly the way the gateway serves its webhook app: the gateway's own `bind_listener` and
   `serve_on` helpers when the tree has them (same `uvicorn.Config`, same socket options), in
@@ -24,10 +24,10 @@ Each phase has `--warmup` unmeasured seconds first. `--rounds` rounds run all fo
 bare and gateway alternating (a VM's speed drifts): requests/s and the ratio are per-round
 medians, latency percentiles pool every round. Each gateway phase gets `--calls` fresh calls.
 
-Each connection presents its own client address through `X-Forwarded-For` (uvicorn trusts it
-from 127.0.0.1 by default), as a carrier sending from many addresses would; without that, the
+Each connection comes from its own loopback source address (127.0.x.y: all of 127.0.0.0/8 is
+the loopback interface), as a carrier sending from many addresses would; from one address the
 webhook's per-client in-flight limit (8) would answer most of 32 concurrent requests with 429
-(`--clients 1` shows it). All traffic stays on 127.0.0.1.
+(`--clients 1` shows it). All traffic stays on the loopback interface, to 127.0.0.1.
 
 Before measuring, a probe times sequential keep-alive requests to each server; about 40 ms means
 replies stall on Nagle + delayed ACK (see `warnings`; `--tcp-nodelay` is the what-if).
@@ -380,11 +380,12 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
         self.last_used = 0.0
         self._head = (f"POST {path or target.path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
-                      f"Content-Type: application/json\r\nX-Forwarded-For: {client_address}\r\n"
+                      "Content-Type: application/json\r\n"
                       "Content-Length: ").encode()
 
     async def open(self) -> Connection:
-        self.reader, self.writer = await asyncio.open_connection(self.target.host, self.target.port)
+        self.reader, self.writer = await asyncio.open_connection(
+            self.target.host, self.target.port, local_addr=(self.client_address, 0))
         sock = self.writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -425,10 +426,10 @@ class Connection:
 
 
 def client_address(index: int, clients: int | None) -> str:
-    """The simulated client address of connection `index` (shared round-robin if `clients`)."""
+    """The loopback source address of connection `index` (shared round-robin if `clients`)."""
     if clients:
         index %= clients
-    return f"10.99.{index // 250}.{index % 250 + 1}"
+    return f"127.0.{index // 250}.{index % 250 + 1}"
 
 
 class Workload:
@@ -1056,7 +1057,7 @@ def environment(opts: Options, gateway: ServerProcess, bare: ServerProcess,
         "concurrency": opts.concurrency,
         "rateRps": opts.rate,
         "calls": opts.calls,
-        "clientAddresses": opts.clients or "one per connection (X-Forwarded-For)",
+        "clientAddresses": opts.clients or "one loopback source address per connection",
         "workload": "mock call.speech webhooks (final transcript, unique event id) round-robin over "
                     "live inbound calls; fresh calls per gateway phase",
         "profiled": opts.py_spy is not None,
