@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -33,7 +32,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from voicecall.server.serving import EmbeddedServer, serve_on
+from voicecall.gateway.ports import bind_listener
+from voicecall.server.serving import EmbeddedServer, WsImpl, serve_on
 
 STARTUP_TIMEOUT_S = 10.0
 
@@ -43,10 +43,12 @@ ReplyFn = Callable[[list[dict[str, Any]]], str]
 class LoopbackServer:
     """Serve an ASGI app on 127.0.0.1 (ephemeral port unless given) for the life of the context."""
 
-    def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0,
+                 ws: WsImpl = "none") -> None:
         self.app = app
         self.host = host
         self.port = port
+        self.ws = ws
         self._server: EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -58,13 +60,10 @@ class LoopbackServer:
     async def start(self) -> None:
         if self._server is not None:
             return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(128)
-        sock.setblocking(False)
+        sock = bind_listener(self.host, self.port, "test server")
         self.port = sock.getsockname()[1]
-        self._server, self._task = await serve_on(self.app, sock, graceful_shutdown_s=1, fast_exit=True)
+        self._server, self._task = await serve_on(self.app, sock, graceful_shutdown_s=1, fast_exit=True,
+                                                  ws=self.ws)
 
     async def stop(self) -> None:
         server, task = self._server, self._task

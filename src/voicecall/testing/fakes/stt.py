@@ -22,7 +22,6 @@ import base64
 import binascii
 import contextlib
 import json
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -34,7 +33,7 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketState
 
-from voicecall.server.serving import EmbeddedServer, serve_on
+from voicecall.testing.fakes.openai_server import LoopbackServer
 
 __all__ = ["FakeDeepgram", "FakeRealtimeTranscription", "FakeSttServer", "ScriptedUtterance",
            "check_transcription_session_update"]
@@ -94,9 +93,8 @@ class FakeSttServer:
         self._pending: deque[ScriptedUtterance] = deque()
         self._emit_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._server: EmbeddedServer | None = None
-        self._serve_task: asyncio.Task[None] | None = None
         self.app = Starlette(routes=[WebSocketRoute(self.path, self._endpoint)])
+        self._loopback = LoopbackServer(self.app, host=host, port=port, ws="websockets")
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -105,32 +103,15 @@ class FakeSttServer:
         return f"ws://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        if self._server is not None:
-            return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(128)
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        self._server, self._serve_task = await serve_on(self.app, sock, graceful_shutdown_s=1,
-                                                        fast_exit=True, ws="websockets")
+        await self._loopback.start()
+        self.port = self._loopback.port
 
     async def stop(self) -> None:
         for pending in list(self._tasks):
             pending.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.drop(code=1001)
-        server, task = self._server, self._serve_task
-        self._server = self._serve_task = None
-        if server is None or task is None:
-            return
-        server.should_exit = True
-        try:
-            await asyncio.wait_for(task, 5)
-        except TimeoutError:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self._loopback.stop()
 
     async def __aenter__(self) -> Self:
         await self.start()
