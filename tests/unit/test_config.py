@@ -837,7 +837,6 @@ def test_twilio_is_available_once_its_credentials_are_set() -> None:
 @pytest.mark.parametrize(
     ("raw", "path"),
     [
-        ({"streaming": {"enabled": True}}, "streaming.enabled"),
         ({"realtime": {"enabled": True}, "inboundPolicy": "open"}, "realtime.enabled"),
         ({"tunnel": {"provider": "ngrok"}}, "tunnel.provider"),
         ({"tunnel": {"provider": "tailscale-funnel"}}, "tunnel.provider"),
@@ -852,7 +851,6 @@ def test_features_not_built_yet_are_refused_naming_the_key(raw: dict[str, Any], 
 def test_not_built_table_is_one_module_level_list_keyed_by_path() -> None:
     assert {rule.path for rule in NOT_BUILT_YET} == {
         "provider",
-        "streaming.enabled",
         "realtime.enabled",
         "tunnel.provider",
         "tailscale.mode",

@@ -13,6 +13,7 @@ BASE = "https://gw.example/voice/webhook"
 
 class Context:
     webhook_url = BASE
+    stream_url: str | None = None
 
     def __init__(self) -> None:
         self.state: dict[str, dict[str, Any]] = {}

@@ -17,7 +17,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 __all__ = ["FrameSink", "Pacer", "PacerStats"]
 
@@ -27,11 +27,12 @@ log = logging.getLogger(__name__)
 class FrameSink(Protocol):
     """A stream the pacer feeds. Both methods run on the event loop and must not block."""
 
-    def next_frame(self) -> bytes | None:
-        """The frame due now, or None if nothing is due (nothing is sent this tick)."""
+    def next_frame(self) -> Any:
+        """The frame due now (bytes, or a ready carrier message), or None if nothing is due
+        (nothing is sent this tick)."""
         ...
 
-    def send_frame(self, frame: bytes) -> None:
+    def send_frame(self, frame: Any) -> None:
         """Send ``frame`` without blocking (e.g. write it to a transport)."""
         ...
 

@@ -30,6 +30,7 @@ from voicecall.calls.model import (
 from voicecall.calls.phone import is_dtmf, is_e164
 from voicecall.calls.policy import check_inbound, session_key
 from voicecall.calls.timers import TimerSet
+from voicecall.media.protocol import PlaybackResult
 from voicecall.providers.base import DialRequest, EventOutcome, Provider
 from voicecall.store.sqlite import SQLiteCallStore
 
@@ -92,6 +93,13 @@ class TurnHandler(Protocol):
                              heard_at: int) -> None: ...
 
 
+class MediaPlayer(Protocol):
+    """Speaking over a media stream instead of carrier commands (`voicecall.media.MediaHub`)."""
+
+    def handles(self, call: CallRecord) -> bool: ...
+    async def play(self, call: CallRecord, text: str) -> PlaybackResult: ...
+
+
 @dataclass(slots=True)
 class _Waiter:
     token: str
@@ -137,6 +145,8 @@ class CallService:
         self._started = False
         self._generation: dict[str, int] = {}
         self.turn_handler: TurnHandler | None = None
+        self.media: MediaPlayer | None = None
+        self.stream_url: str | None = None
         provider.bind(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -320,8 +330,9 @@ class CallService:
                            call_id=call_id, remote_number=remote)
 
     # -- speaking, listening, keys -----------------------------------------------------------
-    async def speak(self, call_id: str, text: str, *, quiet_idle: bool = False) -> None:
-        """Say `text` on the call; returns after it has played. The transcript keeps it only then."""
+    async def speak(self, call_id: str, text: str, *, quiet_idle: bool = False) -> PlaybackResult:
+        """Say `text` on the call; returns after it has played. The transcript keeps what the
+        caller heard: all of it, or (after a barge-in on a media stream) the part played."""
         text = text.strip()
         if not text:
             raise CallError("message required", code=-32602)
@@ -333,8 +344,13 @@ class CallService:
             record.state = transition(record.state, CallState.SPEAKING)
             await self._persist(record)
         timeout = 30.0 + len(text) * 0.2
+        media = self.media if self.media is not None and self.media.handles(record) else None
         try:
-            await asyncio.wait_for(self.provider.play_tts(record, text), timeout)
+            if media is not None:
+                result = await asyncio.wait_for(media.play(record, text), timeout)
+            else:
+                await asyncio.wait_for(self.provider.play_tts(record, text), timeout)
+                result = PlaybackResult(text)
         except Exception as exc:
             async with self._lock(record.call_id):
                 if not record.is_terminal:
@@ -346,8 +362,13 @@ class CallService:
             raise CallError(f"speak failed: {exc or 'playback timed out'}",
                             call_id=record.call_id) from exc
         async with self._lock(record.call_id):
-            record.transcript.append(TranscriptEntry(timestamp=now_ms(), speaker="bot", text=text))
+            if result.played_text:
+                record.transcript.append(TranscriptEntry(timestamp=now_ms(), speaker="bot",
+                                                         text=result.played_text))
+            if (result.interrupted or result.skipped) and not record.is_terminal:
+                record.state = transition(record.state, CallState.LISTENING)
             await self._persist(record)
+        return result
 
     async def continue_call(self, call_id: str, message: str) -> str:
         """Say `message`, then wait for the caller's next final transcript and return it."""
@@ -360,21 +381,28 @@ class CallService:
         waiter = _Waiter(token=uuid.uuid4().hex, future=loop.create_future(),
                          turn_started_at=now_ms())
         timeout_ms = self.settings.transcript_timeout_ms
+        streamed = self._streamed(record)
         try:
+            if streamed:
+                # The stream listens all the time: a caller who talks over the prompt (barge-in)
+                # answers this turn.
+                self._waiters[cid] = waiter
             await self.speak(cid, message)
             async with self._lock(cid):
                 if record.is_terminal:
                     raise CallError(f"Call ended: {record.end_reason}", call_id=cid, code=-32005)
-                record.state = transition(record.state, CallState.LISTENING)
+                if not waiter.future.done():
+                    record.state = transition(record.state, CallState.LISTENING)
                 waiter.listen_started_at = now_ms()
                 self._waiters[cid] = waiter
                 await self._persist(record)
-            try:
-                await asyncio.wait_for(self.provider.start_listening(record, waiter.token), 30)
-            except Exception as exc:
-                # If the call ended (or the caller already spoke) meanwhile, the waiter says so.
-                if not waiter.future.done():
-                    raise CallError(f"listen failed: {exc or 'timed out'}", call_id=cid) from exc
+            if not streamed:
+                try:
+                    await asyncio.wait_for(self.provider.start_listening(record, waiter.token), 30)
+                except Exception as exc:
+                    # If the call ended (or the caller already spoke) meanwhile, the waiter says so.
+                    if not waiter.future.done():
+                        raise CallError(f"listen failed: {exc or 'timed out'}", call_id=cid) from exc
             try:
                 transcript = await asyncio.wait_for(asyncio.shield(waiter.future),
                                                     timeout_ms / 1000)
@@ -385,7 +413,7 @@ class CallService:
             self._turns.discard(cid)
             if self._waiters.get(cid) is waiter:
                 del self._waiters[cid]
-            if not record.is_terminal:
+            if not record.is_terminal and not streamed:
                 with contextlib.suppress(Exception):
                     await self.provider.stop_listening(record)
         await self._complete_turn(record, waiter)
@@ -487,9 +515,9 @@ class CallService:
             adopted = True
         cid = record.call_id
         async with self._lock(cid):
-            if record.is_terminal or event.key in record.processed_event_ids:
+            if record.is_terminal or record.has_processed(event.key):
                 return EventOutcome(call=record)
-            before = record.snapshot()
+            before = record.rollback_point()
             waiter = self._waiters.get(cid)
             applied = apply_event(record, event,
                                   waiter_token=waiter.token if waiter else NO_WAITER)
@@ -505,7 +533,7 @@ class CallService:
                 await self._persist(record, events=[_event_summary(event)])
             except Exception:
                 # Not durable, so not applied: roll back so the carrier's retry applies it.
-                record.restore(before)
+                record.roll_back(before)
                 if adopted:
                     self._forget(record)
                 elif record.provider_call_id is None and event.provider_call_id:
@@ -519,8 +547,7 @@ class CallService:
             consumed = False
             if event.type == "call.speech" and not applied.ignored:
                 self._generation[cid] = self._generation.get(cid, 0) + 1  # older replies are stale
-                self._timers.cancel(cid, "idle-prompt")
-                self._timers.cancel(cid, "idle-hangup")
+                self._cancel_idle_timers(cid)
             if applied.final_speech is not None and waiter and not waiter.future.done():
                 waiter.future.set_result(applied.final_speech)
                 consumed = True
@@ -533,8 +560,27 @@ class CallService:
                         f"reply:{cid}")
         return EventOutcome(call=record)
 
+    def _cancel_idle_timers(self, call_id: str) -> None:
+        """The caller spoke: drop the idle timers (`_arm_idle` arms them only when configured)."""
+        if self.settings.idle_prompt_after_s or self.settings.idle_hangup_after_s:
+            self._timers.cancel(call_id, "idle-prompt")
+            self._timers.cancel(call_id, "idle-hangup")
+
     def _auto_replies(self, record: CallRecord) -> bool:
         return self.settings.auto_reply and (record.direction == "inbound" or record.mode == "conversation")
+
+    def _streamed(self, record: CallRecord) -> bool:
+        """True when the call speaks and listens over a media stream, not carrier commands."""
+        return self.media is not None and self.media.handles(record)
+
+    def turn_token(self, call_id: str) -> str | None:
+        """The token of the `continue` waiting for the caller, if one is."""
+        waiter = self._waiters.get(call_id)
+        return waiter.token if waiter else None
+
+    def interrupted(self, call_id: str) -> None:
+        """The caller talked over the bot (barge-in): replies in flight are stale."""
+        self._generation[call_id] = self._generation.get(call_id, 0) + 1
 
     def is_current(self, call_id: str, generation: int) -> bool:
         """False once the caller has spoken again after `generation` (the reply is stale)."""
@@ -551,11 +597,12 @@ class CallService:
                 return
             record.state = transition(record.state, CallState.LISTENING)
             await self._persist(record)
-        try:
-            await asyncio.wait_for(self.provider.start_listening(record, None), 30)
-        except Exception as exc:
-            log.warning("call %s: could not start listening: %s", record.call_id, exc)
-            return
+        if not self._streamed(record):
+            try:
+                await asyncio.wait_for(self.provider.start_listening(record, None), 30)
+            except Exception as exc:
+                log.warning("call %s: could not start listening: %s", record.call_id, exc)
+                return
         if reset_idle:
             self._arm_idle(record.call_id)
 

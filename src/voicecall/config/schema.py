@@ -684,11 +684,6 @@ NOT_BUILT_YET: list[NotBuiltRule] = [
         ),
     ),
     NotBuiltRule(
-        "streaming.enabled",
-        lambda c: c.streaming.enabled,
-        lambda c: "media streaming is not available in this build yet; set it to false",
-    ),
-    NotBuiltRule(
         "realtime.enabled",
         lambda c: c.realtime.enabled,
         lambda c: "realtime voice is not available in this build yet; set it to false",

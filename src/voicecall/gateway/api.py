@@ -46,8 +46,10 @@ class ControlApi:
     """Dispatches `voicecall.*` methods to the call service."""
 
     def __init__(self, service: CallService, *, to_number: str | None = None,
-                 inject: Callable[[str, Mapping[str, Any]], Awaitable[None]] | None = None) -> None:
+                 inject: Callable[[str, Mapping[str, Any]], Awaitable[None]] | None = None,
+                 media_stats: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> None:
         self.service = service
+        self._media_stats = media_stats
         self.to_number = to_number
         self._inject = inject
         self.methods: dict[str, Handler] = {
@@ -57,6 +59,7 @@ class ControlApi:
             "voicecall.continue.start": self.continue_start,
             "voicecall.continue.result": self.continue_result,
             "voicecall.speak": self.speak,
+            "voicecall.media.stats": self.media_stats,
             "voicecall.dtmf": self.dtmf,
             "voicecall.end": self.end,
             "voicecall.status": self.status,
@@ -111,8 +114,17 @@ class ControlApi:
 
     async def speak(self, params: Mapping[str, Any]) -> dict[str, Any]:
         call_id, message = self._call_and_message(params)
-        await self.service.speak(call_id, message)
-        return {"success": True}
+        result = await self.service.speak(call_id, message)
+        out: dict[str, Any] = {"success": True}
+        if result.interrupted or result.skipped:
+            out.update(interrupted=True, played=result.played_text)
+        return out
+
+    async def media_stats(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Media-stream counters: streams, pacer health, TTS first byte → first frame."""
+        if self._media_stats is None:
+            return {"enabled": False}
+        return await self._media_stats()
 
     async def dtmf(self, params: Mapping[str, Any]) -> dict[str, Any]:
         call_id = _text(params, "callId", required="callId and digits required")

@@ -13,6 +13,7 @@ import logging
 import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 
@@ -23,6 +24,7 @@ from voicecall.gateway.exposure import is_local_only
 from voicecall.gateway.ports import bind_listener
 from voicecall.providers.base import Provider
 from voicecall.providers.registry import build_provider
+from voicecall.security.public_url import normalize_ip
 from voicecall.server.control import build_control_app
 from voicecall.server.serving import serve_on
 from voicecall.server.webhook import WebhookApp
@@ -31,12 +33,22 @@ from voicecall.store import SQLiteCallStore
 if TYPE_CHECKING:
     from voicecall.agent.conversation import AutoReply
     from voicecall.agent.responder import Responder
+    from voicecall.media.hub import MediaHub
+    from voicecall.server.media_ws import MediaEndpoint
+    from voicecall.speech.tts import TtsChain
 
 log = logging.getLogger(__name__)
 
 
 def _host_for_url(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def stream_url_for(webhook_url: str, stream_path: str) -> str:
+    """The media-stream URL carriers dial: the webhook's host with ws(s):// and the stream path."""
+    parts = urlsplit(webhook_url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return urlunsplit((scheme, parts.netloc, stream_path, "", ""))
 
 
 class Runtime:
@@ -61,6 +73,9 @@ class Runtime:
         self._servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
         self._started = False
         self._responder: Responder | None = None
+        self.media: MediaHub | None = None
+        self.media_endpoint: MediaEndpoint | None = None
+        self.tts_chain: TtsChain | None = None
         self.service: CallService
         self.api: ControlApi
 
@@ -123,16 +138,20 @@ class Runtime:
                                        webhook_url=self.webhook_url)
             inject = getattr(self.provider, "inject", None)
             self.api = ControlApi(self.service, to_number=c.to_number,
-                                  inject=self._injector(inject) if inject else None)
+                                  inject=self._injector(inject) if inject else None,
+                                  media_stats=self._media_stats)
             if c.responder.enabled:
                 self.service.turn_handler = self._auto_reply()
+            ws = self._media(self.service) if c.streaming.enabled else None
             await self.provider.start()
             await self.service.start()
+            if self.media is not None:
+                await self.media.start()
             webhook_app = WebhookApp(
                 provider=self.provider, apply_events=self.service.apply_events,
                 replays=self.store,
                 path=c.serve.path, skip_signature_verification=c.skip_signature_verification)
-            await self._serve(webhook_app, webhook_sock)
+            await self._serve(webhook_app, webhook_sock, ws=ws)
             if control_sock is not None:
                 chost, cport = control_sock.getsockname()[:2]
                 self.control_url = f"http://{_host_for_url(chost)}:{cport}"
@@ -146,6 +165,50 @@ class Runtime:
         self._started = True
         log.info("voicecall gateway: carrier %s, webhooks at %s, control at %s",
                  self.provider.name, local_url, self.control_url or "(off)")
+
+    def _media(self, service: CallService) -> type[asyncio.Protocol]:
+        """Media streaming: the hub (TTS out, STT in, pacing) and the WebSocket endpoint class."""
+        from voicecall.media.hub import MediaHub, SttFactory
+        from voicecall.server.media_ws import MediaEndpoint, MediaLimits
+        from voicecall.speech.stt import SttError, build_stt_session
+        from voicecall.speech.tts import build_tts_chain
+
+        c, env = self.config, self.loaded.env
+        streams = self.provider.media_streams
+        if streams is None:
+            raise ConfigError([ConfigIssue("streaming.enabled", f"the {self.provider.name} carrier has "
+                                           "no media streams")], source=self.loaded.source)
+        chain = build_tts_chain(c.tts, env)
+        if not chain.providers:
+            raise ConfigError([ConfigIssue("tts", "media streaming speaks with a TTS provider: set "
+                                           "tts.providers.openai.apiKey (or OPENAI_API_KEY) or "
+                                           "tts.providers.elevenlabs.apiKey")], source=self.loaded.source)
+        stt_factory: SttFactory | None = None
+        s = c.streaming
+        if (s.provider or "").strip().lower() != "none":
+            try:
+                build_stt_session(s.provider, s.providers, None, env)  # fails now on a missing key
+            except SttError as exc:
+                raise ConfigError([ConfigIssue("streaming.provider", str(exc))],
+                                  source=self.loaded.source) from None
+
+            def stt_factory(callbacks: Any) -> Any:
+                return build_stt_session(s.provider, s.providers, callbacks, env)
+
+        self.tts_chain = chain
+        self.media = MediaHub(service, streams, chain, stt_factory=stt_factory)
+        service.media = self.media
+        service.stream_url = stream_url_for(self.webhook_url, s.stream_path)
+        security = c.webhook_security
+        endpoint = MediaEndpoint(MediaLimits(
+            path=s.stream_path, max_connections=s.max_connections,
+            max_pending=s.max_pending_connections, max_pending_per_ip=s.max_pending_connections_per_ip,
+            pre_start_timeout_s=s.pre_start_timeout_ms / 1000,
+            trust_forwarding_headers=security.trust_forwarding_headers,
+            trusted_proxy_ips=frozenset(normalize_ip(str(ip)) for ip in security.trusted_proxy_ips),
+        ), streams.serializer, self.media)
+        self.media_endpoint = endpoint
+        return endpoint.protocol_class()
 
     def _auto_reply(self) -> AutoReply:
         # Imported here: the LLM SDK costs seconds to import and only responders need it.
@@ -163,6 +226,15 @@ class Runtime:
             agent_id=c.agent_id, model=c.response_model, system_prompt=c.response_system_prompt,
             timeout_s=c.response_timeout_ms / 1000, history_turns=r.history_turns))
 
+    async def _media_stats(self) -> dict[str, Any]:
+        if self.media is None:
+            return {"enabled": False}
+        stats = self.media.stats()
+        if self.media_endpoint is not None:
+            stats["refused503"] = self.media_endpoint.refused_503
+            stats["closedByCode"] = {str(k): v for k, v in self.media_endpoint.closed_by_code.items()}
+        return {"enabled": True, **stats}
+
     @staticmethod
     def _injector(inject: Any) -> Any:
         async def run(provider_call_id: str, params: Mapping[str, Any]) -> None:
@@ -170,8 +242,9 @@ class Runtime:
                          digits=params.get("digits"), hangup=bool(params.get("hangup")))
         return run
 
-    async def _serve(self, app: Any, sock: socket.socket) -> None:
-        self._servers.append(await serve_on(app, sock, graceful_shutdown_s=5))
+    async def _serve(self, app: Any, sock: socket.socket, *,
+                     ws: type[asyncio.Protocol] | None = None) -> None:
+        self._servers.append(await serve_on(app, sock, graceful_shutdown_s=5, ws=ws or "none"))
 
     async def stop(self) -> None:
         """Idempotent, in reverse order: listeners, service, carrier, store."""
@@ -185,6 +258,12 @@ class Runtime:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(task, 10)
         self._servers.clear()
+        if self.media is not None:
+            with contextlib.suppress(Exception):
+                await self.media.stop()
+        if self.tts_chain is not None:
+            with contextlib.suppress(Exception):
+                await self.tts_chain.aclose()
         if hasattr(self, "service"):
             await self.service.stop()
         if self._responder is not None:

@@ -8,6 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallMode, CallRecord, EndReason
+from voicecall.media.protocol import MediaStreams
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,8 @@ class ProviderContext(Protocol):
 
     webhook_url: str
     """Where carriers reach this gateway's webhook (the public URL when one is configured)."""
+    stream_url: str | None
+    """Where carriers open media streams (ws:// or wss://), when streaming is on."""
 
     async def emit(self, events: list[CallEvent]) -> list[EventOutcome]: ...
     async def get_provider_state(self, call_id: str) -> dict[str, Any] | None: ...
@@ -108,6 +111,11 @@ class Provider(Protocol):
     @property
     def requires_public_webhook(self) -> bool:
         """True when the carrier must reach the webhook from the internet (no local-only URL)."""
+        ...
+
+    @property
+    def media_streams(self) -> MediaStreams | None:
+        """The carrier's media-stream support when calls are to be streamed, else None."""
         ...
 
     def bind(self, context: ProviderContext) -> None: ...

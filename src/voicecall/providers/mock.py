@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from voicecall.calls.events import EVENT_TYPES, CallEvent
 from voicecall.calls.model import CallRecord, EndReason
+from voicecall.media.protocol import MediaStreams
 from voicecall.providers.base import (
     DialRequest,
     EventOutcome,
@@ -78,6 +79,7 @@ class MockProvider:
     name = "mock"
     required_headers: tuple[str, ...] = ()
     requires_public_webhook = False
+    media_streams: MediaStreams | None = None
 
     def __init__(self, behaviour: MockBehaviour | None = None) -> None:
         self.behaviour = behaviour or MockBehaviour()

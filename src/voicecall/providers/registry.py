@@ -72,6 +72,7 @@ def twilio_from_config(config: VoiceCallConfig) -> Provider:
         skip_signature_verification=config.skip_signature_verification,
         voice=polly_voice(voice),
         machine_detection=config.outbound.machine_detection,
+        streaming=config.streaming.enabled,
     ))
 
 

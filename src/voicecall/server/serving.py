@@ -35,7 +35,7 @@ class EmbeddedServer(uvicorn.Server):
 
 
 async def serve_on(app: Any, sock: socket.socket, *, graceful_shutdown_s: float = 5.0,
-                   fast_exit: bool = False, ws: WsImpl = "none",
+                   fast_exit: bool = False, ws: WsImpl | type[asyncio.Protocol] = "none",
                    startup_timeout_s: float = STARTUP_TIMEOUT_S) -> tuple[EmbeddedServer, asyncio.Task[None]]:
     """Start serving `app` on an already-bound listening socket; returns once it accepts."""
     # proxy_headers off: forwarded headers are trusted only under the webhookSecurity rules.

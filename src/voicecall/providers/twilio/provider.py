@@ -34,6 +34,7 @@ import httpx
 
 from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallRecord, EndReason
+from voicecall.media.protocol import MediaStreams, StreamSerializer, StreamStart
 from voicecall.providers.base import (
     DialRequest,
     EventOutcome,
@@ -49,6 +50,7 @@ from voicecall.providers.base import (
 from voicecall.providers.http import CarrierApiError, CarrierHttp
 from voicecall.providers.twilio import twiml
 from voicecall.providers.twilio.signature import verify_twilio_webhook
+from voicecall.providers.twilio.stream import TwilioStreamSerializer
 from voicecall.security.public_url import ForwardingPolicy
 
 log = logging.getLogger(__name__)
@@ -77,8 +79,10 @@ class TwilioSettings:
     language: str = "en-US"
     machine_detection: bool = False
     timeout_s: float = 10.0
+    streaming: bool = False
+    """Media streaming on: answered calls get `<Connect><Stream>` to the gateway's stream URL."""
     stream_url: str | None = None
-    """`wss://host/voice/stream` when media streaming is on: calls then get `<Connect><Stream>`."""
+    """Overrides the stream URL the gateway derives from its webhook URL (implies streaming)."""
 
     @property
     def uses_real_api(self) -> bool:
@@ -116,6 +120,17 @@ class TwilioProvider:
         self._played: dict[str, tuple[str, asyncio.Future[None]]] = {}
         self._listening: dict[str, str] = {}
         self._streaming_inbound: set[str] = set()
+        self.serializer: StreamSerializer = TwilioStreamSerializer()
+
+    @property
+    def media_streams(self) -> MediaStreams | None:
+        """This adapter (serializer + stream authorization) when `stream_url` is set."""
+        return self if self.settings.streaming or self.settings.stream_url else None
+
+    def _stream_url(self) -> str | None:
+        if self.settings.stream_url:
+            return self.settings.stream_url
+        return self.context.stream_url if self.settings.streaming else None
 
     @property
     def requires_public_webhook(self) -> bool:
@@ -269,16 +284,17 @@ class TwilioProvider:
                 entry[1].set_result(None)
         if meta.get("inboundStart"):
             await self._remember_base(call.call_id)
-            if self.settings.stream_url and self._streaming_inbound - {call.call_id}:
+            if self._stream_url() and self._streaming_inbound - {call.call_id}:
                 reply.body = twiml.queue(await self._call_url(call.call_id, type="hold-music"))
                 return reply
             reply.body = twiml.document(twiml.redirect(await self._call_url(call.call_id,
                                                                             type="answered")))
             return reply
-        if self.settings.stream_url and kind in (None, "answered") and meta["status"] == "in-progress":
+        stream_url = self._stream_url()
+        if stream_url and kind in (None, "answered") and meta["status"] == "in-progress":
             if call.direction == "inbound":
                 self._streaming_inbound.add(call.call_id)
-            reply.body = twiml.stream(self.settings.stream_url, await self.stream_token(call.call_id))
+            reply.body = twiml.stream(stream_url, await self.stream_token(call.call_id))
             return reply
         if kind == "listen" and self._listening.get(call.call_id) == meta.get("turnToken"):
             reply.body = await self._listen_twiml(call.call_id, meta["turnToken"])
@@ -323,6 +339,14 @@ class TwilioProvider:
         state = await self.context.get_provider_state(call_id) or {}
         expected = str(state.get("streamToken") or "")
         return bool(expected) and hmac.compare_digest(expected.encode(), token.encode())
+
+    async def authorize_stream(self, start: StreamStart, query_token: str | None) -> str | None:
+        """Our call id when `start.call_sid` is a live call and the token is that call's."""
+        call = self.context.live(start.call_sid)
+        token = start.token or query_token
+        if call is None or call.is_terminal or call.provider_call_id != start.call_sid or not token:
+            return None
+        return call.call_id if await self.is_valid_stream_token(call.call_id, token) else None
 
     def _fail_pending(self, call_id: str) -> None:
         self._streaming_inbound.discard(call_id)

@@ -84,6 +84,7 @@ class StreamRecord:
     marks: list[str] = field(default_factory=list)
     marks_echoed: list[str] = field(default_factory=list)
     cleared_bytes: int = 0
+    clear_positions: list[int] = field(default_factory=list)  # len(received_audio) at each clear
     invalid_messages: list[str] = field(default_factory=list)
     frames_sent: int = 0
     frames_received: int = 0
@@ -308,6 +309,7 @@ class MediaStream:
                 self._marks_sink.append(name)
             self._pending_marks.append((name, self._queued))
         elif event == "clear":
+            self.record.clear_positions.append(len(self.record.received_audio))
             self.record.cleared_bytes += self._queued - self._played
             self._played = self._queued
             while self._pending_marks:

@@ -1,0 +1,244 @@
+"""Media streams and calls: which stream belongs to which call, what a stream's events mean for
+its call, and playback for the call service.
+
+- `open()` authorizes a stream's `start` with the carrier (live call + per-call token) and
+  builds its session (playback on the shared pacer, speech-to-text connected in the background).
+- The call service speaks through `play()`, which waits a bounded time for the call's stream.
+- Caller speech start clears playback at once (barge-in), except while an outbound conversation
+  call is still saying its first message; a final transcript becomes a `call.speech` event.
+- When a stream ends, the call is ended after a grace period unless a new stream comes for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from voicecall.audio.pacer import Pacer
+from voicecall.calls.events import CallEvent
+from voicecall.calls.latency import summarize
+from voicecall.calls.model import CallRecord, CallState, EndReason
+from voicecall.calls.service import CallService
+from voicecall.media.playback import PlaybackError, PlaybackResult, Speech, Utterance
+from voicecall.media.protocol import MediaStreams, StreamStart
+from voicecall.media.session import StreamConnection, StreamSession, sanitize_for_log
+from voicecall.speech.stt.base import SttCallbacks, SttSession
+
+__all__ = ["MediaHub", "SttFactory"]
+
+log = logging.getLogger(__name__)
+
+SttFactory = Callable[[SttCallbacks], SttSession]
+DISCONNECT_GRACE_S = 2.0
+STREAM_WAIT_S = 10.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class MediaHub:
+    """See the module docstring. Implements the call service's `MediaPlayer`."""
+
+    def __init__(self, service: CallService, streams: MediaStreams, speech: Speech, *,
+                 stt_factory: SttFactory | None = None, grace_s: float = DISCONNECT_GRACE_S,
+                 stream_wait_s: float = STREAM_WAIT_S) -> None:
+        self.service = service
+        self.streams = streams
+        self.serializer = streams.serializer
+        self.speech = speech
+        self.stt_factory = stt_factory
+        self.grace_s = grace_s
+        self.stream_wait_s = stream_wait_s
+        self.pacer = Pacer()
+        self._sessions: dict[str, StreamSession] = {}
+        self._arrivals: dict[str, list[asyncio.Future[StreamSession]]] = {}
+        self._grace: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._first_frame_ms: deque[float] = deque(maxlen=10_000)
+        self.streams_opened = 0
+        self.streams_refused = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.pacer.start()
+
+    async def stop(self) -> None:
+        for handle in self._grace.values():
+            handle.cancel()
+        self._grace.clear()
+        for session in list(self._sessions.values()):
+            session.connection.close(1001, "gateway shutting down")
+            session.end()
+        await self.pacer.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- streams ---------------------------------------------------------------------------------
+    @property
+    def active_streams(self) -> int:
+        return len(self._sessions)
+
+    def session_for(self, call_id: str) -> StreamSession | None:
+        return self._sessions.get(call_id)
+
+    async def open(self, start: StreamStart, query_token: str | None,
+                   connection: StreamConnection) -> StreamSession | None:
+        """Authorize `start` and attach a new session to its call; None means "Unknown call"."""
+        call_id = await self.streams.authorize_stream(start, query_token)
+        record = self.service.live(call_id) if call_id else None
+        if record is None or record.is_terminal:
+            self.streams_refused += 1
+            return None
+        cid = record.call_id
+        handle = self._grace.pop(cid, None)
+        if handle is not None:
+            handle.cancel()
+        old = self._sessions.get(cid)
+        session = StreamSession(call_id=cid, start=start, connection=connection,
+                                serializer=self.serializer, speech=self.speech, owner=self,
+                                on_first_frame=self._first_frame)
+        if self.stt_factory is not None:
+            try:
+                session.stt = self.stt_factory(session.callbacks())
+            except Exception as exc:
+                log.warning("call %s: speech-to-text unavailable: %s", cid, exc)
+        self._sessions[cid] = session
+        if old is not None:  # a reconnect replaces the old stream
+            old.connection.close(1000, "replaced by a new stream")
+            old.end()
+        self.pacer.add(session.playback)
+        self.streams_opened += 1
+        session.start_stt()
+        for fut in self._arrivals.pop(cid, []):
+            if not fut.done():
+                fut.set_result(session)
+        log.info("call %s: media stream %s connected from %s", cid, start.stream_id,
+                 connection.client_ip)
+        return session
+
+    def _first_frame(self, utt: Utterance) -> None:
+        if utt.first_tts_byte_at is not None and utt.first_frame_at is not None:
+            self._first_frame_ms.append(utt.first_frame_at - utt.first_tts_byte_at)
+
+    def on_stream_end(self, session: StreamSession) -> None:
+        self.pacer.remove(session.playback)
+        cid = session.call_id
+        if self._sessions.get(cid) is not session:
+            return  # replaced by a newer stream
+        del self._sessions[cid]
+        log.info("call %s: media stream %s ended", cid, session.stream_id)
+        record = self.service.live(cid)
+        if record is None or record.is_terminal:
+            return
+        self._grace[cid] = asyncio.get_running_loop().call_later(
+            self.grace_s, self._grace_expired, cid)
+
+    def _grace_expired(self, call_id: str) -> None:
+        self._grace.pop(call_id, None)
+        if call_id in self._sessions:
+            return
+        record = self.service.live(call_id)
+        if record is not None and not record.is_terminal:
+            log.info("call %s: media stream gone for %.1f s; ending the call", call_id, self.grace_s)
+            self._spawn(self.service.end(call_id, EndReason.HANGUP_BOT,
+                                         detail="media stream disconnected"), f"end:{call_id}")
+
+    # -- MediaPlayer (for the call service) ------------------------------------------------------
+    def handles(self, call: CallRecord) -> bool:
+        """Every call of a streaming carrier speaks and listens over its stream."""
+        return True
+
+    async def _session(self, call: CallRecord) -> StreamSession:
+        session = self._sessions.get(call.call_id)
+        if session is not None:
+            return session
+        fut: asyncio.Future[StreamSession] = asyncio.get_running_loop().create_future()
+        self._arrivals.setdefault(call.call_id, []).append(fut)
+        try:
+            return await asyncio.wait_for(fut, self.stream_wait_s)
+        except TimeoutError:
+            raise PlaybackError(f"no media stream for the call after {self.stream_wait_s:g} s") from None
+        finally:
+            waiting = self._arrivals.get(call.call_id)
+            if waiting and fut in waiting:
+                waiting.remove(fut)
+                if not waiting:
+                    del self._arrivals[call.call_id]
+
+    async def play(self, call: CallRecord, text: str) -> PlaybackResult:
+        """Speak `text` on the call's stream; returns once it was heard, cut off or skipped."""
+        session = await self._session(call)
+        return await session.playback.play(text).result
+
+    # -- what the caller does --------------------------------------------------------------------
+    def _greeting_protected(self, record: CallRecord) -> bool:
+        """An outbound conversation call's first message is not interrupted (reference §5.3)."""
+        return (record.direction == "outbound" and record.mode == "conversation"
+                and record.state == CallState.SPEAKING and bool(record.metadata.get("initialMessage")))
+
+    def on_speech_start(self, session: StreamSession) -> None:
+        record = self.service.live(session.call_id)
+        if record is None or self._greeting_protected(record):
+            return
+        if session.playback.clear():
+            log.info("call %s: caller started speaking; playback cleared", session.call_id)
+            self.service.interrupted(session.call_id)
+
+    def on_transcript(self, session: StreamSession, text: str) -> None:
+        record = self.service.live(session.call_id)
+        if record is None:
+            return
+        if self._greeting_protected(record):
+            log.info("call %s: transcript during the first message ignored: %s", session.call_id,
+                     sanitize_for_log(text))
+            return
+        if session.playback.clear():
+            self.service.interrupted(session.call_id)
+        event = CallEvent.model_validate({
+            "type": "call.speech", "callId": record.call_id, "providerCallId": session.provider_call_id,
+            "transcript": text, "isFinal": True, "timestamp": _now_ms(),
+            "turnToken": self.service.turn_token(record.call_id),
+            "dedupeKey": f"stream-transcript:{session.stream_id}:{session.transcripts}",
+        })
+        self._spawn(self._apply(event), f"transcript:{record.call_id}")
+
+    def on_dtmf(self, session: StreamSession, digit: str) -> None:
+        event = CallEvent.model_validate({
+            "type": "call.dtmf", "callId": session.call_id, "providerCallId": session.provider_call_id,
+            "digits": digit, "timestamp": _now_ms(),
+            "dedupeKey": f"stream-dtmf:{session.stream_id}:{time.monotonic_ns()}",
+        })
+        self._spawn(self._apply(event), f"dtmf:{session.call_id}")
+
+    async def _apply(self, event: CallEvent) -> None:
+        try:
+            await self.service.apply_events([event])
+        except Exception:
+            log.exception("call %s: could not apply %s from the media stream", event.call_id, event.type)
+
+    # -- numbers ---------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        p = self.pacer.stats
+        return {
+            "activeStreams": len(self._sessions),
+            "streamsOpened": self.streams_opened,
+            "streamsRefused": self.streams_refused,
+            "ttsFirstByteToFirstFrameMs": summarize(self._first_frame_ms),
+            "pacer": {"ticks": p.ticks, "lateTicks": p.late_ticks, "skippedTicks": p.skipped_ticks,
+                      "maxLatenessMs": round(p.max_lateness_ms, 3), "framesSent": p.frames_sent,
+                      "sinkErrors": p.sink_errors},
+        }

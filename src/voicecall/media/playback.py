@@ -1,0 +1,292 @@
+"""Outbound audio of one media stream: a FIFO of utterances, synthesized ahead and paced out.
+
+Each utterance is split at sentence boundaries; its synthesis task streams TTS PCM through a
+streaming resampler (filter state kept across chunks), the G.711 encoder and a 20 ms frame
+splitter, and queues ready-to-send carrier messages. The shared `Pacer` pulls one frame per tick
+(`next_frame`), so the resampling never runs on the pacing path and a slow synthesis never delays
+other calls. While an utterance's audio is not there yet, silence keeps the stream alive; its
+first audio frame goes out the moment it exists instead of waiting for the next tick.
+
+After an utterance's last frame a mark is sent; its echo means the caller heard it, which is
+when `Utterance.result` resolves (notify hang-up waits for that). `clear()` (barge-in) stops the
+active utterance within one frame, resolves it with the part that was played, and resolves every
+queued one as skipped: nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+from voicecall.agent.sentences import SentenceSplitter
+from voicecall.audio.frames import FRAME_BYTES, FrameSplitter
+from voicecall.audio.g711 import ALAW_SILENCE, ULAW_SILENCE, alaw_encode, ulaw_encode
+from voicecall.audio.resample import StreamingResampler
+from voicecall.media.protocol import PlaybackResult, StreamSerializer, played_prefix
+
+__all__ = ["PlaybackError", "PlaybackResult", "Speech", "StreamPlayback", "Utterance", "played_prefix"]
+
+log = logging.getLogger(__name__)
+
+FRAME_S = 0.02
+MARK_GRACE_S = 5.0
+"""How long after its last frame an utterance's mark may take to come back before it fails."""
+
+
+class Speech(Protocol):
+    """Text to PCM16LE: `TtsChain.stream` (yields `(sample_rate, pcm)` as audio arrives)."""
+
+    def stream(self, text: str) -> AsyncIterator[tuple[int, bytes]]: ...
+
+
+class PlaybackError(Exception):
+    """The utterance could not be played (synthesis failed, stream closed, mark never came)."""
+
+
+def _now_ms() -> float:
+    return time.time() * 1000
+
+
+class Utterance:
+    """One `play()` request: its audio frames, its state and the future its caller awaits."""
+
+    __slots__ = ("done_synth", "first_frame_at", "first_tts_byte_at", "frames", "frames_made",
+                 "frames_sent", "mark", "mark_timer", "result", "task", "text")
+
+    def __init__(self, text: str, result: asyncio.Future[PlaybackResult]) -> None:
+        self.text = text
+        self.result = result
+        self.frames: deque[str] = deque()
+        self.frames_made = 0
+        self.frames_sent = 0
+        self.done_synth = False
+        self.task: asyncio.Task[None] | None = None
+        self.mark: str | None = None
+        self.mark_timer: asyncio.TimerHandle | None = None
+        self.first_tts_byte_at: float | None = None
+        self.first_frame_at: float | None = None
+
+    def finish(self, *, interrupted: bool = False, skipped: bool = False) -> None:
+        if self.result.done():
+            return
+        if skipped:
+            text = ""
+        elif interrupted:
+            total = self.frames_made if self.done_synth else max(self.frames_made, 1)
+            text = played_prefix(self.text, self.frames_sent / total if total else 0.0)
+        else:
+            text = self.text
+        self.result.set_result(PlaybackResult(text, interrupted=interrupted, skipped=skipped,
+                                              first_tts_byte_at=self.first_tts_byte_at,
+                                              first_frame_at=self.first_frame_at))
+
+    def fail(self, error: BaseException) -> None:
+        if not self.result.done():
+            self.result.set_exception(error)
+            self.result.exception()  # retrieved: an abandoned waiter must not log a warning
+
+    def cancel_work(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.mark_timer is not None:
+            self.mark_timer.cancel()
+            self.mark_timer = None
+
+
+class StreamPlayback:
+    """The `FrameSink` of one stream (see the module docstring)."""
+
+    def __init__(self, *, stream_id: str, serializer: StreamSerializer, speech: Speech,
+                 send: Callable[[str], bool], on_first_frame: Callable[[Utterance], None] | None = None
+                 ) -> None:
+        self.stream_id = stream_id
+        self.serializer = serializer
+        self.speech = speech
+        self._send = send
+        self._on_first_frame = on_first_frame
+        self._queue: deque[Utterance] = deque()
+        self._active: Utterance | None = None
+        self._awaiting_mark: dict[str, Utterance] = {}
+        self._mark_seq = 0
+        self._closed = False
+        silence = ULAW_SILENCE if serializer.codec == "ulaw" else ALAW_SILENCE
+        self._silence = serializer.audio(stream_id, silence * FRAME_BYTES)
+        self._encode = ulaw_encode if serializer.codec == "ulaw" else alaw_encode
+        self._pad = silence
+        self.frames_sent = 0
+        self.silence_sent = 0
+
+    # -- requests -------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """True while something is playing, queued or waiting for its mark."""
+        return self._active is not None or bool(self._queue) or bool(self._awaiting_mark)
+
+    def play(self, text: str) -> Utterance:
+        """Queue `text`; await `utterance.result` for how it ended."""
+        if self._closed:
+            raise PlaybackError("the media stream is closed")
+        utt = Utterance(text, asyncio.get_running_loop().create_future())
+        if self._active is None:
+            self._activate(utt)
+        else:
+            self._queue.append(utt)
+            if self._active.done_synth and len(self._queue) == 1:
+                self._synthesize(utt)  # synthesize one ahead
+        return utt
+
+    def clear(self) -> bool:
+        """Barge-in: stop the active utterance, skip the queued ones, tell the carrier to drop its
+        buffer. Returns True if anything was playing or queued."""
+        active, queued = self._active, list(self._queue)
+        self._active = None
+        self._queue.clear()
+        if active is not None:
+            active.cancel_work()
+            active.finish(interrupted=True)
+        for utt in queued:
+            utt.cancel_work()
+            utt.finish(skipped=True)
+        if active is None and not queued and not self._awaiting_mark:
+            return False
+        self._send(self.serializer.clear(self.stream_id))
+        return True
+
+    def on_mark(self, name: str) -> None:
+        """The carrier echoed mark `name`: everything before it has played."""
+        utt = self._awaiting_mark.pop(name, None)
+        if utt is not None:
+            utt.cancel_work()
+            utt.finish()
+
+    def close(self, reason: str = "the media stream closed") -> None:
+        """The stream is gone: every pending utterance fails (its caller is told why)."""
+        self._closed = True
+        pending = ([self._active] if self._active else []) + list(self._queue) + list(
+            self._awaiting_mark.values())
+        self._active = None
+        self._queue.clear()
+        self._awaiting_mark.clear()
+        for utt in pending:
+            utt.cancel_work()
+            utt.fail(PlaybackError(reason))
+
+    # -- FrameSink ------------------------------------------------------------------------------
+    def next_frame(self) -> str | None:
+        utt = self._active
+        if utt is None:
+            return None
+        if utt.frames:
+            return self._take(utt)
+        if not utt.done_synth:
+            self.silence_sent += 1
+            return self._silence  # keep-alive while the audio is on its way
+        self._end_audio(utt)
+        nxt = self._active
+        if nxt is not None and nxt.frames:
+            return self._take(nxt)
+        return self._silence if nxt is not None else None
+
+    def send_frame(self, frame: str) -> None:
+        self._send(frame)
+        self.frames_sent += 1
+
+    # -- internals ------------------------------------------------------------------------------
+    def _take(self, utt: Utterance) -> str:
+        utt.frames_sent += 1
+        if utt.first_frame_at is None:
+            utt.first_frame_at = _now_ms()
+            if self._on_first_frame is not None:
+                self._on_first_frame(utt)
+        return utt.frames.popleft()
+
+    def _activate(self, utt: Utterance) -> None:
+        self._active = utt
+        if utt.task is None:
+            self._synthesize(utt)
+
+    def _synthesize(self, utt: Utterance) -> None:
+        utt.task = asyncio.get_running_loop().create_task(self._synth(utt), name="voicecall-playback-synth")
+
+    def _end_audio(self, utt: Utterance) -> None:
+        """All of `utt` has been sent: mark it, and start the next utterance."""
+        self._mark_seq += 1
+        name = f"tts-{self._mark_seq}"
+        utt.mark = name
+        if utt.frames_made == 0:
+            utt.fail(PlaybackError("Telephony TTS produced no audio"))
+        else:
+            self._awaiting_mark[name] = utt
+            self._send(self.serializer.mark(self.stream_id, name))
+            utt.mark_timer = asyncio.get_running_loop().call_later(
+                MARK_GRACE_S, self._mark_timeout, name)
+        self._active = None
+        if self._queue:
+            self._activate(self._queue.popleft())
+            if self._queue and self._active is not None and self._active.done_synth:
+                self._synthesize(self._queue[0])
+
+    def _mark_timeout(self, name: str) -> None:
+        utt = self._awaiting_mark.pop(name, None)
+        if utt is not None:
+            utt.fail(PlaybackError("Telephony stream playback failed: completion mark not delivered"))
+
+    async def _synth(self, utt: Utterance) -> None:
+        splitter = FrameSplitter()
+        resampler: StreamingResampler | None = None
+        cutter = SentenceSplitter()
+        sentences = cutter.feed(utt.text) + cutter.flush() or [utt.text]
+        try:
+            for sentence in sentences:
+                async for rate, pcm in self.speech.stream(sentence):
+                    if utt.first_tts_byte_at is None:
+                        utt.first_tts_byte_at = _now_ms()
+                    if resampler is None or resampler.in_rate != rate:
+                        resampler = StreamingResampler(rate, 8000)
+                    self._push(utt, splitter, resampler.process(pcm))
+                if resampler is not None:
+                    self._push(utt, splitter, resampler.flush())
+            last = splitter.flush(self._pad)
+            if last is not None:
+                self._queue_frame(utt, last)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("stream %s: synthesis failed: %s", self.stream_id, exc)
+            if utt.frames_made == 0:
+                self._drop(utt)
+                utt.fail(PlaybackError(str(exc) or type(exc).__name__))
+                return
+            # Audio already went out: end the utterance where the audio ends.
+        finally:
+            utt.done_synth = True
+        nxt = self._queue[0] if self._queue else None
+        if utt is self._active and nxt is not None and nxt.task is None:
+            self._synthesize(nxt)
+
+    def _drop(self, utt: Utterance) -> None:
+        """Remove a failed utterance and move on to the next one."""
+        if self._active is utt:
+            self._active = None
+            if self._queue:
+                self._activate(self._queue.popleft())
+        else:
+            with contextlib.suppress(ValueError):
+                self._queue.remove(utt)
+
+    def _push(self, utt: Utterance, splitter: FrameSplitter, pcm: bytes) -> None:
+        if pcm:
+            for frame in splitter.push(self._encode(pcm)):
+                self._queue_frame(utt, frame)
+
+    def _queue_frame(self, utt: Utterance, frame: bytes) -> None:
+        utt.frames.append(self.serializer.audio(self.stream_id, frame))
+        utt.frames_made += 1
+        if utt.frames_made == 1 and utt is self._active and utt.frames_sent == 0:
+            # First audio of the utterance now playing: send it now, not at the next tick.
+            self.send_frame(self._take(utt))

@@ -1,0 +1,126 @@
+"""What a carrier's media-stream wire format has to provide: inbound messages parsed into a few
+carrier-neutral kinds, and outbound audio / marks / clears rendered back into its format.
+
+Each carrier supplies one `StreamSerializer` (Twilio's JSON events now; Telnyx and Plivo later),
+in the shape of Pipecat's per-carrier frame serializers. Everything else about a stream (guards,
+STT, playback, pacing, barge-in) is shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeAlias
+
+__all__ = [
+    "MediaStreams",
+    "PlaybackResult",
+    "StreamAudio",
+    "StreamDtmf",
+    "StreamMark",
+    "StreamMessage",
+    "StreamSerializer",
+    "StreamStart",
+    "StreamStop",
+    "played_prefix",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    """The carrier opened the stream for a call; `token` authenticates it (SPEC: per-call token)."""
+
+    call_sid: str
+    stream_id: str
+    token: str | None = None
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+    encoding: str = "audio/x-mulaw"
+    sample_rate: int = 8000
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAudio:
+    """One inbound audio chunk (G.711 bytes as sent by the carrier)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMark:
+    """The carrier played everything queued before the mark called `name`."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDtmf:
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStop:
+    """The carrier closed the stream (the call left `<Connect><Stream>` or hung up)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackResult:
+    """How an utterance ended: fully heard, cut short by barge-in (`interrupted`), or never
+    started (`skipped`). `played_text` is what the caller heard (for the transcript)."""
+
+    played_text: str
+    interrupted: bool = False
+    skipped: bool = False
+    first_tts_byte_at: float | None = None
+    """Wall-clock ms of the first TTS byte."""
+    first_frame_at: float | None = None
+    """Wall-clock ms when the first audio frame was sent."""
+
+
+def played_prefix(text: str, fraction: float) -> str:
+    """The words of `text` a caller heard when `fraction` of its audio was played."""
+    if fraction >= 0.999:
+        return text
+    words = text.split()
+    keep = int(len(words) * max(0.0, fraction))
+    return " ".join(words[:keep])
+
+
+StreamMessage: TypeAlias = StreamStart | StreamAudio | StreamMark | StreamDtmf | StreamStop
+
+Codec = Literal["ulaw", "alaw"]
+
+
+class StreamSerializer(Protocol):
+    """One carrier's media-stream wire format. All methods are synchronous and cheap: they run
+    for every frame of every stream."""
+
+    codec: Codec
+    """The G.711 law the carrier streams in both directions."""
+
+    def parse(self, data: str | bytes) -> StreamMessage | None:
+        """The meaning of one inbound WebSocket message; None for messages that need no action
+        (`connected`, unknown events). Raises ValueError for malformed input (the caller logs
+        and ignores it: a bad frame is never fatal)."""
+        ...
+
+    def audio(self, stream_id: str, payload: bytes) -> str:
+        """The message carrying one outbound audio frame."""
+        ...
+
+    def mark(self, stream_id: str, name: str) -> str:
+        """A mark the carrier echoes once the audio queued before it has played."""
+        ...
+
+    def clear(self, stream_id: str) -> str:
+        """Drop the audio the carrier has buffered (barge-in)."""
+        ...
+
+
+class MediaStreams(Protocol):
+    """A carrier's media-stream support, offered by its provider as `provider.media_streams`."""
+
+    serializer: StreamSerializer
+
+    async def authorize_stream(self, start: StreamStart, query_token: str | None) -> str | None:
+        """Our call id when `start` belongs to a live call of this carrier and carries that
+        call's stream token (constant-time compare); None otherwise."""
+        ...

@@ -1,0 +1,350 @@
+"""The media-stream WebSocket endpoint (reference §5.1), on the webhook port.
+
+uvicorn hands every WebSocket upgrade to `MediaEndpoint.protocol_class()`: an asyncio protocol
+on the `websockets` sans-I/O server state machine, without an ASGI round trip per frame. Media
+frames are parsed in `data_received` and outbound frames are written straight to the transport,
+so fifty frames a second on hundreds of calls stay cheap, and the send buffer is visible for
+backpressure. The guards:
+
+- the path must equal `streaming.streamPath` (404 otherwise);
+- `maxConnections` open or upgrading sockets: more get HTTP 503 at the upgrade;
+- before a valid `start`: at most `maxPendingConnections` sockets, `maxPendingConnectionsPerIp`
+  per client IP (close 1013), each for `preStartTimeoutMs` (close 1008 "Start timeout");
+- `start` must name a live call and carry its token (close 1008 "Missing callSid" /
+  "Unknown call"); the client IP is the socket's unless it is a trusted proxy;
+- frames over 64 KiB close the socket (1009); a send buffer over 1 MiB closes it (1013);
+- malformed messages and bad base64 are logged and ignored, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.datastructures import Headers
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from voicecall.media.protocol import StreamMessage, StreamSerializer, StreamStart
+from voicecall.media.session import StreamSession
+from voicecall.security.public_url import normalize_ip
+
+__all__ = ["MediaEndpoint", "MediaLimits", "StreamOpener", "client_ip"]
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 64 * 1024
+MAX_SEND_BUFFER = 1024 * 1024
+CLOSE_TIMEOUT_S = 2.0
+MAX_BUFFERED_BEFORE_AUTH = 100
+
+
+@dataclass(frozen=True, slots=True)
+class MediaLimits:
+    path: str = "/voice/stream"
+    max_connections: int = 128
+    max_pending: int = 32
+    max_pending_per_ip: int = 4
+    pre_start_timeout_s: float = 5.0
+    max_frame_bytes: int = MAX_FRAME_BYTES
+    max_send_buffer: int = MAX_SEND_BUFFER
+    trust_forwarding_headers: bool = False
+    trusted_proxy_ips: frozenset[str] = field(default_factory=frozenset)
+
+
+class StreamOpener(Protocol):
+    """Turns an authorized `start` into a session (the `MediaHub`)."""
+
+    async def open(self, start: StreamStart, query_token: str | None,
+                   connection: Any) -> StreamSession | None: ...
+
+
+def client_ip(remote: str, headers: Headers, limits: MediaLimits) -> str:
+    """The caller's IP: the socket's, or, from a trusted proxy, the right-most untrusted
+    `X-Forwarded-For` hop (the first hop when all are trusted), else `X-Real-IP`."""
+    remote_ip = normalize_ip(remote) or remote
+    if not (limits.trust_forwarding_headers and remote_ip in limits.trusted_proxy_ips):
+        return remote_ip
+    hops = [normalize_ip(h.strip()) for value in headers.get_all("X-Forwarded-For") for h in value.split(",")]
+    valid = [h for h in hops if _is_ip(h)]
+    for hop in reversed(valid):
+        if hop not in limits.trusted_proxy_ips:
+            return hop
+    if valid:
+        return valid[0]
+    real = normalize_ip((headers.get("X-Real-IP") or "").strip())
+    return real if _is_ip(real) else remote_ip
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+class MediaEndpoint:
+    """Shared state of all media sockets: counts, pending registry, and where sessions open."""
+
+    def __init__(self, limits: MediaLimits, serializer: StreamSerializer, opener: StreamOpener) -> None:
+        self.limits = limits
+        self.serializer = serializer
+        self.opener = opener
+        self.sockets: set[MediaConnection] = set()
+        self.pending: dict[MediaConnection, str] = {}
+        self.pending_per_ip: Counter[str] = Counter()
+        self.refused_503 = 0
+        self.closed_by_code: Counter[int] = Counter()
+
+    def protocol_class(self) -> type[asyncio.Protocol]:
+        """The class uvicorn instantiates for each WebSocket upgrade (its `ws=` setting)."""
+        endpoint = self
+
+        class BoundMediaConnection(MediaConnection):
+            def __init__(self, config: Any, server_state: Any, app_state: Any = None,
+                         _loop: asyncio.AbstractEventLoop | None = None) -> None:
+                super().__init__(endpoint, server_state)
+
+        return BoundMediaConnection
+
+    def add_pending(self, conn: MediaConnection, ip: str) -> bool:
+        limits = self.limits
+        if len(self.pending) >= limits.max_pending or self.pending_per_ip[ip] >= limits.max_pending_per_ip:
+            return False
+        self.pending[conn] = ip
+        self.pending_per_ip[ip] += 1
+        return True
+
+    def drop_pending(self, conn: MediaConnection) -> None:
+        ip = self.pending.pop(conn, None)
+        if ip is not None:
+            self.pending_per_ip[ip] -= 1
+            if self.pending_per_ip[ip] <= 0:
+                del self.pending_per_ip[ip]
+
+
+class MediaConnection(asyncio.Protocol):
+    """One media WebSocket (see the module docstring)."""
+
+    def __init__(self, endpoint: MediaEndpoint, server_state: Any) -> None:
+        self.endpoint = endpoint
+        self.server_state = server_state
+        self.conn = ServerProtocol(max_size=endpoint.limits.max_frame_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self.query_token: str | None = None
+        self.session: StreamSession | None = None
+        self.accepted = False
+        self.closing = False
+        self._authorizing = False
+        self._buffered: list[StreamMessage] = []
+        self._start_timer: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._auth_task: asyncio.Task[None] | None = None
+        self._over_capacity = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_ip = str(peer[0]) if peer else ""
+        self._over_capacity = len(self.endpoint.sockets) >= self.endpoint.limits.max_connections
+        self.endpoint.sockets.add(self)  # counted from now on: upgrades in flight count too
+        if self.server_state is not None:
+            self.server_state.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.endpoint.sockets.discard(self)
+        self.endpoint.drop_pending(self)
+        if self.server_state is not None:
+            self.server_state.connections.discard(self)
+        for timer in (self._start_timer, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        if self._auth_task is not None and not self._auth_task.done():
+            self._auth_task.cancel()
+        self.closing = True
+        if self.session is not None:
+            self.session.end()
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        conn.receive_data(data)
+        for event in conn.events_received():
+            if isinstance(event, Frame):
+                if event.opcode is Opcode.TEXT or event.opcode is Opcode.BINARY:
+                    self._message(event.data)
+            elif isinstance(event, Request):
+                self._handshake(event)
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        self.conn.receive_eof()
+        self._flush()
+        return None
+
+    def pause_writing(self) -> None:  # the backpressure check reads the buffer size itself
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        """uvicorn is shutting down: going away (1001)."""
+        if self.accepted:
+            self.close(1001, "gateway shutting down")
+        elif self.transport is not None:
+            self.transport.close()
+
+    # -- handshake -------------------------------------------------------------------------------
+    def _handshake(self, request: Request) -> None:
+        endpoint, limits = self.endpoint, self.endpoint.limits
+        target = urlsplit(request.path)
+        if target.path != limits.path:
+            self._refuse(404, "Not Found")
+            return
+        if self._over_capacity:
+            endpoint.refused_503 += 1
+            self._refuse(503, "Too many media stream connections")
+            return
+        response = self.conn.accept(request)
+        self.conn.send_response(response)
+        if response.status_code != 101:
+            self._flush()
+            self._close_transport()
+            return
+        self.accepted = True
+        query = parse_qs(target.query)
+        tokens = query.get("token")
+        self.query_token = tokens[0] if tokens else None
+        self.client_ip = client_ip(self.client_ip, request.headers, limits)
+        if not endpoint.add_pending(self, self.client_ip):
+            self.close(1013, "Too many pending media stream connections")
+            return
+        loop = asyncio.get_running_loop()
+        self._start_timer = loop.call_later(limits.pre_start_timeout_s, self._start_timeout)
+
+    def _refuse(self, status: int, text: str) -> None:
+        response = Response(status, "Service Unavailable" if status == 503 else "Not Found",
+                            Headers([("Content-Type", "text/plain; charset=utf-8"),
+                                     ("Connection", "close")]), text.encode())
+        self.conn.send_response(response)
+        self._flush()
+        self._close_transport()
+
+    def _start_timeout(self) -> None:
+        self._start_timer = None
+        if self.session is None and not self.closing:
+            self.close(1008, "Start timeout")
+
+    # -- messages --------------------------------------------------------------------------------
+    def _message(self, data: bytes | bytearray | memoryview) -> None:
+        if self.closing:
+            return
+        try:
+            message = self.endpoint.serializer.parse(bytes(data))
+        except (ValueError, UnicodeDecodeError) as exc:
+            log.debug("media stream from %s: ignored a malformed message: %s", self.client_ip, exc)
+            return
+        if message is None:
+            return
+        if self.session is not None:
+            self.session.handle(message)
+        elif self._authorizing:
+            if len(self._buffered) < MAX_BUFFERED_BEFORE_AUTH:
+                self._buffered.append(message)
+        elif isinstance(message, StreamStart):
+            if not message.call_sid:
+                self.close(1008, "Missing callSid")
+                return
+            self._authorizing = True
+            self._auth_task = asyncio.get_running_loop().create_task(self._authorize(message))
+
+    async def _authorize(self, start: StreamStart) -> None:
+        try:
+            session = await self.endpoint.opener.open(start, self.query_token, self)
+        except Exception:
+            log.exception("media stream for %s: authorization failed", start.call_sid)
+            session = None
+        self._authorizing = False
+        if self.closing:
+            if session is not None:
+                session.end()
+            return
+        if session is None:
+            self.close(1008, "Unknown call")
+            return
+        self.session = session
+        self.endpoint.drop_pending(self)
+        if self._start_timer is not None:
+            self._start_timer.cancel()
+            self._start_timer = None
+        buffered, self._buffered = self._buffered, []
+        for message in buffered:
+            session.handle(message)
+
+    # -- sending ---------------------------------------------------------------------------------
+    def send_text(self, text: str) -> bool:
+        """Send one message now; False if the socket is closed (or just closed for backpressure)."""
+        transport = self.transport
+        if self.closing or transport is None or self.conn.state is not State.OPEN:
+            return False
+        limit = self.endpoint.limits.max_send_buffer
+        if transport.get_write_buffer_size() > limit:
+            self.close(1013, "Backpressure: send buffer exceeded")
+            return False
+        self.conn.send_text(text.encode())
+        self._write(self.conn.data_to_send())
+        if transport.get_write_buffer_size() > limit:
+            self.close(1013, "Backpressure: send buffer exceeded")
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        """Close with `code`; the socket is dropped if the peer does not answer in time."""
+        if self.closing:
+            return
+        self.closing = True
+        self.endpoint.closed_by_code[code] += 1
+        self.endpoint.drop_pending(self)
+        if self.conn.state is State.OPEN:
+            with contextlib.suppress(Exception):
+                self.conn.send_close(code, reason)
+        self._flush()
+        if self.transport is not None and not self.transport.is_closing():
+            self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S,
+                                                                      self._close_transport)
+        if self.session is not None:
+            self.session.end()
+
+    def _flush(self) -> None:
+        self._write(self.conn.data_to_send())
+        if self.conn.state is State.CLOSED or self.conn.close_expected():
+            self.closing = True
+            if self.session is not None:
+                self.session.end()
+
+    def _write(self, chunks: Iterable[bytes]) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for chunk in chunks:
+            if chunk:
+                transport.write(chunk)
+            else:  # the state machine's end-of-stream marker
+                self._close_transport()
+                return
+
+    def _close_transport(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()

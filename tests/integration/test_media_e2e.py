@@ -1,0 +1,167 @@
+"""Media streams end to end: the Twilio simulator opens `<Connect><Stream>` to the gateway, the
+fake OpenAI TTS streams 24 kHz PCM, the fake realtime transcription hears the caller. Everything
+over real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.helpers import eventually, free_port
+from voicecall.audio.g711 import ulaw_decode
+from voicecall.audio.resample import StreamingResampler
+from voicecall.calls.model import CallRecord
+from voicecall.gateway.runtime import Runtime
+from voicecall.testing.fakes.stt import FakeRealtimeTranscription
+from voicecall.testing.fakes.tts import FakeSpeech, expected_pcm
+from voicecall.testing.gateway import running_gateway
+from voicecall.testing.twilio import Callee, TwilioSimulator
+
+OUR_NUMBER = "+15550000000"
+CALLEE = "+15555550123"
+SILENCE = 0xFF
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[TwilioSimulator]:
+    async with TwilioSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def speech() -> AsyncIterator[FakeSpeech]:
+    async with FakeSpeech() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def stt() -> AsyncIterator[FakeRealtimeTranscription]:
+    async with FakeRealtimeTranscription() as fake:
+        yield fake
+
+
+def streaming_config(sim: TwilioSimulator, speech: FakeSpeech, stt: FakeRealtimeTranscription,
+                     port: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "provider": "twilio", "fromNumber": OUR_NUMBER,
+        "twilio": {"accountSid": sim.account_sid, "authToken": sim.auth_token, "apiBaseUrl": sim.base_url},
+        "serve": {"port": port}, "publicUrl": f"http://127.0.0.1:{port}/voice/webhook",
+        "outbound": {"notifyHangupDelaySec": 0}, "maxConcurrentCalls": 5,
+        "streaming": {"enabled": True, "provider": "openai",
+                      "providers": {"openai": {"apiKey": "sk-test", "baseUrl": stt.base_url}}},
+        "tts": {"provider": "openai",
+                "providers": {"openai": {"apiKey": "sk-test", "baseUrl": speech.openai_base_url}}},
+        **extra,
+    }
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, sim: TwilioSimulator, speech: FakeSpeech,
+                  stt: FakeRealtimeTranscription) -> AsyncIterator[Runtime]:
+    async with running_gateway(tmp_path, streaming_config(sim, speech, stt, free_port())) as runtime:
+        yield runtime
+
+
+async def place(runtime: Runtime, message: str, mode: str) -> CallRecord:
+    result = await runtime.api.call("voicecall.initiate", {"to": CALLEE, "message": message, "mode": mode})
+    record = await runtime.service.get_call(result["callId"])
+    assert record is not None and record.provider_call_id
+    return record
+
+
+def heard_speech(mulaw: bytes | bytearray) -> np.ndarray:
+    """The callee's audio as int16 PCM, from the first non-silent frame on."""
+    data = bytes(mulaw)
+    start = next((i for i in range(0, len(data), 160) if any(b != SILENCE for b in data[i:i + 160])), len(data))
+    return ulaw_decode(data[start:]).astype(np.float64)
+
+
+def telephone_version(text: str) -> np.ndarray:
+    """What the fake TTS says for `text`, brought to 8 kHz the way the gateway must."""
+    resampler = StreamingResampler(24000, 8000)
+    pcm = resampler.process(expected_pcm(text)) + resampler.flush()
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+
+
+def best_correlation(heard: np.ndarray, reference: np.ndarray) -> float:
+    """Peak normalized correlation over small alignment shifts (a frame of lead-in at most)."""
+    n = min(len(reference), len(heard)) - 200
+    assert n > 800, f"too little audio: heard {len(heard)} samples, expected {len(reference)}"
+    ref = reference[:n]
+    best = 0.0
+    for shift in range(0, 200):
+        seg = heard[shift:shift + n]
+        denom = float(np.linalg.norm(seg) * np.linalg.norm(ref))
+        if denom:
+            best = max(best, float(np.dot(seg, ref)) / denom)
+    return best
+
+
+async def test_notify_greeting_is_heard_as_the_tts_audio_then_hangs_up_after_the_mark(
+        gateway: Runtime, sim: TwilioSimulator) -> None:
+    text = "Your order has shipped."
+    sim.script(CALLEE, Callee(answer_after_s=0.05))
+    record = await place(gateway, text, "notify")
+    call = sim.call(record.provider_call_id or "")
+    stream = await call.wait_stream(timeout=10)
+    assert stream.custom_parameters.get("token")
+    await eventually(lambda: record.is_terminal, 15)
+    assert record.end_reason == "completed"
+    assert [(t.speaker, t.text) for t in record.transcript] == [("bot", text)]
+    heard = heard_speech(stream.received_audio)
+    reference = telephone_version(text)
+    assert abs(len(heard) - len(reference)) < 400  # one utterance, not two and not half
+    assert best_correlation(heard, reference) > 0.95
+    assert stream.marks and stream.marks == stream.marks_echoed
+    stats = gateway.media.stats() if gateway.media else {}
+    assert stats["ttsFirstByteToFirstFrameMs"]["count"] == 1
+
+
+async def test_caller_answer_and_bot_reply_flow_through_the_stream(
+        gateway: Runtime, sim: TwilioSimulator, stt: FakeRealtimeTranscription) -> None:
+    sim.script(CALLEE, Callee(answer_after_s=0.05))
+    record = await place(gateway, "Hello from the clinic.", "conversation")
+    await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
+    call = sim.call(record.provider_call_id or "")
+    stream = call.active_stream
+    assert stream is not None
+    stt.say("Tuesday at noon works", after_bytes=8000)  # 1 s: after the 0.3 s prompt
+    answer = await gateway.api.call("voicecall.continue", {"callId": record.call_id,
+                                                           "message": "When can you come in?"})
+    assert answer["transcript"] == "Tuesday at noon works"
+    before = len(stream.received_audio)
+    await gateway.api.call("voicecall.speak", {"callId": record.call_id, "message": "See you then."})
+    reply = heard_speech(stream.received_audio[before:])
+    assert best_correlation(reply, telephone_version("See you then.")) > 0.95
+    assert [(t.speaker, t.text) for t in record.transcript] == [
+        ("bot", "Hello from the clinic."), ("bot", "When can you come in?"),
+        ("user", "Tuesday at noon works"), ("bot", "See you then.")]
+    assert (await gateway.api.call("voicecall.end", {"callId": record.call_id}))["success"]
+
+
+async def test_barge_in_clears_within_a_frame_and_keeps_only_the_played_words(
+        gateway: Runtime, sim: TwilioSimulator, stt: FakeRealtimeTranscription) -> None:
+    sim.script(CALLEE, Callee(answer_after_s=0.05))
+    record = await place(gateway, "Hi.", "conversation")
+    await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
+    stream = sim.call(record.provider_call_id or "").active_stream
+    assert stream is not None
+    long_text = ("This is a long announcement with many words in it so that the caller has "
+                 "plenty of time to interrupt before it is over and done with")
+    # 0.6 s of caller audio after the reply starts, the caller starts talking.
+    stt.say("Stop please", after_bytes=8000 * 6 // 10, speech_started=True)
+    result = await gateway.api.call("voicecall.speak", {"callId": record.call_id, "message": long_text})
+    assert result.get("interrupted") is True
+    assert stream.clear_positions, "the gateway never sent clear"
+    await eventually(lambda: any(t.speaker == "user" for t in record.transcript), 5)
+    after_clear = len(stream.received_audio) - stream.clear_positions[0]
+    assert after_clear <= 160, f"{after_clear} bytes of audio after the clear"
+    bot = [t.text for t in record.transcript if t.speaker == "bot"]
+    played = bot[-1]
+    assert played and played != long_text and long_text.startswith(played)
+    heard_s = (stream.clear_positions[0] - 0) / 8000
+    assert heard_s < 3.0  # the long text would take ~3 s (fake TTS caps at 3 s)
