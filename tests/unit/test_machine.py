@@ -142,3 +142,38 @@ def test_processed_keys_are_bounded_per_call_keeping_the_newest() -> None:
     assert len(rec.processed_event_ids) == MAX_PROCESSED_KEYS_PER_CALL
     assert rec.processed_event_ids[-1] == f"k{MAX_PROCESSED_KEYS_PER_CALL + 9}"
     assert "k0" not in rec.processed_event_ids
+
+
+@given(st.lists(st.tuples(st.sampled_from(["remember", "replace", "append", "rollback"]),
+                          st.integers(0, 12)), max_size=60))
+def test_processed_key_lookup_matches_the_list_whatever_changes_it(
+        steps: list[tuple[str, int]]) -> None:
+    rec = record()
+    point = rec.rollback_point()
+    for action, n in steps:
+        key = f"k{n}"
+        if action == "remember" and not rec.has_processed(key):
+            rec.remember_processed(key, keep=5)
+        elif action == "replace":
+            rec.processed_event_ids = [f"k{i}" for i in range(n)]
+        elif action == "append":  # changed behind the record's back, duplicates allowed
+            rec.processed_event_ids.append(key)
+        elif action == "rollback":
+            rec.roll_back(point)
+            point = rec.rollback_point()
+        for i in range(13):
+            assert rec.has_processed(f"k{i}") == (f"k{i}" in rec.processed_event_ids)
+
+
+def test_roll_back_undoes_an_applied_event() -> None:
+    rec = record(CallState.ANSWERED)
+    rec.metadata["route"] = {"voice": "alloy"}
+    remember_key(rec, "k0")
+    point = rec.rollback_point()
+    apply_event(rec, CallEvent(type="call.speech", call_id="c1", transcript="hi", timestamp=3))
+    remember_key(rec, "k1")
+    apply_event(rec, CallEvent(type="call.error", call_id="c1", error="boom", timestamp=4))
+    rec.roll_back(point)
+    assert rec.state == CallState.ANSWERED and rec.transcript == [] and rec.end_reason is None
+    assert rec.processed_event_ids == ["k0"] and rec.has_processed("k0")
+    assert not rec.has_processed("k1") and rec.metadata == {"route": {"voice": "alloy"}}

@@ -72,10 +72,7 @@ def end_record(record: CallRecord, reason: EndReason, at: int, detail: str | Non
 
 def remember_key(record: CallRecord, key: str) -> None:
     """Record a processed dedupe key on the call, keeping only the newest ones."""
-    record.processed_event_ids.append(key)
-    overflow = len(record.processed_event_ids) - MAX_PROCESSED_KEYS_PER_CALL
-    if overflow > 0:
-        del record.processed_event_ids[:overflow]
+    record.remember_processed(key, MAX_PROCESSED_KEYS_PER_CALL)
 
 
 def apply_event(

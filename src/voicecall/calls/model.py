@@ -6,7 +6,7 @@ import copy
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic.alias_generators import to_camel
 
 
@@ -103,9 +103,58 @@ class CallRecord(_CamelModel):
     processed_event_ids: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    # A set mirroring `processed_event_ids` (a list of up to 500 keys, so `in` on it is slow),
+    # with the list it was built from and that list's length then: rebuilt whenever the list was
+    # replaced or resized by something other than `remember_processed`.
+    _seen: set[str] | None = PrivateAttr(default=None)
+    _seen_list: list[str] | None = PrivateAttr(default=None)
+    _seen_len: int = PrivateAttr(default=-1)
+
     @property
     def is_terminal(self) -> bool:
         return self.state.is_terminal
+
+    def has_processed(self, key: str) -> bool:
+        """Whether `key` is one of the dedupe keys in `processed_event_ids` (O(1))."""
+        return key in self._seen_keys()
+
+    def remember_processed(self, key: str, keep: int) -> None:
+        """Append a dedupe key, keeping only the newest `keep` (and the lookup set in step)."""
+        seen = self._seen_keys()
+        keys = self.processed_event_ids
+        keys.append(key)
+        seen.add(key)
+        overflow = len(keys) - keep
+        if overflow > 0:
+            dropped = keys[:overflow]
+            del keys[:overflow]
+            for old in dropped:
+                seen.discard(old)
+            if len(seen) != len(keys):  # duplicates in the list: the set cannot track them
+                self._seen = None
+                return
+        self._seen_len = len(keys)
+
+    def _seen_keys(self) -> set[str]:
+        keys = self.processed_event_ids
+        seen = self._seen
+        if seen is None or self._seen_list is not keys or self._seen_len != len(keys):
+            seen = self._seen = set(keys)
+            self._seen_list, self._seen_len = keys, len(keys)
+        return seen
+
+    def rollback_point(self) -> RollbackPoint:
+        """A cheap restore point for event application, which only sets fields, appends to or
+        trims the two lists and sets top-level metadata keys (`snapshot` copies deeply)."""
+        return RollbackPoint({**self.__dict__, "transcript": list(self.transcript),
+                              "processed_event_ids": list(self.processed_event_ids),
+                              "metadata": dict(self.metadata)})
+
+    def roll_back(self, point: RollbackPoint) -> None:
+        """Put every field back as it was at `point`."""
+        for name, value in point.fields.items():
+            setattr(self, name, value)
+        self._seen = None
 
     def snapshot(self) -> CallRecord:
         """A copy that later in-place changes to this record do not touch (for rollback)."""
@@ -119,8 +168,18 @@ class CallRecord(_CamelModel):
         """Put every field back as it was in `snapshot`."""
         for name in type(self).model_fields:
             setattr(self, name, getattr(snapshot, name))
+        self._seen = None
 
     @property
     def mode(self) -> CallMode:
         """Notify or conversation; inbound calls (no mode) converse."""
         return "notify" if self.metadata.get("mode") == "notify" else "conversation"
+
+
+class RollbackPoint:
+    """The fields of a CallRecord at one moment (see `CallRecord.rollback_point`)."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
