@@ -4,6 +4,7 @@ over real sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from voicecall.audio.g711 import ulaw_decode
 from voicecall.audio.resample import StreamingResampler
 from voicecall.calls.model import CallRecord
 from voicecall.gateway.runtime import Runtime
+from voicecall.testing.fakes import FakeOpenAI
 from voicecall.testing.fakes.stt import FakeRealtimeTranscription
 from voicecall.testing.fakes.tts import FakeSpeech, expected_pcm
 from voicecall.testing.gateway import running_gateway
@@ -76,7 +78,8 @@ async def place(runtime: Runtime, message: str, mode: str) -> CallRecord:
 def heard_speech(mulaw: bytes | bytearray) -> np.ndarray:
     """The callee's audio as int16 PCM, from the first non-silent frame on."""
     data = bytes(mulaw)
-    start = next((i for i in range(0, len(data), 160) if any(b != SILENCE for b in data[i:i + 160])), len(data))
+    frames = range(0, len(data), 160)
+    start = next((i for i in frames if any(b != SILENCE for b in data[i:i + 160])), len(data))
     return ulaw_decode(data[start:]).astype(np.float64)
 
 
@@ -165,3 +168,41 @@ async def test_barge_in_clears_within_a_frame_and_keeps_only_the_played_words(
     assert played and played != long_text and long_text.startswith(played)
     heard_s = (stream.clear_positions[0] - 0) / 8000
     assert heard_s < 3.0  # the long text would take ~3 s (fake TTS caps at 3 s)
+
+
+async def test_streamed_llm_reply_is_pipelined_and_every_latency_stage_is_recorded(
+        tmp_path: Path, sim: TwilioSimulator, speech: FakeSpeech,
+        stt: FakeRealtimeTranscription) -> None:
+    friend = "+15557770001"
+    async with FakeOpenAI() as llm:
+        llm.script(json.dumps({"spoken": "We open at nine. We close at five on weekdays."}),
+                   token_delay_s=0.02)
+        config = streaming_config(sim, speech, stt, free_port(), inboundPolicy="allowlist",
+                                  allowFrom=[friend], inboundGreeting="Hello, clinic here.",
+                                  responder={"enabled": True, "baseUrl": llm.base_url},
+                                  responseModel="openai/gpt-4o-mini")
+        async with running_gateway(tmp_path, config, env={"OPENAI_API_KEY": "sk-test"}) as gateway:
+            call = await sim.place_inbound(friend, OUR_NUMBER, gateway.webhook_url)
+            stream = await call.wait_stream(timeout=10)
+            record = await eventually(lambda: gateway.service.live(call.sid), 5)
+            await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
+            stt.say("When are you open?", after_bytes=1600)
+            await eventually(lambda: len(record.transcript) >= 4, 15)
+            assert [(t.speaker, t.text) for t in record.transcript] == [
+                ("bot", "Hello, clinic here."), ("user", "When are you open?"),
+                ("bot", "We open at nine."), ("bot", "We close at five on weekdays.")]
+            # The second sentence was synthesized while the first one was still playing.
+            requests = {r.body["input"]: r for r in speech.requests_for("openai")}
+            first, second = requests["We open at nine."], requests["We close at five on weekdays."]
+            first_duration_s = len(expected_pcm("We open at nine.")) / 48000
+            assert second.received_at - first.received_at < first_duration_s
+            assert len(stream.marks) >= 3  # greeting + one per sentence
+            report = await gateway.api.call("voicecall.latency", {})
+            stages = report["stages"]
+            for stage in ("speechToTranscript", "transcriptToReply", "replyToFirstTtsByte",
+                          "ttsByteToFirstFrame", "speechToFirstFrame"):
+                assert stages[stage]["count"] == 1, (stage, stages)
+            assert stages["ttsByteToFirstFrame"]["maxMs"] < 50
+            memory = await gateway.store.session_messages(record.session_key or "")
+            assert memory[-1] == {"role": "assistant",
+                                  "content": "We open at nine. We close at five on weekdays."}

@@ -3,6 +3,7 @@ complete, drop replies the caller has talked over, and remember the exchange in 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 from voicecall.agent.responder import Responder, ResponderError, TurnContext
 from voicecall.calls.model import CallRecord
 from voicecall.calls.service import CallError, CallService
+from voicecall.media.protocol import PlaybackResult
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +64,39 @@ class AutoReply:
         ctx = self._context(call, text, history[-keep:] if keep else [])
         spoken: list[str] = []
         turn: dict[str, Any] = {"callId": cid, "kind": "auto", "transcriptAt": heard_at}
+        speech_end = service.speech_ended_at(cid, heard_at - 60_000)
+        if speech_end is not None and speech_end <= heard_at:
+            turn["speechEndedAt"] = speech_end
+        # On a media stream each sentence is queued as soon as it is complete, so its synthesis
+        # overlaps the playback of the one before; carrier speech takes one sentence at a time.
+        pipelined = service.streams_audio(call)
+        queued: list[asyncio.Task[PlaybackResult]] = []
+        interrupted = False
         try:
             async for sentence in self.responder.reply(ctx):
-                if not service.is_current(cid, generation):
+                if interrupted or not service.is_current(cid, generation):
                     log.info("call %s: caller spoke again; dropping the older reply", cid)
-                    return
-                if not spoken:
-                    turn["replyReadyAt"] = turn["firstAudioAt"] = _now_ms()
-                await service.speak(cid, sentence)
-                spoken.append(sentence)
+                    interrupted = True
+                    break
+                if "replyReadyAt" not in turn:
+                    turn["replyReadyAt"] = _now_ms()
+                if pipelined:
+                    queued.append(asyncio.ensure_future(service.speak(cid, sentence)))
+                    continue
+                interrupted = not self._heard(await service.speak(cid, sentence), spoken, turn)
         except ResponderError as exc:
             log.warning("call %s: no reply spoken: %s", cid, exc)
         except CallError as exc:
             log.info("call %s: reply interrupted: %s", cid, exc)
-            return
+            interrupted = True
         finally:
+            for task in queued:  # sentences already queued play (or are skipped by a barge-in)
+                try:
+                    if not self._heard(await task, spoken, turn):
+                        interrupted = True
+                except CallError as exc:
+                    log.info("call %s: reply interrupted: %s", cid, exc)
+                    interrupted = True
             messages = [{"role": "user", "content": text}]
             if spoken:
                 messages.append({"role": "assistant", "content": " ".join(spoken)})
@@ -85,5 +105,16 @@ class AutoReply:
             turn["turnLatencyMs"] = turn["firstAudioAt"] - heard_at
             turn["spokenAt"] = _now_ms()
             await service.record_turn(cid, turn)
-        if service.is_current(cid, generation):
+        if not interrupted and service.is_current(cid, generation):
             await service.listen(cid)
+
+    @staticmethod
+    def _heard(result: PlaybackResult, spoken: list[str], turn: dict[str, Any]) -> bool:
+        """Keep what the caller heard of one sentence; False once a barge-in cut the reply."""
+        if result.played_text:
+            spoken.append(result.played_text)
+        if "firstAudioAt" not in turn and result.played_text:
+            if result.first_tts_byte_at is not None:
+                turn["firstTtsByteAt"] = int(result.first_tts_byte_at)
+            turn["firstAudioAt"] = int(result.first_frame_at or turn.get("replyReadyAt") or _now_ms())
+        return not (result.interrupted or result.skipped)

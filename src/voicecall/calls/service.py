@@ -97,7 +97,9 @@ class MediaPlayer(Protocol):
     """Speaking over a media stream instead of carrier commands (`voicecall.media.MediaHub`)."""
 
     def handles(self, call: CallRecord) -> bool: ...
-    async def play(self, call: CallRecord, text: str) -> PlaybackResult: ...
+    def enqueue(self, call: CallRecord, text: str) -> asyncio.Future[PlaybackResult]:
+        """Queue `text` for the call's stream now (in call order); the future tells how it ended."""
+        ...
 
 
 @dataclass(slots=True)
@@ -147,6 +149,7 @@ class CallService:
         self.turn_handler: TurnHandler | None = None
         self.media: MediaPlayer | None = None
         self.stream_url: str | None = None
+        self._speech_ended_at: dict[str, int] = {}
         provider.bind(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -244,6 +247,7 @@ class CallService:
             message = f"Call ended: {reason}" + (f" ({detail})" if detail else "")
             waiter.future.set_exception(CallError(message, call_id=record.call_id, code=-32005))
         self._locks.pop(record.call_id, None)
+        self._speech_ended_at.pop(record.call_id, None)
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -340,14 +344,15 @@ class CallService:
         if not quiet_idle:
             self._timers.cancel(record.call_id, "idle-prompt")
             self._timers.cancel(record.call_id, "idle-hangup")
+        # Queued before the first await: concurrent speaks on a stream play in call order.
+        playing = self.media.enqueue(record, text) if self._streamed(record) and self.media else None
         async with self._lock(record.call_id):
             record.state = transition(record.state, CallState.SPEAKING)
             await self._persist(record)
         timeout = 30.0 + len(text) * 0.2
-        media = self.media if self.media is not None and self.media.handles(record) else None
         try:
-            if media is not None:
-                result = await asyncio.wait_for(media.play(record, text), timeout)
+            if playing is not None:
+                result = await asyncio.wait_for(playing, timeout)
             else:
                 await asyncio.wait_for(self.provider.play_tts(record, text), timeout)
                 result = PlaybackResult(text)
@@ -433,6 +438,9 @@ class CallService:
                 "transcriptAt": done, "turnLatencyMs": meta["lastTurnLatencyMs"],
                 "listenWaitMs": meta["lastTurnListenWaitMs"],
             }
+            speech_end = self.speech_ended_at(record.call_id, waiter.listen_started_at - 60_000)
+            if speech_end is not None and speech_end <= done:
+                turn["speechEndedAt"] = speech_end
             await self._persist(record, turn=turn)
         log.info("call %s turn %s: latency %d ms, listen wait %d ms", record.call_id,
                  meta["turnCount"], meta["lastTurnLatencyMs"], meta["lastTurnListenWaitMs"])
@@ -573,10 +581,21 @@ class CallService:
         """True when the call speaks and listens over a media stream, not carrier commands."""
         return self.media is not None and self.media.handles(record)
 
+    streams_audio = _streamed
+
     def turn_token(self, call_id: str) -> str | None:
         """The token of the `continue` waiting for the caller, if one is."""
         waiter = self._waiters.get(call_id)
         return waiter.token if waiter else None
+
+    def note_speech_end(self, call_id: str, at_ms: int) -> None:
+        """When the caller last stopped talking (from the stream's voice activity detection)."""
+        self._speech_ended_at[call_id] = at_ms
+
+    def speech_ended_at(self, call_id: str, since_ms: int = 0) -> int | None:
+        """The caller's last end of speech, if it is known and not older than `since_ms`."""
+        at = self._speech_ended_at.get(call_id)
+        return at if at is not None and at >= since_ms else None
 
     def interrupted(self, call_id: str) -> None:
         """The caller talked over the bot (barge-in): replies in flight are stale."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -42,6 +43,18 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _copy(source: asyncio.Future[PlaybackResult], target: asyncio.Future[PlaybackResult]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif (exc := source.exception()) is not None:
+        target.set_exception(exc)
+        target.exception()
+    else:
+        target.set_result(source.result())
+
+
 class MediaHub:
     """See the module docstring. Implements the call service's `MediaPlayer`."""
 
@@ -57,7 +70,8 @@ class MediaHub:
         self.stream_wait_s = stream_wait_s
         self.pacer = Pacer()
         self._sessions: dict[str, StreamSession] = {}
-        self._arrivals: dict[str, list[asyncio.Future[StreamSession]]] = {}
+        self._early: dict[str, list[tuple[str, asyncio.Future[PlaybackResult]]]] = {}
+        self._early_timers: dict[str, asyncio.TimerHandle] = {}
         self._grace: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._first_frame_ms: deque[float] = deque(maxlen=10_000)
@@ -69,9 +83,11 @@ class MediaHub:
         await self.pacer.start()
 
     async def stop(self) -> None:
-        for handle in self._grace.values():
+        for handle in [*self._grace.values(), *self._early_timers.values()]:
             handle.cancel()
         self._grace.clear()
+        for call_id in list(self._early):
+            self._no_stream(call_id)
         for session in list(self._sessions.values()):
             session.connection.close(1001, "gateway shutting down")
             session.end()
@@ -123,9 +139,7 @@ class MediaHub:
         self.pacer.add(session.playback)
         self.streams_opened += 1
         session.start_stt()
-        for fut in self._arrivals.pop(cid, []):
-            if not fut.done():
-                fut.set_result(session)
+        self._flush_early(session)
         log.info("call %s: media stream %s connected from %s", cid, start.stream_id,
                  connection.client_ip)
         return session
@@ -162,27 +176,45 @@ class MediaHub:
         """Every call of a streaming carrier speaks and listens over its stream."""
         return True
 
-    async def _session(self, call: CallRecord) -> StreamSession:
+    def enqueue(self, call: CallRecord, text: str) -> asyncio.Future[PlaybackResult]:
+        """Queue `text` on the call's stream, or, before the stream is up, until it connects
+        (for at most `stream_wait_s`). Order is kept either way."""
         session = self._sessions.get(call.call_id)
         if session is not None:
-            return session
-        fut: asyncio.Future[StreamSession] = asyncio.get_running_loop().create_future()
-        self._arrivals.setdefault(call.call_id, []).append(fut)
-        try:
-            return await asyncio.wait_for(fut, self.stream_wait_s)
-        except TimeoutError:
-            raise PlaybackError(f"no media stream for the call after {self.stream_wait_s:g} s") from None
-        finally:
-            waiting = self._arrivals.get(call.call_id)
-            if waiting and fut in waiting:
-                waiting.remove(fut)
-                if not waiting:
-                    del self._arrivals[call.call_id]
+            return session.playback.play(text).result
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[PlaybackResult] = loop.create_future()
+        self._early.setdefault(call.call_id, []).append((text, fut))
+        if call.call_id not in self._early_timers:
+            self._early_timers[call.call_id] = loop.call_later(
+                self.stream_wait_s, self._no_stream, call.call_id)
+        return fut
+
+    def _no_stream(self, call_id: str) -> None:
+        self._early_timers.pop(call_id, None)
+        for _text, fut in self._early.pop(call_id, []):
+            if not fut.done():
+                fut.set_exception(PlaybackError(
+                    f"no media stream for the call after {self.stream_wait_s:g} s"))
+                fut.exception()
+
+    def _flush_early(self, session: StreamSession) -> None:
+        timer = self._early_timers.pop(session.call_id, None)
+        if timer is not None:
+            timer.cancel()
+        for text, fut in self._early.pop(session.call_id, []):
+            if fut.done():
+                continue
+            try:
+                source = session.playback.play(text).result
+            except PlaybackError as exc:
+                fut.set_exception(exc)
+                continue
+            source.add_done_callback(functools.partial(_copy, target=fut))
 
     async def play(self, call: CallRecord, text: str) -> PlaybackResult:
         """Speak `text` on the call's stream; returns once it was heard, cut off or skipped."""
-        session = await self._session(call)
-        return await session.playback.play(text).result
+        return await self.enqueue(call, text)
 
     # -- what the caller does --------------------------------------------------------------------
     def _greeting_protected(self, record: CallRecord) -> bool:
@@ -197,6 +229,9 @@ class MediaHub:
         if session.playback.clear():
             log.info("call %s: caller started speaking; playback cleared", session.call_id)
             self.service.interrupted(session.call_id)
+
+    def on_speech_end(self, session: StreamSession) -> None:
+        self.service.note_speech_end(session.call_id, _now_ms())
 
     def on_transcript(self, session: StreamSession, text: str) -> None:
         record = self.service.live(session.call_id)

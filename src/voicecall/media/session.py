@@ -56,6 +56,7 @@ class SessionOwner(Protocol):
     """Where a session reports what it hears (the `MediaHub`)."""
 
     def on_speech_start(self, session: StreamSession) -> None: ...
+    def on_speech_end(self, session: StreamSession) -> None: ...
     def on_transcript(self, session: StreamSession, text: str) -> None: ...
     def on_dtmf(self, session: StreamSession, digit: str) -> None: ...
     def on_stream_end(self, session: StreamSession) -> None: ...
@@ -84,7 +85,8 @@ class StreamSession:
     def callbacks(self) -> SttCallbacks:
         """The STT callbacks that feed this session (pass them when building its STT session)."""
         return SttCallbacks(on_partial=self._partial, on_final=self._final,
-                            on_speech_start=self._speech_start, on_error=self._stt_error)
+                            on_speech_start=self._speech_start, on_speech_end=self._speech_end,
+                            on_error=self._stt_error)
 
     def start_stt(self) -> None:
         """Connect speech-to-text in the background: playback works even if it fails."""
@@ -145,6 +147,10 @@ class StreamSession:
     def _speech_start(self) -> None:
         if not self.ended:
             self.owner.on_speech_start(self)
+
+    def _speech_end(self) -> None:
+        if not self.ended:
+            self.owner.on_speech_end(self)
 
     def _stt_error(self, message: str) -> None:
         log.warning("call %s: speech-to-text error: %s", self.call_id, sanitize_for_log(message))

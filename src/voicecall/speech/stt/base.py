@@ -64,6 +64,8 @@ class SttCallbacks:
     """The finished transcript of one utterance (never empty)."""
     on_speech_start: Callable[[], None] = _noop
     """Voice activity began (barge-in signal)."""
+    on_speech_end: Callable[[], None] = _noop
+    """Voice activity ended (the caller stopped talking; the turn's latency clock starts here)."""
     on_error: Callable[[str], None] = _noop_text
     """A provider error event, or the session gave up reconnecting."""
 

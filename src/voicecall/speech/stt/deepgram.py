@@ -132,6 +132,7 @@ class DeepgramStt(WebSocketSttSession):
             if transcript:
                 self._segments.append(transcript)
             if event.get("speech_final"):
+                self._emit(self.callbacks.on_speech_end)
                 self._finish_utterance()
             elif self._segments and transcript:
                 self._emit(self.callbacks.on_partial, " ".join(self._segments))

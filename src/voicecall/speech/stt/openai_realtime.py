@@ -112,6 +112,8 @@ class OpenAIRealtimeStt(WebSocketSttSession):
         elif kind == "input_audio_buffer.speech_started":
             self._pending = ""
             self._emit(self.callbacks.on_speech_start)
+        elif kind == "input_audio_buffer.speech_stopped":
+            self._emit(self.callbacks.on_speech_end)
         elif kind in ("error", "conversation.item.input_audio_transcription.failed"):
             error = event.get("error")
             message_text = error.get("message") if isinstance(error, dict) else None
