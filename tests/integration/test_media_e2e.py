@@ -206,3 +206,33 @@ async def test_streamed_llm_reply_is_pipelined_and_every_latency_stage_is_record
             memory = await gateway.store.session_messages(record.session_key or "")
             assert memory[-1] == {"role": "assistant",
                                   "content": "We open at nine. We close at five on weekdays."}
+
+
+async def test_inbound_greeting_is_pre_synthesized_once_and_a_queued_caller_is_connected_next(
+        tmp_path: Path, sim: TwilioSimulator, speech: FakeSpeech,
+        stt: FakeRealtimeTranscription) -> None:
+    friend, other = "+15557770001", "+15557770002"
+    greeting = "Thanks for calling the clinic."
+    config = streaming_config(sim, speech, stt, free_port(), inboundPolicy="allowlist",
+                              allowFrom=[friend, other], inboundGreeting=greeting)
+    async with running_gateway(tmp_path, config) as gateway:
+        await eventually(lambda: gateway.speech_cache is not None and greeting in gateway.speech_cache, 5)
+        first = await sim.place_inbound(friend, OUR_NUMBER, gateway.webhook_url)
+        first_stream = await first.wait_stream(timeout=10)
+        record = await eventually(lambda: gateway.service.live(first.sid), 5)
+        await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
+        assert best_correlation(heard_speech(first_stream.received_audio), telephone_version(greeting)) > 0.95
+        # A second caller while the first holds the inbound stream waits in the hold queue...
+        second = await sim.place_inbound(other, OUR_NUMBER, gateway.webhook_url)
+        await second.wait_heard("All agents are currently busy. Please hold.", timeout=10)
+        assert second.active_stream is None
+        # ...and is connected (stream, greeting from memory) once the first caller hangs up.
+        await sim.hangup(first.sid)
+        second_stream = await second.wait_stream(timeout=10)
+        second_record = await eventually(lambda: gateway.service.live(second.sid), 5)
+        await eventually(lambda: "initialMessageSpokenAt" in second_record.metadata, 15)
+        assert best_correlation(heard_speech(second_stream.received_audio),
+                                telephone_version(greeting)) > 0.95
+        greeting_requests = [r for r in speech.requests_for("openai") if r.body["input"] == greeting]
+        assert len(greeting_requests) == 1  # synthesized at start, never again
+        assert gateway.speech_cache is not None and gateway.speech_cache.hits == 2

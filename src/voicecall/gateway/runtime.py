@@ -33,6 +33,7 @@ from voicecall.store import SQLiteCallStore
 if TYPE_CHECKING:
     from voicecall.agent.conversation import AutoReply
     from voicecall.agent.responder import Responder
+    from voicecall.media.cache import CachedSpeech
     from voicecall.media.hub import MediaHub
     from voicecall.server.media_ws import MediaEndpoint
     from voicecall.speech.tts import TtsChain
@@ -76,6 +77,8 @@ class Runtime:
         self.media: MediaHub | None = None
         self.media_endpoint: MediaEndpoint | None = None
         self.tts_chain: TtsChain | None = None
+        self.speech_cache: CachedSpeech | None = None
+        self._warm_task: asyncio.Task[None] | None = None
         self.service: CallService
         self.api: ControlApi
 
@@ -147,6 +150,7 @@ class Runtime:
             await self.service.start()
             if self.media is not None:
                 await self.media.start()
+                self._warm_task = asyncio.create_task(self._warm_phrases(), name="voicecall-warm-tts")
             webhook_app = WebhookApp(
                 provider=self.provider, apply_events=self.service.apply_events,
                 replays=self.store,
@@ -168,6 +172,7 @@ class Runtime:
 
     def _media(self, service: CallService) -> type[asyncio.Protocol]:
         """Media streaming: the hub (TTS out, STT in, pacing) and the WebSocket endpoint class."""
+        from voicecall.media.cache import CachedSpeech
         from voicecall.media.hub import MediaHub, SttFactory
         from voicecall.server.media_ws import MediaEndpoint, MediaLimits
         from voicecall.speech.stt import SttError, build_stt_session
@@ -196,7 +201,8 @@ class Runtime:
                 return build_stt_session(s.provider, s.providers, callbacks, env)
 
         self.tts_chain = chain
-        self.media = MediaHub(service, streams, chain, stt_factory=stt_factory)
+        self.speech_cache = CachedSpeech(chain)
+        self.media = MediaHub(service, streams, self.speech_cache, stt_factory=stt_factory)
         service.media = self.media
         service.stream_url = stream_url_for(self.webhook_url, s.stream_path)
         security = c.webhook_security
@@ -209,6 +215,28 @@ class Runtime:
         ), streams.serializer, self.media)
         self.media_endpoint = endpoint
         return endpoint.protocol_class()
+
+    def fixed_phrases(self) -> list[str]:
+        """What the gateway says word for word: greetings (default and per number) and the idle
+        prompt and goodbye when idle handling is on. These are pre-synthesized."""
+        from voicecall.calls.service import DEFAULT_GREETING
+
+        c = self.config
+        phrases = [c.inbound_greeting or DEFAULT_GREETING]
+        phrases += [r.inbound_greeting for r in c.numbers.values() if r.inbound_greeting]
+        if c.idle.prompt_after_sec:
+            phrases.append(c.idle.prompt)
+        if c.idle.hangup_after_sec:
+            phrases.append(c.idle.goodbye)
+        return phrases
+
+    async def _warm_phrases(self) -> None:
+        if self.speech_cache is None:
+            return
+        started = asyncio.get_running_loop().time()
+        count = await self.speech_cache.warm(self.fixed_phrases())
+        log.info("pre-synthesized %d phrases in %.0f ms", count,
+                 (asyncio.get_running_loop().time() - started) * 1000)
 
     def _auto_reply(self) -> AutoReply:
         # Imported here: the LLM SDK costs seconds to import and only responders need it.
@@ -258,6 +286,11 @@ class Runtime:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(task, 10)
         self._servers.clear()
+        if self._warm_task is not None:
+            self._warm_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._warm_task
+            self._warm_task = None
         if self.media is not None:
             with contextlib.suppress(Exception):
                 await self.media.stop()

@@ -25,8 +25,8 @@ from voicecall.calls.events import CallEvent
 from voicecall.calls.latency import summarize
 from voicecall.calls.model import CallRecord, CallState, EndReason
 from voicecall.calls.service import CallService
-from voicecall.media.playback import PlaybackError, PlaybackResult, Speech, Utterance
-from voicecall.media.protocol import MediaStreams, StreamStart
+from voicecall.media.playback import PlaybackError, Speech, Utterance
+from voicecall.media.protocol import MediaStreams, PlaybackResult, StreamStart
 from voicecall.media.session import StreamConnection, StreamSession, sanitize_for_log
 from voicecall.speech.stt.base import SttCallbacks, SttSession
 

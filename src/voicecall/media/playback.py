@@ -29,7 +29,7 @@ from voicecall.audio.g711 import ALAW_SILENCE, ULAW_SILENCE, alaw_encode, ulaw_e
 from voicecall.audio.resample import StreamingResampler
 from voicecall.media.protocol import PlaybackResult, StreamSerializer, played_prefix
 
-__all__ = ["PlaybackError", "PlaybackResult", "Speech", "StreamPlayback", "Utterance", "played_prefix"]
+__all__ = ["PlaybackError", "Speech", "StreamPlayback", "Utterance", "split_sentences"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,12 @@ class Speech(Protocol):
 
 class PlaybackError(Exception):
     """The utterance could not be played (synthesis failed, stream closed, mark never came)."""
+
+
+def split_sentences(text: str) -> list[str]:
+    """How an utterance is cut for synthesis (each sentence is one TTS request, pipelined)."""
+    cutter = SentenceSplitter()
+    return cutter.feed(text) + cutter.flush() or [text]
 
 
 def _now_ms() -> float:
@@ -239,10 +245,8 @@ class StreamPlayback:
     async def _synth(self, utt: Utterance) -> None:
         splitter = FrameSplitter()
         resampler: StreamingResampler | None = None
-        cutter = SentenceSplitter()
-        sentences = cutter.feed(utt.text) + cutter.flush() or [utt.text]
         try:
-            for sentence in sentences:
+            for sentence in split_sentences(utt.text):
                 async for rate, pcm in self.speech.stream(sentence):
                     if utt.first_tts_byte_at is None:
                         utt.first_tts_byte_at = _now_ms()

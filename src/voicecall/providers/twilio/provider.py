@@ -120,6 +120,8 @@ class TwilioProvider:
         self._played: dict[str, tuple[str, asyncio.Future[None]]] = {}
         self._listening: dict[str, str] = {}
         self._streaming_inbound: set[str] = set()
+        self._queued_inbound: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self.serializer: StreamSerializer = TwilioStreamSerializer()
 
     @property
@@ -147,6 +149,8 @@ class TwilioProvider:
                         self.settings.api_base_url)
 
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         for _call_id, fut in self._played.values():
             if not fut.done():
                 fut.cancel()
@@ -264,7 +268,7 @@ class TwilioProvider:
         reply = ParsedWebhook(events=parsed.events, headers={"content-type": "application/xml"})
         kind = meta.get("kind")
         if kind == "status":
-            self._settle_if_ended(parsed.events)
+            self._settle_if_ended(parsed.events, outcomes)
             reply.body = twiml.empty()
             return reply
         if kind == "hold-music":
@@ -274,7 +278,7 @@ class TwilioProvider:
         if call is None:
             reply.body = twiml.reject() if meta.get("inboundStart") else twiml.empty()
             return reply
-        self._settle_if_ended(parsed.events)
+        self._settle_if_ended(parsed.events, outcomes)
         if call.is_terminal:
             reply.body = twiml.document("<Hangup/>")
             return reply
@@ -285,6 +289,8 @@ class TwilioProvider:
         if meta.get("inboundStart"):
             await self._remember_base(call.call_id)
             if self._stream_url() and self._streaming_inbound - {call.call_id}:
+                if call.call_id not in self._queued_inbound:
+                    self._queued_inbound.append(call.call_id)
                 reply.body = twiml.queue(await self._call_url(call.call_id, type="hold-music"))
                 return reply
             reply.body = twiml.document(twiml.redirect(await self._call_url(call.call_id,
@@ -317,12 +323,16 @@ class TwilioProvider:
                     return call
         return None
 
-    def _settle_if_ended(self, events: list[CallEvent]) -> None:
-        """A call that ended fails its pending playback waits at once (nothing waits forever)."""
-        for event in events:
-            if event.type == "call.ended":
-                call = self.context.live(event.call_id) or None
-                self._fail_pending(call.call_id if call else event.call_id)
+    def _settle_if_ended(self, events: list[CallEvent], outcomes: list[EventOutcome] | None) -> None:
+        """A call that ended fails its pending playback waits at once (nothing waits forever)
+        and frees its inbound stream slot. The event may name the call by its CallSid only (an
+        inbound call's status callback), so our id comes from the applied outcome."""
+        for i, event in enumerate(events):
+            if event.type != "call.ended":
+                continue
+            outcome = outcomes[i] if outcomes and i < len(outcomes) else None
+            call = (outcome.call if outcome else None) or self.context.live(event.call_id)
+            self._fail_pending(call.call_id if call else event.call_id)
 
     async def stream_token(self, call_id: str) -> str:
         """The call's media-stream token: 16 random bytes, base64url, created once and persisted."""
@@ -349,13 +359,37 @@ class TwilioProvider:
         return call.call_id if await self.is_valid_stream_token(call.call_id, token) else None
 
     def _fail_pending(self, call_id: str) -> None:
-        self._streaming_inbound.discard(call_id)
+        if call_id in self._queued_inbound:
+            self._queued_inbound.remove(call_id)
+        if call_id in self._streaming_inbound:
+            self._streaming_inbound.discard(call_id)
+            if not self._streaming_inbound and self._queued_inbound:
+                task = asyncio.get_running_loop().create_task(self._connect_next_queued())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         for _utt, (owner, fut) in list(self._played.items()):
             if owner == call_id and not fut.done():
                 fut.set_exception(ProviderError("twilio: the call ended during playback"))
         self._listening.pop(call_id, None)
 
     # -- commands ----------------------------------------------------------------------------
+    async def _connect_next_queued(self) -> None:
+        """The inbound stream is free: take the longest-waiting queued caller off hold."""
+        while self._queued_inbound and not self._streaming_inbound:
+            call = self.context.live(self._queued_inbound.pop(0))
+            if call is None or call.is_terminal:
+                continue
+            self._streaming_inbound.add(call.call_id)
+            redirect = twiml.document(twiml.redirect(await self._call_url(call.call_id, type="answered")))
+            try:
+                await self._update(call, [("Twiml", redirect)], tolerate_ended=True)
+            except Exception as exc:
+                log.warning("call %s: could not take the caller off hold: %s", call.call_id, exc)
+                self._streaming_inbound.discard(call.call_id)
+                continue
+            log.info("call %s: connected from the hold queue", call.call_id)
+            return
+
     async def initiate_call(self, request: DialRequest) -> str:
         base = await self._remember_base(request.call_id)
         params: list[tuple[str, str]] = [
