@@ -1,0 +1,238 @@
+"""Stream playback: pacing hooks, marks, barge-in, failures; and the Twilio stream serializer."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from voicecall.audio.g711 import ULAW_SILENCE, ulaw_decode
+from voicecall.media import playback as playback_module
+from voicecall.media.cache import CachedSpeech
+from voicecall.media.playback import PlaybackError, StreamPlayback, split_sentences
+from voicecall.media.protocol import (
+    StreamAudio,
+    StreamDtmf,
+    StreamMark,
+    StreamStart,
+    StreamStop,
+    played_prefix,
+)
+from voicecall.providers.twilio.stream import TwilioStreamSerializer
+
+RATE = 24000
+
+
+def tone(seconds: float, rate: int = RATE) -> bytes:
+    t = np.arange(int(rate * seconds)) / rate
+    return (np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2").tobytes()
+
+
+class FakeSpeech:
+    """Yields `seconds` of tone per sentence in 20 ms chunks; `gate` holds the first chunk back."""
+
+    def __init__(self, seconds: float = 0.2, *, fail: str | None = None) -> None:
+        self.seconds = seconds
+        self.fail = fail
+        self.requests: list[str] = []
+        self.gate: asyncio.Event | None = None
+
+    async def stream(self, text: str) -> AsyncIterator[tuple[int, bytes]]:
+        self.requests.append(text)
+        if self.fail and self.fail in text:
+            raise RuntimeError("tts exploded")
+        if self.gate is not None:
+            await self.gate.wait()
+        pcm = tone(self.seconds)
+        step = RATE * 2 // 50
+        for i in range(0, len(pcm), step):
+            yield RATE, pcm[i:i + step]
+            await asyncio.sleep(0)
+
+
+class Wire:
+    """What the playback sent, decoded."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, object]] = []
+
+    def send(self, text: str) -> bool:
+        self.messages.append(json.loads(text))
+        return True
+
+    def events(self) -> list[str]:
+        return [str(m["event"]) for m in self.messages]
+
+    def audio(self) -> bytes:
+        return b"".join(base64.b64decode(str(m["media"]["payload"]))  # type: ignore[index]
+                        for m in self.messages if m["event"] == "media")
+
+
+def make(speech: FakeSpeech) -> tuple[StreamPlayback, Wire]:
+    wire = Wire()
+    return StreamPlayback(stream_id="MZ1", serializer=TwilioStreamSerializer(), speech=speech,
+                          send=wire.send), wire
+
+
+async def drain(playback: StreamPlayback, ticks: int = 200) -> None:
+    """Run pacer ticks by hand until nothing is left to send."""
+    for _ in range(ticks):
+        await asyncio.sleep(0)
+        frame = playback.next_frame()
+        if frame is None:
+            return
+        playback.send_frame(frame)
+
+
+async def test_first_audio_frame_goes_out_when_it_exists_not_at_the_next_tick() -> None:
+    speech = FakeSpeech()
+    speech.gate = asyncio.Event()
+    playback, wire = make(speech)
+    utt = playback.play("Hello there.")
+    # Synthesis pending: ticks send keep-alive silence.
+    frame = playback.next_frame()
+    assert frame is not None
+    playback.send_frame(frame)
+    assert wire.audio() == ULAW_SILENCE * 160
+    speech.gate.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert utt.first_frame_at is not None, "first frame waited for a tick"
+    assert wire.audio()[160:] != ULAW_SILENCE * (len(wire.audio()) - 160)
+
+
+async def test_result_resolves_only_when_the_mark_comes_back() -> None:
+    playback, wire = make(FakeSpeech(0.1))
+    utt = playback.play("Short.")
+    await drain(playback)
+    assert wire.events()[-1] == "mark"
+    assert not utt.result.done()
+    playback.on_mark(str(wire.messages[-1]["mark"]["name"]))  # type: ignore[index]
+    result = await asyncio.wait_for(utt.result, 1)
+    assert result.played_text == "Short." and not result.interrupted
+    # 0.1 s at 8 kHz is five 20 ms frames; keep-alive silence went out while it was synthesized.
+    assert utt.frames_made == 5 and utt.frames_sent == 5
+    assert wire.events().count("media") == 5 + playback.silence_sent
+    assert len(ulaw_decode(wire.audio())) == 160 * (5 + playback.silence_sent)
+
+
+async def test_barge_in_keeps_the_played_part_and_skips_queued_utterances() -> None:
+    playback, wire = make(FakeSpeech(1.0))
+    first = playback.play("one two three four five six seven eight nine ten")
+    second = playback.play("Never heard.")
+    for _ in range(30):  # let synthesis run ahead, then play about a quarter
+        await asyncio.sleep(0)
+    for _ in range(12):
+        frame = playback.next_frame()
+        assert frame is not None
+        playback.send_frame(frame)
+    assert playback.clear()
+    assert wire.events()[-1] == "clear"
+    one, two = await asyncio.wait_for(asyncio.gather(first.result, second.result), 1)
+    assert one.interrupted and one.played_text and "ten" not in one.played_text
+    assert two.skipped and two.played_text == ""
+    assert playback.next_frame() is None  # nothing more goes out after the clear
+
+
+async def test_failed_synthesis_fails_that_utterance_and_the_next_one_plays() -> None:
+    playback, wire = make(FakeSpeech(0.1, fail="broken"))
+    bad = playback.play("This is broken.")
+    good = playback.play("Fine.")
+    with pytest.raises(PlaybackError, match="tts exploded"):
+        await asyncio.wait_for(bad.result, 1)
+    await drain(playback)
+    playback.on_mark(str(wire.messages[-1]["mark"]["name"]))  # type: ignore[index]
+    assert (await asyncio.wait_for(good.result, 1)).played_text == "Fine."
+
+
+async def test_a_mark_that_never_comes_back_fails_the_utterance(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(playback_module, "MARK_GRACE_S", 0.05)
+    playback, _wire = make(FakeSpeech(0.05))
+    utt = playback.play("Lost.")
+    await drain(playback)
+    with pytest.raises(PlaybackError, match="completion mark not delivered"):
+        await asyncio.wait_for(utt.result, 1)
+
+
+async def test_closing_the_stream_fails_everything_pending() -> None:
+    playback, _wire = make(FakeSpeech(1.0))
+    a, b = playback.play("A."), playback.play("B.")
+    playback.close()
+    for utt in (a, b):
+        with pytest.raises(PlaybackError):
+            await asyncio.wait_for(utt.result, 1)
+    with pytest.raises(PlaybackError):
+        playback.play("C.")
+
+
+async def test_next_utterance_is_synthesized_while_the_current_one_plays() -> None:
+    speech = FakeSpeech(0.5)
+    playback, _wire = make(speech)
+    playback.play("First.")
+    playback.play("Second.")
+    for _ in range(60):
+        await asyncio.sleep(0)
+    assert speech.requests == ["First.", "Second."]
+
+
+async def test_cached_phrases_are_synthesized_once() -> None:
+    speech = FakeSpeech(0.1)
+    cache = CachedSpeech(speech)
+    assert await cache.warm(["Hello! How are you?"]) == 2
+    assert sorted(speech.requests) == ["Hello!", "How are you?"]
+    chunks = [c async for c in cache.stream("Hello!")]
+    assert len(chunks) == 1 and chunks[0][0] == RATE and cache.hits == 1
+    assert sorted(speech.requests) == ["Hello!", "How are you?"]
+
+
+def test_played_prefix_and_sentence_split() -> None:
+    assert played_prefix("one two three four", 0.5) == "one two"
+    assert played_prefix("one two", 1.0) == "one two"
+    assert played_prefix("one two", 0.0) == ""
+    assert split_sentences("Hi. How are you? Fine") == ["Hi.", "How are you?", "Fine"]
+
+
+# -- Twilio wire format ------------------------------------------------------------------------
+SER = TwilioStreamSerializer()
+
+
+def test_media_frames_take_the_fast_path_and_decode() -> None:
+    payload = base64.b64encode(bytes(range(160))).decode()
+    msg = json.dumps({"event": "media", "sequenceNumber": "3",
+                      "media": {"track": "inbound", "chunk": "2", "timestamp": "40", "payload": payload},
+                      "streamSid": "MZ1"}, separators=(",", ":"))
+    assert SER.parse(msg) == StreamAudio(bytes(range(160)))
+    spaced = json.dumps({"event": "media", "media": {"payload": payload}})  # slow path
+    assert SER.parse(spaced) == StreamAudio(bytes(range(160)))
+
+
+@pytest.mark.parametrize("bad", ["not json", "[1,2]", '{"event":"media","media":{"payload":"***"}}',
+                                 '{"event":"media","media":{}}', '{"event":"media","payload":"abc'])
+def test_malformed_messages_raise_value_error(bad: str) -> None:
+    with pytest.raises(ValueError):
+        SER.parse(bad)
+
+
+def test_control_events_parse() -> None:
+    start = SER.parse(json.dumps({"event": "start", "streamSid": "MZ9", "start": {
+        "streamSid": "MZ9", "callSid": "CA1", "accountSid": "AC1", "tracks": ["inbound"],
+        "customParameters": {"token": "tok"},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+    assert start == StreamStart(call_sid="CA1", stream_id="MZ9", token="tok",
+                                custom_parameters={"token": "tok"})
+    assert SER.parse('{"event":"mark","mark":{"name":"tts-1"}}') == StreamMark("tts-1")
+    assert SER.parse('{"event":"dtmf","dtmf":{"digit":"5"}}') == StreamDtmf("5")
+    assert SER.parse('{"event":"stop"}') == StreamStop()
+    assert SER.parse('{"event":"connected","protocol":"Call"}') is None
+
+
+def test_outbound_messages_are_twilio_json() -> None:
+    media = json.loads(SER.audio('MZ"1', b"\x00\xff"))
+    assert media == {"event": "media", "streamSid": 'MZ"1', "media": {"payload": "AP8="}}
+    assert json.loads(SER.mark("MZ1", "tts-1")) == {"event": "mark", "streamSid": "MZ1",
+                                                    "mark": {"name": "tts-1"}}
+    assert json.loads(SER.clear("MZ1")) == {"event": "clear", "streamSid": "MZ1"}
