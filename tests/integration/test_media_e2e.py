@@ -236,3 +236,23 @@ async def test_inbound_greeting_is_pre_synthesized_once_and_a_queued_caller_is_c
         greeting_requests = [r for r in speech.requests_for("openai") if r.body["input"] == greeting]
         assert len(greeting_requests) == 1  # synthesized at start, never again
         assert gateway.speech_cache is not None and gateway.speech_cache.hits == 2
+
+
+async def test_keys_on_a_streamed_call_are_played_as_dtmf_tones(
+        gateway: Runtime, sim: TwilioSimulator) -> None:
+    sim.script(CALLEE, Callee(answer_after_s=0.05))
+    record = await place(gateway, "Hi.", "conversation")
+    await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
+    stream = sim.call(record.provider_call_id or "").active_stream
+    assert stream is not None
+    before = len(stream.received_audio)
+    assert (await gateway.api.call("voicecall.dtmf", {"callId": record.call_id, "digits": "5"}))["success"]
+    tone = heard_speech(stream.received_audio[before:])[:800]  # the 100 ms key tone
+    spectrum = np.abs(np.fft.rfft(tone * np.hanning(len(tone))))
+    freqs = np.fft.rfftfreq(len(tone), 1 / 8000)
+    low_band, high_band = (freqs > 600) & (freqs < 1000), (freqs > 1100) & (freqs < 1700)
+    low = float(freqs[low_band][np.argmax(spectrum[low_band])])
+    high = float(freqs[high_band][np.argmax(spectrum[high_band])])
+    assert abs(low - 770) < 20 and abs(high - 1336) < 20  # the "5" key
+    assert spectrum[low_band].max() > 20 * np.median(spectrum)
+    assert sim.call(record.provider_call_id or "").active_stream is stream  # the stream survived

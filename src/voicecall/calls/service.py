@@ -101,6 +101,10 @@ class MediaPlayer(Protocol):
         """Queue `text` for the call's stream now (in call order); the future tells how it ended."""
         ...
 
+    def enqueue_dtmf(self, call: CallRecord, digits: str) -> asyncio.Future[PlaybackResult]:
+        """Queue key tones on the call's stream (a stream has no out-of-band keys)."""
+        ...
+
 
 @dataclass(slots=True)
 class _Waiter:
@@ -463,7 +467,10 @@ class CallService:
             raise CallError("digits may contain only 0-9 * # w W p P and commas", code=-32602)
         record = await self._connected(call_id)
         try:
-            await asyncio.wait_for(self.provider.send_dtmf(record, digits), 30)
+            if self._streamed(record) and self.media is not None:
+                await asyncio.wait_for(self.media.enqueue_dtmf(record, digits), 30)
+            else:
+                await asyncio.wait_for(self.provider.send_dtmf(record, digits), 30)
         except Exception as exc:
             raise CallError(f"dtmf failed: {exc or 'timed out'}", call_id=record.call_id) from exc
         async with self._lock(record.call_id):

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from voicecall.audio.dtmf import dtmf_pcm
 from voicecall.audio.pacer import Pacer
 from voicecall.calls.events import CallEvent
 from voicecall.calls.latency import summarize
@@ -211,6 +212,16 @@ class MediaHub:
                 fut.set_exception(exc)
                 continue
             source.add_done_callback(functools.partial(_copy, target=fut))
+
+    def enqueue_dtmf(self, call: CallRecord, digits: str) -> asyncio.Future[PlaybackResult]:
+        """Play `digits` as key tones on the call's stream (in order with speech)."""
+        session = self._sessions.get(call.call_id)
+        if session is None:
+            fut: asyncio.Future[PlaybackResult] = asyncio.get_running_loop().create_future()
+            fut.set_exception(PlaybackError("no media stream for the call"))
+            fut.exception()
+            return fut
+        return session.playback.play(f"[keys {digits}]", audio=(8000, dtmf_pcm(digits))).result
 
     async def play(self, call: CallRecord, text: str) -> PlaybackResult:
         """Speak `text` on the call's stream; returns once it was heard, cut off or skipped."""

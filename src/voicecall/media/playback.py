@@ -54,6 +54,10 @@ def split_sentences(text: str) -> list[str]:
     return cutter.feed(text) + cutter.flush() or [text]
 
 
+async def _once(item: tuple[int, bytes]) -> AsyncIterator[tuple[int, bytes]]:
+    yield item
+
+
 def _now_ms() -> float:
     return time.time() * 1000
 
@@ -61,11 +65,14 @@ def _now_ms() -> float:
 class Utterance:
     """One `play()` request: its audio frames, its state and the future its caller awaits."""
 
-    __slots__ = ("done_synth", "first_frame_at", "first_tts_byte_at", "frames", "frames_made",
+    __slots__ = ("audio", "done_synth", "first_frame_at", "first_tts_byte_at", "frames", "frames_made",
                  "frames_sent", "mark", "mark_timer", "result", "task", "text")
 
-    def __init__(self, text: str, result: asyncio.Future[PlaybackResult]) -> None:
+    def __init__(self, text: str, result: asyncio.Future[PlaybackResult],
+                 audio: tuple[int, bytes] | None = None) -> None:
         self.text = text
+        self.audio = audio
+        """Ready PCM `(rate, pcm16le)` to play instead of synthesizing `text` (e.g. key tones)."""
         self.result = result
         self.frames: deque[str] = deque()
         self.frames_made = 0
@@ -133,11 +140,12 @@ class StreamPlayback:
         """True while something is playing, queued or waiting for its mark."""
         return self._active is not None or bool(self._queue) or bool(self._awaiting_mark)
 
-    def play(self, text: str) -> Utterance:
-        """Queue `text`; await `utterance.result` for how it ended."""
+    def play(self, text: str, *, audio: tuple[int, bytes] | None = None) -> Utterance:
+        """Queue `text` (or ready `audio`, labelled `text`); await `utterance.result` for how it
+        ended."""
         if self._closed:
             raise PlaybackError("the media stream is closed")
-        utt = Utterance(text, asyncio.get_running_loop().create_future())
+        utt = Utterance(text, asyncio.get_running_loop().create_future(), audio)
         if self._active is None:
             self._activate(utt)
         else:
@@ -242,12 +250,19 @@ class StreamPlayback:
         if utt is not None:
             utt.fail(PlaybackError("Telephony stream playback failed: completion mark not delivered"))
 
+    async def _sentences(self, utt: Utterance) -> AsyncIterator[AsyncIterator[tuple[int, bytes]]]:
+        if utt.audio is not None:
+            yield _once(utt.audio)
+            return
+        for sentence in split_sentences(utt.text):
+            yield self.speech.stream(sentence)
+
     async def _synth(self, utt: Utterance) -> None:
         splitter = FrameSplitter()
         resampler: StreamingResampler | None = None
         try:
-            for sentence in split_sentences(utt.text):
-                async for rate, pcm in self.speech.stream(sentence):
+            async for audio in self._sentences(utt):
+                async for rate, pcm in audio:
                     if utt.first_tts_byte_at is None:
                         utt.first_tts_byte_at = _now_ms()
                     if resampler is None or resampler.in_rate != rate:
