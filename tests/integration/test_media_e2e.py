@@ -256,3 +256,23 @@ async def test_keys_on_a_streamed_call_are_played_as_dtmf_tones(
     assert abs(low - 770) < 20 and abs(high - 1336) < 20  # the "5" key
     assert spectrum[low_band].max() > 20 * np.median(spectrum)
     assert sim.call(record.provider_call_id or "").active_stream is stream  # the stream survived
+
+
+async def test_a_numbers_route_speaks_its_greeting_and_replies_in_its_own_voice(
+        tmp_path: Path, sim: TwilioSimulator, speech: FakeSpeech,
+        stt: FakeRealtimeTranscription) -> None:
+    friend = "+15557770001"
+    route = {"inboundGreeting": "Sales desk, hello.", "tts": {"providers": {"openai": {"voice": "nova"}}}}
+    config = streaming_config(sim, speech, stt, free_port(), inboundPolicy="allowlist",
+                              allowFrom=[friend], numbers={OUR_NUMBER: route})
+    async with running_gateway(tmp_path, config) as gateway:
+        call = await sim.place_inbound(friend, OUR_NUMBER, gateway.webhook_url)
+        stream = await call.wait_stream(timeout=10)
+        record = await eventually(lambda: gateway.service.live(call.sid), 5)
+        await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
+        assert best_correlation(heard_speech(stream.received_audio),
+                                telephone_version("Sales desk, hello.")) > 0.95
+        await gateway.api.call("voicecall.speak", {"callId": record.call_id, "message": "One moment."})
+        voices = {r.body["input"]: r.body.get("voice") for r in speech.requests_for("openai")}
+        assert voices["Sales desk, hello."] == "nova" and voices["One moment."] == "nova"
+        assert voices["Hello!"] != "nova"  # the default greeting keeps the default voice

@@ -78,6 +78,7 @@ class Runtime:
         self.media_endpoint: MediaEndpoint | None = None
         self.tts_chain: TtsChain | None = None
         self.speech_cache: CachedSpeech | None = None
+        self.route_speech: dict[str, CachedSpeech] = {}
         self._warm_task: asyncio.Task[None] | None = None
         self.service: CallService
         self.api: ControlApi
@@ -172,8 +173,12 @@ class Runtime:
 
     def _media(self, service: CallService) -> type[asyncio.Protocol]:
         """Media streaming: the hub (TTS out, STT in, pacing) and the WebSocket endpoint class."""
+        from voicecall.calls.model import CallRecord
+        from voicecall.config.loader import deep_merge
+        from voicecall.config.schema import TtsConfig
         from voicecall.media.cache import CachedSpeech
         from voicecall.media.hub import MediaHub, SttFactory
+        from voicecall.media.playback import Speech
         from voicecall.server.media_ws import MediaEndpoint, MediaLimits
         from voicecall.speech.stt import SttError, build_stt_session
         from voicecall.speech.tts import build_tts_chain
@@ -202,7 +207,19 @@ class Runtime:
 
         self.tts_chain = chain
         self.speech_cache = CachedSpeech(chain)
-        self.media = MediaHub(service, streams, self.speech_cache, stt_factory=stt_factory)
+        for number, route in c.numbers.items():
+            if route.tts is not None:  # a per-number voice: its own chain over the shared tts block
+                merged = TtsConfig.model_validate(deep_merge(
+                    c.tts.model_dump(by_alias=True, exclude_none=True),
+                    route.tts.model_dump(by_alias=True, exclude_none=True)))
+                self.route_speech[number] = CachedSpeech(build_tts_chain(merged, env))
+
+        def speech_for(call: CallRecord) -> Speech:
+            dialed = call.to if call.direction == "inbound" else call.from_
+            return self.route_speech.get(dialed) or self.speech_cache or chain
+
+        self.media = MediaHub(service, streams, self.speech_cache, stt_factory=stt_factory,
+                              speech_for=speech_for)
         service.media = self.media
         service.stream_url = stream_url_for(self.webhook_url, s.stream_path)
         security = c.webhook_security
@@ -217,13 +234,13 @@ class Runtime:
         return endpoint.protocol_class()
 
     def fixed_phrases(self) -> list[str]:
-        """What the gateway says word for word: greetings (default and per number) and the idle
-        prompt and goodbye when idle handling is on. These are pre-synthesized."""
+        """What the gateway says word for word: the greeting and, when idle handling is on, the
+        idle prompt and goodbye. These are pre-synthesized (per-number greetings in their route's
+        voice, see `_warm_phrases`)."""
         from voicecall.calls.service import DEFAULT_GREETING
 
         c = self.config
         phrases = [c.inbound_greeting or DEFAULT_GREETING]
-        phrases += [r.inbound_greeting for r in c.numbers.values() if r.inbound_greeting]
         if c.idle.prompt_after_sec:
             phrases.append(c.idle.prompt)
         if c.idle.hangup_after_sec:
@@ -233,10 +250,16 @@ class Runtime:
     async def _warm_phrases(self) -> None:
         if self.speech_cache is None:
             return
-        started = asyncio.get_running_loop().time()
-        count = await self.speech_cache.warm(self.fixed_phrases())
-        log.info("pre-synthesized %d phrases in %.0f ms", count,
-                 (asyncio.get_running_loop().time() - started) * 1000)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        phrases = self.fixed_phrases()
+        count = await self.speech_cache.warm(phrases)
+        for number, route in self.config.numbers.items():
+            greeting = route.inbound_greeting
+            target = self.route_speech.get(number, self.speech_cache)
+            count += await target.warm([greeting] if target is self.speech_cache and greeting
+                                       else [greeting or phrases[0], *phrases[1:]])
+        log.info("pre-synthesized %d sentences in %.0f ms", count, (loop.time() - started) * 1000)
 
     def _auto_reply(self) -> AutoReply:
         # Imported here: the LLM SDK costs seconds to import and only responders need it.
@@ -294,9 +317,16 @@ class Runtime:
         if self.media is not None:
             with contextlib.suppress(Exception):
                 await self.media.stop()
+        from voicecall.speech.tts import TtsChain
+
         if self.tts_chain is not None:
             with contextlib.suppress(Exception):
                 await self.tts_chain.aclose()
+        for cached in self.route_speech.values():
+            inner = cached.inner
+            if isinstance(inner, TtsChain):
+                with contextlib.suppress(Exception):
+                    await inner.aclose()
         if hasattr(self, "service"):
             await self.service.stop()
         if self._responder is not None:

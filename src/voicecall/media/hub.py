@@ -61,11 +61,14 @@ class MediaHub:
 
     def __init__(self, service: CallService, streams: MediaStreams, speech: Speech, *,
                  stt_factory: SttFactory | None = None, grace_s: float = DISCONNECT_GRACE_S,
-                 stream_wait_s: float = STREAM_WAIT_S) -> None:
+                 stream_wait_s: float = STREAM_WAIT_S,
+                 speech_for: Callable[[CallRecord], Speech] | None = None) -> None:
         self.service = service
         self.streams = streams
         self.serializer = streams.serializer
         self.speech = speech
+        self.speech_for = speech_for or (lambda call: speech)
+        """The voice of a call (a `numbers` route may have its own TTS settings)."""
         self.stt_factory = stt_factory
         self.grace_s = grace_s
         self.stream_wait_s = stream_wait_s
@@ -126,7 +129,7 @@ class MediaHub:
             handle.cancel()
         old = self._sessions.get(cid)
         session = StreamSession(call_id=cid, start=start, connection=connection,
-                                serializer=self.serializer, speech=self.speech, owner=self,
+                                serializer=self.serializer, speech=self.speech_for(record), owner=self,
                                 on_first_frame=self._first_frame)
         if self.stt_factory is not None:
             try:
