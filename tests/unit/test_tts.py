@@ -23,7 +23,7 @@ from voicecall.speech.tts import (
     build_tts_chain,
 )
 from voicecall.speech.tts.base import error_detail
-from voicecall.testing.fakes.tts import FakeSpeech, expected_pcm
+from voicecall.testing.fakes.tts import FakeSpeech, LoopedPcm, expected_pcm
 
 OPENAI_KEY = "sk-test-tts-0123456789"
 XI_KEY = "xi-test-tts-9876543210"
@@ -399,3 +399,29 @@ async def test_built_chain_speaks_through_the_fake(fake: FakeSpeech,
     assert fake.requests_for("openai")[0].body["instructions"] == "Be brief."
     assert "Telephony TTS fallback used from=elevenlabs to=openai attempts=2" in caplog.text
     assert OPENAI_KEY not in caplog.text and XI_KEY not in caplog.text
+
+
+# -- FakeSpeech(audio_seconds=...): long playback for load tests ----------------------------------
+def test_looped_pcm_starts_like_expected_pcm_and_loops_seamlessly() -> None:
+    looped = LoopedPcm(TEXT, 24_000, 5.0)
+    assert len(looped) == 2 * 24_000 * 5
+    short = expected_pcm(TEXT, 24_000)
+    assert looped[0:len(short)] == short
+    one_second = 2 * 24_000
+    assert looped[one_second:one_second + 4800] == looped[0:4800]
+    across = looped[one_second - 100:one_second + 100]  # the loop point is inside a slice
+    assert across == looped[one_second - 100:one_second] + looped[0:100]
+    assert looped[len(looped) - 10:len(looped) + 50] == looped[one_second - 10:one_second]
+    with pytest.raises(ValueError):
+        looped[0:10:2]
+
+
+async def test_fake_speech_audio_seconds_streams_long_audio_in_paced_chunks() -> None:
+    async with FakeSpeech(audio_seconds=1.0, chunk_bytes=4800, chunk_delay_s=0.01) as fake:
+        provider = OpenAITts(OPENAI_KEY, base_url=fake.openai_base_url, env={})
+        audio = b"".join(await collect(provider))
+        request = fake.requests_for("openai")[0]
+    assert len(audio) == 48_000 and request.bytes_sent == 48_000
+    assert audio == LoopedPcm(TEXT, 24_000, 1.0)[0:48_000]
+    assert len(request.chunk_sent_at) == 10
+    assert request.chunk_sent_at[-1] - request.chunk_sent_at[0] >= 0.08  # 9 gaps of 10 ms

@@ -615,3 +615,49 @@ async def test_unknown_verbs_and_unreachable_stream_are_skipped(sim: TwilioSimul
     assert call.said == ["Still here"]
     assert any("Frobnicate" in message for _, message in call.warnings)
     assert [code for code, _ in call.errors] == [31902]
+
+
+# -- load-generator support: streams left for an outside client, webhooks from many addresses ------
+async def test_callee_that_does_not_open_streams_holds_the_call_for_an_outside_client(
+        sim: TwilioSimulator, app: FakeApp) -> None:
+    async with stream_server() as st:
+        app.on("/voice", f'<Response><Connect><Stream url="{st.url}"><Parameter name="token" value="t-1"/>'
+                         "</Stream></Connect><Say>after</Say></Response>")
+        sim.script(TO, Callee(answer_after_s=0.1, open_streams=False))
+        call = await create(sim, app)
+        await call.wait_until(lambda: bool(call.streams), what="stream request")
+        other = await create(sim, app, to="+15550002222")  # the default callee opens its stream
+        await st.wait_for(lambda: bool(st.events("start")))
+        await asyncio.sleep(0.3)
+        assert not call.is_ended and call.status == "in-progress"
+        assert call.streams[0].started_at is None and call.said == []
+        assert sim.stream_entries() == [{"callSid": call.sid, "customParameters": {"token": "t-1"}}]
+        assert sim.stream_entries([other]) == []
+        assert [m["start"]["callSid"] for m in st.events("start")] == [other.sid]
+        assert await call.hangup() == "completed"
+        assert await other.hangup() == "completed"
+    assert sim.stream_entries() == []
+    assert call.said == []
+
+
+@dataclass
+class AddressApp(FakeApp):
+    clients: list[str] = field(default_factory=list)
+
+    async def handle(self, request: Request) -> Response:
+        self.clients.append(request.client.host if request.client else "")
+        return await super().handle(request)
+
+
+async def test_webhooks_go_out_from_the_given_source_addresses_in_turn() -> None:
+    addresses = ["127.0.0.2", "127.0.0.3"]
+    async with serving(AddressApp()) as app, \
+            TwilioSimulator(time_scale=SCALE, webhook_source_addresses=addresses) as sim:
+        assert isinstance(app, AddressApp)
+        app.on("/voice", "<Response><Say>Hi</Say></Response>")
+        for _ in range(2):
+            call = await create(sim, app, events=("initiated", "completed"))
+            await call.wait_ended()
+        assert len(app.clients) == 6
+        assert set(app.clients) == set(addresses)
+        assert app.clients[:2] == addresses

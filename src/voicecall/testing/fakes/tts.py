@@ -18,6 +18,11 @@ whose length grows with it, so tests can compare bytes exactly. It is streamed i
 `chunk_bytes`, the first after `first_byte_delay_s` and the rest `chunk_delay_s` apart; `script()`
 changes that (or makes the request fail) for the next request to one provider. Every request is
 kept in `recorded`, with the times its audio chunks were sent.
+
+`audio_seconds` makes every unscripted answer that long instead (the same tone, looped and made
+chunk by chunk, so minutes of audio cost no memory): continuous playback for load tests, e.g.
+`FakeSpeech(audio_seconds=120, chunk_bytes=4800, chunk_delay_s=0.05)` streams two minutes of
+24 kHz audio at twice real time. Its first bytes are `expected_pcm(text)`'s.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from voicecall.testing.fakes.openai_server import LoopbackServer, openai_error
 
 __all__ = [
     "FakeSpeech",
+    "LoopedPcm",
     "SpeechProvider",
     "SpeechRequest",
     "SpeechScript",
@@ -68,6 +74,34 @@ def expected_pcm(text: str, sample_rate: int = OPENAI_SAMPLE_RATE) -> bytes:
     t = np.arange(n, dtype=np.float64) / sample_rate
     wave = np.round(0.3 * 32767.0 * np.sin(2.0 * math.pi * frequency * t))
     return wave.astype("<i2").tobytes()
+
+
+class LoopedPcm:
+    """`seconds` of `expected_pcm(text, rate)`'s tone, looped, sliceable like bytes but built on
+    demand. The tone's pitch is a whole number of hertz, so one second of it loops seamlessly."""
+
+    def __init__(self, text: str, sample_rate: int, seconds: float) -> None:
+        frequency = 200.0 + (zlib.crc32(text.encode("utf-8")) % 64) * 10.0
+        t = np.arange(sample_rate, dtype=np.float64) / sample_rate
+        second = np.round(0.3 * 32767.0 * np.sin(2.0 * math.pi * frequency * t)).astype("<i2").tobytes()
+        self._period = len(second)
+        self._twice = second * 2
+        self._length = 2 * int(sample_rate * seconds)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: slice) -> bytes:
+        start, stop, step = index.indices(self._length)
+        if step != 1:
+            raise ValueError("LoopedPcm supports contiguous slices only")
+        out = bytearray()
+        while start < stop:
+            offset = start % self._period
+            take = min(stop - start, self._period)
+            out += self._twice[offset:offset + take]
+            start += take
+        return bytes(out)
 
 
 def elevenlabs_error(status: int, message: str, *, status_code: str = "error") -> JSONResponse:
@@ -126,12 +160,13 @@ class FakeSpeech:
 
     def __init__(self, *, openai_api_key: str | None = None, elevenlabs_api_key: str | None = None,
                  chunk_bytes: int = 4800, first_byte_delay_s: float = 0.0, chunk_delay_s: float = 0.0,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 audio_seconds: float | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.openai_api_key = openai_api_key
         self.elevenlabs_api_key = elevenlabs_api_key
         self.chunk_bytes = chunk_bytes
         self.first_byte_delay_s = first_byte_delay_s
         self.chunk_delay_s = chunk_delay_s
+        self.audio_seconds = audio_seconds
         self.recorded: list[SpeechRequest] = []
         self._scripts: dict[SpeechProvider, deque[SpeechScript]] = {"openai": deque(), "elevenlabs": deque()}
         self._stopping = asyncio.Event()
@@ -230,7 +265,8 @@ class FakeSpeech:
                 kind = "server_error" if scripted.status >= 500 else "invalid_request_error"
                 response = openai_error(scripted.status, message, type_=kind)
             else:
-                pcm = scripted.pcm if scripted.pcm is not None else expected_pcm(recorded.body["input"])
+                pcm = scripted.pcm if scripted.pcm is not None else self._pcm(recorded.body["input"],
+                                                                              OPENAI_SAMPLE_RATE)
                 response = self._audio(recorded, scripted, pcm)
         recorded.status = response.status_code
         return response
@@ -279,16 +315,21 @@ class FakeSpeech:
                 response = elevenlabs_error(scripted.status, message)
             else:
                 rate = int(fmt.group(1))
-                pcm = scripted.pcm if scripted.pcm is not None else expected_pcm(body["text"], rate)
+                pcm = scripted.pcm if scripted.pcm is not None else self._pcm(body["text"], rate)
                 response = self._audio(recorded, scripted, pcm)
         recorded.status = response.status_code
         return response
 
-    def _audio(self, recorded: SpeechRequest, scripted: SpeechScript, pcm: bytes) -> Response:
+    def _pcm(self, text: str, rate: int) -> bytes | LoopedPcm:
+        if self.audio_seconds is None:
+            return expected_pcm(text, rate)
+        return LoopedPcm(text, rate, self.audio_seconds)
+
+    def _audio(self, recorded: SpeechRequest, scripted: SpeechScript, pcm: bytes | LoopedPcm) -> Response:
         return StreamingResponse(self._body(recorded, scripted, pcm), media_type="audio/pcm")
 
     async def _body(self, recorded: SpeechRequest, scripted: SpeechScript,
-                    pcm: bytes) -> AsyncIterator[bytes]:
+                    pcm: bytes | LoopedPcm) -> AsyncIterator[bytes]:
         first_delay = _pick(scripted.first_byte_delay_s, self.first_byte_delay_s)
         delay = _pick(scripted.chunk_delay_s, self.chunk_delay_s)
         size = max(1, self.chunk_bytes if scripted.chunk_bytes is None else scripted.chunk_bytes)

@@ -67,6 +67,10 @@ class Callee:
     hangup_after_s: float | None = None  # hang up this long after answer
     answered_by: str = "human"  # the AMD result when MachineDetection is on
     confidence: float = 0.92  # speech recognition confidence posted with SpeechResult
+    open_streams: bool = True
+    """With False, a `<Connect><Stream>` is recorded on the call (`streams`, never `started_at`) and
+    the call stays there, as if the stream were open, until it is hung up or redirected: a load
+    generator then opens the stream itself, with `TwilioSimulator.stream_entries()`."""
 
 
 @dataclass(slots=True)
@@ -380,7 +384,8 @@ class TwilioSimulator:
     def __init__(self, *, account_sid: str | None = None, auth_token: str | None = None,
                  time_scale: float = 1.0, say_ms_per_char: int = 30, webhook_retries: int = 0,
                  host: str = "127.0.0.1", port: int = 0, webhook_timeout_s: float = 15.0,
-                 default_callee: Callee | None = None) -> None:
+                 default_callee: Callee | None = None,
+                 webhook_source_addresses: Sequence[str] = ()) -> None:
         self.account_sid = account_sid or "AC" + secrets.token_hex(16)
         self.auth_token = auth_token or secrets.token_hex(16)
         self.time_scale = time_scale
@@ -390,6 +395,9 @@ class TwilioSimulator:
         self.port = port
         self.webhook_timeout_s = webhook_timeout_s
         self.default_callee = default_callee or Callee()
+        self.webhook_source_addresses = tuple(webhook_source_addresses)
+        """Local addresses to send webhooks from, in turn (e.g. 127.0.0.2, 127.0.0.3, ...), the way
+        Twilio's requests come from many IPs; empty: the system's choice."""
         self.base_url = ""
         self.calls: dict[str, SimCall] = {}
         self.requests: list[WebhookRecord] = []
@@ -400,6 +408,8 @@ class TwilioSimulator:
         self._call_tasks: set[asyncio.Task[Any]] = set()
         self._stream_callbacks: dict[str, tuple[str, str, str | None]] = {}
         self._http: httpx.AsyncClient | None = None
+        self._http_sources: list[httpx.AsyncClient] = []
+        self._http_turn = 0
         self._server: uvicorn.Server | None = None
         self._server_task: asyncio.Task[None] | None = None
         self._closing = False
@@ -422,6 +432,10 @@ class TwilioSimulator:
         self._closing = False
         self._http = httpx.AsyncClient(timeout=self.webhook_timeout_s, trust_env=False,
                                        follow_redirects=False)
+        self._http_sources = [
+            httpx.AsyncClient(timeout=self.webhook_timeout_s, trust_env=False, follow_redirects=False,
+                              transport=httpx.AsyncHTTPTransport(local_address=address))
+            for address in self.webhook_source_addresses]
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -457,6 +471,9 @@ class TwilioSimulator:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        for client in self._http_sources:
+            await client.aclose()
+        self._http_sources = []
 
     async def __aenter__(self) -> TwilioSimulator:
         await self.start()
@@ -602,6 +619,25 @@ class TwilioSimulator:
                 self._stream_status(call, stream, event)
             call._bump()
 
+    async def hold_stream(self, call: SimCall, stream: MediaStream) -> None:
+        """`Callee.open_streams` off: record the `<Connect><Stream>` and stay in it (as if the stream
+        were open) until the call is hung up or redirected; an outside client opens the stream."""
+        call.streams.append(stream.record)
+        call._bump()
+        await asyncio.Event().wait()
+
+    def stream_entries(self, calls: Iterable[SimCall] | None = None) -> list[dict[str, Any]]:
+        """`{"callSid", "customParameters"}` for each live call (of `calls`, default all) that holds
+        an unopened `<Connect><Stream>`: the entries of a load generator's calls file."""
+        entries: list[dict[str, Any]] = []
+        for call in self.calls.values() if calls is None else calls:
+            if call.is_ended or not call.streams:
+                continue
+            record = call.streams[-1]
+            if record.bidirectional and record.started_at is None:
+                entries.append({"callSid": call.sid, "customParameters": dict(record.custom_parameters)})
+        return entries
+
     def start_background_stream(self, call: SimCall, stream: MediaStream) -> None:
         """Run a `<Start><Stream>` fork alongside the call's TwiML."""
         async def run() -> None:
@@ -668,7 +704,11 @@ class TwilioSimulator:
     async def _send(self, rec: WebhookRecord, body: bytes | None) -> None:
         try:
             assert self._http is not None, "simulator not started"
-            resp = await self._http.request(rec.method, rec.url, content=body, headers=rec.headers)
+            client = self._http
+            if self._http_sources:
+                client = self._http_sources[self._http_turn % len(self._http_sources)]
+                self._http_turn += 1
+            resp = await client.request(rec.method, rec.url, content=body, headers=rec.headers)
             rec.status_code = resp.status_code
             rec.body = resp.text
             rec.content_type = resp.headers.get("content-type", "")

@@ -366,6 +366,9 @@ class TwimlInterpreter:
             stream = self._stream(call, child, doc, bidirectional=True)
             if stream is None:
                 continue
+            if not call.callee.open_streams:
+                await self.sim.hold_stream(call, stream)
+                continue
             try:
                 await self.sim.run_stream(call, stream)
             except StreamError as exc:
