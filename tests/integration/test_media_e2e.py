@@ -276,3 +276,19 @@ async def test_a_numbers_route_speaks_its_greeting_and_replies_in_its_own_voice(
         voices = {r.body["input"]: r.body.get("voice") for r in speech.requests_for("openai")}
         assert voices["Sales desk, hello."] == "nova" and voices["One moment."] == "nova"
         assert voices["Hello!"] != "nova"  # the default greeting keeps the default voice
+
+
+async def test_an_outbound_conversation_greeting_is_not_cut_by_caller_speech(
+        gateway: Runtime, sim: TwilioSimulator, stt: FakeRealtimeTranscription) -> None:
+    greeting = ("Hello, this is the clinic calling about your appointment tomorrow morning, "
+                "please listen to the whole message before you answer")
+    sim.script(CALLEE, Callee(answer_after_s=0.05))
+    stt.say("Hello? Who is this?", after_bytes=2400, speech_started=True)  # 0.3 s into the call
+    record = await place(gateway, greeting, "conversation")
+    await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
+    stream = sim.call(record.provider_call_id or "").active_stream
+    assert stream is not None
+    assert not stt._pending  # the caller's speech was emitted (during the first message)...
+    assert stream.clear_positions == []  # ...and did not interrupt it
+    assert [(t.speaker, t.text) for t in record.transcript] == [("bot", greeting)]
+    assert best_correlation(heard_speech(stream.received_audio), telephone_version(greeting)) > 0.95
