@@ -38,7 +38,33 @@ def run_checks(loaded: LoadedConfig) -> list[Check]:
     else:
         checks.append(Check("webhook-exposure", False,
                             "set publicUrl to the https URL carriers can reach (e.g. your tunnel)"))
+    if c.streaming.enabled:
+        checks.extend(_streaming_checks(loaded))
     both = c.streaming.enabled and c.realtime.enabled
     checks.append(Check("mode", not both, "streaming and realtime cannot both be on" if both
                         else ("media streaming" if c.streaming.enabled else "carrier-native speech")))
+    return checks
+
+
+def _streaming_checks(loaded: LoadedConfig) -> list[Check]:
+    """Media streaming speaks with a TTS provider and (unless `streaming.provider` is "none")
+    listens with an STT provider: both need their API keys."""
+    from voicecall.speech.stt import SttError, build_stt_session
+    from voicecall.speech.tts import build_tts_chain
+
+    c, env = loaded.config, loaded.env
+    chain = build_tts_chain(c.tts, env)
+    checks = [Check("streaming-tts", bool(chain.providers),
+                    f"streamed speech via {', '.join(chain.names)}" if chain.providers else
+                    "set tts.providers.openai.apiKey (or OPENAI_API_KEY) or tts.providers.elevenlabs.apiKey")]
+    s = c.streaming
+    if (s.provider or "").strip().lower() == "none":
+        checks.append(Check("streaming-stt", True, "speech-to-text is off (streaming.provider: none)"))
+        return checks
+    try:
+        build_stt_session(s.provider, s.providers, None, env)
+    except SttError as exc:
+        checks.append(Check("streaming-stt", False, str(exc)))
+    else:
+        checks.append(Check("streaming-stt", True, f"speech-to-text via {s.provider or 'openai'}"))
     return checks
