@@ -425,3 +425,17 @@ async def test_fake_speech_audio_seconds_streams_long_audio_in_paced_chunks() ->
     assert audio == LoopedPcm(TEXT, 24_000, 1.0)[0:48_000]
     assert len(request.chunk_sent_at) == 10
     assert request.chunk_sent_at[-1] - request.chunk_sent_at[0] >= 0.08  # 9 gaps of 10 ms
+
+
+async def test_fake_speech_speed_paces_after_the_lead_on_a_fixed_schedule() -> None:
+    async with FakeSpeech(audio_seconds=1.0, speed=4.0, lead_s=0.5, chunk_bytes=4800) as fake:
+        provider = OpenAITts(OPENAI_KEY, base_url=fake.openai_base_url, env={})
+        audio = b"".join(await collect(provider))
+        sent = fake.requests_for("openai")[0].chunk_sent_at
+    assert len(audio) == 48_000 and len(sent) == 10
+    t0 = sent[0]
+    assert sent[5] - t0 < 0.05  # the first 0.5 s (five chunks) go out at once
+    # then 100 ms chunks at 4x real time: chunk k is due 25 ms x (k - 5) after the start
+    for k in range(6, 10):
+        assert sent[k] - t0 >= 0.025 * (k - 5) - 0.002
+    assert sent[9] - t0 < 0.25

@@ -20,9 +20,11 @@ changes that (or makes the request fail) for the next request to one provider. E
 kept in `recorded`, with the times its audio chunks were sent.
 
 `audio_seconds` makes every unscripted answer that long instead (the same tone, looped and made
-chunk by chunk, so minutes of audio cost no memory): continuous playback for load tests, e.g.
-`FakeSpeech(audio_seconds=120, chunk_bytes=4800, chunk_delay_s=0.05)` streams two minutes of
-24 kHz audio at twice real time. Its first bytes are `expected_pcm(text)`'s.
+chunk by chunk, so minutes of audio cost no memory): continuous playback for load tests. Its first
+bytes are `expected_pcm(text)`'s. `speed` paces the chunks on a drift-free schedule at that multiple
+of real time (instead of `chunk_delay_s` apart), after the first `lead_s` seconds of audio sent at
+once: `FakeSpeech(audio_seconds=120, speed=1.25, lead_s=1.0)` streams two minutes of 24 kHz audio
+one second ahead, then at 1.25 x real time, in 4800-byte (100 ms) chunks.
 """
 
 from __future__ import annotations
@@ -160,13 +162,16 @@ class FakeSpeech:
 
     def __init__(self, *, openai_api_key: str | None = None, elevenlabs_api_key: str | None = None,
                  chunk_bytes: int = 4800, first_byte_delay_s: float = 0.0, chunk_delay_s: float = 0.0,
-                 audio_seconds: float | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+                 audio_seconds: float | None = None, speed: float | None = None, lead_s: float = 0.0,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
         self.openai_api_key = openai_api_key
         self.elevenlabs_api_key = elevenlabs_api_key
         self.chunk_bytes = chunk_bytes
         self.first_byte_delay_s = first_byte_delay_s
         self.chunk_delay_s = chunk_delay_s
         self.audio_seconds = audio_seconds
+        self.speed = speed
+        self.lead_s = lead_s
         self.recorded: list[SpeechRequest] = []
         self._scripts: dict[SpeechProvider, deque[SpeechScript]] = {"openai": deque(), "elevenlabs": deque()}
         self._stopping = asyncio.Event()
@@ -267,7 +272,7 @@ class FakeSpeech:
             else:
                 pcm = scripted.pcm if scripted.pcm is not None else self._pcm(recorded.body["input"],
                                                                               OPENAI_SAMPLE_RATE)
-                response = self._audio(recorded, scripted, pcm)
+                response = self._audio(recorded, scripted, pcm, OPENAI_SAMPLE_RATE)
         recorded.status = response.status_code
         return response
 
@@ -316,7 +321,7 @@ class FakeSpeech:
             else:
                 rate = int(fmt.group(1))
                 pcm = scripted.pcm if scripted.pcm is not None else self._pcm(body["text"], rate)
-                response = self._audio(recorded, scripted, pcm)
+                response = self._audio(recorded, scripted, pcm, rate)
         recorded.status = response.status_code
         return response
 
@@ -325,11 +330,12 @@ class FakeSpeech:
             return expected_pcm(text, rate)
         return LoopedPcm(text, rate, self.audio_seconds)
 
-    def _audio(self, recorded: SpeechRequest, scripted: SpeechScript, pcm: bytes | LoopedPcm) -> Response:
-        return StreamingResponse(self._body(recorded, scripted, pcm), media_type="audio/pcm")
+    def _audio(self, recorded: SpeechRequest, scripted: SpeechScript, pcm: bytes | LoopedPcm,
+               sample_rate: int) -> Response:
+        return StreamingResponse(self._body(recorded, scripted, pcm, sample_rate), media_type="audio/pcm")
 
-    async def _body(self, recorded: SpeechRequest, scripted: SpeechScript,
-                    pcm: bytes | LoopedPcm) -> AsyncIterator[bytes]:
+    async def _body(self, recorded: SpeechRequest, scripted: SpeechScript, pcm: bytes | LoopedPcm,
+                    sample_rate: int = OPENAI_SAMPLE_RATE) -> AsyncIterator[bytes]:
         first_delay = _pick(scripted.first_byte_delay_s, self.first_byte_delay_s)
         delay = _pick(scripted.chunk_delay_s, self.chunk_delay_s)
         size = max(1, self.chunk_bytes if scripted.chunk_bytes is None else scripted.chunk_bytes)
@@ -341,8 +347,15 @@ class FakeSpeech:
         if scripted.empty:
             return
         limit = len(pcm) if scripted.fail_after_bytes is None else min(len(pcm), scripted.fail_after_bytes)
+        loop = asyncio.get_running_loop()
+        paced_from = loop.time()
+        lead = int(self.lead_s * sample_rate) * 2
         for offset in range(0, limit, size):
-            if offset and delay:
+            if self.speed:  # chunk k is due when the audio before it, past the lead, has "played"
+                wait = paced_from + max(0, offset - lead) / (2 * sample_rate * self.speed) - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            elif offset and delay:
                 await asyncio.sleep(delay)
             piece = pcm[offset:min(offset + size, limit)]
             recorded.chunk_sent_at.append(time.monotonic())
