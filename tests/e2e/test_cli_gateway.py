@@ -247,3 +247,20 @@ def test_setup_reports_each_check_and_fails_when_twilio_lacks_credentials_and_a_
     assert not checks["provider-config"]["ok"] and "twilio.accountSid" in checks["provider-config"]["message"]
     assert not checks["webhook-exposure"]["ok"] and "publicUrl" in checks["webhook-exposure"]["message"]
     assert checks["plugin-enabled"]["ok"] and checks["mode"]["ok"]
+
+
+async def test_voicecall_mcp_over_stdio_places_a_call_on_the_running_gateway(gateway: Gateway) -> None:
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    params = StdioServerParameters(command=sys.executable, args=["-m", "voicecall", "mcp"], env=gateway.env)
+    async with Client(params, read_timeout_seconds=30) as client:
+        assert [t.name for t in (await client.list_tools()).tools] == ["voice_call"]
+        result = await client.call_tool("voice_call", {"action": "initiate_call", "message": "Hello",
+                                                       "to": "+15555550123", "mode": "notify"})
+        assert not result.is_error, result
+        assert result.structured_content is not None
+        call_id = result.structured_content["callId"]
+    # The call lives in the gateway process, not in the MCP server's.
+    status = gateway.wait_for(call_id, lambda c: "endReason" in c)
+    assert status["call"]["endReason"] == "completed"

@@ -460,6 +460,24 @@ def tool_schema_cmd(as_json: JsonOpt = True) -> None:
     out.print_json(json.dumps(tool_schema()))
 
 
+@app.command("mcp")
+def mcp_cmd() -> None:
+    """Serve the `voice_call` tool over MCP on stdio (for agent hosts: Claude, Cursor, ...).
+
+    Calls go to the running gateway; with none running, to a standalone runtime in this process.
+    """
+    from voicecall import __version__
+    from voicecall.agent.mcp_server import serve_mcp_stdio
+
+    loaded = _loaded()
+
+    async def run() -> None:
+        async with live_api(loaded) as (api, _runtime):
+            await serve_mcp_stdio(api.call, version=__version__)
+
+    _run(run())
+
+
 @app.command("token")
 def token_cmd(as_json: JsonOpt = False) -> None:
     """Print the control API token (for the Python client or curl)."""
