@@ -264,3 +264,45 @@ async def test_voicecall_mcp_over_stdio_places_a_call_on_the_running_gateway(gat
     # The call lives in the gateway process, not in the MCP server's.
     status = gateway.wait_for(call_id, lambda c: "endReason" in c)
     assert status["call"]["endReason"] == "completed"
+
+
+def test_smoke_is_a_dry_run_until_yes_then_places_one_test_call(gateway: Gateway) -> None:
+    bare = json.loads(gateway.cli("smoke", "--json").stdout)
+    assert bare["ok"] is True and bare["liveCall"] is False and "wouldCall" not in bare
+    dry = json.loads(gateway.cli("smoke", "--to", "+15555550123", "--json").stdout)
+    assert dry["liveCall"] is False
+    assert dry["wouldCall"] == {"to": "+15555550123", "message": "OpenClaw voice call smoke test.",
+                                "mode": "notify"}
+    live = json.loads(gateway.cli("smoke", "--to", "+15555550123", "--yes", "--json").stdout)
+    assert live["liveCall"] is True
+    status = gateway.wait_for(live["callId"], lambda c: "endReason" in c)
+    assert [t["text"] for t in status["call"]["transcript"]] == ["OpenClaw voice call smoke test."]
+
+
+def test_smoke_fails_with_exit_1_when_setup_fails(tmp_path: Path) -> None:
+    bad = Gateway(tmp_path, {"provider": "twilio"})
+    result = bad.cli("smoke", "--to", "+15555550123", "--yes", "--json", check=False)
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and report["liveCall"] is False and "callId" not in report
+
+
+def test_doctor_lists_legacy_keys_and_fix_rewrites_the_file_keeping_a_backup(tmp_path: Path) -> None:
+    gw = Gateway(tmp_path, {})
+    path = tmp_path / "voicecall.json"
+    legacy = ('// my config\n{ provider: "log", fromNumber: "+15550000000",\n'
+              '  streaming: { openaiApiKey: "${MY_KEY}" } }\n')
+    path.write_text(legacy)
+    report = gw.json("doctor")
+    assert report["fixed"] is False and len(report["changes"]) == 2
+    assert path.read_text() == legacy  # a report changes nothing
+    fixed = gw.json("doctor", "--fix")
+    assert fixed["fixed"] is True and Path(fixed["backup"]).read_text() == legacy
+    rewritten = json.loads(path.read_text())
+    assert rewritten["provider"] == "mock"
+    assert rewritten["streaming"]["providers"]["openai"]["apiKey"] == "${MY_KEY}"
+    assert "openaiApiKey" not in rewritten["streaming"]
+    assert gw.json("doctor")["changes"] == []
+    gw.env["MY_KEY"] = "sk-test"
+    shown = gw.cli("config", "show")
+    assert "deprecated" not in shown.stderr

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -26,6 +27,7 @@ from voicecall.config import (
     ConfigError,
     LoadedConfig,
     config_json_schema,
+    discover_config_path,
     load_config,
     redacted_config,
     resolve_control_token,
@@ -49,6 +51,7 @@ app.add_typer(mock_app, name="mock")
 out = Console()
 err = Console(stderr=True)
 _state: dict[str, Any] = {"config": None}
+SMOKE_MESSAGE = "OpenClaw voice call smoke test."
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 CallIdOpt = Annotated[str, typer.Option("--call-id", help="Call id (ours or the carrier's).")]
@@ -172,10 +175,88 @@ def setup(as_json: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
+@app.command()
+def smoke(
+    to: Annotated[str | None, typer.Option("--to", "-t", help="E.164 number for a live test "
+                  "call.")] = None,
+    message: Annotated[str, typer.Option(help="What the test call says.")] = SMOKE_MESSAGE,
+    mode: Annotated[str, typer.Option(help="notify or conversation.")] = "notify",
+    yes: Annotated[bool, typer.Option("--yes", help="Really place the call (otherwise a dry "
+                   "run).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Setup checks, then (with --to and --yes) one real test call; exits 1 if a check fails."""
+    from voicecall.gateway.setup import run_checks
+
+    _check_mode(mode)
+    loaded = _loaded(require_valid=False)
+    checks = run_checks(loaded)
+    ok = all(check.ok for check in checks)
+    report: dict[str, Any] = {"ok": ok, "setup": [c.to_json() for c in checks], "liveCall": False}
+    if ok and to:
+        params = {"to": to, "message": message, "mode": mode}
+        if yes:
+            placed = _place_call(loaded, params, as_json)
+            report.update(liveCall=True, callId=placed["callId"])
+        else:
+            report["wouldCall"] = params
+
+    def human(r: dict[str, Any]) -> None:
+        out.print(f"Voice Call smoke: {'OK' if r['ok'] else 'setup needs attention'}")
+        for check in checks:
+            out.print(f"{'OK  ' if check.ok else 'FAIL'} {check.id}: {check.message}", highlight=False)
+        if r.get("wouldCall"):
+            out.print(f"dry run: would call {to} ({mode}); add --yes to place it", highlight=False)
+        elif r.get("callId"):
+            out.print(f"test call placed: [bold]{r['callId']}[/]")
+
+    _emit(report, as_json, human)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def doctor(fix: Annotated[bool, typer.Option("--fix", help="Rewrite the config file with the "
+                          "legacy keys migrated (the original is kept as .bak).")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Find legacy config keys; with --fix, rewrite the config file without them."""
+    from voicecall.config.doctor import check_config_file
+
+    env = dict(os.environ)
+    try:
+        path, _openclaw = discover_config_path(_state["config"], env)
+        if path is None:
+            _emit({"path": None, "changes": [], "fixed": False}, as_json,
+                  lambda r: out.print("no config file found: nothing to check"))
+            return
+        report = check_config_file(path, fix=fix)
+    except ConfigError as exc:
+        fail(f"invalid config:\n{exc}", 2)
+
+    def human(r: dict[str, Any]) -> None:
+        if not r["changes"]:
+            out.print(f"{r['path']}: no legacy keys", highlight=False)
+            return
+        for change in r["changes"]:
+            out.print(f"- {change}", highlight=False)
+        if r["fixed"]:
+            out.print(f"rewrote {r['path']} (original kept as {r['backup']}; comments are not "
+                      "kept)", highlight=False)
+        else:
+            out.print("run `voicecall doctor --fix` to rewrite the file", highlight=False)
+
+    _emit(report.to_json(), as_json, human)
+
+
 # -- placing calls ----------------------------------------------------------------------------
 def _place(params: dict[str, Any], as_json: bool) -> None:
-    loaded = _loaded()
+    result = _place_call(_loaded(), params, as_json)
+    _emit(result, as_json, lambda r: out.print(f"call placed: [bold]{r['callId']}[/]"
+                                              + (f" (ended: {r['endReason']})"
+                                                 if r.get("endReason") else "")))
 
+
+def _place_call(loaded: LoadedConfig, params: dict[str, Any], as_json: bool) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         async with live_api(loaded) as (api, runtime):
             result = await api.call("voicecall.initiate" if params.get("message")
@@ -194,10 +275,7 @@ def _place(params: dict[str, Any], as_json: bool) -> None:
                 raise
             return {**result, "state": final["state"], "endReason": final.get("endReason")}
 
-    result = _run(run())
-    _emit(result, as_json, lambda r: out.print(f"call placed: [bold]{r['callId']}[/]"
-                                              + (f" (ended: {r['endReason']})"
-                                                 if r.get("endReason") else "")))
+    return _run(run())
 
 
 async def _wait_ended(api: Any, call_id: str) -> dict[str, Any]:
