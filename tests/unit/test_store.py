@@ -76,3 +76,79 @@ async def test_jsonl_export_then_import_round_trips_the_last_snapshot(tmp_path: 
         got = await store.get("c1")
         assert got is not None and got.state == CallState.COMPLETED
         assert [t.text for t in got.transcript] == ["Hello"]
+
+
+def _committed(store: SQLiteCallStore, sql: str, *args: object) -> list[tuple[object, ...]]:
+    """Rows as another connection sees them (only what is committed)."""
+    return store.run_sync(lambda conn: conn.execute(sql, args).fetchall())
+
+
+async def test_a_remembered_reply_is_committed_before_remember_reply_returns(tmp_path: Path) -> None:
+    async with SQLiteCallStore(tmp_path) as store:
+        await store.remember_reply("k1", {"status": 200, "headers": {}, "body": "OK"})
+        assert _committed(store, "SELECT reply FROM replay_keys WHERE key=?", "k1") == [
+            ('{"status":200,"headers":{},"body":"OK"}',)]
+        assert await store.lookup_replay("k1") == {"status": 200, "headers": {}, "body": "OK"}
+        assert await store.lookup_replay("k2") is None
+
+
+async def test_saves_write_only_what_changed_and_the_record_loads_whole(tmp_path: Path) -> None:
+    async with SQLiteCallStore(tmp_path) as store:
+        call = rec("c1", providerCallId="P1")
+        for i in range(1200):
+            call.transcript.append(TranscriptEntry(timestamp=i, speaker="user", text=f"t{i}"))
+            call.processed_event_ids.append(f"k{i}")
+            await store.save(call, events=[{"type": "call.speech", "i": i}])
+        assert _committed(store, "SELECT COUNT(*) FROM log WHERE kind='snapshot'") == [(1,)]
+        assert _committed(store, "SELECT COUNT(*) FROM log WHERE kind='event'") == [(1200,)]
+        assert _committed(store, "SELECT COUNT(*) FROM processed_keys")[0][0] <= 1000
+    async with SQLiteCallStore(tmp_path) as store:
+        got = await store.get("P1")
+        assert got is not None and [t.text for t in got.transcript] == [f"t{i}" for i in range(1200)]
+        assert got.processed_event_ids == [f"k{i}" for i in range(700, 1200)]
+        got.transcript.append(TranscriptEntry(timestamp=0, speaker="bot", text="after reopen"))
+        got.processed_event_ids.append("k-new")
+        got.state = CallState.LISTENING
+        await store.save(got)
+        again = await store.get("c1")
+        assert again is not None and again.state == CallState.LISTENING
+        assert again.transcript[-1].text == "after reopen" and again.processed_event_ids[-1] == "k-new"
+        assert len(again.processed_event_ids) == 500
+
+
+async def test_a_failed_op_in_a_shared_transaction_leaves_the_other_saves_whole(tmp_path: Path) -> None:
+    async with SQLiteCallStore(tmp_path) as store:
+        calls = [rec(f"c{i}") for i in range(3)]
+        await asyncio.gather(*(store.save(c) for c in calls))
+
+        def broken(conn: object) -> None:
+            raise RuntimeError("boom")
+
+        for round_ in range(3):
+            for c in calls:
+                c.transcript.append(TranscriptEntry(timestamp=round_, speaker="user", text=f"r{round_}"))
+                c.processed_event_ids.append(f"{c.call_id}-{round_}")
+            results = await asyncio.gather(store.save(calls[0]), store._submit(broken),
+                                           *(store.save(c) for c in calls[1:]), return_exceptions=True)
+            assert isinstance(results[1], RuntimeError)
+            assert [r for i, r in enumerate(results) if i != 1] == [None, None, None]
+        for c in calls:
+            got = await store.get(c.call_id)
+            assert got is not None and [t.text for t in got.transcript] == ["r0", "r1", "r2"]
+            assert got.processed_event_ids == [f"{c.call_id}-{r}" for r in range(3)]
+
+
+async def test_retention_drops_the_rows_of_pruned_calls_and_expired_replay_keys(tmp_path: Path) -> None:
+    async with SQLiteCallStore(tmp_path, max_ended_calls=2, replay_ttl_ms=-1) as store:
+        for i in range(5):
+            call = rec(f"e{i}", CallState.COMPLETED, endReason="completed", endedAt=2000,
+                       processedEventIds=[f"k{i}"])
+            call.transcript.append(TranscriptEntry(timestamp=1, speaker="bot", text="bye"))
+            await store.save(call)
+            await store.put_provider_state(f"e{i}", {"x": i})
+        await store.remember_reply("old", {"status": 200, "headers": {}, "body": "OK"})
+        assert await store.lookup_replay("old") is None  # already expired
+        await store.prune()
+        for table in ("calls", "transcript", "processed_keys", "provider_state"):
+            assert len(_committed(store, f"SELECT DISTINCT call_id FROM {table}")) == 2, table
+        assert _committed(store, "SELECT COUNT(*) FROM replay_keys") == [(0,)]

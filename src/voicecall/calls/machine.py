@@ -116,7 +116,9 @@ def apply_event(
                 TranscriptEntry(timestamp=event.timestamp, speaker="user", text=event.transcript)
             )
             final_text = event.transcript
-        record.state = transition(record.state, CallState.LISTENING)
+        state = transition(record.state, CallState.LISTENING)
+        if state is not record.state:  # assigning a pydantic field is not free
+            record.state = state
         return Applied(changed=True, final_speech=final_text)
     elif kind in ("call.silence", "call.dtmf"):
         return Applied(changed=True)

@@ -103,12 +103,11 @@ class CallRecord(_CamelModel):
     processed_event_ids: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
-    # A set mirroring `processed_event_ids` (a list of up to 500 keys, so `in` on it is slow),
-    # with the list it was built from and that list's length then: rebuilt whenever the list was
-    # replaced or resized by something other than `remember_processed`.
-    _seen: set[str] | None = PrivateAttr(default=None)
-    _seen_list: list[str] | None = PrivateAttr(default=None)
-    _seen_len: int = PrivateAttr(default=-1)
+    # `_seen`: a set mirroring `processed_event_ids` (a list of up to 500 keys, so `in` on it
+    # is slow), with the list it was built from and that list's length then; rebuilt whenever
+    # the list was replaced or resized by something other than `remember_processed`. Read and
+    # written through `__pydantic_private__` (attribute access to private fields is slow).
+    _seen: tuple[list[str], int, set[str]] | None = PrivateAttr(default=None)
 
     @property
     def is_terminal(self) -> bool:
@@ -130,17 +129,20 @@ class CallRecord(_CamelModel):
             del keys[:overflow]
             for old in dropped:
                 seen.discard(old)
-            if len(seen) != len(keys):  # duplicates in the list: the set cannot track them
-                self._seen = None
-                return
-        self._seen_len = len(keys)
+        private = self.__pydantic_private__
+        assert private is not None
+        # With duplicates in the list the set cannot follow removals: rebuild it next time.
+        private["_seen"] = (keys, len(keys), seen) if len(seen) == len(keys) else None
 
     def _seen_keys(self) -> set[str]:
         keys = self.processed_event_ids
-        seen = self._seen
-        if seen is None or self._seen_list is not keys or self._seen_len != len(keys):
-            seen = self._seen = set(keys)
-            self._seen_list, self._seen_len = keys, len(keys)
+        private = self.__pydantic_private__
+        assert private is not None
+        cached: tuple[list[str], int, set[str]] | None = private["_seen"]
+        if cached is not None and cached[0] is keys and cached[1] == len(keys):
+            return cached[2]
+        seen = set(keys)
+        private["_seen"] = (keys, len(keys), seen)
         return seen
 
     def rollback_point(self) -> RollbackPoint:
@@ -152,8 +154,7 @@ class CallRecord(_CamelModel):
 
     def roll_back(self, point: RollbackPoint) -> None:
         """Put every field back as it was at `point`."""
-        for name, value in point.fields.items():
-            setattr(self, name, value)
+        self.__dict__.update(point.fields)
         self._seen = None
 
     def snapshot(self) -> CallRecord:

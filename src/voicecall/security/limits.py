@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -60,23 +61,101 @@ async def read_body(receive: Receive, *, content_length: int | None,
     """Read a request body under a size cap and a total time limit."""
     if content_length is not None and content_length > max_bytes:
         raise BodyTooLarge
+    task = asyncio.current_task()
+    if task is None:  # not in a task (nothing to cancel): a plain timeout scope
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await _read(receive, content_length, max_bytes)
+        except TimeoutError:
+            raise BodyTimeout from None
+    watchdog = _watchdog(asyncio.get_running_loop())
+    entry = watchdog.watch(task, timeout_s)
+    try:
+        return await _read(receive, content_length, max_bytes)
+    except asyncio.CancelledError:
+        if entry.fired and task.uncancel() == 0:  # our cancellation, and no one else's
+            raise BodyTimeout from None
+        raise
+    finally:
+        watchdog.unwatch(task)
+
+
+async def _read(receive: Receive, content_length: int | None, max_bytes: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise BodyIncomplete
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > max_bytes:
-                    raise BodyTooLarge
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-    except TimeoutError:
-        raise BodyTimeout from None
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BodyIncomplete
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     if content_length is not None and size != content_length:
         raise BodyIncomplete
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class _Deadline:
+    __slots__ = ("at", "fired")
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.fired = False
+
+
+class _Watchdog:
+    """Body-read deadlines of one event loop's requests, checked by a single timer.
+
+    `asyncio.timeout` schedules and cancels a timer per request (about 10 µs); here a request
+    only adds and removes a dict entry, and the one timer runs at the earliest deadline
+    (with the usual constant timeout, rarely: a request due earlier has long finished).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._deadlines: dict[asyncio.Task[Any], _Deadline] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, task: asyncio.Task[Any], timeout_s: float) -> _Deadline:
+        entry = _Deadline(self._loop.time() + timeout_s)
+        self._deadlines[task] = entry
+        if self._timer is None or entry.at < self._timer.when():
+            self._schedule(entry.at)
+        return entry
+
+    def unwatch(self, task: asyncio.Task[Any]) -> None:
+        self._deadlines.pop(task, None)
+
+    def _schedule(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(at, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        earliest: float | None = None
+        for task, entry in self._deadlines.items():
+            if entry.fired:
+                continue
+            if entry.at <= now:
+                entry.fired = True
+                task.cancel()
+            elif earliest is None or entry.at < earliest:
+                earliest = entry.at
+        if earliest is not None:
+            self._schedule(earliest)
+
+
+_watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watchdog] = weakref.WeakKeyDictionary()
+
+
+def _watchdog(loop: asyncio.AbstractEventLoop) -> _Watchdog:
+    watchdog = _watchdogs.get(loop)
+    if watchdog is None:
+        watchdog = _watchdogs[loop] = _Watchdog(loop)
+    return watchdog

@@ -8,7 +8,7 @@ carrier's required signature headers are checked before the body is read.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -69,14 +69,15 @@ class WebhookApp:
         self.limiter = limiter or InFlightLimiter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
         if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
             return
-        path = normalize_path(scope.get("path", "/"))
+        path = scope.get("path", "/")
+        if path != self.path:
+            path = normalize_path(path)
         if path == HEALTH_PATH and path != self.path:
-            response: Response = JSONResponse({"ok": True, "provider": self.provider.name})
+            response: Response | RawResponse = JSONResponse({"ok": True, "provider": self.provider.name})
         elif path != self.path:
             response = PlainTextResponse("Not Found", status_code=404)
         elif scope["method"] != "POST":
@@ -86,9 +87,10 @@ class WebhookApp:
             response = await self._webhook(scope, receive)
         await response(scope, receive, send)
 
-    async def _webhook(self, scope: Scope, receive: Receive) -> Response:
+    async def _webhook(self, scope: Scope, receive: Receive) -> Response | RawResponse:
+        # ASGI servers send lower-case names (the spec requires it; uvicorn does).
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers", [])}
+                   for k, v in scope.get("headers", ())}
         if not self.skip_signature_verification and any(
                 h not in headers for h in self.provider.required_headers):
             return PlainTextResponse("Unauthorized", status_code=401)
@@ -104,7 +106,8 @@ class WebhookApp:
         finally:
             self.limiter.release(slot)
 
-    async def _handle(self, scope: Scope, receive: Receive, headers: dict[str, str]) -> Response:
+    async def _handle(self, scope: Scope, receive: Receive,
+                      headers: dict[str, str]) -> Response | RawResponse:
         try:
             length = int(headers["content-length"]) if "content-length" in headers else None
         except ValueError:
@@ -135,7 +138,7 @@ class WebhookApp:
         if stored is not None:
             log.warning("replay detected; acknowledging without side effects")
             if stored:
-                return Response(stored["body"], status_code=stored["status"], headers=stored["headers"])
+                return RawResponse(stored["body"], stored["status"], stored["headers"])
             reply = await self.provider.webhook_reply(request, parsed, None)
         else:
             # Not marked until applied: if applying fails, the carrier's retry is applied.
@@ -144,9 +147,31 @@ class WebhookApp:
         body_text = "OK" if reply.body is None else reply.body
         headers = reply.headers or {"content-type": "text/plain; charset=utf-8"}
         if stored is None:
+            # Committed before the answer goes out: a replay, even after a restart, gets it.
             await self.replays.remember_reply(key, {"status": reply.status, "headers": headers,
                                                     "body": body_text})
-        return Response(body_text, status_code=reply.status, headers=headers)
+        return RawResponse(body_text, reply.status, headers)
+
+
+class RawResponse:
+    """A reply sent with two plain ASGI messages; the same bytes and headers as Starlette's
+    `Response(body, status_code, headers)` (content-length added unless given), built cheaper."""
+
+    __slots__ = ("body", "raw_headers", "status_code")
+
+    def __init__(self, body: str, status_code: int, headers: Mapping[str, str]) -> None:
+        self.status_code = status_code
+        self.body = body.encode("utf-8")
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        if not (status_code < 200 or status_code in (204, 304)) and all(
+                k != b"content-length" for k, _v in raw):
+            raw.append((b"content-length", str(len(self.body)).encode("latin-1")))
+        self.raw_headers = raw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 def _request(scope: Scope, headers: dict[str, str], body: bytes) -> WebhookRequest:

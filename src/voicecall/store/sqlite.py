@@ -67,7 +67,9 @@ DB_NAME = "calls.sqlite3"
 CHECKPOINT_INTERVAL_S = 1.0
 PRUNE_EVERY_WRITES = 500
 MAX_KEYS_KEPT = 500
-REPLY_FLUSH_S = 0.05
+EXPIRED_REPLAY_KEYS_PER_PRUNE = 5_000
+_HEAD_EXCLUDE = {"transcript", "processed_event_ids"}
+_json = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps(..., separators) builds one per call
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +108,15 @@ class SQLiteCallStore:
         self.max_ended_calls = max_ended_calls
         self.replay_ttl_ms = replay_ttl_ms
         self._conn: sqlite3.Connection | None = None
-        self._pending_replies: dict[str, tuple[int, str]] = {}
         self._batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
-        self._flush_handle: asyncio.TimerHandle | None = None
         self._writes_since_prune = 0
+        # What the database holds per live call, as of the open transaction (so writes that
+        # share one see each other's rows); all cleared when a transaction or an op fails.
         self._logged_state: dict[str, str] = {}
         self._transcript_len: dict[str, int] = {}
         self._known_keys: dict[str, set[str]] = {}
+        self._keys_top: dict[str, int] = {}
+        self._stored_head: dict[str, str] = {}
         self._checkpointer: threading.Thread | None = None
         self._closing = threading.Event()
 
@@ -135,9 +139,6 @@ class SQLiteCallStore:
             return
         if self._batch:
             self._commit_batch()
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-        self._flush_replies()
         self._closing.set()
         if self._checkpointer is not None:
             self._checkpointer.join(timeout=30)
@@ -178,18 +179,25 @@ class SQLiteCallStore:
             conn.close()
 
     def _prune(self, conn: sqlite3.Connection) -> None:
-        """Retention: cap the log and the ended-call history; drop expired replay keys."""
+        """Retention: cap the log and the ended-call history; drop expired replay keys.
+
+        Each step touches only what it deletes (no scans of the big tables): ended calls beyond
+        the cap and their rows, and expired replay keys oldest first (keys are inserted in
+        expiry order, and a lookup ignores an expired key that is still there).
+        """
         conn.execute("DELETE FROM log WHERE seq <= (SELECT MAX(seq) FROM log) - ?",
                      (self.max_log_rows,))
-        conn.execute(
-            "DELETE FROM calls WHERE terminal = 1 AND call_id NOT IN ("
-            " SELECT call_id FROM calls WHERE terminal = 1 ORDER BY updated_at DESC LIMIT ?)",
-            (self.max_ended_calls,),
-        )
+        ended = conn.execute("SELECT COUNT(*) FROM calls WHERE terminal = 1").fetchone()[0]
+        if ended > self.max_ended_calls:
+            gone = conn.execute(
+                "SELECT call_id FROM calls WHERE terminal = 1 ORDER BY updated_at DESC"
+                " LIMIT -1 OFFSET ?", (self.max_ended_calls,)).fetchall()
+            for table in ("calls", "transcript", "processed_keys", "provider_state"):
+                conn.executemany(f"DELETE FROM {table} WHERE call_id=?", gone)
         conn.execute("DELETE FROM provider_state WHERE call_id NOT IN (SELECT call_id FROM calls)")
-        conn.execute("DELETE FROM transcript WHERE call_id NOT IN (SELECT call_id FROM calls)")
-        conn.execute("DELETE FROM processed_keys WHERE call_id NOT IN (SELECT call_id FROM calls)")
-        conn.execute("DELETE FROM replay_keys WHERE expires_at < ?", (_now_ms(),))
+        conn.execute("DELETE FROM replay_keys WHERE rowid IN (SELECT rowid FROM replay_keys"
+                     " ORDER BY rowid LIMIT ?) AND expires_at < ?",
+                     (EXPIRED_REPLAY_KEYS_PER_PRUNE, _now_ms()))
 
     async def prune(self) -> None:
         """Apply retention now (it also runs by itself every 500 writes)."""
@@ -199,11 +207,11 @@ class SQLiteCallStore:
         """Run `op` in a write transaction that is committed before this returns.
 
         Group commit on the event loop: every write submitted in the same loop iteration shares
-        one transaction (each in its own savepoint, so one failing op fails alone), committed by
-        a callback scheduled right after. In WAL mode with synchronous=NORMAL a commit is one
-        append to the WAL (fsync happens in the background checkpointer), so this costs less than
-        a round trip to a writer thread. A commit survives the process being killed; only an OS
-        crash or power loss can lose the newest transactions.
+        one transaction, committed by a callback scheduled right after. In WAL mode with
+        synchronous=NORMAL a commit is one append to the WAL (fsync happens in the background
+        checkpointer), so this costs less than a round trip to a writer thread. A commit
+        survives the process being killed; only an OS crash or power loss can lose the newest
+        transactions. One failing op fails alone (see `_commit_batch`).
         """
         if self._conn is None:
             raise RuntimeError("store is not open")
@@ -215,6 +223,13 @@ class SQLiteCallStore:
         return await fut
 
     def _commit_batch(self) -> None:
+        """Commit the pending ops in one transaction and resolve their futures.
+
+        The ops run one after another with no savepoints (each costs two statements); if one
+        raises, the whole transaction is rolled back and the batch runs again with a savepoint
+        around each op, so only the failing one fails. Ops are re-runnable: they change nothing
+        outside the database but the per-call caches, which a failure clears.
+        """
         batch, self._batch = self._batch, []
         conn = self._conn
         if conn is None:
@@ -222,39 +237,19 @@ class SQLiteCallStore:
                 if not fut.done():
                     fut.set_exception(RuntimeError("store is closed"))
             return
-        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op, fut in batch:
+            try:
+                results = self._transaction(conn, batch, isolate=False)
+            except _OpFailed as failed:
+                self._clear_caches()
                 if len(batch) == 1:
-                    try:
-                        results.append((fut, op(conn), None))
-                    except Exception as exc:
-                        results.append((fut, None, exc))
-                        raise
-                    continue
-                conn.execute("SAVEPOINT op")
-                try:
-                    value = op(conn)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    results.append((fut, None, exc))
+                    results = [(batch[0][1], None, failed.error)]
                 else:
-                    results.append((fut, value, None))
-                conn.execute("RELEASE op")
-            self._write_pending_replies(conn)
-            self._writes_since_prune += len(batch)
-            if self._writes_since_prune >= PRUNE_EVERY_WRITES:
-                self._writes_since_prune = 0
-                self._prune(conn)
-            conn.execute("COMMIT")
+                    results = self._transaction(conn, batch, isolate=True)
         except Exception as exc:  # the transaction itself failed: nothing in it committed
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            failed = exc
-            results = [(fut, None, err or failed) for fut, _v, err in results]
-            done = {id(fut) for fut, _v, _e in results}
-            results += [(fut, None, failed) for _op, fut in batch if id(fut) not in done]
+            self._clear_caches()
+            results = [(fut, None, exc) for _op, fut in batch]
         for fut, value, error in results:
             if fut.done():
                 continue
@@ -262,6 +257,48 @@ class SQLiteCallStore:
                 fut.set_exception(error)
             else:
                 fut.set_result(value)
+
+    def _transaction(self, conn: sqlite3.Connection,
+                     batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
+                     *, isolate: bool) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        """Run `batch` in one committed transaction. Without `isolate`, an op that raises rolls
+        everything back (`_OpFailed`); with it, each op has a savepoint and fails alone."""
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for op, fut in batch:
+                if not isolate:
+                    try:
+                        value = op(conn)
+                    except Exception as exc:
+                        raise _OpFailed(exc) from exc
+                    results.append((fut, value, None))
+                    continue
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = op(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    self._clear_caches()
+                    results.append((fut, None, exc))
+                else:
+                    results.append((fut, value, None))
+                conn.execute("RELEASE op")
+            self._writes_since_prune += len(batch)
+            if self._writes_since_prune >= PRUNE_EVERY_WRITES:
+                self._writes_since_prune = 0
+                self._prune(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    def _clear_caches(self) -> None:
+        for cache in (self._logged_state, self._transcript_len, self._known_keys, self._keys_top,
+                      self._stored_head):
+            cache.clear()
 
     async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read-only `op` (no write transaction)."""
@@ -281,72 +318,94 @@ class SQLiteCallStore:
     # -- records -----------------------------------------------------------------------------
     async def save(self, record: CallRecord, *, events: Iterable[dict[str, Any]] = (),
                    turn: dict[str, Any] | None = None) -> None:
-        """Persist the current record, append its snapshot (and any events/turn) to the log."""
-        cid = record.call_id
-        head = record.model_dump_json(by_alias=True, exclude_none=True,
-                                      exclude={"transcript", "processed_event_ids"})
-        state = record.state.value
-        terminal = 1 if record.state in TERMINAL_STATES else 0
-        event_rows = [json.dumps(e, separators=(",", ":")) for e in events]
-        turn_text = json.dumps(turn, separators=(",", ":")) if turn is not None else None
-        snapshot = self._logged_state.get(cid) != state or bool(terminal)
-        snapshot_text = record.to_json() if snapshot else None
-        keys = record.processed_event_ids
-        known = self._known_keys.get(cid)
+        """Persist the current record, append its snapshot (and any events/turn) to the log.
 
-        def op(conn: sqlite3.Connection) -> tuple[int, list[str]]:
+        Writes only what changed since the last save of the call: the `calls` row when its head
+        (the record without transcript and dedupe keys) changed, the new transcript entries and
+        dedupe keys, and the log rows. `updated_at` is therefore when the head last changed.
+        """
+        cid = record.call_id
+        head = record.model_dump_json(by_alias=True, exclude_none=True, exclude=_HEAD_EXCLUDE)
+        state = record.state.value
+        terminal = record.state in TERMINAL_STATES
+        event_rows = [_json(e) for e in events]
+        turn_text = _json(turn) if turn is not None else None
+
+        def op(conn: sqlite3.Connection) -> None:
             now = _now_ms()
-            conn.execute(
-                "INSERT INTO calls(call_id, provider_call_id, state, terminal, started_at,"
-                " updated_at, record) VALUES (?,?,?,?,?,?,?) ON CONFLICT(call_id) DO UPDATE SET"
-                " provider_call_id=excluded.provider_call_id, state=excluded.state,"
-                " terminal=excluded.terminal, updated_at=excluded.updated_at,"
-                " record=excluded.record",
-                (cid, record.provider_call_id, state, terminal, record.started_at, now, head),
-            )
+            if terminal or self._stored_head.get(cid) != head:
+                conn.execute(
+                    "INSERT INTO calls(call_id, provider_call_id, state, terminal, started_at,"
+                    " updated_at, record) VALUES (?,?,?,?,?,?,?) ON CONFLICT(call_id) DO UPDATE"
+                    " SET provider_call_id=excluded.provider_call_id, state=excluded.state,"
+                    " terminal=excluded.terminal, updated_at=excluded.updated_at,"
+                    " record=excluded.record",
+                    (cid, record.provider_call_id, state, int(terminal), record.started_at, now,
+                     head),
+                )
+            transcript = record.transcript
             stored = self._transcript_len.get(cid)
             if stored is None:
-                stored = conn.execute("SELECT COUNT(*) FROM transcript WHERE call_id=?", (cid,)).fetchone()[0]
-            if stored > len(record.transcript):  # rolled back in memory: drop what is gone
+                stored = conn.execute("SELECT COUNT(*) FROM transcript WHERE call_id=?",
+                                      (cid,)).fetchone()[0]
+            if stored > len(transcript):  # rolled back in memory: drop what is gone
                 conn.execute("DELETE FROM transcript WHERE call_id=? AND idx>=?",
-                             (cid, len(record.transcript)))
-                stored = len(record.transcript)
-            if stored < len(record.transcript):
+                             (cid, len(transcript)))
+            elif stored == len(transcript) - 1:  # the usual case: one new entry
+                conn.execute("INSERT OR REPLACE INTO transcript(call_id, idx, entry) VALUES (?,?,?)",
+                             (cid, stored, transcript[stored].model_dump_json(
+                                 by_alias=True, exclude_none=True)))
+            elif stored < len(transcript):
                 conn.executemany("INSERT OR REPLACE INTO transcript(call_id, idx, entry) VALUES (?,?,?)", [
                     (cid, i, e.model_dump_json(by_alias=True, exclude_none=True))
-                    for i, e in enumerate(record.transcript[stored:], start=stored)])
+                    for i, e in enumerate(transcript[stored:], start=stored)])
+            keys = record.processed_event_ids
+            known = self._known_keys.get(cid)
             new_keys = _new_keys(keys, known, conn, cid)
+            top = self._keys_top.get(cid)
             if new_keys:
-                top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM processed_keys WHERE call_id=?",
-                                   (cid,)).fetchone()[0]
+                if top is None:
+                    top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM processed_keys"
+                                       " WHERE call_id=?", (cid,)).fetchone()[0]
                 conn.executemany("INSERT INTO processed_keys(call_id, seq, key) VALUES (?,?,?)",
                                  [(cid, top + i + 1, k) for i, k in enumerate(new_keys)])
-                if top + len(new_keys) > 2 * MAX_KEYS_KEPT:
+                top += len(new_keys)
+                # Keep the newest MAX_KEYS_KEPT (what a load reads), trimmed every
+                # MAX_KEYS_KEPT keys rather than one row per save.
+                crossed = (top - len(new_keys)) // MAX_KEYS_KEPT != top // MAX_KEYS_KEPT
+                if crossed and top >= 2 * MAX_KEYS_KEPT:
                     conn.execute("DELETE FROM processed_keys WHERE call_id=? AND seq<=?",
-                                 (cid, top + len(new_keys) - MAX_KEYS_KEPT))
+                                 (cid, top - MAX_KEYS_KEPT))
             rows = [(now, cid, "event", e) for e in event_rows]
             # A snapshot row when the state changes (as the original's calls.jsonl), and always
             # for the final one; the `calls` row holds the current record in between.
-            if snapshot_text is not None:
-                rows.append((now, cid, "snapshot", snapshot_text))
+            if terminal or self._logged_state.get(cid) != state:
+                rows.append((now, cid, "snapshot", record.to_json()))
             if turn_text is not None:
                 rows.append((now, cid, "turn", turn_text))
-            if rows:
+            if len(rows) == 1:
+                conn.execute("INSERT INTO log(at, call_id, kind, data) VALUES (?,?,?,?)", rows[0])
+            elif rows:
                 conn.executemany("INSERT INTO log(at, call_id, kind, data) VALUES (?,?,?,?)", rows)
-            return len(record.transcript), new_keys
+            # What the database now holds for the call (this transaction included).
+            if terminal:
+                for cache in (self._logged_state, self._transcript_len, self._known_keys,
+                              self._keys_top, self._stored_head):
+                    cache.pop(cid, None)
+                return
+            self._stored_head[cid] = head
+            self._logged_state[cid] = state
+            self._transcript_len[cid] = len(transcript)
+            if top is not None:
+                self._keys_top[cid] = top
+            recent = self._known_keys.setdefault(cid, set() if known is None else known)
+            if known is None:
+                recent.update(keys)
+            recent.update(new_keys)
+            if len(recent) > 4 * MAX_KEYS_KEPT:
+                recent.intersection_update(keys)
 
-        length, new_keys = await self._submit(op)
-        # Only after the commit: what is now known to be on disk.
-        if terminal:
-            for cache in (self._logged_state, self._transcript_len, self._known_keys):
-                cache.pop(cid, None)
-            return
-        self._logged_state[cid] = state
-        self._transcript_len[cid] = length
-        recent = self._known_keys.setdefault(cid, set())
-        recent.update(new_keys)
-        if len(recent) > 4 * MAX_KEYS_KEPT:
-            recent.intersection_update(keys)
+        await self._submit(op)
 
     async def get(self, call_id: str) -> CallRecord | None:
         """A call by our id, or else by the carrier's id."""
@@ -382,8 +441,6 @@ class SQLiteCallStore:
     # -- replay and rejected keys ------------------------------------------------------------
     async def mark_replay(self, key: str) -> bool:
         """Remember a verified request key; True if it was already seen (a replay)."""
-        if key in self._pending_replies:
-            return True
         expires = _now_ms() + self.replay_ttl_ms
 
         def op(conn: sqlite3.Connection) -> bool:
@@ -398,43 +455,25 @@ class SQLiteCallStore:
 
     async def lookup_replay(self, key: str) -> dict[str, Any] | None:
         """The reply stored for an already-applied request (`{}` if none was kept), else None."""
-        pending = self._pending_replies.get(key)
-        if pending is not None:
-            return dict(json.loads(pending[1]))
-
-        def op(conn: sqlite3.Connection) -> dict[str, Any] | None:
-            row = conn.execute("SELECT expires_at, reply FROM replay_keys WHERE key=?", (key,)).fetchone()
-            if row is None or row[0] < _now_ms():
-                return None
-            return json.loads(row[1]) if row[1] else {}
-
-        return await self._read(op)
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("store is not open")
+        row = conn.execute("SELECT expires_at, reply FROM replay_keys WHERE key=?", (key,)).fetchone()
+        if row is None or row[0] < _now_ms():
+            return None
+        return dict(json.loads(row[1])) if row[1] else {}
 
     async def remember_reply(self, key: str, reply: dict[str, Any]) -> None:
         """Record a request as applied, with the answer it got (a replay gets the same answer).
 
-        Buffered and written with the next commit (or within REPLY_FLUSH_S): the events it
-        answered are already committed, and their dedupe keys stop a double application anyway.
+        Committed before this returns, so the request is answered only once its key is durable:
+        a replay after a restart still gets this reply. It usually shares the commit of other
+        requests' writes.
         """
-        self._pending_replies[key] = (_now_ms() + self.replay_ttl_ms,
-                                      json.dumps(reply, separators=(",", ":")))
-        if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_later(REPLY_FLUSH_S, self._flush_replies)
-
-    def _flush_replies(self) -> None:
-        self._flush_handle = None
-        if self._pending_replies and self._conn is not None:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._write_pending_replies(self._conn)
-            self._conn.execute("COMMIT")
-
-    def _write_pending_replies(self, conn: sqlite3.Connection) -> None:
-        if not self._pending_replies:
-            return
-        rows = [(key, expires, text) for key, (expires, text) in self._pending_replies.items()]
-        self._pending_replies.clear()
-        conn.executemany("INSERT INTO replay_keys(key, expires_at, reply) VALUES (?,?,?)"
-                         " ON CONFLICT(key) DO NOTHING", rows)
+        row = (key, _now_ms() + self.replay_ttl_ms, _json(reply))
+        await self._submit(lambda conn: conn.execute(
+            "INSERT INTO replay_keys(key, expires_at, reply) VALUES (?,?,?)"
+            " ON CONFLICT(key) DO NOTHING", row))
 
     async def forget_replay(self, key: str) -> None:
         """Forget a request key whose side effects failed, so the carrier's retry is applied."""
@@ -462,7 +501,7 @@ class SQLiteCallStore:
 
     # -- carrier-side state ------------------------------------------------------------------
     async def put_provider_state(self, call_id: str, data: dict[str, Any]) -> None:
-        text = json.dumps(data, separators=(",", ":"))
+        text = _json(data)
         await self._submit(lambda conn: conn.execute(
             "INSERT OR REPLACE INTO provider_state(call_id, data) VALUES (?,?)", (call_id, text)))
 
@@ -516,6 +555,14 @@ class SQLiteCallStore:
             return len(records)
 
         return await self._submit(op)
+
+
+class _OpFailed(Exception):
+    """An op raised inside an unisolated batch (the transaction was rolled back)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _new_keys(keys: list[str], known: set[str] | None, conn: sqlite3.Connection, cid: str) -> list[str]:

@@ -1,0 +1,68 @@
+"""Pre-auth limits: body size and read-time caps, per-client in-flight slots."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+import pytest
+
+from voicecall.security.limits import BodyIncomplete, BodyTimeout, BodyTooLarge, InFlightLimiter, read_body
+
+
+def messages(*parts: bytes) -> Any:
+    queue = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1}
+             for i, p in enumerate(parts)]
+
+    async def receive() -> MutableMapping[str, Any]:
+        return queue.pop(0)
+    return receive
+
+
+async def stalled() -> MutableMapping[str, Any]:
+    await asyncio.sleep(3600)
+    raise AssertionError("unreachable")
+
+
+async def test_a_body_in_one_or_many_messages_is_read_whole() -> None:
+    assert await read_body(messages(b"abc"), content_length=3) == b"abc"
+    assert await read_body(messages(b"ab", b"c", b""), content_length=None) == b"abc"
+
+
+async def test_bodies_over_the_cap_or_short_of_their_length_are_refused() -> None:
+    with pytest.raises(BodyTooLarge):
+        await read_body(messages(b"abc"), content_length=3, max_bytes=2)
+    with pytest.raises(BodyTooLarge):
+        await read_body(messages(b"ab", b"c"), content_length=None, max_bytes=2)
+    with pytest.raises(BodyIncomplete):
+        await read_body(messages(b"ab"), content_length=3)
+
+
+async def test_a_stalled_body_times_out_near_its_deadline_whatever_the_other_deadlines() -> None:
+    slow = asyncio.ensure_future(read_body(stalled, content_length=3, timeout_s=30))
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    with pytest.raises(BodyTimeout):
+        await read_body(stalled, content_length=3, timeout_s=0.2)
+    assert 0.19 <= time.monotonic() - started < 1.0
+    assert not slow.done()
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow  # cancelled by someone else: not a timeout
+
+
+async def test_many_concurrent_reads_each_time_out_once() -> None:
+    results = await asyncio.gather(*(read_body(stalled, content_length=1, timeout_s=0.05 * (i % 3 + 1))
+                                     for i in range(30)), return_exceptions=True)
+    assert all(isinstance(r, BodyTimeout) for r in results)
+    assert await read_body(messages(b"x"), content_length=1, timeout_s=0.05) == b"x"
+
+
+def test_in_flight_slots_are_per_client_and_released() -> None:
+    limiter = InFlightLimiter(per_key=2)
+    slots = [limiter.acquire("a"), limiter.acquire("a")]
+    assert limiter.acquire("a") is None and limiter.acquire("b") == "b"
+    limiter.release("a")
+    assert limiter.acquire("a") == "a" and slots == ["a", "a"]
