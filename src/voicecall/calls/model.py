@@ -146,15 +146,16 @@ class CallRecord(_CamelModel):
         return seen
 
     def rollback_point(self) -> RollbackPoint:
-        """A cheap restore point for event application, which only sets fields, appends to or
-        trims the two lists and sets top-level metadata keys (`snapshot` copies deeply)."""
-        return RollbackPoint({**self.__dict__, "transcript": list(self.transcript),
-                              "processed_event_ids": list(self.processed_event_ids),
-                              "metadata": dict(self.metadata)})
+        """A cheap restore point for event application, which only sets fields, appends to the
+        transcript, appends to or trims the dedupe keys and sets top-level metadata keys
+        (`snapshot` copies everything, deeply)."""
+        return RollbackPoint({**self.__dict__, "processed_event_ids": list(self.processed_event_ids),
+                              "metadata": dict(self.metadata)}, len(self.transcript))
 
     def roll_back(self, point: RollbackPoint) -> None:
         """Put every field back as it was at `point`."""
         self.__dict__.update(point.fields)
+        del self.transcript[point.transcript_len:]  # the list object is the one at `point`
         self._seen = None
 
     def snapshot(self) -> CallRecord:
@@ -180,7 +181,8 @@ class CallRecord(_CamelModel):
 class RollbackPoint:
     """The fields of a CallRecord at one moment (see `CallRecord.rollback_point`)."""
 
-    __slots__ = ("fields",)
+    __slots__ = ("fields", "transcript_len")
 
-    def __init__(self, fields: dict[str, Any]) -> None:
+    def __init__(self, fields: dict[str, Any], transcript_len: int) -> None:
         self.fields = fields
+        self.transcript_len = transcript_len
