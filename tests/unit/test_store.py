@@ -152,3 +152,18 @@ async def test_retention_drops_the_rows_of_pruned_calls_and_expired_replay_keys(
         for table in ("calls", "transcript", "processed_keys", "provider_state"):
             assert len(_committed(store, f"SELECT DISTINCT call_id FROM {table}")) == 2, table
         assert _committed(store, "SELECT COUNT(*) FROM replay_keys") == [(0,)]
+
+
+async def test_stored_replies_are_found_after_reopening_and_unknown_keys_are_not(tmp_path: Path) -> None:
+    reply = {"status": 200, "headers": {"content-type": "text/xml"}, "body": "<Response/>"}
+    async with SQLiteCallStore(tmp_path) as store:
+        for i in range(50):
+            await store.remember_reply(f"k{i}", reply)
+    async with SQLiteCallStore(tmp_path) as store:
+        assert all([await store.lookup_replay(f"k{i}") == reply for i in range(50)])
+        assert [await store.lookup_replay(f"new{i}") for i in range(50)] == [None] * 50
+        store._replay_filter.count = store._replay_filter.capacity + 1  # too full to say no
+        assert await store.lookup_replay("k3") == reply and await store.lookup_replay("new") is None
+        await store.prune()  # rebuilt from the table
+        assert store._replay_filter.count == 50
+        assert await store.lookup_replay("k7") == reply

@@ -118,6 +118,7 @@ class SQLiteCallStore:
         self._known_keys: dict[str, set[str]] = {}
         self._keys_top: dict[str, int] = {}
         self._stored_head: dict[str, str] = {}
+        self._replay_filter = _KeyFilter()
         self._checkpointer: threading.Thread | None = None
         self._closing = threading.Event()
 
@@ -129,6 +130,9 @@ class SQLiteCallStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
         conn.executescript(SCHEMA)
+        self._replay_filter = _KeyFilter.of(
+            key for (key,) in conn.execute("SELECT key FROM replay_keys WHERE expires_at >= ?",
+                                           (_now_ms(),)))
         self._conn = conn
         self._closing.clear()
         self._checkpointer = threading.Thread(target=self._checkpoint_forever, daemon=True,
@@ -202,6 +206,9 @@ class SQLiteCallStore:
         conn.execute("DELETE FROM replay_keys WHERE rowid IN (SELECT rowid FROM replay_keys"
                      " ORDER BY rowid LIMIT ?) AND expires_at < ?",
                      (EXPIRED_REPLAY_KEYS_PER_PRUNE, _now_ms()))
+        if self._replay_filter.count > self._replay_filter.capacity:
+            self._replay_filter = _KeyFilter.of(key for (key,) in conn.execute(
+                "SELECT key FROM replay_keys WHERE expires_at >= ?", (_now_ms(),)))
 
     async def prune(self) -> None:
         """Apply retention now (it also runs by itself every 500 writes)."""
@@ -451,6 +458,7 @@ class SQLiteCallStore:
             row = conn.execute("SELECT expires_at FROM replay_keys WHERE key=?", (key,)).fetchone()
             if row is not None and row[0] >= _now_ms():
                 return True
+            self._replay_filter.add(key)
             conn.execute("INSERT OR REPLACE INTO replay_keys(key, expires_at) VALUES (?,?)",
                          (key, expires))
             return False
@@ -462,6 +470,8 @@ class SQLiteCallStore:
         conn = self._conn
         if conn is None:
             raise RuntimeError("store is not open")
+        if not self._replay_filter.might_contain(key):
+            return None  # surely not stored: no read (the usual case, a new request)
         row = conn.execute("SELECT expires_at, reply FROM replay_keys WHERE key=?", (key,)).fetchone()
         if row is None or row[0] < _now_ms():
             return None
@@ -475,9 +485,13 @@ class SQLiteCallStore:
         requests' writes.
         """
         row = (key, _now_ms() + self.replay_ttl_ms, _json(reply))
-        await self._submit(lambda conn: conn.execute(
-            "INSERT INTO replay_keys(key, expires_at, reply) VALUES (?,?,?)"
-            " ON CONFLICT(key) DO NOTHING", row))
+
+        def op(conn: sqlite3.Connection) -> None:
+            self._replay_filter.add(key)  # before the row: the filter may say yes too early, never no
+            conn.execute("INSERT INTO replay_keys(key, expires_at, reply) VALUES (?,?,?)"
+                         " ON CONFLICT(key) DO NOTHING", row)
+
+        await self._submit(op)
 
     async def forget_replay(self, key: str) -> None:
         """Forget a request key whose side effects failed, so the carrier's retry is applied."""
@@ -559,6 +573,51 @@ class SQLiteCallStore:
             return len(records)
 
         return await self._submit(op)
+
+
+class _KeyFilter:
+    """A Bloom filter over the stored replay keys: False means the key is surely not stored, so
+    a new request (nearly every one) costs no read. It is built from the table when the store
+    opens and given every key before it is written; a false positive costs one read. Past its
+    capacity it answers "maybe" until the next prune rebuilds it, bigger, from the table.
+    """
+
+    PROBES = 3
+
+    def __init__(self, bits: int = 1 << 24) -> None:
+        self._mask = bits - 1
+        self._bits = bytearray(bits // 8)
+        self.count = 0
+        self.capacity = bits // 8  # about 3.6 % false positives at capacity with 3 probes
+
+    @classmethod
+    def of(cls, keys: Iterable[str]) -> _KeyFilter:
+        keys = list(keys)
+        bits = 1 << 24
+        while len(keys) > bits // 16:
+            bits <<= 1
+        made = cls(bits)
+        for key in keys:
+            made.add(key)
+        return made
+
+    def _probes(self, key: str) -> tuple[int, int, int]:
+        h = hash(key) & 0xFFFF_FFFF_FFFF_FFFF  # per-process salted, like the filter itself
+        low, step = h & 0xFFFF_FFFF, (h >> 32) | 1  # double hashing: low + i * step
+        mask = self._mask
+        return low & mask, (low + step) & mask, (low + 2 * step) & mask
+
+    def add(self, key: str) -> None:
+        bits = self._bits
+        for bit in self._probes(key):
+            bits[bit >> 3] |= 1 << (bit & 7)
+        self.count += 1
+
+    def might_contain(self, key: str) -> bool:
+        if self.count > self.capacity:
+            return True  # too full to say no; `_prune` rebuilds it bigger
+        bits = self._bits
+        return all(bits[bit >> 3] & (1 << (bit & 7)) for bit in self._probes(key))
 
 
 class _OpFailed(Exception):
