@@ -556,6 +556,44 @@ def mcp_cmd() -> None:
     _run(run())
 
 
+@app.command()
+def expose(
+    mode: Annotated[str, typer.Option(help="off, serve (tailnet only) or funnel (public); "
+                    "anything else means funnel.")] = "funnel",
+    path: Annotated[str | None, typer.Option(help="Path to expose (default: tailscale.path, "
+                    "else the serve path).")] = None,
+    port: Annotated[int | None, typer.Option(help="Local webhook port (default: serve.port "
+                    "or 3334).")] = None,
+    serve_path: Annotated[str | None, typer.Option("--serve-path", help="Local webhook path "
+                          "(default: serve.path).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Turn Tailscale serve/funnel for the webhook port on or off; exits 1 when it fails."""
+    from voicecall.gateway.exposure import expose as run_expose
+
+    c = _loaded(require_valid=False).config
+    local_path = serve_path or c.serve.path or "/voice/webhook"
+    ts_path = path or (c.tailscale.path if "path" in c.tailscale.model_fields_set else local_path)
+    report, error = _run(run_expose(mode.strip().lower(), ts_path, port or c.serve.port or 3334))
+    if error:
+        err.print(f"[red]error:[/] {error}", highlight=False)
+
+    def human(r: dict[str, Any]) -> None:
+        if r["mode"] == "off":
+            out.print(f"tailscale serve/funnel off for {r['path']}", highlight=False)
+        elif r["ok"]:
+            out.print(f"tailscale {r['mode']}: {r['publicUrl']} -> {r['localUrl']}", highlight=False)
+        else:
+            out.print(f"tailscale {r['mode']} for {r['path']} failed. {r['hint']['note']}",
+                      highlight=False)
+            if r["hint"]["enableUrl"]:
+                out.print(f"enable it at {r['hint']['enableUrl']}", highlight=False)
+
+    _emit(report, as_json, human)
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
 @app.command("token")
 def token_cmd(as_json: JsonOpt = False) -> None:
     """Print the control API token (for the Python client or curl)."""

@@ -688,22 +688,6 @@ NOT_BUILT_YET: list[NotBuiltRule] = [
         lambda c: c.realtime.enabled,
         lambda c: "realtime voice is not available in this build yet; set it to false",
     ),
-    NotBuiltRule(
-        "tunnel.provider",
-        lambda c: c.tunnel.provider != "none",
-        lambda c: (
-            f'"{c.tunnel.provider}" tunnels are not available in this build yet; '
-            'use "none" (and publicUrl for a public webhook URL)'
-        ),
-    ),
-    NotBuiltRule(
-        "tailscale.mode",
-        lambda c: c.tailscale.mode != "off",
-        lambda c: (
-            f'tailscale "{c.tailscale.mode}" exposure is not available in this build yet; '
-            'use "off" (and publicUrl for a public webhook URL)'
-        ),
-    ),
 ]
 """Refusals for features not built yet; delete a row when its feature lands."""
 

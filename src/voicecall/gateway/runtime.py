@@ -20,7 +20,7 @@ import uvicorn
 from voicecall.calls.service import CallService, ServiceSettings
 from voicecall.config import ConfigError, ConfigIssue, LoadedConfig, resolve_control_token, store_dir
 from voicecall.gateway.api import ControlApi
-from voicecall.gateway.exposure import is_local_only
+from voicecall.gateway.exposure import Exposure, is_local_only, resolve_exposure, use_public_url
 from voicecall.gateway.ports import bind_listener
 from voicecall.providers.base import Provider
 from voicecall.providers.registry import build_provider
@@ -71,6 +71,7 @@ class Runtime:
         self.provider: Provider = build_provider(self.config)
         self.webhook_url = ""
         self.control_url = ""
+        self.exposure = Exposure()
         self._servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
         self._started = False
         self._responder: Responder | None = None
@@ -128,14 +129,22 @@ class Runtime:
             raise
         host, port = webhook_sock.getsockname()[:2]
         local_url = f"http://{_host_for_url(host)}:{port}{c.serve.path}"
-        self.webhook_url = c.public_url or local_url
-        if self.provider.requires_public_webhook and is_local_only(self.webhook_url):
+        try:  # publicUrl > tunnel.provider > tailscale.mode; stopped again if start fails
+            self.exposure = await resolve_exposure(c, port, self.loaded.env)
+            self.webhook_url = self.exposure.public_url or local_url
+            if self.provider.requires_public_webhook and is_local_only(self.webhook_url):
+                raise ConfigError([ConfigIssue(
+                    "publicUrl", f"{self.provider.name} must reach the webhook from the internet, but "
+                    f"{self.webhook_url} is local-only; set publicUrl (or a tunnel)")],
+                    source=self.loaded.source)
+            if self.exposure.tunnel is not None:
+                use_public_url(self.provider, self.webhook_url)
+        except BaseException:
             webhook_sock.close()
             if control_sock is not None:
                 control_sock.close()
-            raise ConfigError([ConfigIssue(
-                "publicUrl", f"{self.provider.name} must reach the webhook from the internet, but "
-                f"{self.webhook_url} is local-only; set publicUrl (or a tunnel)")], source=self.loaded.source)
+            await self.exposure.stop()
+            raise
         try:
             await self.store.__aenter__()
             self.service = CallService(self._settings(), self.provider, self.store,
@@ -303,6 +312,7 @@ class Runtime:
         self._started = False
 
     async def _teardown(self) -> None:
+        await self.exposure.stop()  # first: the tunnel, then the listeners behind it
         for server, _ in self._servers:
             server.should_exit = True
         for _, task in self._servers:

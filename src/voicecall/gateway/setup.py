@@ -35,9 +35,16 @@ def run_checks(loaded: LoadedConfig) -> list[Check]:
     elif c.public_url:
         checks.append(Check("webhook-exposure", False,
                             f"publicUrl {c.public_url} is local-only; carriers cannot reach it"))
+    elif c.tunnel.provider != "none":
+        checks.append(Check("webhook-exposure", True,
+                            f"a {c.tunnel.provider} tunnel gives the webhook its public URL at start"))
+    elif c.tailscale.mode != "off":
+        checks.append(Check("webhook-exposure", True,
+                            f"tailscale {c.tailscale.mode} exposes {c.tailscale.path} at start"))
     else:
         checks.append(Check("webhook-exposure", False,
-                            "set publicUrl to the https URL carriers can reach (e.g. your tunnel)"))
+                            "set publicUrl to the https URL carriers can reach, or tunnel.provider "
+                            "(ngrok, tailscale-serve, tailscale-funnel)"))
     if c.streaming.enabled:
         checks.extend(_streaming_checks(loaded))
     both = c.streaming.enabled and c.realtime.enabled
