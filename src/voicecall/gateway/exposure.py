@@ -3,7 +3,6 @@ else the legacy `tailscale.mode` (reference §10), plus the check for local-only
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import logging
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from voicecall.gateway.tunnel import (
 
 if TYPE_CHECKING:
     from voicecall.config.schema import VoiceCallConfig
+    from voicecall.providers.base import Provider
 
 log = logging.getLogger(__name__)
 
@@ -123,20 +123,10 @@ async def resolve_exposure(config: VoiceCallConfig, port: int,
     return Exposure()
 
 
-def use_public_url(provider: Any, public_url: str) -> None:
-    """Tell the carrier adapter the public URL a tunnel gave us, for building the URL carriers
-    sign (as `publicUrl` would): `set_public_url(url)` when the adapter has it, else the
-    `public_url` field of its settings dataclass when that is unset."""
-    setter = getattr(provider, "set_public_url", None)
-    if callable(setter):
-        setter(public_url)
-        return
-    settings = getattr(provider, "settings", None)
-    if (settings is not None and dataclasses.is_dataclass(settings)
-            and not isinstance(settings, type)
-            and any(f.name == "public_url" for f in dataclasses.fields(settings))
-            and getattr(settings, "public_url", None) is None):
-        provider.settings = dataclasses.replace(settings, public_url=public_url)
+def use_public_url(provider: Provider, public_url: str) -> None:
+    """Tell the carrier adapter the public URL a tunnel gave us: carriers sign that URL, so the
+    adapter checks signatures against it as it would against a configured `publicUrl`."""
+    provider.set_public_url(public_url)
 
 
 async def expose(mode: str, path: str, port: int, *, env: Mapping[str, str] | None = None

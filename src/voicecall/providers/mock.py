@@ -81,6 +81,9 @@ class MockProvider:
     requires_public_webhook = False
     media_streams: MediaStreams | None = None
 
+    def set_public_url(self, url: str) -> None:
+        """The mock carrier needs no public URL."""
+
     def __init__(self, behaviour: MockBehaviour | None = None) -> None:
         self.behaviour = behaviour or MockBehaviour()
         self._calls: dict[str, _SimCall] = {}

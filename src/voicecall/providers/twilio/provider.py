@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hmac
 import logging
 import math
@@ -142,6 +143,12 @@ class TwilioProvider:
     # -- lifecycle ---------------------------------------------------------------------------
     def bind(self, context: ProviderContext) -> None:
         self._context = context
+
+    def set_public_url(self, url: str) -> None:
+        """A tunnel's URL: Twilio signs it, so signatures are checked against it (a configured
+        publicUrl wins)."""
+        if self.settings.public_url is None:
+            self.settings = dataclasses.replace(self.settings, public_url=url)
 
     async def start(self) -> None:
         if not self.settings.uses_real_api:
