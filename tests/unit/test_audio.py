@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
+import itertools
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -238,8 +239,17 @@ class RecordingSink:
         self.sent.append((self.pacer.stats.ticks, self.loop.time()))
 
 
-async def test_pacer_is_drift_free() -> None:
+async def test_pacer_is_drift_free(monkeypatch: pytest.MonkeyPatch) -> None:
     loop = asyncio.get_running_loop()
+    deadlines_asked: list[float] = []
+    real_call_at = loop.call_at
+
+    def spy(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        if callback == pacer._tick:
+            deadlines_asked.append(when)
+        return real_call_at(when, callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_at", spy)
     pacer = Pacer(20)
     sink = RecordingSink(pacer, loop)
     pacer.add(sink)
@@ -248,15 +258,15 @@ async def test_pacer_is_drift_free() -> None:
     await asyncio.sleep(1.0)
     await pacer.stop()
     elapsed = loop.time() - start
-    times = [t for _, t in sink.sent]
-    # every send sits on the absolute grid t0 + n * 20 ms
-    offsets = [(t - start) * 1000 for t in times]
-    residual = [o - 20 * round(o / 20) for o in offsets]
-    assert statistics.median(abs(r) for r in residual) < 3
-    assert abs(residual[-1]) < 5  # no accumulated drift after ~50 ticks
+    # Every tick is scheduled on the absolute grid t0 + n * 20 ms, whatever the lateness of the
+    # tick before it (a relative "sleep 20 ms" would drift by the sum of all latenesses).
+    t0 = deadlines_asked[0]
+    steps = [(when - t0) / 0.02 for when in deadlines_asked]
+    assert all(abs(n - round(n)) < 1e-6 for n in steps)
+    assert all(b > a for a, b in itertools.pairwise(steps))
     deadlines = int(elapsed / 0.02) + 1
-    assert abs(pacer.stats.ticks + pacer.stats.skipped_ticks - deadlines) <= 1
-    assert len(times) == pacer.stats.ticks == pacer.stats.frames_sent
+    assert abs(pacer.stats.ticks + pacer.stats.skipped_ticks - deadlines) <= 2
+    assert len(sink.sent) == pacer.stats.ticks == pacer.stats.frames_sent
     assert not pacer.running
 
 
