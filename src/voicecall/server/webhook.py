@@ -185,7 +185,8 @@ def _request(scope: Scope, headers: dict[str, str], body: bytes) -> WebhookReque
     client = scope.get("client")
     return WebhookRequest(
         method=scope["method"], url=url, path=scope.get("path", "/"),
-        query=dict(parse_qsl(query_string, keep_blank_values=True)), headers=headers, body=body,
+        query=dict(parse_qsl(query_string, keep_blank_values=True)) if query_string else {},
+        headers=headers, body=body,
         remote_addr=client[0] if client else "",
     )
 
