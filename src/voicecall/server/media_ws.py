@@ -25,7 +25,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.datastructures import Headers
@@ -155,9 +155,9 @@ class MediaConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
+        # uvloop's transports are not asyncio.Transport subclasses, but have the same methods.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = self.transport.get_extra_info("peername")
         self.client_ip = str(peer[0]) if peer else ""
         self._over_capacity = len(self.endpoint.sockets) >= self.endpoint.limits.max_connections
         self.endpoint.sockets.add(self)  # counted from now on: upgrades in flight count too
