@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 
 DB_NAME = "calls.sqlite3"
 CHECKPOINT_INTERVAL_S = 1.0
+RESET_FRAMES = 16_384  # 64 MiB of WAL with 4 KiB pages
 PRUNE_EVERY_WRITES = 500
 MAX_KEYS_KEPT = 500
 EXPIRED_REPLAY_KEYS_PER_PRUNE = 5_000
@@ -120,6 +121,7 @@ class SQLiteCallStore:
         self._stored_head: dict[str, str] = {}
         self._replay_filter = _KeyFilter()
         self._checkpointer: threading.Thread | None = None
+        self._write_gate = threading.Lock()  # held by the checkpointer's WAL-restarting pass
         self._closing = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -177,10 +179,19 @@ class SQLiteCallStore:
         conn.execute("PRAGMA busy_timeout=5000")
         try:
             while not self._closing.wait(CHECKPOINT_INTERVAL_S):
-                # PASSIVE never blocks the writer; once a pass has copied every frame, the next
-                # write transaction starts the WAL over from the beginning, so it stays small.
+                # PASSIVE never blocks the writer. Once a pass has copied every frame, the next
+                # write transaction starts the WAL over from the beginning. Under steady load a
+                # commit nearly always lands during the pass, so that never happens and the
+                # WAL grows without end: past RESET_FRAMES, a second pass copies the frames
+                # written during the first, and a last one the few written during the second,
+                # with commits held back (a stall of a few ms to a few tens of ms, rare), so the
+                # WAL starts over.
                 with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if frames >= RESET_FRAMES:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                        with self._write_gate:
+                            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
@@ -274,6 +285,12 @@ class SQLiteCallStore:
                      *, isolate: bool) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
         """Run `batch` in one committed transaction. Without `isolate`, an op that raises rolls
         everything back (`_OpFailed`); with it, each op has a savepoint and fails alone."""
+        with self._write_gate:
+            return self._run(conn, batch, isolate=isolate)
+
+    def _run(self, conn: sqlite3.Connection,
+             batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
+             *, isolate: bool) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
