@@ -8,6 +8,7 @@ base64 payload out of the text instead of building a dict for every frame.
 from __future__ import annotations
 
 import binascii
+import functools
 import json
 from typing import Any
 
@@ -25,6 +26,12 @@ __all__ = ["TwilioStreamSerializer"]
 
 _MEDIA_PREFIX = '{"event":"media"'
 _PAYLOAD_KEY = '"payload":"'
+
+
+@functools.lru_cache(maxsize=4096)
+def _media_prefix(stream_id: str) -> str:
+    """The constant head of a stream's outbound media messages (built once per stream)."""
+    return f'{{"event":"media","streamSid":{json.dumps(stream_id)},"media":{{"payload":"'
 
 
 def _decode(payload: str) -> bytes:
@@ -95,7 +102,7 @@ class TwilioStreamSerializer:
 
     def audio(self, stream_id: str, payload: bytes) -> str:
         b64 = binascii.b2a_base64(payload, newline=False).decode("ascii")
-        return f'{{"event":"media","streamSid":{json.dumps(stream_id)},"media":{{"payload":"{b64}"}}}}'
+        return f'{_media_prefix(stream_id)}{b64}"}}}}'
 
     def mark(self, stream_id: str, name: str) -> str:
         return json.dumps({"event": "mark", "streamSid": stream_id, "mark": {"name": name}},

@@ -103,14 +103,26 @@ class TtsChain:
                            "ELEVENLABS_API_KEY)")
         queue: asyncio.Queue[tuple[int, bytes] | _End] = asyncio.Queue()
         task = asyncio.create_task(self._produce(text, queue), name="voicecall-tts-synthesis")
+        held: tuple[int, bytes] | _End | None = None
         try:
             while True:
-                item = await queue.get()
+                item = held if held is not None else await queue.get()
+                held = None
                 if isinstance(item, _End):
                     if item.error is not None:
                         raise item.error
                     return
-                yield item
+                # Hand over everything that has already arrived as one chunk: one resample and
+                # encode per burst instead of one per network read.
+                rate, pcm = item
+                parts = [pcm]
+                while not queue.empty():
+                    nxt = queue.get_nowait()
+                    if isinstance(nxt, _End) or nxt[0] != rate:
+                        held = nxt
+                        break
+                    parts.append(nxt[1])
+                yield (rate, pcm if len(parts) == 1 else b"".join(parts))
         finally:
             if not task.done():
                 task.cancel()
