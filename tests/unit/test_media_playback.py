@@ -236,3 +236,37 @@ def test_outbound_messages_are_twilio_json() -> None:
     assert json.loads(SER.mark("MZ1", "tts-1")) == {"event": "mark", "streamSid": "MZ1",
                                                     "mark": {"name": "tts-1"}}
     assert json.loads(SER.clear("MZ1")) == {"event": "clear", "streamSid": "MZ1"}
+
+
+class BurstThenPause:
+    """2.1 s of audio in 20 ms chunks at once, then a long pause, then the rest."""
+
+    def __init__(self) -> None:
+        self.resume = asyncio.Event()
+
+    async def stream(self, text: str) -> AsyncIterator[tuple[int, bytes]]:
+        pcm = tone(2.1)
+        step = RATE * 2 // 50
+        for i in range(0, len(pcm), step):
+            yield RATE, pcm[i:i + step]
+        await self.resume.wait()
+        yield RATE, tone(0.1)
+
+
+async def test_audio_held_for_a_batch_is_converted_before_the_queue_runs_low() -> None:
+    speech = BurstThenPause()
+    wire = Wire()
+    playback = StreamPlayback(stream_id="MZ1", serializer=TwilioStreamSerializer(),
+                              speech=speech, send=wire.send)
+    utt = playback.play("Hello.")
+    for _ in range(100):
+        await asyncio.sleep(0)
+    # 105 frames of audio arrived: ~15 converted one by one, then half-second batches; the tail
+    # (less than a batch) waits.
+    assert utt.frames_made <= 95, utt.frames_made
+    await asyncio.sleep(1.8)  # the TTS stream is paused; the batch timer must not wait for it
+    assert utt.frames_made >= 100  # all but the resampler's filter delay (flushed at the end)
+    speech.resume.set()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert utt.done_synth

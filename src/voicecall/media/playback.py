@@ -34,6 +34,10 @@ __all__ = ["PlaybackError", "Speech", "StreamPlayback", "Utterance", "split_sent
 log = logging.getLogger(__name__)
 
 FRAME_S = 0.02
+EAGER_AHEAD_FRAMES = 15
+"""Below this many queued frames (300 ms) every TTS chunk is converted on arrival."""
+BATCH_S = 0.5
+"""Above it, TTS audio is converted in batches of this many seconds."""
 MARK_GRACE_S = 5.0
 """How long after its last frame an utterance's mark may take to come back before it fails."""
 
@@ -258,16 +262,47 @@ class StreamPlayback:
             yield self.speech.stream(sentence)
 
     async def _synth(self, utt: Utterance) -> None:
+        """Stream the utterance's audio into frames. While little is queued, each TTS chunk is
+        converted as it arrives (the first frame goes out at once); once playback is safely
+        ahead, chunks are converted in half-second batches (far fewer resampler and encoder
+        calls per second of audio), and a timer converts a waiting batch before the queue runs
+        low, so a pause in the TTS stream never leaves audio waiting while the caller hears
+        silence."""
+        loop = asyncio.get_running_loop()
         splitter = FrameSplitter()
         resampler: StreamingResampler | None = None
+        pending: list[bytes] = []
+        pending_bytes = 0
+        timer: asyncio.TimerHandle | None = None
+
+        def convert() -> None:
+            nonlocal pending_bytes, timer
+            if timer is not None:
+                timer.cancel()
+                timer = None
+            if pending and resampler is not None:
+                self._push(utt, splitter, resampler.process(b"".join(pending)))
+                pending.clear()
+                pending_bytes = 0
+
         try:
             async for audio in self._sentences(utt):
                 async for rate, pcm in audio:
                     if utt.first_tts_byte_at is None:
                         utt.first_tts_byte_at = _now_ms()
                     if resampler is None or resampler.in_rate != rate:
+                        convert()
+                        if resampler is not None:
+                            self._push(utt, splitter, resampler.flush())
                         resampler = StreamingResampler(rate, 8000)
-                    self._push(utt, splitter, resampler.process(pcm))
+                    pending.append(pcm)
+                    pending_bytes += len(pcm)
+                    ahead = len(utt.frames)
+                    if ahead < EAGER_AHEAD_FRAMES or pending_bytes >= rate * 2 * BATCH_S:
+                        convert()
+                    elif timer is None:
+                        timer = loop.call_later((ahead - EAGER_AHEAD_FRAMES) * FRAME_S, convert)
+                convert()
                 if resampler is not None:
                     self._push(utt, splitter, resampler.flush())
             last = splitter.flush(self._pad)
@@ -277,12 +312,15 @@ class StreamPlayback:
             raise
         except Exception as exc:
             log.warning("stream %s: synthesis failed: %s", self.stream_id, exc)
+            convert()  # what arrived before the failure still plays
             if utt.frames_made == 0:
                 self._drop(utt)
                 utt.fail(PlaybackError(str(exc) or type(exc).__name__))
                 return
             # Audio already went out: end the utterance where the audio ends.
         finally:
+            if timer is not None:
+                timer.cancel()
             utt.done_synth = True
         nxt = self._queue[0] if self._queue else None
         if utt is self._active and nxt is not None and nxt.task is None:
