@@ -270,3 +270,20 @@ async def test_audio_held_for_a_batch_is_converted_before_the_queue_runs_low() -
     for _ in range(50):
         await asyncio.sleep(0)
     assert utt.done_synth
+
+
+async def test_synthesis_stops_three_seconds_ahead_of_playback_and_resumes_as_it_plays() -> None:
+    playback, _wire = make(FakeSpeech(10.0))
+    utt = playback.play("A very long answer.")
+    for _ in range(600):
+        await asyncio.sleep(0)
+    held = utt.frames_made
+    assert 150 <= held <= 150 + 26, held  # 3 s queued (+ at most one half-second batch)
+    for _ in range(80):  # play 1.6 s
+        frame = playback.next_frame()
+        assert frame is not None
+        playback.send_frame(frame)
+    for _ in range(600):
+        await asyncio.sleep(0)
+    assert utt.frames_made > held  # reading resumed once playback caught up
+    assert len(utt.frames) <= 150 + 26

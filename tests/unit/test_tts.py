@@ -469,3 +469,37 @@ async def test_chain_hands_over_what_has_already_arrived_as_one_chunk() -> None:
         await asyncio.sleep(0.05)  # meanwhile the rest of the burst arrives
     assert b"".join(received) == b"".join(bytes([i]) * 480 for i in range(10))
     assert len(received) == 2  # the first chunk at once, then the rest of the burst together
+
+
+class _FastLongProvider:
+    """4 s of audio in 100 ms chunks, as fast as the consumer lets it."""
+
+    name = "fast"
+    sample_rate = 24_000
+
+    def __init__(self) -> None:
+        self.yielded = 0
+
+    async def stream(self, text: str) -> AsyncIterator[bytes]:
+        for _ in range(40):
+            self.yielded += 4800
+            yield b"\x01\x00" * 2400
+            await asyncio.sleep(0)
+
+    async def aclose(self) -> None:
+        return None
+
+
+@aio
+async def test_chain_reads_at_most_read_ahead_beyond_the_consumer_and_waiting_is_not_timed() -> None:
+    provider = _FastLongProvider()
+    chain = TtsChain([provider], timeout_s=0.5, read_ahead_s=0.2)  # 9600 bytes of read-ahead
+    loop = asyncio.get_running_loop()
+    started, consumed, worst_lead = loop.time(), 0, 0
+    async for _rate, pcm in chain.stream("long answer"):
+        consumed += len(pcm)
+        await asyncio.sleep(0.03)  # playback pace
+        worst_lead = max(worst_lead, provider.yielded - consumed)
+    assert consumed == 40 * 4800
+    assert loop.time() - started > 0.5  # longer than the timeout, yet it did not time out
+    assert worst_lead <= 9600 + 2 * 4800, worst_lead

@@ -38,6 +38,10 @@ EAGER_AHEAD_FRAMES = 15
 """Below this many queued frames (300 ms) every TTS chunk is converted on arrival."""
 BATCH_S = 0.5
 """Above it, TTS audio is converted in batches of this many seconds."""
+READ_AHEAD_FRAMES = 150
+"""Synthesis pauses once this many frames (3 s) wait to be played..."""
+RESUME_AHEAD_FRAMES = 100
+"""...and resumes when playback is down to this many (2 s)."""
 MARK_GRACE_S = 5.0
 """How long after its last frame an utterance's mark may take to come back before it fails."""
 
@@ -69,8 +73,21 @@ def _now_ms() -> float:
 class Utterance:
     """One `play()` request: its audio frames, its state and the future its caller awaits."""
 
-    __slots__ = ("audio", "done_synth", "first_frame_at", "first_tts_byte_at", "frames", "frames_made",
-                 "frames_sent", "mark", "mark_timer", "result", "task", "text")
+    __slots__ = (
+        "audio",
+        "done_synth",
+        "first_frame_at",
+        "first_tts_byte_at",
+        "frames",
+        "frames_made",
+        "frames_sent",
+        "mark",
+        "mark_timer",
+        "result",
+        "space",
+        "task",
+        "text",
+    )
 
     def __init__(self, text: str, result: asyncio.Future[PlaybackResult],
                  audio: tuple[int, bytes] | None = None) -> None:
@@ -87,6 +104,8 @@ class Utterance:
         self.mark_timer: asyncio.TimerHandle | None = None
         self.first_tts_byte_at: float | None = None
         self.first_frame_at: float | None = None
+        self.space: asyncio.Event | None = None
+        """Set while synthesis waits for playback to catch up (read-ahead cap)."""
 
     def finish(self, *, interrupted: bool = False, skipped: bool = False) -> None:
         if self.result.done():
@@ -217,6 +236,8 @@ class StreamPlayback:
     # -- internals ------------------------------------------------------------------------------
     def _take(self, utt: Utterance) -> str:
         utt.frames_sent += 1
+        if utt.space is not None and len(utt.frames) <= RESUME_AHEAD_FRAMES:
+            utt.space.set()
         if utt.first_frame_at is None:
             utt.first_frame_at = _now_ms()
             if self._on_first_frame is not None:
@@ -302,6 +323,12 @@ class StreamPlayback:
                         convert()
                     elif timer is None:
                         timer = loop.call_later((ahead - EAGER_AHEAD_FRAMES) * FRAME_S, convert)
+                    if len(utt.frames) >= READ_AHEAD_FRAMES:
+                        # Far enough ahead: stop reading TTS until playback catches up (the
+                        # provider's socket fills meanwhile, so the next reads are large).
+                        utt.space = asyncio.Event()
+                        await utt.space.wait()
+                        utt.space = None
                 convert()
                 if resampler is not None:
                     self._push(utt, splitter, resampler.flush())

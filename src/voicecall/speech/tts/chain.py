@@ -10,8 +10,10 @@ A provider that fails before its first audio byte hands over to the next one (an
 audio has been yielded a failure ends the utterance with TtsError: two voices are never spliced.
 
 The timeout is a wall-clock limit on the synthesis (time to first byte, fallbacks and the rest of
-the audio). The provider runs in its own task ahead of the consumer, so a consumer pacing playback
-in real time neither stalls the download nor counts against the limit.
+the audio). The provider runs in its own task ahead of the consumer, at most `read_ahead_s` of
+audio ahead: then it stops reading (the socket fills, and later reads come back in large pieces,
+which is far cheaper than many small ones), and the time it waits for a consumer pacing playback
+in real time does not count against the limit.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TELEPHONY_TTS_TIMEOUT_S = 8.0
 DEFAULT_TTS_MAX_TEXT_LENGTH = 4096
+DEFAULT_READ_AHEAD_S = 2.0
+"""Audio the synthesis task reads ahead of its consumer before it stops reading the provider."""
 NO_AUDIO_MESSAGE = "Telephony TTS produced no audio"
 TELEPHONY_TTS_PROVIDERS: tuple[str, ...] = ("openai", "elevenlabs")
 """Providers usable on a call, in the default preference order."""
@@ -61,6 +65,37 @@ class _End:
     error: TtsError | None = None
 
 
+class _Flow:
+    """Read-ahead control between the synthesis task and the consumer: the task stops reading
+    from the provider once `limit` bytes wait unconsumed (so the socket fills and later reads
+    come back large), and the time it spends waiting is not charged to the synthesis timeout."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buffered = 0
+        self.space = asyncio.Event()
+        self.space.set()
+        self.timeout: asyncio.Timeout | None = None
+
+    def consumed(self, n: int) -> None:
+        self.buffered -= n
+        if self.buffered < self.limit:
+            self.space.set()
+
+    async def produced(self, n: int) -> None:
+        self.buffered += n
+        if self.buffered < self.limit:
+            return
+        self.space.clear()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await self.space.wait()
+        timeout = self.timeout
+        when = timeout.when() if timeout is not None else None
+        if timeout is not None and when is not None:
+            timeout.reschedule(when + loop.time() - started)
+
+
 def _ms(seconds: float) -> str:
     return f"{round(seconds * 1000)} ms"
 
@@ -70,7 +105,8 @@ class TtsChain:
 
     def __init__(self, providers: Sequence[TtsProvider], *,
                  timeout_s: float = DEFAULT_TELEPHONY_TTS_TIMEOUT_S,
-                 max_text_length: int = DEFAULT_TTS_MAX_TEXT_LENGTH) -> None:
+                 max_text_length: int = DEFAULT_TTS_MAX_TEXT_LENGTH,
+                 read_ahead_s: float = DEFAULT_READ_AHEAD_S) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         if max_text_length < 1:
@@ -78,6 +114,7 @@ class TtsChain:
         self.providers: list[TtsProvider] = list(providers)
         self.timeout_s = timeout_s
         self.max_text_length = max_text_length
+        self.read_ahead_s = read_ahead_s
 
     def __repr__(self) -> str:
         return (f"TtsChain(providers={self.names!r}, timeout_s={self.timeout_s}, "
@@ -102,7 +139,9 @@ class TtsChain:
                            "tts.providers.elevenlabs with an API key, or set OPENAI_API_KEY / "
                            "ELEVENLABS_API_KEY)")
         queue: asyncio.Queue[tuple[int, bytes] | _End] = asyncio.Queue()
-        task = asyncio.create_task(self._produce(text, queue), name="voicecall-tts-synthesis")
+        rate = max(p.sample_rate for p in self.providers)
+        flow = _Flow(max(1, int(rate * 2 * self.read_ahead_s)))
+        task = asyncio.create_task(self._produce(text, queue, flow), name="voicecall-tts-synthesis")
         held: tuple[int, bytes] | _End | None = None
         try:
             while True:
@@ -122,16 +161,20 @@ class TtsChain:
                         held = nxt
                         break
                     parts.append(nxt[1])
-                yield (rate, pcm if len(parts) == 1 else b"".join(parts))
+                chunk = pcm if len(parts) == 1 else b"".join(parts)
+                flow.consumed(len(chunk))
+                yield (rate, chunk)
         finally:
             if not task.done():
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def _produce(self, text: str, queue: asyncio.Queue[tuple[int, bytes] | _End]) -> None:
+    async def _produce(self, text: str, queue: asyncio.Queue[tuple[int, bytes] | _End],
+                       flow: _Flow) -> None:
         try:
-            async with asyncio.timeout(self.timeout_s):
-                end = await self._attempts(text, queue)
+            async with asyncio.timeout(self.timeout_s) as timeout:
+                flow.timeout = timeout
+                end = await self._attempts(text, queue, flow)
         except TimeoutError:
             end = _End(TtsError(f"Telephony TTS synthesis timed out after {_ms(self.timeout_s)}"))
         except Exception as exc:  # a provider broke its contract; still report, never hang the consumer
@@ -139,7 +182,8 @@ class TtsChain:
             end = _End(TtsError(f"Telephony TTS failed: {type(exc).__name__}: {exc}"))
         queue.put_nowait(end)
 
-    async def _attempts(self, text: str, queue: asyncio.Queue[tuple[int, bytes] | _End]) -> _End:
+    async def _attempts(self, text: str, queue: asyncio.Queue[tuple[int, bytes] | _End],
+                        flow: _Flow) -> _End:
         failures: list[tuple[str, TtsError]] = []
         for index, provider in enumerate(self.providers):
             started = False
@@ -155,6 +199,7 @@ class TtsChain:
                             log.warning("Telephony TTS fallback used from=%s to=%s attempts=%d",
                                         self.providers[0].name, provider.name, index + 1)
                     queue.put_nowait((provider.sample_rate, chunk))
+                    await flow.produced(len(chunk))
             except TtsError as exc:
                 error = exc
             except Exception as exc:
