@@ -99,15 +99,15 @@ def settle_garbage_collector() -> None:
     """Tune the garbage collector for paced audio, after start-up.
 
     Everything allocated so far (modules, config, pydantic schemas) is moved out of the
-    collector's reach with `gc.freeze()`. Young collections run every 5000 allocations (pauses of
-    a few ms, inside the 20 ms frame budget). Automatic full collections, which walk every live
+    collector's reach with `gc.freeze()`. Young collections keep Python's defaults (short pauses,
+    well inside the 20 ms frame budget). Automatic full collections, which walk every live
     object and stalled every call's audio for 60-140 ms under load, are replaced by one every
     `FULL_GC_INTERVAL_S` (see `collect_garbage_periodically`); almost all garbage here is freed by
     reference counting anyway.
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(5_000, 10, 1_000_000)
+    gc.set_threshold(700, 10, 1_000_000)
 
 
 async def collect_garbage_periodically(interval_s: float = FULL_GC_INTERVAL_S) -> None:
