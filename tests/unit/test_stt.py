@@ -368,3 +368,22 @@ def test_build_defaults_to_process_environment(monkeypatch: pytest.MonkeyPatch) 
     session = build_stt_session(None, {}, None, None)
     assert isinstance(session, OpenAIRealtimeStt) and session.api_key == "sk-process"
     assert os.environ["OPENAI_API_KEY"] == "sk-process"
+
+
+async def test_audio_goes_to_the_provider_in_40_ms_batches_and_a_lone_frame_still_goes() -> None:
+    rec = Recorder()
+    async with FakeRealtimeTranscription() as fake:
+        stt = OpenAIRealtimeStt("sk-test", rec.callbacks(), base_url=fake.base_url)
+        await stt.connect()
+        sent = frames(10, seed=3)
+        for frame in sent:  # a media stream's pace: one 20 ms frame at a time
+            stt.send_audio(frame)
+            await asyncio.sleep(0.02)
+        await fake.wait_for_audio(1600)
+        appends = [e for e in fake.events if e.get("type") == "input_audio_buffer.append"]
+        assert bytes(fake.audio) == b"".join(sent)
+        assert len(appends) <= 6, len(appends)  # not one message per frame
+        lone = frames(1, seed=4)[0]
+        stt.send_audio(lone)  # nothing follows it: it must not wait for a partner
+        await fake.wait_for_audio(1760, within_s=1.0)
+        await stt.close()

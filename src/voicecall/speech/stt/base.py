@@ -41,6 +41,11 @@ MULAW_BYTES_PER_SECOND = 8000
 """8 kHz, one byte per sample."""
 DEFAULT_MAX_QUEUED_BYTES = 10 * MULAW_BYTES_PER_SECOND
 DEFAULT_BACKOFF_S: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
+BATCH_WAIT_S = 0.03
+"""The longest a short batch waits for more audio (longer than one 20 ms frame interval)."""
+DEFAULT_BATCH_BYTES = 320
+"""40 ms of audio per message to the STT provider: half the messages of one per 20 ms frame, for
+at most 20 ms more delay."""
 MAX_SEND_CHUNK_BYTES = MULAW_BYTES_PER_SECOND
 """Queued frames are coalesced into messages of at most this many bytes (1 s) when flushed."""
 
@@ -178,8 +183,12 @@ class WebSocketSttSession:
 
     def __init__(self, callbacks: SttCallbacks | None = None, *, connect_timeout_s: float = 10.0,
                  backoff: Sequence[float] = DEFAULT_BACKOFF_S,
-                 max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES) -> None:
+                 max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
+                 batch_bytes: int = DEFAULT_BATCH_BYTES) -> None:
         self.callbacks = callbacks if callbacks is not None else SttCallbacks()
+        self.batch_bytes = max(1, batch_bytes)
+        self._batch_timer: asyncio.TimerHandle | None = None
+        """Audio is sent once this much is queued (fewer, larger messages than one per frame)."""
         self.connect_timeout_s = connect_timeout_s
         self.backoff: tuple[float, ...] = tuple(backoff)
         self.queue = AudioQueue(max_queued_bytes)
@@ -245,12 +254,23 @@ class WebSocketSttSession:
         if self._closing or not mulaw:
             return
         self.queue.push(bytes(mulaw))
-        self._audio_ready.set()
+        if len(self.queue) >= self.batch_bytes:
+            self._audio_ready.set()
+        elif self._batch_timer is None:  # a short batch goes out anyway after one frame time
+            self._batch_timer = asyncio.get_running_loop().call_later(BATCH_WAIT_S, self._batch_due)
+
+    def _batch_due(self) -> None:
+        self._batch_timer = None
+        if len(self.queue):
+            self._audio_ready.set()
 
     async def close(self) -> None:
         if self._closing:
             return
         self._closing = True
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
         self._audio_ready.set()
         runner, self._runner = self._runner, None
         ws = self._ws
@@ -360,7 +380,7 @@ class WebSocketSttSession:
         while not self._closing:
             await self._flush(ws)
             self._audio_ready.clear()
-            if len(self.queue):
+            if len(self.queue) >= self.batch_bytes:
                 continue
             await self._audio_ready.wait()
 
