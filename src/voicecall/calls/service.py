@@ -349,7 +349,7 @@ class CallService:
             self._timers.cancel(record.call_id, "idle-prompt")
             self._timers.cancel(record.call_id, "idle-hangup")
         # Queued before the first await: concurrent speaks on a stream play in call order.
-        playing = self.media.enqueue(record, text) if self._streamed(record) and self.media else None
+        playing = self.media.enqueue(record, text) if self.streams_audio(record) and self.media else None
         async with self._lock(record.call_id):
             record.state = transition(record.state, CallState.SPEAKING)
             await self._persist(record)
@@ -390,7 +390,7 @@ class CallService:
         waiter = _Waiter(token=uuid.uuid4().hex, future=loop.create_future(),
                          turn_started_at=now_ms())
         timeout_ms = self.settings.transcript_timeout_ms
-        streamed = self._streamed(record)
+        streamed = self.streams_audio(record)
         try:
             if streamed:
                 # The stream listens all the time: a caller who talks over the prompt (barge-in)
@@ -467,7 +467,7 @@ class CallService:
             raise CallError("digits may contain only 0-9 * # w W p P and commas", code=-32602)
         record = await self._connected(call_id)
         try:
-            if self._streamed(record) and self.media is not None:
+            if self.streams_audio(record) and self.media is not None:
                 await asyncio.wait_for(self.media.enqueue_dtmf(record, digits), 30)
             else:
                 await asyncio.wait_for(self.provider.send_dtmf(record, digits), 30)
@@ -584,11 +584,9 @@ class CallService:
     def _auto_replies(self, record: CallRecord) -> bool:
         return self.settings.auto_reply and (record.direction == "inbound" or record.mode == "conversation")
 
-    def _streamed(self, record: CallRecord) -> bool:
+    def streams_audio(self, record: CallRecord) -> bool:
         """True when the call speaks and listens over a media stream, not carrier commands."""
         return self.media is not None and self.media.handles(record)
-
-    streams_audio = _streamed
 
     def turn_token(self, call_id: str) -> str | None:
         """The token of the `continue` waiting for the caller, if one is."""
@@ -623,7 +621,7 @@ class CallService:
                 return
             record.state = transition(record.state, CallState.LISTENING)
             await self._persist(record)
-        if not self._streamed(record):
+        if not self.streams_audio(record):
             try:
                 await asyncio.wait_for(self.provider.start_listening(record, None), 30)
             except Exception as exc:

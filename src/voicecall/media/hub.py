@@ -108,10 +108,6 @@ class MediaHub:
         task.add_done_callback(self._tasks.discard)
 
     # -- streams ---------------------------------------------------------------------------------
-    @property
-    def active_streams(self) -> int:
-        return len(self._sessions)
-
     def session_for(self, call_id: str) -> StreamSession | None:
         return self._sessions.get(call_id)
 
@@ -225,10 +221,6 @@ class MediaHub:
             fut.exception()
             return fut
         return session.playback.play(f"[keys {digits}]", audio=(8000, dtmf_pcm(digits))).result
-
-    async def play(self, call: CallRecord, text: str) -> PlaybackResult:
-        """Speak `text` on the call's stream; returns once it was heard, cut off or skipped."""
-        return await self.enqueue(call, text)
 
     # -- what the caller does --------------------------------------------------------------------
     def _greeting_protected(self, record: CallRecord) -> bool:
