@@ -1139,8 +1139,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="distinct client addresses (default: one per connection); with fewer "
                              "than concurrency/8 the per-client in-flight limit answers 429")
     loops = ["asyncio", "uvloop"]
-    parser.add_argument("--loop", choices=loops, default="asyncio",
-                        help="event loop of both servers (asyncio, as `voicecall serve` runs)")
+    parser.add_argument("--loop", choices=loops,
+                        default="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+                        help="event loop of both servers (uvloop when installed, as `voicecall "
+                             "serve` runs)")
     default_gen = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     parser.add_argument("--generator-loop", choices=loops, default=default_gen,
                         help="event loop of the load generator")
