@@ -335,6 +335,17 @@ async def test_tailscale_tunnel_commands_url_and_cleanup(tmp_path: Path, mode: s
     assert clis.tailscale()[-1] == [mode, "off", "/voice/webhook"]
 
 
+async def test_tailscale_port_selects_the_https_port_of_the_routes_and_the_url(tmp_path: Path) -> None:
+    clis = FakeClis(tmp_path)
+    port = free_port()
+    config = twilio(port, tunnel={"provider": "tailscale-funnel"}, tailscale={"port": 8443})
+    async with running_gateway(tmp_path, config, env=clis.env) as gateway:
+        assert gateway.webhook_url == f"https://{TS_HOST}:8443/voice/webhook"
+        assert clis.tailscale()[1] == ["funnel", "--bg", "--yes", "--https=8443", "--set-path",
+                                       "/voice/webhook", f"http://127.0.0.1:{port}/voice/webhook"]
+    assert clis.tailscale()[-1] == ["funnel", "--https=8443", "off", "/voice/webhook"]
+
+
 async def test_tailscale_tunnel_also_routes_the_media_stream_path(tmp_path: Path) -> None:
     clis = FakeClis(tmp_path)
     port = free_port()

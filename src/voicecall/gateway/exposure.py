@@ -81,7 +81,7 @@ async def start_tunnel(config: VoiceCallConfig, port: int,
     if t.provider in ("tailscale-serve", "tailscale-funnel"):
         mode: TailscaleMode = "serve" if t.provider == "tailscale-serve" else "funnel"
         return await start_tailscale(mode, port, path, extra_paths=_stream_paths(config), env=env,
-                                     provider=t.provider)
+                                     provider=t.provider, https_port=config.tailscale.port)
     raise TunnelError(f"unknown tunnel provider {t.provider!r}")
 
 
@@ -97,7 +97,8 @@ async def setup_legacy_tailscale(config: VoiceCallConfig, port: int,
                                      local_path=config.serve.path,
                                      extra_paths=_stream_paths(config), env=env,
                                      timeout_s=TAILSCALE_LEGACY_TIMEOUT_S,
-                                     provider=f"tailscale {mode}")
+                                     provider=f"tailscale {mode}",
+                                     https_port=config.tailscale.port)
     except TunnelError as exc:
         log.warning("tailscale %s exposure failed: %s", mode, exc)
         return None

@@ -290,20 +290,27 @@ async def tailscale_dns_name(*, env: Mapping[str, str] | None = None,
     return name.strip().rstrip(".")
 
 
+def _https_flag(https_port: int) -> list[str]:
+    """`--https=<port>` for a port other than Tailscale's default 443 (`tailscale.port`)."""
+    return [] if https_port == 443 else [f"--https={https_port}"]
+
+
 async def tailscale_route(mode: TailscaleMode, path: str, local_url: str, *,
                           env: Mapping[str, str] | None = None,
-                          timeout_s: float = TAILSCALE_LEGACY_TIMEOUT_S) -> CommandResult:
-    """`tailscale <mode> --bg --yes --set-path <path> <local_url>` (TunnelError on no CLI or a
-    timeout)."""
-    return await run_command(["tailscale", mode, "--bg", "--yes", "--set-path", path, local_url],
-                             timeout_s=timeout_s, env=env)
+                          timeout_s: float = TAILSCALE_LEGACY_TIMEOUT_S,
+                          https_port: int = 443) -> CommandResult:
+    """`tailscale <mode> --bg --yes [--https=<port>] --set-path <path> <local_url>` (TunnelError
+    on no CLI or a timeout)."""
+    return await run_command(["tailscale", mode, "--bg", "--yes", *_https_flag(https_port),
+                              "--set-path", path, local_url], timeout_s=timeout_s, env=env)
 
 
 async def tailscale_off(mode: TailscaleMode, path: str, *, env: Mapping[str, str] | None = None,
-                        timeout_s: float = TAILSCALE_STOP_TIMEOUT_S) -> bool:
-    """`tailscale <mode> off <path>`; False (logged) when it fails."""
+                        timeout_s: float = TAILSCALE_STOP_TIMEOUT_S, https_port: int = 443) -> bool:
+    """`tailscale <mode> [--https=<port>] off <path>`; False (logged) when it fails."""
     try:
-        result = await run_command(["tailscale", mode, "off", path], timeout_s=timeout_s, env=env)
+        result = await run_command(["tailscale", mode, *_https_flag(https_port), "off", path],
+                                   timeout_s=timeout_s, env=env)
     except TunnelError as exc:
         log.warning("tailscale %s off %s: %s", mode, path, exc)
         return False
@@ -317,9 +324,10 @@ async def start_tailscale(mode: TailscaleMode, port: int, path: str, *,
                           local_path: str | None = None, extra_paths: Sequence[str] = (),
                           env: Mapping[str, str] | None = None,
                           timeout_s: float = TAILSCALE_TUNNEL_TIMEOUT_S,
-                          provider: str | None = None) -> Tunnel:
+                          provider: str | None = None, https_port: int = 443) -> Tunnel:
     """Expose `http://127.0.0.1:<port><local_path>` (`local_path` defaults to `path`) at
-    `https://<this node's DNS name><path>`.
+    `https://<this node's DNS name>[:<https_port>]<path>` (`tailscale.port`: 443, 8443 or
+    10000, the ports Funnel accepts).
 
     Each of `extra_paths` gets its own `--set-path` route to the same local port: the media
     stream URL is built from the public URL's host, so with media streaming on, the stream path
@@ -334,7 +342,8 @@ async def start_tailscale(mode: TailscaleMode, port: int, path: str, *,
 
     async def stop() -> None:
         for route in reversed(added):
-            await tailscale_off(mode, route, env=env, timeout_s=stop_timeout_s)
+            await tailscale_off(mode, route, env=env, timeout_s=stop_timeout_s,
+                                https_port=https_port)
 
     routes = {path: local_path or path}
     for extra in extra_paths:
@@ -342,7 +351,7 @@ async def start_tailscale(mode: TailscaleMode, port: int, path: str, *,
     for route, target in routes.items():
         try:
             result = await tailscale_route(mode, route, f"http://127.0.0.1:{port}{target}", env=env,
-                                           timeout_s=timeout_s)
+                                           timeout_s=timeout_s, https_port=https_port)
         except BaseException:
             await stop()
             raise
@@ -352,6 +361,7 @@ async def start_tailscale(mode: TailscaleMode, port: int, path: str, *,
             raise TunnelError(f"tailscale {mode} --set-path {route} failed (exit {result.returncode})"
                               + (f": {detail}" if detail else ""))
         added.append(route)
-    public_url = f"https://{dns}{path}"
+    host = dns if https_port == 443 else f"{dns}:{https_port}"
+    public_url = f"https://{host}{path}"
     log.info("tailscale %s: %s", mode, public_url)
     return Tunnel(provider or f"tailscale-{mode}", public_url, stop)
