@@ -197,6 +197,8 @@ async def test_streamed_llm_reply_is_pipelined_and_every_latency_stage_is_record
             first_duration_s = len(expected_pcm("We open at nine.")) / 48000
             assert second.received_at - first.received_at < first_duration_s
             assert len(stream.marks) >= 3  # greeting + one per sentence
+            # The turn is recorded once its last sentence has played (after the transcript entry).
+            await eventually(lambda: record.metadata.get("turnCount") == 1, 5)
             report = await gateway.api.call("voicecall.latency", {})
             stages = report["stages"]
             for stage in ("speechToTranscript", "transcriptToReply", "replyToFirstTtsByte",
