@@ -104,6 +104,29 @@ async def read_limited(response: httpx.Response, limit: int = 4096) -> bytes:
     return data[:limit]
 
 
+async def stream_pcm(client: httpx.AsyncClient, label: str, url: str, *, json_body: Any,
+                     headers: dict[str, str], params: dict[str, str] | None = None
+                     ) -> AsyncIterator[TtsChunk]:
+    """POST `json_body` to a streaming speech endpoint and yield its PCM16 as it arrives.
+
+    Errors become `TtsError` naming `label` ("OpenAI", "ElevenLabs"): an HTTP error status with
+    the provider's message, a timeout, or a transport failure.
+    """
+    try:
+        async with client.stream("POST", url, params=params, json=json_body,
+                                 headers=headers) as response:
+            if not 200 <= response.status_code < 300:
+                detail = error_detail(await read_limited(response))
+                raise TtsError(f"{label} TTS failed: HTTP {response.status_code}"
+                               + (f": {detail}" if detail else ""))
+            async for chunk in aligned_pcm16(response.aiter_bytes()):
+                yield chunk
+    except httpx.TimeoutException as exc:
+        raise TtsError(f"{label} TTS timed out ({type(exc).__name__})") from None
+    except httpx.HTTPError as exc:
+        raise TtsError(f"{label} TTS request failed: {type(exc).__name__}: {exc}") from None
+
+
 class HttpClientHolder:
     """One httpx client per event loop (a pool belongs to the loop that opened it), or an injected one."""
 

@@ -14,9 +14,7 @@ from voicecall.speech.tts.base import (
     HttpClientHolder,
     TtsChunk,
     TtsError,
-    aligned_pcm16,
-    error_detail,
-    read_limited,
+    stream_pcm,
 )
 
 __all__ = [
@@ -92,20 +90,10 @@ class ElevenLabsTts:
                                       seed=self.seed, apply_text_normalization=self.apply_text_normalization,
                                       language_code=self.language_code)
         headers = {"xi-api-key": self._api_key, "accept": "audio/pcm"}
-        try:
-            params = {"output_format": ELEVENLABS_OUTPUT_FORMAT}
-            async with self._http.get().stream("POST", self.url, params=params, json=body,
-                                               headers=headers) as response:
-                if not 200 <= response.status_code < 300:
-                    detail = error_detail(await read_limited(response))
-                    raise TtsError(f"ElevenLabs TTS failed: HTTP {response.status_code}"
-                                   + (f": {detail}" if detail else ""))
-                async for chunk in aligned_pcm16(response.aiter_bytes()):
-                    yield chunk
-        except httpx.TimeoutException as exc:
-            raise TtsError(f"ElevenLabs TTS timed out ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
-            raise TtsError(f"ElevenLabs TTS request failed: {type(exc).__name__}: {exc}") from None
+        async for chunk in stream_pcm(self._http.get(), "ElevenLabs", self.url, json_body=body,
+                                      headers=headers,
+                                      params={"output_format": ELEVENLABS_OUTPUT_FORMAT}):
+            yield chunk
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -13,9 +13,7 @@ from voicecall.speech.tts.base import (
     HttpClientHolder,
     TtsChunk,
     TtsError,
-    aligned_pcm16,
-    error_detail,
-    read_limited,
+    stream_pcm,
 )
 
 __all__ = [
@@ -85,19 +83,9 @@ class OpenAITts:
         body = openai_speech_body(text, model=self.model, voice=self.voice, speed=self.speed,
                                   instructions=self.instructions)
         headers = {"authorization": f"Bearer {self._api_key}", "accept": "audio/pcm"}
-        try:
-            async with self._http.get().stream("POST", f"{self.base_url}/audio/speech", json=body,
-                                               headers=headers) as response:
-                if not 200 <= response.status_code < 300:
-                    detail = error_detail(await read_limited(response))
-                    raise TtsError(f"OpenAI TTS failed: HTTP {response.status_code}"
-                                   + (f": {detail}" if detail else ""))
-                async for chunk in aligned_pcm16(response.aiter_bytes()):
-                    yield chunk
-        except httpx.TimeoutException as exc:
-            raise TtsError(f"OpenAI TTS timed out ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
-            raise TtsError(f"OpenAI TTS request failed: {type(exc).__name__}: {exc}") from None
+        async for chunk in stream_pcm(self._http.get(), "OpenAI", f"{self.base_url}/audio/speech",
+                                      json_body=body, headers=headers):
+            yield chunk
 
     async def aclose(self) -> None:
         await self._http.aclose()
