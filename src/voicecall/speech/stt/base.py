@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -295,6 +296,15 @@ class WebSocketSttSession:
             self._closed = True
 
     # --- internals ------------------------------------------------------------------------------
+
+    def json_event(self, message: str | bytes) -> dict[str, Any] | None:
+        """A provider message as a JSON object; anything else is logged and ignored (None)."""
+        try:
+            event = json.loads(message)
+        except ValueError:
+            log.warning("%s: ignoring a non-JSON message", self.provider_name)
+            return None
+        return event if isinstance(event, dict) else None
 
     def _emit(self, callback: Callable[..., None], *args: str) -> None:
         if self._closed:

@@ -105,12 +105,8 @@ class DeepgramStt(WebSocketSttSession):
         self._finish_utterance()
 
     def handle_message(self, message: str | bytes) -> None:
-        try:
-            event = json.loads(message)
-        except ValueError:
-            log.warning("deepgram: ignoring a non-JSON message")
-            return
-        if not isinstance(event, dict):
+        event = self.json_event(message)
+        if event is None:
             return
         kind = event.get("type")
         if kind == "Results":

@@ -91,12 +91,8 @@ class OpenAIRealtimeStt(WebSocketSttSession):
                            "audio": base64.b64encode(mulaw).decode("ascii")})
 
     def handle_message(self, message: str | bytes) -> None:
-        try:
-            event = json.loads(message)
-        except ValueError:
-            log.warning("openai: ignoring a non-JSON realtime message")
-            return
-        if not isinstance(event, dict):
+        event = self.json_event(message)
+        if event is None:
             return
         kind = event.get("type")
         if kind == "conversation.item.input_audio_transcription.delta":
