@@ -76,6 +76,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchlib import git_revision
 from voicecall.gateway.client import ControlClient, RpcError
 from voicecall.testing.fakes.tts import FakeSpeech
 from voicecall.testing.twilio import Callee, SimCall, TwilioSimulator, sign
@@ -376,18 +377,6 @@ def _version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _git_revision() -> str | None:
-    """The commit measured (`+dirty` if src/ has local changes)."""
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head + ("+dirty" if dirty else "")
 
 
 # =============================================================================================
@@ -993,7 +982,7 @@ def report(bench: Bench, search: dict[str, Any], overload: dict[str, Any] | None
             "python": platform.python_version(), "kernel": platform.release(), "cpuCount": os.cpu_count(),
             "pinned": pinned, "serverCore": SERVER_CORE if pinned else None,
             "loadgenAndHelperCore": HELPER_CORE if pinned else None,
-            "gitRevision": _git_revision(),
+            "gitRevision": git_revision(),
             "loadgen": str(opts.loadgen),
             "versions": {k: _version(k) for k in ("websockets", "uvicorn", "uvloop", "numpy", "soxr")},
             "helperEventLoop": type(asyncio.get_running_loop()).__module__.split(".")[0],

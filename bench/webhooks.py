@@ -67,6 +67,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from benchlib import git_revision
+
 WEBHOOK_PATH = "/voice/webhook"
 SERVER_CORE = 0
 GENERATOR_CORE = 1
@@ -1011,19 +1013,6 @@ def _version(module: str) -> str | None:
         return None
 
 
-def _git_revision() -> str | None:
-    """The commit the gateway code was measured at (`+dirty` if src/ has local changes)."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "src"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head + ("+dirty" if dirty else "")
-
-
 def environment(opts: Options, gateway: ServerProcess, bare: ServerProcess,
                 pinned: bool) -> dict[str, Any]:
     return {
@@ -1047,7 +1036,7 @@ def environment(opts: Options, gateway: ServerProcess, bare: ServerProcess,
                      for kind, server in (("gateway", gateway), ("bare", bare))},
         "tcpNodelayForced": opts.tcp_nodelay,
         "generator": f"raw asyncio HTTP/1.1 keep-alive on {opts.generator_loop}",
-        "gitRevision": _git_revision(),
+        "gitRevision": git_revision(),
         "versions": {"uvicorn": _version("uvicorn"), "starlette": _version("starlette"),
                      "sqlite": sqlite3.sqlite_version, "voicecall": _version("voicecall")},
         "stateDirFs": _fs_type(gateway.state_dir),
