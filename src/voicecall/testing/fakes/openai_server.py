@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -147,7 +147,40 @@ def _chunks(text: str, size: int) -> list[str]:
     return [text[i:i + size] for i in range(0, len(text), size)]
 
 
-class FakeOpenAI:
+class LoopbackFake:
+    """A fake service served by a `LoopbackServer`: start/stop and async context manager.
+
+    Subclasses build their Starlette app in `app()`; handlers that stream may wait on
+    `_stopping`, which is set when the fake stops (so a hanging response ends with it).
+    """
+
+    def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._stopping = asyncio.Event()
+        self._server = LoopbackServer(app, host=host, port=port)
+
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:PORT`."""
+        return self._server.url
+
+    async def start(self) -> None:
+        self._stopping = asyncio.Event()
+        await self._server.start()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self._server.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+
+class FakeOpenAI(LoopbackFake):
     """A scripted OpenAI-compatible server on 127.0.0.1; an async context manager.
 
     `script()` queues replies, used one per chat-completion request in order; with the queue empty,
@@ -161,35 +194,12 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []
         self.recorded: list[RecordedRequest] = []
         self._script: deque[ScriptedReply] = deque()
-        self._stopping = asyncio.Event()
-        self._server = LoopbackServer(self.app(), host=host, port=port)
-
-    # -- lifecycle -------------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        """`http://127.0.0.1:PORT`."""
-        return self._server.url
+        super().__init__(self.app(), host=host, port=port)
 
     @property
     def base_url(self) -> str:
         """What an OpenAI client takes as `base_url`: `http://127.0.0.1:PORT/v1`."""
         return f"{self._server.url}/v1"
-
-    async def start(self) -> None:
-        self._stopping = asyncio.Event()
-        await self._server.start()
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        await self._server.stop()
-
-    async def __aenter__(self) -> FakeOpenAI:
-        await self.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
 
     # -- scripting -------------------------------------------------------------------------------
     def script(self, reply: str | ReplyFn, *, token_delay_s: float = 0.0, first_token_delay_s: float = 0.0,

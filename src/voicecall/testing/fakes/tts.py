@@ -38,7 +38,6 @@ import zlib
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
@@ -47,7 +46,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from voicecall.testing.fakes.openai_server import LoopbackServer, openai_error
+from voicecall.testing.fakes.openai_server import LoopbackFake, openai_error
 
 __all__ = [
     "FakeSpeech",
@@ -153,7 +152,7 @@ class SpeechRequest:
     status: int | None = None
 
 
-class FakeSpeech:
+class FakeSpeech(LoopbackFake):
     """OpenAI + ElevenLabs speech endpoints on 127.0.0.1; an async context manager.
 
     `openai_api_key` / `elevenlabs_api_key`, when given, are the only keys accepted; otherwise any
@@ -174,14 +173,7 @@ class FakeSpeech:
         self.lead_s = lead_s
         self.recorded: list[SpeechRequest] = []
         self._scripts: dict[SpeechProvider, deque[SpeechScript]] = {"openai": deque(), "elevenlabs": deque()}
-        self._stopping = asyncio.Event()
-        self._server = LoopbackServer(self.app(), host=host, port=port)
-
-    # -- lifecycle -------------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        """`http://127.0.0.1:PORT`."""
-        return self._server.url
+        super().__init__(self.app(), host=host, port=port)
 
     @property
     def openai_base_url(self) -> str:
@@ -192,22 +184,6 @@ class FakeSpeech:
     def elevenlabs_base_url(self) -> str:
         """What `ElevenLabsTts` takes as `base_url`: `http://127.0.0.1:PORT`."""
         return self._server.url
-
-    async def start(self) -> None:
-        self._stopping = asyncio.Event()
-        await self._server.start()
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        await self._server.stop()
-
-    async def __aenter__(self) -> FakeSpeech:
-        await self.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
 
     # -- scripting -------------------------------------------------------------------------------
     def script(self, provider: SpeechProvider, *, status: int = 200, message: str | None = None,
