@@ -81,7 +81,6 @@ class Utterance:
         "frames",
         "frames_made",
         "frames_sent",
-        "mark",
         "mark_timer",
         "result",
         "space",
@@ -100,7 +99,6 @@ class Utterance:
         self.frames_sent = 0
         self.done_synth = False
         self.task: asyncio.Task[None] | None = None
-        self.mark: str | None = None
         self.mark_timer: asyncio.TimerHandle | None = None
         self.first_tts_byte_at: float | None = None
         self.first_frame_at: float | None = None
@@ -154,8 +152,8 @@ class StreamPlayback:
         self._silence = serializer.audio(stream_id, silence * FRAME_BYTES)
         self._encode = ulaw_encode if serializer.codec == "ulaw" else alaw_encode
         self._pad = silence
-        self.frames_sent = 0
         self.silence_sent = 0
+        """Keep-alive silence frames sent while audio was on its way."""
 
     # -- requests -------------------------------------------------------------------------------
     @property
@@ -231,7 +229,6 @@ class StreamPlayback:
 
     def send_frame(self, frame: str) -> None:
         self._send(frame)
-        self.frames_sent += 1
 
     # -- internals ------------------------------------------------------------------------------
     def _take(self, utt: Utterance) -> str:
@@ -256,7 +253,6 @@ class StreamPlayback:
         """All of `utt` has been sent: mark it, and start the next utterance."""
         self._mark_seq += 1
         name = f"tts-{self._mark_seq}"
-        utt.mark = name
         if utt.frames_made == 0:
             utt.fail(PlaybackError("Telephony TTS produced no audio"))
         else:
