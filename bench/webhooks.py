@@ -136,6 +136,30 @@ async def _wait_for_stop() -> None:
             await watcher
 
 
+@contextlib.asynccontextmanager
+async def _server_gc(mode: str) -> AsyncIterator[str]:
+    """The garbage collector set up as `voicecall serve` sets it up once it has started
+    (`settle_garbage_collector`: start-up objects frozen out of the collector, no automatic
+    full collections, one scheduled every few minutes), or Python's defaults. Yields what was
+    done, for the report."""
+    if mode == "default":
+        yield "python defaults"
+        return
+    try:
+        from voicecall.cli.app import collect_garbage_periodically, settle_garbage_collector
+    except ImportError:  # a tree from before 044e9b4
+        yield "python defaults (this tree's voicecall serve does not tune it)"
+        return
+    settle_garbage_collector()
+    collector = asyncio.create_task(collect_garbage_periodically())
+    try:
+        yield "as voicecall serve (settle_garbage_collector)"
+    finally:
+        collector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collector
+
+
 def _announce(url: str, **extra: Any) -> None:
     loop = asyncio.get_running_loop()
     info = {"url": url, "pid": os.getpid(), "eventLoop": type(loop).__module__.split(".")[0],
@@ -155,7 +179,7 @@ def _listener_info(sock: socket.socket) -> dict[str, Any]:
     return {"listenerProto": sock.proto, "listenerNodelay": nodelay}
 
 
-async def _serve_gateway(state_dir: Path, tcp_nodelay: bool) -> None:
+async def _serve_gateway(state_dir: Path, tcp_nodelay: bool, gc_mode: str) -> None:
     """A real gateway on a free loopback port, open to inbound calls, reaper off.
 
     The webhook listener is observed (and, with `tcp_nodelay`, given TCP_NODELAY) by wrapping
@@ -178,9 +202,9 @@ async def _serve_gateway(state_dir: Path, tcp_nodelay: bool) -> None:
     namespace["bind_listener"] = observed_bind_listener
     config = {"provider": "mock", "maxConcurrentCalls": 1_000_000, "inboundPolicy": "open",
               "staleCallReaperSeconds": 0}
-    async with running_gateway(state_dir, config) as runtime:
+    async with running_gateway(state_dir, config) as runtime, _server_gc(gc_mode) as gc_setup:
         info = _listener_info(listeners["webhook"]) if "webhook" in listeners else {}
-        _announce(runtime.webhook_url, stateDir=str(state_dir), **info)
+        _announce(runtime.webhook_url, stateDir=str(state_dir), gc=gc_setup, **info)
         await _wait_for_stop()
 
 
@@ -211,7 +235,7 @@ async def _serve_like_gateway(app: Any, sock: socket.socket) -> tuple[Any, async
     return server, task
 
 
-async def _serve_bare(tcp_nodelay: bool) -> None:
+async def _serve_bare(tcp_nodelay: bool, gc_mode: str) -> None:
     """One Starlette POST route that reads the body and answers "OK", served like the gateway."""
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -231,16 +255,18 @@ async def _serve_bare(tcp_nodelay: bool) -> None:
     server, task = await _serve_like_gateway(app, sock)
     host, port = sock.getsockname()[:2]
     served_with = "serve_on" if importlib.util.find_spec("voicecall.server.serving") else "uvicorn"
-    _announce(f"http://{host}:{port}{WEBHOOK_PATH}", servedWith=served_with, **_listener_info(sock))
     try:
-        await _wait_for_stop()
+        async with _server_gc(gc_mode) as gc_setup:
+            _announce(f"http://{host}:{port}{WEBHOOK_PATH}", servedWith=served_with, gc=gc_setup,
+                      **_listener_info(sock))
+            await _wait_for_stop()
     finally:
         server.should_exit = True
         await task
 
 
 def serve_main(kind: str, core: int | None, loop_name: str, state_dir: str | None,
-               tcp_nodelay: bool) -> int:
+               tcp_nodelay: bool, gc_mode: str = "serve") -> int:
     """Entry point of a server child process."""
     if core is not None:
         os.sched_setaffinity(0, {core})  # before any thread exists, so the store thread inherits it
@@ -248,9 +274,9 @@ def serve_main(kind: str, core: int | None, loop_name: str, state_dir: str | Non
     if kind == "gateway":
         if not state_dir:
             raise SystemExit("--state-dir is required for the gateway")
-        coro: Coroutine[Any, Any, None] = _serve_gateway(Path(state_dir), tcp_nodelay)
+        coro: Coroutine[Any, Any, None] = _serve_gateway(Path(state_dir), tcp_nodelay, gc_mode)
     else:
-        coro = _serve_bare(tcp_nodelay)
+        coro = _serve_bare(tcp_nodelay, gc_mode)
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if loop_name == "uvloop":
         import uvloop
@@ -270,8 +296,9 @@ class ServerProcess:
     """A server child process; `url` is known once `start` returns."""
 
     def __init__(self, kind: str, *, core: int | None, loop_name: str, work_dir: Path,
-                 tcp_nodelay: bool = False) -> None:
+                 tcp_nodelay: bool = False, gc_mode: str = "serve") -> None:
         self.kind = kind
+        self.gc_mode = gc_mode
         self.tcp_nodelay = tcp_nodelay
         self.core = core
         self.loop_name = loop_name
@@ -294,7 +321,7 @@ class ServerProcess:
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, str(Path(__file__).resolve()), "--serve", self.kind,
-                "--loop", self.loop_name, "--state-dir", str(self.state_dir)]
+                "--loop", self.loop_name, "--state-dir", str(self.state_dir), "--gc", self.gc_mode]
         if self.core is not None:
             argv += ["--core", str(self.core)]
         if self.tcp_nodelay:
@@ -864,6 +891,7 @@ class Options:
     py_spy: Path | None
     tcp_nodelay: bool = False
     py_spy_exe: str | None = None
+    gc: str = "serve"
 
 
 def _target(server: ServerProcess) -> Target:
@@ -1031,6 +1059,7 @@ def environment(opts: Options, gateway: ServerProcess, bare: ServerProcess,
                             "bare": bare.info.get("eventLoop")},
         "serverHttp": {"gateway": gateway.info.get("http"), "bare": bare.info.get("http")},
         "bareServedWith": bare.info.get("servedWith"),
+        "serverGc": {"gateway": gateway.info.get("gc"), "bare": bare.info.get("gc")},
         "listener": {kind: {"proto": server.info.get("listenerProto"),
                             "tcpNodelay": server.info.get("listenerNodelay")}
                      for kind, server in (("gateway", gateway), ("bare", bare))},
@@ -1069,7 +1098,8 @@ def bench_main(opts: Options) -> int:
     core = SERVER_CORE if pinned else None
     work_dir = Path(tempfile.mkdtemp(prefix="voicecall-bench-"))
     servers = [ServerProcess(kind, core=core, loop_name=opts.loop, work_dir=work_dir,
-                             tcp_nodelay=opts.tcp_nodelay) for kind in ("gateway", "bare")]
+                             tcp_nodelay=opts.tcp_nodelay, gc_mode=opts.gc)
+               for kind in ("gateway", "bare")]
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         for server in servers:
@@ -1138,6 +1168,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tcp-nodelay", action="store_true",
                         help="set TCP_NODELAY on both listening sockets (what-if; the gateway as "
                              "shipped leaves Nagle on for accepted connections)")
+    parser.add_argument("--gc", choices=["serve", "default"], default="serve",
+                        help="garbage collector of both servers: as `voicecall serve` sets it up "
+                             "after start-up (default), or Python's defaults")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                         help="record py-spy profiles of the gateway phases into DIR")
@@ -1154,12 +1187,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve:
-        return serve_main(args.serve, args.core, args.loop, args.state_dir, args.tcp_nodelay)
+        return serve_main(args.serve, args.core, args.loop, args.state_dir, args.tcp_nodelay,
+                          args.gc)
     return bench_main(Options(
         duration=args.duration, warmup=args.warmup, concurrency=args.concurrency, calls=args.calls,
         rate=args.rate, rounds=args.rounds, clients=args.clients, loop=args.loop,
         generator_loop=args.generator_loop, out=args.out, py_spy=args.py_spy, tcp_nodelay=args.tcp_nodelay,
-        py_spy_exe=_find_py_spy() if args.py_spy else None))
+        py_spy_exe=_find_py_spy() if args.py_spy else None, gc=args.gc))
 
 
 def _find_py_spy() -> str | None:
