@@ -11,7 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
-import httpx
+import aiohttp
 
 __all__ = [
     "DEFAULT_HTTP_TIMEOUT_S",
@@ -27,6 +27,8 @@ TtsChunk: TypeAlias = bytes
 
 DEFAULT_HTTP_TIMEOUT_S = 30.0
 """Per-operation HTTP timeout of a provider (connect, read); the chain's synthesis timeout is tighter."""
+ERROR_BODY_LIMIT = 4096
+"""How much of an error response is read for its message."""
 
 
 class TtsError(Exception):
@@ -94,60 +96,65 @@ def error_detail(raw: bytes, limit: int = 300) -> str:
     return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
-async def read_limited(response: httpx.Response, limit: int = 4096) -> bytes:
-    """Up to `limit` bytes of a streamed response body (for error messages)."""
-    data = b""
-    async for piece in response.aiter_bytes():
-        data += piece
-        if len(data) >= limit:
-            break
-    return data[:limit]
-
-
-async def stream_pcm(client: httpx.AsyncClient, label: str, url: str, *, json_body: Any,
+async def stream_pcm(session: aiohttp.ClientSession, label: str, url: str, *, json_body: Any,
                      headers: dict[str, str], params: dict[str, str] | None = None
                      ) -> AsyncIterator[TtsChunk]:
     """POST `json_body` to a streaming speech endpoint and yield its PCM16 as it arrives.
 
+    Each yield is everything that has arrived since the last one (aiohttp decodes the chunked
+    body in C and buffers it), so a consumer that reads in bursts gets few large pieces.
     Errors become `TtsError` naming `label` ("OpenAI", "ElevenLabs"): an HTTP error status with
     the provider's message, a timeout, or a transport failure.
     """
     try:
-        async with client.stream("POST", url, params=params, json=json_body,
-                                 headers=headers) as response:
-            if not 200 <= response.status_code < 300:
-                detail = error_detail(await read_limited(response))
-                raise TtsError(f"{label} TTS failed: HTTP {response.status_code}"
+        async with session.post(url, params=params, json=json_body,
+                                headers={**headers, "accept-encoding": "identity"}) as response:
+            if not 200 <= response.status < 300:
+                detail = error_detail(await response.content.read(ERROR_BODY_LIMIT))
+                raise TtsError(f"{label} TTS failed: HTTP {response.status}"
                                + (f": {detail}" if detail else ""))
-            async for chunk in aligned_pcm16(response.aiter_bytes()):
+            async for chunk in aligned_pcm16(response.content.iter_any()):
                 yield chunk
-    except httpx.TimeoutException as exc:
+    except TimeoutError as exc:  # aiohttp's socket timeouts are TimeoutErrors too
         raise TtsError(f"{label} TTS timed out ({type(exc).__name__})") from None
-    except httpx.HTTPError as exc:
+    except aiohttp.ClientError as exc:
         raise TtsError(f"{label} TTS request failed: {type(exc).__name__}: {exc}") from None
 
 
 class HttpClientHolder:
-    """One httpx client per event loop (a pool belongs to the loop that opened it), or an injected one."""
+    """One aiohttp session per event loop (a connection pool belongs to the loop that opened it),
+    or an injected one.
 
-    def __init__(self, client: httpx.AsyncClient | None, timeout_s: float) -> None:
-        self._injected = client
-        self._timeout_s = timeout_s
-        self._client: httpx.AsyncClient | None = None
+    aiohttp rather than httpx for this one job: a TTS stream is read for as long as a call
+    speaks, on every call at once, and httpx/httpcore/anyio cost about three times as much CPU
+    per network read (a cancel scope and several generator layers each) as aiohttp's C-parsed,
+    buffered stream. The pool has no connection cap: the media endpoint's `maxConnections`
+    already bounds how many calls speak at once, and a capped pool (httpx's default is 100)
+    would leave the calls past the cap hearing silence while they wait for a connection.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession | None, timeout_s: float) -> None:
+        self._injected = session
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def get(self) -> httpx.AsyncClient:
+    def get(self) -> aiohttp.ClientSession:
         if self._injected is not None:
             return self._injected
         loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            # A client from another (finished) loop cannot be closed from here; drop it.
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout_s), follow_redirects=False)
+        if self._session is None or self._loop is not loop:
+            # A session from another (finished) loop cannot be closed from here; drop it.
+            if self._session is not None:
+                self._session.detach()
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, trust_env=True,
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
             self._loop = loop
-        return self._client
+        return self._session
 
     async def aclose(self) -> None:
-        client, loop = self._client, self._loop
-        self._client = self._loop = None
-        if client is not None and loop is asyncio.get_running_loop():
-            await client.aclose()
+        session, loop = self._session, self._loop
+        self._session = self._loop = None
+        if session is not None and loop is asyncio.get_running_loop():
+            await session.close()

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 
 from voicecall.speech.tts.base import (
     DEFAULT_HTTP_TIMEOUT_S,
@@ -63,7 +63,7 @@ class ElevenLabsTts:
                  voice_id: str = DEFAULT_ELEVENLABS_VOICE_ID, model_id: str = DEFAULT_ELEVENLABS_MODEL_ID,
                  voice_settings: Mapping[str, Any] | None = None, seed: int | None = None,
                  apply_text_normalization: Literal["auto", "on", "off"] | None = None,
-                 language_code: str | None = None, client: httpx.AsyncClient | None = None,
+                 language_code: str | None = None, session: aiohttp.ClientSession | None = None,
                  http_timeout_s: float = DEFAULT_HTTP_TIMEOUT_S) -> None:
         if not api_key:
             raise TtsError("ElevenLabs TTS needs an API key")
@@ -75,7 +75,7 @@ class ElevenLabsTts:
         self.seed = seed
         self.apply_text_normalization = apply_text_normalization
         self.language_code = language_code
-        self._http = HttpClientHolder(client, http_timeout_s)
+        self._http = HttpClientHolder(session, http_timeout_s)
 
     def __repr__(self) -> str:
         return (f"ElevenLabsTts(base_url={self.base_url!r}, voice_id={self.voice_id!r}, "

@@ -6,7 +6,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 
 from voicecall.speech.tts.base import (
     DEFAULT_HTTP_TIMEOUT_S,
@@ -64,7 +64,7 @@ class OpenAITts:
     def __init__(self, api_key: str, *, base_url: str | None = None, model: str = DEFAULT_OPENAI_TTS_MODEL,
                  voice: str = DEFAULT_OPENAI_TTS_VOICE, speed: float | None = None,
                  instructions: str | None = None, env: Mapping[str, str] | None = None,
-                 client: httpx.AsyncClient | None = None,
+                 session: aiohttp.ClientSession | None = None,
                  http_timeout_s: float = DEFAULT_HTTP_TIMEOUT_S) -> None:
         if not api_key:
             raise TtsError("OpenAI TTS needs an API key")
@@ -74,7 +74,7 @@ class OpenAITts:
         self.voice = voice
         self.speed = speed
         self.instructions = instructions
-        self._http = HttpClientHolder(client, http_timeout_s)
+        self._http = HttpClientHolder(session, http_timeout_s)
 
     def __repr__(self) -> str:
         return f"OpenAITts(base_url={self.base_url!r}, model={self.model!r}, voice={self.voice!r})"
