@@ -167,6 +167,113 @@ async def test_peer_that_never_answers_the_close_is_dropped(
     assert transport.closed
 
 
+# -- the frame fast paths ------------------------------------------------------------------------
+class Recorder:
+    """A session that records what the connection hands it."""
+
+    ended = False
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    def handle(self, message: Any) -> None:
+        self.messages.append(message)
+
+    def end(self) -> None:
+        self.ended = True
+
+
+def media(payload: bytes) -> str:
+    import base64
+    return ('{"event":"media","sequenceNumber":"7","media":{"track":"inbound","chunk":"6",'
+            f'"timestamp":"120","payload":"{base64.b64encode(payload).decode()}"}},"streamSid":"MZ1"}}')
+
+
+def client_frames(peer: Peer, *messages: str | Frame) -> bytes:
+    """Masked client frames, as a real client writes them."""
+    for message in messages:
+        if isinstance(message, Frame):
+            peer.client.send_frame(message)
+        else:
+            peer.client.send_text(message.encode())
+    return b"".join(peer.client.data_to_send())
+
+
+def payloads(recorder: Recorder) -> list[bytes]:
+    return [m.payload for m in recorder.messages]
+
+
+@pytest.fixture
+def streaming(socket_pair: tuple[MediaConnection, FakeTransport, Peer]
+              ) -> tuple[MediaConnection, FakeTransport, Peer, Recorder]:
+    connection, transport, peer = socket_pair
+    recorder = Recorder()
+    connection.session = recorder  # type: ignore[assignment]
+    return connection, transport, peer, recorder
+
+
+@pytest.mark.parametrize("cuts", [[], [1], [3, 9], [200], [401], list(range(1, 900, 7))])
+async def test_inbound_frames_cut_anywhere_or_run_together_arrive_whole_and_in_order(
+        streaming: tuple[MediaConnection, FakeTransport, Peer, Recorder], cuts: list[int]) -> None:
+    connection, _transport, peer, recorder = streaming
+    sent = [bytes([i]) * 160 for i in range(3)] + [bytes([9]) * 4000]  # the last needs a 16-bit length
+    wire = client_frames(peer, *(media(p) for p in sent))
+    edges = [0, *[c for c in cuts if c < len(wire)], len(wire)]
+    for a, b in zip(edges, edges[1:], strict=False):
+        connection.data_received(wire[a:b])
+    assert payloads(recorder) == sent
+    assert not connection.closing
+
+
+async def test_a_ping_between_media_frames_is_answered_and_the_media_still_arrives(
+        streaming: tuple[MediaConnection, FakeTransport, Peer, Recorder]) -> None:
+    connection, _transport, peer, recorder = streaming
+    wire = client_frames(peer, media(b"\x01" * 160), Frame(Opcode.PING, b"hi"), media(b"\x02" * 160))
+    connection.data_received(wire)
+    assert payloads(recorder) == [b"\x01" * 160, b"\x02" * 160]
+    pongs = [f for f in peer.frames() if f.opcode is Opcode.PONG]
+    assert [p.data for p in pongs] == [b"hi"]
+
+
+async def test_a_fragmented_message_is_reassembled_by_the_full_parser(
+        streaming: tuple[MediaConnection, FakeTransport, Peer, Recorder]) -> None:
+    connection, _transport, peer, recorder = streaming
+    text = media(b"\x05" * 160).encode()
+    wire = client_frames(peer, Frame(Opcode.TEXT, text[:50], fin=False), Frame(Opcode.CONT, text[50:]),
+                         media(b"\x06" * 160))
+    connection.data_received(wire)
+    assert payloads(recorder) == [b"\x05" * 160, b"\x06" * 160]
+
+
+async def test_an_oversized_frame_after_media_still_closes_with_1009(
+        streaming: tuple[MediaConnection, FakeTransport, Peer, Recorder]) -> None:
+    connection, _transport, peer, recorder = streaming
+    wire = client_frames(peer, media(b"\x01" * 160), "x" * (70 * 1024))
+    connection.data_received(wire)
+    assert payloads(recorder) == [b"\x01" * 160]
+    assert close_of(peer.frames()).code == 1009
+    assert connection.closing
+
+
+async def test_an_unmasked_client_frame_is_a_protocol_error_not_media(
+        streaming: tuple[MediaConnection, FakeTransport, Peer, Recorder]) -> None:
+    connection, _transport, peer, recorder = streaming
+    text = media(b"\x01" * 160).encode()
+    connection.data_received(bytes((0x81, 126, len(text) >> 8, len(text) & 0xFF)) + text)
+    assert recorder.messages == []
+    assert close_of(peer.frames()).code == 1002
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+async def test_outbound_frames_of_every_length_class_parse_as_one_text_message(
+        socket_pair: tuple[MediaConnection, FakeTransport, Peer], size: int) -> None:
+    connection, _transport, peer = socket_pair
+    text = "a" * size
+    assert connection.send_text(text) is True
+    frames = peer.frames()
+    assert [(f.opcode, f.fin, f.data) for f in frames] == [(Opcode.TEXT, True, text.encode())]
+
+
 # -- client_ip -----------------------------------------------------------------------------------
 PROXY = "10.0.0.1"
 TRUSTING = MediaLimits(trust_forwarding_headers=True, trusted_proxy_ips=frozenset({PROXY, "127.0.0.1"}))
