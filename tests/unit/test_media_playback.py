@@ -239,13 +239,13 @@ def test_outbound_messages_are_twilio_json() -> None:
 
 
 class BurstThenPause:
-    """2.1 s of audio in 20 ms chunks at once, then a long pause, then the rest."""
+    """0.96 s of audio in 20 ms chunks at once (less than the read-ahead cap), a long pause, the rest."""
 
     def __init__(self) -> None:
         self.resume = asyncio.Event()
 
     async def stream(self, text: str) -> AsyncIterator[tuple[int, bytes]]:
-        pcm = tone(2.1)
+        pcm = tone(0.96)
         step = RATE * 2 // 50
         for i in range(0, len(pcm), step):
             yield RATE, pcm[i:i + step]
@@ -253,7 +253,11 @@ class BurstThenPause:
         yield RATE, tone(0.1)
 
 
+BATCH_FRAMES = int(playback_module.BATCH_S / 0.02)
+
+
 async def test_audio_held_for_a_batch_is_converted_before_the_queue_runs_low() -> None:
+    assert playback_module.READ_AHEAD_FRAMES > 48  # the burst must not hit the cap
     speech = BurstThenPause()
     wire = Wire()
     playback = StreamPlayback(stream_id="MZ1", serializer=TwilioStreamSerializer(),
@@ -261,29 +265,35 @@ async def test_audio_held_for_a_batch_is_converted_before_the_queue_runs_low() -
     utt = playback.play("Hello.")
     for _ in range(100):
         await asyncio.sleep(0)
-    # 105 frames of audio arrived: ~15 converted one by one, then half-second batches; the tail
+    # 48 frames of audio arrived: ~16 converted one by one, then a half-second batch; the tail
     # (less than a batch) waits.
-    assert utt.frames_made <= 95, utt.frames_made
-    await asyncio.sleep(1.8)  # the TTS stream is paused; the batch timer must not wait for it
-    assert utt.frames_made >= 100  # all but the resampler's filter delay (flushed at the end)
+    before = utt.frames_made
+    assert before <= playback_module.EAGER_AHEAD_FRAMES + BATCH_FRAMES + 3, before
+    await asyncio.sleep(1.2)  # the TTS stream is paused; the batch timer must not wait for it
+    # the tail was converted (all but the resampler's filter delay, flushed at the end)
+    assert utt.frames_made >= before + 3 and utt.frames_made >= 43, (before, utt.frames_made)
     speech.resume.set()
     for _ in range(50):
         await asyncio.sleep(0)
     assert utt.done_synth
 
 
-async def test_synthesis_stops_three_seconds_ahead_of_playback_and_resumes_as_it_plays() -> None:
+async def test_synthesis_stops_a_second_ahead_of_playback_and_resumes_as_it_plays() -> None:
+    cap, resume = playback_module.READ_AHEAD_FRAMES, playback_module.RESUME_AHEAD_FRAMES
     playback, _wire = make(FakeSpeech(10.0))
     utt = playback.play("A very long answer.")
     for _ in range(600):
         await asyncio.sleep(0)
     held = utt.frames_made
-    assert 150 <= held <= 150 + 26, held  # 3 s queued (+ at most one half-second batch)
-    for _ in range(80):  # play 1.6 s
-        frame = playback.next_frame()
-        assert frame is not None
-        playback.send_frame(frame)
+    assert cap <= held <= cap + BATCH_FRAMES + 1, held  # 1 s queued (+ at most one batch)
+    while len(utt.frames) > resume + 5:  # not yet down to the resume mark: still paused
+        playback.send_frame(playback.next_frame() or "")
+    for _ in range(200):
+        await asyncio.sleep(0)
+    assert utt.frames_made == held
+    for _ in range(10):  # now below it
+        playback.send_frame(playback.next_frame() or "")
     for _ in range(600):
         await asyncio.sleep(0)
     assert utt.frames_made > held  # reading resumed once playback caught up
-    assert len(utt.frames) <= 150 + 26
+    assert len(utt.frames) <= cap + BATCH_FRAMES + 1

@@ -37,11 +37,15 @@ FRAME_S = 0.02
 EAGER_AHEAD_FRAMES = 15
 """Below this many queued frames (300 ms) every TTS chunk is converted on arrival."""
 BATCH_S = 0.5
-"""Above it, TTS audio is converted in batches of this many seconds."""
-READ_AHEAD_FRAMES = 150
-"""Synthesis pauses once this many frames (3 s) wait to be played..."""
-RESUME_AHEAD_FRAMES = 100
-"""...and resumes when playback is down to this many (2 s)."""
+"""Above it, TTS audio is converted in batches of this many seconds, and a larger burst in
+slices of this size with the event loop free between them (other calls' frames stay on time)."""
+READ_AHEAD_FRAMES = 50
+"""Synthesis pauses once this many frames (1 s) wait to be played...
+While it pauses, the TTS audio waits in the chain's read-ahead, the HTTP client's buffer and the
+socket, so when it resumes it takes everything that arrived meanwhile in one piece: a few
+conversions per second of audio per call instead of one per network read."""
+RESUME_AHEAD_FRAMES = 30
+"""...and resumes when playback is down to this many (0.6 s)."""
 MARK_GRACE_S = 5.0
 """How long after its last frame an utterance's mark may take to come back before it fails."""
 
@@ -302,6 +306,21 @@ class StreamPlayback:
                 pending.clear()
                 pending_bytes = 0
 
+        async def convert_in_slices(slice_bytes: int) -> None:
+            nonlocal pending_bytes, timer
+            if timer is not None:
+                timer.cancel()
+                timer = None
+            if not pending or resampler is None:
+                return
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            pending.clear()
+            pending_bytes = 0
+            for start in range(0, len(data), slice_bytes):
+                if start:
+                    await asyncio.sleep(0)  # let the pacer and other calls run between slices
+                self._push(utt, splitter, resampler.process(data[start:start + slice_bytes]))
+
         try:
             async for audio in self._sentences(utt):
                 async for rate, pcm in audio:
@@ -315,8 +334,9 @@ class StreamPlayback:
                     pending.append(pcm)
                     pending_bytes += len(pcm)
                     ahead = len(utt.frames)
-                    if ahead < EAGER_AHEAD_FRAMES or pending_bytes >= rate * 2 * BATCH_S:
-                        convert()
+                    batch_bytes = int(rate * BATCH_S) * 2
+                    if ahead < EAGER_AHEAD_FRAMES or pending_bytes >= batch_bytes:
+                        await convert_in_slices(batch_bytes)
                     elif timer is None:
                         timer = loop.call_later((ahead - EAGER_AHEAD_FRAMES) * FRAME_S, convert)
                     if len(utt.frames) >= READ_AHEAD_FRAMES:

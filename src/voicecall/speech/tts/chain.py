@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TELEPHONY_TTS_TIMEOUT_S = 8.0
 DEFAULT_TTS_MAX_TEXT_LENGTH = 4096
-DEFAULT_READ_AHEAD_S = 2.0
+DEFAULT_READ_AHEAD_S = 1.0
 """Audio the synthesis task reads ahead of its consumer before it stops reading the provider."""
 NO_AUDIO_MESSAGE = "Telephony TTS produced no audio"
 TELEPHONY_TTS_PROVIDERS: tuple[str, ...] = ("openai", "elevenlabs")
