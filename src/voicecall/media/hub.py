@@ -81,6 +81,7 @@ class MediaHub:
         self._first_frame_ms: deque[float] = deque(maxlen=10_000)
         self.streams_opened = 0
         self.streams_refused = 0
+        self._ended_silence_frames = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -150,6 +151,7 @@ class MediaHub:
 
     def on_stream_end(self, session: StreamSession) -> None:
         self.pacer.remove(session.playback)
+        self._ended_silence_frames += session.playback.silence_sent
         cid = session.call_id
         if self._sessions.get(cid) is not session:
             return  # replaced by a newer stream
@@ -279,6 +281,10 @@ class MediaHub:
             "streamsOpened": self.streams_opened,
             "streamsRefused": self.streams_refused,
             "ttsFirstByteToFirstFrameMs": summarize(self._first_frame_ms),
+            # Keep-alive silence sent while speech was due but its audio had not arrived (a TTS
+            # that cannot keep up shows here, not as jitter: silence frames are paced too).
+            "keepAliveSilenceFrames": self._ended_silence_frames + sum(
+                s.playback.silence_sent for s in self._sessions.values()),
             "pacer": {"ticks": p.ticks, "lateTicks": p.late_ticks, "skippedTicks": p.skipped_ticks,
                       "maxLatenessMs": round(p.max_lateness_ms, 3), "framesSent": p.frames_sent,
                       "sinkErrors": p.sink_errors},
