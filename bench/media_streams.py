@@ -83,6 +83,7 @@ from voicecall.testing.twilio import Callee, SimCall, TwilioSimulator, sign
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LOADGEN = ROOT.parent / "shared" / "bench" / "loadgen.py"
+STREAMGEN = ROOT / "bench" / "streamgen.py"
 SERVER_CORE = 0
 HELPER_CORE = 1
 TARGET_STREAMS = 400
@@ -143,6 +144,7 @@ class Options:
     tts_lead: float
     tts_chunk_bytes: int
     loadgen: Path
+    generator: str
     loadgen_cpu_limit: float
     max_connections: int
     out: Path | None
@@ -185,7 +187,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     ap.add_argument("--tts-lead", type=float, default=1.0,
                     help="seconds of audio the fake TTS sends at once first (default %(default)s)")
     ap.add_argument("--tts-chunk-bytes", type=int, default=4800, help="default %(default)s (100 ms)")
-    ap.add_argument("--loadgen", type=Path, default=DEFAULT_LOADGEN, help="default %(default)s")
+    ap.add_argument("--generator", choices=["reference", "streamgen"], default="reference",
+                    help="the load generator: the reference (--loadgen) or bench/streamgen.py, the project's "
+                         "own, which measures the same at a fraction of the CPU per stream "
+                         "(bench/media_streams.md; default %(default)s)")
+    ap.add_argument("--loadgen", type=Path, default=DEFAULT_LOADGEN,
+                    help="the reference load generator (default %(default)s)")
     ap.add_argument("--loadgen-cpu-limit", type=float, default=85.0,
                     help="the loadgen flags itself saturated above this CPU %% (default %(default)s)")
     ap.add_argument("--max-connections", type=int, default=10_000,
@@ -220,7 +227,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         ramp=ramp, bisect=not a.no_bisect, resolution=a.resolution, min_step=max(1, a.min_step),
         confirm=max(0, a.confirm), duration=a.duration, warmup=a.warmup, connect_rate=a.connect_rate,
         overload=not a.no_overload, overload_capacity=a.overload_capacity, tts_seconds=a.tts_seconds,
-        tts_speed=a.tts_speed, tts_lead=a.tts_lead, tts_chunk_bytes=a.tts_chunk_bytes, loadgen=a.loadgen,
+        tts_speed=a.tts_speed, tts_lead=a.tts_lead, tts_chunk_bytes=a.tts_chunk_bytes,
+        loadgen=STREAMGEN if a.generator == "streamgen" else a.loadgen, generator=a.generator,
         loadgen_cpu_limit=a.loadgen_cpu_limit, max_connections=a.max_connections, out=a.out,
         py_spy=a.py_spy, keep=a.keep, quick=a.quick, quiet_wait=a.quiet_wait, retries=max(0, a.retries),
         nice=a.nice, fifo=max(0, a.fifo), gateway_loop=a.gateway_loop, gc_log=a.gc_log)
@@ -983,6 +991,7 @@ def report(bench: Bench, search: dict[str, Any], overload: dict[str, Any] | None
             "pinned": pinned, "serverCore": SERVER_CORE if pinned else None,
             "loadgenAndHelperCore": HELPER_CORE if pinned else None,
             "gitRevision": git_revision(),
+            "generator": opts.generator,
             "loadgen": str(opts.loadgen),
             "versions": {k: _version(k) for k in ("websockets", "uvicorn", "uvloop", "numpy", "soxr")},
             "helperEventLoop": type(asyncio.get_running_loop()).__module__.split(".")[0],
