@@ -152,6 +152,8 @@ class MediaConnection(asyncio.Protocol):
         self._authorizing = False
         self._buffered: list[StreamMessage] = []
         self._fragments: list[bytes] | None = None
+        self._max_frame = endpoint.limits.max_frame_bytes
+        self._parse = endpoint.serializer.parse
         self._start_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._auth_task: asyncio.Task[None] | None = None
@@ -184,9 +186,9 @@ class MediaConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
-        if self.session is not None and not conn.reader.buffer and conn.current_size is None \
-                and conn.state is State.OPEN:
-            used = self._fast_frames(data)
+        if self.session is not None and not self.closing and not conn.reader.buffer \
+                and conn.current_size is None:
+            used = self._fast_frames(data, self.session)
             if used == len(data):
                 return
             data = data[used:]
@@ -216,16 +218,18 @@ class MediaConnection(asyncio.Protocol):
             whole, self._fragments = b"".join(self._fragments), None
             self._message(whole)
 
-    def _fast_frames(self, data: bytes) -> int:
+    def _fast_frames(self, data: bytes, session: StreamSession) -> int:
         """Handle the complete, unfragmented, masked data frames at the start of `data` without
         the `websockets` parser (fifty media frames a second per call make its generic parsing
         the largest cost on the inbound path); return how many bytes were used.
 
-        Only called while that parser sits at a frame boundary with nothing buffered, so what is
-        left (a control frame, a fragment, a frame cut by the network, anything unusual or over
-        the size limit) goes to it unchanged and gets its full checks."""
+        Only called on an open socket with a session, while that parser sits at a frame boundary
+        with nothing buffered, so what is left (a control frame, a fragment, a frame cut by the
+        network, anything unusual or over the size limit, everything after a message that
+        closed the socket) goes to it unchanged and gets its full checks."""
         size = len(data)
-        limit = self.endpoint.limits.max_frame_bytes
+        limit = self._max_frame
+        parse = self._parse
         pos = 0
         while size - pos >= 6:
             first = data[pos]
@@ -246,8 +250,16 @@ class MediaConnection(asyncio.Protocol):
             end = head + 4 + length
             if length > limit or end > size:
                 break
-            self._message(apply_mask(data[head + 4:end], data[head:head + 4]))
             pos = end
+            try:
+                message = parse(apply_mask(data[head + 4:end], data[head:head + 4]))
+            except (ValueError, UnicodeDecodeError) as exc:
+                log.debug("media stream from %s: ignored a malformed message: %s", self.client_ip, exc)
+                continue
+            if message is not None:
+                session.handle(message)
+                if self.closing:
+                    break
         return pos
 
     def eof_received(self) -> bool | None:
