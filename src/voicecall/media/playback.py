@@ -220,7 +220,11 @@ class StreamPlayback:
         utt = self._active
         if utt is None:
             return None
-        if utt.frames:
+        frames = utt.frames
+        if frames:
+            if utt.space is None and utt.first_frame_at is not None:  # the common case, inline
+                utt.frames_sent += 1
+                return frames.popleft()
             return self._take(utt)
         if not utt.done_synth:
             self.silence_sent += 1
@@ -380,9 +384,18 @@ class StreamPlayback:
                 self._queue.remove(utt)
 
     def _push(self, utt: Utterance, splitter: FrameSplitter, pcm: bytes) -> None:
-        if pcm:
-            for frame in splitter.push(self._encode(pcm)):
-                self._queue_frame(utt, frame)
+        if not pcm:
+            return
+        payloads = splitter.push(self._encode(pcm))
+        if not payloads:
+            return
+        audio, stream_id = self.serializer.audio, self.stream_id
+        first = utt.frames_made == 0
+        utt.frames.extend([audio(stream_id, payload) for payload in payloads])
+        utt.frames_made += len(payloads)
+        if first and utt is self._active and utt.frames_sent == 0:
+            # First audio of the utterance now playing: send it now, not at the next tick.
+            self.send_frame(self._take(utt))
 
     def _queue_frame(self, utt: Utterance, frame: bytes) -> None:
         utt.frames.append(self.serializer.audio(self.stream_id, frame))

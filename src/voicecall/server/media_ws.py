@@ -153,6 +153,7 @@ class MediaConnection(asyncio.Protocol):
         self._buffered: list[StreamMessage] = []
         self._fragments: list[bytes] | None = None
         self._max_frame = endpoint.limits.max_frame_bytes
+        self._max_send = endpoint.limits.max_send_buffer
         self._parse = endpoint.serializer.parse
         self._start_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
@@ -371,9 +372,11 @@ class MediaConnection(asyncio.Protocol):
     def send_text(self, text: str) -> bool:
         """Send one message now; False if the socket is closed (or just closed for backpressure)."""
         transport = self.transport
-        if self.closing or transport is None or self.conn.state is not State.OPEN:
+        # `accepted` and not `closing` is the state machine's OPEN (its `state` is a property,
+        # and this runs fifty times a second per call).
+        if self.closing or not self.accepted or transport is None:
             return False
-        limit = self.endpoint.limits.max_send_buffer
+        limit = self._max_send
         if transport.get_write_buffer_size() > limit:
             self.close(1013, "Backpressure: send buffer exceeded")
             return False
