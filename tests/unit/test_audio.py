@@ -336,3 +336,49 @@ async def test_failing_sink_is_removed_and_others_continue(caplog: pytest.LogCap
     assert len(good_before.sent) == len(good_after.sent) == pacer.stats.ticks >= 5
     assert "removing it from the pacer" in caplog.text
     pacer.remove(bad_next)  # removing an unknown sink is harmless
+
+
+async def test_after_tick_runs_once_per_tick_after_every_frame_is_sent(
+        caplog: pytest.LogCaptureFixture) -> None:
+    loop = asyncio.get_running_loop()
+    pacer = Pacer(20)
+    sinks = [RecordingSink(pacer, loop) for _ in range(3)]
+    for s in sinks:
+        pacer.add(s)
+    seen: list[list[int]] = []  # frames sent by each sink when the hook ran
+
+    def hook() -> None:
+        seen.append([len(s.sent) for s in sinks])
+        if len(seen) == 2:
+            raise RuntimeError("hook broke")
+
+    pacer.after_tick = hook
+    async with pacer:
+        await asyncio.sleep(0.15)
+    assert len(seen) == pacer.stats.ticks >= 4  # a failing hook does not stop the clock
+    assert all(counts == [i + 1] * 3 for i, counts in enumerate(seen))
+    assert "after-tick hook failed" in caplog.text
+
+
+def test_collect_after_ticks_runs_the_due_young_collection_with_automatic_gc_off() -> None:
+    import gc
+
+    from voicecall.gateway.garbage import CollectAfterTicks
+
+    was_enabled = gc.isenabled()
+    collector = CollectAfterTicks(young=50, middle=3)
+    collector.install()
+    try:
+        assert not gc.isenabled()
+        gc.collect()
+        collector()
+        assert collector.collections == [0, 0]  # nothing due yet
+        junk: list[list[int]] = []
+        for _round in range(4):
+            junk.extend([i] for i in range(60))  # 60 tracked objects survive: generation 0 is due
+            collector()
+        assert collector.collections == [3, 1]  # the fourth is due in generation 1
+        assert gc.get_count()[0] < 50
+    finally:
+        collector.uninstall()
+    assert gc.isenabled() == was_enabled

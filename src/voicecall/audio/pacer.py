@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -69,6 +70,9 @@ class Pacer:
         self._t0 = 0.0
         self._n = 0
         self.stats = PacerStats(lateness_ms=deque(maxlen=max(0, history)))
+        self.after_tick: Callable[[], None] | None = None
+        """Called after each tick has sent its frames: work that must not delay a frame (e.g.
+        garbage collection) runs here, in the gap before the next tick."""
 
     # sinks -----------------------------------------------------------------------------------
 
@@ -156,6 +160,11 @@ class Pacer:
                 stats.sink_errors += 1
                 self.remove(sink)
         stats.frames_sent += sent
+        if self.after_tick is not None:
+            try:
+                self.after_tick()
+            except Exception:
+                log.exception("the pacer's after-tick hook failed")
 
         self._n += 1
         if self._handle is not None:  # not stopped by a sink during this tick

@@ -36,6 +36,7 @@ from voicecall.config import (
     store_dir,
 )
 from voicecall.gateway.client import GatewayUnavailable, RpcError
+from voicecall.gateway.garbage import CollectAfterTicks
 from voicecall.gateway.ports import PortInUse
 from voicecall.gateway.runtime import Runtime
 from voicecall.store import SQLiteCallStore
@@ -172,6 +173,11 @@ def serve(as_json: JsonOpt = False) -> None:
             render.banner(out, runtime, state_dir(loaded.env))
         settle_garbage_collector()
         collector = asyncio.create_task(collect_garbage_periodically(), name="voicecall-gc")
+        paced_gc: CollectAfterTicks | None = None
+        if runtime.media is not None:  # young collections in the gaps between frames
+            paced_gc = CollectAfterTicks()
+            paced_gc.install()
+            runtime.media.pacer.after_tick = paced_gc
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -181,6 +187,9 @@ def serve(as_json: JsonOpt = False) -> None:
         finally:
             err.print("stopping…")
             collector.cancel()
+            if paced_gc is not None and runtime.media is not None:
+                runtime.media.pacer.after_tick = None
+                paced_gc.uninstall()
             await runtime.stop()
 
     _run(run(), fast_loop=True)
