@@ -139,7 +139,8 @@ def test_kill_9_mid_conversation_loses_nothing_and_timers_resume(long_gateway: G
 
     def processed() -> list[str]:
         with sqlite3.connect(db) as conn:
-            rows = conn.execute("SELECT key FROM processed_keys WHERE call_id=? ORDER BY seq",
+            rows = conn.execute("SELECT key FROM call_items WHERE id >> 32 = (SELECT rowid FROM calls"
+                                " WHERE call_id=?) AND key IS NOT NULL ORDER BY id",
                                 (call_id,)).fetchall()
         return [key for (key,) in rows]
 

@@ -101,7 +101,7 @@ async def test_saves_write_only_what_changed_and_the_record_loads_whole(tmp_path
             await store.save(call, events=[{"type": "call.speech", "i": i}])
         assert _committed(store, "SELECT COUNT(*) FROM log WHERE kind='snapshot'") == [(1,)]
         assert _committed(store, "SELECT COUNT(*) FROM log WHERE kind='event'") == [(1200,)]
-        assert _committed(store, "SELECT COUNT(*) FROM processed_keys")[0][0] <= 1000
+        assert _committed(store, "SELECT COUNT(*) FROM call_items") == [(1200,)]  # key + entry per row
     async with SQLiteCallStore(tmp_path) as store:
         got = await store.get("P1")
         assert got is not None and [t.text for t in got.transcript] == [f"t{i}" for i in range(1200)]
@@ -149,8 +149,9 @@ async def test_retention_drops_the_rows_of_pruned_calls_and_expired_replay_keys(
         await store.remember_reply("old", {"status": 200, "headers": {}, "body": "OK"})
         assert await store.lookup_replay("old") is None  # already expired
         await store.prune()
-        for table in ("calls", "transcript", "processed_keys", "provider_state"):
+        for table in ("calls", "provider_state"):
             assert len(_committed(store, f"SELECT DISTINCT call_id FROM {table}")) == 2, table
+        assert len(_committed(store, "SELECT DISTINCT id >> 32 FROM call_items")) == 2
         assert _committed(store, "SELECT COUNT(*) FROM replay_keys") == [(0,)]
 
 
@@ -167,3 +168,149 @@ async def test_stored_replies_are_found_after_reopening_and_unknown_keys_are_not
         await store.prune()  # rebuilt from the table
         assert store._replay_filter.count == 50
         assert await store.lookup_replay("k7") == reply
+
+
+async def test_keys_without_transcript_entries_are_trimmed_to_the_newest_kept(tmp_path: Path) -> None:
+    async with SQLiteCallStore(tmp_path) as store:
+        call = rec("c1")
+        for i in range(1600):
+            call.processed_event_ids.append(f"k{i}")
+            if i % 100 == 0:
+                call.transcript.append(TranscriptEntry(timestamp=i, speaker="user", text=f"t{i}"))
+            await store.save(call)
+        key_only = _committed(store, "SELECT COUNT(*) FROM call_items WHERE entry IS NULL")[0][0]
+        assert isinstance(key_only, int) and 500 - 5 <= key_only <= 1000  # bounded: trimmed every 500 rows
+        with_entry = _committed(store, "SELECT key FROM call_items WHERE entry IS NOT NULL ORDER BY id")
+        assert with_entry == [(f"k{i}",) for i in range(0, 1600, 100)]  # transcript rows stay whole
+    async with SQLiteCallStore(tmp_path) as store:
+        got = await store.get("c1")
+        assert got is not None and got.processed_event_ids == [f"k{i}" for i in range(1100, 1600)]
+        assert [t.text for t in got.transcript] == [f"t{i}" for i in range(0, 1600, 100)]
+
+
+async def test_a_transcript_shortened_in_memory_is_shortened_in_the_store(tmp_path: Path) -> None:
+    async with SQLiteCallStore(tmp_path) as store:
+        call = rec("c1")
+        for i in range(4):
+            call.transcript.append(TranscriptEntry(timestamp=i, speaker="user", text=f"t{i}"))
+            call.processed_event_ids.append(f"k{i}")
+            await store.save(call)
+        del call.transcript[2:]  # as `CallRecord.roll_back` does
+        await store.save(call)
+        got = await store.get("c1")
+        assert got is not None and [t.text for t in got.transcript] == ["t0", "t1"]
+        call.transcript.append(TranscriptEntry(timestamp=9, speaker="bot", text="again"))
+        await store.save(call)
+    async with SQLiteCallStore(tmp_path) as store:
+        got = await store.get("c1")
+        assert got is not None and [t.text for t in got.transcript] == ["t0", "t1", "again"]
+        assert got.processed_event_ids == ["k0", "k1", "k2", "k3"]
+
+
+_KILLED_WRITER = """
+import asyncio, os, signal, sys
+from voicecall.calls.model import CallRecord, TranscriptEntry
+from voicecall.store import SQLiteCallStore
+
+async def main() -> None:
+    store = SQLiteCallStore(sys.argv[1])
+    store.open()
+    calls = [CallRecord.model_validate({"callId": f"c{i}", "provider": "mock", "direction": "inbound",
+             "state": "listening", "from": "+15550000000", "to": "+15555550123", "startedAt": 1000,
+             "providerCallId": f"P{i}"}) for i in range(3)]
+    for round_ in range(40):
+        for c in calls:
+            c.processed_event_ids.append(f"{c.call_id}-k{round_}")
+            if round_ % 2:
+                c.transcript.append(TranscriptEntry(timestamp=round_, speaker="user", text=f"r{round_}"))
+        await asyncio.gather(*(store.save(c, events=[{"type": "call.speech"}]) for c in calls))
+    os.kill(os.getpid(), signal.SIGKILL)  # right after the last commit, as kill -9 after a 200
+
+asyncio.run(main())
+"""
+
+
+def test_a_kill_9_after_a_commit_keeps_every_key_and_entry_for_restore(tmp_path: Path) -> None:
+    """The store's process dies right after its last commit (no close, no final checkpoint): a
+    reopened store rebuilds each live call's transcript and dedupe keys from what was committed."""
+    import signal
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(tmp_path)], timeout=60)
+    assert done.returncode == -signal.SIGKILL
+
+    async def reopen() -> None:
+        async with SQLiteCallStore(tmp_path) as store:
+            live = {c.call_id: c for c in await store.live_calls()}
+            assert sorted(live) == ["c0", "c1", "c2"]
+            for cid, got in live.items():
+                assert got.processed_event_ids == [f"{cid}-k{r}" for r in range(40)]
+                assert [t.text for t in got.transcript] == [f"r{r}" for r in range(1, 40, 2)]
+                assert got.has_processed(f"{cid}-k39") and not got.has_processed("other")
+
+    asyncio.run(reopen())
+
+
+_OLD_SCHEMA = """
+CREATE TABLE calls (call_id TEXT PRIMARY KEY, provider_call_id TEXT, state TEXT NOT NULL,
+    terminal INTEGER NOT NULL, started_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+    record TEXT NOT NULL);
+CREATE TABLE transcript (call_id TEXT NOT NULL, idx INTEGER NOT NULL, entry TEXT NOT NULL,
+    PRIMARY KEY (call_id, idx)) WITHOUT ROWID;
+CREATE TABLE processed_keys (call_id TEXT NOT NULL, seq INTEGER NOT NULL, key TEXT NOT NULL,
+    PRIMARY KEY (call_id, seq)) WITHOUT ROWID;
+"""
+
+
+async def test_a_store_written_with_separate_transcript_and_key_tables_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "calls.sqlite3")
+    conn.executescript(_OLD_SCHEMA)
+    for cid, state in (("live", "listening"), ("done", "completed")):
+        head = rec(cid, CallState(state)).model_dump_json(
+            by_alias=True, exclude_none=True, exclude={"transcript", "processed_event_ids"})
+        conn.execute("INSERT INTO calls VALUES (?,?,?,?,?,?,?)",
+                     (cid, f"P-{cid}", state, int(state == "completed"), 1000, 1000, head))
+        conn.executemany("INSERT INTO transcript VALUES (?,?,?)", [
+            (cid, i, TranscriptEntry(timestamp=i, speaker="user", text=f"{cid}{i}").to_json())
+            for i in range(3)])
+        conn.executemany("INSERT INTO processed_keys VALUES (?,?,?)",
+                         [(cid, i + 1, f"{cid}-k{i}") for i in range(5)])
+    conn.execute("INSERT INTO transcript VALUES ('orphan', 0, '{}')")
+    conn.commit()
+    conn.close()
+    async with SQLiteCallStore(tmp_path) as store:
+        tables = _committed(store, "SELECT name FROM sqlite_master WHERE type='table'"
+                                   " AND name IN ('transcript', 'processed_keys')")
+        assert tables == []
+        for cid in ("live", "done"):
+            got = await store.get(cid)
+            assert got is not None and [t.text for t in got.transcript] == [f"{cid}{i}" for i in range(3)]
+            assert got.processed_event_ids == [f"{cid}-k{i}" for i in range(5)]
+        live = (await store.live_calls())[0]
+        live.transcript.append(TranscriptEntry(timestamp=9, speaker="bot", text="new"))
+        live.processed_event_ids.append("live-k5")
+        await store.save(live)
+    async with SQLiteCallStore(tmp_path) as store:
+        got = await store.get("live")
+        assert got is not None and [t.text for t in got.transcript][-2:] == ["live2", "new"]
+        assert got.processed_event_ids[-2:] == ["live-k4", "live-k5"]
+
+
+async def test_importing_over_a_stored_call_replaces_its_items(tmp_path: Path) -> None:
+    async with SQLiteCallStore(tmp_path / "a") as store:
+        call = rec("c1", CallState.COMPLETED, endReason="completed", endedAt=9)
+        call.transcript.append(TranscriptEntry(timestamp=5, speaker="bot", text="imported"))
+        await store.save(call)
+        await store.export_jsonl(tmp_path / "calls.jsonl")
+    async with SQLiteCallStore(tmp_path / "b") as store:
+        other = rec("c1")
+        other.transcript.append(TranscriptEntry(timestamp=1, speaker="user", text="local"))
+        other.processed_event_ids.append("k-local")
+        await store.save(other)
+        assert await store.import_jsonl(tmp_path / "calls.jsonl") == 1
+        got = await store.get("c1")
+        assert got is not None and [t.text for t in got.transcript] == ["imported"]
+        assert _committed(store, "SELECT COUNT(*) FROM call_items") == [(0,)]

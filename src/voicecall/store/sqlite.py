@@ -4,8 +4,13 @@ checkpoints it.
 
 Tables:
 - `calls`: the current record of every call (JSON without its transcript and dedupe keys, which
-  grow: they live in `transcript` and `processed_keys`, one row per entry, so an event writes
-  only what it adds);
+  grow: they live in `call_items`, so an event writes only what it adds);
+- `call_items`: a call's transcript entries and processed-event (dedupe) keys, in order, one row
+  per save that added any (an event's key and the transcript entry it added share a row). The
+  row id is the call's `calls` rowid in the high 32 bits and a per-call sequence number in the
+  low 32: one plain table B-tree whose interior pages hold only integers, in which each call's
+  rows are contiguous and a new row lands at the end of its call's range, so a save usually
+  dirties one page (separate `(call_id, idx)` tables for transcript and keys dirtied about 3.4);
 - `log`: append-only snapshots, events and turns (`tail`, `latency`), newest kept up to a cap;
 - `replay_keys`: verified webhook identities with an expiry (replays survive restarts, SPEC Q12);
 - `rejected_keys`: dedupe keys of rejected inbound calls (SPEC Q15);
@@ -50,12 +55,7 @@ CREATE TABLE IF NOT EXISTS log (
 );
 CREATE INDEX IF NOT EXISTS log_kind ON log(kind, seq);
 CREATE TABLE IF NOT EXISTS replay_keys (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL, reply TEXT);
-CREATE TABLE IF NOT EXISTS transcript (
-    call_id TEXT NOT NULL, idx INTEGER NOT NULL, entry TEXT NOT NULL, PRIMARY KEY (call_id, idx)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS processed_keys (
-    call_id TEXT NOT NULL, seq INTEGER NOT NULL, key TEXT NOT NULL, PRIMARY KEY (call_id, seq)
-) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS call_items (id INTEGER PRIMARY KEY, key TEXT, entry TEXT);
 CREATE TABLE IF NOT EXISTS rejected_keys (key TEXT PRIMARY KEY, at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS provider_state (call_id TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
@@ -71,6 +71,8 @@ MAX_KEYS_KEPT = 500
 EXPIRED_REPLAY_KEYS_PER_PRUNE = 5_000
 CACHE_KIB = 64 * 1024
 _HEAD_EXCLUDE = {"transcript", "processed_event_ids"}
+_ITEM_BITS = 32  # call_items.id = calls.rowid << _ITEM_BITS | per-call sequence number
+_ITEM_MASK = (1 << _ITEM_BITS) - 1
 _json = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps(..., separators) builds one per call
 
 
@@ -117,7 +119,7 @@ class SQLiteCallStore:
         self._logged_state: dict[str, str] = {}
         self._transcript_len: dict[str, int] = {}
         self._known_keys: dict[str, set[str]] = {}
-        self._keys_top: dict[str, int] = {}
+        self._items_top: dict[str, int] = {}  # the call's last call_items id
         self._stored_head: dict[str, str] = {}
         self._replay_filter = _KeyFilter()
         self._checkpointer: threading.Thread | None = None
@@ -131,7 +133,7 @@ class SQLiteCallStore:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
-        conn.executescript(SCHEMA)
+        _prepare(conn)
         self._replay_filter = _KeyFilter.of(
             key for (key,) in conn.execute("SELECT key FROM replay_keys WHERE expires_at >= ?",
                                            (_now_ms(),)))
@@ -208,11 +210,15 @@ class SQLiteCallStore:
                      (self.max_log_rows,))
         ended = conn.execute("SELECT COUNT(*) FROM calls WHERE terminal = 1").fetchone()[0]
         if ended > self.max_ended_calls:
-            gone = conn.execute(
-                "SELECT call_id FROM calls WHERE terminal = 1 ORDER BY updated_at DESC"
+            rows = conn.execute(
+                "SELECT call_id, rowid FROM calls WHERE terminal = 1 ORDER BY updated_at DESC"
                 " LIMIT -1 OFFSET ?", (self.max_ended_calls,)).fetchall()
-            for table in ("calls", "transcript", "processed_keys", "provider_state"):
+            gone = [(cid,) for cid, _no in rows]
+            gone_nos = [no for _cid, no in rows]
+            for table in ("calls", "provider_state"):
                 conn.executemany(f"DELETE FROM {table} WHERE call_id=?", gone)
+            conn.executemany("DELETE FROM call_items WHERE id BETWEEN ? AND ?",
+                             [_item_range(no) for no in gone_nos])
         conn.execute("DELETE FROM provider_state WHERE call_id NOT IN (SELECT call_id FROM calls)")
         conn.execute("DELETE FROM replay_keys WHERE rowid IN (SELECT rowid FROM replay_keys"
                      " ORDER BY rowid LIMIT ?) AND expires_at < ?",
@@ -324,7 +330,7 @@ class SQLiteCallStore:
         return results
 
     def _clear_caches(self) -> None:
-        for cache in (self._logged_state, self._transcript_len, self._known_keys, self._keys_top,
+        for cache in (self._logged_state, self._transcript_len, self._known_keys, self._items_top,
                       self._stored_head):
             cache.clear()
 
@@ -338,7 +344,7 @@ class SQLiteCallStore:
         """Run one operation from a thread with no event loop (CLI reads)."""
         conn = self._connect()
         try:
-            conn.executescript(SCHEMA)
+            _prepare(conn)
             return op(conn)
         finally:
             conn.close()
@@ -372,38 +378,33 @@ class SQLiteCallStore:
                      head),
                 )
             transcript = record.transcript
-            stored = self._transcript_len.get(cid)
-            if stored is None:
-                stored = conn.execute("SELECT COUNT(*) FROM transcript WHERE call_id=?",
-                                      (cid,)).fetchone()[0]
-            if stored > len(transcript):  # rolled back in memory: drop what is gone
-                conn.execute("DELETE FROM transcript WHERE call_id=? AND idx>=?",
-                             (cid, len(transcript)))
-            elif stored == len(transcript) - 1:  # the usual case: one new entry
-                conn.execute("INSERT OR REPLACE INTO transcript(call_id, idx, entry) VALUES (?,?,?)",
-                             (cid, stored, transcript[stored].model_dump_json(
-                                 by_alias=True, exclude_none=True)))
-            elif stored < len(transcript):
-                conn.executemany("INSERT OR REPLACE INTO transcript(call_id, idx, entry) VALUES (?,?,?)", [
-                    (cid, i, e.model_dump_json(by_alias=True, exclude_none=True))
-                    for i, e in enumerate(transcript[stored:], start=stored)])
             keys = record.processed_event_ids
+            stored = self._transcript_len.get(cid)
             known = self._known_keys.get(cid)
-            new_keys = _new_keys(keys, known, conn, cid)
-            top = self._keys_top.get(cid)
-            if new_keys:
-                if top is None:
-                    top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM processed_keys"
-                                       " WHERE call_id=?", (cid,)).fetchone()[0]
-                conn.executemany("INSERT INTO processed_keys(call_id, seq, key) VALUES (?,?,?)",
-                                 [(cid, top + i + 1, k) for i, k in enumerate(new_keys)])
-                top += len(new_keys)
-                # Keep the newest MAX_KEYS_KEPT (what a load reads), trimmed every
-                # MAX_KEYS_KEPT keys rather than one row per save.
-                crossed = (top - len(new_keys)) // MAX_KEYS_KEPT != top // MAX_KEYS_KEPT
-                if crossed and top >= 2 * MAX_KEYS_KEPT:
-                    conn.execute("DELETE FROM processed_keys WHERE call_id=? AND seq<=?",
-                                 (cid, top - MAX_KEYS_KEPT))
+            top = self._items_top.get(cid)
+            if stored is None or known is None or top is None:
+                stored, known, top = _stored_items(conn, cid)
+            if stored > len(transcript):  # rolled back in memory: drop what is gone
+                _drop_entries(conn, top, stored - len(transcript))
+                stored = len(transcript)
+            new_keys = _new_keys(keys, known)
+            if stored == len(transcript) - 1 and len(new_keys) <= 1:  # the usual case
+                top += 1
+                conn.execute("INSERT INTO call_items(id, key, entry) VALUES (?,?,?)",
+                             (top, new_keys[0] if new_keys else None, transcript[stored].model_dump_json(
+                                 by_alias=True, exclude_none=True)))
+            elif stored < len(transcript) or new_keys:
+                entries = [e.model_dump_json(by_alias=True, exclude_none=True)
+                           for e in transcript[stored:]]
+                items = [(top + i + 1, new_keys[i] if i < len(new_keys) else None,
+                          entries[i] if i < len(entries) else None)
+                         for i in range(max(len(entries), len(new_keys)))]
+                conn.executemany("INSERT INTO call_items(id, key, entry) VALUES (?,?,?)", items)
+                top += len(items)
+                # Rows holding only a key are dropped once MAX_KEYS_KEPT newer keys exist (a
+                # load reads no more), checked every MAX_KEYS_KEPT rows rather than per save.
+                if (top - len(items)) // MAX_KEYS_KEPT != top // MAX_KEYS_KEPT:
+                    _trim_keys(conn, top)
             rows = [(now, cid, "event", e) for e in event_rows]
             # A snapshot row when the state changes (as the original's calls.jsonl), and always
             # for the final one; the `calls` row holds the current record in between.
@@ -418,20 +419,17 @@ class SQLiteCallStore:
             # What the database now holds for the call (this transaction included).
             if terminal:
                 for cache in (self._logged_state, self._transcript_len, self._known_keys,
-                              self._keys_top, self._stored_head):
+                              self._items_top, self._stored_head):
                     cache.pop(cid, None)
                 return
             self._stored_head[cid] = head
             self._logged_state[cid] = state
             self._transcript_len[cid] = len(transcript)
-            if top is not None:
-                self._keys_top[cid] = top
-            recent = self._known_keys.setdefault(cid, set() if known is None else known)
-            if known is None:
-                recent.update(keys)
-            recent.update(new_keys)
-            if len(recent) > 4 * MAX_KEYS_KEPT:
-                recent.intersection_update(keys)
+            self._items_top[cid] = top
+            self._known_keys[cid] = known
+            known.update(new_keys)
+            if len(known) > 4 * MAX_KEYS_KEPT:
+                known.intersection_update(keys)
 
         await self._submit(op)
 
@@ -582,11 +580,18 @@ class SQLiteCallStore:
                 text = json.dumps(record.to_json_dict(), separators=(",", ":"))
                 conn.execute("INSERT INTO log(at, call_id, kind, data) VALUES (?,?,?,?)",
                              (now, record.call_id, "snapshot", text))
-                conn.execute(
-                    "INSERT OR REPLACE INTO calls(call_id, provider_call_id, state, terminal,"
-                    " started_at, updated_at, record) VALUES (?,?,?,?,?,?,?)",
+                # The record text carries its transcript and keys: a call imported over a stored
+                # one loses its old items (its rowid, which numbers them, is kept).
+                no = conn.execute(
+                    "INSERT INTO calls(call_id, provider_call_id, state, terminal, started_at,"
+                    " updated_at, record) VALUES (?,?,?,?,?,?,?) ON CONFLICT(call_id) DO UPDATE"
+                    " SET provider_call_id=excluded.provider_call_id, state=excluded.state,"
+                    " terminal=excluded.terminal, started_at=excluded.started_at,"
+                    " updated_at=excluded.updated_at, record=excluded.record RETURNING rowid",
                     (record.call_id, record.provider_call_id, record.state.value,
-                     1 if record.is_terminal else 0, record.started_at, now, text))
+                     1 if record.is_terminal else 0, record.started_at, now, text)).fetchone()[0]
+                conn.execute("DELETE FROM call_items WHERE id BETWEEN ? AND ?", _item_range(no))
+            self._clear_caches()
             return len(records)
 
         return await self._submit(op)
@@ -645,10 +650,83 @@ class _OpFailed(Exception):
         self.error = error
 
 
-def _new_keys(keys: list[str], known: set[str] | None, conn: sqlite3.Connection, cid: str) -> list[str]:
+def _prepare(conn: sqlite3.Connection) -> None:
+    """Create the schema, and move a store written before `call_items` existed into it."""
+    conn.executescript(SCHEMA)
+    old = {name for (name,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name IN ('transcript','processed_keys')")}
+    if old:
+        _migrate_items(conn, old)
+
+
+def _migrate_items(conn: sqlite3.Connection, old: set[str]) -> None:
+    """Copy the per-call `transcript` and `processed_keys` tables into `call_items`, in one
+    transaction, then drop them (rows of calls no longer in `calls` were orphans)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for cid, no in conn.execute("SELECT call_id, rowid FROM calls").fetchall():
+            entries = [e for (e,) in conn.execute(
+                "SELECT entry FROM transcript WHERE call_id=? ORDER BY idx", (cid,))] \
+                if "transcript" in old else []
+            keys = [k for (k,) in conn.execute(
+                "SELECT key FROM processed_keys WHERE call_id=? ORDER BY seq", (cid,))] \
+                if "processed_keys" in old else []
+            base = no << _ITEM_BITS
+            conn.executemany("INSERT INTO call_items(id, key, entry) VALUES (?,?,?)", [
+                (base + i + 1, keys[i] if i < len(keys) else None,
+                 entries[i] if i < len(entries) else None)
+                for i in range(max(len(entries), len(keys)))])
+        for table in sorted(old):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _item_range(no: int) -> tuple[int, int]:
+    """The first and last possible `call_items` ids of the call whose `calls` rowid is `no`."""
+    base = no << _ITEM_BITS
+    return base, base | _ITEM_MASK
+
+
+def _stored_items(conn: sqlite3.Connection, cid: str) -> tuple[int, set[str], int]:
+    """What `call_items` holds for a call: its transcript length, its keys and its last id (the
+    id before its first when it has none; the call's `calls` row must exist)."""
+    no = conn.execute("SELECT rowid FROM calls WHERE call_id=?", (cid,)).fetchone()[0]
+    low, high = _item_range(no)
+    entries, keys, top = 0, set(), low
+    for item_id, key, has_entry in conn.execute(
+            "SELECT id, key, entry IS NOT NULL FROM call_items WHERE id BETWEEN ? AND ?",
+            (low, high)):
+        top = item_id
+        entries += has_entry
+        if key is not None:
+            keys.add(key)
+    return entries, keys, top
+
+
+def _drop_entries(conn: sqlite3.Connection, top: int, count: int) -> None:
+    """Forget a call's newest `count` transcript entries (its keys stay)."""
+    low = top & ~_ITEM_MASK
+    rows = conn.execute("SELECT id, key FROM call_items WHERE id BETWEEN ? AND ? AND entry IS NOT NULL"
+                        " ORDER BY id DESC LIMIT ?", (low, top, count)).fetchall()
+    conn.executemany("DELETE FROM call_items WHERE id=?", [(i,) for i, k in rows if k is None])
+    conn.executemany("UPDATE call_items SET entry=NULL WHERE id=?",
+                     [(i,) for i, k in rows if k is not None])
+
+
+def _trim_keys(conn: sqlite3.Connection, top: int) -> None:
+    """Delete a call's key-only rows older than its newest MAX_KEYS_KEPT keys."""
+    low = top & ~_ITEM_MASK
+    conn.execute(
+        "DELETE FROM call_items WHERE id > ? AND entry IS NULL AND id < (SELECT id FROM call_items"
+        " WHERE id BETWEEN ? AND ? AND key IS NOT NULL ORDER BY id DESC LIMIT 1 OFFSET ?)",
+        (low, low, top, MAX_KEYS_KEPT - 1))
+
+
+def _new_keys(keys: list[str], known: set[str]) -> list[str]:
     """The dedupe keys at the end of `keys` that are not stored yet (usually just the last one)."""
-    if known is None:
-        known = {row[0] for row in conn.execute("SELECT key FROM processed_keys WHERE call_id=?", (cid,))}
     fresh: list[str] = []
     for key in reversed(keys):
         if key in known:
@@ -658,38 +736,37 @@ def _new_keys(keys: list[str], known: set[str] | None, conn: sqlite3.Connection,
     return fresh
 
 
-def _load(conn: sqlite3.Connection, head: str) -> CallRecord:
-    """A whole record: its head row plus its transcript and newest dedupe keys."""
+def _load(conn: sqlite3.Connection, no: int, head: str) -> CallRecord:
+    """A whole record: its head row (`calls` rowid `no`) plus its transcript and newest keys."""
     data = json.loads(head)
-    cid = data["callId"]
-    if "transcript" not in data:
-        data["transcript"] = [json.loads(e) for (e,) in conn.execute(
-            "SELECT entry FROM transcript WHERE call_id=? ORDER BY idx", (cid,))]
-    if "processedEventIds" not in data:
-        data["processedEventIds"] = [k for (k,) in conn.execute(
-            "SELECT key FROM (SELECT seq, key FROM processed_keys WHERE call_id=? ORDER BY seq DESC"
-            " LIMIT ?) ORDER BY seq", (cid, MAX_KEYS_KEPT))]
+    if "transcript" not in data or "processedEventIds" not in data:
+        items = conn.execute("SELECT key, entry FROM call_items WHERE id BETWEEN ? AND ?"
+                             " ORDER BY id", _item_range(no)).fetchall()
+        if "transcript" not in data:
+            data["transcript"] = [json.loads(e) for _k, e in items if e is not None]
+        if "processedEventIds" not in data:
+            data["processedEventIds"] = [k for k, _e in items if k is not None][-MAX_KEYS_KEPT:]
     return CallRecord.model_validate(data)
 
 
 def _get(conn: sqlite3.Connection, call_id: str) -> CallRecord | None:
-    row = conn.execute("SELECT record FROM calls WHERE call_id=?", (call_id,)).fetchone()
+    row = conn.execute("SELECT rowid, record FROM calls WHERE call_id=?", (call_id,)).fetchone()
     if row is None:
         row = conn.execute(
-            "SELECT record FROM calls WHERE provider_call_id=? ORDER BY updated_at DESC LIMIT 1",
+            "SELECT rowid, record FROM calls WHERE provider_call_id=? ORDER BY updated_at DESC LIMIT 1",
             (call_id,)).fetchone()
-    return _load(conn, row[0]) if row else None
+    return _load(conn, *row) if row else None
 
 
 def _live(conn: sqlite3.Connection) -> list[CallRecord]:
-    rows = conn.execute("SELECT record FROM calls WHERE terminal=0 ORDER BY started_at").fetchall()
-    return [_load(conn, r[0]) for r in rows]
+    rows = conn.execute("SELECT rowid, record FROM calls WHERE terminal=0 ORDER BY started_at").fetchall()
+    return [_load(conn, *r) for r in rows]
 
 
 def _recent(conn: sqlite3.Connection, limit: int) -> list[CallRecord]:
-    rows = conn.execute("SELECT record FROM calls ORDER BY updated_at DESC LIMIT ?",
+    rows = conn.execute("SELECT rowid, record FROM calls ORDER BY updated_at DESC LIMIT ?",
                         (limit,)).fetchall()
-    return [_load(conn, r[0]) for r in rows]
+    return [_load(conn, *r) for r in rows]
 
 
 def _kind_clause(kinds: tuple[str, ...] | None) -> tuple[str, tuple[str, ...]]:
