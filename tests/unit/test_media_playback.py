@@ -105,6 +105,39 @@ async def test_first_audio_frame_goes_out_when_it_exists_not_at_the_next_tick() 
     assert wire.audio()[160:] != ULAW_SILENCE * (len(wire.audio()) - 160)
 
 
+class StallingSpeech:
+    """0.1 s of audio, then nothing until `more` is set, then 0.1 s more."""
+
+    def __init__(self) -> None:
+        self.more = asyncio.Event()
+
+    async def stream(self, text: str) -> AsyncIterator[tuple[int, bytes]]:
+        yield RATE, tone(0.1)
+        await self.more.wait()
+        yield RATE, tone(0.1)
+
+
+async def test_silence_inside_an_utterance_counts_as_an_underrun_and_silence_before_it_does_not(
+        ) -> None:
+    speech = StallingSpeech()
+    wire = Wire()
+    playback = StreamPlayback(stream_id="MZ1", serializer=TwilioStreamSerializer(), speech=speech,
+                              send=wire.send)
+    utt = playback.play("Hello.")
+    playback.send_frame(playback.next_frame() or "")  # before any audio: waiting, not an underrun
+    assert (playback.silence_sent, playback.underrun_frames) == (1, 0)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert utt.first_frame_at is not None
+    for _ in range(10):  # plays what came (five frames at most), then starves
+        playback.send_frame(playback.next_frame() or "")
+    assert playback.underrun_frames >= 5
+    assert playback.silence_sent == 1 + playback.underrun_frames
+    speech.more.set()
+    await drain(playback)
+    assert wire.events()[-1] == "mark"
+
+
 async def test_result_resolves_only_when_the_mark_comes_back() -> None:
     playback, wire = make(FakeSpeech(0.1))
     utt = playback.play("Short.")

@@ -82,6 +82,7 @@ class MediaHub:
         self.streams_opened = 0
         self.streams_refused = 0
         self._ended_silence_frames = 0
+        self._ended_underrun_frames = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -152,6 +153,7 @@ class MediaHub:
     def on_stream_end(self, session: StreamSession) -> None:
         self.pacer.remove(session.playback)
         self._ended_silence_frames += session.playback.silence_sent
+        self._ended_underrun_frames += session.playback.underrun_frames
         cid = session.call_id
         if self._sessions.get(cid) is not session:
             return  # replaced by a newer stream
@@ -285,6 +287,10 @@ class MediaHub:
             # that cannot keep up shows here, not as jitter: silence frames are paced too).
             "keepAliveSilenceFrames": self._ended_silence_frames + sum(
                 s.playback.silence_sent for s in self._sessions.values()),
+            # ...and how many of them fell inside an utterance, after its audio had started: a
+            # gap the caller hears (0 when synthesis keeps ahead of playback).
+            "underrunFrames": self._ended_underrun_frames + sum(
+                s.playback.underrun_frames for s in self._sessions.values()),
             "pacer": {"ticks": p.ticks, "lateTicks": p.late_ticks, "skippedTicks": p.skipped_ticks,
                       "maxLatenessMs": round(p.max_lateness_ms, 3), "framesSent": p.frames_sent,
                       "sinkErrors": p.sink_errors},

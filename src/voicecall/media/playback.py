@@ -158,6 +158,9 @@ class StreamPlayback:
         self._pad = silence
         self.silence_sent = 0
         """Keep-alive silence frames sent while audio was on its way."""
+        self.underrun_frames = 0
+        """Of those, the ones sent after an utterance's audio had started: a gap the caller
+        hears in the middle of speech (synthesis fell behind playback)."""
 
     # -- requests -------------------------------------------------------------------------------
     @property
@@ -228,6 +231,8 @@ class StreamPlayback:
             return self._take(utt)
         if not utt.done_synth:
             self.silence_sent += 1
+            if utt.first_frame_at is not None:
+                self.underrun_frames += 1
             return self._silence  # keep-alive while the audio is on its way
         self._end_audio(utt)
         nxt = self._active
