@@ -503,3 +503,17 @@ async def test_chain_reads_at_most_read_ahead_beyond_the_consumer_and_waiting_is
     assert consumed == 40 * 4800
     assert loop.time() - started > 0.5  # longer than the timeout, yet it did not time out
     assert worst_lead <= 9600 + 2 * 4800, worst_lead
+
+
+def test_tts_tls_uses_certifi_or_ssl_cert_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    import ssl
+
+    from voicecall.speech.tts.base import tls_context
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    context = tls_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] > 50  # certifi's bundle
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(FileNotFoundError):
+        tls_context()

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import aiohttp
+import certifi
 
 __all__ = [
     "DEFAULT_HTTP_TIMEOUT_S",
@@ -121,6 +124,13 @@ async def stream_pcm(session: aiohttp.ClientSession, label: str, url: str, *, js
         raise TtsError(f"{label} TTS request failed: {type(exc).__name__}: {exc}") from None
 
 
+def tls_context() -> ssl.SSLContext:
+    """The CA bundle httpx uses everywhere else in the gateway (certifi's, or `SSL_CERT_FILE`),
+    so TTS verifies servers exactly like the carrier and LLM clients do."""
+    cafile = os.environ.get("SSL_CERT_FILE") or certifi.where()
+    return ssl.create_default_context(cafile=cafile)
+
+
 class HttpClientHolder:
     """One aiohttp session per event loop (a connection pool belongs to the loop that opened it),
     or an injected one.
@@ -149,7 +159,7 @@ class HttpClientHolder:
                 self._session.detach()
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout, trust_env=True,
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ssl=tls_context()))
             self._loop = loop
         return self._session
 
