@@ -139,8 +139,9 @@ def test_kill_9_mid_conversation_loses_nothing_and_timers_resume(long_gateway: G
 
     def processed() -> list[str]:
         with sqlite3.connect(db) as conn:
-            rows = conn.execute("SELECT key FROM call_items WHERE id >> 32 = (SELECT rowid FROM calls"
-                                " WHERE call_id=?) AND key IS NOT NULL ORDER BY id",
+            rows = conn.execute("SELECT key FROM (SELECT id, key FROM call_items UNION ALL"
+                                " SELECT id, key FROM recent_items) WHERE id >> 32 = (SELECT rowid"
+                                " FROM calls WHERE call_id=?) AND key IS NOT NULL ORDER BY id",
                                 (call_id,)).fetchall()
         return [key for (key,) in rows]
 

@@ -7,8 +7,11 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 from voicecall.calls.model import CallRecord, CallState, EndReason, TranscriptEntry
 from voicecall.store import SQLiteCallStore
+from voicecall.store import sqlite as sqlite_store
 
 
 def rec(call_id: str, state: CallState = CallState.ANSWERED, **kw: object) -> CallRecord:
@@ -78,6 +81,10 @@ async def test_jsonl_export_then_import_round_trips_the_last_snapshot(tmp_path: 
         assert [t.text for t in got.transcript] == ["Hello"]
 
 
+_ITEMS = "(SELECT id, key, entry FROM call_items UNION ALL SELECT id, key, entry FROM recent_items)"
+"""Every call_items row, folded or still in recent_items."""
+
+
 def _committed(store: SQLiteCallStore, sql: str, *args: object) -> list[tuple[object, ...]]:
     """Rows as another connection sees them (only what is committed)."""
     return store.run_sync(lambda conn: conn.execute(sql, args).fetchall())
@@ -101,7 +108,7 @@ async def test_saves_write_only_what_changed_and_the_record_loads_whole(tmp_path
             await store.save(call, events=[{"type": "call.speech", "i": i}])
         assert _committed(store, "SELECT COUNT(*) FROM log WHERE kind='snapshot'") == [(1,)]
         assert _committed(store, "SELECT COUNT(*) FROM log WHERE kind='event'") == [(1200,)]
-        assert _committed(store, "SELECT COUNT(*) FROM call_items") == [(1200,)]  # key + entry per row
+        assert _committed(store, f"SELECT COUNT(*) FROM {_ITEMS}") == [(1200,)]  # key + entry per row
     async with SQLiteCallStore(tmp_path) as store:
         got = await store.get("P1")
         assert got is not None and [t.text for t in got.transcript] == [f"t{i}" for i in range(1200)]
@@ -151,7 +158,7 @@ async def test_retention_drops_the_rows_of_pruned_calls_and_expired_replay_keys(
         await store.prune()
         for table in ("calls", "provider_state"):
             assert len(_committed(store, f"SELECT DISTINCT call_id FROM {table}")) == 2, table
-        assert len(_committed(store, "SELECT DISTINCT id >> 32 FROM call_items")) == 2
+        assert len(_committed(store, f"SELECT DISTINCT id >> 32 FROM {_ITEMS}")) == 2
         assert _committed(store, "SELECT COUNT(*) FROM replay_keys") == [(0,)]
 
 
@@ -170,7 +177,9 @@ async def test_stored_replies_are_found_after_reopening_and_unknown_keys_are_not
         assert await store.lookup_replay("k7") == reply
 
 
-async def test_keys_without_transcript_entries_are_trimmed_to_the_newest_kept(tmp_path: Path) -> None:
+async def test_keys_without_transcript_entries_are_trimmed_to_the_newest_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_store, "FOLD_ROWS", 100)
     async with SQLiteCallStore(tmp_path) as store:
         call = rec("c1")
         for i in range(1600):
@@ -178,9 +187,11 @@ async def test_keys_without_transcript_entries_are_trimmed_to_the_newest_kept(tm
             if i % 100 == 0:
                 call.transcript.append(TranscriptEntry(timestamp=i, speaker="user", text=f"t{i}"))
             await store.save(call)
-        key_only = _committed(store, "SELECT COUNT(*) FROM call_items WHERE entry IS NULL")[0][0]
-        assert isinstance(key_only, int) and 500 - 5 <= key_only <= 1000  # bounded: trimmed every 500 rows
-        with_entry = _committed(store, "SELECT key FROM call_items WHERE entry IS NOT NULL ORDER BY id")
+        key_only = _committed(store, f"SELECT COUNT(*) FROM {_ITEMS} WHERE entry IS NULL")[0][0]
+        # Bounded: folded rows are trimmed every 500 rows, and at most FOLD_ROWS wait unfolded.
+        assert isinstance(key_only, int) and 500 - 5 <= key_only <= 1000 + 100
+        assert _committed(store, "SELECT COUNT(*) < 100 FROM recent_items") == [(1,)]
+        with_entry = _committed(store, f"SELECT key FROM {_ITEMS} WHERE entry IS NOT NULL ORDER BY id")
         assert with_entry == [(f"k{i}",) for i in range(0, 1600, 100)]  # transcript rows stay whole
     async with SQLiteCallStore(tmp_path) as store:
         got = await store.get("c1")
@@ -313,4 +324,4 @@ async def test_importing_over_a_stored_call_replaces_its_items(tmp_path: Path) -
         assert await store.import_jsonl(tmp_path / "calls.jsonl") == 1
         got = await store.get("c1")
         assert got is not None and [t.text for t in got.transcript] == ["imported"]
-        assert _committed(store, "SELECT COUNT(*) FROM call_items") == [(0,)]
+        assert _committed(store, f"SELECT COUNT(*) FROM {_ITEMS}") == [(0,)]
