@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import sqlite3
 import threading
@@ -133,6 +134,7 @@ class SQLiteCallStore:
         self._items_top: dict[str, int] = {}  # the call's last call_items id
         self._stored_head: dict[str, str] = {}
         self._replay_filter = _KeyFilter()
+        self._last_reply: tuple[dict[str, Any], str] | None = None
         self._checkpointer: threading.Thread | None = None
         self._write_gate = threading.Lock()  # held by the checkpointer's WAL-restarting pass
         self._closing = threading.Event()
@@ -522,7 +524,7 @@ class SQLiteCallStore:
         a replay after a restart still gets this reply. It usually shares the commit of other
         requests' writes.
         """
-        row = (key, _now_ms() + self.replay_ttl_ms, _json(reply))
+        row = (key, _now_ms() + self.replay_ttl_ms, self._reply_text(reply))
 
         def op(conn: sqlite3.Connection) -> None:
             self._replay_filter.add(key)  # before the row: the filter may say yes too early, never no
@@ -530,6 +532,15 @@ class SQLiteCallStore:
                          " ON CONFLICT(key) DO NOTHING", row)
 
         await self._submit(op)
+
+    def _reply_text(self, reply: dict[str, Any]) -> str:
+        """`reply` as JSON; the last one is kept, as a carrier's replies are often the same."""
+        last = self._last_reply
+        if last is not None and last[0] == reply:
+            return last[1]
+        text = _json(reply)
+        self._last_reply = (copy.deepcopy(reply), text)
+        return text
 
     async def forget_replay(self, key: str) -> None:
         """Forget a request key whose side effects failed, so the carrier's retry is applied."""
