@@ -147,6 +147,7 @@ class CallService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Condition()
         self._version = 0
+        self._watchers = 0  # tasks in wait_for_change
         self._reaper: asyncio.Task[None] | None = None
         self._started = False
         self._generation: dict[str, int] = {}
@@ -222,16 +223,23 @@ class CallService:
     async def _persist(self, record: CallRecord, *, events: list[dict[str, Any]] | None = None,
                        turn: dict[str, Any] | None = None) -> None:
         await self.store.save(record, events=events or (), turn=turn)
-        async with self._changed:
-            self._version += 1
-            self._changed.notify_all()
+        self._version += 1
+        if self._watchers:  # taking the condition costs ~2 us per persist; nobody may be waiting
+            async with self._changed:
+                self._changed.notify_all()
 
     async def wait_for_change(self, version: int, wait_s: float) -> int:
         """Block until something was persisted after `version` (or the timeout); the new version."""
         async with self._changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._version != version), wait_s)
+            # Counted before the predicate is first checked: a persist that saw no watcher
+            # bumped the version before this, so the check sees it.
+            self._watchers += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: self._version != version), wait_s)
+            finally:
+                self._watchers -= 1
             return self._version
 
     def _forget(self, record: CallRecord) -> None:
