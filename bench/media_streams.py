@@ -14,8 +14,10 @@ Processes and cores (2-core machine):
 - the gateway, `voicecall --config FILE serve` with `OPENCLAW_STATE_DIR` in a temporary
   directory, pinned to core 0 with `taskset -c 0`; a fresh gateway (fresh state directory and
   ports) for every trial, so trials do not inherit each other's calls, memory or sockets;
-- the reference load generator (`../shared/bench/loadgen.py`, run, not copied), pinned to core 1,
-  one `--ramp N` run per trial with `--calls-file`;
+- the load generator, pinned to core 1, one `--ramp N` run per trial with `--calls-file`: the
+  project's own `bench/streamgen.py` (the default; the same measurements at well under half the
+  reference's CPU per stream, validated against it in bench/media_streams.md) or, with
+  `--generator reference`, the reference `../shared/bench/loadgen.py` (run, not copied);
 - this process, pinned to core 1: the Twilio simulator (REST API, signed webhooks, TwiML) and
   the fake OpenAI speech server (`FakeSpeech(audio_seconds=...)`: 24 kHz PCM, longer than a trial,
   in 4800-byte chunks: the first second at once, then 1.25 x real time), plus the orchestration.
@@ -187,7 +189,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     ap.add_argument("--tts-lead", type=float, default=1.0,
                     help="seconds of audio the fake TTS sends at once first (default %(default)s)")
     ap.add_argument("--tts-chunk-bytes", type=int, default=4800, help="default %(default)s (100 ms)")
-    ap.add_argument("--generator", choices=["reference", "streamgen"], default="reference",
+    ap.add_argument("--generator", choices=["reference", "streamgen"], default="streamgen",
                     help="the load generator: the reference (--loadgen) or bench/streamgen.py, the project's "
                          "own, which measures the same at a fraction of the CPU per stream "
                          "(bench/media_streams.md; default %(default)s)")
