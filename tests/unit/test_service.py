@@ -314,3 +314,20 @@ async def test_inbound_call_rejected_by_policy_is_hung_up_once(store: SQLiteCall
             "direction": "inbound", "from": "+15559990000", "to": "+15550000000"})])
     assert hangups == ["CA1"] and service.active_calls() == []
     await service.stop()
+
+
+async def test_wait_for_change_wakes_on_a_persist_and_returns_at_once_when_already_changed(
+        store: SQLiteCallStore) -> None:
+    service, _ = await make(store)
+    start = await service.wait_for_change(-1, 0)
+    waiters = [asyncio.create_task(service.wait_for_change(start, 5)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    assert not any(w.done() for w in waiters)
+    began = time.monotonic()
+    await service.initiate("+15555550123", "Hi")
+    versions = await asyncio.gather(*waiters)
+    assert time.monotonic() - began < 2 and all(v > start for v in versions)
+    assert await service.wait_for_change(start, 5) > start  # already changed: no wait
+    assert service._watchers == 0
+    assert await service.wait_for_change(await service.wait_for_change(-1, 0), 0.05) >= start
+    await service.stop()
