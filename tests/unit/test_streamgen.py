@@ -331,3 +331,11 @@ def test_jitter_stalls_and_delivery_of_a_stalled_stream() -> None:
     assert not res["pass"]
     assert "1 stalls" in res["fail_reasons"] and "1 streams got no media" in res["fail_reasons"]
     assert any(r.startswith("min delivery") for r in res["fail_reasons"])
+
+
+def test_only_loopback_ws_urls() -> None:
+    assert sg.parse_args(["--url", "ws://127.0.0.1:1/x", "--ramp", "1,2"]).ns == [1, 2]
+    assert sg.parse_args(["--url", "ws://localhost:1/x", "--ramp", "3"]).ns == [3]
+    for url in ("ws://10.0.0.1:1/x", "wss://127.0.0.1:1/x", "http://127.0.0.1:1/x", "ws://example.com/x"):
+        with pytest.raises(SystemExit):
+            sg.parse_args(["--url", url, "--ramp", "1"])
