@@ -380,9 +380,9 @@ async def test_identical_body_is_a_replay_even_after_restart(
         applied: list[Any] = []
         apply_one = runtime.service._apply_one
 
-        async def counting(event: Any) -> None:
+        async def counting(event: Any, **kwargs: Any) -> None:
             applied.append(event)
-            await apply_one(event)
+            await apply_one(event, **kwargs)
 
         monkeypatch.setattr(runtime.service, "_apply_one", counting)
         return applied
@@ -454,9 +454,9 @@ async def test_store_failure_answers_500_and_forgets_the_replay_key(
         attempts: list[Any] = []
         apply_one = runtime.service._apply_one
 
-        async def counting(event: Any) -> None:
+        async def counting(event: Any, **kwargs: Any) -> None:
             attempts.append(event)
-            await apply_one(event)
+            await apply_one(event, **kwargs)
 
         monkeypatch.setattr(runtime.service, "_apply_one", counting)
 
@@ -495,3 +495,45 @@ async def test_carrier_retry_after_store_failure_is_persisted(
         stored = await runtime.store.get("pc-retry")
         assert stored is not None
         assert stored.provider_call_id == "pc-retry"
+
+
+async def test_a_mock_webhook_commits_its_event_and_reply_in_one_transaction(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running_gateway(tmp_path, OPEN) as runtime:
+        pcid = "pc-one-commit"
+        assert (await post(runtime, body_of(inbound("call.initiated", pcid)))).status_code == 200
+        transactions: list[int] = []
+        run = runtime.store._run
+
+        def counting_run(conn: Any, batch: Any, *, isolate: bool) -> Any:
+            transactions.append(len(batch))
+            return run(conn, batch, isolate=isolate)
+
+        monkeypatch.setattr(runtime.store, "_run", counting_run)
+        body = body_of(inbound("call.speech", pcid, transcript="hello", isFinal=True))
+        answer = await post(runtime, body)
+        assert answer.status_code == 200
+        assert transactions == [1], "the event and its reply took more than one commit"
+        key = replay_key(body)
+        reply = runtime.store.run_sync(lambda conn: conn.execute(
+            "SELECT reply FROM replay_keys WHERE key=?", (key,)).fetchone())
+        assert reply is not None and json.loads(reply[0])["body"] == answer.text
+        again = await post(runtime, body)
+        assert (again.status_code, again.content) == (200, answer.content)
+        assert [e["text"] for e in (await status(runtime, pcid))["call"]["transcript"]] == ["hello"]
+
+
+async def test_a_webhook_whose_event_changes_nothing_still_records_its_reply(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, OPEN) as runtime:
+        pcid = "pc-dup"
+        assert (await post(runtime, body_of(inbound("call.initiated", pcid)))).status_code == 200
+        event = inbound("call.speech", pcid, transcript="once", isFinal=True, id="evt-dup")
+        assert (await post(runtime, body_of(event))).status_code == 200
+        # The same event (same id, so the same dedupe key) in a different body: not a replay of
+        # the request, and applying it changes nothing; the reply is recorded all the same.
+        other = json.dumps({"events": [event], "note": "resent"}).encode()
+        first = await post(runtime, other)
+        assert first.status_code == 200
+        assert await runtime.store.lookup_replay(replay_key(other)) == {
+            "status": 200, "headers": {"content-type": "application/json"}, "body": first.text}
+        assert [e["text"] for e in (await status(runtime, pcid))["call"]["transcript"]] == ["once"]

@@ -32,7 +32,7 @@ from voicecall.calls.policy import check_inbound, session_key
 from voicecall.calls.timers import TimerSet
 from voicecall.media.protocol import PlaybackResult
 from voicecall.providers.base import DialRequest, EventOutcome, Provider
-from voicecall.store.sqlite import SQLiteCallStore
+from voicecall.store.sqlite import ReplyWrite, SQLiteCallStore
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +221,8 @@ class CallService:
 
     # -- persistence and change notification -------------------------------------------------
     async def _persist(self, record: CallRecord, *, events: list[dict[str, Any]] | None = None,
-                       turn: dict[str, Any] | None = None) -> None:
-        await self.store.save(record, events=events or (), turn=turn)
+                       turn: dict[str, Any] | None = None, reply: ReplyWrite | None = None) -> None:
+        await self.store.save(record, events=events or (), turn=turn, reply=reply)
         self._version += 1
         if self._watchers:  # taking the condition costs ~2 us per persist; nobody may be waiting
             async with self._changed:
@@ -511,9 +511,18 @@ class CallService:
         return True
 
     # -- carrier events ----------------------------------------------------------------------
-    async def apply_events(self, events: list[CallEvent]) -> list[EventOutcome]:
-        """Apply carrier events in order; returns once every resulting change is persisted."""
-        return [await self._apply_one(event) for event in events]
+    async def apply_events(self, events: list[CallEvent], *,
+                           reply: ReplyWrite | None = None) -> list[EventOutcome]:
+        """Apply carrier events in order; returns once every resulting change is persisted.
+
+        `reply` (the webhook's request key and answer) is written with the last event if that
+        event is persisted (`reply.written` tells).
+        """
+        if reply is None:
+            return [await self._apply_one(event) for event in events]
+        last = len(events) - 1
+        return [await (self._apply_one(event, reply=reply) if i == last else self._apply_one(event))
+                for i, event in enumerate(events)]
 
     emit = apply_events  # the ProviderContext name for it
 
@@ -526,7 +535,7 @@ class CallService:
     async def was_rejected(self, provider_call_id: str) -> bool:
         return await self.store.is_rejected(provider_call_id)
 
-    async def _apply_one(self, event: CallEvent) -> EventOutcome:
+    async def _apply_one(self, event: CallEvent, *, reply: ReplyWrite | None = None) -> EventOutcome:
         record = self.live(event.call_id)
         if record is None and event.provider_call_id:
             record = self.live(event.provider_call_id)
@@ -553,7 +562,7 @@ class CallService:
                 record.provider_call_id = event.provider_call_id
                 self._by_provider[event.provider_call_id] = cid
             try:
-                await self._persist(record, events=[_event_summary(event)])
+                await self._persist(record, events=[_event_summary(event)], reply=reply)
             except Exception:
                 # Not durable, so not applied: roll back so the carrier's retry applies it.
                 record.roll_back(before)

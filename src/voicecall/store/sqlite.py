@@ -373,12 +373,13 @@ class SQLiteCallStore:
 
     # -- records -----------------------------------------------------------------------------
     async def save(self, record: CallRecord, *, events: Iterable[dict[str, Any]] = (),
-                   turn: dict[str, Any] | None = None) -> None:
+                   turn: dict[str, Any] | None = None, reply: ReplyWrite | None = None) -> None:
         """Persist the current record, append its snapshot (and any events/turn) to the log.
 
         Writes only what changed since the last save of the call: the `calls` row when its head
         (the record without transcript and dedupe keys) changed, the new transcript entries and
         dedupe keys, and the log rows. `updated_at` is therefore when the head last changed.
+        `reply` (from `reply_write`) is written in the same transaction.
         """
         cid = record.call_id
         head = record.model_dump_json(by_alias=True, exclude_none=True, exclude=_HEAD_EXCLUDE)
@@ -441,6 +442,8 @@ class SQLiteCallStore:
                 conn.execute("INSERT INTO log(at, call_id, kind, data) VALUES (?,?,?,?)", rows[0])
             elif rows:
                 conn.executemany("INSERT INTO log(at, call_id, kind, data) VALUES (?,?,?,?)", rows)
+            if reply is not None:
+                reply(conn)
             # What the database now holds for the call (this transaction included).
             if terminal:
                 for cache in (self._logged_state, self._transcript_len, self._known_keys,
@@ -524,14 +527,13 @@ class SQLiteCallStore:
         a replay after a restart still gets this reply. It usually shares the commit of other
         requests' writes.
         """
-        row = (key, _now_ms() + self.replay_ttl_ms, self._reply_text(reply))
+        await self._submit(self.reply_write(key, reply))
 
-        def op(conn: sqlite3.Connection) -> None:
-            self._replay_filter.add(key)  # before the row: the filter may say yes too early, never no
-            conn.execute("INSERT INTO replay_keys(key, expires_at, reply) VALUES (?,?,?)"
-                         " ON CONFLICT(key) DO NOTHING", row)
-
-        await self._submit(op)
+    def reply_write(self, key: str, reply: dict[str, Any]) -> ReplyWrite:
+        """The write `remember_reply` does, to hand to `save` instead: a webhook whose reply is
+        known before its event is applied records both in one transaction (one group-commit
+        round instead of two). `written` says whether a save ran it."""
+        return ReplyWrite(self, key, _now_ms() + self.replay_ttl_ms, self._reply_text(reply))
 
     def _reply_text(self, reply: dict[str, Any]) -> str:
         """`reply` as JSON; the last one is kept, as a carrier's replies are often the same."""
@@ -630,6 +632,25 @@ class SQLiteCallStore:
             return len(records)
 
         return await self._submit(op)
+
+
+class ReplyWrite:
+    """Stores a request key with its reply (see `SQLiteCallStore.reply_write`); re-runnable."""
+
+    __slots__ = ("_row", "_store", "written")
+
+    def __init__(self, store: SQLiteCallStore, key: str, expires_at: int, text: str) -> None:
+        self._store = store
+        self._row = (key, expires_at, text)
+        self.written = False
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        # The filter in use now (a prune may have rebuilt it since), before the row: it may say
+        # yes too early, never no.
+        self._store._replay_filter.add(self._row[0])
+        conn.execute("INSERT INTO replay_keys(key, expires_at, reply) VALUES (?,?,?)"
+                     " ON CONFLICT(key) DO NOTHING", self._row)
+        self.written = True
 
 
 class _KeyFilter:
