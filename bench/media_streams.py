@@ -893,7 +893,9 @@ class Bench:
         best = lo
         confirmed: bool | None = None
         if opts.confirm and best:
-            candidates = sorted((n for n, ok in passed.items() if ok), reverse=True)[:3]
+            # Every passing N, highest first, until one confirms: near the edge a run can fail
+            # where the search passed, and the answer is then the next lower N, not "none".
+            candidates = sorted((n for n, ok in passed.items() if ok), reverse=True)
             confirmed = False
             for cand in candidates:
                 ok = True
