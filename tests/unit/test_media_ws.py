@@ -4,6 +4,7 @@ buffer at 8 kB/s of paced audio would take minutes) and the client IP behind pro
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -219,7 +220,7 @@ async def test_inbound_frames_cut_anywhere_or_run_together_arrive_whole_and_in_o
     sent = [bytes([i]) * 160 for i in range(3)] + [bytes([9]) * 4000]  # the last needs a 16-bit length
     wire = client_frames(peer, *(media(p) for p in sent))
     edges = [0, *[c for c in cuts if c < len(wire)], len(wire)]
-    for a, b in zip(edges, edges[1:], strict=False):
+    for a, b in itertools.pairwise(edges):
         connection.data_received(wire[a:b])
     assert payloads(recorder) == sent
     assert not connection.closing
