@@ -800,6 +800,12 @@ class Bench:
         if stats is not None:
             out["ttsFirstByteToFirstFrameMs"] = stats.get("ttsFirstByteToFirstFrameMs")
             out["mediaStats"] = stats
+            # Keep-alive silence inside an utterance is a gap the caller hears; it paces as
+            # smoothly as speech, so the generator's jitter cannot see it.
+            underruns = stats.get("underrunFrames") or 0
+            if underruns:
+                out["pass"] = False
+                out["failReasons"].append(f"{underruns} underrun frames (silence inside speech)")
         busy0 = ((raw.get("host_cpu") or {}).get(f"cpu{SERVER_CORE}") or {}).get("busy_pct")
         if (busy0 is not None and cpu is not None and self.pinned
                 and busy0 - min(cpu, 100.0) > OTHER_CPU_WARN_PCT):
