@@ -146,10 +146,16 @@ async def _server_gc(mode: str) -> AsyncIterator[str]:
         yield "python defaults"
         return
     try:
-        from voicecall.cli.app import collect_garbage_periodically, settle_garbage_collector
-    except ImportError:  # a tree from before 044e9b4
-        yield "python defaults (this tree's voicecall serve does not tune it)"
-        return
+        from voicecall.gateway.garbage import collect_garbage_periodically, settle_garbage_collector
+    except ImportError:
+        try:  # trees from 044e9b4 to before the policy moved to gateway/garbage.py
+            from voicecall.cli.app import (  # type: ignore[attr-defined,no-redef,unused-ignore]
+                collect_garbage_periodically,
+                settle_garbage_collector,
+            )
+        except ImportError:  # a tree from before 044e9b4
+            yield "python defaults (this tree's voicecall serve does not tune it)"
+            return
     settle_garbage_collector()
     collector = asyncio.create_task(collect_garbage_periodically())
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -36,7 +35,11 @@ from voicecall.config import (
     store_dir,
 )
 from voicecall.gateway.client import GatewayUnavailable, RpcError
-from voicecall.gateway.garbage import CollectAfterTicks
+from voicecall.gateway.garbage import (
+    CollectAfterTicks,
+    collect_garbage_periodically,
+    settle_garbage_collector,
+)
 from voicecall.gateway.ports import PortInUse
 from voicecall.gateway.runtime import Runtime
 from voicecall.store import SQLiteCallStore
@@ -91,31 +94,6 @@ def _loaded(*, require_valid: bool = True) -> LoadedConfig:
     if require_valid and loaded.issues:
         fail("invalid config:\n" + "\n".join(f"  {i.path}: {i.message}" for i in loaded.issues), 2)
     return loaded
-
-
-FULL_GC_INTERVAL_S = 600.0
-
-
-def settle_garbage_collector() -> None:
-    """Tune the garbage collector for paced audio, after start-up.
-
-    Everything allocated so far (modules, config, pydantic schemas) is moved out of the
-    collector's reach with `gc.freeze()`. Young collections keep Python's defaults (short pauses,
-    well inside the 20 ms frame budget). Automatic full collections, which walk every live
-    object and stalled every call's audio for 60-140 ms under load, are replaced by one every
-    `FULL_GC_INTERVAL_S` (see `collect_garbage_periodically`); almost all garbage here is freed by
-    reference counting anyway.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(700, 10, 1_000_000)
-
-
-async def collect_garbage_periodically(interval_s: float = FULL_GC_INTERVAL_S) -> None:
-    """The scheduled full collection that `settle_garbage_collector` leaves out."""
-    while True:
-        await asyncio.sleep(interval_s)
-        gc.collect()
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
