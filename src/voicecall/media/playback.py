@@ -305,30 +305,31 @@ class StreamPlayback:
         pending_bytes = 0
         timer: asyncio.TimerHandle | None = None
 
-        def convert() -> None:
-            nonlocal pending_bytes, timer
-            if timer is not None:
-                timer.cancel()
-                timer = None
-            if pending and resampler is not None:
-                self._push(utt, splitter, resampler.process(b"".join(pending)))
-                pending.clear()
-                pending_bytes = 0
-
-        async def convert_in_slices(slice_bytes: int) -> None:
+        def take_pending() -> bytes:
+            """The audio waiting for conversion (the batch timer is no longer needed)."""
             nonlocal pending_bytes, timer
             if timer is not None:
                 timer.cancel()
                 timer = None
             if not pending or resampler is None:
-                return
+                return b""
             data = pending[0] if len(pending) == 1 else b"".join(pending)
             pending.clear()
             pending_bytes = 0
+            return data
+
+        def convert() -> None:
+            data = take_pending()
+            if data and resampler is not None:
+                self._push(utt, splitter, resampler.process(data))
+
+        async def convert_in_slices(slice_bytes: int) -> None:
+            data = take_pending()
             for start in range(0, len(data), slice_bytes):
                 if start:
                     await asyncio.sleep(0)  # let the pacer and other calls run between slices
-                self._push(utt, splitter, resampler.process(data[start:start + slice_bytes]))
+                if resampler is not None:
+                    self._push(utt, splitter, resampler.process(data[start:start + slice_bytes]))
 
         try:
             async for audio in self._sentences(utt):
@@ -359,7 +360,7 @@ class StreamPlayback:
                     self._push(utt, splitter, resampler.flush())
             last = splitter.flush(self._pad)
             if last is not None:
-                self._queue_frame(utt, last)
+                self._queue_frames(utt, [last])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -389,9 +390,10 @@ class StreamPlayback:
                 self._queue.remove(utt)
 
     def _push(self, utt: Utterance, splitter: FrameSplitter, pcm: bytes) -> None:
-        if not pcm:
-            return
-        payloads = splitter.push(self._encode(pcm))
+        if pcm:
+            self._queue_frames(utt, splitter.push(self._encode(pcm)))
+
+    def _queue_frames(self, utt: Utterance, payloads: list[bytes]) -> None:
         if not payloads:
             return
         audio, stream_id = self.serializer.audio, self.stream_id
@@ -399,12 +401,5 @@ class StreamPlayback:
         utt.frames.extend([audio(stream_id, payload) for payload in payloads])
         utt.frames_made += len(payloads)
         if first and utt is self._active and utt.frames_sent == 0:
-            # First audio of the utterance now playing: send it now, not at the next tick.
-            self.send_frame(self._take(utt))
-
-    def _queue_frame(self, utt: Utterance, frame: bytes) -> None:
-        utt.frames.append(self.serializer.audio(self.stream_id, frame))
-        utt.frames_made += 1
-        if utt.frames_made == 1 and utt is self._active and utt.frames_sent == 0:
             # First audio of the utterance now playing: send it now, not at the next tick.
             self.send_frame(self._take(utt))
