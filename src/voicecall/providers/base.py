@@ -107,6 +107,9 @@ class Provider(Protocol):
 
     name: str
     required_headers: tuple[str, ...]
+    webhook_reply_ignores_outcomes: bool
+    """True when `webhook_reply` never depends on what applying the events did: the webhook
+    server then stores the reply in the same transaction as the events (one commit, not two)."""
 
     @property
     def requires_public_webhook(self) -> bool:

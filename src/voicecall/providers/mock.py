@@ -97,7 +97,7 @@ class MockProvider:
 
     name = "mock"
     required_headers: tuple[str, ...] = ()
-    webhook_reply_ignores_outcomes = True  # `webhook_reply` returns the parse's acknowledgement
+    webhook_reply_ignores_outcomes: bool = True  # `webhook_reply` returns the parse's acknowledgement
     requires_public_webhook = False
     media_streams: MediaStreams | None = None
 

@@ -14,7 +14,13 @@ from urllib.parse import parse_qsl
 
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from voicecall.providers.base import EventOutcome, Provider, WebhookParseError, WebhookRequest
+from voicecall.providers.base import (
+    EventOutcome,
+    ParsedWebhook,
+    Provider,
+    WebhookParseError,
+    WebhookRequest,
+)
 from voicecall.security.limits import (
     BODY_TIMEOUT_S,
     MAX_BODY_BYTES,
@@ -81,7 +87,7 @@ class WebhookApp:
         self.limiter = limiter or InFlightLimiter()
         # A carrier whose webhook reply never depends on the outcome of applying its events
         # says so (the mock); its reply can be stored with the events.
-        self.reply_known_early = bool(getattr(provider, "webhook_reply_ignores_outcomes", False))
+        self.reply_known_early = provider.webhook_reply_ignores_outcomes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -153,15 +159,12 @@ class WebhookApp:
         if stored is None and self.reply_known_early:
             # The reply does not depend on what applying does: it is written in the same
             # transaction as the (last) event, one group-commit round instead of two.
-            reply = await self.provider.webhook_reply(request, parsed, None)
-            body_text = "OK" if reply.body is None else reply.body
-            headers = reply.headers or {"content-type": "text/plain; charset=utf-8"}
-            row = {"status": reply.status, "headers": headers, "body": body_text}
+            row = _reply_row(await self.provider.webhook_reply(request, parsed, None))
             write = self.replays.reply_write(key, row)
             await self.apply_events(parsed.events, reply=write)
             if not write.written:  # the last event changed nothing (or there was none)
                 await self.replays.remember_reply(key, row)
-            return RawResponse(body_text, reply.status, headers)
+            return RawResponse(row["body"], row["status"], row["headers"])
         if stored is not None:
             log.warning("replay detected; acknowledging without side effects")
             if stored:
@@ -171,13 +174,18 @@ class WebhookApp:
             # Not marked until applied: if applying fails, the carrier's retry is applied.
             outcomes = await self.apply_events(parsed.events)
             reply = await self.provider.webhook_reply(request, parsed, outcomes)
-        body_text = "OK" if reply.body is None else reply.body
-        headers = reply.headers or {"content-type": "text/plain; charset=utf-8"}
+        row = _reply_row(reply)
         if stored is None:
             # Committed before the answer goes out: a replay, even after a restart, gets it.
-            await self.replays.remember_reply(key, {"status": reply.status, "headers": headers,
-                                                    "body": body_text})
-        return RawResponse(body_text, reply.status, headers)
+            await self.replays.remember_reply(key, row)
+        return RawResponse(row["body"], row["status"], row["headers"])
+
+
+def _reply_row(reply: ParsedWebhook) -> dict[str, Any]:
+    """A carrier's answer as it is sent and stored for replays (`status`, `headers`, `body`)."""
+    return {"status": reply.status,
+            "headers": reply.headers or {"content-type": "text/plain; charset=utf-8"},
+            "body": "OK" if reply.body is None else reply.body}
 
 
 class RawResponse:

@@ -110,6 +110,7 @@ class TwilioProvider:
     def __init__(self, settings: TwilioSettings, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
+        self.webhook_reply_ignores_outcomes = False  # TwiML answers depend on the outcome
         self.required_headers: tuple[str, ...] = (
             () if settings.skip_signature_verification else ("x-twilio-signature",))
         self.http = CarrierHttp("Twilio", settings.api_base_url,
