@@ -150,6 +150,7 @@ def test_processed_key_lookup_matches_the_list_whatever_changes_it(
         steps: list[tuple[str, int]]) -> None:
     rec = record()
     point = rec.rollback_point()
+    keys_at_point = list(rec.processed_event_ids)
     for action, n in steps:
         key = f"k{n}"
         if action == "remember" and not rec.has_processed(key):
@@ -160,9 +161,24 @@ def test_processed_key_lookup_matches_the_list_whatever_changes_it(
             rec.processed_event_ids.append(key)
         elif action == "rollback":
             rec.roll_back(point)
+            assert rec.processed_event_ids == keys_at_point
             point = rec.rollback_point()
+            keys_at_point = list(rec.processed_event_ids)
         for i in range(13):
             assert rec.has_processed(f"k{i}") == (f"k{i}" in rec.processed_event_ids)
+
+
+def test_roll_back_restores_keys_that_remembering_dropped() -> None:
+    rec = record()
+    for i in range(5):
+        rec.remember_processed(f"k{i}", keep=5)
+    point = rec.rollback_point()
+    for i in range(5, 12):  # more than the keys there were: every one of them is dropped
+        rec.remember_processed(f"k{i}", keep=5)
+    assert rec.processed_event_ids == [f"k{i}" for i in range(7, 12)]
+    rec.roll_back(point)
+    assert rec.processed_event_ids == [f"k{i}" for i in range(5)]
+    assert rec.has_processed("k0") and not rec.has_processed("k5")
 
 
 def test_roll_back_undoes_an_applied_event() -> None:

@@ -325,3 +325,66 @@ async def test_importing_over_a_stored_call_replaces_its_items(tmp_path: Path) -
         got = await store.get("c1")
         assert got is not None and [t.text for t in got.transcript] == ["imported"]
         assert _committed(store, f"SELECT COUNT(*) FROM {_ITEMS}") == [(0,)]
+
+
+def _count_transactions(store: SQLiteCallStore) -> list[int]:
+    """Wrap the store's transaction runner; the list gets each transaction's op count."""
+    sizes: list[int] = []
+    run = store._transaction
+
+    def counted(conn, batch, *, isolate):  # type: ignore[no-untyped-def]
+        sizes.append(len(batch))
+        return run(conn, batch, isolate=isolate)
+
+    store._transaction = counted  # type: ignore[method-assign]
+    return sizes
+
+
+async def test_a_lone_write_commits_on_the_next_loop_iteration(tmp_path: Path) -> None:
+    async with SQLiteCallStore(tmp_path) as store:
+        sizes = _count_transactions(store)
+        task = asyncio.ensure_future(store.save(rec("alone")))
+        for _ in range(3):  # the task submits, the commit runs, the task resumes
+            await asyncio.sleep(0)
+        assert task.done() and sizes == [1]
+
+
+async def test_writes_that_keep_arriving_share_one_commit(tmp_path: Path) -> None:
+    async with SQLiteCallStore(tmp_path) as store:
+        sizes = _count_transactions(store)
+
+        async def late(i: int) -> None:
+            for _ in range(i // 3):  # three writes per loop iteration, as busy webhooks arrive
+                await asyncio.sleep(0)
+            await store.save(rec(f"w{i}"))
+
+        await asyncio.gather(*(late(i) for i in range(18)))
+        assert sizes == [18]  # without the wait: six transactions of three writes each
+        assert len(await store.live_calls()) == 18
+
+
+async def test_a_batch_that_never_stops_growing_commits_after_the_maximum_delay(
+        tmp_path: Path) -> None:
+    async with SQLiteCallStore(tmp_path) as store:
+        sizes = _count_transactions(store)
+        stop = asyncio.Event()
+        saves: list[asyncio.Future[None]] = []
+
+        async def flood() -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                saves.append(asyncio.ensure_future(store.save(rec(f"f{i}"))))
+                await asyncio.sleep(0)
+
+        flooding = asyncio.ensure_future(flood())
+        await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await store.save(rec("first"))
+        waited = loop.time() - started
+        stop.set()
+        await flooding
+        await asyncio.gather(*saves)
+        assert sqlite_store.GROUP_COMMIT_MAX_DELAY_S <= waited < 0.5
+        assert sizes and sizes[0] > 1

@@ -108,6 +108,9 @@ class CallRecord(_CamelModel):
     # the list was replaced or resized by something other than `remember_processed`. Read and
     # written through `__pydantic_private__` (attribute access to private fields is slow).
     _seen: tuple[list[str], int, set[str]] | None = PrivateAttr(default=None)
+    # `_undo`: the newest rollback point, which `remember_processed` tells the keys it drops
+    # (so a rollback point needs no copy of the up to 500 keys).
+    _undo: RollbackPoint | None = PrivateAttr(default=None)
 
     @property
     def is_terminal(self) -> bool:
@@ -124,13 +127,16 @@ class CallRecord(_CamelModel):
         keys.append(key)
         seen.add(key)
         overflow = len(keys) - keep
+        private = self.__pydantic_private__
+        assert private is not None
         if overflow > 0:
             dropped = keys[:overflow]
             del keys[:overflow]
             for old in dropped:
                 seen.discard(old)
-        private = self.__pydantic_private__
-        assert private is not None
+            point: RollbackPoint | None = private["_undo"]
+            if point is not None and point.fields["processed_event_ids"] is keys:
+                point.note_dropped(dropped)
         # With duplicates in the list the set cannot follow removals: rebuild it next time.
         private["_seen"] = (keys, len(keys), seen) if len(seen) == len(keys) else None
 
@@ -147,16 +153,30 @@ class CallRecord(_CamelModel):
 
     def rollback_point(self) -> RollbackPoint:
         """A cheap restore point for event application, which only sets fields, appends to the
-        transcript, appends to or trims the dedupe keys and sets top-level metadata keys
-        (`snapshot` copies everything, deeply)."""
-        return RollbackPoint({**self.__dict__, "processed_event_ids": list(self.processed_event_ids),
-                              "metadata": dict(self.metadata)}, len(self.transcript))
+        transcript, remembers dedupe keys (`remember_processed`, which may drop the oldest) and
+        sets top-level metadata keys (`snapshot` copies everything, deeply).
+
+        Nothing is copied but the field dict and the metadata's top level: the transcript and
+        the keys are restored by length, and the keys `remember_processed` drops are given to
+        the newest point. (Copying 500 keys touched 500 scattered objects, and the copies kept
+        the young-generation collections busy.)
+        """
+        point = RollbackPoint({**self.__dict__, "metadata": dict(self.metadata)},
+                              len(self.transcript), len(self.processed_event_ids))
+        private = self.__pydantic_private__
+        assert private is not None
+        private["_undo"] = point
+        return point
 
     def roll_back(self, point: RollbackPoint) -> None:
         """Put every field back as it was at `point`."""
         self.__dict__.update(point.fields)
         del self.transcript[point.transcript_len:]  # the list object is the one at `point`
+        keys = self.processed_event_ids  # likewise; it may have lost its oldest keys since
+        kept = point.keys_len - len(point.dropped)
+        keys[:] = point.dropped + keys[:kept]
         self._seen = None
+        self._undo = None
 
     def snapshot(self) -> CallRecord:
         """A copy that later in-place changes to this record do not touch (for rollback)."""
@@ -181,8 +201,17 @@ class CallRecord(_CamelModel):
 class RollbackPoint:
     """The fields of a CallRecord at one moment (see `CallRecord.rollback_point`)."""
 
-    __slots__ = ("fields", "transcript_len")
+    __slots__ = ("dropped", "fields", "keys_len", "transcript_len")
 
-    def __init__(self, fields: dict[str, Any], transcript_len: int) -> None:
+    def __init__(self, fields: dict[str, Any], transcript_len: int, keys_len: int) -> None:
         self.fields = fields
         self.transcript_len = transcript_len
+        self.keys_len = keys_len
+        self.dropped: list[str] = []  # the oldest of the keys there were at this point, dropped since
+
+    def note_dropped(self, keys: list[str]) -> None:
+        """`keys` left the front of the dedupe list; only the first `keys_len` dropped were
+        there at this point (the rest were added after it), so no more are kept."""
+        room = self.keys_len - len(self.dropped)
+        if room > 0:
+            self.dropped.extend(keys[:room])
