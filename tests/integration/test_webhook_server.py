@@ -516,7 +516,7 @@ async def test_a_mock_webhook_commits_its_event_and_reply_in_one_transaction(
         assert transactions == [1], "the event and its reply took more than one commit"
         key = replay_key(body)
         reply = runtime.store.run_sync(lambda conn: conn.execute(
-            "SELECT reply FROM replay_keys WHERE key=?", (key,)).fetchone())
+            "SELECT reply FROM request_keys WHERE key=?", (key,)).fetchone())
         assert reply is not None and json.loads(reply[0])["body"] == answer.text
         again = await post(runtime, body)
         assert (again.status_code, again.content) == (200, answer.content)

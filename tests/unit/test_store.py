@@ -93,7 +93,7 @@ def _committed(store: SQLiteCallStore, sql: str, *args: object) -> list[tuple[ob
 async def test_a_remembered_reply_is_committed_before_remember_reply_returns(tmp_path: Path) -> None:
     async with SQLiteCallStore(tmp_path) as store:
         await store.remember_reply("k1", {"status": 200, "headers": {}, "body": "OK"})
-        assert _committed(store, "SELECT reply FROM replay_keys WHERE key=?", "k1") == [
+        assert _committed(store, "SELECT reply FROM request_keys WHERE key=?", "k1") == [
             ('{"status":200,"headers":{},"body":"OK"}',)]
         assert await store.lookup_replay("k1") == {"status": 200, "headers": {}, "body": "OK"}
         assert await store.lookup_replay("k2") is None
@@ -159,7 +159,7 @@ async def test_retention_drops_the_rows_of_pruned_calls_and_expired_replay_keys(
         for table in ("calls", "provider_state"):
             assert len(_committed(store, f"SELECT DISTINCT call_id FROM {table}")) == 2, table
         assert len(_committed(store, f"SELECT DISTINCT id >> 32 FROM {_ITEMS}")) == 2
-        assert _committed(store, "SELECT COUNT(*) FROM replay_keys") == [(0,)]
+        assert _committed(store, "SELECT COUNT(*) FROM request_keys") == [(0,)]
 
 
 async def test_stored_replies_are_found_after_reopening_and_unknown_keys_are_not(tmp_path: Path) -> None:
@@ -388,3 +388,80 @@ async def test_a_batch_that_never_stops_growing_commits_after_the_maximum_delay(
         await asyncio.gather(*saves)
         assert sqlite_store.GROUP_COMMIT_MAX_DELAY_S <= waited < 0.5
         assert sizes and sizes[0] > 1
+
+
+async def test_every_head_change_is_written_even_when_serializing_it_is_skipped(
+        tmp_path: Path) -> None:
+    async with SQLiteCallStore(tmp_path) as store:
+        call = rec("h1")
+        await store.save(call)
+        writes: list[str] = []
+        dump = CallRecord.model_dump_json
+
+        def counted(self: CallRecord, **kw: object) -> str:
+            writes.append(self.call_id)
+            return dump(self, **kw)  # type: ignore[arg-type]
+
+        CallRecord.model_dump_json = counted  # type: ignore[method-assign]
+        try:
+            call.transcript.append(TranscriptEntry(timestamp=1, speaker="user", text="hi"))
+            await store.save(call)  # only the transcript grew: the head is not serialized
+            assert writes == []
+            call.metadata["greeting"] = "done"
+            await store.save(call)
+            call.answered_at = 1234
+            await store.save(call)
+            call.provider_call_id = "P-h1"
+            await store.save(call)
+        finally:
+            CallRecord.model_dump_json = dump  # type: ignore[method-assign]
+        assert len(writes) == 3
+        got = await store.get("P-h1")
+        assert got is not None and got.metadata == {"greeting": "done"} and got.answered_at == 1234
+        assert [e.text for e in got.transcript] == ["hi"]
+
+
+def _write_text_keyed_replay_table(path: Path, reply: dict[str, object]) -> None:
+    import sqlite3
+
+    old = sqlite3.connect(path / sqlite_store.DB_NAME)
+    old.execute("CREATE TABLE replay_keys (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL,"
+                " reply TEXT)")
+    old.executemany("INSERT INTO replay_keys VALUES (?,?,?)",
+                    [("k1", 10**13, json.dumps(reply)), ("k2", 10**13, None), ("gone", 1, None)])
+    old.commit()
+    old.close()
+
+
+async def test_a_store_with_the_text_keyed_replay_table_is_migrated(tmp_path: Path) -> None:
+    reply = {"status": 200, "headers": {"content-type": "text/xml"}, "body": "<Response/>"}
+    _write_text_keyed_replay_table(tmp_path, reply)
+    async with SQLiteCallStore(tmp_path) as store:
+        assert await store.lookup_replay("k1") == reply
+        assert await store.lookup_replay("k2") == {}
+        assert await store.lookup_replay("gone") is None  # expired
+        assert await store.lookup_replay("k3") is None
+        assert _committed(store, "SELECT name FROM sqlite_master WHERE name='replay_keys'") == []
+
+
+async def test_a_request_key_is_stored_once_and_keeps_its_first_reply(tmp_path: Path) -> None:
+    first = {"status": 200, "headers": {}, "body": "first"}
+    async with SQLiteCallStore(tmp_path) as store:
+        await store.remember_reply("k", first)
+        await store.remember_reply("k", {"status": 200, "headers": {}, "body": "second"})
+        assert _committed(store, "SELECT COUNT(*) FROM request_keys") == [(1,)]
+        assert await store.lookup_replay("k") == first
+
+
+async def test_keys_whose_digests_collide_are_told_apart_by_the_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_store, "_digest", lambda key: 42)
+    async with SQLiteCallStore(tmp_path) as store:
+        await store.remember_reply("a", {"status": 200, "headers": {}, "body": "A"})
+        await store.remember_reply("b", {"status": 201, "headers": {}, "body": "B"})
+        assert (await store.lookup_replay("a") or {}).get("body") == "A"
+        assert (await store.lookup_replay("b") or {}).get("body") == "B"
+        assert await store.lookup_replay("c") is None
+        assert await store.mark_replay("c") is False and await store.mark_replay("c") is True
+        await store.forget_replay("a")
+        assert await store.lookup_replay("a") is None and await store.lookup_replay("b") is not None

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallMode, CallRecord, EndReason
 from voicecall.media.protocol import MediaStreams
 
 
-@dataclass(frozen=True, slots=True)
-class EventOutcome:
-    """What became of one applied event: the call it now belongs to, or why it was refused."""
+class EventOutcome(NamedTuple):
+    """What became of one applied event: the call it now belongs to, or why it was refused.
+
+    This and the other per-webhook shapes are NamedTuples: immutable like a frozen dataclass,
+    whose `__init__` sets each field through `object.__setattr__` (about 2 us more per object,
+    several per webhook)."""
 
     call: CallRecord | None
     rejected: str | None = None
@@ -40,8 +43,7 @@ class ProviderError(Exception):
     """A carrier request failed; the message names the carrier, status and reason."""
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookRequest:
+class WebhookRequest(NamedTuple):
     """One inbound HTTP request, as the verification and parsing steps see it."""
 
     method: str
@@ -53,8 +55,7 @@ class WebhookRequest:
     remote_addr: str
 
 
-@dataclass(frozen=True, slots=True)
-class Verification:
+class Verification(NamedTuple):
     """Result of checking a webhook's authenticity; `request_key` identifies it for replay checks."""
 
     ok: bool

@@ -7,6 +7,7 @@ carrier's required signature headers are checked before the body is read.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Protocol
@@ -88,6 +89,7 @@ class WebhookApp:
         # A carrier whose webhook reply never depends on the outcome of applying its events
         # says so (the mock); its reply can be stored with the events.
         self.reply_known_early = provider.webhook_reply_ignores_outcomes
+        self._last_response: tuple[dict[str, Any], RawResponse] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -164,7 +166,7 @@ class WebhookApp:
             await self.apply_events(parsed.events, reply=write)
             if not write.written:  # the last event changed nothing (or there was none)
                 await self.replays.remember_reply(key, row)
-            return RawResponse(row["body"], row["status"], row["headers"])
+            return self._response(row)
         if stored is not None:
             log.warning("replay detected; acknowledging without side effects")
             if stored:
@@ -178,7 +180,17 @@ class WebhookApp:
         if stored is None:
             # Committed before the answer goes out: a replay, even after a restart, gets it.
             await self.replays.remember_reply(key, row)
-        return RawResponse(row["body"], row["status"], row["headers"])
+        return self._response(row)
+
+    def _response(self, row: dict[str, Any]) -> RawResponse:
+        """The reply for `row`; the last one is reused, as a carrier's replies are often the
+        same (building one encodes its headers)."""
+        last = self._last_response
+        if last is not None and last[0] == row:
+            return last[1]
+        response = RawResponse(row["body"], row["status"], row["headers"])
+        self._last_response = (copy.deepcopy(row), response)
+        return response
 
 
 def _reply_row(reply: ParsedWebhook) -> dict[str, Any]:
@@ -190,7 +202,8 @@ def _reply_row(reply: ParsedWebhook) -> dict[str, Any]:
 
 class RawResponse:
     """A reply sent with two plain ASGI messages; the same bytes and headers as Starlette's
-    `Response(body, status_code, headers)` (content-length added unless given), built cheaper."""
+    `Response(body, status_code, headers)` (content-length added unless given), built cheaper.
+    Sending does not change it, so one can answer many requests."""
 
     __slots__ = ("body", "raw_headers", "status_code")
 

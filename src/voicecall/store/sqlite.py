@@ -18,7 +18,10 @@ Tables:
   inserts); before `call_items`, separate transcript and key tables dirtied about 3.4. Reads
   take a call's rows from both tables in one statement;
 - `log`: append-only snapshots, events and turns (`tail`, `latency`), newest kept up to a cap;
-- `replay_keys`: verified webhook identities with an expiry (replays survive restarts, SPEC Q12);
+- `request_keys`: verified webhook identities with an expiry and the reply each got (replays
+  survive restarts, SPEC Q12), found through an index on a 64-bit digest of the key: its
+  entries are a sixth the size of the text keys' (every new key lands on a random leaf; with
+  small entries fewer leaves split);
 - `rejected_keys`: dedupe keys of rejected inbound calls (SPEC Q15);
 - `provider_state`: carrier-side state a call needs after a restart (SPEC Q11).
 """
@@ -28,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
+import hashlib
 import json
 import sqlite3
 import threading
@@ -60,8 +65,11 @@ CREATE TABLE IF NOT EXISTS log (
     kind TEXT NOT NULL,
     data TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS log_kind ON log(kind, seq);
-CREATE TABLE IF NOT EXISTS replay_keys (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL, reply TEXT);
+CREATE INDEX IF NOT EXISTS log_turns ON log(seq) WHERE kind = 'turn';
+CREATE TABLE IF NOT EXISTS request_keys (
+    digest INTEGER NOT NULL, key TEXT NOT NULL, expires_at INTEGER NOT NULL, reply TEXT
+);
+CREATE INDEX IF NOT EXISTS request_keys_digest ON request_keys(digest);
 CREATE TABLE IF NOT EXISTS call_items (id INTEGER PRIMARY KEY, key TEXT, entry TEXT);
 CREATE TABLE IF NOT EXISTS recent_items (
     seq INTEGER PRIMARY KEY, id INTEGER NOT NULL, key TEXT, entry TEXT
@@ -137,6 +145,9 @@ class SQLiteCallStore:
         self._known_keys: dict[str, set[str]] = {}
         self._items_top: dict[str, int] = {}  # the call's last call_items id
         self._stored_head: dict[str, str] = {}
+        # The head's fields (the record's field dict and its metadata's top level) as last
+        # written: a save whose head fields are all the same objects skips serializing it.
+        self._stored_fields: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._replay_filter = _KeyFilter()
         self._last_reply: tuple[dict[str, Any], str] | None = None
         self._checkpointer: threading.Thread | None = None
@@ -151,9 +162,7 @@ class SQLiteCallStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
         _prepare(conn)
-        self._replay_filter = _KeyFilter.of(
-            key for (key,) in conn.execute("SELECT key FROM replay_keys WHERE expires_at >= ?",
-                                           (_now_ms(),)))
+        self._replay_filter = _KeyFilter.of(_live_digests(conn))
         self._conn = conn
         self._closing.clear()
         self._checkpointer = threading.Thread(target=self._checkpoint_forever, daemon=True,
@@ -241,14 +250,13 @@ class SQLiteCallStore:
         # Only when the oldest key has expired: the delete reads its whole window of keys
         # (about 2 ms per pass for 5 000 live keys, every PRUNE_EVERY_WRITES writes).
         now = _now_ms()
-        oldest = conn.execute("SELECT expires_at FROM replay_keys ORDER BY rowid LIMIT 1").fetchone()
+        oldest = conn.execute("SELECT expires_at FROM request_keys ORDER BY rowid LIMIT 1").fetchone()
         if oldest is not None and oldest[0] < now:
-            conn.execute("DELETE FROM replay_keys WHERE rowid IN (SELECT rowid FROM replay_keys"
+            conn.execute("DELETE FROM request_keys WHERE rowid IN (SELECT rowid FROM request_keys"
                          " ORDER BY rowid LIMIT ?) AND expires_at < ?",
                          (EXPIRED_REPLAY_KEYS_PER_PRUNE, now))
         if self._replay_filter.count > self._replay_filter.capacity:
-            self._replay_filter = _KeyFilter.of(key for (key,) in conn.execute(
-                "SELECT key FROM replay_keys WHERE expires_at >= ?", (_now_ms(),)))
+            self._replay_filter = _KeyFilter.of(_live_digests(conn))
 
     async def prune(self) -> None:
         """Apply retention now (it also runs by itself every 500 writes)."""
@@ -381,7 +389,7 @@ class SQLiteCallStore:
 
     def _clear_caches(self) -> None:
         for cache in (self._logged_state, self._transcript_len, self._known_keys, self._items_top,
-                      self._stored_head):
+                      self._stored_head, self._stored_fields):
             cache.clear()
 
     async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
@@ -410,15 +418,23 @@ class SQLiteCallStore:
         `reply` (from `reply_write`) is written in the same transaction.
         """
         cid = record.call_id
-        head = record.model_dump_json(by_alias=True, exclude_none=True, exclude=_HEAD_EXCLUDE)
         state = record.state.value
         terminal = record.state in TERMINAL_STATES
+        # Event application sets fields and top-level metadata keys only (as rollback points
+        # assume): the same field values and metadata entries mean the same head, and the
+        # comparison (identity first) costs a fraction of serializing it. None: unchanged.
+        values = dict(record.__dict__)
+        del values["transcript"], values["processed_event_ids"]  # stored apart (_HEAD_EXCLUDE)
+        fields = (values, dict(record.metadata))
+        head: str | None = None
+        if terminal or self._stored_fields.get(cid) != fields:
+            head = record.model_dump_json(by_alias=True, exclude_none=True, exclude=_HEAD_EXCLUDE)
         event_rows = [_json(e) for e in events]
         turn_text = _json(turn) if turn is not None else None
 
         def op(conn: sqlite3.Connection) -> None:
             now = _now_ms()
-            if terminal or self._stored_head.get(cid) != head:
+            if head is not None and (terminal or self._stored_head.get(cid) != head):
                 conn.execute(
                     "INSERT INTO calls(call_id, provider_call_id, state, terminal, started_at,"
                     " updated_at, record) VALUES (?,?,?,?,?,?,?) ON CONFLICT(call_id) DO UPDATE"
@@ -475,10 +491,12 @@ class SQLiteCallStore:
             # What the database now holds for the call (this transaction included).
             if terminal:
                 for cache in (self._logged_state, self._transcript_len, self._known_keys,
-                              self._items_top, self._stored_head):
+                              self._items_top, self._stored_head, self._stored_fields):
                     cache.pop(cid, None)
                 return
-            self._stored_head[cid] = head
+            if head is not None:
+                self._stored_head[cid] = head
+                self._stored_fields[cid] = fields
             self._logged_state[cid] = state
             self._transcript_len[cid] = len(transcript)
             self._items_top[cid] = top
@@ -524,14 +542,19 @@ class SQLiteCallStore:
     async def mark_replay(self, key: str) -> bool:
         """Remember a verified request key; True if it was already seen (a replay)."""
         expires = _now_ms() + self.replay_ttl_ms
+        digest = _digest(key)
 
         def op(conn: sqlite3.Connection) -> bool:
-            row = conn.execute("SELECT expires_at FROM replay_keys WHERE key=?", (key,)).fetchone()
-            if row is not None and row[0] >= _now_ms():
+            row = conn.execute(_FIND_KEY, (digest, key)).fetchone()
+            if row is not None and row[1] >= _now_ms():
                 return True
-            self._replay_filter.add(key)
-            conn.execute("INSERT OR REPLACE INTO replay_keys(key, expires_at) VALUES (?,?)",
-                         (key, expires))
+            self._replay_filter.add(digest)
+            if row is not None:  # expired: seen again now
+                conn.execute("UPDATE request_keys SET expires_at=?, reply=NULL WHERE rowid=?",
+                             (expires, row[0]))
+            else:
+                conn.execute("INSERT INTO request_keys(digest, key, expires_at) VALUES (?,?,?)",
+                             (digest, key, expires))
             return False
 
         return await self._submit(op)
@@ -541,12 +564,13 @@ class SQLiteCallStore:
         conn = self._conn
         if conn is None:
             raise RuntimeError("store is not open")
-        if not self._replay_filter.might_contain(key):
+        digest = _digest(key)
+        if not self._replay_filter.might_contain(digest):
             return None  # surely not stored: no read (the usual case, a new request)
-        row = conn.execute("SELECT expires_at, reply FROM replay_keys WHERE key=?", (key,)).fetchone()
-        if row is None or row[0] < _now_ms():
+        row = conn.execute(_FIND_KEY, (digest, key)).fetchone()
+        if row is None or row[1] < _now_ms():
             return None
-        return dict(json.loads(row[1])) if row[1] else {}
+        return dict(json.loads(row[2])) if row[2] else {}
 
     async def remember_reply(self, key: str, reply: dict[str, Any]) -> None:
         """Record a request as applied, with the answer it got (a replay gets the same answer).
@@ -574,8 +598,9 @@ class SQLiteCallStore:
 
     async def forget_replay(self, key: str) -> None:
         """Forget a request key whose side effects failed, so the carrier's retry is applied."""
-        await self._submit(lambda conn: conn.execute("DELETE FROM replay_keys WHERE key=?",
-                                                     (key,)))
+        digest = _digest(key)
+        await self._submit(lambda conn: conn.execute(
+            "DELETE FROM request_keys WHERE digest=? AND key=?", (digest, key)))
 
     async def add_rejected_key(self, key: str) -> bool:
         """Remember a rejected inbound call's dedupe key; True if it was new."""
@@ -669,23 +694,43 @@ class ReplyWrite:
 
     def __init__(self, store: SQLiteCallStore, key: str, expires_at: int, text: str) -> None:
         self._store = store
-        self._row = (key, expires_at, text)
+        self._row = (_digest(key), key, expires_at, text)
         self.written = False
 
     def __call__(self, conn: sqlite3.Connection) -> None:
-        # The filter in use now (a prune may have rebuilt it since), before the row: it may say
-        # yes too early, never no.
-        self._store._replay_filter.add(self._row[0])
-        conn.execute("INSERT INTO replay_keys(key, expires_at, reply) VALUES (?,?,?)"
-                     " ON CONFLICT(key) DO NOTHING", self._row)
+        # The filter in use now (a prune may have rebuilt it since). A key it has not seen is
+        # surely new; one it may have seen is looked up, so a key is stored once (the first
+        # reply stays, as a concurrent duplicate of the request would otherwise add a second).
+        digest, key = self._row[0], self._row[1]
+        filter_ = self._store._replay_filter
+        if not filter_.might_contain(digest) or conn.execute(_FIND_KEY, (digest, key)).fetchone() is None:
+            filter_.add(digest)  # before the row: it may say yes too early, never no
+            conn.execute("INSERT INTO request_keys(digest, key, expires_at, reply) VALUES (?,?,?,?)",
+                         self._row)
         self.written = True
 
 
+_FIND_KEY = ("SELECT rowid, expires_at, reply FROM request_keys WHERE digest=? AND key=?"
+             " ORDER BY rowid LIMIT 1")
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(key: str) -> int:
+    """A stable 64-bit digest of a request key (signed, as SQLite stores integers); cached, as
+    a webhook's key is digested for its lookup and again for its write."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _live_digests(conn: sqlite3.Connection) -> Iterator[int]:
+    return (d for (d,) in conn.execute("SELECT digest FROM request_keys WHERE expires_at >= ?",
+                                       (_now_ms(),)))
+
+
 class _KeyFilter:
-    """A Bloom filter over the stored replay keys: False means the key is surely not stored, so
-    a new request (nearly every one) costs no read. It is built from the table when the store
-    opens and given every key before it is written; a false positive costs one read. Past its
-    capacity it answers "maybe" until the next prune rebuilds it, bigger, from the table.
+    """A Bloom filter over the stored request keys' digests: False means the key is surely not
+    stored, so a new request (nearly every one) costs no read. It is built from the table when
+    the store opens and given every digest before it is written; a false positive costs one
+    read. Past its capacity it answers "maybe" until the next prune rebuilds it, bigger.
     """
 
     PROBES = 3
@@ -697,33 +742,35 @@ class _KeyFilter:
         self.capacity = bits // 8  # about 3.6 % false positives at capacity with 3 probes
 
     @classmethod
-    def of(cls, keys: Iterable[str]) -> _KeyFilter:
-        keys = list(keys)
+    def of(cls, digests: Iterable[int]) -> _KeyFilter:
+        digests = list(digests)
         bits = 1 << 24
-        while len(keys) > bits // 16:
+        while len(digests) > bits // 16:
             bits <<= 1
         made = cls(bits)
-        for key in keys:
-            made.add(key)
+        for digest in digests:
+            made.add(digest)
         return made
 
-    def _probes(self, key: str) -> tuple[int, int, int]:
-        h = hash(key) & 0xFFFF_FFFF_FFFF_FFFF  # per-process salted, like the filter itself
+    def _probes(self, digest: int) -> tuple[int, int, int]:
+        h = digest & 0xFFFF_FFFF_FFFF_FFFF
         low, step = h & 0xFFFF_FFFF, (h >> 32) | 1  # double hashing: low + i * step
         mask = self._mask
         return low & mask, (low + step) & mask, (low + 2 * step) & mask
 
-    def add(self, key: str) -> None:
+    def add(self, digest: int) -> None:
         bits = self._bits
-        for bit in self._probes(key):
+        for bit in self._probes(digest):
             bits[bit >> 3] |= 1 << (bit & 7)
         self.count += 1
 
-    def might_contain(self, key: str) -> bool:
+    def might_contain(self, digest: int) -> bool:
         if self.count > self.capacity:
             return True  # too full to say no; `_prune` rebuilds it bigger
         bits = self._bits
-        return all(bits[bit >> 3] & (1 << (bit & 7)) for bit in self._probes(key))
+        a, b, c = self._probes(digest)
+        return bool(bits[a >> 3] & (1 << (a & 7)) and bits[b >> 3] & (1 << (b & 7))
+                    and bits[c >> 3] & (1 << (c & 7)))
 
 
 class _OpFailed(Exception):
@@ -737,6 +784,9 @@ class _OpFailed(Exception):
 def _prepare(conn: sqlite3.Connection) -> None:
     """Create the schema, and move a store written before `call_items` existed into it."""
     conn.executescript(SCHEMA)
+    conn.execute("DROP INDEX IF EXISTS log_kind")  # every kind indexed, before `log_turns`
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='replay_keys'").fetchone():
+        _migrate_replay_keys(conn)
     old = {name for (name,) in conn.execute(
         "SELECT name FROM sqlite_master WHERE type='table' AND name IN ('transcript','processed_keys')")}
     if old:
@@ -762,6 +812,20 @@ def _migrate_items(conn: sqlite3.Connection, old: set[str]) -> None:
                 for i in range(max(len(entries), len(keys)))])
         for table in sorted(old):
             conn.execute(f"DROP TABLE {table}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _migrate_replay_keys(conn: sqlite3.Connection) -> None:
+    """Copy `replay_keys` (a text primary key) into `request_keys`, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rows = conn.execute("SELECT key, expires_at, reply FROM replay_keys ORDER BY rowid").fetchall()
+        conn.executemany("INSERT INTO request_keys(digest, key, expires_at, reply) VALUES (?,?,?,?)",
+                         [(_digest(key), key, expires, reply) for key, expires, reply in rows])
+        conn.execute("DROP TABLE replay_keys")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -863,8 +927,13 @@ def _recent(conn: sqlite3.Connection, limit: int) -> list[CallRecord]:
 
 
 def _kind_clause(kinds: tuple[str, ...] | None) -> tuple[str, tuple[str, ...]]:
+    """The log filter for `kinds`. Only turns are indexed (`log_turns`, for `latency`; the
+    planner uses that partial index only for this literal term): every event would otherwise
+    also write an index entry, and the other kinds are read by scanning back from the end."""
     if not kinds:
         return "", ()
+    if kinds == ("turn",):
+        return " AND kind = 'turn'", ()
     return f" AND kind IN ({','.join('?' * len(kinds))})", kinds
 
 
