@@ -465,3 +465,17 @@ async def test_keys_whose_digests_collide_are_told_apart_by_the_key(
         assert await store.mark_replay("c") is False and await store.mark_replay("c") is True
         await store.forget_replay("a")
         assert await store.lookup_replay("a") is None and await store.lookup_replay("b") is not None
+
+
+@pytest.mark.parametrize("value", [
+    {"type": "call.speech", "timestamp": 1795671903231, "key": "ev-1",
+     "transcript": 'say "hi"\n\tüber 😀', "isFinal": True},
+    [1, 2.5, None, float("inf"), -0.0, 1e300, "x"], "text", 3, {"a": {"b": [1, {"c": "é"}]}}, {}, [],
+])
+def test_the_store_writes_json_exactly_as_json_dumps_compact(value: object) -> None:
+    assert sqlite_store._json(value) == json.dumps(value, separators=(",", ":"))
+
+
+def test_the_store_refuses_to_write_what_json_cannot_encode() -> None:
+    with pytest.raises(TypeError):
+        sqlite_store._json({"x": object()})

@@ -94,7 +94,26 @@ GROUP_COMMIT_MAX_OPS = 256
 _HEAD_EXCLUDE = {"transcript", "processed_event_ids"}
 _ITEM_BITS = 32  # call_items.id = calls.rowid << _ITEM_BITS | per-call sequence number
 _ITEM_MASK = (1 << _ITEM_BITS) - 1
-_json = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps(..., separators) builds one per call
+
+
+def _compact_json_encoder() -> Callable[[Any], str]:
+    """JSON text as `json.dumps(obj, separators=(",", ":"))` writes it, from one reusable C
+    encoder: `json.dumps` builds a `JSONEncoder` per call, and `JSONEncoder.encode` a C encoder
+    and its circular-reference table per call, most of the cost for a small dict. (Circular
+    data still fails: the C encoder's recursion limit stops it.)"""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # an interpreter without the C accelerator
+        return json.JSONEncoder(separators=(",", ":")).encode
+    encoder = make(None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None,
+                   ":", ",", False, False, True)
+
+    def encode(obj: Any) -> str:
+        return "".join(encoder(obj, 0))
+
+    return encode
+
+
+_json = _compact_json_encoder()
 
 
 @dataclass(frozen=True, slots=True)
