@@ -518,6 +518,8 @@ class CallService:
         `reply` (the webhook's request key and answer) is written with the last event if that
         event is persisted (`reply.written` tells).
         """
+        if len(events) == 1:  # the usual webhook: no comprehension (a coroutine of its own)
+            return [await self._apply_one(events[0], reply=reply)]
         if reply is None:
             return [await self._apply_one(event) for event in events]
         last = len(events) - 1

@@ -282,7 +282,11 @@ class SQLiteCallStore:
         await self._submit(self._prune)
 
     async def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `op` in a write transaction that is committed before this returns.
+        """Run `op` in a write transaction that is committed before this returns."""
+        return await self._enqueue(op)
+
+    def _enqueue(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue `op` for the next group commit; the future resolves once it is committed.
 
         Group commit on the event loop: writes submitted close together share one transaction
         (see `_gather_or_commit`). In WAL mode with synchronous=NORMAL a commit is one append to
@@ -301,7 +305,7 @@ class SQLiteCallStore:
             self._batch_opened = loop.time()
             self._batch_seen = 1
             loop.call_soon(self._gather_or_commit, loop, batch)
-        return await fut
+        return fut
 
     def _gather_or_commit(self, loop: asyncio.AbstractEventLoop, batch: list[Any]) -> None:
         """Commit the open batch one loop iteration after its first write, or later while it
@@ -427,9 +431,11 @@ class SQLiteCallStore:
             conn.close()
 
     # -- records -----------------------------------------------------------------------------
-    async def save(self, record: CallRecord, *, events: Iterable[dict[str, Any]] = (),
-                   turn: dict[str, Any] | None = None, reply: ReplyWrite | None = None) -> None:
-        """Persist the current record, append its snapshot (and any events/turn) to the log.
+    def save(self, record: CallRecord, *, events: Iterable[dict[str, Any]] = (),
+             turn: dict[str, Any] | None = None,
+             reply: ReplyWrite | None = None) -> asyncio.Future[None]:
+        """Persist the current record, append its snapshot (and any events/turn) to the log;
+        await the result (a future, not a coroutine: one frame less on every webhook's path).
 
         Writes only what changed since the last save of the call: the `calls` row when its head
         (the record without transcript and dedupe keys) changed, the new transcript entries and
@@ -524,7 +530,7 @@ class SQLiteCallStore:
             if len(known) > 4 * MAX_KEYS_KEPT:
                 known.intersection_update(keys)
 
-        await self._submit(op)
+        return self._enqueue(op)
 
     async def get(self, call_id: str) -> CallRecord | None:
         """A call by our id, or else by the carrier's id."""
