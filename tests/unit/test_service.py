@@ -44,6 +44,12 @@ async def until(predicate: Callable[[], Any], within: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def listening_for_turn(service: CallService, provider: MockProvider, rec: CallRecord) -> bool:
+    """The pending `continue` is listening: injected speech now answers it."""
+    token = service.turn_token(rec.call_id)
+    return token is not None and provider.listening_for(rec.provider_call_id or "") == token
+
+
 async def ended(service: CallService, call_id: str, within: float = 5.0) -> CallRecord:
     result: list[CallRecord] = []
 
@@ -163,7 +169,7 @@ async def test_continue_times_out_with_the_reference_message_and_the_call_stays_
         await service.continue_call(rec.call_id, "Anyone there?")
     assert not rec.is_terminal
     task = asyncio.create_task(service.continue_call(rec.call_id, "Still there?"))
-    await until(lambda: rec.state == CallState.LISTENING and rec.call_id in service._waiters)
+    await until(lambda: listening_for_turn(service, provider, rec))
     await provider.inject(rec.provider_call_id or "", speech="yes")
     assert await task == "yes"
     await service.stop()
@@ -174,7 +180,7 @@ async def test_call_hung_up_by_the_callee_fails_the_pending_continue(store: SQLi
     rec = await service.initiate("+15555550123", "Hello", mode="conversation")
     await until(lambda: rec.answered_at is not None)
     task = asyncio.create_task(service.continue_call(rec.call_id, "Question?"))
-    await until(lambda: rec.call_id in service._waiters)
+    await until(lambda: listening_for_turn(service, provider, rec))
     await provider.inject(rec.provider_call_id or "", hangup=True)
     with pytest.raises(CallError, match="Call ended: hangup-user"):
         await task
@@ -190,7 +196,7 @@ async def test_only_one_continue_waits_per_call(store: SQLiteCallStore) -> None:
     await until(lambda: rec.call_id in service._turns)
     with pytest.raises(CallError, match="Already waiting for transcript"):
         await service.continue_call(rec.call_id, "Two?")
-    await until(lambda: rec.call_id in service._waiters)
+    await until(lambda: listening_for_turn(service, provider, rec))
     await provider.inject(rec.provider_call_id or "", speech="one")
     assert await first == "one"
     await service.stop()

@@ -272,6 +272,13 @@ class MockProvider:
             sim.ended = True
             await self._emit(sim, "call.ended", reason=EndReason.HANGUP_USER)
 
+    def listening_for(self, provider_call_id: str) -> str | None:
+        """The turn token the simulated carrier listens with (None when it does not listen):
+        injected speech answers that turn. Speech injected before listening started carries
+        no token, or an older turn's, and a waiting turn ignores it."""
+        sim = self._calls.get(provider_call_id)
+        return sim.listen_token if sim is not None and sim.listening else None
+
     def heard(self, provider_call_id: str) -> list[str]:
         """What the simulated callee heard, in order (for tests and debugging)."""
         sim = self._calls.get(provider_call_id)
