@@ -479,3 +479,25 @@ def test_the_store_writes_json_exactly_as_json_dumps_compact(value: object) -> N
 def test_the_store_refuses_to_write_what_json_cannot_encode() -> None:
     with pytest.raises(TypeError):
         sqlite_store._json({"x": object()})
+
+
+async def test_a_request_seen_again_after_its_key_expired_is_stored_again_and_then_caught(
+        tmp_path: Path) -> None:
+    async with SQLiteCallStore(tmp_path, replay_ttl_ms=1) as store:
+        await store.remember_reply("k", {"status": 200, "headers": {}, "body": "old"})
+        await asyncio.sleep(0.01)
+        assert await store.lookup_replay("k") is None  # expired: applied again
+        store.replay_ttl_ms = 60_000
+        await store.remember_reply("k", {"status": 200, "headers": {}, "body": "new"})
+        assert (await store.lookup_replay("k") or {}).get("body") == "new"
+    async with SQLiteCallStore(tmp_path) as store:  # the filter is rebuilt from live keys only
+        assert (await store.lookup_replay("k") or {}).get("body") == "new"
+
+
+async def test_readers_leave_the_text_keyed_replay_table_to_the_gateway(tmp_path: Path) -> None:
+    _write_text_keyed_replay_table(tmp_path, {"status": 200, "headers": {}, "body": "x"})
+    reader = SQLiteCallStore(tmp_path)  # as the CLI reads a store: no open()
+    assert reader.run_sync(lambda conn: conn.execute(
+        "SELECT COUNT(*) FROM replay_keys").fetchone()) == (3,)
+    async with SQLiteCallStore(tmp_path) as store, SQLiteCallStore(tmp_path) as second:
+        assert await store.lookup_replay("k2") == {} and await second.lookup_replay("k2") == {}

@@ -159,7 +159,9 @@ class CallRecord(_CamelModel):
         Nothing is copied but the field dict and the metadata's top level: the transcript and
         the keys are restored by length, and the keys `remember_processed` drops are given to
         the newest point. (Copying 500 keys touched 500 scattered objects, and the copies kept
-        the young-generation collections busy.)
+        the young-generation collections busy.) So only the newest point can be rolled back to:
+        take one, apply, then persist or roll back before taking the next (as `CallService`
+        does for each event, under the call's lock).
         """
         point = RollbackPoint({**self.__dict__, "metadata": dict(self.metadata)},
                               len(self.transcript), len(self.processed_event_ids))

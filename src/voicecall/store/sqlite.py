@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS log (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS log_turns ON log(seq) WHERE kind = 'turn';
+CREATE INDEX IF NOT EXISTS log_snapshots ON log(call_id, seq) WHERE kind = 'snapshot';
 CREATE TABLE IF NOT EXISTS request_keys (
     digest INTEGER NOT NULL, key TEXT NOT NULL, expires_at INTEGER NOT NULL, reply TEXT
 );
@@ -90,7 +91,7 @@ MAX_KEYS_KEPT = 500
 EXPIRED_REPLAY_KEYS_PER_PRUNE = 5_000
 CACHE_KIB = 64 * 1024
 GROUP_COMMIT_MAX_DELAY_S = 0.010
-GROUP_COMMIT_MAX_OPS = 256
+GROUP_COMMIT_MAX_OPS = 64  # a commit of 64 webhooks' writes holds the loop for a few ms
 _HEAD_EXCLUDE = {"transcript", "processed_event_ids"}
 _ITEM_BITS = 32  # call_items.id = calls.rowid << _ITEM_BITS | per-call sequence number
 _ITEM_MASK = (1 << _ITEM_BITS) - 1
@@ -181,6 +182,7 @@ class SQLiteCallStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
         _prepare(conn)
+        _migrate_replay_keys(conn)
         self._replay_filter = _KeyFilter.of(_live_digests(conn))
         self._conn = conn
         self._closing.clear()
@@ -441,6 +443,10 @@ class SQLiteCallStore:
         (the record without transcript and dedupe keys) changed, the new transcript entries and
         dedupe keys, and the log rows. `updated_at` is therefore when the head last changed.
         `reply` (from `reply_write`) is written in the same transaction.
+
+        The head is serialized only when one of its fields or a top-level metadata entry was
+        assigned since the last write, so nothing may change a metadata value in place (event
+        application and the service assign at the top level, as rollback points also assume).
         """
         cid = record.call_id
         state = record.state.value
@@ -459,7 +465,13 @@ class SQLiteCallStore:
 
         def op(conn: sqlite3.Connection) -> None:
             now = _now_ms()
-            if head is not None and (terminal or self._stored_head.get(cid) != head):
+            written = head
+            if written is None and self._stored_fields.get(cid) != fields:
+                # An earlier save in this transaction wrote other head fields (never under the
+                # per-call lock, which keeps one save per call in flight; checked anyway).
+                written = record.model_dump_json(by_alias=True, exclude_none=True,
+                                                 exclude=_HEAD_EXCLUDE)
+            if written is not None and (terminal or self._stored_head.get(cid) != written):
                 conn.execute(
                     "INSERT INTO calls(call_id, provider_call_id, state, terminal, started_at,"
                     " updated_at, record) VALUES (?,?,?,?,?,?,?) ON CONFLICT(call_id) DO UPDATE"
@@ -467,7 +479,7 @@ class SQLiteCallStore:
                     " terminal=excluded.terminal, updated_at=excluded.updated_at,"
                     " record=excluded.record",
                     (cid, record.provider_call_id, state, int(terminal), record.started_at, now,
-                     head),
+                     written),
                 )
             transcript = record.transcript
             keys = record.processed_event_ids
@@ -519,8 +531,8 @@ class SQLiteCallStore:
                               self._items_top, self._stored_head, self._stored_fields):
                     cache.pop(cid, None)
                 return
-            if head is not None:
-                self._stored_head[cid] = head
+            if written is not None:
+                self._stored_head[cid] = written
                 self._stored_fields[cid] = fields
             self._logged_state[cid] = state
             self._transcript_len[cid] = len(transcript)
@@ -573,13 +585,9 @@ class SQLiteCallStore:
             row = conn.execute(_FIND_KEY, (digest, key)).fetchone()
             if row is not None and row[1] >= _now_ms():
                 return True
-            self._replay_filter.add(digest)
-            if row is not None:  # expired: seen again now
-                conn.execute("UPDATE request_keys SET expires_at=?, reply=NULL WHERE rowid=?",
-                             (expires, row[0]))
-            else:
-                conn.execute("INSERT INTO request_keys(digest, key, expires_at) VALUES (?,?,?)",
-                             (digest, key, expires))
+            self._replay_filter.add(digest)  # a new row even for an expired key: see _FIND_KEY
+            conn.execute("INSERT INTO request_keys(digest, key, expires_at) VALUES (?,?,?)",
+                         (digest, key, expires))
             return False
 
         return await self._submit(op)
@@ -728,15 +736,21 @@ class ReplyWrite:
         # reply stays, as a concurrent duplicate of the request would otherwise add a second).
         digest, key = self._row[0], self._row[1]
         filter_ = self._store._replay_filter
-        if not filter_.might_contain(digest) or conn.execute(_FIND_KEY, (digest, key)).fetchone() is None:
-            filter_.add(digest)  # before the row: it may say yes too early, never no
-            conn.execute("INSERT INTO request_keys(digest, key, expires_at, reply) VALUES (?,?,?,?)",
-                         self._row)
+        if filter_.might_contain(digest):
+            row = conn.execute(_FIND_KEY, (digest, key)).fetchone()
+            if row is not None and row[1] >= _now_ms():
+                self.written = True  # stored and live: the first reply stays
+                return
+        filter_.add(digest)  # before the row: it may say yes too early, never no
+        conn.execute("INSERT INTO request_keys(digest, key, expires_at, reply) VALUES (?,?,?,?)",
+                     self._row)
         self.written = True
 
 
 _FIND_KEY = ("SELECT rowid, expires_at, reply FROM request_keys WHERE digest=? AND key=?"
-             " ORDER BY rowid LIMIT 1")
+             " ORDER BY rowid DESC LIMIT 1")
+"""The newest row of a key: a key seen again after its row expired (the filter, built from live
+keys, does not know it) gets a new row, and the expired one waits for the prune."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -810,8 +824,6 @@ def _prepare(conn: sqlite3.Connection) -> None:
     """Create the schema, and move a store written before `call_items` existed into it."""
     conn.executescript(SCHEMA)
     conn.execute("DROP INDEX IF EXISTS log_kind")  # every kind indexed, before `log_turns`
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='replay_keys'").fetchone():
-        _migrate_replay_keys(conn)
     old = {name for (name,) in conn.execute(
         "SELECT name FROM sqlite_master WHERE type='table' AND name IN ('transcript','processed_keys')")}
     if old:
@@ -844,13 +856,18 @@ def _migrate_items(conn: sqlite3.Connection, old: set[str]) -> None:
 
 
 def _migrate_replay_keys(conn: sqlite3.Connection) -> None:
-    """Copy `replay_keys` (a text primary key) into `request_keys`, in one transaction."""
+    """Move the live keys of `replay_keys` (a text primary key, before `request_keys`) over, in
+    one transaction. Only the gateway's store does this when it opens (readers such as the CLI
+    never do), and it looks for the old table inside the transaction, so two processes opening
+    one old store migrate it once."""
+    conn.create_function("voicecall_digest", 1, _digest, deterministic=True)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        rows = conn.execute("SELECT key, expires_at, reply FROM replay_keys ORDER BY rowid").fetchall()
-        conn.executemany("INSERT INTO request_keys(digest, key, expires_at, reply) VALUES (?,?,?,?)",
-                         [(_digest(key), key, expires, reply) for key, expires, reply in rows])
-        conn.execute("DROP TABLE replay_keys")
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='replay_keys'").fetchone():
+            conn.execute("INSERT INTO request_keys(digest, key, expires_at, reply)"
+                         " SELECT voicecall_digest(key), key, expires_at, reply FROM replay_keys"
+                         " WHERE expires_at >= ? ORDER BY expires_at", (_now_ms(),))
+            conn.execute("DROP TABLE replay_keys")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
