@@ -363,8 +363,13 @@ async def test_writes_that_keep_arriving_share_one_commit(tmp_path: Path) -> Non
         assert len(await store.live_calls()) == 18
 
 
-async def test_a_batch_that_never_stops_growing_commits_after_the_maximum_delay(
-        tmp_path: Path) -> None:
+@pytest.mark.parametrize("cap", ["delay", "size"])
+async def test_a_batch_that_never_stops_growing_is_committed_at_a_cap(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap: str) -> None:
+    if cap == "delay":
+        monkeypatch.setattr(sqlite_store, "GROUP_COMMIT_MAX_OPS", 10**9)
+    else:
+        monkeypatch.setattr(sqlite_store, "GROUP_COMMIT_MAX_DELAY_S", 60.0)
     async with SQLiteCallStore(tmp_path) as store:
         sizes = _count_transactions(store)
         stop = asyncio.Event()
@@ -372,22 +377,28 @@ async def test_a_batch_that_never_stops_growing_commits_after_the_maximum_delay(
 
         async def flood() -> None:
             i = 0
-            while not stop.is_set():
-                i += 1
-                saves.append(asyncio.ensure_future(store.save(rec(f"f{i}"))))
+            while not stop.is_set():  # more writes every loop iteration
+                for _ in range(2):
+                    i += 1
+                    saves.append(asyncio.ensure_future(store.save(rec(f"f{i}"))))
                 await asyncio.sleep(0)
 
-        flooding = asyncio.ensure_future(flood())
-        await asyncio.sleep(0)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await store.save(rec("first"))
+        flooding = asyncio.ensure_future(flood())
+        await asyncio.sleep(0)  # the flood's first write opens the batch
+        await asyncio.sleep(0)
+        first = store.save(rec("first"))  # joins the growing batch
+        await asyncio.wait_for(first, 5)  # without the caps: committed only once the flood stops
         waited = loop.time() - started
         stop.set()
         await flooding
         await asyncio.gather(*saves)
-        assert sqlite_store.GROUP_COMMIT_MAX_DELAY_S <= waited < 0.5
-        assert sizes and sizes[0] > 1
+        assert waited < 0.5 and sizes
+        if cap == "delay":
+            assert waited >= sqlite_store.GROUP_COMMIT_MAX_DELAY_S and sizes[0] > 1
+        else:
+            assert sqlite_store.GROUP_COMMIT_MAX_OPS <= sizes[0] <= sqlite_store.GROUP_COMMIT_MAX_OPS + 3
 
 
 async def test_every_head_change_is_written_even_when_serializing_it_is_skipped(
