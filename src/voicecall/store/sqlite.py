@@ -581,16 +581,21 @@ class SQLiteCallStore:
         expires = _now_ms() + self.replay_ttl_ms
         digest = _digest(key)
 
-        def op(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(_FIND_KEY, (digest, key)).fetchone()
-            if row is not None and row[1] >= _now_ms():
-                return True
-            self._replay_filter.add(digest)  # a new row even for an expired key: see _FIND_KEY
-            conn.execute("INSERT INTO request_keys(digest, key, expires_at) VALUES (?,?,?)",
-                         (digest, key, expires))
-            return False
+        return await self._submit(lambda conn: not self._store_key(conn, (digest, key, expires, None)))
 
-        return await self._submit(op)
+    def _store_key(self, conn: sqlite3.Connection, row: tuple[int, str, int, str | None]) -> bool:
+        """Insert a request key row `(digest, key, expires_at, reply)` unless the key is stored
+        and live (then False: the first reply stays, as a concurrent duplicate of the request
+        would otherwise add a second). A key the filter in use now has not seen is surely new
+        (no read); a key seen again after its row expired gets a new row (see `_FIND_KEY`)."""
+        digest, key = row[0], row[1]
+        if self._replay_filter.might_contain(digest):
+            found = conn.execute(_FIND_KEY, (digest, key)).fetchone()
+            if found is not None and found[1] >= _now_ms():
+                return False
+        self._replay_filter.add(digest)  # before the row: it may say yes too early, never no
+        conn.execute("INSERT INTO request_keys(digest, key, expires_at, reply) VALUES (?,?,?,?)", row)
+        return True
 
     async def lookup_replay(self, key: str) -> dict[str, Any] | None:
         """The reply stored for an already-applied request (`{}` if none was kept), else None."""
@@ -727,23 +732,11 @@ class ReplyWrite:
 
     def __init__(self, store: SQLiteCallStore, key: str, expires_at: int, text: str) -> None:
         self._store = store
-        self._row = (_digest(key), key, expires_at, text)
+        self._row: tuple[int, str, int, str | None] = (_digest(key), key, expires_at, text)
         self.written = False
 
     def __call__(self, conn: sqlite3.Connection) -> None:
-        # The filter in use now (a prune may have rebuilt it since). A key it has not seen is
-        # surely new; one it may have seen is looked up, so a key is stored once (the first
-        # reply stays, as a concurrent duplicate of the request would otherwise add a second).
-        digest, key = self._row[0], self._row[1]
-        filter_ = self._store._replay_filter
-        if filter_.might_contain(digest):
-            row = conn.execute(_FIND_KEY, (digest, key)).fetchone()
-            if row is not None and row[1] >= _now_ms():
-                self.written = True  # stored and live: the first reply stays
-                return
-        filter_.add(digest)  # before the row: it may say yes too early, never no
-        conn.execute("INSERT INTO request_keys(digest, key, expires_at, reply) VALUES (?,?,?,?)",
-                     self._row)
+        self._store._store_key(conn, self._row)
         self.written = True
 
 
