@@ -170,7 +170,7 @@ class WebhookApp:
         if stored is not None:
             log.warning("replay detected; acknowledging without side effects")
             if stored:
-                return RawResponse(stored["body"], stored["status"], stored["headers"])
+                return self._response(stored)
             reply = await self.provider.webhook_reply(request, parsed, None)
         else:
             # Not marked until applied: if applying fails, the carrier's retry is applied.
