@@ -512,3 +512,81 @@ async def test_readers_leave_the_text_keyed_replay_table_to_the_gateway(tmp_path
         "SELECT COUNT(*) FROM replay_keys").fetchone()) == (3,)
     async with SQLiteCallStore(tmp_path) as store, SQLiteCallStore(tmp_path) as second:
         assert await store.lookup_replay("k2") == {} and await second.lookup_replay("k2") == {}
+
+
+async def test_keys_spread_over_many_runs_are_all_found_and_replays_caught_after_reopening(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_store, "KEY_RUN_MIN_KEYS", 3)
+    reply = {"status": 200, "headers": {}, "body": "OK"}
+    async with SQLiteCallStore(tmp_path) as store:
+        for i in range(10):
+            await store.remember_reply(f"k{i}", reply)
+        assert _committed(store, "SELECT COUNT(DISTINCT run) FROM request_keys") == [(4,)]
+        assert all([await store.lookup_replay(f"k{i}") == reply for i in range(10)])
+    async with SQLiteCallStore(tmp_path) as store:
+        assert (store._key_runs.first, store._key_runs.current) == (1, 4)
+        await store.remember_reply("after", reply)  # a reopened store starts a run of its own
+        assert _committed(store, "SELECT run FROM request_keys WHERE key='after'") == [(5,)]
+        assert all([await store.mark_replay(f"k{i}") for i in range(10)])
+        assert await store.mark_replay("new") is False
+        await store.forget_replay("k0")
+        assert await store.lookup_replay("k0") is None and await store.lookup_replay("k1") == reply
+
+
+def test_a_run_takes_a_share_of_the_live_keys_once_there_are_many() -> None:
+    runs = sqlite_store._KeyRuns()
+    first = [runs.take(live_keys=10) for _ in range(sqlite_store.KEY_RUN_MIN_KEYS + 1)]
+    assert set(first[:-1]) == {1} and first[-1] == 2
+    many = 100 * sqlite_store.KEY_RUN_MIN_KEYS * sqlite_store.KEY_RUNS_PER_STORE
+    runs = sqlite_store._KeyRuns()
+    taken = [runs.take(live_keys=many) for _ in range(100 * sqlite_store.KEY_RUN_MIN_KEYS + 1)]
+    assert taken[-2] == 1 and taken[-1] == 2
+
+
+async def test_a_key_lookup_seeks_each_run_in_the_index_instead_of_reading_keys(tmp_path: Path) -> None:
+    async with SQLiteCallStore(tmp_path) as store:
+        plan = store.run_sync(lambda conn: conn.execute(
+            f"EXPLAIN QUERY PLAN {sqlite_store._FIND_KEY}", (0, 5, 1, "k")).fetchall())
+    details = [row[-1] for row in plan]
+    assert "SEARCH request_keys USING INDEX request_keys_run (run=? AND digest=?)" in details
+
+
+async def test_pruning_expired_keys_moves_lookups_past_their_runs_and_keeps_later_keys(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_store, "KEY_RUN_MIN_KEYS", 2)
+    reply = {"status": 200, "headers": {}, "body": "OK"}
+    async with SQLiteCallStore(tmp_path, replay_ttl_ms=-1) as store:
+        for i in range(4):
+            await store.remember_reply(f"old{i}", reply)  # runs 1 and 2, already expired
+        store.replay_ttl_ms = 60_000
+        for i in range(3):
+            await store.remember_reply(f"live{i}", reply)  # runs 3 and 4
+        await store.prune()
+        assert (store._key_runs.first, store._key_runs.current) == (3, 4)
+        assert all([await store.lookup_replay(f"live{i}") == reply for i in range(3)])
+        store._clear_caches()  # as after a failed transaction, which may have undone a prune
+        assert store._key_runs.first == 0
+        assert await store.lookup_replay("live0") == reply
+
+
+async def test_a_store_whose_request_keys_were_indexed_by_digest_alone_is_given_runs(
+        tmp_path: Path) -> None:
+    import sqlite3
+
+    reply = {"status": 200, "headers": {}, "body": "kept"}
+    old = sqlite3.connect(tmp_path / sqlite_store.DB_NAME)
+    old.execute("CREATE TABLE request_keys (digest INTEGER NOT NULL, key TEXT NOT NULL,"
+                " expires_at INTEGER NOT NULL, reply TEXT)")
+    old.execute("CREATE INDEX request_keys_digest ON request_keys(digest)")
+    old.execute("INSERT INTO request_keys VALUES (?,?,?,?)",
+                (sqlite_store._digest("k1"), "k1", 10**13, json.dumps(reply)))
+    old.commit()
+    old.close()
+    async with SQLiteCallStore(tmp_path) as store:
+        assert await store.lookup_replay("k1") == reply
+        assert await store.mark_replay("k1") is True and await store.mark_replay("k2") is False
+        indexes = _committed(store, "SELECT name FROM sqlite_master WHERE type='index'"
+                                    " AND tbl_name='request_keys'")
+        assert indexes == [("request_keys_run",)]
+        assert _committed(store, "SELECT key, run FROM request_keys ORDER BY rowid") == [
+            ("k1", 0), ("k2", 1)]
