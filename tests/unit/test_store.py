@@ -590,3 +590,16 @@ async def test_a_store_whose_request_keys_were_indexed_by_digest_alone_is_given_
         assert indexes == [("request_keys_run",)]
         assert _committed(store, "SELECT key, run FROM request_keys ORDER BY rowid") == [
             ("k1", 0), ("k2", 1)]
+
+
+def test_the_key_filter_at_capacity_sends_under_one_percent_of_new_keys_to_a_lookup() -> None:
+    import random
+
+    rnd = random.Random(7)
+    kept = sqlite_store._KeyFilter(bits=1 << 16)
+    for _ in range(kept.capacity):
+        kept.add(rnd.getrandbits(63) - (1 << 62))
+    maybes = sum(kept.might_contain(rnd.getrandbits(63) - (1 << 62)) for _ in range(50_000))
+    assert maybes / 50_000 < 0.01
+    rebuilt = sqlite_store._KeyFilter.of(range(kept.capacity))
+    assert rebuilt.count <= rebuilt.capacity // 2  # room to grow before it is rebuilt again
