@@ -603,3 +603,18 @@ def test_the_key_filter_at_capacity_sends_under_one_percent_of_new_keys_to_a_loo
     assert maybes / 50_000 < 0.01
     rebuilt = sqlite_store._KeyFilter.of(range(kept.capacity))
     assert rebuilt.count <= rebuilt.capacity // 2  # room to grow before it is rebuilt again
+
+
+def test_adding_a_digest_tells_what_asking_first_would_have() -> None:
+    import random
+
+    rnd = random.Random(3)
+    asked, added = sqlite_store._KeyFilter(bits=1 << 12), sqlite_store._KeyFilter(bits=1 << 12)
+    digests = [rnd.getrandbits(63) for _ in range(400)]
+    digests += digests[:50]  # some seen again
+    answers = []
+    for digest in digests:
+        answers.append(asked.might_contain(digest))
+        asked.add(digest)
+    assert [added.add(digest) for digest in digests] == answers
+    assert all(answers[400:]) and not all(answers[:400])

@@ -601,11 +601,12 @@ class SQLiteCallStore:
         (no read); a key seen again after its row expired gets a new row (see `_FIND_KEY`)."""
         digest, key = row[0], row[1]
         runs = self._key_runs
-        if self._replay_filter.might_contain(digest):
+        # Added before the row is (it may say yes too early, never no), and before the lookup:
+        # a stored key is added twice, which only overcounts.
+        if self._replay_filter.add(digest):
             found = conn.execute(_FIND_KEY, (runs.first, runs.current, digest, key)).fetchone()
             if found is not None and found[1] >= _now_ms():
                 return False
-        self._replay_filter.add(digest)  # before the row: it may say yes too early, never no
         conn.execute("INSERT INTO request_keys(digest, key, expires_at, reply, run)"
                      " VALUES (?,?,?,?,?)", (*row, runs.take(self._replay_filter.count)))
         return True
@@ -854,11 +855,18 @@ class _KeyFilter:
         mask = self._mask
         return low & mask, (low + step) & mask, (low + 2 * step) & mask
 
-    def add(self, digest: int) -> None:
+    def add(self, digest: int) -> bool:
+        """Add `digest`; whether it may have been there already (`might_contain` before it)."""
         bits = self._bits
+        fresh = False
         for bit in self._probes(digest):
-            bits[bit >> 3] |= 1 << (bit & 7)
+            byte, mask = bit >> 3, 1 << (bit & 7)
+            if not bits[byte] & mask:
+                bits[byte] |= mask
+                fresh = True
+        full = self.count > self.capacity
         self.count += 1
+        return full or not fresh
 
     def might_contain(self, digest: int) -> bool:
         if self.count > self.capacity:
