@@ -604,7 +604,7 @@ class SQLiteCallStore:
         # Added before the row is (it may say yes too early, never no), and before the lookup:
         # a stored key is added twice, which only overcounts.
         if self._replay_filter.add(digest):
-            found = conn.execute(_FIND_KEY, (runs.first, runs.current, digest, key)).fetchone()
+            found = runs.find(conn, digest, key)
             if found is not None and found[1] >= _now_ms():
                 return False
         conn.execute("INSERT INTO request_keys(digest, key, expires_at, reply, run)"
@@ -619,8 +619,7 @@ class SQLiteCallStore:
         digest = _digest(key)
         if not self._replay_filter.might_contain(digest):
             return None  # surely not stored: no read (the usual case, a new request)
-        runs = self._key_runs
-        row = conn.execute(_FIND_KEY, (runs.first, runs.current, digest, key)).fetchone()
+        row = self._key_runs.find(conn, digest, key)
         if row is None or row[1] < _now_ms():
             return None
         return dict(json.loads(row[2])) if row[2] else {}
@@ -795,6 +794,16 @@ class _KeyRuns:
         if high is None:
             return cls()
         return cls(low, high)
+
+    def find(self, conn: sqlite3.Connection, digest: int,
+             key: str) -> tuple[int, int, str | None] | None:
+        """The newest row `(rowid, expires_at, reply)` of `key`, or None. The current and the
+        previous run first (two seeks): a carrier's retries come within minutes."""
+        recent = max(self.first, self.current - 1)
+        row = conn.execute(_FIND_KEY, (recent, self.current, digest, key)).fetchone()
+        if row is None and recent > self.first:
+            row = conn.execute(_FIND_KEY, (self.first, recent - 1, digest, key)).fetchone()
+        return row  # type: ignore[no-any-return]
 
     def take(self, live_keys: int) -> int:
         """The run for one more key, given about how many live keys there are."""
