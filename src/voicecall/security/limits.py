@@ -154,8 +154,17 @@ class _Watchdog:
 _watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watchdog] = weakref.WeakKeyDictionary()
 
 
+_last_watchdog: _Watchdog | None = None  # the usual case, one loop: no weak-dictionary lookup
+# (it keeps that one loop alive after it closed, until another loop reads a body)
+
+
 def _watchdog(loop: asyncio.AbstractEventLoop) -> _Watchdog:
+    global _last_watchdog
+    last = _last_watchdog
+    if last is not None and last._loop is loop:
+        return last
     watchdog = _watchdogs.get(loop)
     if watchdog is None:
         watchdog = _watchdogs[loop] = _Watchdog(loop)
+    _last_watchdog = watchdog
     return watchdog
