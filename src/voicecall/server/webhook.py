@@ -89,6 +89,7 @@ class WebhookApp:
         # A carrier whose webhook reply never depends on the outcome of applying its events
         # says so (the mock); its reply can be stored with the events.
         self.reply_known_early = provider.webhook_reply_ignores_outcomes
+        self._required_headers = () if skip_signature_verification else provider.required_headers
         self._last_response: tuple[dict[str, Any], RawResponse] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -112,11 +113,10 @@ class WebhookApp:
 
     async def _webhook(self, scope: Scope, receive: Receive) -> Response | RawResponse:
         # ASGI servers send lower-case names (the spec requires it; uvicorn does).
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers", ())}
-        if not self.skip_signature_verification and any(
-                h not in headers for h in self.provider.required_headers):
-            return PlainTextResponse("Unauthorized", status_code=401)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        for required in self._required_headers:
+            if required not in headers:
+                return PlainTextResponse("Unauthorized", status_code=401)
         client = scope.get("client")
         slot = self.limiter.acquire(client[0] if client else None)
         if slot is None:
@@ -225,7 +225,7 @@ class RawResponse:
 def _request(scope: Scope, headers: dict[str, str], body: bytes) -> WebhookRequest:
     host = headers.get("host", "localhost")
     raw = scope.get("raw_path")  # as sent: signatures cover the undecoded path
-    raw_path = raw.decode("latin-1") if isinstance(raw, bytes | bytearray) else scope.get("path", "/")
+    raw_path = raw.decode("latin-1") if isinstance(raw, (bytes, bytearray)) else scope.get("path", "/")
     query_string = scope.get("query_string", b"").decode("latin-1")
     url = f"{scope.get('scheme', 'http')}://{host}{raw_path}"
     if query_string:
