@@ -567,6 +567,8 @@ async def test_pruning_expired_keys_moves_lookups_past_their_runs_and_keeps_late
         store._clear_caches()  # as after a failed transaction, which may have undone a prune
         assert store._key_runs.first == 0
         assert await store.lookup_replay("live0") == reply
+        await store.prune()  # nothing expired since, and lookups start at the oldest run again
+        assert store._key_runs.first == 3
 
 
 async def test_a_store_whose_request_keys_were_indexed_by_digest_alone_is_given_runs(

@@ -284,7 +284,7 @@ class SQLiteCallStore:
             conn.execute("DELETE FROM request_keys WHERE rowid IN (SELECT rowid FROM request_keys"
                          " ORDER BY rowid LIMIT ?) AND expires_at < ?",
                          (EXPIRED_REPLAY_KEYS_PER_PRUNE, now))
-            self._key_runs.forget_before(conn)
+        self._key_runs.forget_before(conn)  # also after `_clear_caches` looked in every run
         if self._replay_filter.count > self._replay_filter.capacity:
             self._replay_filter = _KeyFilter.of(_live_digests(conn))
 
@@ -422,7 +422,7 @@ class SQLiteCallStore:
         return results
 
     def _clear_caches(self) -> None:
-        # A failed transaction may have undone a prune: look in every run until the next one.
+        # A failed transaction may have undone a prune: look in every run until the next prune.
         self._key_runs.first = 0
         for cache in (self._logged_state, self._transcript_len, self._known_keys, self._items_top,
                       self._stored_head, self._stored_fields):
@@ -774,11 +774,12 @@ class _KeyRuns:
     A run is a stretch of consecutive keys, so the `(run, digest)` index has each run's keys in
     a subtree of their own, and a transaction's new keys all land in the current run's subtree:
     a few pages, shared, instead of one random page of the whole index per key. A run takes
-    KEY_RUN_MIN_KEYS keys, or a 1/KEY_RUNS_PER_STORE share of the live keys when there are more
-    (so lookups, one seek per run, stay a few dozen seeks while keys expire and are replaced;
-    with millions of live keys a run's subtree is as big as the old single index was, and each
-    key costs what it did). Each open of the store starts a new run. A transaction that rolls
-    back has still advanced the count: its run just ends up smaller.
+    KEY_RUN_MIN_KEYS keys, or a 1/KEY_RUNS_PER_STORE share of the live keys when there are more,
+    so lookups (one seek per run) stay about KEY_RUNS_PER_STORE seeks once the number of live
+    keys is steady, a few hundred while it grows. With millions of live keys a run's subtree
+    is as big as a single index over every key was, and a key costs what it did then. Each open
+    of the store starts a new run. A transaction that rolls back has still advanced the count:
+    its run just ends up smaller.
     """
 
     __slots__ = ("current", "first", "left")
