@@ -165,14 +165,7 @@ class SQLiteCallStore:
         self._recent_rows = FOLD_ROWS  # unknown until the first fold: fold soon
         # What the database holds per live call, as of the open transaction (so writes that
         # share one see each other's rows); all cleared when a transaction or an op fails.
-        self._logged_state: dict[str, str] = {}
-        self._transcript_len: dict[str, int] = {}
-        self._known_keys: dict[str, set[str]] = {}
-        self._items_top: dict[str, int] = {}  # the call's last call_items id
-        self._stored_head: dict[str, str] = {}
-        # The head's fields (the record's field dict and its metadata's top level) as last
-        # written: a save whose head fields are all the same objects skips serializing it.
-        self._stored_fields: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._stored: dict[str, _Stored] = {}
         self._replay_filter = _KeyFilter()
         self._key_runs = _KeyRuns()
         self._last_reply: tuple[dict[str, Any], str] | None = None
@@ -424,9 +417,7 @@ class SQLiteCallStore:
     def _clear_caches(self) -> None:
         # A failed transaction may have undone a prune: look in every run until the next prune.
         self._key_runs.first = 0
-        for cache in (self._logged_state, self._transcript_len, self._known_keys, self._items_top,
-                      self._stored_head, self._stored_fields):
-            cache.clear()
+        self._stored.clear()
 
     async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read-only `op` (no write transaction)."""
@@ -469,20 +460,23 @@ class SQLiteCallStore:
         del values["transcript"], values["processed_event_ids"]  # stored apart (_HEAD_EXCLUDE)
         fields = (values, dict(record.metadata))
         head: str | None = None
-        if terminal or self._stored_fields.get(cid) != fields:
+        known_rows = self._stored.get(cid)
+        if terminal or known_rows is None or known_rows.fields != fields:
             head = record.model_dump_json(by_alias=True, exclude_none=True, exclude=_HEAD_EXCLUDE)
         event_rows = [_json(e) for e in events]
         turn_text = _json(turn) if turn is not None else None
 
         def op(conn: sqlite3.Connection) -> None:
             now = _now_ms()
+            stored_rows = self._stored.get(cid)
             written = head
-            if written is None and self._stored_fields.get(cid) != fields:
+            if written is None and (stored_rows is None or stored_rows.fields != fields):
                 # An earlier save in this transaction wrote other head fields (never under the
                 # per-call lock, which keeps one save per call in flight; checked anyway).
                 written = record.model_dump_json(by_alias=True, exclude_none=True,
                                                  exclude=_HEAD_EXCLUDE)
-            if written is not None and (terminal or self._stored_head.get(cid) != written):
+            if written is not None and (terminal or stored_rows is None
+                                        or stored_rows.head != written):
                 conn.execute(
                     "INSERT INTO calls(call_id, provider_call_id, state, terminal, started_at,"
                     " updated_at, record) VALUES (?,?,?,?,?,?,?) ON CONFLICT(call_id) DO UPDATE"
@@ -494,11 +488,9 @@ class SQLiteCallStore:
                 )
             transcript = record.transcript
             keys = record.processed_event_ids
-            stored = self._transcript_len.get(cid)
-            known = self._known_keys.get(cid)
-            top = self._items_top.get(cid)
-            if stored is None or known is None or top is None:
-                stored, known, top = _stored_items(conn, cid)
+            if stored_rows is None:  # read once the `calls` row exists (written just above)
+                stored_rows = _Stored(*_stored_items(conn, cid))
+            stored, known, top = stored_rows.entries, stored_rows.keys, stored_rows.top
             if stored > len(transcript):  # rolled back in memory: drop what is gone
                 _fold(conn)
                 _drop_entries(conn, top, stored - len(transcript))
@@ -526,7 +518,7 @@ class SQLiteCallStore:
             rows = [(now, cid, "event", e) for e in event_rows]
             # A snapshot row when the state changes (as the original's calls.jsonl), and always
             # for the final one; the `calls` row holds the current record in between.
-            if terminal or self._logged_state.get(cid) != state:
+            if terminal or stored_rows.state != state:
                 rows.append((now, cid, "snapshot", record.to_json()))
             if turn_text is not None:
                 rows.append((now, cid, "turn", turn_text))
@@ -538,17 +530,15 @@ class SQLiteCallStore:
                 reply(conn)
             # What the database now holds for the call (this transaction included).
             if terminal:
-                for cache in (self._logged_state, self._transcript_len, self._known_keys,
-                              self._items_top, self._stored_head, self._stored_fields):
-                    cache.pop(cid, None)
+                self._stored.pop(cid, None)
                 return
             if written is not None:
-                self._stored_head[cid] = written
-                self._stored_fields[cid] = fields
-            self._logged_state[cid] = state
-            self._transcript_len[cid] = len(transcript)
-            self._items_top[cid] = top
-            self._known_keys[cid] = known
+                stored_rows.head = written
+                stored_rows.fields = fields
+            stored_rows.state = state
+            stored_rows.entries = len(transcript)
+            stored_rows.top = top
+            self._stored[cid] = stored_rows
             known.update(new_keys)
             if len(known) > 4 * MAX_KEYS_KEPT:
                 known.intersection_update(keys)
@@ -739,6 +729,22 @@ class SQLiteCallStore:
             return len(records)
 
         return await self._submit(op)
+
+
+class _Stored:
+    """What the database holds for one live call (see `SQLiteCallStore._stored`)."""
+
+    __slots__ = ("entries", "fields", "head", "keys", "state", "top")
+
+    def __init__(self, entries: int, keys: set[str], top: int) -> None:
+        self.entries = entries  # transcript entries stored
+        self.keys = keys  # dedupe keys stored (a superset of the record's newest)
+        self.top = top  # the call's last call_items id
+        self.state: str | None = None  # the state of the last snapshot logged
+        self.head: str | None = None  # the `calls` row's record JSON as last written
+        # The head's fields (the record's field dict and its metadata's top level) as last
+        # written: a save whose head fields are all the same objects skips serializing it.
+        self.fields: tuple[dict[str, Any], dict[str, Any]] | None = None
 
 
 class ReplyWrite:
