@@ -524,7 +524,7 @@ async def test_keys_spread_over_many_runs_are_all_found_and_replays_caught_after
         assert _committed(store, "SELECT COUNT(DISTINCT run) FROM request_keys") == [(4,)]
         assert all([await store.lookup_replay(f"k{i}") == reply for i in range(10)])
     async with SQLiteCallStore(tmp_path) as store:
-        assert (store._key_runs.first, store._key_runs.current) == (1, 4)
+        assert (store.run_sync(store._key_runs.oldest), store._key_runs.current) == (1, 4)
         await store.remember_reply("after", reply)  # a reopened store starts a run of its own
         assert _committed(store, "SELECT run FROM request_keys WHERE key='after'") == [(5,)]
         assert all([await store.mark_replay(f"k{i}") for i in range(10)])
@@ -562,13 +562,12 @@ async def test_pruning_expired_keys_moves_lookups_past_their_runs_and_keeps_late
         for i in range(3):
             await store.remember_reply(f"live{i}", reply)  # runs 3 and 4
         await store.prune()
-        assert (store._key_runs.first, store._key_runs.current) == (3, 4)
+        assert (store.run_sync(store._key_runs.oldest), store._key_runs.current) == (3, 4)
         assert all([await store.lookup_replay(f"live{i}") == reply for i in range(3)])
-        store._clear_caches()  # as after a failed transaction, which may have undone a prune
-        assert store._key_runs.first == 0
+        store._clear_caches()  # as after a failed transaction: where lookups start is read, not kept
         assert await store.lookup_replay("live0") == reply
-        await store.prune()  # nothing expired since, and lookups start at the oldest run again
-        assert store._key_runs.first == 3
+        await store.prune()  # nothing expired since
+        assert store.run_sync(store._key_runs.oldest) == 3
 
 
 async def test_a_store_whose_request_keys_were_indexed_by_digest_alone_is_given_runs(

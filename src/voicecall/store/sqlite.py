@@ -181,8 +181,7 @@ class SQLiteCallStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
         _prepare(conn)
-        _migrate_replay_keys(conn)
-        _index_key_runs(conn)
+        _migrate_request_keys(conn)
         self._replay_filter = _KeyFilter.of(_live_digests(conn))
         self._key_runs = _KeyRuns.of(conn)
         self._conn = conn
@@ -277,7 +276,6 @@ class SQLiteCallStore:
             conn.execute("DELETE FROM request_keys WHERE rowid IN (SELECT rowid FROM request_keys"
                          " ORDER BY rowid LIMIT ?) AND expires_at < ?",
                          (EXPIRED_REPLAY_KEYS_PER_PRUNE, now))
-        self._key_runs.forget_before(conn)  # also after `_clear_caches` looked in every run
         if self._replay_filter.count > self._replay_filter.capacity:
             self._replay_filter = _KeyFilter.of(_live_digests(conn))
 
@@ -415,8 +413,6 @@ class SQLiteCallStore:
         return results
 
     def _clear_caches(self) -> None:
-        # A failed transaction may have undone a prune: look in every run until the next prune.
-        self._key_runs.first = 0
         self._stored.clear()
 
     async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
@@ -644,7 +640,7 @@ class SQLiteCallStore:
         runs = self._key_runs
         await self._submit(lambda conn: conn.execute(
             f"{_IN_RUNS} DELETE FROM request_keys WHERE run IN runs AND digest=?3 AND key=?4",
-            (runs.first, runs.current, digest, key)))
+            (runs.oldest(conn), runs.current, digest, key)))
 
     async def add_rejected_key(self, key: str) -> bool:
         """Remember a rejected inbound call's dedupe key; True if it was new."""
@@ -788,28 +784,33 @@ class _KeyRuns:
     its run just ends up smaller.
     """
 
-    __slots__ = ("current", "first", "left")
+    __slots__ = ("current", "left")
 
-    def __init__(self, first: int = 0, current: int = 0) -> None:
-        self.first = first  # the oldest run that may still hold rows
+    def __init__(self, current: int = 0) -> None:
         self.current = current
         self.left = 0  # keys the current run still takes (0: the next key starts a run)
 
     @classmethod
     def of(cls, conn: sqlite3.Connection) -> _KeyRuns:
-        low, high = conn.execute("SELECT MIN(run), MAX(run) FROM request_keys").fetchone()
-        if high is None:
-            return cls()
-        return cls(low, high)
+        (high,) = conn.execute("SELECT MAX(run) FROM request_keys").fetchone()
+        return cls(high or 0)
+
+    def oldest(self, conn: sqlite3.Connection) -> int:
+        """The oldest run that holds keys; read when needed (one index seek), as only lookups
+        past the newest runs need it, and they are rare."""
+        (low,) = conn.execute("SELECT MIN(run) FROM request_keys").fetchone()
+        return self.current if low is None else int(low)
 
     def find(self, conn: sqlite3.Connection, digest: int,
              key: str) -> tuple[int, int, str | None] | None:
         """The newest row `(rowid, expires_at, reply)` of `key`, or None. The current and the
         previous run first (two seeks): a carrier's retries come within minutes."""
-        recent = max(self.first, self.current - 1)
+        recent = max(self.current - 1, 0)
         row = conn.execute(_FIND_KEY, (recent, self.current, digest, key)).fetchone()
-        if row is None and recent > self.first:
-            row = conn.execute(_FIND_KEY, (self.first, recent - 1, digest, key)).fetchone()
+        if row is None and recent > 0:
+            oldest = self.oldest(conn)
+            if oldest < recent:
+                row = conn.execute(_FIND_KEY, (oldest, recent - 1, digest, key)).fetchone()
         return row  # type: ignore[no-any-return]
 
     def take(self, live_keys: int) -> int:
@@ -819,11 +820,6 @@ class _KeyRuns:
             self.left = max(KEY_RUN_MIN_KEYS, live_keys // KEY_RUNS_PER_STORE)
         self.left -= 1
         return self.current
-
-    def forget_before(self, conn: sqlite3.Connection) -> None:
-        """After expired keys were deleted: start lookups at the oldest run left."""
-        (low,) = conn.execute("SELECT MIN(run) FROM request_keys").fetchone()
-        self.first = self.current if low is None else low
 
 
 @functools.lru_cache(maxsize=256)
@@ -906,11 +902,22 @@ def _prepare(conn: sqlite3.Connection) -> None:
         _migrate_items(conn, old)
 
 
+@contextlib.contextmanager
+def _migration(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction for a schema migration: committed, or rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 def _migrate_items(conn: sqlite3.Connection, old: set[str]) -> None:
     """Copy the per-call `transcript` and `processed_keys` tables into `call_items`, in one
     transaction, then drop them (rows of calls no longer in `calls` were orphans)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _migration(conn):
         for cid, no in conn.execute("SELECT call_id, rowid FROM calls").fetchall():
             entries = [e for (e,) in conn.execute(
                 "SELECT entry FROM transcript WHERE call_id=? ORDER BY idx", (cid,))] \
@@ -925,46 +932,27 @@ def _migrate_items(conn: sqlite3.Connection, old: set[str]) -> None:
                 for i in range(max(len(entries), len(keys)))])
         for table in sorted(old):
             conn.execute(f"DROP TABLE {table}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
-def _index_key_runs(conn: sqlite3.Connection) -> None:
-    """Give a store written before key runs (`request_keys` indexed on `digest` alone) its
-    `run` column (every old key in run 0) and the `(run, digest)` index, in one transaction;
-    only the gateway's store does this, when it opens."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+def _migrate_request_keys(conn: sqlite3.Connection) -> None:
+    """Bring the request keys of an older store up to date, in one transaction: give
+    `request_keys` indexed on `digest` alone its `run` column (every old key in run 0) and the
+    `(run, digest)` index, and move the live keys of `replay_keys` (a text primary key, before
+    `request_keys`) over. Only the gateway's store does this when it opens (readers such as the
+    CLI never do), and it looks at the schema inside the transaction, so two processes opening
+    one old store migrate it once."""
+    conn.create_function("voicecall_digest", 1, _digest, deterministic=True)
+    with _migration(conn):
         columns = {name for (_cid, name, *_rest) in conn.execute("PRAGMA table_info(request_keys)")}
         if "run" not in columns:
             conn.execute("ALTER TABLE request_keys ADD COLUMN run INTEGER NOT NULL DEFAULT 0")
         conn.execute("CREATE INDEX IF NOT EXISTS request_keys_run ON request_keys(run, digest)")
         conn.execute("DROP INDEX IF EXISTS request_keys_digest")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-def _migrate_replay_keys(conn: sqlite3.Connection) -> None:
-    """Move the live keys of `replay_keys` (a text primary key, before `request_keys`) over, in
-    one transaction. Only the gateway's store does this when it opens (readers such as the CLI
-    never do), and it looks for the old table inside the transaction, so two processes opening
-    one old store migrate it once."""
-    conn.create_function("voicecall_digest", 1, _digest, deterministic=True)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
         if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='replay_keys'").fetchone():
             conn.execute("INSERT INTO request_keys(digest, key, expires_at, reply)"
                          " SELECT voicecall_digest(key), key, expires_at, reply FROM replay_keys"
                          " WHERE expires_at >= ? ORDER BY expires_at", (_now_ms(),))
             conn.execute("DROP TABLE replay_keys")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _fold(conn: sqlite3.Connection) -> None:
