@@ -478,20 +478,6 @@ async def test_keys_whose_digests_collide_are_told_apart_by_the_key(
         assert await store.lookup_replay("a") is None and await store.lookup_replay("b") is not None
 
 
-@pytest.mark.parametrize("value", [
-    {"type": "call.speech", "timestamp": 1795671903231, "key": "ev-1",
-     "transcript": 'say "hi"\n\tüber 😀', "isFinal": True},
-    [1, 2.5, None, float("inf"), -0.0, 1e300, "x"], "text", 3, {"a": {"b": [1, {"c": "é"}]}}, {}, [],
-])
-def test_the_store_writes_json_exactly_as_json_dumps_compact(value: object) -> None:
-    assert sqlite_store._json(value) == json.dumps(value, separators=(",", ":"))
-
-
-def test_the_store_refuses_to_write_what_json_cannot_encode() -> None:
-    with pytest.raises(TypeError):
-        sqlite_store._json({"x": object()})
-
-
 async def test_a_request_seen_again_after_its_key_expired_is_stored_again_and_then_caught(
         tmp_path: Path) -> None:
     async with SQLiteCallStore(tmp_path, replay_ttl_ms=1) as store:
@@ -619,3 +605,31 @@ def test_adding_a_digest_tells_what_asking_first_would_have() -> None:
         asked.add(digest)
     assert [added.add(digest) for digest in digests] == answers
     assert all(answers[400:]) and not all(answers[:400])
+
+
+@pytest.mark.parametrize("value", [
+    {"type": "call.speech", "timestamp": 1764150000000, "key": "ev-1", "transcript": "hi",
+     "isFinal": True},
+    {"nested": [1, 2.5, None, False, {"deep": "x"}], "big": 2**70, "tiny": 1.5e-7},
+    {"text": "é — ünïcode \u2028 \x00 \"quoted\" \\ back"},
+    {"nan": float("nan"), "inf": float("-inf")},
+])
+def test_row_json_reads_back_as_the_same_value(value: dict[str, object]) -> None:
+    text = sqlite_store._json(value)
+    assert text.isascii()  # as the standard library writes it: non-ASCII escaped
+    assert json.dumps(json.loads(text), sort_keys=True) == json.dumps(value, sort_keys=True)
+
+
+@pytest.mark.parametrize("value", [
+    {"type": "call.speech", "timestamp": 1795671903231, "key": "ev-1",
+     "transcript": 'say "hi"\n\tüber 😀', "isFinal": True},
+    [1, 2.5, None, float("inf"), -0.0, 1e300, "x"], "text", 3, {"a": {"b": [1, {"c": "é"}]}}, {}, [],
+])
+def test_row_json_is_the_text_json_dumps_writes_compact(value: object) -> None:
+    assert sqlite_store._json(value) == json.dumps(value, separators=(",", ":"))
+
+
+def test_row_json_escapes_a_lone_surrogate_and_refuses_what_json_cannot_hold() -> None:
+    assert json.loads(sqlite_store._json({"t": "a\ud800b"})) == {"t": "a\ud800b"}
+    with pytest.raises(TypeError):
+        sqlite_store._json({"t": object()})
