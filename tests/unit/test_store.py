@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,37 @@ async def test_retention_caps_the_log_and_the_ended_history(tmp_path: Path) -> N
         assert len(log) == 50 and log[-1].call_id == "live"  # the newest rows are kept
         calls = await store.recent_calls(10_000)
         assert len(calls) == 11 and await store.get("live") is not None  # live calls are never pruned
+
+
+async def test_log_seq_is_never_handed_out_twice_even_when_retention_keeps_one_row(
+        tmp_path: Path) -> None:
+    async with SQLiteCallStore(tmp_path, max_log_rows=1) as store:
+        await store.save(rec("a"))
+        await store.save(rec("b"))
+        await store.prune()
+        [kept] = await store.last_log(10)
+        await store.save(rec("c"))
+    async with SQLiteCallStore(tmp_path, max_log_rows=1) as store:
+        await store.prune()
+        await store.save(rec("d"))
+        newer = await store.log_since(kept.seq)
+    assert [e.call_id for e in newer] == ["c", "d"] and newer[0].seq > kept.seq
+    with pytest.raises(ValueError, match="max_log_rows"):
+        SQLiteCallStore(tmp_path, max_log_rows=0)
+
+
+async def test_a_store_whose_log_has_autoincrement_keeps_appending_and_tailing(
+        tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / sqlite_store.DB_NAME)
+    conn.execute("CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL,"
+                 " call_id TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL)")
+    conn.execute("INSERT INTO log(at, call_id, kind, data) VALUES (1, 'old', 'event', '{}')")
+    conn.commit()
+    conn.close()
+    async with SQLiteCallStore(tmp_path) as store:
+        await store.save(rec("new"))
+        entries = await store.log_since(0)
+    assert [(e.seq, e.call_id) for e in entries] == [(1, "old"), (2, "new")]
 
 
 async def test_jsonl_export_then_import_round_trips_the_last_snapshot(tmp_path: Path) -> None:

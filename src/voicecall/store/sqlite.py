@@ -18,6 +18,10 @@ Tables:
   inserts); before `call_items`, separate transcript and key tables dirtied about 3.4. Reads
   take a call's rows from both tables in one statement;
 - `log`: append-only snapshots, events and turns (`tail`, `latency`), newest kept up to a cap;
+  `seq` is a plain rowid (one past the largest), not AUTOINCREMENT (which reads and writes
+  `sqlite_sequence` on every insert, about 1 % of a webhook's cost): retention never deletes the
+  newest row, so no `seq` is ever handed out twice and `tail` cursors stay valid. Stores made
+  before keep their AUTOINCREMENT table, which behaves the same;
 - `request_keys`: verified webhook identities with an expiry and the reply each got (replays
   survive restarts, SPEC Q12), found through an index on `(run, digest)`: `run` numbers
   consecutive stretches of keys (KEY_RUN_MIN_KEYS or more each, see `_KeyRuns`) and `digest`
@@ -64,7 +68,7 @@ CREATE TABLE IF NOT EXISTS calls (
 CREATE INDEX IF NOT EXISTS calls_provider_id ON calls(provider_call_id);
 CREATE INDEX IF NOT EXISTS calls_live ON calls(terminal, started_at);
 CREATE TABLE IF NOT EXISTS log (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     at INTEGER NOT NULL,
     call_id TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -150,6 +154,9 @@ class SQLiteCallStore:
         self, directory: str | Path, *, max_log_rows: int = 200_000,
         max_ended_calls: int = 20_000, replay_ttl_ms: int = 24 * 3600 * 1000,
     ) -> None:
+        if max_log_rows < 1:
+            # Retention keeps the newest row, so a `seq` is never handed out twice (see SCHEMA).
+            raise ValueError("max_log_rows must be at least 1")
         self.directory = Path(directory).expanduser()
         self.path = self.directory / DB_NAME
         self.max_log_rows = max_log_rows
