@@ -7,6 +7,7 @@ import asyncio
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -665,3 +666,45 @@ def test_row_json_escapes_a_lone_surrogate_and_refuses_what_json_cannot_hold() -
     assert json.loads(sqlite_store._json({"t": "a\ud800b"})) == {"t": "a\ud800b"}
     with pytest.raises(TypeError):
         sqlite_store._json({"t": object()})
+
+
+async def _saving(store: SQLiteCallStore, record: CallRecord, **kw: Any) -> None:
+    """`store.save` from a task of its own, queued in the order `gather` starts its tasks."""
+    await store.save(record, **kw)
+
+
+async def test_appended_rows_are_written_before_a_later_op_of_the_transaction_reads_them(
+        tmp_path: Path) -> None:
+    async with SQLiteCallStore(tmp_path) as store:
+        sizes = _count_transactions(store)
+        write = store.reply_write("req-1", {"status": 200, "headers": {}, "body": "OK"})
+        _, replayed = await asyncio.gather(_saving(store, rec("a"), reply=write),
+                                           store.mark_replay("req-1"))
+        assert sizes == [2] and write.written
+        assert replayed is True  # the save's key row was there for the lookup
+
+
+async def test_rows_appended_and_rows_written_directly_keep_their_order_in_the_log(
+        tmp_path: Path) -> None:
+    jsonl = tmp_path / "calls.jsonl"
+    jsonl.write_text(rec("b").to_json() + "\n")
+    async with SQLiteCallStore(tmp_path / "store") as store:
+        sizes = _count_transactions(store)
+        await asyncio.gather(_saving(store, rec("a")), store.import_jsonl(jsonl),
+                             _saving(store, rec("c")))
+        assert sizes == [3]
+        assert [e.call_id for e in await store.last_log(10)] == ["a", "b", "c"]
+
+
+async def test_a_save_whose_rows_cannot_be_written_fails_alone(tmp_path: Path) -> None:
+    async with SQLiteCallStore(tmp_path) as store:
+        sizes = _count_transactions(store)
+        bad = store.reply_write("req-bad", {"status": 200, "headers": {}, "body": "OK"})
+        bad._row = (bad._row[0], None, bad._row[2], bad._row[3])  # type: ignore[assignment]
+        results = await asyncio.gather(store.save(rec("a")), store.save(rec("b"), reply=bad),
+                                       store.save(rec("c")), return_exceptions=True)
+        assert sizes == [3, 3]  # all together, then each op alone in its savepoint
+        assert results[0] is None and results[2] is None
+        assert isinstance(results[1], sqlite3.IntegrityError)
+        assert [e.call_id for e in await store.last_log(10)] == ["a", "c"]
+        assert await store.get("b") is None and await store.lookup_replay("req-bad") is None

@@ -171,6 +171,7 @@ class SQLiteCallStore:
         # What the database holds per live call, as of the open transaction (so writes that
         # share one see each other's rows); all cleared when a transaction or an op fails.
         self._stored: dict[str, _Stored] = {}
+        self._appends = _Appends()
         self._replay_filter = _KeyFilter()
         self._key_runs = _KeyRuns()
         self._last_reply: tuple[dict[str, Any], str] | None = None
@@ -289,8 +290,16 @@ class SQLiteCallStore:
         await self._submit(self._prune)
 
     async def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `op` in a write transaction that is committed before this returns."""
-        return await self._enqueue(op)
+        """Run `op` in a write transaction that is committed before this returns. It may read
+        and write anything: the rows that earlier ops of the transaction appended are written
+        first (see `_Appends`)."""
+        appends = self._appends
+
+        def flushed_op(conn: sqlite3.Connection) -> T:
+            appends.flush(conn)
+            return op(conn)
+
+        return await self._enqueue(flushed_op)
 
     def _enqueue(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Queue `op` for the next group commit; the future resolves once it is committed.
@@ -383,6 +392,7 @@ class SQLiteCallStore:
              batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
              *, isolate: bool) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        appends = self._appends
         conn.execute("BEGIN IMMEDIATE")
         try:
             for op, fut in batch:
@@ -396,13 +406,19 @@ class SQLiteCallStore:
                 conn.execute("SAVEPOINT op")
                 try:
                     value = op(conn)
+                    appends.flush(conn)  # inside the savepoint: a failing op's rows go with it
                 except Exception as exc:
+                    appends.clear()
                     conn.execute("ROLLBACK TO op")
                     self._clear_caches()
                     results.append((fut, None, exc))
                 else:
                     results.append((fut, value, None))
                 conn.execute("RELEASE op")
+            try:
+                appends.flush(conn)
+            except Exception as exc:  # one op's rows, surely: run again with each op alone
+                raise _OpFailed(exc) from exc
             if self._recent_rows >= FOLD_ROWS:
                 _fold(conn)
                 self._recent_rows = 0
@@ -412,6 +428,7 @@ class SQLiteCallStore:
                 self._prune(conn)
             conn.execute("COMMIT")
         except BaseException:
+            appends.clear()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
@@ -467,6 +484,8 @@ class SQLiteCallStore:
         event_rows = [_json(e) for e in events]
         turn_text = _json(turn) if turn is not None else None
 
+        appends = self._appends
+
         def op(conn: sqlite3.Connection) -> None:
             now = _now_ms()
             stored_rows = self._stored.get(cid)
@@ -490,9 +509,11 @@ class SQLiteCallStore:
             transcript = record.transcript
             keys = record.processed_event_ids
             if stored_rows is None:  # read once the `calls` row exists (written just above)
+                appends.flush(conn)
                 stored_rows = _Stored(*_stored_items(conn, cid))
             stored, known, top = stored_rows.entries, stored_rows.keys, stored_rows.top
             if stored > len(transcript):  # rolled back in memory: drop what is gone
+                appends.flush(conn)
                 _fold(conn)
                 _drop_entries(conn, top, stored - len(transcript))
                 stored = len(transcript)
@@ -500,16 +521,16 @@ class SQLiteCallStore:
             if stored == len(transcript) - 1 and len(new_keys) <= 1:  # the usual case
                 top += 1
                 self._recent_rows += 1
-                conn.execute("INSERT INTO recent_items(id, key, entry) VALUES (?,?,?)",
-                             (top, new_keys[0] if new_keys else None, transcript[stored].model_dump_json(
-                                 by_alias=True, exclude_none=True)))
+                appends.items.append((top, new_keys[0] if new_keys else None,
+                                      transcript[stored].model_dump_json(by_alias=True,
+                                                                         exclude_none=True)))
             elif stored < len(transcript) or new_keys:
                 entries = [e.model_dump_json(by_alias=True, exclude_none=True)
                            for e in transcript[stored:]]
                 items = [(top + i + 1, new_keys[i] if i < len(new_keys) else None,
                           entries[i] if i < len(entries) else None)
                          for i in range(max(len(entries), len(new_keys)))]
-                conn.executemany("INSERT INTO recent_items(id, key, entry) VALUES (?,?,?)", items)
+                appends.items.extend(items)
                 top += len(items)
                 self._recent_rows += len(items)
                 # Rows holding only a key are dropped once MAX_KEYS_KEPT newer keys exist (a
@@ -523,10 +544,7 @@ class SQLiteCallStore:
                 rows.append((now, cid, "snapshot", record.to_json()))
             if turn_text is not None:
                 rows.append((now, cid, "turn", turn_text))
-            if len(rows) == 1:
-                conn.execute("INSERT INTO log(at, call_id, kind, data) VALUES (?,?,?,?)", rows[0])
-            elif rows:
-                conn.executemany("INSERT INTO log(at, call_id, kind, data) VALUES (?,?,?,?)", rows)
+            appends.log.extend(rows)
             if reply is not None:
                 reply(conn)
             # What the database now holds for the call (this transaction included).
@@ -595,11 +613,11 @@ class SQLiteCallStore:
         # Added before the row is (it may say yes too early, never no), and before the lookup:
         # a stored key is added twice, which only overcounts.
         if self._replay_filter.add(digest):
+            self._appends.flush(conn)
             found = runs.find(conn, digest, key)
             if found is not None and found[1] >= _now_ms():
                 return False
-        conn.execute("INSERT INTO request_keys(digest, key, expires_at, reply, run)"
-                     " VALUES (?,?,?,?,?)", (*row, runs.take(self._replay_filter.count)))
+        self._appends.keys.append((*row, runs.take(self._replay_filter.count)))
         return True
 
     async def lookup_replay(self, key: str) -> dict[str, Any] | None:
@@ -746,6 +764,39 @@ class _Stored:
         # The head's fields (the record's field dict and its metadata's top level) as last
         # written: a save whose head fields are all the same objects skips serializing it.
         self.fields: tuple[dict[str, Any], dict[str, Any]] | None = None
+
+
+class _Appends:
+    """Rows for the append-only tables (`recent_items`, `log`, `request_keys`) that `save` and
+    `ReplyWrite` add, written with one `executemany` per table once the transaction's ops have
+    run: an `execute` per row cost about 4 000 instructions more per row, a few per cent of a
+    webhook. Whatever reads those tables, or writes them itself, inside a transaction flushes
+    them first (`_submit` does it for every other op), so rows keep their order and are seen."""
+
+    __slots__ = ("items", "keys", "log")
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, str | None, str | None]] = []
+        self.log: list[tuple[int, str, str, str]] = []
+        self.keys: list[tuple[int, str, int, str | None, int]] = []
+
+    def flush(self, conn: sqlite3.Connection) -> None:
+        if self.items:
+            conn.executemany("INSERT INTO recent_items(id, key, entry) VALUES (?,?,?)", self.items)
+            self.items.clear()
+        if self.log:
+            conn.executemany("INSERT INTO log(at, call_id, kind, data) VALUES (?,?,?,?)", self.log)
+            self.log.clear()
+        if self.keys:
+            conn.executemany("INSERT INTO request_keys(digest, key, expires_at, reply, run)"
+                             " VALUES (?,?,?,?,?)", self.keys)
+            self.keys.clear()
+
+    def clear(self) -> None:
+        """Drop what was not written (the transaction or the op that added it failed)."""
+        self.items.clear()
+        self.log.clear()
+        self.keys.clear()
 
 
 class ReplyWrite:
