@@ -473,13 +473,15 @@ class SQLiteCallStore:
         terminal = record.state in TERMINAL_STATES
         # Event application sets fields and top-level metadata keys only (as rollback points
         # assume): the same field values and metadata entries mean the same head, and the
-        # comparison (identity first) costs a fraction of serializing it. None: unchanged.
-        values = dict(record.__dict__)
-        del values["transcript"], values["processed_event_ids"]  # stored apart (_HEAD_EXCLUDE)
-        fields = (values, dict(record.metadata))
-        head: str | None = None
+        # comparison (identity first: the transcript and key lists are the same objects) costs
+        # a fraction of serializing it. The fields are copied only when they changed.
         known_rows = self._stored.get(cid)
-        if terminal or known_rows is None or known_rows.fields != fields:
+        basis = known_rows.fields if known_rows is not None else None
+        fields: tuple[dict[str, Any], dict[str, Any]] | None = None
+        head: str | None = None  # None: unchanged as of this call
+        if (terminal or basis is None or basis[0] != record.__dict__
+                or basis[1] != record.metadata):
+            fields = (dict(record.__dict__), dict(record.metadata))
             head = record.model_dump_json(by_alias=True, exclude_none=True, exclude=_HEAD_EXCLUDE)
         event_rows = [_json(e) for e in events]
         turn_text = _json(turn) if turn is not None else None
@@ -489,10 +491,11 @@ class SQLiteCallStore:
         def op(conn: sqlite3.Connection) -> None:
             now = _now_ms()
             stored_rows = self._stored.get(cid)
-            written = head
-            if written is None and (stored_rows is None or stored_rows.fields != fields):
+            written, written_fields = head, fields
+            if written is None and (stored_rows is None or stored_rows.fields is not basis):
                 # An earlier save in this transaction wrote other head fields (never under the
                 # per-call lock, which keeps one save per call in flight; checked anyway).
+                written_fields = (dict(record.__dict__), dict(record.metadata))
                 written = record.model_dump_json(by_alias=True, exclude_none=True,
                                                  exclude=_HEAD_EXCLUDE)
             if written is not None and (terminal or stored_rows is None
@@ -553,7 +556,7 @@ class SQLiteCallStore:
                 return
             if written is not None:
                 stored_rows.head = written
-                stored_rows.fields = fields
+                stored_rows.fields = written_fields
             stored_rows.state = state
             stored_rows.entries = len(transcript)
             stored_rows.top = top
@@ -761,8 +764,8 @@ class _Stored:
         self.top = top  # the call's last call_items id
         self.state: str | None = None  # the state of the last snapshot logged
         self.head: str | None = None  # the `calls` row's record JSON as last written
-        # The head's fields (the record's field dict and its metadata's top level) as last
-        # written: a save whose head fields are all the same objects skips serializing it.
+        # The head's fields (a copy of the record's field dict and of its metadata's top level)
+        # as last written: a save whose fields are all the same objects skips serializing it.
         self.fields: tuple[dict[str, Any], dict[str, Any]] | None = None
 
 
