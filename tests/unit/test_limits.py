@@ -31,6 +31,31 @@ async def test_a_body_in_one_or_many_messages_is_read_whole() -> None:
     assert await read_body(messages(b"ab", b"c", b""), content_length=None) == b"abc"
 
 
+async def test_a_body_that_has_to_be_waited_for_is_read_whole_under_the_deadline() -> None:
+    parts = [b"ab", b"c"]
+
+    async def late() -> MutableMapping[str, Any]:  # waits twice before each message
+        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
+        part = parts.pop(0)
+        return {"type": "http.request", "body": part, "more_body": bool(parts)}
+
+    assert await read_body(late, content_length=3, timeout_s=5) == b"abc"
+
+    async def gone() -> MutableMapping[str, Any]:
+        await asyncio.sleep(0.01)
+        return {"type": "http.disconnect"}
+
+    with pytest.raises(BodyIncomplete):
+        await read_body(gone, content_length=3)
+    with pytest.raises(BodyIncomplete):
+        await read_body(_disconnected, content_length=None)  # at once: no wait
+
+
+async def _disconnected() -> MutableMapping[str, Any]:
+    return {"type": "http.disconnect"}
+
+
 async def test_bodies_over_the_cap_or_short_of_their_length_are_refused() -> None:
     with pytest.raises(BodyTooLarge):
         await read_body(messages(b"abc"), content_length=3, max_bytes=2)
