@@ -119,7 +119,7 @@ def apply_event(
         state = transition(record.state, CallState.LISTENING)
         if state is not record.state:  # assigning a pydantic field is not free
             record.state = state
-        return Applied(changed=True, final_speech=final_text)
+        return Applied(True, final_speech=final_text)
     elif kind in ("call.silence", "call.dtmf"):
         return Applied(changed=True)
     elif kind == "call.ended":

@@ -554,7 +554,7 @@ class CallService:
         await lock.acquire()  # not `async with`: two coroutines less on every event
         try:
             if record.is_terminal or record.has_processed(event.key):
-                return EventOutcome(call=record)
+                return EventOutcome(record)
             before = record.rollback_point()
             waiter = self._waiters.get(cid)
             applied = apply_event(record, event,
@@ -562,7 +562,7 @@ class CallService:
             if applied.ignored:
                 log.info("call %s: ignored %s (%s)", cid, event.type, applied.ignored)
             if not applied.mark_processed:
-                return EventOutcome(call=record)
+                return EventOutcome(record)
             remember_key(record, event.key)
             if event.provider_call_id and not record.provider_call_id:
                 record.provider_call_id = event.provider_call_id
@@ -582,7 +582,7 @@ class CallService:
                 self._finalize(record)
                 if record.end_reason == EndReason.VOICEMAIL:  # our decision, not the carrier's end
                     self._spawn(self._hangup_quietly(record), f"hangup:{cid}")
-                return EventOutcome(call=record)
+                return EventOutcome(record)
             consumed = False
             if event.type == "call.speech" and not applied.ignored:
                 self._generation[cid] = self._generation.get(cid, 0) + 1  # older replies are stale
@@ -599,7 +599,7 @@ class CallService:
             self._spawn(self.turn_handler.on_caller_turn(record, applied.final_speech,
                                                          self._generation.get(cid, 0), now_ms()),
                         f"reply:{cid}")
-        return EventOutcome(call=record)
+        return EventOutcome(record)
 
     def _cancel_idle_timers(self, call_id: str) -> None:
         """The caller spoke: drop the idle timers (`_arm_idle` arms them only when configured)."""

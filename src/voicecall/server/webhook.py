@@ -231,12 +231,10 @@ def _request(scope: Scope, headers: dict[str, str], body: bytes) -> WebhookReque
     if query_string:
         url += "?" + query_string
     client = scope.get("client")
-    return WebhookRequest(
-        method=scope["method"], url=url, path=scope.get("path", "/"),
-        query=dict(parse_qsl(query_string, keep_blank_values=True)) if query_string else {},
-        headers=headers, body=body,
-        remote_addr=client[0] if client else "",
-    )
+    return WebhookRequest(  # positional: binding seven keywords costs about 1 us
+        scope["method"], url, scope.get("path", "/"),
+        dict(parse_qsl(query_string, keep_blank_values=True)) if query_string else {},
+        headers, body, client[0] if client else "")
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

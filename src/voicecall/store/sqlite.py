@@ -525,11 +525,9 @@ class SQLiteCallStore:
                 top += 1
                 self._recent_rows += 1
                 appends.items.append((top, new_keys[0] if new_keys else None,
-                                      transcript[stored].model_dump_json(by_alias=True,
-                                                                         exclude_none=True)))
+                                      transcript[stored].to_json()))
             elif stored < len(transcript) or new_keys:
-                entries = [e.model_dump_json(by_alias=True, exclude_none=True)
-                           for e in transcript[stored:]]
+                entries = [e.to_json() for e in transcript[stored:]]
                 items = [(top + i + 1, new_keys[i] if i < len(new_keys) else None,
                           entries[i] if i < len(entries) else None)
                          for i in range(max(len(entries), len(new_keys)))]
