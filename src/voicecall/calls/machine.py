@@ -89,8 +89,8 @@ def apply_event(
     kind = event.type
     if kind == "call.error" and event.retryable:
         return Applied(changed=False, ignored="retryable error", mark_processed=False)
-    if record.is_terminal:
-        return Applied(changed=False, ignored=f"call already ended ({record.state.value})")
+    if before.is_terminal:
+        return Applied(changed=False, ignored=f"call already ended ({before.value})")
 
     if kind == "call.initiated":
         record.state = transition(record.state, CallState.INITIATED)
@@ -116,8 +116,8 @@ def apply_event(
                 TranscriptEntry(timestamp=event.timestamp, speaker="user", text=event.transcript)
             )
             final_text = event.transcript
-        state = transition(record.state, CallState.LISTENING)
-        if state is not record.state:  # assigning a pydantic field is not free
+        state = transition(before, CallState.LISTENING)
+        if state is not before:  # assigning a pydantic field is not free
             record.state = state
         return Applied(True, final_speech=final_text)
     elif kind in ("call.silence", "call.dtmf"):

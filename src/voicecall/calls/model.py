@@ -120,17 +120,17 @@ class CallRecord(_CamelModel):
 
     def has_processed(self, key: str) -> bool:
         """Whether `key` is one of the dedupe keys in `processed_event_ids` (O(1))."""
-        return key in self._seen_keys()
+        return key in _seen_keys(self.processed_event_ids, self.__pydantic_private__)
 
     def remember_processed(self, key: str, keep: int) -> None:
         """Append a dedupe key, keeping only the newest `keep` (and the lookup set in step)."""
-        seen = self._seen_keys()
         keys = self.processed_event_ids
+        private = self.__pydantic_private__
+        seen = _seen_keys(keys, private)
+        assert private is not None
         keys.append(key)
         seen.add(key)
         overflow = len(keys) - keep
-        private = self.__pydantic_private__
-        assert private is not None
         if overflow > 0:
             dropped = keys[:overflow]
             del keys[:overflow]
@@ -141,17 +141,6 @@ class CallRecord(_CamelModel):
                 point.note_dropped(dropped)
         # With duplicates in the list the set cannot follow removals: rebuild it next time.
         private["_seen"] = (keys, len(keys), seen) if len(seen) == len(keys) else None
-
-    def _seen_keys(self) -> set[str]:
-        keys = self.processed_event_ids
-        private = self.__pydantic_private__
-        assert private is not None
-        cached: tuple[list[str], int, set[str]] | None = private["_seen"]
-        if cached is not None and cached[0] is keys and cached[1] == len(keys):
-            return cached[2]
-        seen = set(keys)
-        private["_seen"] = (keys, len(keys), seen)
-        return seen
 
     def rollback_point(self) -> RollbackPoint:
         """A cheap restore point for event application, which only sets fields, appends to the
@@ -165,8 +154,9 @@ class CallRecord(_CamelModel):
         take one, apply, then persist or roll back before taking the next (as `CallService`
         does for each event, under the call's lock).
         """
-        point = RollbackPoint({**self.__dict__, "metadata": dict(self.metadata)},
-                              len(self.transcript), len(self.processed_event_ids))
+        fields = self.__dict__  # read once: attributes of a pydantic model are slow to read
+        point = RollbackPoint({**fields, "metadata": dict(fields["metadata"])},
+                              len(fields["transcript"]), len(fields["processed_event_ids"]))
         private = self.__pydantic_private__
         assert private is not None
         private["_undo"] = point
@@ -200,6 +190,18 @@ class CallRecord(_CamelModel):
     def mode(self) -> CallMode:
         """Notify or conversation; inbound calls (no mode) converse."""
         return "notify" if self.metadata.get("mode") == "notify" else "conversation"
+
+
+def _seen_keys(keys: list[str], private: dict[str, Any] | None) -> set[str]:
+    """The set mirroring a record's dedupe keys `keys`, from its private `_seen` cache or
+    rebuilt (the record's attributes passed in: they are slow to read)."""
+    assert private is not None
+    cached: tuple[list[str], int, set[str]] | None = private["_seen"]
+    if cached is not None and cached[0] is keys and cached[1] == len(keys):
+        return cached[2]
+    seen = set(keys)
+    private["_seen"] = (keys, len(keys), seen)
+    return seen
 
 
 class RollbackPoint:

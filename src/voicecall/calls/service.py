@@ -550,10 +550,11 @@ class CallService:
                 return EventOutcome(call=None, rejected=rejected)
             adopted = True
         cid = record.call_id
+        key = event.key
         lock = self._lock(cid)
         await lock.acquire()  # not `async with`: two coroutines less on every event
         try:
-            if record.is_terminal or record.has_processed(event.key):
+            if record.state.is_terminal or record.has_processed(key):
                 return EventOutcome(record)
             before = record.rollback_point()
             waiter = self._waiters.get(cid)
@@ -563,12 +564,12 @@ class CallService:
                 log.info("call %s: ignored %s (%s)", cid, event.type, applied.ignored)
             if not applied.mark_processed:
                 return EventOutcome(record)
-            remember_key(record, event.key)
+            remember_key(record, key)
             if event.provider_call_id and not record.provider_call_id:
                 record.provider_call_id = event.provider_call_id
                 self._by_provider[event.provider_call_id] = cid
             try:  # `_persist`, inlined: one coroutine less on every event
-                await self.store.save(record, events=(_event_summary(event),), reply=reply)
+                await self.store.save(record, events=(_event_summary(event, key),), reply=reply)
                 self._persisted()
             except Exception:
                 # Not durable, so not applied: roll back so the carrier's retry applies it.
@@ -922,16 +923,19 @@ class CallService:
         return reaped
 
 
-def _event_summary(event: CallEvent) -> dict[str, Any]:
-    """The log's view of an event: its type, timestamp and the fields that carry meaning."""
-    data: dict[str, Any] = {"type": event.type, "timestamp": event.timestamp, "key": event.key}
-    if event.type == "call.speech":
-        data.update(transcript=event.transcript, isFinal=event.is_final)
-    elif event.type == "call.dtmf":
+def _event_summary(event: CallEvent, key: str) -> dict[str, Any]:
+    """The log's view of an event (whose dedupe key is `key`): its type, timestamp and the
+    fields that carry meaning."""
+    kind = event.type
+    data: dict[str, Any] = {"type": kind, "timestamp": event.timestamp, "key": key}
+    if kind == "call.speech":
+        data["transcript"] = event.transcript
+        data["isFinal"] = event.is_final
+    elif kind == "call.dtmf":
         data["digits"] = event.digits
-    elif event.type == "call.ended":
+    elif kind == "call.ended":
         data["reason"] = event.reason.value
-    elif event.type == "call.error":
+    elif kind == "call.error":
         data["error"] = event.error
     return data
 
