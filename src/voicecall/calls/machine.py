@@ -112,10 +112,9 @@ def apply_event(
             has_token = not isinstance(waiter_token, NoWaiter) and waiter_token is not None
             if has_token and event.turn_token != waiter_token:
                 return Applied(changed=False, ignored="speech with mismatched turn token")
-            record.transcript.append(
-                TranscriptEntry(timestamp=event.timestamp, speaker="user", text=event.transcript)
-            )
             final_text = event.transcript
+            record.transcript.append(
+                TranscriptEntry(timestamp=event.timestamp, speaker="user", text=final_text))
         state = transition(before, CallState.LISTENING)
         if state is not before:  # assigning a pydantic field is not free
             record.state = state

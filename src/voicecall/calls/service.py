@@ -540,9 +540,10 @@ class CallService:
         return await self.store.is_rejected(provider_call_id)
 
     async def _apply_one(self, event: CallEvent, *, reply: ReplyWrite | None = None) -> EventOutcome:
+        provider_call_id = event.provider_call_id
         record = self.live(event.call_id)
-        if record is None and event.provider_call_id:
-            record = self.live(event.provider_call_id)
+        if record is None and provider_call_id:
+            record = self.live(provider_call_id)
         adopted = False
         if record is None:
             record, rejected = await self._adopt(event)
@@ -565,9 +566,9 @@ class CallService:
             if not applied.mark_processed:
                 return EventOutcome(record)
             remember_key(record, key)
-            if event.provider_call_id and not record.provider_call_id:
-                record.provider_call_id = event.provider_call_id
-                self._by_provider[event.provider_call_id] = cid
+            if provider_call_id and not record.provider_call_id:
+                record.provider_call_id = provider_call_id
+                self._by_provider[provider_call_id] = cid
             try:  # `_persist`, inlined: one coroutine less on every event
                 await self.store.save(record, events=(_event_summary(event, key),), reply=reply)
                 self._persisted()
@@ -576,8 +577,8 @@ class CallService:
                 record.roll_back(before)
                 if adopted:
                     self._forget(record)
-                elif record.provider_call_id is None and event.provider_call_id:
-                    self._by_provider.pop(event.provider_call_id, None)
+                elif record.provider_call_id is None and provider_call_id:
+                    self._by_provider.pop(provider_call_id, None)
                 raise
             if applied.ended:
                 self._finalize(record)

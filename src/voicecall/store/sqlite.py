@@ -51,7 +51,7 @@ from typing import Any, TypeVar
 
 from pydantic_core import PydanticSerializationError, to_json
 
-from voicecall.calls.model import TERMINAL_STATES, CallRecord
+from voicecall.calls.model import TERMINAL_STATES, CallRecord, TranscriptEntry
 
 T = TypeVar("T")
 
@@ -468,9 +468,12 @@ class SQLiteCallStore:
         assigned since the last write, so nothing may change a metadata value in place (event
         application and the service assign at the top level, as rollback points also assume).
         """
-        cid = record.call_id
-        state = record.state.value
-        terminal = record.state in TERMINAL_STATES
+        # The record's field dict, read once (a pydantic model's attributes are slow to read):
+        # the same object for as long as the record lives, so `op` reads it when it runs.
+        values = record.__dict__
+        cid: str = values["call_id"]
+        state = values["state"].value
+        terminal = values["state"] in TERMINAL_STATES
         # Event application sets fields and top-level metadata keys only (as rollback points
         # assume): the same field values and metadata entries mean the same head, and the
         # comparison (identity first: the transcript and key lists are the same objects) costs
@@ -479,9 +482,9 @@ class SQLiteCallStore:
         basis = known_rows.fields if known_rows is not None else None
         fields: tuple[dict[str, Any], dict[str, Any]] | None = None
         head: str | None = None  # None: unchanged as of this call
-        if (terminal or basis is None or basis[0] != record.__dict__
-                or basis[1] != record.metadata):
-            fields = (dict(record.__dict__), dict(record.metadata))
+        if (terminal or basis is None or basis[0] != values
+                or basis[1] != values["metadata"]):
+            fields = (dict(values), dict(values["metadata"]))
             head = record.model_dump_json(by_alias=True, exclude_none=True, exclude=_HEAD_EXCLUDE)
         event_rows = [_json(e) for e in events]
         turn_text = _json(turn) if turn is not None else None
@@ -495,7 +498,7 @@ class SQLiteCallStore:
             if written is None and (stored_rows is None or stored_rows.fields is not basis):
                 # An earlier save in this transaction wrote other head fields (never under the
                 # per-call lock, which keeps one save per call in flight; checked anyway).
-                written_fields = (dict(record.__dict__), dict(record.metadata))
+                written_fields = (dict(values), dict(values["metadata"]))
                 written = record.model_dump_json(by_alias=True, exclude_none=True,
                                                  exclude=_HEAD_EXCLUDE)
             if written is not None and (terminal or stored_rows is None
@@ -506,11 +509,11 @@ class SQLiteCallStore:
                     " SET provider_call_id=excluded.provider_call_id, state=excluded.state,"
                     " terminal=excluded.terminal, updated_at=excluded.updated_at,"
                     " record=excluded.record",
-                    (cid, record.provider_call_id, state, int(terminal), record.started_at, now,
-                     written),
+                    (cid, values["provider_call_id"], state, int(terminal), values["started_at"],
+                     now, written),
                 )
-            transcript = record.transcript
-            keys = record.processed_event_ids
+            transcript: list[TranscriptEntry] = values["transcript"]
+            keys: list[str] = values["processed_event_ids"]
             if stored_rows is None:  # read once the `calls` row exists (written just above)
                 appends.flush(conn)
                 stored_rows = _Stored(*_stored_items(conn, cid))
