@@ -708,3 +708,16 @@ async def test_a_save_whose_rows_cannot_be_written_fails_alone(tmp_path: Path) -
         assert isinstance(results[1], sqlite3.IntegrityError)
         assert [e.call_id for e in await store.last_log(10)] == ["a", "c"]
         assert await store.get("b") is None and await store.lookup_replay("req-bad") is None
+
+
+@pytest.mark.parametrize(("keys", "known", "new"), [
+    (["a", "b"], {"a"}, ["b"]),
+    (["a"], set(), ["a"]),
+    (["a", "b", "c"], {"a"}, ["b", "c"]),
+    (["a", "b"], set(), ["a", "b"]),
+    (["a", "b"], {"a", "b"}, []),
+    ([], set(), []),
+])
+def test_new_keys_are_the_unstored_ones_at_the_end(keys: list[str], known: set[str],
+                                                   new: list[str]) -> None:
+    assert sqlite_store._new_keys(keys, known) == new

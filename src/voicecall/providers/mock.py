@@ -139,8 +139,7 @@ class MockProvider:
         events = self._parse_usual(request.body, verification)
         if events is None:
             events = self._parse_any(request.body, verification)
-        return ParsedWebhook(events=events, body=_ack(len(events)),
-                             headers={"content-type": "application/json"})
+        return ParsedWebhook(events, _ack(len(events)), {"content-type": "application/json"})
 
     def _parse_usual(self, body: bytes, verification: Verification) -> list[CallEvent] | None:
         """`{"events": [...]}` whose events are all known and valid, parsed straight from the

@@ -1068,6 +1068,8 @@ def _trim_keys(conn: sqlite3.Connection, top: int) -> None:
 
 def _new_keys(keys: list[str], known: set[str]) -> list[str]:
     """The dedupe keys at the end of `keys` that are not stored yet (usually just the last one)."""
+    if keys and keys[-1] not in known and (len(keys) == 1 or keys[-2] in known):
+        return [keys[-1]]  # the usual case, without the loop
     fresh: list[str] = []
     for key in reversed(keys):
         if key in known:
