@@ -17,9 +17,9 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from voicecall.calls.events import EVENT_TYPES, CallEvent
 from voicecall.calls.model import CallRecord, EndReason, _CamelModel
@@ -41,12 +41,6 @@ log = logging.getLogger(__name__)
 MockOutcome = Literal["answer", "busy", "no-answer", "failed"]
 MIN_SPEAK_MS = 200
 REPLY_DELAY_MS = 150
-
-
-class _Envelope(_CamelModel):
-    """The usual webhook body, parsed and validated in one step: `{"events": [event, ...]}`."""
-
-    events: list[CallEvent]
 
 
 def _ack(count: int) -> str:
@@ -90,6 +84,19 @@ class _SimCall:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class _StampedEvent(CallEvent):
+    """A mock event, stamped with the time it was parsed when it carries no timestamp (by the
+    validator: setting the field afterwards goes through pydantic's `__setattr__`, in Python)."""
+
+    timestamp: int = Field(default_factory=_now_ms)
+
+
+class _Envelope(_CamelModel):
+    """The usual webhook body, parsed and validated in one step: `{"events": [event, ...]}`."""
+
+    events: list[_StampedEvent]
 
 
 class MockProvider:
@@ -155,13 +162,13 @@ class MockProvider:
         try:
             # The validator itself: `model_validate_json` adds a Python call with keywords.
             envelope: _Envelope = _Envelope.__pydantic_validator__.validate_json(body)
-            events = envelope.events
+            events = cast(list[CallEvent], envelope.events)  # nothing is added to the list
         except ValueError:
             return None
         for index, event in enumerate(events):
             if not event.call_id:
                 return None
-            if not event.timestamp:
+            if not event.timestamp:  # an explicit 0 (the validator stamped absent ones)
                 event.timestamp = _now_ms()
             if not event.dedupe_key and "id" not in event.model_fields_set:
                 event.dedupe_key = f"{verification.request_key}:{index}"
