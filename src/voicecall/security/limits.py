@@ -120,13 +120,20 @@ def _finish(step: Generator[Any, Any, Message], pending: Any) -> Generator[Any, 
                 return cast(Message, done.value)
 
 
-def _whole_body(message: Message, content_length: int | None, max_bytes: int) -> bytes:
-    """The body of a request that came in one message."""
+def _chunk(message: Message, size: int, max_bytes: int) -> bytes:
+    """The bytes of one body message, after `size` bytes; refuses a disconnect (the body is
+    incomplete) and a body that goes over the cap."""
     if message["type"] == "http.disconnect":
         raise BodyIncomplete
-    body: bytes = message.get("body", b"")
-    if len(body) > max_bytes:
+    chunk: bytes = message.get("body", b"")
+    if size + len(chunk) > max_bytes:
         raise BodyTooLarge
+    return chunk
+
+
+def _whole_body(message: Message, content_length: int | None, max_bytes: int) -> bytes:
+    """The body of a request that came in one message."""
+    body = _chunk(message, 0, max_bytes)
     if content_length is not None and len(body) != content_length:
         raise BodyIncomplete
     return body
@@ -138,12 +145,8 @@ async def _read(receive: Receive, first: Message | Awaitable[Message],
     size = 0
     message = first if isinstance(first, MutableMapping) else await first
     while True:
-        if message["type"] == "http.disconnect":
-            raise BodyIncomplete
-        chunk = message.get("body", b"")
+        chunk = _chunk(message, size, max_bytes)
         size += len(chunk)
-        if size > max_bytes:
-            raise BodyTooLarge
         chunks.append(chunk)
         if not message.get("more_body", False):
             break

@@ -484,8 +484,7 @@ class SQLiteCallStore:
         head: str | None = None  # None: unchanged as of this call
         if (terminal or basis is None or basis[0] != values
                 or basis[1] != values["metadata"]):
-            fields = (dict(values), dict(values["metadata"]))
-            head = record.model_dump_json(by_alias=True, exclude_none=True, exclude=_HEAD_EXCLUDE)
+            head, fields = _head_of(record)
         event_rows = [_json(e) for e in events]
         turn_text = _json(turn) if turn is not None else None
 
@@ -498,9 +497,7 @@ class SQLiteCallStore:
             if written is None and (stored_rows is None or stored_rows.fields is not basis):
                 # An earlier save in this transaction wrote other head fields (never under the
                 # per-call lock, which keeps one save per call in flight; checked anyway).
-                written_fields = (dict(values), dict(values["metadata"]))
-                written = record.model_dump_json(by_alias=True, exclude_none=True,
-                                                 exclude=_HEAD_EXCLUDE)
+                written, written_fields = _head_of(record)
             if written is not None and (terminal or stored_rows is None
                                         or stored_rows.head != written):
                 conn.execute(
@@ -1064,6 +1061,14 @@ def _trim_keys(conn: sqlite3.Connection, top: int) -> None:
         "DELETE FROM call_items WHERE id > ? AND entry IS NULL AND id < (SELECT id FROM call_items"
         " WHERE id BETWEEN ? AND ? AND key IS NOT NULL ORDER BY id DESC LIMIT 1 OFFSET ?)",
         (low, low, top, MAX_KEYS_KEPT - 1))
+
+
+def _head_of(record: CallRecord) -> tuple[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """The `calls` row's record JSON (without transcript and keys), with the copies of the
+    record's field dict and metadata that a later save compares with (`_Stored.fields`)."""
+    values = record.__dict__
+    head = record.model_dump_json(by_alias=True, exclude_none=True, exclude=_HEAD_EXCLUDE)
+    return head, (dict(values), dict(values["metadata"]))
 
 
 def _new_keys(keys: list[str], known: set[str]) -> list[str]:
