@@ -8,12 +8,12 @@ model calls (`CallRecord`, `CallState`, `EndReason`, `CallEvent`), load configur
 from voicecall.agent.tool import dispatch_tool, tool_schema
 from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallRecord, CallState, EndReason, TranscriptEntry
-from voicecall.calls.service import CallError, CallService
 from voicecall.config import ConfigError, LoadedConfig, VoiceCallConfig, load_config
 from voicecall.gateway.client import ControlClient, GatewayUnavailable, RpcError
 from voicecall.gateway.runtime import Runtime
 from voicecall.providers.base import Provider
 from voicecall.providers.mock import MockBehaviour, MockProvider
+from voicecall.service import CallError, CallService
 
 __version__ = "0.1.0"
 

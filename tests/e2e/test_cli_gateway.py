@@ -3,6 +3,7 @@ including a `kill -9` in the middle of a conversation."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,6 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from voicecall.store import SQLiteCallStore
 
 pytestmark = pytest.mark.slow
 VOICECALL = [sys.executable, "-m", "voicecall"]
@@ -134,16 +137,16 @@ def test_kill_9_mid_conversation_loses_nothing_and_timers_resume(long_gateway: G
     gateway.wait_for(call_id, lambda c: "initialMessageSpokenAt" in c["metadata"])
     gateway.json("continue", "--call-id", call_id, "-m", "How are you?")
     before = gateway.status(call_id)["call"]
-    db = gateway.root / "state" / "voice-calls" / "calls.sqlite3"
-    import sqlite3
+    store_dir = gateway.root / "state" / "voice-calls"
 
     def processed() -> list[str]:
-        with sqlite3.connect(db) as conn:
-            rows = conn.execute("SELECT key FROM (SELECT id, key FROM call_items UNION ALL"
-                                " SELECT id, key FROM recent_items) WHERE id >> 32 = (SELECT rowid"
-                                " FROM calls WHERE call_id=?) AND key IS NOT NULL ORDER BY id",
-                                (call_id,)).fetchall()
-        return [key for (key,) in rows]
+        """The call's dedupe keys as the store holds them (read through its public API)."""
+        async def read() -> list[str]:
+            async with SQLiteCallStore(store_dir) as store:
+                record = await store.get(call_id)
+            assert record is not None
+            return list(record.processed_event_ids)
+        return asyncio.run(read())
 
     keys_before = processed()
     assert keys_before

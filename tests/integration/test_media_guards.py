@@ -1,4 +1,4 @@
-"""The media-stream WebSocket endpoint's guards (reference §5.1, §5.2), over real sockets on
+"""The media-stream WebSocket endpoint's guards (docs/decisions.md D23), over real sockets on
 127.0.0.1: path, connection cap (HTTP 503), pending caps (1013), start timeout and `start`
 authorization (1008), frame size (1009), malformed messages, and the disconnect grace.
 
@@ -234,7 +234,7 @@ async def test_connection_beyond_max_connections_gets_http_503(make_gateway: Gat
 
 async def test_upgrades_in_flight_count_toward_max_connections(make_gateway: GatewayFactory) -> None:
     """An upgrade holds its slot from the moment its request is in, before the client has even
-    read the 101 (the reference's "in-flight upgrades count"). A request whose headers are still
+    read the 101 ("in-flight upgrades count"). A request whose headers are still
     incomplete is plain HTTP to uvicorn and reaches the endpoint only once they are complete, as
     with Node's `upgrade` event, so such sockets are not counted and not tested here."""
     runtime = await make_gateway(maxConnections=2, **NO_START_TIMEOUT)

@@ -158,7 +158,7 @@ async def test_stale_gather_callback_cannot_complete_a_later_turn(gateway: Runti
     # Turn 2 waits; the callee stays silent.
     turn2 = asyncio.create_task(gateway.api.call("voicecall.continue",
                                                  {"callId": record.call_id, "message": "Q2?"}))
-    await eventually(lambda: record.call_id in gateway.service._waiters)
+    await eventually(lambda: gateway.service.turn_token(record.call_id) is not None)
     async with httpx.AsyncClient() as client:
         # 1) the identical signed request again: a replay, acknowledged with no side effects
         replay = await client.post(gather.url, data=gather.params, headers={

@@ -23,6 +23,7 @@ from voicecall.calls.model import CallRecord, EndReason
 from voicecall.gateway.runtime import Runtime
 from voicecall.security.limits import BODY_TIMEOUT_S, MAX_BODY_BYTES, MAX_IN_FLIGHT_PER_CLIENT
 from voicecall.server.webhook import WebhookApp
+from voicecall.service import apply as service_apply
 from voicecall.testing.gateway import running_gateway
 
 OPEN = {"inboundPolicy": "open"}
@@ -378,13 +379,13 @@ async def test_identical_body_is_a_replay_even_after_restart(
 
     def count_applied(runtime: Runtime) -> list[Any]:
         applied: list[Any] = []
-        apply_one = runtime.service._apply_one
+        apply_one = service_apply.apply_one
 
-        async def counting(event: Any, **kwargs: Any) -> None:
+        async def counting(service: Any, event: Any) -> Any:
             applied.append(event)
-            await apply_one(event, **kwargs)
+            return await apply_one(service, event)
 
-        monkeypatch.setattr(runtime.service, "_apply_one", counting)
+        monkeypatch.setattr(service_apply, "apply_one", counting)
         return applied
 
     async with running_gateway(tmp_path, OPEN) as runtime:
@@ -452,13 +453,13 @@ async def test_store_failure_answers_500_and_forgets_the_replay_key(
     async with running_gateway(tmp_path, OPEN) as runtime:
         body = body_of(inbound("call.initiated", "pc-disk"))
         attempts: list[Any] = []
-        apply_one = runtime.service._apply_one
+        apply_one = service_apply.apply_one
 
-        async def counting(event: Any, **kwargs: Any) -> None:
+        async def counting(service: Any, event: Any) -> Any:
             attempts.append(event)
-            await apply_one(event, **kwargs)
+            return await apply_one(service, event)
 
-        monkeypatch.setattr(runtime.service, "_apply_one", counting)
+        monkeypatch.setattr(service_apply, "apply_one", counting)
 
         async def broken_save(*args: Any, **kwargs: Any) -> None:
             raise OSError("disk full")
@@ -495,32 +496,6 @@ async def test_carrier_retry_after_store_failure_is_persisted(
         stored = await runtime.store.get("pc-retry")
         assert stored is not None
         assert stored.provider_call_id == "pc-retry"
-
-
-async def test_a_mock_webhook_commits_its_event_and_reply_in_one_transaction(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    async with running_gateway(tmp_path, OPEN) as runtime:
-        pcid = "pc-one-commit"
-        assert (await post(runtime, body_of(inbound("call.initiated", pcid)))).status_code == 200
-        transactions: list[int] = []
-        run = runtime.store._run
-
-        def counting_run(conn: Any, batch: Any, *, isolate: bool) -> Any:
-            transactions.append(len(batch))
-            return run(conn, batch, isolate=isolate)
-
-        monkeypatch.setattr(runtime.store, "_run", counting_run)
-        body = body_of(inbound("call.speech", pcid, transcript="hello", isFinal=True))
-        answer = await post(runtime, body)
-        assert answer.status_code == 200
-        assert transactions == [1], "the event and its reply took more than one commit"
-        key = replay_key(body)
-        reply = runtime.store.run_sync(lambda conn: conn.execute(
-            "SELECT reply FROM request_keys WHERE key=?", (key,)).fetchone())
-        assert reply is not None and json.loads(reply[0])["body"] == answer.text
-        again = await post(runtime, body)
-        assert (again.status_code, again.content) == (200, answer.content)
-        assert [e["text"] for e in (await status(runtime, pcid))["call"]["transcript"]] == ["hello"]
 
 
 async def test_a_webhook_whose_event_changes_nothing_still_records_its_reply(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def issues_of(doc: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
 # --- defaults and discovery -------------------------------------------------------------------
 
 
-def test_no_config_file_starts_enabled_with_mock_carrier_and_reference_defaults(
+def test_no_config_file_starts_enabled_with_mock_carrier_and_documented_defaults(
     env: dict[str, str],
 ) -> None:
     loaded = load_config(env=env)
@@ -165,7 +165,7 @@ def test_tilde_in_config_path_uses_env_home(env: dict[str, str]) -> None:
     assert loaded.config.to_number == "+15550001111"
 
 
-# --- shapes and the Q8 enabled rule -----------------------------------------------------------
+# --- shapes and the `enabled` rule (docs/decisions.md D36) ------------------------------------
 
 
 def test_bare_voice_call_object_counts_as_an_entry_and_is_enabled(env: dict[str, str]) -> None:
@@ -867,7 +867,7 @@ def test_not_built_table_is_one_module_level_list_keyed_by_path() -> None:
     }
 
 
-def test_realtime_rules_from_the_reference_are_checked() -> None:
+def test_realtime_cross_key_rules_are_checked() -> None:
     cfg = VoiceCallConfig.model_validate(
         {"provider": "plivo", "realtime": {"enabled": True}, "streaming": {"enabled": True}}
     )

@@ -14,7 +14,7 @@ from voicecall.audio.g711 import ULAW_SILENCE, ulaw_decode
 from voicecall.media import playback as playback_module
 from voicecall.media.cache import CachedSpeech
 from voicecall.media.playback import PlaybackError, StreamPlayback, split_sentences
-from voicecall.media.protocol import (
+from voicecall.providers.streams import (
     StreamAudio,
     StreamDtmf,
     StreamMark,

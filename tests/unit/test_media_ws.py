@@ -16,8 +16,8 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from voicecall.media.protocol import StreamStart
 from voicecall.media.session import StreamSession
+from voicecall.providers.streams import StreamStart
 from voicecall.providers.twilio.stream import TwilioStreamSerializer
 from voicecall.server.media_ws import MAX_SEND_BUFFER, MediaConnection, MediaEndpoint, MediaLimits, client_ip
 

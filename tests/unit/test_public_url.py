@@ -1,4 +1,5 @@
-"""Public URL reconstruction: host normalisation, forwarding trust, publicUrl overlay (ref §4.2, Q10)."""
+"""Public URL reconstruction: host normalisation, forwarding trust, publicUrl overlay
+(docs/decisions.md D28, D29)."""
 
 from __future__ import annotations
 

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from voicecall.calls.model import CallRecord, CallState, EndReason
-from voicecall.calls.service import CallError, CallService, ServiceSettings, now_ms
 from voicecall.providers.base import ProviderCallStatus
 from voicecall.providers.mock import MockBehaviour, MockProvider
+from voicecall.service import CallError, CallService, ServiceSettings
+from voicecall.shared.clock import now_ms
 from voicecall.store import SQLiteCallStore
 
 FAST = MockBehaviour(answer_after_ms=30, ring_ms=5, speak_ms_per_char=1)
@@ -100,14 +101,9 @@ async def test_unanswered_outcomes_end_with_their_reason_and_free_the_slot(
 
 async def test_ring_timeout_ends_a_call_the_carrier_never_reports_on(store: SQLiteCallStore) -> None:
     service, _ = await make(store, replace(FAST, answer_after_ms=60_000),
-                            replace(SETTINGS, ring_timeout_ms=1))
-    import voicecall.calls.service as svc
-    old, svc.RING_GRACE_MS = svc.RING_GRACE_MS, 50
-    try:
-        rec = await service.initiate("+15555550123", "hi")
-        final = await ended(service, rec.call_id)
-    finally:
-        svc.RING_GRACE_MS = old
+                            replace(SETTINGS, ring_timeout_ms=1, ring_grace_ms=50))
+    rec = await service.initiate("+15555550123", "hi")
+    final = await ended(service, rec.call_id)
     assert final.end_reason == EndReason.NO_ANSWER
     assert "not answered" in final.metadata["endDetail"]
     await service.stop()
@@ -160,7 +156,7 @@ async def test_continue_returns_the_scripted_reply_and_records_turn_latency(
     await service.stop()
 
 
-async def test_continue_times_out_with_the_reference_message_and_the_call_stays_usable(
+async def test_continue_times_out_with_the_documented_message_and_the_call_stays_usable(
         store: SQLiteCallStore) -> None:
     service, provider = await make(store, settings=replace(SETTINGS, transcript_timeout_ms=150))
     rec = await service.initiate("+15555550123", "Hello", mode="conversation")
@@ -193,7 +189,7 @@ async def test_only_one_continue_waits_per_call(store: SQLiteCallStore) -> None:
     rec = await service.initiate("+15555550123", "Hello", mode="conversation")
     await until(lambda: rec.answered_at is not None)
     first = asyncio.create_task(service.continue_call(rec.call_id, "One?"))
-    await until(lambda: rec.call_id in service._turns)
+    await until(lambda: (call := service.calls.get(rec.call_id)) is not None and call.in_turn)
     with pytest.raises(CallError, match="Already waiting for transcript"):
         await service.continue_call(rec.call_id, "Two?")
     await until(lambda: listening_for_turn(service, provider, rec))
@@ -337,5 +333,4 @@ async def test_wait_for_change_wakes_on_a_persist_and_returns_at_once_when_alrea
     versions = await asyncio.gather(*waiters)
     assert time.monotonic() - began < 2 and all(v > start for v in versions)
     assert await service.wait_for_change(start, 5) > start  # already changed: no wait
-    assert service._change is None  # the persist that woke them dropped their event
     await service.stop()

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voicecall.agent.sentences import SentenceSplitter
 from voicecall.agent.spoken import (
     HOLD_CHARS,
     SPOKEN_CONTRACT,
@@ -16,6 +15,7 @@ from voicecall.agent.spoken import (
     collapse_whitespace,
     extract_spoken,
 )
+from voicecall.speech.sentences import SentenceSplitter
 
 
 def stream_all(chunks: list[str]) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from voicecall.agent.tool import dispatch_tool, tool_schema
-from voicecall.calls.service import CallError
+from voicecall.service import CallError
 
 
 def test_schema_is_an_openai_function_with_every_action() -> None:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
-from voicecall.calls.model import CallRecord, CallState
-from voicecall.providers.base import EventOutcome, Verification, WebhookRequest
+import httpx
+import pytest
+
+from voicecall.calls.model import CallRecord, CallState, EndReason
+from voicecall.providers.base import DialRequest, EventOutcome, Verification, WebhookRequest
+from voicecall.providers.http import CarrierApiError
 from voicecall.providers.twilio.provider import TwilioProvider, TwilioSettings
 
 BASE = "https://gw.example/voice/webhook"
@@ -55,7 +60,7 @@ def provider(stream_url: str | None) -> tuple[TwilioProvider, Context]:
     p = TwilioProvider(TwilioSettings(account_sid="AC1", auth_token="t",
                                       api_base_url="http://127.0.0.1:9", stream_url=stream_url))
     ctx = Context()
-    p.bind(ctx)  # type: ignore[arg-type]
+    p.bind(ctx)
     return p, ctx
 
 
@@ -116,36 +121,95 @@ def test_region_chooses_the_rest_host_and_api_base_url_overrides_it() -> None:
     assert base(apiBaseUrl="http://127.0.0.1:8080") == "http://127.0.0.1:8080"
 
 
-async def test_hangup_of_a_call_twilio_says_has_ended_counts_as_success() -> None:
-    import httpx
+@pytest.mark.parametrize(("status", "code"), [(400, 21220), (404, 20404), (404, None)])
+async def test_hangup_of_a_call_twilio_says_has_ended_counts_as_success(
+        status: int, code: int | None) -> None:
+    sent: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(400, json={"code": 21220, "message": "Call is not in-progress.",
-                                         "status": 400})
+        sent.append(request)
+        return httpx.Response(status, json={"code": code, "message": "Call is not in-progress.",
+                                            "status": status})
 
     p = TwilioProvider(TwilioSettings(account_sid="AC1", auth_token="t", api_base_url="http://sim"),
                        transport=httpx.MockTransport(handler))
-    p.bind(Context())  # type: ignore[arg-type]
-    from voicecall.calls.model import EndReason
+    p.bind(Context())
 
-    await p.hangup_call(inbound_call("c1", "CA1"), EndReason.HANGUP_BOT)  # no exception
+    await p.hangup_call(inbound_call("c1", "CA1"), EndReason.HANGUP_BOT)  # no error raised
+
+    assert [(r.method, r.url.path) for r in sent] == [("POST", "/2010-04-01/Accounts/AC1/Calls/CA1.json")]
+    assert parse_qs(sent[0].content.decode()) == {"Status": ["completed"]}
+
+
+async def test_hangup_still_fails_on_an_error_that_does_not_say_the_call_has_ended() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"code": 20003, "message": "Authenticate", "status": 401})
+
+    p = TwilioProvider(TwilioSettings(account_sid="AC1", auth_token="t", api_base_url="http://sim"),
+                       transport=httpx.MockTransport(handler))
+    p.bind(Context())
+    with pytest.raises(CarrierApiError) as info:
+        await p.hangup_call(inbound_call("c1", "CA1"), EndReason.HANGUP_BOT)
+    assert (info.value.status, info.value.code) == (401, 20003)
 
 
 async def test_rest_errors_name_twilio_its_code_status_and_message() -> None:
-    import httpx
-    import pytest
-
-    from voicecall.providers.base import DialRequest
-    from voicecall.providers.http import CarrierApiError
-
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(400, json={"code": 21211, "message": "The 'To' number is not valid.",
                                          "status": 400})
 
     p = TwilioProvider(TwilioSettings(account_sid="AC1", auth_token="t", api_base_url="http://sim"),
                        transport=httpx.MockTransport(handler))
-    p.bind(Context())  # type: ignore[arg-type]
+    p.bind(Context())
     with pytest.raises(CarrierApiError) as info:
         await p.initiate_call(DialRequest(call_id="c1", from_="+15550000000", to="+1555", webhook_url=BASE,
                                           mode="notify", message="hi", ring_timeout_ms=30_000))
     assert str(info.value) == "Twilio API error (code 21211), HTTP 400: The 'To' number is not valid."
+
+
+def parse(query: str, **params: str) -> Any:
+    p, _ctx = provider(None)
+    return p.parse_webhook(request(query, **params), Verification(ok=True, request_key="k"))
+
+
+def test_a_gather_callback_becomes_the_callers_speech_with_a_clamped_confidence() -> None:
+    for given, expected in (("0.42", 0.42), ("1.7", 1.0), ("-1", 0.0), ("", 0.9), ("n/a", 0.9)):
+        parsed = parse("callId=c1&type=listen&turnToken=t1", CallSid="CA1", CallStatus="in-progress",
+                       SpeechResult=" book a table ", Confidence=given, Digits="5")
+        [event] = parsed.events
+        assert (event.type, event.transcript, event.confidence) == ("call.speech", "book a table", expected)
+        assert (event.call_id, event.provider_call_id, event.turn_token, event.dedupe_key) == (
+            "c1", "CA1", "t1", "k:0")
+        assert parsed.meta["gather"] is True and parsed.meta["kind"] == "listen"
+
+
+def test_keys_pressed_become_a_dtmf_event() -> None:
+    parsed = parse("callId=c1&type=listen", CallSid="CA1", Digits="42#")
+    assert [(e.type, e.digits) for e in parsed.events] == [("call.dtmf", "42#")]
+    assert parsed.meta["gather"] is True
+
+
+def test_a_status_callback_becomes_call_events_and_the_first_inbound_request_is_marked() -> None:
+    parsed = parse("", CallSid="CA9", CallStatus="ringing", Direction="inbound", From="+15557770001",
+                   To="+15550000000")
+    assert [e.type for e in parsed.events] == ["call.initiated", "call.ringing"]
+    assert {(e.call_id, e.direction, e.from_, e.to) for e in parsed.events} == {
+        ("CA9", "inbound", "+15557770001", "+15550000000")}
+    assert parsed.meta["inboundStart"] is True and "gather" not in parsed.meta
+    outbound = parse("callId=c1&type=status", CallSid="CA1", CallStatus="Busy",
+                     Direction="outbound-api")
+    assert [(e.type, e.reason.value, e.direction) for e in outbound.events] == [
+        ("call.ended", "busy", "outbound")]
+    assert "inboundStart" not in outbound.meta
+    assert parse("callId=c1&type=played&utt=u1", CallSid="CA1", CallStatus="in-progress").events == []
+
+
+def test_a_malformed_twilio_webhook_is_refused() -> None:
+    from voicecall.providers.base import WebhookParseError
+
+    with pytest.raises(WebhookParseError, match="CallSid is missing"):
+        parse("callId=c1", CallStatus="ringing")
+    p, _ctx = provider(None)
+    bad = request("callId=c1")._replace(body=b"CallSid=\xff")
+    with pytest.raises(WebhookParseError, match="not UTF-8"):
+        p.parse_webhook(bad, Verification(ok=True, request_key="k"))

@@ -83,7 +83,7 @@ def verify(request: WebhookRequest, *, public_url: str | None = None,
                                  skip_verification=skip_verification)
 
 
-# --- provider-protocols §5.1 vectors ----------------------------------------------------------
+# --- signature test vectors -------------------------------------------------------------------
 
 T1_PARAMS = [("CallSid", "CA1234567890ABCDE"), ("Caller", "+12349013030"), ("Digits", "1234"),
              ("From", "+12349013030"), ("To", "+18005551212")]
@@ -492,7 +492,7 @@ def test_settings_header_naming_sha1_or_no_algorithm_keeps_the_auth_token_scheme
     assert verify(request).ok
 
 
-# --- publicUrl (SPEC Q10) ---------------------------------------------------------------------
+# --- publicUrl: its path, the request's query -------------------------------------------------
 
 def test_public_url_path_is_kept_and_the_request_query_applied() -> None:
     public_url = "https://pub.example/voice/webhook"
@@ -563,7 +563,7 @@ def test_forwarded_proto_http_is_used_when_trusted() -> None:
     assert not verify(request).ok
 
 
-# --- ngrok loopback rule (§4.9) ---------------------------------------------------------------
+# --- ngrok loopback rule ----------------------------------------------------------------------
 
 NGROK = {"x-forwarded-host": "abc.ngrok-free.app", "x-forwarded-proto": "https"}
 

@@ -12,7 +12,7 @@ def parse(doc: str) -> ET.Element:
     return ET.fromstring(doc)
 
 
-def test_voice_mapping_follows_the_reference() -> None:
+def test_voice_names_map_onto_twilio_say_voices() -> None:
     assert twiml.polly_voice(None) == "Polly.Joanna"
     assert twiml.polly_voice("Polly.Brian") == "Polly.Brian"
     assert twiml.polly_voice("Google.en-US-Neural2-F") == "Google.en-US-Neural2-F"

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from voicecall.agent.responder import Responder, ResponderError, TurnContext
 from voicecall.calls.model import CallRecord
-from voicecall.calls.service import CallError, CallService
-from voicecall.media.protocol import PlaybackResult
+from voicecall.providers.streams import PlaybackResult
+from voicecall.service import CallError, CallService
+from voicecall.shared.clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,6 @@ class ReplyDefaults:
     timeout_s: float = 30.0
     history_turns: int = 20
 
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class AutoReply:
@@ -79,7 +76,7 @@ class AutoReply:
                     interrupted = True
                     break
                 if "replyReadyAt" not in turn:
-                    turn["replyReadyAt"] = _now_ms()
+                    turn["replyReadyAt"] = now_ms()
                 if pipelined:
                     queued.append(asyncio.ensure_future(service.speak(cid, sentence)))
                     continue
@@ -103,7 +100,7 @@ class AutoReply:
             await store.append_session(key, messages)
         if "firstAudioAt" in turn:
             turn["turnLatencyMs"] = turn["firstAudioAt"] - heard_at
-            turn["spokenAt"] = _now_ms()
+            turn["spokenAt"] = now_ms()
             await service.record_turn(cid, turn)
         if not interrupted and service.is_current(cid, generation):
             await service.listen(cid)
@@ -116,5 +113,5 @@ class AutoReply:
         if "firstAudioAt" not in turn and result.played_text:
             if result.first_tts_byte_at is not None:
                 turn["firstTtsByteAt"] = int(result.first_tts_byte_at)
-            turn["firstAudioAt"] = int(result.first_frame_at or turn.get("replyReadyAt") or _now_ms())
+            turn["firstAudioAt"] = int(result.first_frame_at or turn.get("replyReadyAt") or now_ms())
         return not (result.interrupted or result.skipped)

@@ -1,4 +1,4 @@
-"""The system prompt for an auto-response turn (reference §8.3 step 7)."""
+"""The system prompt for an auto-response turn (docs/decisions.md D26)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from voicecall.calls.model import TranscriptEntry
 
 
 def default_system_prompt(agent_name: str, caller_number: str) -> str:
-    """The reference's default prompt (used when `responseSystemPrompt` is not set)."""
+    """The default prompt (used when `responseSystemPrompt` is not set)."""
     return (
         f"You are {agent_name}, a helpful voice assistant on a phone call. Keep responses brief and "
         "conversational (1-2 sentences max). Be natural and friendly. "

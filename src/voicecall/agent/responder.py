@@ -46,9 +46,9 @@ from openai.types.chat import (
 )
 
 from voicecall.agent.prompt import build_system_prompt
-from voicecall.agent.sentences import CLOSERS, TERMINATORS, SentenceSplitter
 from voicecall.agent.spoken import SpokenStream, collapse_whitespace
 from voicecall.calls.model import TranscriptEntry
+from voicecall.speech.sentences import CLOSERS, TERMINATORS, SentenceSplitter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

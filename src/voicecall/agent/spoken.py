@@ -2,7 +2,7 @@
 
 Two readers of the same contract:
 
-* `extract_spoken(text)` reads a whole reply (reference §8.3 step 9, release 4.25): the JSON
+* `extract_spoken(text)` reads a whole reply (docs/decisions.md D26): the JSON
   `spoken` field if there is one anywhere, otherwise the text with code fences and leading "meta"
   paragraphs (the model thinking out loud) removed.
 * `SpokenStream` reads the reply as it streams, so the first sentence can be spoken while the

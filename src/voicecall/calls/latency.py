@@ -17,7 +17,7 @@ STAGES: tuple[tuple[str, str, str], ...] = (
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
-    """The reference's nearest-rank percentile: the value at ceil(p/100*n)-1, clamped."""
+    """The nearest-rank percentile (docs/decisions.md D44): the value at ceil(p/100*n)-1, clamped."""
     index = math.ceil(p / 100 * len(sorted_values)) - 1
     return sorted_values[min(max(index, 0), len(sorted_values) - 1)]
 

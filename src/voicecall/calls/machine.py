@@ -1,6 +1,6 @@
 """The pure call state machine: state transitions and event application, no I/O.
 
-Rules (reference §1.4): terminal states absorb everything; speaking and listening cycle;
+Rules (docs/decisions.md D10): terminal states absorb everything; speaking and listening cycle;
 any other move goes forward only in the order initiated → ringing → answered → active →
 speaking → listening. Backward moves are ignored, never errors, because carriers deliver
 callbacks out of order.
@@ -23,7 +23,7 @@ _RANK = {state: i for i, state in enumerate(LIVE_ORDER)}
 _CYCLE = frozenset({CallState.SPEAKING, CallState.LISTENING})
 
 MAX_PROCESSED_KEYS_PER_CALL = 500
-"""Dedupe keys kept per call (SPEC Q15): enough for any real call, bounded for a runaway one."""
+"""Dedupe keys kept per call (docs/decisions.md D2): enough for any real call, bounded for a runaway one."""
 
 
 class NoWaiter:

@@ -1,4 +1,4 @@
-"""Inbound caller policy (reference §8.1) and session keys (SPEC Q9)."""
+"""Inbound caller policy (docs/decisions.md D16) and session keys (D18)."""
 
 from __future__ import annotations
 

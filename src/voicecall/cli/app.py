@@ -20,7 +20,6 @@ from rich.console import Console
 
 from voicecall.agent.tool import tool_schema
 from voicecall.calls.latency import latency_report
-from voicecall.calls.service import CallError
 from voicecall.cli import render
 from voicecall.cli.session import gateway_client, live_api, read_api
 from voicecall.config import (
@@ -42,6 +41,7 @@ from voicecall.gateway.garbage import (
 )
 from voicecall.gateway.ports import PortInUse
 from voicecall.gateway.runtime import Runtime
+from voicecall.service import CallError
 from voicecall.store import SQLiteCallStore
 
 T = TypeVar("T")

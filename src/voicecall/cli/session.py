@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from voicecall.calls.service import CallService, ServiceSettings
 from voicecall.config import LoadedConfig, resolve_control_token, store_dir
-from voicecall.gateway.api import ControlApi
 from voicecall.gateway.client import ControlClient, GatewayUnavailable
 from voicecall.gateway.runtime import Runtime
 from voicecall.providers.registry import build_provider
+from voicecall.server.rpc import ControlApi
+from voicecall.service import CallService, ServiceSettings
 from voicecall.store import SQLiteCallStore
 
 

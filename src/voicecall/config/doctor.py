@@ -1,4 +1,4 @@
-"""`voicecall doctor [--fix]`: find legacy config keys (reference §2.6) and rewrite the file.
+"""`voicecall doctor [--fix]`: find legacy config keys (docs/decisions.md D37) and rewrite the file.
 
 The loader already migrates legacy keys in memory (with a warning each time); `--fix` makes the
 migration permanent. The original file is kept next to it as `<name>.bak`; the rewritten file is

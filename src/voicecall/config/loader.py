@@ -1,9 +1,10 @@
 """Find, parse and resolve the configuration file into a validated `VoiceCallConfig`.
 
 Steps: discover the file → JSON5 → pick the voice-call object (bare or inside an OpenClaw
-config) → expand `${ENV}` → migrate legacy keys → apply the Q8 `enabled` rule → deep-merge `tts`
-over core `messages.tts` → env fallbacks for the selected provider → validate. Validation errors
-raise `ConfigError`; provider-level issues are returned on `LoadedConfig` for `setup` to show.
+config) → expand `${ENV}` → migrate legacy keys → apply the `enabled` rule (docs/decisions.md
+D36) → deep-merge `tts` over core `messages.tts` → env fallbacks for the selected provider →
+validate. Validation errors raise `ConfigError`; provider-level issues are returned on
+`LoadedConfig` for `setup` to show.
 """
 
 from __future__ import annotations
@@ -220,7 +221,7 @@ def deep_merge(
     dropped: list[str] | None = None,
     path: str = "",
 ) -> dict[str, Any]:
-    """Prototype-safe deep merge (reference §2.3).
+    """Prototype-safe deep merge (docs/decisions.md D38).
 
     Objects merge recursively; None values in `override` are skipped; lists and scalars replace;
     keys `__proto__`, `prototype` and `constructor` are dropped (their paths go to `dropped`).
@@ -392,7 +393,7 @@ def load_config_dict(
             "streaming.providers"
         )
 
-    # SPEC Q8: enabled defaults to true only when the file has a voice-call entry at all.
+    # docs/decisions.md D36: enabled defaults to true only when the file has a voice-call entry at all.
     config_enabled = vc.get("enabled")
     if not entry_enabled:
         vc["enabled"] = False
@@ -458,7 +459,7 @@ def load_config(
 ) -> LoadedConfig:
     """Discover, parse and validate the configuration.
 
-    With no file at all the result is the defaults: enabled, `mock` carrier (SPEC §2).
+    With no file at all the result is the defaults: enabled, `mock` carrier (docs/decisions.md D36).
     Raises ConfigError for a missing explicit file, bad JSON5, unset `${VAR}` or invalid keys.
     """
     environ: Mapping[str, str] = os.environ if env is None else env

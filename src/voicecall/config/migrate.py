@@ -1,4 +1,4 @@
-"""Legacy-key migrations (reference §2.6): rewrite old keys to their current location.
+"""Legacy-key migrations (docs/decisions.md D37): rewrite old keys to their current location.
 
 Pure functions on raw (parsed, not yet validated) dicts, shared by the loader (which warns) and
 `voicecall doctor --fix` (which rewrites the file). Legacy values only fill missing current fields.

@@ -1,6 +1,7 @@
 """Pydantic models for the voice-call configuration: every key, its default and its validation.
 
-Python attributes are snake_case; the JSON keys (aliases) are the reference's camelCase names.
+Python attributes are snake_case; the JSON keys (aliases) are the camelCase names OpenClaw's
+config uses (docs/decisions.md D42).
 Every model forbids unknown keys, so a typo is an error rather than a silently ignored setting.
 """
 
@@ -231,7 +232,7 @@ class PlivoConfig(_Model):
 
 
 class OutboundConfig(_Model):
-    """Outbound call defaults: the mode every surface uses when none is given (SPEC Q7)."""
+    """Outbound call defaults: the mode every surface uses when none is given (docs/decisions.md D19)."""
 
     default_mode: CallMode = "notify"
     notify_hangup_delay_sec: NonNegativeInt = 3
@@ -519,7 +520,7 @@ class MockConfig(_Model):
 
 
 def derive_realtime_stream_path(serve_path: str) -> str:
-    """Default realtime stream path from serve.path (reference §2.3).
+    """Default realtime stream path from serve.path (docs/decisions.md D38).
 
     `/voice/webhook` → `/voice/stream/realtime`; `/` → `/voice/stream/realtime`;
     anything else gets `/stream/realtime` appended.
@@ -561,7 +562,7 @@ class IdleConfig(_Model):
 class VoiceCallConfig(_Model):
     """The whole voice-call configuration (`plugins.entries.voice-call.config`).
 
-    Defaults describe a bare voice-call object: enabled, `mock` carrier (SPEC Q8).
+    Defaults describe a bare voice-call object: enabled, `mock` carrier (docs/decisions.md D36).
     """
 
     enabled: bool = True
@@ -665,7 +666,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class NotBuiltRule:
-    """A setting whose feature does not exist in this build yet, so it is refused (SPEC §2)."""
+    """A setting whose feature does not exist in this build yet, so it is refused (docs/decisions.md D39)."""
 
     path: str
     applies: Callable[[VoiceCallConfig], bool]
@@ -698,7 +699,7 @@ def _required(path: str, env_var: str | None = None) -> ConfigIssue:
 
 
 def validate_provider_config(cfg: VoiceCallConfig) -> list[ConfigIssue]:
-    """Cross-key checks that need the selected provider (reference §2.4) plus not-built refusals.
+    """Cross-key checks that need the selected provider (docs/decisions.md D39) plus not-built refusals.
 
     A disabled config is valid. These are reported, not raised, so `setup` can list them all.
     """

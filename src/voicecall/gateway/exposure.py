@@ -1,5 +1,5 @@
 """How carriers reach the webhook: `publicUrl`, else a tunnel (ngrok or Tailscale serve/funnel),
-else the legacy `tailscale.mode` (reference §10), plus the check for local-only URLs."""
+else the legacy `tailscale.mode` (docs/decisions.md D35), plus the check for local-only URLs."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ async def expose(mode: str, path: str, port: int, *, env: Mapping[str, str] | No
                  ) -> tuple[dict[str, Any], str | None]:
     """`voicecall expose`: turn a Tailscale serve/funnel route for the webhook port on or off.
 
-    `mode` is "off", "serve" or (anything else) "funnel". Returns the reference's result object
+    `mode` is "off", "serve" or (anything else) "funnel". Returns the exposure result object
     (`{ok, mode, path, localUrl, publicUrl, hint?}`, or `{ok, mode:"off", path}`) and, on failure,
     the reason for humans.
     """

@@ -37,9 +37,8 @@ the young collections at while media streams are paced (measured there, so kept)
 AUTOMATIC_THRESHOLDS: Final = (2000, 10)
 """The automatic collector's, while no pacer runs the collections (webhook and control
 traffic): Python 3.13's young threshold. A collection walks every young object still alive,
-and a few dozen webhooks in flight hold about a thousand: at 700 they alone crossed the
-threshold every ~60 webhooks, ~10 us of collection per webhook; at 2000, ~2 us (pauses of
-about 1 ms)."""
+and a few dozen webhooks in flight hold about a thousand, so at 700 they alone crossed the
+threshold every few dozen webhooks (measurements: bench/README.md)."""
 
 
 def settle_garbage_collector() -> None:

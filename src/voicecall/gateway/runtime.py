@@ -17,17 +17,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 
-from voicecall.calls.service import CallService, ServiceSettings
 from voicecall.config import ConfigError, ConfigIssue, LoadedConfig, resolve_control_token, store_dir
-from voicecall.gateway.api import ControlApi
 from voicecall.gateway.exposure import Exposure, is_local_only, resolve_exposure, use_public_url
 from voicecall.gateway.ports import bind_listener
 from voicecall.providers.base import Provider
 from voicecall.providers.registry import build_provider
 from voicecall.security.public_url import normalize_ip
 from voicecall.server.control import build_control_app
+from voicecall.server.rpc import ControlApi
 from voicecall.server.serving import serve_on
 from voicecall.server.webhook import WebhookApp
+from voicecall.service import CallService, ServiceSettings
 from voicecall.store import SQLiteCallStore
 
 if TYPE_CHECKING:
@@ -246,7 +246,7 @@ class Runtime:
         """What the gateway says word for word: the greeting and, when idle handling is on, the
         idle prompt and goodbye. These are pre-synthesized (per-number greetings in their route's
         voice, see `_warm_phrases`)."""
-        from voicecall.calls.service import DEFAULT_GREETING
+        from voicecall.service import DEFAULT_GREETING
 
         c = self.config
         phrases = [c.inbound_greeting or DEFAULT_GREETING]

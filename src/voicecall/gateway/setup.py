@@ -20,7 +20,7 @@ class Check:
 
 
 def run_checks(loaded: LoadedConfig) -> list[Check]:
-    """The reference's setup checks: enabled, provider, provider config, exposure, mode."""
+    """The setup checks (docs/decisions.md D39): enabled, provider, provider config, exposure, mode."""
     c = loaded.config
     enabled_msg = "voice calls are enabled" if c.enabled else "set enabled: true (or add a voice-call entry)"
     checks = [Check("plugin-enabled", c.enabled, enabled_msg)]

@@ -1,4 +1,4 @@
-"""Public tunnels as child processes: ngrok and Tailscale serve/funnel (reference §10).
+"""Public tunnels as child processes: ngrok and Tailscale serve/funnel (docs/decisions.md D35).
 
 Every wait has a timeout and every timeout kills what it waited for. Auth tokens never reach
 the log or an error message.

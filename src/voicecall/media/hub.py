@@ -25,10 +25,11 @@ from voicecall.audio.pacer import Pacer
 from voicecall.calls.events import CallEvent
 from voicecall.calls.latency import summarize
 from voicecall.calls.model import CallRecord, CallState, EndReason
-from voicecall.calls.service import CallService
 from voicecall.media.playback import PlaybackError, Speech, Utterance
-from voicecall.media.protocol import MediaStreams, PlaybackResult, StreamStart
 from voicecall.media.session import StreamConnection, StreamSession, sanitize_for_log
+from voicecall.providers.streams import MediaStreams, PlaybackResult, StreamStart
+from voicecall.service import CallService
+from voicecall.shared.clock import now_ms
 from voicecall.speech.stt.base import SttCallbacks, SttSession
 
 __all__ = ["MediaHub", "SttFactory"]
@@ -39,9 +40,6 @@ SttFactory = Callable[[SttCallbacks], SttSession]
 DISCONNECT_GRACE_S = 2.0
 STREAM_WAIT_S = 10.0
 
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _copy(source: asyncio.Future[PlaybackResult], target: asyncio.Future[PlaybackResult]) -> None:
@@ -228,7 +226,7 @@ class MediaHub:
 
     # -- what the caller does --------------------------------------------------------------------
     def _greeting_protected(self, record: CallRecord) -> bool:
-        """An outbound conversation call's first message is not interrupted (reference §5.3)."""
+        """An outbound conversation call's first message is not interrupted (docs/decisions.md D22)."""
         return (record.direction == "outbound" and record.mode == "conversation"
                 and record.state == CallState.SPEAKING and bool(record.metadata.get("initialMessage")))
 
@@ -241,7 +239,7 @@ class MediaHub:
             self.service.interrupted(session.call_id)
 
     def on_speech_end(self, session: StreamSession) -> None:
-        self.service.note_speech_end(session.call_id, _now_ms())
+        self.service.note_speech_end(session.call_id, now_ms())
 
     def on_transcript(self, session: StreamSession, text: str) -> None:
         record = self.service.live(session.call_id)
@@ -255,7 +253,7 @@ class MediaHub:
             self.service.interrupted(session.call_id)
         event = CallEvent.model_validate({
             "type": "call.speech", "callId": record.call_id, "providerCallId": session.provider_call_id,
-            "transcript": text, "isFinal": True, "timestamp": _now_ms(),
+            "transcript": text, "isFinal": True, "timestamp": now_ms(),
             "turnToken": self.service.turn_token(record.call_id),
             "dedupeKey": f"stream-transcript:{session.stream_id}:{session.transcripts}",
         })
@@ -264,7 +262,7 @@ class MediaHub:
     def on_dtmf(self, session: StreamSession, digit: str) -> None:
         event = CallEvent.model_validate({
             "type": "call.dtmf", "callId": session.call_id, "providerCallId": session.provider_call_id,
-            "digits": digit, "timestamp": _now_ms(),
+            "digits": digit, "timestamp": now_ms(),
             "dedupeKey": f"stream-dtmf:{session.stream_id}:{time.monotonic_ns()}",
         })
         self._spawn(self._apply(event), f"dtmf:{session.call_id}")

@@ -23,11 +23,11 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from voicecall.agent.sentences import SentenceSplitter
 from voicecall.audio.frames import FRAME_BYTES, FrameSplitter
 from voicecall.audio.g711 import ALAW_SILENCE, ULAW_SILENCE, alaw_encode, ulaw_encode
 from voicecall.audio.resample import StreamingResampler
-from voicecall.media.protocol import PlaybackResult, StreamSerializer, played_prefix
+from voicecall.providers.streams import PlaybackResult, StreamSerializer, played_prefix
+from voicecall.speech.sentences import SentenceSplitter
 
 __all__ = ["PlaybackError", "Speech", "StreamPlayback", "Utterance", "split_sentences"]
 
@@ -42,8 +42,7 @@ slices of this size with the event loop free between them (other calls' frames s
 READ_AHEAD_FRAMES = 50
 """Synthesis pauses once this many frames (1 s) wait to be played...
 While it pauses, the TTS audio waits in the chain's read-ahead, the HTTP client's buffer and the
-socket, so when it resumes it takes everything that arrived meanwhile in one piece: a few
-conversions per second of audio per call instead of one per network read."""
+socket, so when it resumes it takes everything that arrived meanwhile in one piece."""
 RESUME_AHEAD_FRAMES = 30
 """...and resumes when playback is down to this many (0.6 s)."""
 MARK_GRACE_S = 5.0
@@ -70,7 +69,9 @@ async def _once(item: tuple[int, bytes]) -> AsyncIterator[tuple[int, bytes]]:
     yield item
 
 
-def _now_ms() -> float:
+def _precise_now_ms() -> float:
+    """Wall-clock milliseconds with their fraction: the media hub reports the time from an
+    utterance's first TTS byte to its first frame, which is often under a millisecond."""
     return time.time() * 1000
 
 
@@ -134,6 +135,82 @@ class Utterance:
         if self.mark_timer is not None:
             self.mark_timer.cancel()
             self.mark_timer = None
+
+
+class _FrameMaker:
+    """One utterance's TTS audio on its way to carrier frames.
+
+    PCM is held, then resampled to 8 kHz by a streaming resampler (its filter state kept across
+    chunks), G.711-encoded and cut into 20 ms frames, which go to `emit`. A change of sample
+    rate, and the end of each sentence, convert what is held and flush the resampler's tail.
+    """
+
+    def __init__(self, encode: Callable[[bytes], bytes], emit: Callable[[list[bytes]], None]) -> None:
+        self._encode = encode
+        self._emit = emit
+        self._splitter = FrameSplitter()
+        self._resampler: StreamingResampler | None = None
+        self._held: list[bytes] = []
+        self.held_bytes = 0
+        """How much PCM waits for conversion."""
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, rate: int, pcm: bytes) -> None:
+        """Hold `pcm` (at `rate` Hz) for conversion."""
+        if self._resampler is None or self._resampler.in_rate != rate:
+            self.end_segment()
+            self._resampler = StreamingResampler(rate, 8000)
+        self._held.append(pcm)
+        self.held_bytes += len(pcm)
+
+    def convert(self) -> None:
+        """Convert everything held, now."""
+        self._convert(self._take_held())
+
+    async def convert_in_slices(self, slice_bytes: int) -> None:
+        """Convert everything held, `slice_bytes` at a time, letting the event loop run between
+        slices (the pacer and other calls' frames stay on time)."""
+        data = self._take_held()
+        for start in range(0, len(data), slice_bytes):
+            if start:
+                await asyncio.sleep(0)
+            self._convert(data[start:start + slice_bytes])
+
+    def convert_later(self, delay_s: float) -> None:
+        """Convert what is held in `delay_s` unless something converts it sooner."""
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(delay_s, self.convert)
+
+    def end_segment(self) -> None:
+        """Convert what is held and flush the resampler's tail (a sentence or a rate ended)."""
+        self.convert()
+        if self._resampler is not None:
+            self._frames(self._resampler.flush())
+
+    def last_frame(self, pad: bytes) -> bytes | None:
+        """The final partial frame, padded with `pad` to full length (None when there is none)."""
+        return self._splitter.flush(pad)
+
+    def close(self) -> None:
+        """Stop the pending conversion timer, if any."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _take_held(self) -> bytes:
+        self.close()  # whoever takes the audio converts it: the timer is no longer needed
+        data = b"".join(self._held)
+        self._held.clear()
+        self.held_bytes = 0
+        return data
+
+    def _convert(self, pcm: bytes) -> None:
+        if pcm and self._resampler is not None:
+            self._frames(self._resampler.process(pcm))
+
+    def _frames(self, pcm8k: bytes) -> None:
+        if pcm8k:
+            self._emit(self._splitter.push(self._encode(pcm8k)))
 
 
 class StreamPlayback:
@@ -223,11 +300,7 @@ class StreamPlayback:
         utt = self._active
         if utt is None:
             return None
-        frames = utt.frames
-        if frames:
-            if utt.space is None and utt.first_frame_at is not None:  # the common case, inline
-                utt.frames_sent += 1
-                return frames.popleft()
+        if utt.frames:
             return self._take(utt)
         if not utt.done_synth:
             self.silence_sent += 1
@@ -249,7 +322,7 @@ class StreamPlayback:
         if utt.space is not None and len(utt.frames) <= RESUME_AHEAD_FRAMES:
             utt.space.set()
         if utt.first_frame_at is None:
-            utt.first_frame_at = _now_ms()
+            utt.first_frame_at = _precise_now_ms()
             if self._on_first_frame is not None:
                 self._on_first_frame(utt)
         return utt.frames.popleft()
@@ -292,92 +365,65 @@ class StreamPlayback:
             yield self.speech.stream(sentence)
 
     async def _synth(self, utt: Utterance) -> None:
-        """Stream the utterance's audio into frames. While little is queued, each TTS chunk is
-        converted as it arrives (the first frame goes out at once); once playback is safely
-        ahead, chunks are converted in half-second batches (far fewer resampler and encoder
-        calls per second of audio), and a timer converts a waiting batch before the queue runs
-        low, so a pause in the TTS stream never leaves audio waiting while the caller hears
-        silence."""
-        loop = asyncio.get_running_loop()
-        splitter = FrameSplitter()
-        resampler: StreamingResampler | None = None
-        pending: list[bytes] = []
-        pending_bytes = 0
-        timer: asyncio.TimerHandle | None = None
-
-        def take_pending() -> bytes:
-            """The audio waiting for conversion (the batch timer is no longer needed)."""
-            nonlocal pending_bytes, timer
-            if timer is not None:
-                timer.cancel()
-                timer = None
-            if not pending or resampler is None:
-                return b""
-            data = pending[0] if len(pending) == 1 else b"".join(pending)
-            pending.clear()
-            pending_bytes = 0
-            return data
-
-        def convert() -> None:
-            data = take_pending()
-            if data and resampler is not None:
-                self._push(utt, splitter, resampler.process(data))
-
-        async def convert_in_slices(slice_bytes: int) -> None:
-            data = take_pending()
-            for start in range(0, len(data), slice_bytes):
-                if start:
-                    await asyncio.sleep(0)  # let the pacer and other calls run between slices
-                if resampler is not None:
-                    self._push(utt, splitter, resampler.process(data[start:start + slice_bytes]))
-
+        """Stream the utterance's audio, sentence by sentence, into frames; then start
+        synthesizing the next queued utterance."""
+        maker = _FrameMaker(self._encode, lambda payloads: self._queue_frames(utt, payloads))
         try:
             async for audio in self._sentences(utt):
                 async for rate, pcm in audio:
-                    if utt.first_tts_byte_at is None:
-                        utt.first_tts_byte_at = _now_ms()
-                    if resampler is None or resampler.in_rate != rate:
-                        convert()
-                        if resampler is not None:
-                            self._push(utt, splitter, resampler.flush())
-                        resampler = StreamingResampler(rate, 8000)
-                    pending.append(pcm)
-                    pending_bytes += len(pcm)
-                    ahead = len(utt.frames)
-                    batch_bytes = int(rate * BATCH_S) * 2
-                    if ahead < EAGER_AHEAD_FRAMES or pending_bytes >= batch_bytes:
-                        await convert_in_slices(batch_bytes)
-                    elif timer is None:
-                        timer = loop.call_later((ahead - EAGER_AHEAD_FRAMES) * FRAME_S, convert)
-                    if len(utt.frames) >= READ_AHEAD_FRAMES:
-                        # Far enough ahead: stop reading TTS until playback catches up (the
-                        # provider's socket fills meanwhile, so the next reads are large).
-                        utt.space = asyncio.Event()
-                        await utt.space.wait()
-                        utt.space = None
-                convert()
-                if resampler is not None:
-                    self._push(utt, splitter, resampler.flush())
-            last = splitter.flush(self._pad)
+                    await self._take_chunk(utt, maker, rate, pcm)
+                maker.end_segment()
+            last = maker.last_frame(self._pad)
             if last is not None:
                 self._queue_frames(utt, [last])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("stream %s: synthesis failed: %s", self.stream_id, exc)
-            convert()  # what arrived before the failure still plays
-            if utt.frames_made == 0:
-                self._drop(utt)
-                utt.fail(PlaybackError(str(exc) or type(exc).__name__))
+            if not self._plays_after_failure(utt, maker, exc):
                 return
-            # Audio already went out: end the utterance where the audio ends.
         finally:
-            if timer is not None:
-                timer.cancel()
+            maker.close()
             utt.done_synth = True
+        self._synthesize_next(utt)
+
+    def _synthesize_next(self, utt: Utterance) -> None:
+        """All of `utt`'s audio is made: if it is the one playing, synthesize the next queued
+        utterance meanwhile (one ahead)."""
         nxt = self._queue[0] if self._queue else None
         if utt is self._active and nxt is not None and nxt.task is None:
             self._synthesize(nxt)
+
+    async def _take_chunk(self, utt: Utterance, maker: _FrameMaker, rate: int, pcm: bytes) -> None:
+        """Hand one TTS chunk to `maker`. While little is queued, each chunk is converted as it
+        arrives (the first frame goes out at once); once playback is safely ahead, chunks are
+        converted in half-second batches, and a timer converts a waiting batch before the queue
+        runs low, so a pause in the TTS stream never leaves audio waiting while the caller hears
+        silence. Once `READ_AHEAD_FRAMES` are queued, reading waits for playback to catch up."""
+        if utt.first_tts_byte_at is None:
+            utt.first_tts_byte_at = _precise_now_ms()
+        maker.add(rate, pcm)
+        ahead = len(utt.frames)
+        batch_bytes = int(rate * BATCH_S) * 2
+        if ahead < EAGER_AHEAD_FRAMES or maker.held_bytes >= batch_bytes:
+            await maker.convert_in_slices(batch_bytes)
+        else:
+            maker.convert_later((ahead - EAGER_AHEAD_FRAMES) * FRAME_S)
+        if len(utt.frames) >= READ_AHEAD_FRAMES:
+            utt.space = asyncio.Event()
+            await utt.space.wait()  # set by `_take` once playback is down to RESUME_AHEAD_FRAMES
+            utt.space = None
+
+    def _plays_after_failure(self, utt: Utterance, maker: _FrameMaker, exc: Exception) -> bool:
+        """Synthesis failed: what arrived before the failure still plays, and the utterance ends
+        where its audio ends (True). With no audio at all, the utterance fails and the next one
+        starts (False)."""
+        log.warning("stream %s: synthesis failed: %s", self.stream_id, exc)
+        maker.convert()
+        if utt.frames_made:
+            return True
+        self._drop(utt)
+        utt.fail(PlaybackError(str(exc) or type(exc).__name__))
+        return False
 
     def _drop(self, utt: Utterance) -> None:
         """Remove a failed utterance and move on to the next one."""
@@ -389,16 +435,11 @@ class StreamPlayback:
             with contextlib.suppress(ValueError):
                 self._queue.remove(utt)
 
-    def _push(self, utt: Utterance, splitter: FrameSplitter, pcm: bytes) -> None:
-        if pcm:
-            self._queue_frames(utt, splitter.push(self._encode(pcm)))
-
     def _queue_frames(self, utt: Utterance, payloads: list[bytes]) -> None:
         if not payloads:
             return
-        audio, stream_id = self.serializer.audio, self.stream_id
         first = utt.frames_made == 0
-        utt.frames.extend([audio(stream_id, payload) for payload in payloads])
+        utt.frames.extend(self.serializer.audio(self.stream_id, payload) for payload in payloads)
         utt.frames_made += len(payloads)
         if first and utt is self._active and utt.frames_sent == 0:
             # First audio of the utterance now playing: send it now, not at the next tick.

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from voicecall.media.playback import Speech, StreamPlayback, Utterance
-from voicecall.media.protocol import (
+from voicecall.providers.streams import (
     StreamAudio,
     StreamDtmf,
     StreamMark,

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallMode, CallRecord, EndReason
-from voicecall.media.protocol import MediaStreams
+from voicecall.providers.streams import MediaStreams
+from voicecall.shared.request import WebhookRequest as WebhookRequest
 
 
 class EventOutcome(NamedTuple):
-    """What became of one applied event: the call it now belongs to, or why it was refused.
-
-    This and the other per-webhook shapes are NamedTuples: immutable like a frozen dataclass,
-    whose `__init__` sets each field through `object.__setattr__` (about 2 us more per object,
-    several per webhook)."""
+    """What became of one applied event: the call it now belongs to, or why it was refused."""
 
     call: CallRecord | None
     rejected: str | None = None
@@ -24,7 +20,8 @@ class EventOutcome(NamedTuple):
 
 class ProviderContext(Protocol):
     """What the call service offers a carrier adapter: event delivery, the carrier-side state
-    it must keep across restarts (SPEC Q11), and read access to calls."""
+    it must keep across restarts (such as the webhook URL a call was placed with, or its
+    media-stream token), and read access to calls."""
 
     webhook_url: str
     """Where carriers reach this gateway's webhook (the public URL when one is configured)."""
@@ -41,18 +38,6 @@ class ProviderContext(Protocol):
 
 class ProviderError(Exception):
     """A carrier request failed; the message names the carrier, status and reason."""
-
-
-class WebhookRequest(NamedTuple):
-    """One inbound HTTP request, as the verification and parsing steps see it."""
-
-    method: str
-    url: str
-    path: str
-    query: Mapping[str, str]
-    headers: Mapping[str, str]  # lower-case names
-    body: bytes
-    remote_addr: str
 
 
 class Verification(NamedTuple):
@@ -108,9 +93,6 @@ class Provider(Protocol):
 
     name: str
     required_headers: tuple[str, ...]
-    webhook_reply_ignores_outcomes: bool
-    """True when `webhook_reply` never depends on what applying the events did: the webhook
-    server then stores the reply in the same transaction as the events (one commit, not two)."""
 
     @property
     def requires_public_webhook(self) -> bool:
@@ -156,7 +138,7 @@ TERMINAL_STATUS: dict[str, EndReason] = {
 
 
 def map_call_status(raw: str | None) -> ProviderCallStatus:
-    """Normalize a carrier status string (shared mapping of reference §3.0)."""
+    """Normalize a carrier's call status string (the same mapping for every carrier)."""
     status = (raw or "").strip().lower() or "unknown"
     reason = TERMINAL_STATUS.get(status)
     return ProviderCallStatus(

@@ -3,7 +3,7 @@
 A placed call rings, then answers (or ends busy / no-answer / failed); speaking takes time in
 proportion to the text; listening yields the next scripted caller reply or waits for speech
 injected with `inject` (the `mock.inject` RPC). Mock webhooks carry normalized events as JSON
-and are accepted under a synthetic request key (SPEC Q1).
+and are unsigned: the hash of the body is their request key, so a replayed body is recognised.
 """
 
 from __future__ import annotations
@@ -13,17 +13,15 @@ import contextlib
 import hashlib
 import json
 import logging
-import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from voicecall.calls.events import EVENT_TYPES, CallEvent
-from voicecall.calls.model import CallRecord, EndReason, _CamelModel
-from voicecall.media.protocol import MediaStreams
+from voicecall.calls.model import CallRecord, EndReason
 from voicecall.providers.base import (
     DialRequest,
     EventOutcome,
@@ -35,6 +33,8 @@ from voicecall.providers.base import (
     WebhookParseError,
     WebhookRequest,
 )
+from voicecall.providers.streams import MediaStreams
+from voicecall.shared.clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +43,31 @@ MIN_SPEAK_MS = 200
 REPLY_DELAY_MS = 150
 
 
-def _ack(count: int) -> str:
-    """The acknowledgement body for `count` events (cached: the same few texts every time)."""
-    text = _ACKS.get(count)
-    if text is None:
-        text = json.dumps({"ok": True, "events": count})
-        if count < 64:
-            _ACKS[count] = text
-    return text
+def _raw_events(body: bytes) -> list[Any]:
+    """The event objects of a mock webhook body, not yet validated."""
+    try:
+        payload = json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WebhookParseError(f"invalid JSON body: {exc}") from exc
+    if isinstance(payload, dict) and isinstance(payload.get("events"), list):
+        return list(payload["events"])
+    if isinstance(payload, dict) and isinstance(payload.get("event"), dict):
+        return [payload["event"]]
+    raise WebhookParseError('body must be {"events": [...]} or {"event": {...}}')
 
 
-_ACKS: dict[int, str] = {}
+def _parse_event(raw: Any, index: int) -> CallEvent | None:
+    """One event object as a `CallEvent`; None for something that is not a known event type."""
+    if not isinstance(raw, dict) or raw.get("type") not in EVENT_TYPES:
+        return None
+    if not raw.get("callId"):
+        raise WebhookParseError(f"events[{index}]: callId is required")
+    try:
+        return CallEvent.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise WebhookParseError(f"events[{index}].{loc}: {first['msg']}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,29 +96,11 @@ class _SimCall:
     seq: int = 0
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-class _StampedEvent(CallEvent):
-    """A mock event, stamped with the time it was parsed when it carries no timestamp (by the
-    validator: setting the field afterwards goes through pydantic's `__setattr__`, in Python)."""
-
-    timestamp: int = Field(default_factory=_now_ms)
-
-
-class _Envelope(_CamelModel):
-    """The usual webhook body, parsed and validated in one step: `{"events": [event, ...]}`."""
-
-    events: list[_StampedEvent]
-
-
 class MockProvider:
     """In-process carrier simulation implementing the `Provider` interface."""
 
     name = "mock"
     required_headers: tuple[str, ...] = ()
-    webhook_reply_ignores_outcomes: bool = True  # `webhook_reply` returns the parse's acknowledgement
     requires_public_webhook = False
     media_streams: MediaStreams | None = None
 
@@ -142,67 +138,20 @@ class MockProvider:
         return Verification(True, f"mock:{digest}")
 
     def parse_webhook(self, request: WebhookRequest, verification: Verification) -> ParsedWebhook:
-        """Accept `{"events": [...]}` or `{"event": {...}}` of normalized events."""
-        events = self._parse_usual(request.body, verification)
-        if events is None:
-            events = self._parse_any(request.body, verification)
-        return ParsedWebhook(events, _ack(len(events)), {"content-type": "application/json"})
-
-    def _parse_usual(self, body: bytes, verification: Verification) -> list[CallEvent] | None:
-        """`{"events": [...]}` whose events are all known and valid, parsed straight from the
-        bytes; None for anything else (`_parse_any` then accepts, skips or explains it).
-
-        It accepts exactly what `_parse_any` accepts, with the same result: anything it cannot
-        vouch for goes there (an invalid or unknown event fails validation here; a `call_id`
-        key, which validation would take for `callId` but `_parse_any` refuses, and escaped
-        characters, which could spell one, are looked for in the raw bytes).
-        """
-        if b'"call_id"' in body or b"\\u" in body:
-            return None
-        try:
-            # The validator itself: `model_validate_json` adds a Python call with keywords.
-            envelope: _Envelope = _Envelope.__pydantic_validator__.validate_json(body)
-            events = cast(list[CallEvent], envelope.events)  # nothing is added to the list
-        except ValueError:
-            return None
-        for index, event in enumerate(events):
-            if not event.call_id:
-                return None
-            if not event.timestamp:  # an explicit 0 (the validator stamped absent ones)
-                event.timestamp = _now_ms()
-            if not event.dedupe_key and "id" not in event.model_fields_set:
-                event.dedupe_key = f"{verification.request_key}:{index}"
-        return events
-
-    def _parse_any(self, body: bytes, verification: Verification) -> list[CallEvent]:
-        try:
-            payload = json.loads(body or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise WebhookParseError(f"invalid JSON body: {exc}") from exc
-        if isinstance(payload, dict) and isinstance(payload.get("events"), list):
-            raw_events: list[Any] = payload["events"]
-        elif isinstance(payload, dict) and isinstance(payload.get("event"), dict):
-            raw_events = [payload["event"]]
-        else:
-            raise WebhookParseError('body must be {"events": [...]} or {"event": {...}}')
+        """Accept `{"events": [...]}` or `{"event": {...}}` of normalized events; the reply is
+        `{"ok": true, "events": <how many were accepted>}`."""
         events: list[CallEvent] = []
-        for index, raw in enumerate(raw_events):
-            if not isinstance(raw, dict) or raw.get("type") not in EVENT_TYPES:
+        for index, raw in enumerate(_raw_events(request.body)):
+            event = _parse_event(raw, index)
+            if event is None:
                 continue  # unknown event types are ignored, as carriers add new ones
-            if not raw.get("callId"):
-                raise WebhookParseError(f"events[{index}]: callId is required")
-            try:
-                event = CallEvent.model_validate(raw)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                loc = ".".join(str(p) for p in first["loc"])
-                raise WebhookParseError(f"events[{index}].{loc}: {first['msg']}") from exc
             if not event.timestamp:
-                event.timestamp = _now_ms()
+                event.timestamp = now_ms()
             if not event.dedupe_key and "id" not in raw:
                 event.dedupe_key = f"{verification.request_key}:{index}"
             events.append(event)
-        return events
+        reply = json.dumps({"ok": True, "events": len(events)})
+        return ParsedWebhook(events, reply, {"content-type": "application/json"})
 
     async def webhook_reply(self, request: WebhookRequest, parsed: ParsedWebhook,
                             outcomes: list[EventOutcome] | None) -> ParsedWebhook:
@@ -348,7 +297,7 @@ class MockProvider:
         sim.seq += 1
         event = CallEvent.model_validate({
             "type": kind, "callId": sim.call_id, "providerCallId": sim.provider_call_id,
-            "timestamp": _now_ms(), "dedupeKey": f"mock:{sim.provider_call_id}:{uuid.uuid4().hex}",
+            "timestamp": now_ms(), "dedupeKey": f"mock:{sim.provider_call_id}:{uuid.uuid4().hex}",
             **{k: v for k, v in fields.items()},
         })
         try:

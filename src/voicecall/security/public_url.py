@@ -1,10 +1,10 @@
-"""The public URL a carrier requested, rebuilt from a webhook request (reference §4.2, SPEC Q10).
+"""The public URL a carrier requested, rebuilt from a webhook request (docs/decisions.md D28, D29).
 
 Carriers sign the URL *they* requested (scheme, public host, path, query). Behind a tunnel or a
 reverse proxy the request we see carries a different scheme and host, so the URL is rebuilt:
 
 - with a configured `publicUrl`, from its scheme, host, port and path plus the request's query
-  (`apply_public_url`, SPEC Q10);
+  (`apply_public_url`, docs/decisions.md D28);
 - otherwise from the request (`reconstruct_webhook_url`): `https` and the `Host` header, or the
   forwarding headers when the `ForwardingPolicy` trusts them for this remote address.
 
@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from voicecall.providers.base import WebhookRequest
+from voicecall.shared.request import WebhookRequest
 
 __all__ = [
     "ForwardingPolicy",
@@ -34,7 +34,7 @@ __all__ = [
     "trusts_forwarding",
 ]
 
-# Forwarded-host headers, in the order they are consulted (reference §4.2 step 3).
+# Forwarded-host headers, in the order they are consulted (docs/decisions.md D29).
 FORWARDED_HOST_HEADERS = ("x-forwarded-host", "x-original-host", "ngrok-forwarded-host")
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE)
@@ -83,7 +83,7 @@ def is_loopback(addr: str) -> bool:
 
 def normalize_host(value: str | None) -> str | None:
     """The hostname of a `Host`-style value (`host[:port]`), lower-cased and without the port;
-    `None` when it is not a valid hostname (reference §4.2 step 4).
+    `None` when it is not a valid hostname (docs/decisions.md D29).
 
     - `[v6addr]` or `[v6addr]:port` gives `[v6addr]` (brackets kept, so it can go into a URL);
     - a value containing `@` is rejected;
@@ -195,10 +195,12 @@ def _first_value(headers: Mapping[str, str], name: str) -> str | None:
 
 def reconstruct_webhook_url(request: WebhookRequest, policy: ForwardingPolicy, *,
                             force_trust: bool = False) -> str:
-    """`<proto>://<host><path>[?<query>]` as the carrier most likely requested it (reference §4.2).
+    """`<proto>://<host><path>[?<query>]` as the carrier most likely requested it
+    (docs/decisions.md D29).
 
-    `force_trust` acts as `trust_forwarding_headers=True` (the ngrok loopback rule, §4.9); the
-    trusted-proxy gate and the allowed-hosts filter still apply. The result never has a port.
+    `force_trust` acts as `trust_forwarding_headers=True` (the ngrok loopback rule,
+    docs/decisions.md D31); the trusted-proxy gate and the allowed-hosts filter still apply.
+    The result never has a port.
     """
     if force_trust:
         policy = replace(policy, trust_forwarding_headers=True)
@@ -228,7 +230,7 @@ def reconstruct_webhook_url(request: WebhookRequest, policy: ForwardingPolicy, *
 
 
 def apply_public_url(public_url: str, request: WebhookRequest) -> str:
-    """The configured public URL with the request's query string (SPEC Q10).
+    """The configured public URL with the request's query string (docs/decisions.md D28).
 
     The public URL's scheme, host, port and path are kept verbatim (a proxy may rewrite the
     path it forwards); its own query and fragment are replaced by the request's query, which is

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from voicecall.calls.service import CallError
-from voicecall.gateway.api import ControlApi
+from voicecall.server.rpc import ControlApi
+from voicecall.service import CallError
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
-"""The media-stream WebSocket endpoint (reference §5.1), on the webhook port.
+"""The media-stream WebSocket endpoint, on the webhook port.
 
 uvicorn hands every WebSocket upgrade to `MediaEndpoint.protocol_class()`: an asyncio protocol
-on the `websockets` sans-I/O server state machine, without an ASGI round trip per frame. Media
-frames are parsed in `data_received` and outbound frames are written straight to the transport,
-so fifty frames a second on hundreds of calls stay cheap, and the send buffer is visible for
+without an ASGI round trip per frame. The `websockets` sans-I/O server state machine answers the
+opening handshake; from the 101 on, frames go through `ws_frames.FrameStream` (parsed as they
+arrive in `data_received`), and outbound frames are written straight to the transport, so fifty
+frames a second on hundreds of calls stay cheap, and the send buffer is visible for
 backpressure. The guards:
 
 - the path must equal `streaming.streamPath` (404 otherwise);
@@ -12,14 +13,14 @@ backpressure. The guards:
   per client IP (close 1013), each for `preStartTimeoutMs` (close 1008 "Start timeout");
 - `start` must name a live call and carry its token (close 1008 "Missing callSid" /
   "Unknown call"); the client IP is the socket's unless it is a trusted proxy;
-- frames over 64 KiB close the socket (1009); a send buffer over 1 MiB closes it (1013);
+- messages over 64 KiB close the socket (1009), WebSocket protocol errors too (1002, 1007);
+  a send buffer over 1 MiB closes it (1013);
 - malformed messages and bad base64 are logged and ignored, never fatal.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 from collections import Counter
@@ -29,15 +30,13 @@ from typing import Any, Protocol, cast
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.datastructures import Headers
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 from websockets.server import ServerProtocol
-from websockets.speedups import apply_mask
 
-from voicecall.media.protocol import StreamMessage, StreamSerializer, StreamStart
 from voicecall.media.session import StreamSession
+from voicecall.providers.streams import StreamMessage, StreamSerializer, StreamStart
 from voicecall.security.public_url import normalize_ip
+from voicecall.server.ws_frames import FrameStream, StreamState, text_frame
 
 __all__ = ["MediaEndpoint", "MediaLimits", "StreamOpener", "client_ip"]
 
@@ -47,8 +46,8 @@ MAX_FRAME_BYTES = 64 * 1024
 MAX_SEND_BUFFER = 1024 * 1024
 CLOSE_TIMEOUT_S = 2.0
 MAX_BUFFERED_BEFORE_AUTH = 100
-_TEXT_FIN = 0x81
-_BINARY_FIN = 0x82
+MAX_HEAD_BYTES = 16 * 1024
+_END_OF_HEAD = b"\r\n\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +76,22 @@ def client_ip(remote: str, headers: Headers, limits: MediaLimits) -> str:
     remote_ip = normalize_ip(remote) or remote
     if not (limits.trust_forwarding_headers and remote_ip in limits.trusted_proxy_ips):
         return remote_ip
+    forwarded = _forwarded_for(headers, limits.trusted_proxy_ips)
+    if forwarded is not None:
+        return forwarded
+    real = normalize_ip((headers.get("X-Real-IP") or "").strip())
+    return real if _is_ip(real) else remote_ip
+
+
+def _forwarded_for(headers: Headers, trusted: frozenset[str]) -> str | None:
+    """The right-most untrusted `X-Forwarded-For` hop, the first when all are trusted, None
+    when there is no valid hop."""
     hops = [normalize_ip(h.strip()) for value in headers.get_all("X-Forwarded-For") for h in value.split(",")]
     valid = [h for h in hops if _is_ip(h)]
     for hop in reversed(valid):
-        if hop not in limits.trusted_proxy_ips:
+        if hop not in trusted:
             return hop
-    if valid:
-        return valid[0]
-    real = normalize_ip((headers.get("X-Real-IP") or "").strip())
-    return real if _is_ip(real) else remote_ip
+    return valid[0] if valid else None
 
 
 def _is_ip(text: str) -> bool:
@@ -150,11 +156,11 @@ class MediaConnection(asyncio.Protocol):
         self.accepted = False
         self.closing = False
         self._authorizing = False
+        self.frames: FrameStream | None = None
+        """The open connection's frames; None until the 101 is sent."""
+        self._head = bytearray()
         self._buffered: list[StreamMessage] = []
-        self._fragments: list[bytes] | None = None
-        self._max_frame = endpoint.limits.max_frame_bytes
         self._max_send = endpoint.limits.max_send_buffer
-        self._parse = endpoint.serializer.parse
         self._start_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._auth_task: asyncio.Task[None] | None = None
@@ -186,85 +192,33 @@ class MediaConnection(asyncio.Protocol):
             self.session.end()
 
     def data_received(self, data: bytes) -> None:
-        conn = self.conn
-        if self.session is not None and not self.closing and not conn.reader.buffer \
-                and conn.current_size is None:
-            used = self._fast_frames(data, self.session)
-            if used == len(data):
-                return
-            data = data[used:]
-        conn.receive_data(data)
-        for event in conn.events_received():
-            if isinstance(event, Frame):
-                opcode = event.opcode
-                if opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
-                    self._data_frame(event)
-            elif isinstance(event, Request):
+        frames = self.frames
+        if frames is not None:
+            for message in frames.receive_data(data):
+                self._message(message)
+            self._flush()
+            return
+        self._head += data
+        end = self._head.find(_END_OF_HEAD)
+        if end < 0:
+            if len(self._head) > MAX_HEAD_BYTES:
+                self._close_transport()
+            return
+        head, rest = bytes(self._head[:end + 4]), bytes(self._head[end + 4:])
+        self._head.clear()
+        self.conn.receive_data(head)
+        for event in self.conn.events_received():
+            if isinstance(event, Request):
                 self._handshake(event)
         self._flush()
-
-    def _data_frame(self, frame: Frame) -> None:
-        """A data frame from the full parser: a whole message, or a fragment to reassemble (the
-        parser has checked the fragment order and the total size)."""
-        if frame.opcode is not Opcode.CONT:
-            if frame.fin:
-                self._message(frame.data)
-                return
-            self._fragments = [bytes(frame.data)]
-            return
-        if self._fragments is None:
-            return
-        self._fragments.append(bytes(frame.data))
-        if frame.fin:
-            whole, self._fragments = b"".join(self._fragments), None
-            self._message(whole)
-
-    def _fast_frames(self, data: bytes, session: StreamSession) -> int:
-        """Handle the complete, unfragmented, masked data frames at the start of `data` without
-        the `websockets` parser (fifty media frames a second per call make its generic parsing
-        the largest cost on the inbound path); return how many bytes were used.
-
-        Only called on an open socket with a session, while that parser sits at a frame boundary
-        with nothing buffered, so what is left (a control frame, a fragment, a frame cut by the
-        network, anything unusual or over the size limit, everything after a message that
-        closed the socket) goes to it unchanged and gets its full checks."""
-        size = len(data)
-        limit = self._max_frame
-        parse = self._parse
-        pos = 0
-        while size - pos >= 6:
-            first = data[pos]
-            if first != _TEXT_FIN and first != _BINARY_FIN:
-                break
-            second = data[pos + 1]
-            if not second & 0x80:  # an unmasked client frame is a protocol error: let it say so
-                break
-            length = second & 0x7F
-            head = pos + 2
-            if length == 126:
-                if size - pos < 8:
-                    break
-                length = (data[head] << 8) | data[head + 1]
-                head += 2
-            elif length == 127:
-                break
-            end = head + 4 + length
-            if length > limit or end > size:
-                break
-            pos = end
-            try:
-                message = parse(apply_mask(data[head + 4:end], data[head:head + 4]))
-            except (ValueError, UnicodeDecodeError) as exc:
-                log.debug("media stream from %s: ignored a malformed message: %s", self.client_ip, exc)
-                continue
-            if message is not None:
-                session.handle(message)
-                if self.closing:
-                    break
-        return pos
+        if rest and self.frames is not None and not self.closing:
+            self.data_received(rest)
 
     def eof_received(self) -> bool | None:
-        self.conn.receive_eof()
+        if self.frames is not None:
+            self.frames.receive_eof()
+        else:
+            self.conn.receive_eof()
         self._flush()
         return None
 
@@ -294,11 +248,12 @@ class MediaConnection(asyncio.Protocol):
             return
         response = self.conn.accept(request)
         self.conn.send_response(response)
+        self._write(self.conn.data_to_send())
         if response.status_code != 101:
-            self._flush()
             self._close_transport()
             return
         self.accepted = True
+        self.frames = FrameStream(limits.max_frame_bytes)
         query = parse_qs(target.query)
         tokens = query.get("token")
         self.query_token = tokens[0] if tokens else None
@@ -323,11 +278,11 @@ class MediaConnection(asyncio.Protocol):
             self.close(1008, "Start timeout")
 
     # -- messages --------------------------------------------------------------------------------
-    def _message(self, data: bytes | bytearray | memoryview) -> None:
+    def _message(self, data: str | bytes) -> None:
         if self.closing:
             return
         try:
-            message = self.endpoint.serializer.parse(bytes(data))
+            message = self.endpoint.serializer.parse(data)
         except (ValueError, UnicodeDecodeError) as exc:
             log.debug("media stream from %s: ignored a malformed message: %s", self.client_ip, exc)
             return
@@ -372,25 +327,13 @@ class MediaConnection(asyncio.Protocol):
     def send_text(self, text: str) -> bool:
         """Send one message now; False if the socket is closed (or just closed for backpressure)."""
         transport = self.transport
-        # `accepted` and not `closing` is the state machine's OPEN (its `state` is a property,
-        # and this runs fifty times a second per call).
-        if self.closing or not self.accepted or transport is None:
+        if self.closing or self.frames is None or transport is None:
             return False
         limit = self._max_send
         if transport.get_write_buffer_size() > limit:
             self.close(1013, "Backpressure: send buffer exceeded")
             return False
-        # The frame is built here rather than by the state machine: a server frame is only a
-        # header (FIN + text opcode, length) and the unmasked payload.
-        payload = text.encode()
-        length = len(payload)
-        if length < 126:
-            transport.write(bytes((_TEXT_FIN, length)) + payload)
-        elif length < 65536:
-            transport.write(bytes((_TEXT_FIN, 126, length >> 8, length & 0xFF)) + payload)
-        else:
-            self.conn.send_text(payload)
-            self._write(self.conn.data_to_send())
+        transport.write(text_frame(text.encode()))
         if transport.get_write_buffer_size() > limit:
             self.close(1013, "Backpressure: send buffer exceeded")
         return True
@@ -402,9 +345,8 @@ class MediaConnection(asyncio.Protocol):
         self.closing = True
         self.endpoint.closed_by_code[code] += 1
         self.endpoint.drop_pending(self)
-        if self.conn.state is State.OPEN:
-            with contextlib.suppress(Exception):
-                self.conn.send_close(code, reason)
+        if self.frames is not None:
+            self.frames.send_close(code, reason)
         self._flush()
         if self.transport is not None and not self.transport.is_closing():
             self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S,
@@ -413,8 +355,14 @@ class MediaConnection(asyncio.Protocol):
             self.session.end()
 
     def _flush(self) -> None:
-        self._write(self.conn.data_to_send())
-        if self.conn.state is State.CLOSED or self.conn.close_expected():
+        """Write what the handshake or the frame stream has to send; once the closing handshake
+        has started or the connection failed, the session ends."""
+        frames = self.frames
+        if frames is None:
+            self._write(self.conn.data_to_send())
+            return
+        self._write(frames.data_to_send())
+        if frames.state is not StreamState.OPEN:
             self.closing = True
             if self.session is not None:
                 self.session.end()

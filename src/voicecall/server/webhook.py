@@ -1,15 +1,13 @@
 """The public webhook server: carrier callbacks in, carrier replies out.
 
-Pipeline for `serve.path` (ARCHITECTURE.md): limits → verify → replay check → parse → apply
+Pipeline for `serve.path` (docs/design.md): limits → verify → replay check → parse → apply
 (persisted) → reply. The path matches exactly (no prefixes), only POST is allowed, and the
 carrier's required signature headers are checked before the body is read.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -31,29 +29,23 @@ from voicecall.security.limits import (
     InFlightLimiter,
     read_body,
 )
+from voicecall.shared.asgi import Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-class ReplyWrite(Protocol):
-    """A request key and its reply, to be written with the request's last event."""
-
-    written: bool
-
 
 class ApplyEvents(Protocol):
-    async def __call__(self, events: list[Any], *,
-                       reply: Any = None) -> list[EventOutcome]: ...
+    """Applies parsed events and persists them before returning (the call service)."""
+
+    async def __call__(self, events: list[Any]) -> list[EventOutcome]: ...
 
 
 class ReplayStore(Protocol):
-    """Where verified request keys live, with the reply each got (persisted, SPEC Q12)."""
+    """Where verified request keys live, with the reply each got; persisted, so a replay is
+    recognised after a restart too (docs/decisions.md)."""
 
     async def lookup_replay(self, key: str) -> dict[str, Any] | None: ...
     async def remember_reply(self, key: str, reply: dict[str, Any]) -> None: ...
-    def reply_write(self, key: str, reply: dict[str, Any]) -> ReplyWrite: ...
 
 
 HEALTH_PATH = "/health"
@@ -86,11 +78,7 @@ class WebhookApp:
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
         self.limiter = limiter or InFlightLimiter()
-        # A carrier whose webhook reply never depends on the outcome of applying its events
-        # says so (the mock); its reply can be stored with the events.
-        self.reply_known_early = provider.webhook_reply_ignores_outcomes
         self._required_headers = () if skip_signature_verification else provider.required_headers
-        self._last_response: tuple[dict[str, Any], RawResponse] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,7 +89,7 @@ class WebhookApp:
         if path != self.path:
             path = normalize_path(path)
         if path == HEALTH_PATH and path != self.path:
-            response: Response | RawResponse = JSONResponse({"ok": True, "provider": self.provider.name})
+            response: Response = JSONResponse({"ok": True, "provider": self.provider.name})
         elif path != self.path:
             response = PlainTextResponse("Not Found", status_code=404)
         elif scope["method"] != "POST":
@@ -111,7 +99,7 @@ class WebhookApp:
             response = await self._webhook(scope, receive)
         await response(scope, receive, send)
 
-    async def _webhook(self, scope: Scope, receive: Receive) -> Response | RawResponse:
+    async def _webhook(self, scope: Scope, receive: Receive) -> Response:
         # ASGI servers send lower-case names (the spec requires it; uvicorn does).
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
         for required in self._required_headers:
@@ -130,7 +118,7 @@ class WebhookApp:
             self.limiter.release(slot)
 
     async def _handle(self, scope: Scope, receive: Receive,
-                      headers: dict[str, str]) -> Response | RawResponse:
+                      headers: dict[str, str]) -> Response:
         try:
             length = int(headers["content-length"]) if "content-length" in headers else None
         except ValueError:
@@ -158,39 +146,19 @@ class WebhookApp:
         except WebhookParseError as exc:
             return PlainTextResponse(f"Bad Request: {exc}", status_code=400)
         stored = await self.replays.lookup_replay(key)
-        if stored is None and self.reply_known_early:
-            # The reply does not depend on what applying does: it is written in the same
-            # transaction as the (last) event, one group-commit round instead of two.
-            row = _reply_row(await self.provider.webhook_reply(request, parsed, None))
-            write = self.replays.reply_write(key, row)
-            await self.apply_events(parsed.events, reply=write)
-            if not write.written:  # the last event changed nothing (or there was none)
-                await self.replays.remember_reply(key, row)
-            return self._response(row)
         if stored is not None:
             log.warning("replay detected; acknowledging without side effects")
             if stored:
-                return self._response(stored)
-            reply = await self.provider.webhook_reply(request, parsed, None)
-        else:
-            # Not marked until applied: if applying fails, the carrier's retry is applied.
-            outcomes = await self.apply_events(parsed.events)
-            reply = await self.provider.webhook_reply(request, parsed, outcomes)
-        row = _reply_row(reply)
-        if stored is None:
-            # Committed before the answer goes out: a replay, even after a restart, gets it.
-            await self.replays.remember_reply(key, row)
-        return self._response(row)
-
-    def _response(self, row: dict[str, Any]) -> RawResponse:
-        """The reply for `row`; the last one is reused, as a carrier's replies are often the
-        same (building one encodes its headers)."""
-        last = self._last_response
-        if last is not None and last[0] == row:
-            return last[1]
-        response = RawResponse(row["body"], row["status"], row["headers"])
-        self._last_response = (copy.deepcopy(row), response)
-        return response
+                return _response(stored)
+            row = _reply_row(await self.provider.webhook_reply(request, parsed, None))
+            return _response(row)
+        # The key is stored only once the events are applied: if applying fails, the carrier's
+        # retry is applied. Both writes are committed before the answer goes out, so a replay,
+        # even after a restart, gets the same answer without side effects.
+        outcomes = await self.apply_events(parsed.events)
+        row = _reply_row(await self.provider.webhook_reply(request, parsed, outcomes))
+        await self.replays.remember_reply(key, row)
+        return _response(row)
 
 
 def _reply_row(reply: ParsedWebhook) -> dict[str, Any]:
@@ -200,26 +168,8 @@ def _reply_row(reply: ParsedWebhook) -> dict[str, Any]:
             "body": "OK" if reply.body is None else reply.body}
 
 
-class RawResponse:
-    """A reply sent with two plain ASGI messages; the same bytes and headers as Starlette's
-    `Response(body, status_code, headers)` (content-length added unless given), built cheaper.
-    Sending does not change it, so one can answer many requests."""
-
-    __slots__ = ("body", "raw_headers", "status_code")
-
-    def __init__(self, body: str, status_code: int, headers: Mapping[str, str]) -> None:
-        self.status_code = status_code
-        self.body = body.encode("utf-8")
-        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        if not (status_code < 200 or status_code in (204, 304)) and all(
-                k != b"content-length" for k, _v in raw):
-            raw.append((b"content-length", str(len(self.body)).encode("latin-1")))
-        self.raw_headers = raw
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code,
-                    "headers": self.raw_headers})
-        await send({"type": "http.response.body", "body": self.body})
+def _response(row: dict[str, Any]) -> Response:
+    return Response(row["body"], status_code=row["status"], headers=row["headers"])
 
 
 def _request(scope: Scope, headers: dict[str, str], body: bytes) -> WebhookRequest:
@@ -231,7 +181,7 @@ def _request(scope: Scope, headers: dict[str, str], body: bytes) -> WebhookReque
     if query_string:
         url += "?" + query_string
     client = scope.get("client")
-    return WebhookRequest(  # positional: binding seven keywords costs about 1 us
+    return WebhookRequest(
         scope["method"], url, scope.get("path", "/"),
         dict(parse_qsl(query_string, keep_blank_values=True)) if query_string else {},
         headers, body, client[0] if client else "")

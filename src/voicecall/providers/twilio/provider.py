@@ -5,8 +5,8 @@ How a call is driven (no media stream):
 - the answer fetch gets a *hold* document (a long Pause, then a Redirect back to us), so the call
   stays up while the gateway decides what to say;
 - speaking: a REST update with `<Say>` followed by a `<Redirect>` to a per-utterance `played` URL,
-  so `play_tts` returns exactly when Twilio has finished saying it (notify hang-up comes after
-  playback, SPEC Q2) and every utterance is rendered once;
+  so `play_tts` returns exactly when Twilio has finished saying it (a notify call hangs up
+  only once its message has played) and every utterance is rendered once;
 - listening: a speech `<Gather>` whose action URL carries the turn token (a stale callback cannot
   complete a newer turn), `timeout=120`, then a Redirect that re-arms the Gather on silence;
 - DTMF: `<Play digits>` then the same `played` redirect;
@@ -25,7 +25,7 @@ import hmac
 import logging
 import math
 import secrets
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -34,8 +34,7 @@ from uuid import uuid4
 import httpx
 
 from voicecall.calls.events import CallEvent
-from voicecall.calls.model import CallRecord, EndReason
-from voicecall.media.protocol import MediaStreams, StreamSerializer, StreamStart
+from voicecall.calls.model import CallRecord, Direction, EndReason
 from voicecall.providers.base import (
     DialRequest,
     EventOutcome,
@@ -49,10 +48,12 @@ from voicecall.providers.base import (
     map_call_status,
 )
 from voicecall.providers.http import CarrierApiError, CarrierHttp
+from voicecall.providers.streams import MediaStreams, StreamSerializer, StreamStart
 from voicecall.providers.twilio import twiml
 from voicecall.providers.twilio.signature import verify_twilio_webhook
 from voicecall.providers.twilio.stream import TwilioStreamSerializer
 from voicecall.security.public_url import ForwardingPolicy
+from voicecall.shared.clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,70 @@ def _twilio_error(response: httpx.Response) -> tuple[str | int | None, str]:
         return None, response.text[:300] or response.reason_phrase
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+def _form_params(body: bytes) -> dict[str, str]:
+    """The webhook's form fields (Twilio posts `application/x-www-form-urlencoded`)."""
+    try:
+        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    except UnicodeDecodeError as exc:
+        raise WebhookParseError("body is not UTF-8 form data") from exc
+
+
+def _query_value(query: Mapping[str, str], name: str) -> str | None:
+    """A parameter of the query we put on our own webhook URLs; None when absent or blank."""
+    return (query.get(name) or "").strip() or None
+
+
+def _direction(params: dict[str, str]) -> Direction | None:
+    """Twilio's `Direction` ("inbound", "outbound-api", "outbound-dial") as ours."""
+    raw = params.get("Direction", "")
+    if raw == "inbound":
+        return "inbound"
+    return "outbound" if raw.startswith("outbound") else None
+
+
+def _webhook_meta(params: dict[str, str], query: Mapping[str, str]) -> dict[str, Any]:
+    """What `webhook_reply` needs to know about the request besides its events.
+
+    `inboundStart` marks the first webhook of an inbound call: Twilio asks the number's voice
+    URL, which carries none of our query."""
+    call_sid = params.get("CallSid", "").strip()
+    if not call_sid:
+        raise WebhookParseError("CallSid is missing")
+    meta: dict[str, Any] = {"callSid": call_sid, "callId": _query_value(query, "callId"),
+                            "kind": _query_value(query, "type"),
+                            "turnToken": _query_value(query, "turnToken"), "utt": query.get("utt"),
+                            "status": params.get("CallStatus", "").strip().lower()}
+    if meta["callId"] is None and meta["kind"] is None and _direction(params) == "inbound":
+        meta["inboundStart"] = True
+    return meta
+
+
+def _common_event_fields(params: dict[str, str], meta: dict[str, Any]) -> dict[str, Any]:
+    """The fields every event of one webhook shares (the call, its parties, the turn)."""
+    return {
+        "callId": meta["callId"] or meta["callSid"], "providerCallId": meta["callSid"],
+        "direction": _direction(params), "from": params.get("From") or None,
+        "to": params.get("To") or None, "turnToken": meta["turnToken"], "timestamp": now_ms(),
+    }
+
+
+def _speech_confidence(raw: str | None) -> float:
+    """Twilio's `Confidence` clamped to 0..1; 0.9 when it is missing or not a number."""
+    try:
+        return min(max(float(raw or 0.9), 0.0), 1.0)
+    except ValueError:
+        return 0.9
+
+
+def _caller_input_events(params: dict[str, str]) -> list[dict[str, Any]]:
+    """What a `<Gather>` heard: the caller's speech, else the keys pressed; empty for neither."""
+    speech = params.get("SpeechResult", "").strip()
+    if speech:
+        return [{"type": "call.speech", "transcript": speech, "isFinal": True,
+                 "confidence": _speech_confidence(params.get("Confidence"))}]
+    if params.get("Digits"):
+        return [{"type": "call.dtmf", "digits": params["Digits"]}]
+    return []
 
 
 class TwilioProvider:
@@ -110,7 +173,6 @@ class TwilioProvider:
     def __init__(self, settings: TwilioSettings, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
-        self.webhook_reply_ignores_outcomes = False  # TwiML answers depend on the outcome
         self.required_headers: tuple[str, ...] = (
             () if settings.skip_signature_verification else ("x-twilio-signature",))
         self.http = CarrierHttp("Twilio", settings.api_base_url,
@@ -206,45 +268,14 @@ class TwilioProvider:
 
     def parse_webhook(self, request: WebhookRequest, verification: Verification) -> ParsedWebhook:
         """Form body + our query (callId, type, turnToken, utt) → normalized events."""
-        try:
-            params = dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
-        except UnicodeDecodeError as exc:
-            raise WebhookParseError("body is not UTF-8 form data") from exc
-        q = request.query
-        call_sid = params.get("CallSid", "").strip()
-        if not call_sid:
-            raise WebhookParseError("CallSid is missing")
-        call_id = (q.get("callId") or "").strip() or None
-        kind = (q.get("type") or "").strip() or None
-        turn_token = (q.get("turnToken") or "").strip() or None
-        raw_direction = params.get("Direction", "")
-        direction = "inbound" if raw_direction == "inbound" else (
-            "outbound" if raw_direction.startswith("outbound") else None)
-        meta: dict[str, Any] = {"callSid": call_sid, "callId": call_id, "kind": kind,
-                                "turnToken": turn_token, "utt": q.get("utt"),
-                                "status": params.get("CallStatus", "").strip().lower()}
-        common: dict[str, Any] = {
-            "callId": call_id or call_sid, "providerCallId": call_sid, "direction": direction,
-            "from": params.get("From") or None, "to": params.get("To") or None,
-            "turnToken": turn_token, "timestamp": _now_ms(),
-        }
-        events: list[dict[str, Any]] = []
-        speech = params.get("SpeechResult", "").strip()
-        if speech:
-            try:
-                confidence = min(max(float(params.get("Confidence") or 0.9), 0.0), 1.0)
-            except ValueError:
-                confidence = 0.9
-            events.append({"type": "call.speech", "transcript": speech, "isFinal": True,
-                           "confidence": confidence})
+        params = _form_params(request.body)
+        meta = _webhook_meta(params, request.query)
+        events = _caller_input_events(params)
+        if events:
             meta["gather"] = True
-        elif params.get("Digits"):
-            events.append({"type": "call.dtmf", "digits": params["Digits"]})
-            meta["gather"] = True
-        elif kind in (None, "status", "answered"):
-            events.extend(self._status_events(meta["status"], params, call_id))
-        if call_id is None and direction == "inbound" and kind is None:
-            meta["inboundStart"] = True
+        elif meta["kind"] in (None, "status", "answered"):
+            events = self._status_events(meta["status"], params, meta["callId"])
+        common = _common_event_fields(params, meta)
         parsed = [CallEvent.model_validate(
             {**common, **e, "dedupeKey": f"{verification.request_key}:{i}"})
             for i, e in enumerate(events)]

@@ -1,4 +1,4 @@
-"""`X-Twilio-Signature` verification (reference §4.3 and §4.6, provider-protocols §1.6).
+"""`X-Twilio-Signature` verification.
 
 Twilio signs the URL it requested followed by every POST parameter as `name + value` (names in
 codepoint order; the values of one name sorted and de-duplicated), with HMAC-SHA1 keyed by the
@@ -132,7 +132,7 @@ def _with_port(url: str, port: str | None) -> str | None:
 def signature_url_candidates(primary: str, *, public_url: str | None,
                              host_header: str | None) -> list[str]:
     """URLs to try, in order, deduplicated: `primary`; it without a port; with the public URL's
-    port; with the Host header's port (reference §4.3); and, when it has no port, with the
+    port; with the Host header's port; and, when it has no port, with the
     scheme's default port (`:443` for https, `:80` for anything else) as the SDK's `validate()`
     also tries. Only the port ever differs from `primary`."""
     candidates = [primary]
@@ -170,7 +170,7 @@ def verify_twilio_webhook(request: WebhookRequest, *, auth_token: str, public_ur
                           skip_verification: bool = False) -> Verification:
     """Check a Twilio webhook's `X-Twilio-Signature`; on success `request_key` is its replay key.
 
-    The verification URL is `publicUrl` with the request's query (SPEC Q10) when configured, else
+    The verification URL is `publicUrl` (its path kept) with the request's query when configured, else
     the URL rebuilt from the request under `policy` (forwarding headers forced-trusted for
     loopback remotes when the ngrok loopback rule is on). Port variants of it are tried
     (`signature_url_candidates`); the first that matches is used for the replay key.

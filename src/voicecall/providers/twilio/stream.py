@@ -12,7 +12,7 @@ import functools
 import json
 from typing import Any
 
-from voicecall.media.protocol import (
+from voicecall.providers.streams import (
     Codec,
     StreamAudio,
     StreamDtmf,

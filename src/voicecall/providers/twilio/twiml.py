@@ -15,7 +15,8 @@ _OPENAI_TO_POLLY = {
 
 
 def polly_voice(voice: str | None) -> str:
-    """Map a TTS voice name onto a Twilio `<Say>` voice (reference §3.1 `mapVoiceToPolly`)."""
+    """Map a TTS voice name onto a Twilio `<Say>` voice: `Polly.*` and `Google.*` names as they
+    are, OpenAI voice names to a similar Polly voice, anything else to Polly.Joanna."""
     if not voice:
         return "Polly.Joanna"
     if voice.startswith(("Polly.", "Google.")):

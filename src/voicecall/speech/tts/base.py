@@ -73,30 +73,47 @@ def error_detail(raw: bytes, limit: int = 300) -> str:
     """The human message in an error body: OpenAI's `{"error": {"message"}}`, ElevenLabs' `{"detail": ...}`,
     or the text itself, shortened to `limit` characters."""
     text = raw.decode("utf-8", "replace").strip()
+    message = _json_error_message(text)
+    message = " ".join((text if message is None else message).split())
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
+def _json_error_message(text: str) -> str | None:
+    """The message a JSON error body carries; None when the text is not a JSON object or the
+    object names no message."""
     try:
         body: Any = json.loads(text) if text else None
     except ValueError:
-        body = None
-    message: str | None = None
-    if isinstance(body, dict):
-        error, detail = body.get("error"), body.get("detail")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            message = error["message"]
-        elif isinstance(error, str):
-            message = error
-        elif isinstance(detail, dict):
-            message = str(detail.get("message") or detail.get("status") or "") or None
-        elif isinstance(detail, str):
-            message = detail
-        elif isinstance(detail, list):
-            parts = [str(d.get("msg", "")) for d in detail if isinstance(d, dict)]
-            message = "; ".join(p for p in parts if p) or None
-        elif isinstance(body.get("message"), str):
-            message = body["message"]
-    if message is None:
-        message = text
-    message = " ".join(message.split())
-    return message if len(message) <= limit else message[: limit - 1] + "…"
+        return None
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    error_message = error.get("message") if isinstance(error, dict) else None
+    if isinstance(error_message, str):
+        return error_message
+    if isinstance(error, str):
+        return error
+    detail = body.get("detail")
+    if isinstance(detail, dict | str | list):
+        return _detail_message(detail)
+    message = body.get("message")
+    return message if isinstance(message, str) else None
+
+
+def _detail_message(detail: dict[str, Any] | str | list[Any]) -> str | None:
+    """The message in a `detail` field: a string, `{"message"}` or `{"status"}` (ElevenLabs), or a
+    list of validation errors `[{"msg"}, ...]`."""
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, dict):
+        return str(detail.get("message") or detail.get("status") or "") or None
+    return _validation_errors(detail)
+
+
+def _validation_errors(errors: list[Any]) -> str | None:
+    """The `msg` of each error in a validation-error list, joined with "; "."""
+    parts = [str(e.get("msg", "")) for e in errors if isinstance(e, dict)]
+    return "; ".join(p for p in parts if p) or None
 
 
 async def stream_pcm(session: aiohttp.ClientSession, label: str, url: str, *, json_body: Any,
@@ -136,9 +153,9 @@ class HttpClientHolder:
     or an injected one.
 
     aiohttp rather than httpx for this one job: a TTS stream is read for as long as a call
-    speaks, on every call at once, and httpx/httpcore/anyio cost about three times as much CPU
-    per network read (a cancel scope and several generator layers each) as aiohttp's C-parsed,
-    buffered stream. The pool has no connection cap: the media endpoint's `maxConnections`
+    speaks, on every call at once, and aiohttp's buffered stream is the lighter one to read
+    (bench/README.md, "Notes moved from code", has the measurement). The pool has no
+    connection cap: the media endpoint's `maxConnections`
     already bounds how many calls speak at once, and a capped pool (httpx's default is 100)
     would leave the calls past the cap hearing silence while they wait for a connection.
     """

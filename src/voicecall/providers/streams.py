@@ -27,7 +27,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class StreamStart:
-    """The carrier opened the stream for a call; `token` authenticates it (SPEC: per-call token)."""
+    """The carrier opened the stream for a call; `token` authenticates it (each call has its own)."""
 
     call_sid: str
     stream_id: str

@@ -8,7 +8,7 @@ from typing import Any
 
 from voicecall.calls.latency import latency_report
 from voicecall.calls.model import CallRecord
-from voicecall.calls.service import CallError, CallNotFound, CallService
+from voicecall.service import CallError, CallNotFound, CallService
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -102,9 +102,8 @@ class ControlApi:
 
     async def continue_start(self, params: Mapping[str, Any]) -> dict[str, Any]:
         call_id, message = self._call_and_message(params)
-        record = await self.service._connected(call_id)
-        return {"operationId": self.service.continue_start(record.call_id, message),
-                "callId": record.call_id}
+        operation_id, call_id = await self.service.continue_start(call_id, message)
+        return {"operationId": operation_id, "callId": call_id}
 
     async def continue_result(self, params: Mapping[str, Any]) -> dict[str, Any]:
         operation_id = _text(params, "operationId", required="operationId required")
