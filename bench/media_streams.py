@@ -118,7 +118,7 @@ def _gc_cb(phase, info):
 gc.callbacks.append(_gc_cb)
 """
 SERVE = "import sys\nimport voicecall.cli.app as app\n{patch}sys.argv[0] = 'voicecall'\napp.main()\n"
-ASYNCIO_PATCH = "app._loop_factory = lambda: None\n"
+ASYNCIO_PATCH = "import voicecall.cli.common as common\ncommon.loop_factory = lambda: None\n"
 GC_LINE = re.compile(r"BENCH-GC gen=(\d) ms=([\d.]+)")
 
 

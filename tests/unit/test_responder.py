@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from voicecall.agent import responder as responder_module
+from voicecall.agent import python_responder as python_responder_module
 from voicecall.agent.responder import (
     HttpResponder,
     LlmResponder,
@@ -521,7 +521,7 @@ async def test_python_responder_entry_point(monkeypatch: pytest.MonkeyPatch) -> 
     def fake_entry_points(*, group: str, name: str) -> list[FakeEntryPoint]:
         return [FakeEntryPoint()] if (group, name) == ("voicecall.responders", "mine") else []
 
-    monkeypatch.setattr(responder_module, "entry_points", fake_entry_points)
+    monkeypatch.setattr(python_responder_module, "entry_points", fake_entry_points)
     assert await collect(PythonResponder("mine"), make_ctx(user_text="hello.")) == ["Sync reply to hello.",
                                                                                  "Second sentence."]
 

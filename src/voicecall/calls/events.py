@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from voicecall.calls.model import Direction, EndReason, _CamelModel
+from voicecall.calls.model import Direction, EndReason, CamelModel
 
 EventType = Literal[
     "call.initiated",
@@ -28,7 +28,7 @@ def new_event_id() -> str:
     return str(uuid.uuid4())
 
 
-class CallEvent(_CamelModel):
+class CallEvent(CamelModel):
     """One thing that happened to a call, as reported by a carrier (or the mock).
 
     `call_id` is our id when the carrier echoes it back, otherwise the carrier's id.

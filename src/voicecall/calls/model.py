@@ -63,7 +63,9 @@ Speaker = Literal["bot", "user"]
 CallMode = Literal["notify", "conversation"]
 
 
-class _CamelModel(BaseModel):
+class CamelModel(BaseModel):
+    """A model whose JSON keys are the camelCase forms of its snake_case fields."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -75,7 +77,7 @@ class _CamelModel(BaseModel):
         return self.model_dump_json(by_alias=True, exclude_none=True)
 
 
-class TranscriptEntry(_CamelModel):
+class TranscriptEntry(CamelModel):
     """One utterance: what the bot said (after it played) or what the caller said."""
 
     timestamp: int
@@ -84,7 +86,7 @@ class TranscriptEntry(_CamelModel):
     is_final: bool = True
 
 
-class CallRecord(_CamelModel):
+class CallRecord(CamelModel):
     """Everything known about one call; persisted as a whole on every change."""
 
     call_id: str

@@ -1,0 +1,264 @@
+"""Commands that place, drive and read calls: call, start, continue, speak, dtmf, end, status,
+latency, tail, mock inject."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from voicecall.calls.latency import latency_report
+from voicecall.cli import render
+from voicecall.cli.common import (
+    CallIdOpt,
+    JsonOpt,
+    app,
+    check_mode,
+    emit,
+    fail,
+    loaded_config,
+    mock_app,
+    out,
+    place_call,
+    run_coro,
+    spin,
+)
+from voicecall.cli.session import gateway_client, live_api, read_api
+from voicecall.config import (
+    store_dir,
+)
+from voicecall.gateway.client import GatewayUnavailable
+from voicecall.store import SQLiteCallStore
+
+
+# -- placing calls ----------------------------------------------------------------------------
+def _place(params: dict[str, Any], as_json: bool) -> None:
+    result = place_call(loaded_config(), params, as_json)
+    emit(result, as_json, lambda r: out.print(f"call placed: [bold]{r['callId']}[/]"
+                                              + (f" (ended: {r['endReason']})"
+                                                 if r.get("endReason") else "")))
+
+
+@app.command()
+def call(
+    message: Annotated[str, typer.Option("--message", "-m", help="What to say on answer.")],
+    to: Annotated[str | None, typer.Option("--to", "-t", help="E.164 number "
+                  "(default: toNumber).")] = None,
+    mode: Annotated[str | None, typer.Option(help="notify or conversation "
+                    "(default: outbound.defaultMode).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Place an outbound call and print its call id."""
+    check_mode(mode)
+    _place({k: v for k, v in {"to": to, "message": message, "mode": mode}.items() if v}, as_json)
+
+
+@app.command()
+def start(
+    to: Annotated[str, typer.Option("--to", "-t", help="E.164 number to call.")],
+    message: Annotated[str | None, typer.Option("--message", "-m")] = None,
+    mode: Annotated[str | None, typer.Option(help="notify or conversation.")] = None,
+    dtmf_sequence: Annotated[str | None, typer.Option("--dtmf-sequence", help="Keys to press "
+                             "once connected (conversation calls).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Place an outbound call (the message is optional)."""
+    check_mode(mode)
+    params = {"to": to, "message": message, "mode": mode, "dtmfSequence": dtmf_sequence}
+    _place({k: v for k, v in params.items() if v}, as_json)
+
+
+# -- acting on live calls ---------------------------------------------------------------------
+def _act(method: str, params: dict[str, Any], as_json: bool,
+         human: Callable[[dict[str, Any]], None]) -> None:
+    loaded = loaded_config()
+
+    async def run() -> dict[str, Any]:
+        async with live_api(loaded) as (api, _runtime):
+            return await api.call(method, params)
+
+    emit(run_coro(run()), as_json, human)
+
+
+@app.command("continue")
+def continue_(call_id: CallIdOpt,
+              message: Annotated[str, typer.Option("--message", "-m")],
+              as_json: JsonOpt = False) -> None:
+    """Say something, wait for the callee's reply, print it."""
+    loaded = loaded_config()
+
+    async def run() -> dict[str, Any]:
+        async with live_api(loaded) as (api, _runtime):
+            started = await api.call("voicecall.continue.start",
+                                     {"callId": call_id, "message": message})
+
+            async def poll() -> dict[str, Any]:
+                while True:
+                    result = await api.call("voicecall.continue.result",
+                                            {"operationId": started["operationId"],
+                                             "waitMs": 20_000})
+                    if result.get("done"):
+                        return result
+
+            return await spin("waiting for the callee…", poll(), as_json)
+
+    result = run_coro(run())
+    if not result.get("success"):
+        if as_json:
+            out.print_json(json.dumps(result))
+        fail(str(result.get("error", "continue failed")))
+    emit({"success": True, "transcript": result["transcript"]}, as_json,
+          lambda r: out.print(f"[bold]callee:[/] {r['transcript']}"))
+
+
+@app.command()
+def speak(call_id: CallIdOpt, message: Annotated[str, typer.Option("--message", "-m")],
+          as_json: JsonOpt = False) -> None:
+    """Say something on the call (returns once it has played)."""
+    _act("voicecall.speak", {"callId": call_id, "message": message}, as_json,
+         lambda r: out.print("spoken"))
+
+
+@app.command()
+def dtmf(call_id: CallIdOpt, digits: Annotated[str, typer.Option(help="0-9 * # and w/p pauses")],
+         as_json: JsonOpt = False) -> None:
+    """Press phone keys on the call."""
+    _act("voicecall.dtmf", {"callId": call_id, "digits": digits}, as_json,
+         lambda r: out.print(f"sent {digits}"))
+
+
+@app.command()
+def end(call_id: CallIdOpt, as_json: JsonOpt = False) -> None:
+    """Hang up the call."""
+    _act("voicecall.end", {"callId": call_id}, as_json,
+         lambda r: out.print("already ended" if r.get("alreadyEnded") else "call ended"))
+
+
+# -- reading ----------------------------------------------------------------------------------
+@app.command()
+def status(call_id: Annotated[str | None, typer.Option("--call-id", help="One call (live or "
+                              "ended); without it, all live calls.")] = None,
+           as_json: JsonOpt = False) -> None:
+    """Show one call, or every live call."""
+    loaded = loaded_config(require_valid=False)
+
+    async def run() -> dict[str, Any]:
+        async with read_api(loaded) as api:
+            return await api.call("voicecall.status", {"callId": call_id} if call_id else {})
+
+    result = run_coro(run())
+    emit(result, as_json, lambda r: render.status(out, r))
+    if call_id and not result.get("found"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def latency(last: Annotated[int, typer.Option(min=1, help="Turns to scan.")] = 200,
+            file: Annotated[Path | None, typer.Option(help="A calls.jsonl to read instead of "
+                            "the store.")] = None,
+            as_json: JsonOpt = False) -> None:
+    """Per-turn latency: p50/p95 of turn latency, listen wait and each known stage."""
+    if file is not None:
+        result = _latency_from_jsonl(file, last)
+    else:
+        loaded = loaded_config(require_valid=False)
+
+        async def run() -> dict[str, Any]:
+            async with read_api(loaded) as api:
+                return await api.call("voicecall.latency", {"last": last})
+
+        result = run_coro(run())
+    emit(result, as_json, lambda r: render.latency(out, r))
+
+
+def _latency_from_jsonl(path: Path, last: int) -> dict[str, Any]:
+    if not path.exists():
+        fail(f"No log file at {path}")
+    lines = path.read_text(encoding="utf-8").splitlines()[-last:]
+    turns: list[Mapping[str, Any]] = []
+    for line in lines:
+        try:
+            meta = json.loads(line).get("metadata") or {}
+        except ValueError:
+            continue
+        if isinstance(meta.get("lastTurnLatencyMs"), int | float):
+            turns.append({"turnLatencyMs": meta["lastTurnLatencyMs"],
+                          "listenWaitMs": meta.get("lastTurnListenWaitMs")})
+    return latency_report(turns, records_scanned=len(lines))
+
+
+@app.command()
+def tail(since: Annotated[int, typer.Option(min=0, help="Entries to show first.")] = 25,
+         poll: Annotated[int, typer.Option(min=50, help="Poll interval (ms) with no "
+                         "gateway.")] = 250,
+         as_json: JsonOpt = False) -> None:
+    """Follow call updates live (snapshots, events, turns). Ctrl-C stops."""
+    loaded = loaded_config(require_valid=False)
+
+    def show(entry: dict[str, Any]) -> None:
+        if as_json:
+            print(json.dumps(entry), flush=True)
+        else:
+            render.log_entry(out, entry)
+
+    async def run() -> None:
+        async with gateway_client(loaded) as client:
+            if client is not None:
+                first = await client.call("voicecall.tail", {"since": since})
+                for entry in first["entries"]:
+                    show(entry)
+                async for entry in client.events(after=first["nextSeq"]):
+                    show(entry)
+                return
+        store = SQLiteCallStore(store_dir(loaded.config, loaded.env))
+        async with store:
+            entries = await store.last_log(since)
+            after = entries[-1].seq if entries else 0
+            for e in entries:
+                show(e.to_json_dict())
+            while True:
+                await asyncio.sleep(poll / 1000)
+                for e in await store.log_since(after):
+                    after = e.seq
+                    show(e.to_json_dict())
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run_coro(run())
+
+
+
+
+@mock_app.command("inject")
+def mock_inject(call_id: CallIdOpt,
+                speech: Annotated[str | None, typer.Option(help="What the callee says.")] = None,
+                digits: Annotated[str | None, typer.Option(help="Keys the callee presses.")] = None,
+                hangup: Annotated[bool, typer.Option("--hangup", help="The callee hangs "
+                                  "up.")] = False,
+                as_json: JsonOpt = False) -> None:
+    """Act as the callee on a mock call: say something, press keys, or hang up."""
+    params: dict[str, Any] = {"callId": call_id}
+    if speech:
+        params["speech"] = speech
+    if digits:
+        params["digits"] = digits
+    if hangup:
+        params["hangup"] = True
+    loaded = loaded_config()
+
+    async def run() -> dict[str, Any]:
+        async with gateway_client(loaded) as client:
+            if client is None:
+                raise GatewayUnavailable("mock inject needs a running gateway: start "
+                                         "`voicecall serve` first")
+            return await client.call("mock.inject", params)
+
+    try:
+        result = run_coro(run())
+    except GatewayUnavailable as exc:
+        fail(str(exc))
+    emit(result, as_json, lambda r: out.print("injected"))

@@ -1,0 +1,149 @@
+"""What every `voicecall` command shares: the Typer apps, config loading, running a coroutine
+with one-line errors, and output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from voicecall.cli.session import live_api
+from voicecall.config import (
+    ConfigError,
+    LoadedConfig,
+    load_config,
+)
+from voicecall.gateway.client import RpcError
+from voicecall.gateway.ports import PortInUse
+from voicecall.service import CallError
+
+T = TypeVar("T")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="voicecall: phone calls for AI agents (Twilio, Telnyx, Plivo, mock).")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
+mock_app = typer.Typer(no_args_is_help=True, help="Act as the callee on mock-carrier calls.")
+app.add_typer(config_app, name="config")
+app.add_typer(mock_app, name="mock")
+
+out = Console()
+err = Console(stderr=True)
+options: dict[str, Any] = {"config": None}
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+CallIdOpt = Annotated[str, typer.Option("--call-id", help="Call id (ours or the carrier's).")]
+
+
+class Exit(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    raise Exit(code, message)
+
+
+@app.callback()
+def main_options(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Config file (JSON5). "
+                      "Default: $VOICECALL_CONFIG, $OPENCLAW_CONFIG_PATH, "
+                      "$OPENCLAW_STATE_DIR/openclaw.json, ~/.openclaw/openclaw.json.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+) -> None:
+    options["config"] = config
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def loaded_config(*, require_valid: bool = True) -> LoadedConfig:
+    try:
+        loaded = load_config(options["config"])
+    except ConfigError as exc:
+        fail(f"invalid config:\n{exc}", 2)
+    for warning in loaded.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+    if require_valid and loaded.issues:
+        fail("invalid config:\n" + "\n".join(f"  {i.path}: {i.message}" for i in loaded.issues), 2)
+    return loaded
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (it is, with uvicorn[standard]): the media hot path (hundreds of
+    sockets at fifty frames a second) spends much less time in the event loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run_coro(coro: Coroutine[Any, Any, T], *, fast_loop: bool = False) -> T:
+    try:
+        with asyncio.Runner(loop_factory=loop_factory() if fast_loop else None) as runner:
+            return runner.run(coro)
+    except Exit:
+        raise
+    except PortInUse as exc:
+        fail(str(exc), 3)
+    except (CallError, RpcError) as exc:
+        fail(str(exc))
+    except ConfigError as exc:
+        fail(f"invalid config:\n{exc}", 2)
+
+
+def emit(result: Any, as_json: bool, human: Callable[[Any], None]) -> None:
+    if as_json:
+        out.print_json(json.dumps(result))
+    else:
+        human(result)
+
+
+async def spin(message: str, awaitable: Awaitable[T], as_json: bool) -> T:
+    if as_json or not err.is_terminal:
+        return await awaitable
+    with err.status(message):
+        return await awaitable
+
+
+# -- placing calls (call, start, smoke) ------------------------------------------------------
+def check_mode(mode: str | None) -> None:
+    if mode is not None and mode not in ("notify", "conversation"):
+        fail(f"--mode must be notify or conversation, not {mode!r}", 2)
+
+
+def place_call(loaded: LoadedConfig, params: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        async with live_api(loaded) as (api, runtime):
+            result = await api.call("voicecall.initiate" if params.get("message")
+                                    else "voicecall.start", params)
+            if runtime is None:
+                return result
+            # No gateway was running: this process hosts the call until it ends.
+            call_id = result["callId"]
+            err.print(f"[dim]no gateway running: this command hosts call {call_id} until it "
+                      f"ends (Ctrl-C hangs up). Start `voicecall serve` to place calls in the "
+                      f"background.[/]")
+            try:
+                final = await spin("call in progress…", _wait_ended(api, call_id), as_json)
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                await api.call("voicecall.end", {"callId": call_id})
+                raise
+            return {**result, "state": final["state"], "endReason": final.get("endReason")}
+
+    return run_coro(run())
+
+
+async def _wait_ended(api: Any, call_id: str) -> dict[str, Any]:
+    while True:
+        status = await api.call("voicecall.status", {"callId": call_id})
+        call = status.get("call") or {}
+        if status.get("found") and call.get("endReason"):
+            return dict(call)
+        await asyncio.sleep(0.25)
