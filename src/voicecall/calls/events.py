@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from voicecall.calls.model import Direction, EndReason, CamelModel
+from voicecall.calls.model import CamelModel, Direction, EndReason
 
 EventType = Literal[
     "call.initiated",
