@@ -91,6 +91,20 @@ async def test_a_transcript_entry_edited_in_place_is_saved(tmp_path: Path) -> No
     assert [(e.text, e.is_final) for e in got] == [("hello", False)]
 
 
+async def test_a_lone_surrogate_from_carrier_json_is_saved_as_a_replacement_character(
+        tmp_path: Path) -> None:
+    """JSON may escape half a surrogate pair ("\\ud800"); UTF-8 cannot hold it, and it must
+    not make the call unsavable."""
+    speech = json.loads('"hi \\ud800 there"')
+    async with SQLiteCallStore(tmp_path) as store:
+        call = rec("c1", transcript=[{"timestamp": 1, "speaker": "user", "text": speech}])
+        call.metadata["carrier"] = {"note": json.loads('"a\\udc00b"')}
+        await store.save(call)
+    got = await reopened(tmp_path, "c1")
+    assert got.transcript[0].text == "hi \ufffd there"
+    assert got.metadata["carrier"] == {"note": "a\ufffdb"}
+
+
 async def test_dedupe_keys_appended_or_changed_in_place_are_saved(tmp_path: Path) -> None:
     async with SQLiteCallStore(tmp_path) as store:
         call = rec("c1", processedEventIds=["k0"])

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticSerializationError
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class CallState(StrEnum):
@@ -73,8 +78,20 @@ class CamelModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     def to_json(self) -> str:
-        """The wire shape as compact JSON text."""
-        return self.model_dump_json(by_alias=True, exclude_none=True)
+        """The wire shape as compact JSON text. A lone surrogate (a `\\ud800` escape in some
+        carrier's JSON, say) cannot be UTF-8, so it is written as U+FFFD rather than making
+        the record unsavable."""
+        try:
+            return self.model_dump_json(by_alias=True, exclude_none=True)
+        except PydanticSerializationError:
+            text = json.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=True),
+                              ensure_ascii=False, separators=(",", ":"))
+            return replace_lone_surrogates(text)
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """`text` with each lone surrogate (never valid in UTF-8) replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 class TranscriptEntry(CamelModel):
@@ -84,6 +101,11 @@ class TranscriptEntry(CamelModel):
     speaker: Speaker
     text: str
     is_final: bool = True
+
+    @field_validator("text")
+    @classmethod
+    def _utf8_text(cls, text: str) -> str:
+        return replace_lone_surrogates(text)
 
 
 class CallRecord(CamelModel):
