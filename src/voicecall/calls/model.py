@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from enum import StrEnum
@@ -140,15 +139,16 @@ class CallRecord(CamelModel):
         self.processed_event_ids.append(key)
         del self.processed_event_ids[:-keep]
 
-    def snapshot(self) -> CallRecord:
-        """A copy by value (through the JSON form, cheaper than a deep copy): later in-place
-        changes to this record, nested ones included, do not touch it."""
-        return CallRecord.model_validate_json(self.to_json())
+    def snapshot(self) -> str:
+        """The record by value, as its JSON text: later in-place changes to this record,
+        nested ones included, do not touch it. Give it to `restore` to put them back."""
+        return self.to_json()
 
-    def restore(self, snapshot: CallRecord) -> None:
-        """Put every field back as it was in `snapshot`, in place (others hold this object)."""
+    def restore(self, snapshot: str) -> None:
+        """Put every field back as it was at `snapshot()`, in place (others hold this object)."""
+        saved = CallRecord.model_validate_json(snapshot)
         for name in type(self).model_fields:
-            setattr(self, name, copy.deepcopy(getattr(snapshot, name)))
+            setattr(self, name, getattr(saved, name))
 
     @property
     def mode(self) -> CallMode:
