@@ -30,7 +30,8 @@ from voicecall.config import (
 from voicecall.store import SQLiteCallStore
 
 # -- store import / export -------------------------------------------------------------------
-store_app = typer.Typer(no_args_is_help=True, help="Move call history in and out (JSONL).")
+store_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Move call history in and out (JSONL).")
 app.add_typer(store_app, name="store")
 
 

@@ -8,6 +8,7 @@ import sys
 import time
 
 import typer
+from rich.markup import escape
 
 # isort: off
 # Each module registers its commands on import; `voicecall --help` lists them in this order.
@@ -20,6 +21,7 @@ from voicecall.cli.common import (
     app,
     err,
 )
+from voicecall.cli.usage import render, usage_problem
 
 __all__ = ["admin", "app", "calls", "main", "run"]
 
@@ -28,24 +30,22 @@ def main() -> None:
     """Console-script entry point."""
     started = time.monotonic()
     try:
-        code = app(standalone_mode=False)  # click returns an Exit's code instead of raising
+        # standalone_mode=False: click returns an Exit's code and raises usage errors to us.
+        code = app(prog_name="voicecall", standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except Exit as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(exc.code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except Exception as exc:
+        problem = usage_problem(exc)
+        if problem is None:
+            raise
+        print(render(problem), file=sys.stderr)
+        sys.exit(problem.code)
     finally:
         logging.getLogger(__name__).debug("done in %.2fs", time.monotonic() - started)

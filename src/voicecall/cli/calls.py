@@ -24,9 +24,11 @@ from voicecall.cli.common import (
     loaded_config,
     mock_app,
     out,
+    phone_number,
     place_call,
     run_coro,
     spin,
+    spoken_text,
 )
 from voicecall.cli.session import gateway_client, live_api, read_api
 from voicecall.config import (
@@ -46,9 +48,10 @@ def _place(params: dict[str, Any], as_json: bool) -> None:
 
 @app.command()
 def call(
-    message: Annotated[str, typer.Option("--message", "-m", help="What to say on answer.")],
+    message: Annotated[str, typer.Option("--message", "-m", help="What to say on answer.",
+                                         callback=spoken_text)],
     to: Annotated[str | None, typer.Option("--to", "-t", help="E.164 number "
-                  "(default: toNumber).")] = None,
+                  "(default: toNumber).", callback=phone_number)] = None,
     mode: Annotated[str | None, typer.Option(help="notify or conversation "
                     "(default: outbound.defaultMode).")] = None,
     as_json: JsonOpt = False,
@@ -60,8 +63,9 @@ def call(
 
 @app.command()
 def start(
-    to: Annotated[str, typer.Option("--to", "-t", help="E.164 number to call.")],
-    message: Annotated[str | None, typer.Option("--message", "-m")] = None,
+    to: Annotated[str, typer.Option("--to", "-t", help="E.164 number to call.",
+                                    callback=phone_number)],
+    message: Annotated[str | None, typer.Option("--message", "-m", callback=spoken_text)] = None,
     mode: Annotated[str | None, typer.Option(help="notify or conversation.")] = None,
     dtmf_sequence: Annotated[str | None, typer.Option("--dtmf-sequence", help="Keys to press "
                              "once connected (conversation calls).")] = None,
@@ -87,7 +91,7 @@ def _act(method: str, params: dict[str, Any], as_json: bool,
 
 @app.command("continue")
 def continue_(call_id: CallIdOpt,
-              message: Annotated[str, typer.Option("--message", "-m")],
+              message: Annotated[str, typer.Option("--message", "-m", callback=spoken_text)],
               as_json: JsonOpt = False) -> None:
     """Say something, wait for the callee's reply, print it."""
     loaded = loaded_config()
@@ -117,7 +121,8 @@ def continue_(call_id: CallIdOpt,
 
 
 @app.command()
-def speak(call_id: CallIdOpt, message: Annotated[str, typer.Option("--message", "-m")],
+def speak(call_id: CallIdOpt,
+          message: Annotated[str, typer.Option("--message", "-m", callback=spoken_text)],
           as_json: JsonOpt = False) -> None:
     """Say something on the call (returns once it has played)."""
     _act("voicecall.speak", {"callId": call_id, "message": message}, as_json,

@@ -7,12 +7,14 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
+from voicecall.calls.phone import normalize_e164
 from voicecall.cli.session import live_api
 from voicecall.config import (
     ConfigError,
@@ -25,10 +27,13 @@ from voicecall.service import CallError
 
 T = TypeVar("T")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="voicecall: phone calls for AI agents (Twilio, Telnyx, Plivo, mock).")
-config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
-mock_app = typer.Typer(no_args_is_help=True, help="Act as the callee on mock-carrier calls.")
+# Plain click help (`rich_markup_mode=None`): no `<bool>` placeholders on flags, nothing boxed.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="voicecall: phone calls for AI agents (Twilio, mock).")
+config_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                         help="Inspect the configuration.")
+mock_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                       help="Act as the callee on mock-carrier calls.")
 app.add_typer(config_app, name="config")
 app.add_typer(mock_app, name="mock")
 
@@ -50,12 +55,37 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise Exit(code, message)
 
 
+def spoken_text(value: str | None) -> str | None:
+    """Option callback: text to speak must have something in it."""
+    if value is not None and not value.strip():
+        raise typer.BadParameter("must not be empty")
+    return value
+
+
+def phone_number(value: str | None) -> str | None:
+    """Option callback: a phone number, normalized to E.164 (`+1 555 555 0123` is accepted)."""
+    if value is None:
+        return None
+    number = normalize_e164(value)
+    if number is None:
+        raise typer.BadParameter(f"{value!r} is not a phone number in E.164 form, like +15555550123")
+    return number
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"voicecall {package_version('voicecall')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Config file (JSON5). "
                       "Default: $VOICECALL_CONFIG, $OPENCLAW_CONFIG_PATH, "
                       "$OPENCLAW_STATE_DIR/openclaw.json, ~/.openclaw/openclaw.json.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.",
+                                          is_eager=True, callback=_print_version)] = False,
 ) -> None:
     options["config"] = config
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,

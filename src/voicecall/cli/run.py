@@ -21,8 +21,10 @@ from voicecall.cli.common import (
     loaded_config,
     options,
     out,
+    phone_number,
     place_call,
     run_coro,
+    spoken_text,
 )
 from voicecall.config import (
     ConfigError,
@@ -99,8 +101,9 @@ def setup(as_json: JsonOpt = False) -> None:
 @app.command()
 def smoke(
     to: Annotated[str | None, typer.Option("--to", "-t", help="E.164 number for a live test "
-                  "call.")] = None,
-    message: Annotated[str, typer.Option(help="What the test call says.")] = SMOKE_MESSAGE,
+                  "call.", callback=phone_number)] = None,
+    message: Annotated[str, typer.Option(help="What the test call says.",
+                                         callback=spoken_text)] = SMOKE_MESSAGE,
     mode: Annotated[str, typer.Option(help="notify or conversation.")] = "notify",
     yes: Annotated[bool, typer.Option("--yes", help="Really place the call (otherwise a dry "
                    "run).")] = False,
@@ -140,7 +143,7 @@ def smoke(
 def doctor(fix: Annotated[bool, typer.Option("--fix", help="Rewrite the config file with the "
                           "legacy keys migrated (the original is kept as .bak).")] = False,
            as_json: JsonOpt = False) -> None:
-    """Find legacy config keys; with --fix, rewrite the config file without them."""
+    """Find legacy config keys (exit 1 if any); --fix rewrites the file without them."""
     from voicecall.config.doctor import check_config_file
 
     env = dict(os.environ)
@@ -166,4 +169,7 @@ def doctor(fix: Annotated[bool, typer.Option("--fix", help="Rewrite the config f
         else:
             out.print("run `voicecall doctor --fix` to rewrite the file", highlight=False)
 
-    emit(report.to_json(), as_json, human)
+    result = report.to_json()
+    emit(result, as_json, human)
+    if result["changes"] and not result["fixed"]:
+        raise typer.Exit(1)  # legacy keys left in the file
