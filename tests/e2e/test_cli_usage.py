@@ -82,3 +82,19 @@ def test_the_typer_the_cli_runs_on_is_in_the_range_pyproject_admits() -> None:
                             "print(version('typer'))"], capture_output=True, text=True, timeout=60)
     running = tuple(int(p) for p in shown.stdout.strip().split(".")[:2])
     assert low[:2] <= running < high[:2], (spec, shown.stdout)
+
+
+HEAVY = ("openai", "numpy", "starlette", "uvicorn", "soxr", "mcp")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["call", "--help"], ["call", "--to", "1", "-m", "x"]])
+def test_help_and_usage_errors_do_not_load_the_gateway_stack(args: list[str]) -> None:
+    code = ("import sys\nfrom voicecall.cli.app import main\n"
+            f"sys.argv = ['voicecall', *{args!r}]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    loaded = set(result.stderr.strip().splitlines()[-1].split())
+    assert "voicecall.cli.app" in loaded
+    assert not {m for m in loaded if m.split(".")[0] in HEAVY}, sorted(
+        m for m in loaded if m.split(".")[0] in HEAVY)[:10]

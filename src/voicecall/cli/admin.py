@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 
-from voicecall.agent.tool import tool_schema
 from voicecall.cli.common import (
     JsonOpt,
     app,
@@ -21,13 +20,6 @@ from voicecall.cli.common import (
     run_coro,
 )
 from voicecall.cli.session import live_api
-from voicecall.config import (
-    config_json_schema,
-    redacted_config,
-    resolve_control_token,
-    store_dir,
-)
-from voicecall.store import SQLiteCallStore
 
 # -- store import / export -------------------------------------------------------------------
 store_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
@@ -42,6 +34,9 @@ def store_export(file: Annotated[Path, typer.Option(help="Where to write calls.j
     loaded = loaded_config(require_valid=False)
 
     async def run() -> int:
+        from voicecall.config import store_dir
+        from voicecall.store import SQLiteCallStore
+
         async with SQLiteCallStore(store_dir(loaded.config, loaded.env)) as store:
             return await store.export_jsonl(file)
 
@@ -59,6 +54,9 @@ def store_import(file: Annotated[Path, typer.Option(help="A calls.jsonl to impor
     loaded = loaded_config(require_valid=False)
 
     async def run() -> int:
+        from voicecall.config import store_dir
+        from voicecall.store import SQLiteCallStore
+
         async with SQLiteCallStore(store_dir(loaded.config, loaded.env)) as store:
             return await store.import_jsonl(file)
 
@@ -71,6 +69,8 @@ def store_import(file: Annotated[Path, typer.Option(help="A calls.jsonl to impor
 @config_app.command("show")
 def config_show(as_json: JsonOpt = True) -> None:
     """Print the effective configuration, secrets redacted."""
+    from voicecall.config import redacted_config
+
     loaded = loaded_config(require_valid=False)
     out.print_json(json.dumps(redacted_config(loaded.config)))
     for issue in loaded.issues:
@@ -80,12 +80,16 @@ def config_show(as_json: JsonOpt = True) -> None:
 @config_app.command("schema")
 def config_schema(as_json: JsonOpt = True) -> None:
     """Print the configuration's JSON Schema."""
+    from voicecall.config import config_json_schema
+
     out.print_json(json.dumps(config_json_schema()))
 
 
 @app.command("tool-schema")
 def tool_schema_cmd(as_json: JsonOpt = True) -> None:
     """Print the `voice_call` agent tool (OpenAI function-calling JSON Schema)."""
+    from voicecall.agent.tool import tool_schema
+
     out.print_json(json.dumps(tool_schema()))
 
 
@@ -148,6 +152,8 @@ def expose(
 @app.command("token")
 def token_cmd(as_json: JsonOpt = False) -> None:
     """Print the control API token (for the Python client or curl)."""
+    from voicecall.config import resolve_control_token
+
     loaded = loaded_config(require_valid=False)
     token = resolve_control_token(loaded.config, loaded.env)
     emit({"token": token}, as_json, lambda r: print(token))

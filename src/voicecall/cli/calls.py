@@ -31,11 +31,6 @@ from voicecall.cli.common import (
     spoken_text,
 )
 from voicecall.cli.session import gateway_client, live_api, read_api
-from voicecall.config import (
-    store_dir,
-)
-from voicecall.gateway.client import GatewayUnavailable
-from voicecall.store import SQLiteCallStore
 
 
 # -- placing calls ----------------------------------------------------------------------------
@@ -220,6 +215,9 @@ def tail(since: Annotated[int, typer.Option(min=0, help="Entries to show first."
                 async for entry in client.events(after=first["nextSeq"]):
                     show(entry)
                 return
+        from voicecall.config import store_dir
+        from voicecall.store import SQLiteCallStore
+
         store = SQLiteCallStore(store_dir(loaded.config, loaded.env))
         async with store:
             entries = await store.last_log(since)
@@ -258,12 +256,8 @@ def mock_inject(call_id: CallIdOpt,
     async def run() -> dict[str, Any]:
         async with gateway_client(loaded) as client:
             if client is None:
-                raise GatewayUnavailable("mock inject needs a running gateway: start "
-                                         "`voicecall serve` first")
+                fail("mock inject needs a running gateway: start `voicecall serve` first")
             return await client.call("mock.inject", params)
 
-    try:
-        result = run_coro(run())
-    except GatewayUnavailable as exc:
-        fail(str(exc))
+    result = run_coro(run())
     emit(result, as_json, lambda r: out.print("injected"))

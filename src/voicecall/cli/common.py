@@ -6,24 +6,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
 from voicecall.calls.phone import normalize_e164
 from voicecall.cli.session import live_api
-from voicecall.config import (
-    ConfigError,
-    LoadedConfig,
-    load_config,
-)
-from voicecall.gateway.client import RpcError
-from voicecall.gateway.ports import PortInUse
-from voicecall.service import CallError
+
+if TYPE_CHECKING:
+    from voicecall.config import LoadedConfig
+
+# The config, the control client and the gateway are imported where a command uses them, so
+# `voicecall --help` and a mistyped option answer without loading them.
 
 T = TypeVar("T")
 
@@ -93,6 +92,8 @@ def main_options(
 
 
 def loaded_config(*, require_valid: bool = True) -> LoadedConfig:
+    from voicecall.config import ConfigError, load_config
+
     try:
         loaded = load_config(options["config"])
     except ConfigError as exc:
@@ -120,12 +121,29 @@ def run_coro(coro: Coroutine[Any, Any, T], *, fast_loop: bool = False) -> T:
             return runner.run(coro)
     except Exit:
         raise
-    except PortInUse as exc:
-        fail(str(exc), 3)
-    except (CallError, RpcError) as exc:
-        fail(str(exc))
-    except ConfigError as exc:
-        fail(f"invalid config:\n{exc}", 2)
+    except Exception as exc:
+        known = _reported(exc)
+        if known is None:
+            raise
+        fail(*known)
+
+
+_REPORTED = (  # (module, class, exit code, message prefix): errors shown in one line
+    ("voicecall.gateway.ports", "PortInUse", 3, ""),
+    ("voicecall.gateway.client", "RpcError", 1, ""),
+    ("voicecall.config.loader", "ConfigError", 2, "invalid config:\n"),
+    ("voicecall.service.errors", "CallError", 1, ""),
+)
+
+
+def _reported(exc: Exception) -> tuple[str, int] | None:
+    """The message and exit code for an error a command reports without a traceback. Only
+    modules already loaded are looked at: an exception's class is loaded if it was raised."""
+    for module_name, class_name, code, prefix in _REPORTED:
+        cls = getattr(sys.modules.get(module_name), class_name, None)
+        if isinstance(cls, type) and isinstance(exc, cls):
+            return f"{prefix}{exc}", code
+    return None
 
 
 def emit(result: Any, as_json: bool, human: Callable[[Any], None]) -> None:

@@ -26,17 +26,6 @@ from voicecall.cli.common import (
     run_coro,
     spoken_text,
 )
-from voicecall.config import (
-    ConfigError,
-    discover_config_path,
-    state_dir,
-)
-from voicecall.gateway.garbage import (
-    CollectAfterTicks,
-    collect_garbage_periodically,
-    settle_garbage_collector,
-)
-from voicecall.gateway.runtime import Runtime
 
 SMOKE_MESSAGE = "OpenClaw voice call smoke test."
 
@@ -45,6 +34,14 @@ SMOKE_MESSAGE = "OpenClaw voice call smoke test."
 @app.command()
 def serve(as_json: JsonOpt = False) -> None:
     """Run the gateway: webhooks, control API and timers (mock carrier with no config)."""
+    from voicecall.config import state_dir
+    from voicecall.gateway.garbage import (
+        CollectAfterTicks,
+        collect_garbage_periodically,
+        settle_garbage_collector,
+    )
+    from voicecall.gateway.runtime import Runtime
+
     loaded = loaded_config()
 
     async def run() -> None:
@@ -144,6 +141,7 @@ def doctor(fix: Annotated[bool, typer.Option("--fix", help="Rewrite the config f
                           "legacy keys migrated (the original is kept as .bak).")] = False,
            as_json: JsonOpt = False) -> None:
     """Find legacy config keys (exit 1 if any); --fix rewrites the file without them."""
+    from voicecall.config import ConfigError, discover_config_path
     from voicecall.config.doctor import check_config_file
 
     env = dict(os.environ)

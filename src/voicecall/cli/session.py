@@ -6,15 +6,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from voicecall.config import LoadedConfig, resolve_control_token, store_dir
-from voicecall.gateway.client import ControlClient, GatewayUnavailable
-from voicecall.gateway.runtime import Runtime
-from voicecall.providers.registry import build_provider
-from voicecall.server.rpc import ControlApi
-from voicecall.service import CallService, ServiceSettings
-from voicecall.store import SQLiteCallStore
+if TYPE_CHECKING:
+    from voicecall.config import LoadedConfig
+    from voicecall.gateway.client import ControlClient
+    from voicecall.gateway.runtime import Runtime
+
+# The standalone paths import the gateway itself only when they run: a command that finds a
+# running gateway (the usual case) starts without loading the server stack.
 
 
 class Api(Protocol):
@@ -43,6 +43,9 @@ def control_url(loaded: LoadedConfig) -> str:
 @contextlib.asynccontextmanager
 async def gateway_client(loaded: LoadedConfig) -> AsyncIterator[ControlClient | None]:
     """A client for the running gateway, or None when no gateway answers."""
+    from voicecall.config import resolve_control_token
+    from voicecall.gateway.client import ControlClient
+
     token = resolve_control_token(loaded.config, loaded.env)
     client = ControlClient(control_url(loaded), token,
                            timeout_s=loaded.config.transcript_timeout_ms / 1000 + 60)
@@ -60,6 +63,8 @@ async def live_api(loaded: LoadedConfig) -> AsyncIterator[tuple[Api, Runtime | N
             timeout = loaded.config.transcript_timeout_ms / 1000 + 60
             yield RemoteApi(client, timeout), None
             return
+    from voicecall.gateway.runtime import Runtime
+
     runtime = Runtime(loaded)
     await runtime.start()
     try:
@@ -75,6 +80,12 @@ async def read_api(loaded: LoadedConfig) -> AsyncIterator[Api]:
         if client is not None:
             yield RemoteApi(client, 60)
             return
+    from voicecall.config import store_dir
+    from voicecall.providers.registry import build_provider
+    from voicecall.server.rpc import ControlApi
+    from voicecall.service import CallService, ServiceSettings
+    from voicecall.store import SQLiteCallStore
+
     store = SQLiteCallStore(store_dir(loaded.config, loaded.env))
     async with store:
         service = CallService(ServiceSettings(), build_provider(loaded.config), store,
@@ -82,4 +93,4 @@ async def read_api(loaded: LoadedConfig) -> AsyncIterator[Api]:
         yield ControlApi(service)
 
 
-__all__ = ["Api", "GatewayUnavailable", "control_url", "gateway_client", "live_api", "read_api"]
+__all__ = ["Api", "control_url", "gateway_client", "live_api", "read_api"]
