@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from voicecall.config.json_schema import config_json_schema
 from voicecall.config.loader import (
     LoadedConfig,
     deep_merge,
@@ -99,8 +100,3 @@ def redacted_config(cfg: VoiceCallConfig) -> dict[str, Any]:
     if not isinstance(result, dict):  # pragma: no cover - a model always dumps to a dict
         raise TypeError("config did not dump to an object")
     return result
-
-
-def config_json_schema() -> dict[str, Any]:
-    """JSON Schema of the voice-call config, keyed by the camelCase file names."""
-    return VoiceCallConfig.model_json_schema(by_alias=True)

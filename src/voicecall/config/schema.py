@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 
 __all__ = [
@@ -151,12 +152,13 @@ def _check_ip(value: str) -> str:
     return value.strip()
 
 
-Int = Annotated[int, BeforeValidator(_reject_bool)]
-PositiveInt = Annotated[int, BeforeValidator(_reject_bool), Field(ge=1)]
-NonNegativeInt = Annotated[int, BeforeValidator(_reject_bool), Field(ge=0)]
+# Bounds go before the BeforeValidator: after it, pydantic checks them in a separate validator
+# and writes them into the JSON schema as its own `ge`/`le` keys instead of `minimum`/`maximum`.
+PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_reject_bool)]
+NonNegativeInt = Annotated[int, Field(ge=0), BeforeValidator(_reject_bool)]
 # Port 0 asks the OS for a free port (tests, side-by-side gateways).
-Port = Annotated[int, BeforeValidator(_reject_bool), Field(ge=0, le=65535)]
-Float = Annotated[float, BeforeValidator(_reject_bool)]
+Port = Annotated[int, Field(ge=0, le=65535), BeforeValidator(_reject_bool)]
+UnitFloat = Annotated[float, Field(ge=0, le=1), BeforeValidator(_reject_bool)]
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
 Secret = Annotated[SecretStr, Field(min_length=1)]
 E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
@@ -206,26 +208,38 @@ class _Model(BaseModel):
 class TwilioConfig(_Model):
     """Twilio credentials (env fallback TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN) and REST region."""
 
-    account_sid: NonEmptyStr | None = None
-    auth_token: Secret | None = None
-    region: Literal["us1", "ie1", "au1"] = "us1"
-    api_base_url: HttpUrl | None = None
-    """Override the REST base URL (a local simulator); a warning is logged when it is not Twilio's."""
+    account_sid: NonEmptyStr | None = Field(
+        None, description="Twilio account SID; TWILIO_ACCOUNT_SID fills it when unset.")
+    auth_token: Secret | None = Field(
+        None, description="Twilio auth token, for the REST API and to verify webhook signatures; "
+        "TWILIO_AUTH_TOKEN fills it when unset.")
+    region: Literal["us1", "ie1", "au1"] = Field(
+        "us1", description="Twilio REST API region: `us1` (United States), `ie1` (Ireland) or `au1` "
+        "(Australia).")
+    api_base_url: HttpUrl | None = Field(
+        None, description="REST API base URL to use instead of the region's, e.g. a local Twilio simulator; "
+        "a warning is logged when it is not Twilio's.")
 
 
 class TelnyxConfig(_Model):
     """Telnyx Call Control credentials; the public key verifies Ed25519 webhook signatures."""
 
-    api_key: Secret | None = None
-    connection_id: NonEmptyStr | None = None
-    public_key: Secret | None = None
+    api_key: Secret | None = Field(
+        None, description="Telnyx API key; TELNYX_API_KEY fills it when unset.")
+    connection_id: NonEmptyStr | None = Field(
+        None, description="Telnyx Call Control connection id; TELNYX_CONNECTION_ID fills it when unset.")
+    public_key: Secret | None = Field(
+        None, description="Telnyx public key that verifies Ed25519 webhook signatures, required unless "
+        "skipSignatureVerification is true; TELNYX_PUBLIC_KEY fills it when unset.")
 
 
 class PlivoConfig(_Model):
     """Plivo credentials (env fallback PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN)."""
 
-    auth_id: NonEmptyStr | None = None
-    auth_token: Secret | None = None
+    auth_id: NonEmptyStr | None = Field(
+        None, description="Plivo auth id; PLIVO_AUTH_ID fills it when unset.")
+    auth_token: Secret | None = Field(
+        None, description="Plivo auth token; PLIVO_AUTH_TOKEN fills it when unset.")
 
 
 # --- server, exposure, security ---------------------------------------------------------------
@@ -234,51 +248,80 @@ class PlivoConfig(_Model):
 class OutboundConfig(_Model):
     """Outbound call defaults: the mode every surface uses when none is given (docs/decisions.md D19)."""
 
-    default_mode: CallMode = "notify"
-    notify_hangup_delay_sec: NonNegativeInt = 3
-    machine_detection: bool = False
-    """Ask the carrier to detect answering machines; a machine ends a notify call as `voicemail`."""
+    default_mode: CallMode = Field(
+        "notify", description="Mode of an outbound call that names none: `notify` speaks the message and "
+        "hangs up, `conversation` stays on the line for more turns.")
+    notify_hangup_delay_sec: NonNegativeInt = Field(
+        3, description="Seconds from the end of a notify call's message (once the carrier confirms it "
+        "played) to the hang-up.")
+    machine_detection: bool = Field(
+        False, description="Ask the carrier to detect answering machines; a machine ends a notify call "
+        "as `voicemail`.")
 
 
 class ServeConfig(_Model):
     """The webhook server (the port tunnels expose to carriers)."""
 
-    port: Port = 3334
-    bind: NonEmptyStr = "127.0.0.1"
-    path: UrlPath = "/voice/webhook"
+    port: Port = Field(
+        3334, description="Port of the webhook server (carrier webhooks and media streams); 0 picks a "
+        "free port.")
+    bind: NonEmptyStr = Field("127.0.0.1", description="Address the webhook server listens on.")
+    path: UrlPath = Field(
+        "/voice/webhook", description="URL path of the carrier webhook; a missing leading `/` is added and a "
+        "trailing `/` removed.")
 
 
 class ControlConfig(_Model):
     """The control RPC listener: loopback, own port, bearer token (generated when unset)."""
 
-    bind: NonEmptyStr = "127.0.0.1"
-    port: Port = 3335
-    token: Annotated[SecretStr, Field(min_length=16)] | None = None
+    bind: NonEmptyStr = Field(
+        "127.0.0.1", description="Address the control API listens on; keep it a loopback address.")
+    port: Port = Field(3335, description="Port of the control API; must differ from serve.port.")
+    token: Annotated[SecretStr, Field(min_length=16)] | None = Field(
+        None, description="Bearer token of the control API, at least 16 characters. When unset, a token is "
+        "generated and kept in `gateway.token` in the state directory (`voicecall token` prints it).")
 
 
 class TailscaleConfig(_Model):
     """Legacy Tailscale serve/funnel exposure."""
 
-    mode: Literal["off", "serve", "funnel"] = "off"
-    path: UrlPath = "/voice/webhook"
-    port: Literal[443, 8443, 10000] = 443
+    mode: Literal["off", "serve", "funnel"] = Field(
+        "off", description="`serve` exposes the webhook on your tailnet, `funnel` on the internet, `off` "
+        "not at all.")
+    path: UrlPath = Field(
+        "/voice/webhook", description="Path Tailscale exposes; requests to it go to serve.path.")
+    port: Literal[443, 8443, 10000] = Field(443, description="HTTPS port Tailscale serves on.")
 
 
 class TunnelConfig(_Model):
     """Tunnel exposure (ngrok or Tailscale); env fallback NGROK_AUTHTOKEN / NGROK_DOMAIN."""
 
-    provider: Literal["none", "ngrok", "tailscale-serve", "tailscale-funnel"] = "none"
-    ngrok_auth_token: Secret | None = None
-    ngrok_domain: NonEmptyStr | None = None
-    allow_ngrok_free_tier_loopback_bypass: bool = False
+    provider: Literal["none", "ngrok", "tailscale-serve", "tailscale-funnel"] = Field(
+        "none", description="Tunnel started with the gateway: `ngrok` (the ngrok command on PATH), "
+        "`tailscale-serve` (tailnet only), `tailscale-funnel` (internet) or `none`. Its URL becomes the "
+        "webhook URL; it stops with the gateway.")
+    ngrok_auth_token: Secret | None = Field(
+        None, description="ngrok auth token; NGROK_AUTHTOKEN fills it when unset.")
+    ngrok_domain: NonEmptyStr | None = Field(
+        None, description="Reserved ngrok domain, for a URL that stays the same; NGROK_DOMAIN fills it when "
+        "unset.")
+    allow_ngrok_free_tier_loopback_bypass: bool = Field(
+        False, description="With an ngrok tunnel and a loopback serve.bind, trust forwarding headers on "
+        "requests from loopback when rebuilding the signed webhook URL. Signatures are still checked.")
 
 
 class WebhookSecurityConfig(_Model):
     """Which forwarding headers are trusted when rebuilding the public URL for signatures."""
 
-    allowed_hosts: list[NonEmptyStr] = Field(default_factory=list)
-    trust_forwarding_headers: bool = False
-    trusted_proxy_ips: list[IpAddress] = Field(default_factory=list, alias="trustedProxyIPs")
+    allowed_hosts: list[NonEmptyStr] = Field(
+        default_factory=list, description="Host names accepted from forwarding headers (X-Forwarded-Host "
+        "and the like); setting any turns forwarding headers on.")
+    trust_forwarding_headers: bool = Field(
+        False, description="Use X-Forwarded-Proto and X-Forwarded-Host to rebuild the URL the carrier "
+        "signed, behind a reverse proxy without publicUrl.")
+    trusted_proxy_ips: list[IpAddress] = Field(
+        default_factory=list, alias="trustedProxyIPs", description="When set, forwarding headers count only "
+        "on requests from these proxy IP addresses.")
 
 
 # --- media streaming, realtime, stt -----------------------------------------------------------
@@ -287,73 +330,109 @@ class WebhookSecurityConfig(_Model):
 class StreamingConfig(_Model):
     """Twilio Media Streams: WebSocket path, pre-auth caps and the transcription provider."""
 
-    enabled: bool = False
-    provider: NonEmptyStr | None = None
-    providers: ProviderDicts = Field(default_factory=dict)
-    stream_path: UrlPath = "/voice/stream"
-    pre_start_timeout_ms: PositiveInt = 5000
-    max_pending_connections: PositiveInt = 32
-    max_pending_connections_per_ip: PositiveInt = 4
-    max_connections: PositiveInt = 128
+    enabled: bool = Field(
+        False, description="Connect answered calls to a media stream: speech goes out as streamed TTS audio "
+        "(needs a tts provider with an API key), the caller is heard by streaming speech-to-text, and "
+        "caller speech interrupts playback.")
+    provider: NonEmptyStr | None = Field(
+        None, description="Speech-to-text provider: `openai`, `deepgram`, or `none` for speak-only calls. "
+        "Unset: the first provider under providers, else `openai`.")
+    providers: ProviderDicts = Field(
+        default_factory=dict, description="Settings per speech-to-text provider id: `apiKey` (else "
+        "OPENAI_API_KEY or DEEPGRAM_API_KEY), `baseUrl`, `model`; for openai also `silenceDurationMs`, "
+        "`vadThreshold`, `prefixPaddingMs`; for deepgram also `endpointingMs`, `language`.")
+    stream_path: UrlPath = Field(
+        "/voice/stream", description="WebSocket path of media streams on the webhook port; must differ "
+        "from serve.path.")
+    pre_start_timeout_ms: PositiveInt = Field(
+        5000, description="Milliseconds a new stream socket has to send its `start` message before it is "
+        "closed.")
+    max_pending_connections: PositiveInt = Field(
+        32, description="Stream sockets allowed to wait for their `start` message at the same time.")
+    max_pending_connections_per_ip: PositiveInt = Field(
+        4, description="Stream sockets allowed to wait for their `start` message at the same time, per "
+        "client IP address.")
+    max_connections: PositiveInt = Field(
+        128, description="Stream sockets allowed at the same time; more get HTTP 503 instead of degrading "
+        "every call.")
 
 
 class RealtimeToolParameters(_Model):
     """JSON-Schema object describing a realtime function tool's arguments."""
 
-    type: Literal["object"] = "object"
-    properties: dict[str, Any] = Field(default_factory=dict)
-    required: list[str] | None = None
+    type: Literal["object"] = Field("object", description="Always `object`.")
+    properties: dict[str, Any] = Field(
+        default_factory=dict, description="JSON Schema of each argument, by argument name.")
+    required: list[str] | None = Field(None, description="Names of the arguments that must be given.")
 
 
 class RealtimeTool(_Model):
     """A function tool offered to the realtime voice model."""
 
-    type: Literal["function"] = "function"
-    name: NonEmptyStr
-    description: str | None = None
-    parameters: RealtimeToolParameters = Field(default_factory=RealtimeToolParameters)
+    type: Literal["function"] = Field("function", description="Always `function`.")
+    name: NonEmptyStr = Field(description="Function name the model calls.")
+    description: str | None = Field(None, description="What the function does, for the model.")
+    parameters: RealtimeToolParameters = Field(
+        default_factory=RealtimeToolParameters, description="The function's arguments, as a JSON Schema "
+        "object.")
 
 
 class RealtimeAgentContext(_Model):
     """Agent context injected into the realtime session."""
 
-    enabled: bool = False
-    max_chars: PositiveInt | None = None
-    include_identity: bool | None = None
-    include_workspace_files: bool | None = None
-    files: list[NonEmptyStr] = Field(default_factory=list)
+    enabled: bool = Field(False, description="Add agent context to the realtime session.")
+    max_chars: PositiveInt | None = Field(None, description="Most characters of context to add.")
+    include_identity: bool | None = Field(None, description="Include the agent's identity.")
+    include_workspace_files: bool | None = Field(None, description="Include the agent's workspace files.")
+    files: list[NonEmptyStr] = Field(default_factory=list, description="Further files to include.")
 
 
 class RealtimeFastContext(_Model):
     """Fast context lookup before falling back to a full consult."""
 
-    enabled: bool = False
-    timeout_ms: PositiveInt | None = None
-    fallback_to_consult: bool | None = None
+    enabled: bool = Field(False, description="Try a quick context lookup before a full agent consult.")
+    timeout_ms: PositiveInt | None = Field(
+        None, description="Time limit of the quick lookup, in milliseconds.")
+    fallback_to_consult: bool | None = Field(
+        None, description="Consult the agent when the quick lookup finds nothing or times out.")
 
 
 class RealtimeConfig(_Model):
     """Realtime voice (speech-to-speech) bridge. `stream_path` is derived from serve.path."""
 
-    enabled: bool = False
-    provider: NonEmptyStr | None = None
-    stream_path: UrlPath | None = None
-    instructions: str = DEFAULT_REALTIME_INSTRUCTIONS
-    tool_policy: Literal["safe-read-only", "owner", "none"] = "safe-read-only"
-    tools: list[RealtimeTool] = Field(default_factory=list)
-    providers: ProviderDicts = Field(default_factory=dict)
-    consult_policy: Literal["auto", "substantive", "always"] = "auto"
-    agent_context: RealtimeAgentContext | None = None
-    fast_context: RealtimeFastContext | None = None
-    consult_thinking_level: NonEmptyStr | None = None
-    consult_fast_mode: bool | None = None
+    enabled: bool = Field(
+        False, description="Realtime speech-to-speech voice. Not available in this build: must be false.")
+    provider: NonEmptyStr | None = Field(None, description="Realtime voice provider id.")
+    stream_path: UrlPath | None = Field(
+        None, description="WebSocket path of the realtime stream. Unset: derived from serve.path "
+        "(`/voice/webhook` gives `/voice/stream/realtime`).")
+    instructions: str = Field(
+        DEFAULT_REALTIME_INSTRUCTIONS, description="Instructions for the realtime voice model.")
+    tool_policy: Literal["safe-read-only", "owner", "none"] = Field(
+        "safe-read-only", description="Which agent tools the realtime model may use.")
+    tools: list[RealtimeTool] = Field(
+        default_factory=list, description="Function tools offered to the realtime model.")
+    providers: ProviderDicts = Field(
+        default_factory=dict, description="Settings per realtime provider id.")
+    consult_policy: Literal["auto", "substantive", "always"] = Field(
+        "auto", description="When the realtime model consults the full agent.")
+    agent_context: RealtimeAgentContext | None = Field(
+        None, description="Agent context added to the realtime session.")
+    fast_context: RealtimeFastContext | None = Field(
+        None, description="A quick context lookup tried before a full agent consult.")
+    consult_thinking_level: NonEmptyStr | None = Field(
+        None, description="Thinking level of agent consults.")
+    consult_fast_mode: bool | None = Field(None, description="Run agent consults in fast mode.")
 
 
 class SttConfig(_Model):
     """Kept for compatibility with the original schema; speech-to-text lives under streaming."""
 
-    provider: Literal["openai"] = "openai"
-    model: NonEmptyStr = "whisper-1"
+    provider: Literal["openai"] = Field(
+        "openai", description="No effect (a warning says so); set streaming.provider instead.")
+    model: NonEmptyStr = Field(
+        "whisper-1", description="No effect (a warning says so); set `streaming.providers.<id>.model` "
+        "instead.")
 
 
 # --- tts --------------------------------------------------------------------------------------
@@ -362,53 +441,77 @@ class SttConfig(_Model):
 class ElevenLabsVoiceSettings(_Model):
     """ElevenLabs voice settings."""
 
-    stability: Annotated[Float, Field(ge=0, le=1)] | None = None
-    similarity_boost: Annotated[Float, Field(ge=0, le=1)] | None = None
-    style: Annotated[Float, Field(ge=0, le=1)] | None = None
-    use_speaker_boost: bool | None = None
-    speed: Annotated[Float, Field(ge=0.5, le=2)] | None = None
+    stability: UnitFloat | None = Field(None, description="Voice stability, from 0 to 1.")
+    similarity_boost: UnitFloat | None = Field(
+        None, description="How closely to keep to the original voice, from 0 to 1.")
+    style: UnitFloat | None = Field(None, description="Style exaggeration, from 0 to 1.")
+    use_speaker_boost: bool | None = Field(
+        None, description="Boost the similarity to the original speaker.")
+    speed: Annotated[float, Field(ge=0.5, le=2), BeforeValidator(_reject_bool)] | None = Field(
+        None, description="Speaking speed, from 0.5 to 2.")
+
+
+_NO_CALL_SPEECH = "; accepted, but Edge and Microsoft cannot speak on calls."
 
 
 class TtsProviderConfig(_Model):
     """One TTS provider block (`tts.providers.<id>`): the union of the known providers' keys."""
 
-    api_key: Secret | None = None
-    base_url: HttpUrl | None = None
-    model: NonEmptyStr | None = None
-    voice: NonEmptyStr | None = None
-    voice_id: NonEmptyStr | None = None
-    model_id: NonEmptyStr | None = None
-    speaker_voice: NonEmptyStr | None = None
-    speaker_voice_id: NonEmptyStr | None = None
-    speed: Annotated[Float, Field(ge=0.25, le=4)] | None = None
-    instructions: str | None = None
-    seed: Annotated[Int, Field(ge=0, le=4294967295)] | None = None
-    apply_text_normalization: Literal["auto", "on", "off"] | None = None
-    language_code: NonEmptyStr | None = None
-    voice_settings: ElevenLabsVoiceSettings | None = None
-    # Edge / Microsoft keys (accepted because core `messages.tts` may carry them).
-    enabled: bool | None = None
-    lang: NonEmptyStr | None = None
-    output_format: NonEmptyStr | None = None
-    pitch: str | None = None
-    rate: str | None = None
-    volume: str | None = None
-    save_subtitles: bool | None = None
-    proxy: str | None = None
-    timeout_ms: PositiveInt | None = None
+    api_key: Secret | None = Field(
+        None, description="API key of this provider; else OPENAI_API_KEY (openai) or ELEVENLABS_API_KEY / "
+        "XI_API_KEY (elevenlabs). A provider without a key is skipped.")
+    base_url: HttpUrl | None = Field(
+        None, description="API base URL to use instead of the provider's, e.g. a compatible server.")
+    model: NonEmptyStr | None = Field(
+        None, description="OpenAI: speech model (`gpt-4o-mini-tts` when unset).")
+    voice: NonEmptyStr | None = Field(
+        None, description="OpenAI: voice (`alloy` when unset). Twilio's own speech maps it onto a "
+        "similar Amazon Polly voice.")
+    voice_id: NonEmptyStr | None = Field(
+        None, description="ElevenLabs: voice id (a default voice when unset).")
+    model_id: NonEmptyStr | None = Field(
+        None, description="ElevenLabs: model id (`eleven_multilingual_v2` when unset).")
+    speaker_voice: NonEmptyStr | None = Field(
+        None, description="Accepted so shared OpenClaw configs load; no effect on calls.")
+    speaker_voice_id: NonEmptyStr | None = Field(
+        None, description="Accepted so shared OpenClaw configs load; no effect on calls.")
+    speed: Annotated[float, Field(ge=0.25, le=4), BeforeValidator(_reject_bool)] | None = Field(
+        None, description="OpenAI: speaking speed, from 0.25 to 4.")
+    instructions: str | None = Field(
+        None, description="OpenAI: how to speak (tone, accent, pace); used by gpt-4o-mini-tts models only.")
+    seed: Annotated[int, Field(ge=0, le=4294967295), BeforeValidator(_reject_bool)] | None = Field(
+        None, description="ElevenLabs: seed for repeatable output.")
+    apply_text_normalization: Literal["auto", "on", "off"] | None = Field(
+        None, description="ElevenLabs: whether numbers, dates and the like are spelled out before speaking.")
+    language_code: NonEmptyStr | None = Field(
+        None, description="ElevenLabs: language of the text, as an ISO 639-1 code such as `en`.")
+    voice_settings: ElevenLabsVoiceSettings | None = Field(
+        None, description="ElevenLabs: voice settings.")
+    enabled: bool | None = Field(None, description="Edge / Microsoft: provider on or off" + _NO_CALL_SPEECH)
+    lang: NonEmptyStr | None = Field(None, description="Edge / Microsoft: language" + _NO_CALL_SPEECH)
+    output_format: NonEmptyStr | None = Field(
+        None, description="Edge / Microsoft: audio output format" + _NO_CALL_SPEECH)
+    pitch: str | None = Field(None, description="Edge / Microsoft: voice pitch" + _NO_CALL_SPEECH)
+    rate: str | None = Field(None, description="Edge / Microsoft: speaking rate" + _NO_CALL_SPEECH)
+    volume: str | None = Field(None, description="Edge / Microsoft: volume" + _NO_CALL_SPEECH)
+    save_subtitles: bool | None = Field(
+        None, description="Edge / Microsoft: save subtitles next to the audio" + _NO_CALL_SPEECH)
+    proxy: str | None = Field(None, description="Edge / Microsoft: HTTP proxy" + _NO_CALL_SPEECH)
+    timeout_ms: PositiveInt | None = Field(
+        None, description="Edge / Microsoft: request time limit in milliseconds" + _NO_CALL_SPEECH)
 
 
 class TtsModelOverrides(_Model):
     """Which TTS settings the model may override inline."""
 
-    enabled: bool | None = None
-    allow_text: bool | None = None
-    allow_provider: bool | None = None
-    allow_voice: bool | None = None
-    allow_model_id: bool | None = None
-    allow_voice_settings: bool | None = None
-    allow_normalization: bool | None = None
-    allow_seed: bool | None = None
+    enabled: bool | None = Field(None, description="Let the model override TTS settings inline.")
+    allow_text: bool | None = Field(None, description="The model may change the spoken text.")
+    allow_provider: bool | None = Field(None, description="The model may choose the provider.")
+    allow_voice: bool | None = Field(None, description="The model may choose the voice.")
+    allow_model_id: bool | None = Field(None, description="The model may choose the speech model.")
+    allow_voice_settings: bool | None = Field(None, description="The model may change voice settings.")
+    allow_normalization: bool | None = Field(None, description="The model may change text normalization.")
+    allow_seed: bool | None = Field(None, description="The model may set the seed.")
 
 
 def normalize_tts_shape(
@@ -449,19 +552,49 @@ def normalize_tts_shape(
     return out
 
 
+_NO_CALL_EFFECT = "Accepted so shared OpenClaw configs load; no effect on calls."
+
+
+def _seed_shape_schema(schema: JsonDict) -> None:
+    """JSON Schema of `TtsConfig`: also the seed-shape blocks the validator moves under `providers`."""
+    properties = schema.get("properties")
+    providers = properties.get("providers") if isinstance(properties, dict) else None
+    block = providers.get("additionalProperties") if isinstance(providers, dict) else None
+    if not isinstance(properties, dict) or not isinstance(block, dict):  # pragma: no cover - always there
+        return
+    for key in sorted(SEED_TTS_PROVIDER_KEYS):
+        properties[key] = {
+            "anyOf": [dict(block), {"type": "null"}],  # the provider block's schema, or null (ignored)
+            "default": None,
+            "description": f"The same as providers.{key} (the older shape); merged into it, and keys set "
+            f"under providers.{key} win.",
+        }
+
+
 class TtsConfig(_Model):
     """Core TTS settings (same shape as OpenClaw `messages.tts`), normalised to `providers`."""
 
-    auto: Literal["off", "always", "inbound", "tagged"] | None = None
-    enabled: bool | None = None
-    mode: Literal["final", "all"] | None = None
-    provider: NonEmptyStr | None = None
-    summary_model: NonEmptyStr | None = None
-    model_overrides: TtsModelOverrides | None = None
-    providers: dict[str, TtsProviderConfig] = Field(default_factory=dict)
-    prefs_path: NonEmptyStr | None = None
-    max_text_length: PositiveInt | None = None
-    timeout_ms: Annotated[Int, Field(ge=1000, le=120000)] | None = None
+    model_config = ConfigDict(json_schema_extra=_seed_shape_schema)
+
+    auto: Literal["off", "always", "inbound", "tagged"] | None = Field(None, description=_NO_CALL_EFFECT)
+    enabled: bool | None = Field(None, description=_NO_CALL_EFFECT)
+    mode: Literal["final", "all"] | None = Field(None, description=_NO_CALL_EFFECT)
+    provider: NonEmptyStr | None = Field(
+        None, description="Preferred provider on calls, `openai` or `elevenlabs`; the other one, if it has "
+        "an API key, takes over when it fails before speaking. Unset: openai first.")
+    summary_model: NonEmptyStr | None = Field(None, description=_NO_CALL_EFFECT)
+    model_overrides: TtsModelOverrides | None = Field(
+        None, description="Which TTS settings a model may override inline. " + _NO_CALL_EFFECT)
+    providers: dict[str, TtsProviderConfig] = Field(
+        default_factory=dict, description="Settings per provider id: `openai` and `elevenlabs` speak on "
+        "calls; `edge` and `microsoft` are accepted but cannot.")
+    prefs_path: NonEmptyStr | None = Field(None, description=_NO_CALL_EFFECT)
+    max_text_length: PositiveInt | None = Field(
+        None, description="Longest text spoken in one piece, in characters (4096 when unset); longer "
+        "speech fails.")
+    timeout_ms: Annotated[int, Field(ge=1000, le=120000), BeforeValidator(_reject_bool)] | None = Field(
+        None, description="Time limit of one synthesis in milliseconds (8000 when unset), not counting "
+        "time spent waiting for playback.")
 
     @model_validator(mode="before")
     @classmethod
@@ -497,12 +630,18 @@ def _merge_plain(base: dict[str, Any], override: dict[str, Any]) -> dict[str, An
 class NumberRoute(_Model):
     """Per-dialed-number overrides for inbound calls (`numbers["+1555..."]`)."""
 
-    inbound_greeting: str | None = None
-    tts: TtsConfig | None = None
-    agent_id: NonEmptyStr | None = None
-    response_model: NonEmptyStr | None = None
-    response_system_prompt: str | None = None
-    response_timeout_ms: PositiveInt | None = None
+    inbound_greeting: str | None = Field(None, description="Greeting for inbound calls to this number.")
+    tts: TtsConfig | None = Field(
+        None, description="Speech settings for calls on this number (another voice, say), merged over the "
+        "top-level tts.")
+    agent_id: NonEmptyStr | None = Field(None, description="Agent id for inbound calls to this number.")
+    response_model: NonEmptyStr | None = Field(
+        None, description="Model for automatic replies on inbound calls to this number.")
+    response_system_prompt: str | None = Field(
+        None, description="System prompt for automatic replies on inbound calls to this number.")
+    response_timeout_ms: PositiveInt | None = Field(
+        None, description="Time limit of an automatic reply on inbound calls to this number, in "
+        "milliseconds.")
 
 
 class MockConfig(_Model):
@@ -512,11 +651,16 @@ class MockConfig(_Model):
     initiated to ringing and `answer_after_ms` the time from ringing to the outcome.
     """
 
-    answer_after_ms: NonNegativeInt = 300
-    outcome: Literal["answer", "busy", "no-answer", "failed"] = "answer"
-    caller_replies: list[str] = Field(default_factory=list)
-    speak_ms_per_char: NonNegativeInt = 40
-    ring_ms: NonNegativeInt = 100
+    answer_after_ms: NonNegativeInt = Field(
+        300, description="Milliseconds from ringing to the outcome.")
+    outcome: Literal["answer", "busy", "no-answer", "failed"] = Field(
+        "answer", description="How every mock call turns out.")
+    caller_replies: list[str] = Field(
+        default_factory=list, description="What the mock callee says, one entry each time the call "
+        "listens; after the last one it stays silent (`voicecall mock inject` speaks for it).")
+    speak_ms_per_char: NonNegativeInt = Field(
+        40, description="Milliseconds of speech per character (at least 200 ms per utterance).")
+    ring_ms: NonNegativeInt = Field(100, description="Milliseconds from dialing to ringing.")
 
 
 def derive_realtime_stream_path(serve_path: str) -> str:
@@ -541,22 +685,42 @@ class ResponderConfig(_Model):
     point in `voicecall.responders`).
     """
 
-    enabled: bool = False
-    type: Literal["llm", "http", "python"] = "llm"
-    base_url: HttpUrl | None = None
-    url: HttpUrl | None = None
-    target: NonEmptyStr | None = None
-    headers: dict[str, Secret] = Field(default_factory=dict)
-    history_turns: Annotated[Int, Field(ge=0, le=200)] = 20
+    enabled: bool = Field(
+        False, description="Answer caller turns on inbound calls and outbound conversation calls "
+        "automatically; when off, conversations are driven by `continue`.")
+    type: Literal["llm", "http", "python"] = Field(
+        "llm", description="`llm`: an OpenAI-compatible chat model (responseModel). `http`: each turn is "
+        "POSTed to url and the answer is spoken. `python`: a function named by target.")
+    base_url: HttpUrl | None = Field(
+        None, description="`llm`: base URL of an OpenAI-compatible server, instead of the model "
+        "provider's.")
+    url: HttpUrl | None = Field(
+        None, description="`http` (required): where each turn and the call context are POSTed as JSON; "
+        'the answer may be plain text, `{"text": ...}` or a streamed body.')
+    target: NonEmptyStr | None = Field(
+        None, description="`python` (required): `module:function`, or the name of an entry point in the "
+        "`voicecall.responders` group.")
+    headers: dict[str, Secret] = Field(
+        default_factory=dict, description="`http`: headers sent with each request, e.g. Authorization; "
+        "the values are secrets.")
+    history_turns: Annotated[int, Field(ge=0, le=200), BeforeValidator(_reject_bool)] = Field(
+        20, description="Earlier turns of the conversation (caller and reply) sent with each turn; 0 sends "
+        "none.")
 
 
 class IdleConfig(_Model):
     """What to do when the caller goes quiet while the bot waits (both off by default)."""
 
-    prompt_after_sec: PositiveInt | None = None
-    prompt: NonEmptyStr = "Are you still there?"
-    hangup_after_sec: PositiveInt | None = None
-    goodbye: NonEmptyStr = "It seems you've stepped away. Goodbye!"
+    prompt_after_sec: PositiveInt | None = Field(
+        None, description="Seconds of caller silence, from when the call starts listening, before "
+        "`prompt` is said; unset: never.")
+    prompt: NonEmptyStr = Field(
+        "Are you still there?", description="What is said after promptAfterSec seconds of silence.")
+    hangup_after_sec: PositiveInt | None = Field(
+        None, description="Seconds of caller silence, from when the call starts listening, before "
+        "`goodbye` is said and the call ends; must be greater than promptAfterSec; unset: never.")
+    goodbye: NonEmptyStr = Field(
+        "It seems you've stepped away. Goodbye!", description="What is said before the idle hang-up.")
 
 
 class VoiceCallConfig(_Model):
@@ -565,44 +729,110 @@ class VoiceCallConfig(_Model):
     Defaults describe a bare voice-call object: enabled, `mock` carrier (docs/decisions.md D36).
     """
 
-    enabled: bool = True
-    provider: ProviderName = "mock"
-    telnyx: TelnyxConfig = Field(default_factory=TelnyxConfig)
-    twilio: TwilioConfig = Field(default_factory=TwilioConfig)
-    plivo: PlivoConfig = Field(default_factory=PlivoConfig)
-    from_number: E164 | None = None
-    to_number: E164 | None = None
-    inbound_policy: InboundPolicy = "disabled"
-    allow_from: list[E164] = Field(default_factory=list)
-    inbound_greeting: str | None = None
-    outbound: OutboundConfig = Field(default_factory=OutboundConfig)
-    max_duration_seconds: PositiveInt = 300
-    stale_call_reaper_seconds: NonNegativeInt = 120
-    silence_timeout_ms: PositiveInt = 800
-    transcript_timeout_ms: PositiveInt = 180000
-    ring_timeout_ms: PositiveInt = 30000
-    max_concurrent_calls: PositiveInt = 1
-    serve: ServeConfig = Field(default_factory=ServeConfig)
-    control: ControlConfig = Field(default_factory=ControlConfig)
-    tailscale: TailscaleConfig = Field(default_factory=TailscaleConfig)
-    tunnel: TunnelConfig = Field(default_factory=TunnelConfig)
-    webhook_security: WebhookSecurityConfig = Field(default_factory=WebhookSecurityConfig)
-    streaming: StreamingConfig = Field(default_factory=StreamingConfig)
-    realtime: RealtimeConfig = Field(default_factory=RealtimeConfig)
-    public_url: HttpUrl | None = None
-    skip_signature_verification: bool = False
-    stt: SttConfig = Field(default_factory=SttConfig)
-    tts: TtsConfig = Field(default_factory=TtsConfig)
-    store: NonEmptyStr | None = None
-    agent_id: NonEmptyStr = "main"
-    session_scope: SessionScope = "per-phone"
-    numbers: dict[E164, NumberRoute] = Field(default_factory=dict)
-    response_model: NonEmptyStr | None = None
-    response_system_prompt: str | None = None
-    response_timeout_ms: PositiveInt = 30000
-    responder: ResponderConfig = Field(default_factory=ResponderConfig)
-    idle: IdleConfig = Field(default_factory=IdleConfig)
-    mock: MockConfig = Field(default_factory=MockConfig)
+    enabled: bool = Field(
+        True, description="Voice calls on or off. In an OpenClaw config, "
+        "`plugins.entries.voice-call.enabled: false` turns them off too, and a config without that "
+        "entry has them off.")
+    provider: ProviderName = Field(
+        "mock", description="Carrier that places and receives calls. This build drives `mock` (built in, "
+        "offline) and `twilio`; `telnyx` and `plivo` are refused.")
+    telnyx: TelnyxConfig = Field(
+        default_factory=TelnyxConfig, description="Telnyx credentials (the Telnyx carrier is not "
+        "available in this build).")
+    twilio: TwilioConfig = Field(
+        default_factory=TwilioConfig, description="Twilio credentials and REST region.")
+    plivo: PlivoConfig = Field(
+        default_factory=PlivoConfig, description="Plivo credentials (the Plivo carrier is not available in "
+        "this build).")
+    from_number: E164 | None = Field(
+        None, description="Our phone number in E.164 form (+15550001234), the caller ID of outbound calls. "
+        "Required for real carriers; TWILIO_FROM_NUMBER fills it for twilio.")
+    to_number: E164 | None = Field(
+        None, description="Number to call when a call request names none (E.164).")
+    inbound_policy: InboundPolicy = Field(
+        "disabled", description="Which inbound callers are answered: `disabled` none, `open` all, "
+        "`allowlist` the numbers in allowFrom (`pairing` behaves like `allowlist` for now).")
+    allow_from: list[E164] = Field(
+        default_factory=list, description="Caller numbers answered under the `allowlist` policy (E.164).")
+    inbound_greeting: str | None = Field(
+        None, description="What inbound callers hear first; the greeting of the dialed number's route in "
+        "numbers wins, and a built-in greeting is used when neither is set.")
+    outbound: OutboundConfig = Field(
+        default_factory=OutboundConfig, description="Defaults for outbound calls.")
+    max_duration_seconds: PositiveInt = Field(
+        300, description="Longest an answered call may last, in seconds; it then ends as `timeout`.")
+    stale_call_reaper_seconds: NonNegativeInt = Field(
+        120, description="Calls never answered and older than this many seconds end as `timeout`; 0 turns "
+        "this off.")
+    silence_timeout_ms: PositiveInt = Field(
+        800, description="Accepted so shared OpenClaw configs load; no effect in this build.")
+    transcript_timeout_ms: PositiveInt = Field(
+        180000, description="How long `continue` waits for the caller's answer, in milliseconds; the call "
+        "stays usable after a timeout.")
+    ring_timeout_ms: PositiveInt = Field(
+        30000, description="How long an outbound call may ring, in milliseconds, before it ends as "
+        "`no-answer`.")
+    max_concurrent_calls: PositiveInt = Field(
+        1, description="Live calls allowed at the same time, inbound and outbound together; more are "
+        "refused.")
+    serve: ServeConfig = Field(
+        default_factory=ServeConfig, description="The webhook server that carriers call.")
+    control: ControlConfig = Field(
+        default_factory=ControlConfig, description="The control API used by the CLI, the agent tool and "
+        "your own programs.")
+    tailscale: TailscaleConfig = Field(
+        default_factory=TailscaleConfig, description="Older Tailscale exposure, used when neither publicUrl "
+        "nor tunnel.provider is set.")
+    tunnel: TunnelConfig = Field(
+        default_factory=TunnelConfig, description="A tunnel started with the gateway to expose the webhook, "
+        "used when publicUrl is not set.")
+    webhook_security: WebhookSecurityConfig = Field(
+        default_factory=WebhookSecurityConfig, description="Which forwarding headers are trusted when the "
+        "webhook URL a carrier signed is rebuilt from a request (only without publicUrl).")
+    streaming: StreamingConfig = Field(
+        default_factory=StreamingConfig, description="Media streams (Twilio): streamed speech out, "
+        "streaming speech-to-text in, interruptions.")
+    realtime: RealtimeConfig = Field(
+        default_factory=RealtimeConfig, description="Realtime speech-to-speech voice. Not available in this "
+        "build: `enabled` must stay false; the other keys are accepted so shared configs load.")
+    public_url: HttpUrl | None = Field(
+        None, description="Public URL of the webhook as carriers call (and sign) it, e.g. "
+        "https://voice.example.com/voice/webhook; takes precedence over tunnels.")
+    skip_signature_verification: bool = Field(
+        False, description="Accept webhooks without checking the carrier's signature. For local tests "
+        "only; a security warning is logged at start.")
+    stt: SttConfig = Field(
+        default_factory=SttConfig, description="No effect (a warning says so): speech-to-text is set under "
+        "streaming.")
+    tts: TtsConfig = Field(
+        default_factory=TtsConfig, description="Text-to-speech: the voice of calls. Merged over "
+        "`messages.tts` of an OpenClaw config.")
+    store: NonEmptyStr | None = Field(
+        None, description="Directory of the SQLite call store (`~` is expanded). Unset: `voice-calls` in "
+        "the state directory (`$OPENCLAW_STATE_DIR`, else `~/.openclaw`).")
+    agent_id: NonEmptyStr = Field(
+        "main", description="Agent id used in conversation session keys (`agent:<agentId>:...`).")
+    session_scope: SessionScope = Field(
+        "per-phone", description="Which calls share conversation memory: `per-phone` those with the same "
+        "remote number, `per-call` none, `main` all.")
+    numbers: dict[E164, NumberRoute] = Field(
+        default_factory=dict, description="Settings per phone number of ours, keyed by the E.164 number: "
+        "greeting, voice, agent and replies for inbound calls to that number.")
+    response_model: NonEmptyStr | None = Field(
+        None, description="Model of automatic replies, as `provider/model` (openai, openrouter, groq, "
+        "together, mistral, deepseek, xai, ollama, lmstudio, vllm); `openai/gpt-4o-mini` when unset.")
+    response_system_prompt: str | None = Field(
+        None, description="System prompt of automatic replies; unset: a built-in prompt asking for brief, "
+        "natural phone replies.")
+    response_timeout_ms: PositiveInt = Field(
+        30000, description="Time limit of one whole automatic reply, in milliseconds; after it nothing is "
+        "said and the call listens again.")
+    responder: ResponderConfig = Field(
+        default_factory=ResponderConfig, description="Automatic replies to what the caller says.")
+    idle: IdleConfig = Field(
+        default_factory=IdleConfig, description="Prompt and hang up when the caller stays silent.")
+    mock: MockConfig = Field(
+        default_factory=MockConfig, description="Behaviour of the built-in offline `mock` carrier.")
 
     @field_validator("tts", mode="before")
     @classmethod
