@@ -95,6 +95,11 @@ async def test_second_call_from_the_same_number_sees_memory_only_per_phone(
         await first.wait_until(lambda: len(first.said) == 2, timeout=15)
         await first.hangup()
         await eventually(lambda: not gateway.service.active_calls())
+        # The first call's turn is remembered once its reply has finished, which may be just
+        # after the hang-up; the second call comes after that.
+        first_call = (await gateway.service.store.recent_calls(1))[0]
+        key = gateway.service.session_key(first_call.call_id, FRIEND)
+        await eventually(lambda: gateway.service.store.session_messages(key))
         second = await sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url,
                                          callee=Callee(replies=["It's me again"], reply_delay_s=0.1))
         await second.wait_until(lambda: len(second.said) == 2, timeout=15)

@@ -334,3 +334,61 @@ async def test_wait_for_change_wakes_on_a_persist_and_returns_at_once_when_alrea
     assert time.monotonic() - began < 2 and all(v > start for v in versions)
     assert await service.wait_for_change(start, 5) > start  # already changed: no wait
     await service.stop()
+
+
+async def test_a_failed_speak_names_its_cause_even_when_the_error_has_no_text(
+        store: SQLiteCallStore) -> None:
+    service, provider = await make(store)
+    rec = await service.initiate("+15555550123", "Hello", mode="conversation")
+    await until(lambda: "initialMessageSpokenAt" in rec.metadata)
+
+    async def unconfirmed(call: CallRecord, text: str) -> None:
+        raise TimeoutError  # what a playback confirmation that never came looks like
+
+    provider.play_tts = unconfirmed  # type: ignore[method-assign]
+    with pytest.raises(CallError) as info:
+        await service.speak(rec.call_id, "Are you there?")
+    assert str(info.value).startswith("speak failed: ")
+    assert str(info.value).removeprefix("speak failed: ").strip()  # a cause, never empty
+    assert rec.state == CallState.LISTENING and not rec.is_terminal
+    await service.stop()
+
+
+async def test_speech_asked_for_before_an_answer_that_never_comes_is_never_played(
+        store: SQLiteCallStore) -> None:
+    service, provider = await make(store, replace(FAST, answer_after_ms=60_000),
+                                   replace(SETTINGS, ring_timeout_ms=200, ring_grace_ms=50))
+    rec = await service.initiate("+15555550123", "Hello", mode="conversation")
+    with pytest.raises(CallError, match="Call ended: no-answer"):
+        await asyncio.wait_for(service.continue_call(rec.call_id, "How are you?"), 5)
+    assert provider.heard(rec.provider_call_id or "") == []
+    assert [e.text for e in rec.transcript] == []
+    await service.stop()
+
+
+async def test_speak_and_keys_play_in_the_order_asked_for_after_the_opening(
+        store: SQLiteCallStore) -> None:
+    service, provider = await make(store, replace(FAST, answer_after_ms=100))
+    rec = await service.initiate("+15555550123", "Hello", mode="conversation",
+                                 dtmf_sequence="9")
+    played: list[str] = []
+    say, press = provider.play_tts, provider.send_dtmf
+
+    async def said(call: CallRecord, text: str) -> None:
+        await say(call, text)
+        played.append(text)
+
+    async def pressed(call: CallRecord, digits: str) -> None:
+        await press(call, digits)
+        played.append(f"keys {digits}")
+
+    provider.play_tts = said  # type: ignore[method-assign]
+    provider.send_dtmf = pressed  # type: ignore[method-assign]
+    asked = [asyncio.create_task(service.speak(rec.call_id, "One")),  # all before the answer
+             asyncio.create_task(service.send_dtmf(rec.call_id, "42")),
+             asyncio.create_task(service.speak(rec.call_id, "Two"))]
+    await asyncio.wait_for(asyncio.gather(*asked), 5)
+    assert rec.answered_at is not None
+    assert played == ["keys 9", "Hello", "One", "keys 42", "Two"]
+    assert [e.text for e in rec.transcript] == ["Hello", "One", "Two"]
+    await service.stop()

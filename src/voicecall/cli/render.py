@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 if TYPE_CHECKING:
@@ -50,6 +51,10 @@ def status(console: Console, result: dict[str, Any]) -> None:
     reason = f" ({c['endReason']})" if c.get("endReason") else ""
     detail = (c.get("metadata") or {}).get("endDetail")
     console.print(f"  state: [bold]{c['state']}[/]{reason}" + (f" — {detail}" if detail else ""))
+    rejections = c.get("webhookRejections")
+    if rejections:
+        console.print(f"  [yellow]webhooks rejected: {rejections['count']}[/], last: "
+                      f"{escape(str(rejections['lastReason']))}", highlight=False)
     if result.get("history"):
         console.print("  path:  " + " → ".join(h["state"] for h in result["history"]))
     for entry in c.get("transcript", []):

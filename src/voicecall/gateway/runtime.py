@@ -163,7 +163,7 @@ class Runtime:
                 self._warm_task = asyncio.create_task(self._warm_phrases(), name="voicecall-warm-tts")
             webhook_app = WebhookApp(
                 provider=self.provider, apply_events=self.service.apply_events,
-                replays=self.store,
+                replays=self.store, rejections=self.service.rejections,
                 path=c.serve.path, skip_signature_verification=c.skip_signature_verification)
             await self._serve(webhook_app, webhook_sock, ws=ws)
             if control_sock is not None:

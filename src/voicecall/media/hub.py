@@ -3,7 +3,8 @@ its call, and playback for the call service.
 
 - `open()` authorizes a stream's `start` with the carrier (live call + per-call token) and
   builds its session (playback on the shared pacer, speech-to-text connected in the background).
-- The call service speaks through `play()`, which waits a bounded time for the call's stream.
+- The call service speaks through `enqueue()` (speech and keys, in the order of its speech
+  line), which waits a bounded time for the call's stream.
 - Caller speech start clears playback at once (barge-in), except while an outbound conversation
   call is still saying its first message; a final transcript becomes a `call.speech` event.
 - When a stream ends, the call is ended after a grace period unless a new stream comes for it.
@@ -37,6 +38,8 @@ __all__ = ["MediaHub", "SttFactory"]
 log = logging.getLogger(__name__)
 
 SttFactory = Callable[[SttCallbacks], SttSession]
+Audio = tuple[int, bytes]
+"""Ready audio (sample rate, PCM16LE) played instead of synthesized text: key tones."""
 DISCONNECT_GRACE_S = 2.0
 STREAM_WAIT_S = 10.0
 
@@ -72,7 +75,7 @@ class MediaHub:
         self.stream_wait_s = stream_wait_s
         self.pacer = Pacer()
         self._sessions: dict[str, StreamSession] = {}
-        self._early: dict[str, list[tuple[str, asyncio.Future[PlaybackResult]]]] = {}
+        self._early: dict[str, list[tuple[str, Audio | None, asyncio.Future[PlaybackResult]]]] = {}
         self._early_timers: dict[str, asyncio.TimerHandle] = {}
         self._grace: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -181,12 +184,16 @@ class MediaHub:
     def enqueue(self, call: CallRecord, text: str) -> asyncio.Future[PlaybackResult]:
         """Queue `text` on the call's stream, or, before the stream is up, until it connects
         (for at most `stream_wait_s`). Order is kept either way."""
+        return self._enqueue(call, text, None)
+
+    def _enqueue(self, call: CallRecord, text: str,
+                 audio: Audio | None) -> asyncio.Future[PlaybackResult]:
         session = self._sessions.get(call.call_id)
         if session is not None:
-            return session.playback.play(text).result
+            return session.playback.play(text, audio=audio).result
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[PlaybackResult] = loop.create_future()
-        self._early.setdefault(call.call_id, []).append((text, fut))
+        self._early.setdefault(call.call_id, []).append((text, audio, fut))
         if call.call_id not in self._early_timers:
             self._early_timers[call.call_id] = loop.call_later(
                 self.stream_wait_s, self._no_stream, call.call_id)
@@ -194,7 +201,7 @@ class MediaHub:
 
     def _no_stream(self, call_id: str) -> None:
         self._early_timers.pop(call_id, None)
-        for _text, fut in self._early.pop(call_id, []):
+        for _text, _audio, fut in self._early.pop(call_id, []):
             if not fut.done():
                 fut.set_exception(PlaybackError(
                     f"no media stream for the call after {self.stream_wait_s:g} s"))
@@ -204,25 +211,20 @@ class MediaHub:
         timer = self._early_timers.pop(session.call_id, None)
         if timer is not None:
             timer.cancel()
-        for text, fut in self._early.pop(session.call_id, []):
+        for text, audio, fut in self._early.pop(session.call_id, []):
             if fut.done():
                 continue
             try:
-                source = session.playback.play(text).result
+                source = session.playback.play(text, audio=audio).result
             except PlaybackError as exc:
                 fut.set_exception(exc)
                 continue
             source.add_done_callback(functools.partial(_copy, target=fut))
 
     def enqueue_dtmf(self, call: CallRecord, digits: str) -> asyncio.Future[PlaybackResult]:
-        """Play `digits` as key tones on the call's stream (in order with speech)."""
-        session = self._sessions.get(call.call_id)
-        if session is None:
-            fut: asyncio.Future[PlaybackResult] = asyncio.get_running_loop().create_future()
-            fut.set_exception(PlaybackError("no media stream for the call"))
-            fut.exception()
-            return fut
-        return session.playback.play(f"[keys {digits}]", audio=(8000, dtmf_pcm(digits))).result
+        """Play `digits` as key tones on the call's stream (in order with speech), waiting for
+        the stream like speech does (the keys sent before the first message come at answer)."""
+        return self._enqueue(call, f"[keys {digits}]", (8000, dtmf_pcm(digits)))
 
     # -- what the caller does --------------------------------------------------------------------
     def _greeting_protected(self, record: CallRecord) -> bool:

@@ -46,6 +46,9 @@ class Verification(NamedTuple):
     ok: bool
     request_key: str | None = None
     reason: str | None = None
+    call_id: str | None = None
+    """On failure, the call the request names (our id or the carrier's), as the adapter reads it
+    without trusting the request: used only to count the refusal against that call."""
 
 
 @dataclass(slots=True)

@@ -1,7 +1,8 @@
 """The `mock` carrier: a simulated phone network for development with no network at all.
 
 A placed call rings, then answers (or ends busy / no-answer / failed); speaking takes time in
-proportion to the text; listening yields the next scripted caller reply or waits for speech
+proportion to the text (only once the callee answered, and newer speech or keys cut it off, as
+on a real carrier); listening yields the next scripted caller reply or waits for speech
 injected with `inject` (the `mock.inject` RPC). Mock webhooks carry normalized events as JSON
 and are unsigned: the hash of the body is their request key, so a replayed body is recognised.
 """
@@ -94,6 +95,8 @@ class _SimCall:
     digits_heard: list[str] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
     seq: int = 0
+    playing: int = 0
+    """Counts playbacks (speech and keys): a newer one cuts off the one in progress."""
 
 
 class MockProvider:
@@ -174,11 +177,16 @@ class MockProvider:
             sim.task.cancel()
 
     async def play_tts(self, call: CallRecord, text: str) -> None:
-        sim = self._live(call)
+        """Say `text` to the answered callee; like a real carrier, newer speech (or keys) sent
+        before it finished cuts it off, and it fails."""
+        sim = self._playable(call)
+        mine = sim.playing
         duration = max(MIN_SPEAK_MS, len(text) * self.behaviour.speak_ms_per_char) / 1000
         await asyncio.sleep(duration)
         if sim.ended:
             raise ProviderError("mock: the callee hung up during playback")
+        if sim.playing != mine:
+            raise ProviderError("mock: cut off by newer speech or keys before it finished")
         sim.heard.append(text)
 
     async def start_listening(self, call: CallRecord, turn_token: str | None) -> None:
@@ -194,7 +202,7 @@ class MockProvider:
             sim.listening, sim.listen_token = False, None
 
     async def send_dtmf(self, call: CallRecord, digits: str) -> None:
-        self._live(call).digits_heard.append(digits)
+        self._playable(call).digits_heard.append(digits)
 
     async def get_call_status(self, provider_call_id: str) -> ProviderCallStatus:
         sim = self._calls.get(provider_call_id)
@@ -258,6 +266,15 @@ class MockProvider:
             self._calls[call.provider_call_id] = sim
         if sim.ended:
             raise ProviderError("mock: call has ended")
+        return sim
+
+    def _playable(self, call: CallRecord) -> _SimCall:
+        """The callee about to hear something new (which cuts off what is playing); a callee
+        who has not answered hears nothing."""
+        sim = self._live(call)
+        if not sim.answered:
+            raise ProviderError("mock: the callee has not answered yet")
+        sim.playing += 1
         return sim
 
     def _spawn(self, coro: Any) -> None:

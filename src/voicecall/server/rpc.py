@@ -141,12 +141,21 @@ class ControlApi:
     async def status(self, params: Mapping[str, Any]) -> dict[str, Any]:
         call_id = _text(params, "callId") or _text(params, "sid")
         if call_id is None:
-            return {"calls": [_public(r) for r in await self.service.list_active()]}
+            return {"calls": [self._view(r) for r in await self.service.list_active()]}
         record = await self.service.get_call(call_id)
         if record is None:
             return {"found": False}
         history = await self.service.store.state_history(record.call_id)
-        return {"found": True, "call": _public(record), "history": history}
+        return {"found": True, "call": self._view(record), "history": history}
+
+    def _view(self, record: CallRecord) -> dict[str, Any]:
+        """A call as `status` shows it: its public record, plus `webhookRejections` (count, last
+        reason, when) while webhooks naming it are being refused."""
+        data = _public(record)
+        rejections = self.service.rejections.of(record.call_id)
+        if rejections is not None:
+            data["webhookRejections"] = rejections.to_json()
+        return data
 
     async def latency(self, params: Mapping[str, Any]) -> dict[str, Any]:
         last = int(_number(params, "last", 200, lo=1, hi=100_000))

@@ -29,6 +29,7 @@ from voicecall.security.limits import (
     InFlightLimiter,
     read_body,
 )
+from voicecall.service.rejections import clean_reason
 from voicecall.shared.asgi import Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,15 @@ class ReplayStore(Protocol):
 
     async def lookup_replay(self, key: str) -> dict[str, Any] | None: ...
     async def remember_reply(self, key: str, reply: dict[str, Any]) -> None: ...
+
+
+class RejectionSink(Protocol):
+    """Where refused webhooks are counted against the call they name (the call service's
+    `WebhookRejections`); it must never change the call."""
+
+    def record(self, claimed_call_id: str | None, reason: str) -> tuple[str, int] | None:
+        """Our call id and its refusal count, or None when the request names no live call."""
+        ...
 
 
 HEALTH_PATH = "/health"
@@ -68,9 +78,10 @@ class WebhookApp:
         self, *, provider: Provider, apply_events: ApplyEvents, replays: ReplayStore,
         path: str, skip_signature_verification: bool = False,
         max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S,
-        limiter: InFlightLimiter | None = None,
+        limiter: InFlightLimiter | None = None, rejections: RejectionSink | None = None,
     ) -> None:
         self.provider = provider
+        self.rejections = rejections
         self.apply_events = apply_events
         self.replays = replays
         self.path = normalize_path(path)
@@ -104,6 +115,7 @@ class WebhookApp:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
         for required in self._required_headers:
             if required not in headers:
+                log.warning("webhook rejected: the %s header is missing", required)
                 return PlainTextResponse("Unauthorized", status_code=401)
         client = scope.get("client")
         slot = self.limiter.acquire(client[0] if client else None)
@@ -134,11 +146,10 @@ class WebhookApp:
             return PlainTextResponse("Bad Request: incomplete body", status_code=400)
         request = _request(scope, headers, body)
         verification = self.provider.verify_webhook(request)
-        if not verification.ok:
-            log.warning("webhook rejected: %s", verification.reason or "verification failed")
-            return PlainTextResponse("Unauthorized", status_code=401)
-        if not verification.request_key:
-            log.warning("webhook rejected: verification succeeded without request identity key")
+        if not verification.ok or not verification.request_key:
+            reason = (verification.reason or "verification failed") if not verification.ok \
+                else "verification succeeded without a request identity key"
+            self._rejected(reason, verification.call_id)
             return PlainTextResponse("Unauthorized", status_code=401)
         key = verification.request_key
         try:
@@ -159,6 +170,16 @@ class WebhookApp:
         row = _reply_row(await self.provider.webhook_reply(request, parsed, outcomes))
         await self.replays.remember_reply(key, row)
         return _response(row)
+
+    def _rejected(self, reason: str, claimed_call_id: str | None) -> None:
+        """Log a refused webhook and count it against the call it names; nothing else changes."""
+        reason = clean_reason(reason)
+        counted = self.rejections.record(claimed_call_id, reason) if self.rejections else None
+        if counted is None:
+            log.warning("webhook rejected: %s", reason)
+        else:
+            log.warning("webhook rejected for call %s (%d rejected so far): %s",
+                        counted[0], counted[1], reason)
 
 
 def _reply_row(reply: ParsedWebhook) -> dict[str, Any]:

@@ -13,29 +13,28 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from voicecall.calls.events import CallEvent
 from voicecall.calls.machine import end_record, transition
-from voicecall.calls.model import CallMode, CallRecord, CallState, EndReason, TranscriptEntry
+from voicecall.calls.model import CallMode, CallRecord, CallState, EndReason
 from voicecall.calls.phone import is_dtmf, is_e164
 from voicecall.calls.policy import session_key
 from voicecall.calls.timers import TimerSet
 from voicecall.providers.base import DialRequest, EventOutcome, Provider
 from voicecall.providers.streams import PlaybackResult
-from voicecall.service import apply, restore, turns
+from voicecall.service import apply, restore, speech, turns
 from voicecall.service.errors import CallError, CallNotFound
 from voicecall.service.live import LiveCall, LiveCalls, Waiter
 from voicecall.service.operations import Operations
 from voicecall.service.protocols import MediaPlayer, TurnHandler
+from voicecall.service.rejections import WebhookRejections
 from voicecall.service.settings import (
     DIAL_TIMEOUT_S,
-    DTMF_TIMEOUT_S,
     HANGUP_TIMEOUT_S,
     LISTEN_TIMEOUT_S,
     ServiceSettings,
-    speak_timeout_s,
 )
 from voicecall.shared.clock import now_ms
 from voicecall.store.protocol import CallStore
@@ -57,6 +56,7 @@ class CallService:
         self.media: MediaPlayer | None = None
         self.stream_url: str | None = None
         self._operations = Operations()
+        self.rejections = WebhookRejections(self.calls)
         self._timers = TimerSet()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._version = 0  # bumped by every persist
@@ -138,6 +138,7 @@ class CallService:
         record = call.record
         self._timers.cancel(record.call_id)
         self.calls.remove(record)
+        call.line.end(record.end_reason.value if record.end_reason else record.state.value)
         waiter = call.waiter
         if waiter and not waiter.future.done():
             detail = record.metadata.get("endDetail")
@@ -233,58 +234,26 @@ class CallService:
                            call_id=call_id, remote_number=remote)
 
     # -- speaking, listening, keys -----------------------------------------------------------
-    async def speak(self, call_id: str, text: str, *, quiet_idle: bool = False) -> PlaybackResult:
-        """Say `text` on the call; returns after it has played. The transcript keeps what the
-        caller heard: all of it, or (after a barge-in on a media stream) the part played."""
+    async def speak(self, call_id: str, text: str, *, quiet_idle: bool = False,
+                    on_turn: Callable[[], None] | None = None) -> PlaybackResult:
+        """Say `text` on the call once the speech asked for before it (the opening message
+        first) has gone; returns after it has played (`service.speech.speak`)."""
         text = text.strip()
         if not text:
             raise CallError("message required", code=-32602)
         call = await self._connected(call_id)
-        record = call.record
+        place = call.line.join()  # before any await: speech plays in the order it was asked for
         if not quiet_idle:
-            self._timers.cancel(record.call_id, "idle-prompt")
-            self._timers.cancel(record.call_id, "idle-hangup")
-        # Queued before the first await: concurrent speaks on a stream play in call order.
-        playing = self.media.enqueue(record, text) if self.media and self.streams_audio(record) else None
-        async with call.lock:
-            record.state = transition(record.state, CallState.SPEAKING)
-            await self.persist(record)
-        try:
-            result = await self._play(record, text, playing)
-        except Exception as exc:
-            await self._speak_failed(call)
-            if record.is_terminal:
-                raise CallError(f"Call ended: {record.end_reason}", call_id=record.call_id,
-                                code=-32005) from exc
-            raise CallError(f"speak failed: {exc or 'playback timed out'}",
-                            call_id=record.call_id) from exc
-        async with call.lock:
-            if result.played_text:
-                record.transcript.append(TranscriptEntry(timestamp=now_ms(), speaker="bot",
-                                                         text=result.played_text))
-            if (result.interrupted or result.skipped) and not record.is_terminal:
-                record.state = transition(record.state, CallState.LISTENING)
-            await self.persist(record)
-        return result
-
-    async def _play(self, record: CallRecord, text: str,
-                    playing: asyncio.Future[PlaybackResult] | None) -> PlaybackResult:
-        timeout = speak_timeout_s(text)
-        if playing is not None:
-            return await asyncio.wait_for(playing, timeout)
-        await asyncio.wait_for(self.provider.play_tts(record, text), timeout)
-        return PlaybackResult(text)
-
-    async def _speak_failed(self, call: LiveCall) -> None:
-        async with call.lock:
-            record = call.record
-            if not record.is_terminal:
-                record.state = transition(record.state, CallState.LISTENING)
-                await self.persist(record)
+            self.cancel_idle_timers(call.call_id)
+        return await speech.speak(self, call, place, text, on_turn=on_turn)
 
     async def continue_call(self, call_id: str, message: str) -> str:
-        """Say `message`, then wait for the caller's next final transcript and return it."""
+        """Say `message` (in line with the call's other speech, `service.turns`), then wait for
+        the caller's next final transcript and return it."""
         call = await self._connected(call_id)
+        message = message.strip()
+        if not message:
+            raise CallError("message required", code=-32602)
         if call.in_turn:
             raise CallError("Already waiting for transcript", call_id=call.call_id, code=-32007)
         call.in_turn = True
@@ -317,21 +286,17 @@ class CallService:
             await self.persist(call.record, turn={**turn, "turn": meta["turnCount"]})
 
     async def send_dtmf(self, call_id: str, digits: str) -> None:
+        """Send keys on the call, in line with its speech (after what was asked for before)."""
         digits = digits.strip()
         if not digits or not is_dtmf(digits):
             raise CallError("digits may contain only 0-9 * # w W p P and commas", code=-32602)
         call = await self._connected(call_id)
-        record = call.record
+        place = call.line.join("keys")  # before any await, like speech
         try:
-            if self.media is not None and self.streams_audio(record):
-                await asyncio.wait_for(self.media.enqueue_dtmf(record, digits), DTMF_TIMEOUT_S)
-            else:
-                await asyncio.wait_for(self.provider.send_dtmf(record, digits), DTMF_TIMEOUT_S)
-        except Exception as exc:
-            raise CallError(f"dtmf failed: {exc or 'timed out'}", call_id=record.call_id) from exc
-        async with call.lock:
-            await self.persist(record, events=[{"type": "dtmf.sent", "digits": digits,
-                                                "timestamp": now_ms()}])
+            await speech.take_turn(self, call, place, "dtmf failed")
+            await speech.send_keys(self, call, place, digits)
+        finally:
+            call.line.leave(place)
 
     # -- ending ------------------------------------------------------------------------------
     async def end(self, call_id: str, reason: EndReason = EndReason.HANGUP_BOT, *,
@@ -355,6 +320,7 @@ class CallService:
     async def _end_locked(self, call: LiveCall, reason: EndReason, detail: str | None) -> bool:
         """Move the call to its terminal state, persist it and drop it from the live calls."""
         async with call.lock:
+            detail = self.rejections.annotate(call, detail)
             if not end_record(call.record, reason, now_ms(), detail):
                 return False
             await self.persist(call.record)
@@ -478,6 +444,7 @@ class CallService:
     # -- answer, greeting, timers ------------------------------------------------------------
     def on_answered(self, call: LiveCall) -> None:
         cid = call.call_id
+        call.line.answered()
         self._timers.cancel(cid, "ring")
         self.start_max_duration(call.record, self.settings.max_duration_seconds * 1000)
         self.spawn(self.greet(call), f"greet:{cid}")
@@ -491,37 +458,7 @@ class CallService:
 
     async def greet(self, call: LiveCall) -> None:
         """Send the pre-connect keys, speak the first message; notify calls then hang up."""
-        if call.greeting or self.calls.get(call.call_id) is not call:
-            return
-        call.greeting = True
-        record, cid = call.record, call.call_id
-        try:
-            await self._deliver_opening(call)
-        except CallError as exc:
-            log.warning("call %s: first message not delivered: %s", cid, exc)
-            return
-        finally:
-            call.greeting = False
-        if record.mode == "notify" and record.direction == "outbound":
-            self.schedule_notify_hangup(record)
-        elif self.auto_replies(record) and not call.in_turn:
-            await self.listen(cid)
-
-    async def _deliver_opening(self, call: LiveCall) -> None:
-        record, cid = call.record, call.call_id
-        sequence = record.metadata.get("dtmfSequence")
-        if sequence and not record.metadata.get("dtmfSequenceSent"):
-            await self.send_dtmf(cid, str(sequence))
-            async with call.lock:
-                record.metadata["dtmfSequenceSent"] = True
-                await self.persist(record)
-        message = record.metadata.get("initialMessage")
-        if message:
-            await self.speak(cid, str(message))
-            async with call.lock:
-                record.metadata.pop("initialMessage", None)  # only once it has played
-                record.metadata["initialMessageSpokenAt"] = now_ms()
-                await self.persist(record)
+        await speech.greet(self, call)
 
     def schedule_notify_hangup(self, record: CallRecord) -> None:
         cid = record.call_id

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from voicecall.calls.model import CallRecord
+from voicecall.service.line import SpeechLine, has_opening
+from voicecall.service.rejections import Rejections
 
 
 @dataclass(slots=True)
@@ -30,12 +32,18 @@ class LiveCall:
     """The `continue` waiting for a transcript, if any."""
     in_turn: bool = False
     """A `continue` is in progress (speaking its message or waiting)."""
-    greeting: bool = False
-    """The opening message (or pre-connect keys) is being delivered."""
+    line: SpeechLine = field(init=False)
+    """The order its speech plays in: the opening first, then every request as it came."""
     generation: int = 0
     """Bumped whenever the caller speaks or interrupts: replies of older generations are stale."""
     speech_ended_at: int | None = None
     """When the caller last stopped talking, from the stream's voice activity detection."""
+    rejections: Rejections | None = None
+    """Webhooks naming this call that failed verification (memory only, never persisted)."""
+
+    def __post_init__(self) -> None:
+        record = self.record
+        self.line = SpeechLine(answered=record.answered_at is not None, opening=has_opening(record))
 
     @property
     def call_id(self) -> str:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from voicecall.calls.machine import end_record
 from voicecall.calls.model import CallRecord, CallState, EndReason
+from voicecall.service.line import has_opening
 from voicecall.service.settings import HANGUP_TIMEOUT_S, STATUS_TIMEOUT_S
 from voicecall.shared.clock import now_ms
 
@@ -79,7 +80,7 @@ async def _restore_checked(service: CallService, record: CallRecord,
                           detail=f"maximum duration of {settings.max_duration_seconds} s reached")
         return
     service.start_max_duration(record, remaining)
-    if record.metadata.get("initialMessage"):
+    if has_opening(record):
         service.spawn(service.greet(call), f"greet:{record.call_id}")
     elif record.mode == "notify" and record.direction == "outbound":
         service.schedule_notify_hangup(record)

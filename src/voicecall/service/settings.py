@@ -50,3 +50,10 @@ class ServiceSettings:
 def speak_timeout_s(text: str) -> float:
     """How long speaking `text` may take before it counts as failed."""
     return 30.0 + len(text) * 0.2
+
+
+def speech_turn_timeout_s(settings: ServiceSettings) -> float:
+    """How long speech may wait for its turn (the answer, then the speech asked for before it):
+    as long as a call can live, ringing and then answered."""
+    ring_s = (settings.ring_timeout_ms + settings.ring_grace_ms) / 1000
+    return ring_s + settings.max_duration_seconds

@@ -50,7 +50,7 @@ from voicecall.providers.base import (
 from voicecall.providers.http import CarrierApiError, CarrierHttp
 from voicecall.providers.streams import MediaStreams, StreamSerializer, StreamStart
 from voicecall.providers.twilio import twiml
-from voicecall.providers.twilio.signature import verify_twilio_webhook
+from voicecall.providers.twilio.signature import form_params, verify_twilio_webhook
 from voicecall.providers.twilio.stream import TwilioStreamSerializer
 from voicecall.security.public_url import ForwardingPolicy
 from voicecall.shared.clock import now_ms
@@ -110,6 +110,15 @@ def _form_params(body: bytes) -> dict[str, str]:
 def _query_value(query: Mapping[str, str], name: str) -> str | None:
     """A parameter of the query we put on our own webhook URLs; None when absent or blank."""
     return (query.get(name) or "").strip() or None
+
+
+def _claimed_call_id(request: WebhookRequest) -> str | None:
+    """The call a refused webhook names: our `callId` from its query, else the body's `CallSid`.
+    Unverified, so it serves only to count the refusal against that call."""
+    claimed = _query_value(request.query, "callId")
+    if claimed is None:
+        claimed = next((v.strip() for k, v in form_params(request.body) if k == "CallSid"), None)
+    return claimed or None
 
 
 def _direction(params: dict[str, str]) -> Direction | None:
@@ -262,9 +271,10 @@ class TwilioProvider:
     # -- webhooks ----------------------------------------------------------------------------
     def verify_webhook(self, request: WebhookRequest) -> Verification:
         s = self.settings
-        return verify_twilio_webhook(request, auth_token=s.auth_token, public_url=s.public_url,
-                                     policy=s.policy, ngrok_loopback_bypass=s.ngrok_loopback_bypass,
-                                     skip_verification=s.skip_signature_verification)
+        result = verify_twilio_webhook(request, auth_token=s.auth_token, public_url=s.public_url,
+                                       policy=s.policy, ngrok_loopback_bypass=s.ngrok_loopback_bypass,
+                                       skip_verification=s.skip_signature_verification)
+        return result if result.ok else result._replace(call_id=_claimed_call_id(request))
 
     def parse_webhook(self, request: WebhookRequest, verification: Verification) -> ParsedWebhook:
         """Form body + our query (callId, type, turnToken, utt) → normalized events."""

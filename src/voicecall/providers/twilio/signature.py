@@ -160,6 +160,15 @@ def _settings_algorithm(header: str | None) -> str:
     return "HMAC_SHA1"
 
 
+def _shown_url(url: str) -> str:
+    """`url` without a `user:password@` part: a refusal reason never shows a credential."""
+    parts = split_url(url)
+    if parts is None:
+        return url
+    prefix, authority, rest = parts
+    return f"{prefix}{authority.rpartition('@')[2]}{rest}"
+
+
 def _equal(a: str, b: str) -> bool:
     # compare_digest refuses non-ASCII str; the header is attacker-controlled.
     return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
@@ -212,7 +221,7 @@ def verify_twilio_webhook(request: WebhookRequest, *, auth_token: str, public_ur
             return Verification(ok=True, request_key=twilio_request_key(candidate, params, signature))
 
     log.debug("twilio signature mismatch; tried %s", candidates)
-    reason = f"Invalid signature for URL: {url}"
+    reason = f"Invalid signature for URL: {_shown_url(url)}"
     if any(marker in url for marker in _NGROK_MARKERS):
         reason += _NGROK_HINT
     return Verification(ok=False, reason=reason)

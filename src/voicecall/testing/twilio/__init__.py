@@ -14,8 +14,8 @@ from voicecall.testing.twilio.simulator import (
     SimCall,
     TwilioSimulator,
     WebhookRecord,
-    main,
 )
+from voicecall.testing.twilio.standalone import config_block, main
 from voicecall.testing.twilio.twiml import Document, GatherRecord, TwimlError, parse_twiml
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "TwilioSimulator",
     "TwimlError",
     "WebhookRecord",
+    "config_block",
     "main",
     "parse_twiml",
     "sign",

@@ -1,5 +1,5 @@
 """`python -m voicecall.testing.twilio` runs the simulator."""
 
-from voicecall.testing.twilio.simulator import main
+from voicecall.testing.twilio.standalone import main
 
 main()

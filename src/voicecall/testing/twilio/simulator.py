@@ -13,7 +13,6 @@ gateway's TwiML and run it; `place_inbound()` makes the simulator call the gatew
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import binascii
@@ -1027,35 +1026,9 @@ class TwilioSimulator:
         return JSONResponse(self.call_json(call))
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    async with TwilioSimulator(account_sid=args.account_sid, auth_token=args.auth_token,
-                               time_scale=args.time_scale, say_ms_per_char=args.say_ms_per_char,
-                               webhook_retries=args.webhook_retries, host=args.host, port=args.port) as sim:
-        print(f"Twilio simulator listening at {sim.base_url}", flush=True)
-        print(f"  twilio.apiBaseUrl = {sim.base_url}", flush=True)
-        print(f"  accountSid        = {sim.account_sid}", flush=True)
-        print(f"  authToken         = {sim.auth_token}", flush=True)
-        print("Outbound calls are answered by a silent callee. Ctrl-C to stop.", flush=True)
-        await asyncio.Event().wait()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run a simulator until interrupted and print how to point a gateway at it."""
-    parser = argparse.ArgumentParser(prog="python -m voicecall.testing.twilio.simulator",
-                                     description="A local Twilio look-alike for offline testing.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--account-sid", default=None)
-    parser.add_argument("--auth-token", default=None)
-    parser.add_argument("--time-scale", type=float, default=1.0)
-    parser.add_argument("--say-ms-per-char", type=int, default=30)
-    parser.add_argument("--webhook-retries", type=int, default=0)
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
-
-
-__all__ = ["ApiRecord", "Callee", "SayRecord", "SimCall", "TwilioSimulator", "WebhookRecord", "main"]
+__all__ = ["ApiRecord", "Callee", "SayRecord", "SimCall", "TwilioSimulator", "WebhookRecord"]
 
 if __name__ == "__main__":
+    from voicecall.testing.twilio.standalone import main
+
     main()

@@ -1,0 +1,94 @@
+"""The standalone Twilio simulator (`python -m voicecall.testing.twilio`): its printed config
+block works as pasted, and its command line is documented."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import eventually, free_port
+from voicecall.calls.model import CallRecord
+from voicecall.config import load_config
+from voicecall.gateway.runtime import Runtime
+from voicecall.testing.twilio.standalone import build_parser, main
+
+REQUIRED_OPTIONS = ("--port", "--account-sid", "--auth-token", "--answer-after", "--replies")
+
+
+def test_standalone_simulator_help_describes_every_option(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    options = [a for a in build_parser()._actions if a.option_strings != ["-h", "--help"]]
+    names = {name for action in options for name in action.option_strings}
+    assert set(REQUIRED_OPTIONS) <= names
+    for action in options:
+        assert action.help and len(action.help) > 20, action.option_strings
+        assert " ".join(action.help.split()).split("(default")[0].strip() in text
+
+
+@contextlib.asynccontextmanager
+async def standalone_simulator(*args: str) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """Run `python -m voicecall.testing.twilio ARGS`; yields its config block, as printed."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "voicecall.testing.twilio", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        block: list[str] = []
+        async with asyncio.timeout(20):
+            while not block or block[-1] != "}":
+                line = (await proc.stdout.readline()).decode()
+                assert line, "the simulator exited before printing its config block"
+                if block or line.rstrip("\n") == "{":
+                    block.append(line.rstrip("\n"))
+        yield "\n".join(block) + "\n", proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+
+
+async def ended(runtime: Runtime, call_id: str) -> CallRecord:
+    async def check() -> CallRecord | None:
+        record = await runtime.service.get_call(call_id)
+        return record if record is not None and record.is_terminal else None
+
+    record: CallRecord = await eventually(check, 15)
+    return record
+
+
+async def test_standalone_simulator_config_block_works_as_pasted(tmp_path: Path) -> None:
+    webhook_port = free_port()
+    async with standalone_simulator("--port", "0", "--webhook-port", str(webhook_port),
+                                    "--answer-after", "0.1", "--say-ms-per-char", "5",
+                                    "--replies", "I'm well, thanks") as (block, _proc):
+        config_file = tmp_path / "sim.json5"
+        config_file.write_text(block)
+        loaded = load_config(config_file, env={"OPENCLAW_STATE_DIR": str(tmp_path / "state"),
+                                               "HOME": str(tmp_path)})
+        async with Runtime(loaded, serve_control=False) as gateway:
+            notify = await gateway.api.call("voicecall.initiate", {
+                "message": "Your order has shipped", "mode": "notify"})
+            final = await ended(gateway, notify["callId"])
+            assert final.answered_at is not None
+            assert (final.state.value, final.end_reason) == ("completed", "completed")
+            assert [t.text for t in final.transcript] == ["Your order has shipped"]
+            assert final.metadata["endDetail"] == "notification delivered"  # nothing refused
+
+            talk = await gateway.api.call("voicecall.initiate", {
+                "message": "Hello from the clinic", "mode": "conversation"})
+            answer = await gateway.api.call("voicecall.continue", {
+                "callId": talk["callId"], "message": "How are you?"})
+            assert answer["transcript"] == "I'm well, thanks"
+            await gateway.api.call("voicecall.end", {"callId": talk["callId"]})
+            final = await ended(gateway, talk["callId"])
+            assert final.answered_at is not None and final.end_reason == "hangup-bot"
+            assert "endDetail" not in final.metadata  # no refused webhook to report
