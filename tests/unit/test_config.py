@@ -17,6 +17,7 @@ from voicecall.config import (
     ConfigIssue,
     LoadedConfig,
     VoiceCallConfig,
+    config_fingerprint,
     config_json_schema,
     deep_merge,
     load_config,
@@ -1007,3 +1008,13 @@ def test_json_schema_lists_camelcase_properties() -> None:
     defs = schema["$defs"]
     assert "trustedProxyIPs" in defs["WebhookSecurityConfig"]["properties"]
     assert defs["ControlConfig"]["properties"]["port"]["default"] == 3335
+
+
+def test_config_fingerprint_ignores_the_control_token_and_follows_every_other_setting() -> None:
+    base = {"provider": "mock", "mock": {"callerReplies": ["Fine"]}}
+    one = config_fingerprint(load_config_dict(base, env={}).config)
+    token = {**base, "control": {"token": "a-control-token-of-32-characters!"}}
+    assert config_fingerprint(load_config_dict(token, env={}).config) == one
+    other = {**base, "mock": {"callerReplies": ["Something else"]}}
+    assert config_fingerprint(load_config_dict(other, env={}).config) != one
+    assert len(one) == 12 and int(one, 16) >= 0

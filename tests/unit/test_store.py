@@ -199,7 +199,7 @@ async def test_a_save_whose_json_cannot_be_written_fails_alone(tmp_path: Path) -
             store.save(rec("a")), store.save(rec("bad", metadata={"x": object()})),
             store.save(rec("b"), events=[{"x": object()}]), store.save(rec("c")),
             return_exceptions=True)
-        assert results[0] is None and results[3] is None
+        assert results[0] is True and results[3] is True  # saved: new calls
         assert isinstance(results[1], ValueError) and isinstance(results[2], TypeError)
         assert [e.call_id for e in await store.last_log(10)] == ["a", "c"]
         assert await store.get("bad") is None and await store.get("b") is None
@@ -219,7 +219,7 @@ async def test_a_save_that_fails_in_the_database_fails_alone_while_the_others_co
                 store.save(calls[0], events=[{"round": round_}]), store.save(too_big),
                 *(store.save(c) for c in calls[1:]), return_exceptions=True)
             assert isinstance(results[1], OverflowError)
-            assert [r for i, r in enumerate(results) if i != 1] == [None, None, None]
+            assert [r for i, r in enumerate(results) if i != 1] == [False, False, False]  # saved
         assert await store.get("bad0") is None
         assert [e.data for e in await store.log_since(0, kinds=("event",))] == [
             {"round": r} for r in range(3)]

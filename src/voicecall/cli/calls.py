@@ -1,11 +1,13 @@
 """Commands that place, drive and read calls: call, start, continue, speak, dtmf, end, status,
-latency, tail, mock inject."""
+calls, latency, tail, mock inject."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +22,7 @@ from voicecall.cli.common import (
     app,
     check_mode,
     emit,
+    err,
     fail,
     loaded_config,
     mock_app,
@@ -104,7 +107,9 @@ def continue_(call_id: CallIdOpt,
                     if result.get("done"):
                         return result
 
-            return await spin("waiting for the callee…", poll(), as_json)
+            limit = f"{loaded.config.transcript_timeout_ms / 1000:g}"
+            return await spin(f"waiting for the callee's reply on call {call_id} (up to "
+                              f"transcriptTimeoutMs = {limit} s)", poll(), as_json)
 
     result = run_coro(run())
     if not result.get("success"):
@@ -234,6 +239,74 @@ def tail(since: Annotated[int, typer.Option(min=0, help="Entries to show first."
         run_coro(run())
 
 
+_SPAN = re.compile(r"(\d+)\s*([smhdw])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def since_ms(value: str, now: dt.datetime | None = None) -> int:
+    """`10m`, `2h`, `3d` ago, or an ISO time (local time unless it names a zone), as epoch ms."""
+    now = now or dt.datetime.now(dt.UTC)
+    span = _SPAN.fullmatch(value.strip())
+    if span:
+        at = now - dt.timedelta(seconds=int(span[1]) * _UNIT_S[span[2]])
+    else:
+        try:
+            at = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is neither a span like 10m, 2h, 3d nor an ISO "
+                                     "time like 2026-01-31T09:00") from None
+    return int(at.timestamp() * 1000)
+
+
+def _check_since(value: str | None) -> str | None:
+    if value is not None:
+        since_ms(value)
+    return value
+
+
+def _check_states(values: list[str] | None) -> list[str] | None:
+    from voicecall.calls.model import CallState
+
+    known = ["live", "ended", *(s.value for s in CallState)]
+    for value in values or ():
+        if value not in known:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(known)}")
+    return values
+
+
+@app.command("calls")
+def list_calls(
+    state: Annotated[list[str] | None, typer.Option("--state", help="Only calls in this state: "
+                     "live, ended, or a state like completed, listening (repeatable).",
+                     callback=_check_states)] = None,
+    direction: Annotated[str | None, typer.Option(help="inbound or outbound.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only calls active since then: a span (10m, "
+                     "2h, 3d) or an ISO time.", callback=_check_since)] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Calls per page.")] = 20,
+    offset: Annotated[int, typer.Option(min=0, help="Calls to skip (the next page starts at "
+                      "the offset printed at the end).")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """List recent calls, live and ended, newest first."""
+    if direction is not None and direction not in ("inbound", "outbound"):
+        fail(f"--direction must be inbound or outbound, not {direction!r}", 2)
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if state:
+        params["state"] = state
+    if direction:
+        params["direction"] = direction
+    if since is not None:
+        params["sinceMs"] = since_ms(since)
+    loaded = loaded_config(require_valid=False)
+
+    async def run() -> dict[str, Any]:
+        async with read_api(loaded) as api:
+            return await api.call("voicecall.list", params)
+
+    result = run_coro(run())
+    emit(result, as_json, lambda r: render.calls(out, r))
+    if not as_json and result.get("nextOffset") is not None:
+        err.print(f"more calls: repeat with --offset {result['nextOffset']}", highlight=False)
 
 
 @mock_app.command("inject")

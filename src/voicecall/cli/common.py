@@ -38,6 +38,9 @@ app.add_typer(mock_app, name="mock")
 
 out = Console()
 err = Console(stderr=True)
+# Piped or redirected, rich would wrap every line at 80 columns: write lines whole instead.
+out.soft_wrap = not out.is_terminal
+err.soft_wrap = not err.is_terminal
 options: dict[str, Any] = {"config": None}
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -154,10 +157,21 @@ def emit(result: Any, as_json: bool, human: Callable[[Any], None]) -> None:
 
 
 async def spin(message: str, awaitable: Awaitable[T], as_json: bool) -> T:
+    """Await `awaitable`; when stderr is a terminal, show a spinner saying what is awaited
+    (`message`) and the seconds spent so far."""
     if as_json or not err.is_terminal:
         return await awaitable
-    with err.status(message):
-        return await awaitable
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    task = asyncio.ensure_future(awaitable)
+    try:
+        with err.status(f"{message} (0 s)") as status:
+            while not task.done():
+                await asyncio.wait({task}, timeout=1.0)
+                status.update(f"{message} ({loop.time() - started:.0f} s)")
+        return task.result()
+    finally:
+        task.cancel()
 
 
 # -- placing calls (call, start, smoke) ------------------------------------------------------
@@ -179,7 +193,10 @@ def place_call(loaded: LoadedConfig, params: dict[str, Any], as_json: bool) -> d
                       f"ends (Ctrl-C hangs up). Start `voicecall serve` to place calls in the "
                       f"background.[/]")
             try:
-                final = await spin("call in progress…", _wait_ended(api, call_id), as_json)
+                limit = loaded.config.max_duration_seconds
+                final = await spin(f"hosting call {call_id} until it ends (at most "
+                                   f"maxDurationSeconds = {limit} s after the answer)",
+                                   _wait_ended(api, call_id), as_json)
             except (KeyboardInterrupt, asyncio.CancelledError):
                 await api.call("voicecall.end", {"callId": call_id})
                 raise

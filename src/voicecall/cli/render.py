@@ -20,6 +20,44 @@ def _time(ms: Any) -> str:
     return dt.datetime.fromtimestamp(ms / 1000).strftime("%H:%M:%S.%f")[:-3]
 
 
+def _when(ms: Any) -> str:
+    """A date and time to the second, local time (`-` when unknown)."""
+    if not isinstance(ms, int | float):
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _cell(value: Any) -> str:
+    """A plain-text cell: tabs and line breaks become spaces, so rows stay one line."""
+    return " ".join(str(value).split()) if value not in (None, "") else "-"
+
+
+def table(console: Console, headers: list[str], rows: list[list[Any]]) -> None:
+    """A table: drawn by rich on a terminal; otherwise a header line and tab-separated rows,
+    written whole (rich would cut and wrap them at 80 columns when piped)."""
+    if console.is_terminal:
+        grid = Table(*[Column(h, no_wrap=i == 0) for i, h in enumerate(headers)])
+        for row in rows:
+            grid.add_row(*(escape(_cell(v)) for v in row))
+        console.print(grid)
+        return
+    lines = ["\t".join(headers), *("\t".join(_cell(v) for v in row) for row in rows)]
+    console.file.write("\n".join(lines) + "\n")
+    console.file.flush()
+
+
+def calls(console: Console, result: dict[str, Any]) -> None:
+    """`voicecall calls`: one row per call, newest first."""
+    rows = [[c["callId"], _when(c.get("startedAt")), c["direction"],
+             c["to"] if c["direction"] == "outbound" else c["from"], c["state"],
+             c.get("endReason"), c.get("provider")] for c in result["calls"]]
+    if not rows and console.is_terminal:
+        console.print("no calls")
+        return
+    table(console, ["call id", "started", "direction", "to/from", "state", "end reason",
+                    "carrier"], rows)
+
+
 def banner(console: Console, runtime: Runtime, state_dir: Path) -> None:
     console.print(f"[bold green]voicecall gateway running[/] (carrier: {runtime.provider.name})")
     console.print(f"  webhooks: {runtime.webhook_url}")
@@ -36,12 +74,9 @@ def status(console: Console, result: dict[str, Any]) -> None:
         if not calls:
             console.print("no live calls")
             return
-        table = Table("direction", "to/from", "state", "started")
-        table.columns.insert(0, Column("call id", no_wrap=True))
-        for c in calls:
-            other = c["to"] if c["direction"] == "outbound" else c["from"]
-            table.add_row(c["callId"], c["direction"], other, c["state"], _time(c["startedAt"]))
-        console.print(table)
+        table(console, ["call id", "direction", "to/from", "state", "started"],
+              [[c["callId"], c["direction"], c["to"] if c["direction"] == "outbound"
+                else c["from"], c["state"], _time(c["startedAt"])] for c in calls])
         return
     if not result.get("found"):
         console.print("call not found")
@@ -64,16 +99,16 @@ def status(console: Console, result: dict[str, Any]) -> None:
 
 def latency(console: Console, report: dict[str, Any]) -> None:
     console.print(f"turns scanned: {report['recordsScanned']}")
-    table = Table("measure", "count", "p50 ms", "p95 ms", "min", "max", "avg")
-    rows = [("turn latency", report["turnLatency"]), ("listen wait", report["listenWait"])]
-    rows += list(report.get("stages", {}).items())
-    for name, s in rows:
+    measures = [("turn latency", report["turnLatency"]), ("listen wait", report["listenWait"])]
+    measures += list(report.get("stages", {}).items())
+    rows: list[list[Any]] = []
+    for name, s in measures:
         if s.get("count"):
-            table.add_row(name, str(s["count"]), *(f"{s[k]:.0f}" for k in
-                                                   ("p50Ms", "p95Ms", "minMs", "maxMs", "avgMs")))
+            rows.append([name, str(s["count"]), *(f"{s[k]:.0f}" for k in
+                                                  ("p50Ms", "p95Ms", "minMs", "maxMs", "avgMs"))])
         else:
-            table.add_row(name, "0", "-", "-", "-", "-", "-")
-    console.print(table)
+            rows.append([name, "0", "-", "-", "-", "-", "-"])
+    table(console, ["measure", "count", "p50 ms", "p95 ms", "min", "max", "avg"], rows)
 
 
 def log_entry(console: Console, entry: dict[str, Any]) -> None:

@@ -32,8 +32,14 @@ SMOKE_MESSAGE = "OpenClaw voice call smoke test."
 
 # -- the gateway ------------------------------------------------------------------------------
 @app.command()
-def serve(as_json: JsonOpt = False) -> None:
-    """Run the gateway: webhooks, control API and timers (mock carrier with no config)."""
+def serve(as_json: JsonOpt = False,
+          log_format: Annotated[str, typer.Option("--log-format", help="Log lines as text or "
+                                "json (one object per line, on stderr).")] = "text") -> None:
+    """Run the gateway: webhooks, control API and timers (mock carrier with no config). Logs
+    each call state change at INFO; -v logs more."""
+    if log_format not in ("text", "json"):
+        fail(f"--log-format must be text or json, not {log_format!r}", 2)
+    from voicecall.cli import logs
     from voicecall.config import state_dir
     from voicecall.gateway.garbage import (
         CollectAfterTicks,
@@ -42,11 +48,14 @@ def serve(as_json: JsonOpt = False) -> None:
     )
     from voicecall.gateway.runtime import Runtime
 
+    logs.show_state_changes()
+    logs.use_format(log_format)
     loaded = loaded_config()
 
     async def run() -> None:
         runtime = Runtime(loaded)
         await runtime.start()
+        logs.use_format(log_format)  # uvicorn's handlers, set up as the servers started
         if as_json:
             print(json.dumps({"carrier": runtime.provider.name, "webhookUrl": runtime.webhook_url,
                               "controlUrl": runtime.control_url, "store": str(runtime.store.path)}),

@@ -4,6 +4,8 @@ reachable, a standalone runtime in this process (never a second server on a busy
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -50,9 +52,35 @@ async def gateway_client(loaded: LoadedConfig) -> AsyncIterator[ControlClient | 
     client = ControlClient(control_url(loaded), token,
                            timeout_s=loaded.config.transcript_timeout_ms / 1000 + 60)
     try:
-        yield client if await client.ping() else None
+        health = await client.health()
+        if health is not None:
+            await _warn_if_config_differs(loaded, client, health)
+        yield client if health is not None else None
     finally:
         await client.aclose()
+
+
+async def _warn_if_config_differs(loaded: LoadedConfig, client: ControlClient,
+                                  health: Mapping[str, Any]) -> None:
+    """One line on stderr when the running gateway loaded other settings than this command: a
+    client with its own `--config` would otherwise wait for things the gateway never had."""
+    from voicecall.config import config_fingerprint
+
+    theirs = health.get("configFingerprint")
+    if not isinstance(theirs, str) or theirs == config_fingerprint(loaded.config):
+        return
+    defaults = "no config file (defaults)"
+    theirs_path = "config file unknown"
+    with contextlib.suppress(Exception):
+        info = (await client.call("voicecall.status", {}, timeout_s=5)).get("gateway")
+        if isinstance(info, dict):
+            theirs_path = str(info.get("configPath") or defaults)
+    ours = str(loaded.source) if loaded.source else defaults
+    hint = ("the same file, read with other environment variables; restart it from this shell"
+            if theirs_path == ours else "start it with the same --config")
+    sys.stderr.write(
+        f"warning: the running gateway uses a different configuration (gateway: {theirs_path}; "
+        f"this command: {ours}); {hint}\n")
 
 
 @contextlib.asynccontextmanager
@@ -65,7 +93,7 @@ async def live_api(loaded: LoadedConfig) -> AsyncIterator[tuple[Api, Runtime | N
             return
     from voicecall.gateway.runtime import Runtime
 
-    runtime = Runtime(loaded)
+    runtime = Runtime(loaded, host_pid=os.getpid())  # its calls end if this process dies
     await runtime.start()
     try:
         yield runtime.api, runtime

@@ -6,6 +6,8 @@ printed (status, setup, logs), because it replaces every secret with "***".
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from pydantic import SecretStr
@@ -51,6 +53,7 @@ __all__ = [
     "TtsConfig",
     "TtsProviderConfig",
     "VoiceCallConfig",
+    "config_fingerprint",
     "config_json_schema",
     "deep_merge",
     "derive_realtime_stream_path",
@@ -100,3 +103,14 @@ def redacted_config(cfg: VoiceCallConfig) -> dict[str, Any]:
     if not isinstance(result, dict):  # pragma: no cover - a model always dumps to a dict
         raise TypeError("config did not dump to an object")
     return result
+
+
+def config_fingerprint(cfg: VoiceCallConfig) -> str:
+    """A short sha256 of the redacted effective config, without the control token, so a CLI
+    command can tell whether the running gateway loaded the same settings it did."""
+    doc = redacted_config(cfg)
+    control = doc.get("control")
+    if isinstance(control, dict):
+        control.pop("token", None)
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -58,11 +58,22 @@ class ControlClient:
 
     async def ping(self) -> bool:
         """True when a gateway answers the health check."""
+        return await self.health() is not None
+
+    async def health(self) -> dict[str, Any] | None:
+        """The gateway's health answer (`ok`, `activeCalls`, `configFingerprint`), or None when
+        no gateway answers."""
         try:
             response = await self._http.get("/health", timeout=2.0)
         except httpx.TransportError:
-            return False
-        return response.status_code == 200
+            return None
+        if response.status_code != 200:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}
 
     async def call(self, method: str, params: Mapping[str, Any] | None = None, *,
                    timeout_s: float | None = None) -> dict[str, Any]:

@@ -17,7 +17,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 
-from voicecall.config import ConfigError, ConfigIssue, LoadedConfig, resolve_control_token, store_dir
+from voicecall.config import (
+    ConfigError,
+    ConfigIssue,
+    LoadedConfig,
+    config_fingerprint,
+    resolve_control_token,
+    store_dir,
+)
 from voicecall.gateway.exposure import Exposure, is_local_only, resolve_exposure, use_public_url
 from voicecall.gateway.ports import bind_listener
 from voicecall.providers.base import Provider
@@ -56,7 +63,9 @@ class Runtime:
     """One gateway: carrier + call service + webhook listener (+ control listener)."""
 
     def __init__(self, loaded: LoadedConfig, *, serve_control: bool = True,
-                 reaper_interval_s: float = 30.0) -> None:
+                 reaper_interval_s: float = 30.0, host_pid: int | None = None) -> None:
+        """`host_pid`: this runtime hosts calls for one CLI command (no gateway running); the
+        calls it places record that process, so a later start ends them once it is gone."""
         loaded.raise_for_issues()
         if not loaded.config.enabled:
             raise ConfigError([ConfigIssue("enabled", "voice calls are disabled; set "
@@ -66,6 +75,7 @@ class Runtime:
         self.config = loaded.config
         self.serve_control = serve_control
         self.reaper_interval_s = reaper_interval_s
+        self.host_pid = host_pid
         self.token = resolve_control_token(self.config, loaded.env)
         self.store = SQLiteCallStore(store_dir(self.config, loaded.env))
         self.provider: Provider = build_provider(self.config)
@@ -109,6 +119,7 @@ class Runtime:
             idle_prompt=c.idle.prompt,
             idle_hangup_after_s=c.idle.hangup_after_sec,
             idle_goodbye=c.idle.goodbye,
+            host_pid=self.host_pid,
         )
 
     async def start(self) -> None:
@@ -152,7 +163,8 @@ class Runtime:
             inject = getattr(self.provider, "inject", None)
             self.api = ControlApi(self.service, to_number=c.to_number,
                                   inject=self._injector(inject) if inject else None,
-                                  media_stats=self._media_stats)
+                                  media_stats=self._media_stats,
+                                  config_info=self._config_info())
             if c.responder.enabled:
                 self.service.turn_handler = self._auto_reply()
             ws = self._media(self.service) if c.streaming.enabled else None
@@ -179,6 +191,12 @@ class Runtime:
         self._started = True
         log.info("voicecall gateway: carrier %s, webhooks at %s, control at %s",
                  self.provider.name, local_url, self.control_url or "(off)")
+
+    def _config_info(self) -> dict[str, str | None]:
+        """Which configuration this gateway runs with, as `status` and `/health` report it."""
+        source = self.loaded.source
+        return {"configFingerprint": config_fingerprint(self.config),
+                "configPath": str(source) if source is not None else None}
 
     def _media(self, service: CallService) -> type[asyncio.Protocol]:
         """Media streaming: the hub (TTS out, STT in, pacing) and the WebSocket endpoint class."""

@@ -90,7 +90,11 @@ def build_control_app(api: ControlApi, token: str) -> Starlette:
                                  headers={"cache-control": "no-cache"})
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"ok": True, "activeCalls": len(api.service.active_calls())})
+        body: dict[str, Any] = {"ok": True, "activeCalls": len(api.service.active_calls())}
+        fingerprint = api.config_info.get("configFingerprint")
+        if fingerprint:
+            body["configFingerprint"] = fingerprint
+        return JSONResponse(body)
 
     return Starlette(routes=[
         Route("/rpc", rpc, methods=["POST"]),

@@ -8,6 +8,7 @@ from typing import Any
 
 from voicecall.calls.latency import latency_report
 from voicecall.calls.model import CallRecord
+from voicecall.server.call_list import list_query
 from voicecall.service import CallError, CallNotFound, CallService
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
@@ -47,8 +48,12 @@ class ControlApi:
 
     def __init__(self, service: CallService, *, to_number: str | None = None,
                  inject: Callable[[str, Mapping[str, Any]], Awaitable[None]] | None = None,
-                 media_stats: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> None:
+                 media_stats: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+                 config_info: Mapping[str, str | None] | None = None) -> None:
         self.service = service
+        # Which configuration the gateway runs with (`configFingerprint`, `configPath`), so a
+        # client that loaded another one can say so; shown by `status` and `/health`.
+        self.config_info: dict[str, str | None] = dict(config_info or {})
         self._media_stats = media_stats
         self.to_number = to_number
         self._inject = inject
@@ -63,6 +68,7 @@ class ControlApi:
             "voicecall.dtmf": self.dtmf,
             "voicecall.end": self.end,
             "voicecall.status": self.status,
+            "voicecall.list": self.list_calls,
             "voicecall.latency": self.latency,
             "voicecall.tail": self.tail,
             "mock.inject": self.mock_inject,
@@ -141,7 +147,11 @@ class ControlApi:
     async def status(self, params: Mapping[str, Any]) -> dict[str, Any]:
         call_id = _text(params, "callId") or _text(params, "sid")
         if call_id is None:
-            return {"calls": [self._view(r) for r in await self.service.list_active()]}
+            listed: dict[str, Any] = {
+                "calls": [self._view(r) for r in await self.service.list_active()]}
+            if self.config_info:
+                listed["gateway"] = dict(self.config_info)
+            return listed
         record = await self.service.get_call(call_id)
         if record is None:
             return {"found": False}
@@ -156,6 +166,16 @@ class ControlApi:
         if rejections is not None:
             data["webhookRejections"] = rejections.to_json()
         return data
+
+    async def list_calls(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Recent calls, live and ended, newest first; see `call_list.list_query` for the
+        filters. `nextOffset` is the offset of the next page, or None on the last one."""
+        query = list_query(params)
+        records = await self.service.store.list_calls(query)
+        limit = query.limit - 1
+        more = len(records) > limit
+        return {"calls": [self._view(r) for r in records[:limit]], "offset": query.offset,
+                "nextOffset": query.offset + limit if more else None}
 
     async def latency(self, params: Mapping[str, Any]) -> dict[str, Any]:
         last = int(_number(params, "last", 200, lo=1, hi=100_000))

@@ -25,7 +25,7 @@ from voicecall.calls.timers import TimerSet
 from voicecall.providers.base import DialRequest, EventOutcome, Provider
 from voicecall.providers.streams import PlaybackResult
 from voicecall.service import apply, restore, speech, turns
-from voicecall.service.errors import CallError, CallNotFound
+from voicecall.service.errors import CallError, CallNotFound, CapacityReached
 from voicecall.service.live import LiveCall, LiveCalls, Waiter
 from voicecall.service.operations import Operations
 from voicecall.service.protocols import MediaPlayer, TurnHandler
@@ -36,6 +36,7 @@ from voicecall.service.settings import (
     LISTEN_TIMEOUT_S,
     ServiceSettings,
 )
+from voicecall.service.state_log import log_state_change
 from voicecall.shared.clock import now_ms
 from voicecall.store.protocol import CallStore
 
@@ -120,8 +121,10 @@ class CallService:
     # -- persistence and change notification -------------------------------------------------
     async def persist(self, record: CallRecord, *, events: list[dict[str, Any]] | None = None,
                       turn: dict[str, Any] | None = None) -> None:
-        """Write `record` (and log rows) durably, then wake `wait_for_change` watchers."""
-        await self.store.save(record, events=events or (), turn=turn)
+        """Write `record` (and log rows) durably, log a state change, then wake
+        `wait_for_change` watchers."""
+        if await self.store.save(record, events=events or (), turn=turn):
+            log_state_change(record)
         self._version += 1
         change, self._change = self._change, asyncio.Event()
         change.set()
@@ -196,9 +199,8 @@ class CallService:
             raise CallError("dtmfSequence may contain only 0-9 * # w W p P and commas",
                             code=-32602)
         if len(self.calls) >= self.settings.max_concurrent_calls:
-            raise CallError(
-                f"Maximum concurrent calls ({self.settings.max_concurrent_calls}) reached",
-                code=-32003)
+            raise CapacityReached(self.settings.max_concurrent_calls,
+                                  [r.call_id for r in self.active_calls()])
         call_mode: CallMode = mode if mode in ("notify", "conversation") else (  # type: ignore[assignment]
             self.settings.default_mode)
         call_id = str(uuid.uuid4())
@@ -207,6 +209,8 @@ class CallService:
             metadata["initialMessage"] = message
         if dtmf_sequence:
             metadata["dtmfSequence"] = dtmf_sequence
+        if self.settings.host_pid is not None:
+            metadata["hostPid"] = self.settings.host_pid
         return CallRecord(
             call_id=call_id, provider=self.settings.provider_name, direction="outbound",
             state=CallState.INITIATED, from_=self.settings.from_number, to=to,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 from voicecall.calls.machine import end_record
@@ -21,34 +23,59 @@ log = logging.getLogger(__name__)
 
 
 async def restore_calls(service: CallService) -> None:
-    """Bring back the calls the store holds as live. Calls past their maximum duration, or
-    never accepted by the carrier, end at once; the others are kept unless the carrier says
-    they ended (its status checks run concurrently, each bounded)."""
+    """Bring back the calls the store holds as live. Calls past their maximum duration, never
+    accepted by the carrier, or hosted by a CLI command that is gone, end at once; the others
+    are kept unless the carrier says they ended (its status checks run concurrently, each
+    bounded)."""
     candidates = await service.store.live_calls()
     if not candidates:
         return
     max_ms = service.settings.max_duration_seconds * 1000
     now = now_ms()
-    checks: list[tuple[CallRecord, asyncio.Task[Any] | None]] = []
+    checks: list[tuple[CallRecord, asyncio.Task[Any] | tuple[EndReason, str]]] = []
     for record in candidates:
-        if not record.provider_call_id or now - record.started_at > max_ms:
-            checks.append((record, None))
-        else:
+        why = _unrecoverable(record, now, max_ms)
+        if why is None and record.provider_call_id:
             checks.append((record, asyncio.create_task(asyncio.wait_for(
                 service.provider.get_call_status(record.provider_call_id), STATUS_TIMEOUT_S))))
+        else:
+            checks.append((record, why or (EndReason.FAILED, "no carrier call id")))
     for record, check in checks:
-        if check is None:
-            await _end_unrecoverable(service, record)
+        if isinstance(check, tuple):
+            await _end_unrecoverable(service, record, *check)
         else:
             await _restore_checked(service, record, check)
     log.info("restored %d live call(s) of %d candidate(s)", len(service.calls), len(candidates))
 
 
-async def _end_unrecoverable(service: CallService, record: CallRecord) -> None:
+def _unrecoverable(record: CallRecord, now: int, max_ms: int) -> tuple[EndReason, str] | None:
+    """Why a stored live call cannot go on, or None when the carrier should be asked."""
     if not record.provider_call_id:
-        reason, detail = EndReason.FAILED, "gateway restarted before the carrier accepted the call"
-    else:
-        reason, detail = EndReason.TIMEOUT, "maximum duration passed while the gateway was down"
+        return EndReason.FAILED, "gateway restarted before the carrier accepted the call"
+    host = record.metadata.get("hostPid")
+    if isinstance(host, int) and not isinstance(host, bool) and not process_alive(host):
+        return EndReason.HANGUP_BOT, (f"the command hosting the call (pid {host}) exited "
+                                      f"without ending it")
+    if now - record.started_at > max_ms:
+        return EndReason.TIMEOUT, "maximum duration passed while the gateway was down"
+    return None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (best effort: a pid we cannot check counts as alive)."""
+    if pid <= 0 or sys.platform == "win32":  # os.kill(pid, 0) would terminate it on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it runs, as someone else
+        return True
+    return True
+
+
+async def _end_unrecoverable(service: CallService, record: CallRecord, reason: EndReason,
+                             detail: str) -> None:
     end_record(record, reason, now_ms(), detail)
     await service.persist(record)
     if record.provider_call_id:

@@ -45,6 +45,9 @@ class ServiceSettings:
     idle_prompt: str = "Are you still there?"
     idle_hangup_after_s: float | None = None
     idle_goodbye: str = "Goodbye!"
+    host_pid: int | None = None
+    """Set when a CLI command hosts its calls itself (no gateway running): the calls it places
+    record it as `metadata.hostPid`, and a later start ends them if that process is gone."""
 
 
 def speak_timeout_s(text: str) -> float:

@@ -44,8 +44,10 @@ async def converse(service: CallService, call: LiveCall, waiter: Waiter, message
     try:
         return await asyncio.wait_for(asyncio.shield(waiter.future), timeout_ms / 1000)
     except TimeoutError:
-        raise CallError(f"Timed out waiting for transcript after {timeout_ms}ms",
-                        call_id=cid, code=-32008) from None
+        raise CallError(f"Timed out waiting for transcript after {timeout_ms}ms: the callee "
+                        f"said nothing. The call is still usable; to wait longer, raise "
+                        f"transcriptTimeoutMs in the gateway's config", call_id=cid,
+                        code=-32008) from None
 
 
 async def _start_listening(service: CallService, call: LiveCall, waiter: Waiter, *,

@@ -25,6 +25,20 @@ class LogEntry:
                 "data": self.data}
 
 
+@dataclass(frozen=True, slots=True)
+class CallQuery:
+    """Which calls `CallStore.list_calls` returns: live and ended ones, newest start first."""
+
+    states: tuple[str, ...] = ()
+    """Only calls in one of these states (all when empty)."""
+    direction: str | None = None
+    """Only `inbound` or `outbound` calls."""
+    since_ms: int | None = None
+    """Only calls changed at or after this time (epoch ms)."""
+    limit: int = 50
+    offset: int = 0
+
+
 class CallStore(Protocol):
     """Durable call storage. Every write is committed before its coroutine returns."""
 
@@ -39,10 +53,11 @@ class CallStore(Protocol):
 
     # -- call records and the log
     async def save(self, record: CallRecord, *, events: Iterable[dict[str, Any]] = (),
-                   turn: dict[str, Any] | None = None) -> None: ...
+                   turn: dict[str, Any] | None = None) -> bool: ...
     async def get(self, call_id: str) -> CallRecord | None: ...
     async def live_calls(self) -> list[CallRecord]: ...
     async def recent_calls(self, limit: int = 50) -> list[CallRecord]: ...
+    async def list_calls(self, query: CallQuery) -> list[CallRecord]: ...
     async def state_history(self, call_id: str) -> list[dict[str, Any]]: ...
     async def log_since(self, after_seq: int, limit: int = 500,
                         kinds: tuple[str, ...] | None = None) -> list[LogEntry]: ...

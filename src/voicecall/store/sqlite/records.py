@@ -8,6 +8,7 @@ from typing import Any
 
 from voicecall.calls.model import CallRecord
 from voicecall.shared.clock import now_ms
+from voicecall.store.protocol import CallQuery
 from voicecall.store.sqlite.connection import dumps
 from voicecall.store.sqlite.writer import Op
 
@@ -22,12 +23,13 @@ _APPEND = "INSERT INTO log(at, call_id, kind, data) VALUES (?,?,?,?)"
 
 
 def save_op(record: CallRecord, events: Iterable[dict[str, Any]],
-            turn: dict[str, Any] | None) -> Op[None]:
+            turn: dict[str, Any] | None) -> Op[bool]:
     """The write for `store.save`: the record as it is now (serialized here, so later changes
     to it are not part of this save), its events and its turn.
 
     The `calls` row is written unless it already holds the very same text; a `snapshot` log
     row is added when the state differs from the stored one, and always for a terminal state.
+    The op returns whether the state differs from the stored one (True for a new call).
     Raises (here, before anything is queued) if the record or a row cannot be written as JSON.
     """
     text = record.to_json()
@@ -38,18 +40,20 @@ def save_op(record: CallRecord, events: Iterable[dict[str, Any]],
     event_rows = [dumps(event) for event in events]
     turn_text = dumps(turn) if turn is not None else None
 
-    def op(conn: sqlite3.Connection) -> None:
+    def op(conn: sqlite3.Connection) -> bool:
         now = now_ms()
         stored = conn.execute("SELECT state, record = ? FROM calls WHERE call_id=?",
                               (text, call_id)).fetchone()
         if stored is None or not stored[1]:
             conn.execute(_UPSERT, (*row, now, text))
         log = [(now, call_id, "event", data) for data in event_rows]
-        if state.is_terminal or stored is None or stored[0] != state.value:
+        changed = stored is None or stored[0] != state.value
+        if state.is_terminal or changed:
             log.append((now, call_id, "snapshot", text))
         if turn_text is not None:
             log.append((now, call_id, "turn", turn_text))
         conn.executemany(_APPEND, log)
+        return changed
 
     return op
 
@@ -86,4 +90,25 @@ def live(conn: sqlite3.Connection) -> list[CallRecord]:
 
 def recent(conn: sqlite3.Connection, limit: int) -> list[CallRecord]:
     rows = conn.execute("SELECT record FROM calls ORDER BY updated_at DESC LIMIT ?", (limit,))
+    return [CallRecord.model_validate_json(text) for (text,) in rows]
+
+
+def query(conn: sqlite3.Connection, q: CallQuery) -> list[CallRecord]:
+    """Calls matching `q`, live and ended, newest start first (ties by id, so pages are stable)."""
+    where: list[str] = []
+    args: list[Any] = []
+    if q.states:
+        where.append(f"state IN ({','.join('?' * len(q.states))})")
+        args.extend(q.states)
+    if q.direction is not None:
+        where.append("json_extract(record, '$.direction') = ?")
+        args.append(q.direction)
+    if q.since_ms is not None:
+        where.append("updated_at >= ?")
+        args.append(q.since_ms)
+    sql = "SELECT record FROM calls"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY started_at DESC, call_id DESC LIMIT ? OFFSET ?"
+    rows = conn.execute(sql, (*args, max(q.limit, 0), max(q.offset, 0)))
     return [CallRecord.model_validate_json(text) for (text,) in rows]

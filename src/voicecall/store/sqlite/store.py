@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from voicecall.calls.model import CallRecord
-from voicecall.store.protocol import LogEntry
+from voicecall.store.protocol import CallQuery, LogEntry
 from voicecall.store.sqlite import export, log, records, replay, sessions
 from voicecall.store.sqlite.checkpointer import Checkpointer
 from voicecall.store.sqlite.connection import DB_NAME, connect
@@ -117,10 +117,11 @@ class SQLiteCallStore:
 
     # -- records and the log -----------------------------------------------------------------
     async def save(self, record: CallRecord, *, events: Iterable[dict[str, Any]] = (),
-                   turn: dict[str, Any] | None = None) -> None:
+                   turn: dict[str, Any] | None = None) -> bool:
         """Persist the record as it is now, with its events, a snapshot when its state changed
-        (and always for a terminal state) and its turn; committed before this returns."""
-        await self._write(records.save_op(record, events, turn))
+        (and always for a terminal state) and its turn; committed before this returns.
+        True when the state differs from the stored one (or the call is new)."""
+        return await self._write(records.save_op(record, events, turn))
 
     async def get(self, call_id: str) -> CallRecord | None:
         """A call by our id, or else by the carrier's id."""
@@ -133,6 +134,10 @@ class SQLiteCallStore:
     async def recent_calls(self, limit: int = 50) -> list[CallRecord]:
         """The most recently updated calls, newest first."""
         return self._read(lambda conn: records.recent(conn, limit))
+
+    async def list_calls(self, query: CallQuery) -> list[CallRecord]:
+        """Live and ended calls matching `query`, newest start first."""
+        return self._read(lambda conn: records.query(conn, query))
 
     async def state_history(self, call_id: str) -> list[dict[str, Any]]:
         """The states a call went through, in order, with the time each was first persisted."""
