@@ -98,3 +98,13 @@ def test_help_and_usage_errors_do_not_load_the_gateway_stack(args: list[str]) ->
     assert "voicecall.cli.app" in loaded
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}, sorted(
         m for m in loaded if m.split(".")[0] in HEAVY)[:10]
+
+
+def test_config_show_exits_1_when_the_config_has_problems(tmp_path: Path) -> None:
+    (tmp_path / "voicecall.json").write_text(json.dumps({"provider": "twilio"}))
+    shown = run(tmp_path, "config", "show")
+    assert shown.returncode == 1, shown.stderr
+    assert json.loads(shown.stdout)["provider"] == "twilio"
+    assert "problem:" in shown.stderr and "twilio" in shown.stderr
+    (tmp_path / "voicecall.json").write_text(json.dumps({"provider": "mock"}))
+    assert run(tmp_path, "config", "show").returncode == 0

@@ -68,13 +68,15 @@ def store_import(file: Annotated[Path, typer.Option(help="A calls.jsonl to impor
 # -- config, tool, mock -----------------------------------------------------------------------
 @config_app.command("show")
 def config_show(as_json: JsonOpt = True) -> None:
-    """Print the effective configuration, secrets redacted."""
+    """Print the effective configuration, secrets redacted; exits 1 if it has problems."""
     from voicecall.config import redacted_config
 
     loaded = loaded_config(require_valid=False)
     out.print_json(json.dumps(redacted_config(loaded.config)))
     for issue in loaded.issues:
         err.print(f"[red]problem:[/] {issue.path}: {issue.message}")
+    if loaded.issues:
+        raise typer.Exit(1)
 
 
 @config_app.command("schema")
