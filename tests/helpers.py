@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pty
+import select
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,3 +32,26 @@ async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
+
+
+def run_on_terminal(args: list[str], env: dict[str, str], *, stream: str) -> tuple[int, str]:
+    """Run a command with its `stream` ("stdout" or "stderr") on a pseudo-terminal (the other
+    one discarded); its exit code and what the terminal got."""
+    master, slave = pty.openpty()
+    streams: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    streams[stream] = slave
+    proc = subprocess.Popen(args, env={**env, "TERM": "xterm", "COLUMNS": "200"}, **streams)
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunks.append(os.read(master, 65536))
+            except OSError:  # the child closed the terminal
+                break
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    return proc.wait(timeout=15), b"".join(chunks).decode(errors="replace")

@@ -4,9 +4,6 @@ concurrency cap, a call whose standalone host process died."""
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
 import signal
 import subprocess
 import time
@@ -17,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_cli_gateway import VOICECALL, Gateway
+from tests.helpers import run_on_terminal
 
 pytestmark = pytest.mark.slow
 
@@ -80,23 +78,7 @@ def _answered_call(gateway: Gateway) -> str:
 
 def _run_with_terminal_stderr(args: list[str], env: dict[str, str]) -> tuple[int, str]:
     """Run the CLI with stderr on a pseudo-terminal; its exit code and what the terminal got."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(args, env={**env, "TERM": "xterm", "COLUMNS": "200"},
-                            stdout=subprocess.PIPE, stderr=slave)
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                chunks.append(os.read(master, 65536))
-            except OSError:  # the child closed the terminal
-                break
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    return proc.wait(timeout=15), b"".join(chunks).decode(errors="replace")
+    return run_on_terminal(args, env, stream="stderr")
 
 
 def test_continue_on_a_terminal_shows_what_it_waits_for_and_the_seconds_elapsed(

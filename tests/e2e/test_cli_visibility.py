@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import pty
-import select
 import signal
 import subprocess
 import time
@@ -18,6 +15,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_cli_gateway import VOICECALL, Gateway
+from tests.helpers import run_on_terminal
 
 pytestmark = pytest.mark.slow
 CALLEE = "+15555550123"
@@ -176,24 +174,9 @@ def test_latency_piped_is_tab_separated(tmp_path: Path) -> None:
 
 def _stdout_on_a_terminal(args: list[str], env: dict[str, str]) -> str:
     """Run the CLI with stdout on a pseudo-terminal; what the terminal got."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(args, env={**env, "TERM": "xterm", "COLUMNS": "200"}, stdout=slave,
-                            stderr=subprocess.DEVNULL)
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                chunks.append(os.read(master, 65536))
-            except OSError:  # the child closed the terminal
-                break
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    assert proc.wait(timeout=15) == 0
-    return b"".join(chunks).decode(errors="replace")
+    code, shown = run_on_terminal(args, env, stream="stdout")
+    assert code == 0
+    return shown
 
 
 def test_calls_on_a_terminal_draws_a_table(tmp_path: Path) -> None:

@@ -34,18 +34,6 @@ async def sim() -> AsyncIterator[TwilioSimulator]:
         yield simulator
 
 
-@pytest.fixture
-async def speech() -> AsyncIterator[FakeSpeech]:
-    async with FakeSpeech() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def stt() -> AsyncIterator[FakeRealtimeTranscription]:
-    async with FakeRealtimeTranscription() as fake:
-        yield fake
-
-
 def streaming_config(sim: TwilioSimulator, speech: FakeSpeech, stt: FakeRealtimeTranscription,
                      port: int, **extra: Any) -> dict[str, Any]:
     return {

@@ -54,12 +54,6 @@ async def sim() -> AsyncIterator[TwilioSimulator]:
 
 
 @pytest.fixture
-async def speech() -> AsyncIterator[FakeSpeech]:
-    async with FakeSpeech() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def make_gateway(tmp_path: Path, sim: TwilioSimulator,
                        speech: FakeSpeech) -> AsyncIterator[GatewayFactory]:
     """`await make_gateway(maxConnections=2, ...)`: a started gateway with those `streaming.*`

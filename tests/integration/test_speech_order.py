@@ -142,18 +142,6 @@ async def test_twilio_say_speaks_the_opening_message_before_a_continue(
 
 
 # -- Twilio media stream ----------------------------------------------------------------------------
-@pytest.fixture
-async def speech() -> AsyncIterator[FakeSpeech]:
-    async with FakeSpeech() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def stt() -> AsyncIterator[FakeRealtimeTranscription]:
-    async with FakeRealtimeTranscription() as fake:
-        yield fake
-
-
 def skip_silence(pcm: np.ndarray) -> np.ndarray:
     """`pcm` from its first audible sample on."""
     return pcm[int(np.argmax(np.abs(pcm) > 100)):]
