@@ -44,8 +44,7 @@ class Gateway:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([*VOICECALL, "serve"], env=self.env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = self.launch()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -53,8 +52,18 @@ class Gateway:
                     return
             except httpx.TransportError:
                 time.sleep(0.05)
-            assert self.proc.poll() is None, self.proc.stdout.read().decode()  # type: ignore[union-attr]
+            assert self.proc.poll() is None, self.output()
         raise AssertionError("gateway did not start")
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start `voicecall serve`."""
+        return subprocess.Popen([*VOICECALL, "serve"], env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        """What the gateway printed (read once it has exited)."""
+        assert self.proc is not None and self.proc.stdout is not None
+        return self.proc.stdout.read().decode()
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         assert self.proc is not None
