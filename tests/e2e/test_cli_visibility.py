@@ -190,3 +190,37 @@ def test_calls_refuses_a_bad_filter_with_exit_2(tmp_path: Path, args: list[str],
                                                 problem: str) -> None:
     result = Gateway(tmp_path, CONFIG).cli("calls", *args, check=False)
     assert result.returncode == 2 and problem in result.stderr
+
+
+READ_COMMANDS = [["status"], ["calls"], ["latency"], ["status", "--call-id", "nope"]]
+
+
+@pytest.mark.parametrize("args", READ_COMMANDS, ids=lambda a: " ".join(a))
+def test_read_commands_against_a_gateway_need_no_event_loop_nor_httpx(
+        serve_with: ServeWith, args: list[str]) -> None:
+    """The cold-start budget of `status` and friends: with a gateway running they ask it over
+    the standard library's blocking HTTP client, and load neither asyncio nor httpx."""
+    gateway = serve_with()
+    gateway.notify_call()
+    code = ("import sys\nfrom voicecall.cli.app import main\n"
+            f"sys.argv = ['voicecall', *{args!r}, '--json']\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    print('exit', exc.code, file=sys.stderr)\n"
+            "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n")
+    result = subprocess.run([VOICECALL[0], "-c", code], env=gateway.env, capture_output=True,
+                            text=True, timeout=60)
+    loaded = set(result.stderr.strip().splitlines()[-1].split())
+    assert "voicecall.gateway.blocking_client" in loaded, result.stderr[-2000:]
+    assert not loaded & {"asyncio", "httpx", "starlette", "uvicorn"}, sorted(
+        loaded & {"asyncio", "httpx", "starlette", "uvicorn"})
+    answer = json.loads(result.stdout)
+    assert isinstance(answer, dict) and answer, result.stdout
+
+
+def test_status_with_a_wrong_control_token_is_one_line_and_exit_1(serve_with: ServeWith) -> None:
+    gateway = serve_with()
+    token_file = Path(gateway.env["OPENCLAW_STATE_DIR"]) / "gateway.token"
+    token_file.write_text("not-the-token-the-gateway-holds\n")  # read by the CLI, not the gateway
+    result = subprocess.run([*VOICECALL, "status"], env=gateway.env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1, result
+    assert "401" in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -3,7 +3,6 @@ calls, latency, tail, mock inject."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -33,7 +32,7 @@ from voicecall.cli.common import (
     spin,
     spoken_text,
 )
-from voicecall.cli.session import gateway_client, live_api, read_api
+from voicecall.cli.session import gateway_client, live_api, read_call
 
 
 # -- placing calls ----------------------------------------------------------------------------
@@ -151,12 +150,7 @@ def status(call_id: Annotated[str | None, typer.Option("--call-id", help="One ca
            as_json: JsonOpt = False) -> None:
     """Show one call, or every live call."""
     loaded = loaded_config(require_valid=False)
-
-    async def run() -> dict[str, Any]:
-        async with read_api(loaded) as api:
-            return await api.call("voicecall.status", {"callId": call_id} if call_id else {})
-
-    result = run_coro(run())
+    result = read_call(loaded, "voicecall.status", {"callId": call_id} if call_id else {})
     emit(result, as_json, lambda r: render.status(out, r))
     if call_id and not result.get("found"):
         raise typer.Exit(1)
@@ -171,13 +165,8 @@ def latency(last: Annotated[int, typer.Option(min=1, help="Turns to scan.")] = 2
     if file is not None:
         result = _latency_from_jsonl(file, last)
     else:
-        loaded = loaded_config(require_valid=False)
-
-        async def run() -> dict[str, Any]:
-            async with read_api(loaded) as api:
-                return await api.call("voicecall.latency", {"last": last})
-
-        result = run_coro(run())
+        result = read_call(loaded_config(require_valid=False), "voicecall.latency",
+                           {"last": last})
     emit(result, as_json, lambda r: render.latency(out, r))
 
 
@@ -212,6 +201,8 @@ def tail(since: Annotated[int, typer.Option(min=0, help="Entries to show first."
             render.log_entry(out, entry)
 
     async def run() -> None:
+        import asyncio
+
         async with gateway_client(loaded) as client:
             if client is not None:
                 first = await client.call("voicecall.tail", {"since": since})
@@ -297,13 +288,7 @@ def list_calls(
         params["direction"] = direction
     if since is not None:
         params["sinceMs"] = since_ms(since)
-    loaded = loaded_config(require_valid=False)
-
-    async def run() -> dict[str, Any]:
-        async with read_api(loaded) as api:
-            return await api.call("voicecall.list", params)
-
-    result = run_coro(run())
+    result = read_call(loaded_config(require_valid=False), "voicecall.list", params)
     emit(result, as_json, lambda r: render.calls(out, r))
     if not as_json and result.get("nextOffset") is not None:
         err.print(f"more calls: repeat with --offset {result['nextOffset']}", highlight=False)

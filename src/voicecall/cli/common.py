@@ -3,11 +3,11 @@ with one-line errors, and output."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -19,6 +19,8 @@ from voicecall.calls.phone import normalize_e164
 from voicecall.cli.session import live_api
 
 if TYPE_CHECKING:
+    import asyncio
+
     from voicecall.config import LoadedConfig
 
 # The config, the control client and the gateway are imported where a command uses them, so
@@ -119,9 +121,18 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def run_coro(coro: Coroutine[Any, Any, T], *, fast_loop: bool = False) -> T:
+    import asyncio
+
+    with reported(), asyncio.Runner(loop_factory=loop_factory() if fast_loop else None) as runner:
+        return runner.run(coro)
+
+
+@contextlib.contextmanager
+def reported() -> Iterator[None]:
+    """Known errors (a refused request, a bad config, a call error) end the command with one
+    line and their exit code instead of a traceback."""
     try:
-        with asyncio.Runner(loop_factory=loop_factory() if fast_loop else None) as runner:
-            return runner.run(coro)
+        yield
     except Exit:
         raise
     except Exception as exc:
@@ -133,7 +144,8 @@ def run_coro(coro: Coroutine[Any, Any, T], *, fast_loop: bool = False) -> T:
 
 _REPORTED = (  # (module, class, exit code, message prefix): errors shown in one line
     ("voicecall.gateway.ports", "PortInUse", 3, ""),
-    ("voicecall.gateway.client", "RpcError", 1, ""),
+    ("voicecall.gateway.rpc_wire", "RpcError", 1, ""),
+    ("voicecall.gateway.rpc_wire", "GatewayUnavailable", 1, ""),
     ("voicecall.config.loader", "ConfigError", 2, "invalid config:\n"),
     ("voicecall.service.errors", "CallError", 1, ""),
 )
@@ -159,6 +171,8 @@ def emit(result: Any, as_json: bool, human: Callable[[Any], None]) -> None:
 async def spin(message: str, awaitable: Awaitable[T], as_json: bool) -> T:
     """Await `awaitable`; when stderr is a terminal, show a spinner saying what is awaited
     (`message`) and the seconds spent so far."""
+    import asyncio
+
     if as_json or not err.is_terminal:
         return await awaitable
     loop = asyncio.get_running_loop()
@@ -181,6 +195,8 @@ def check_mode(mode: str | None) -> None:
 
 
 def place_call(loaded: LoadedConfig, params: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    import asyncio
+
     async def run() -> dict[str, Any]:
         async with live_api(loaded) as (api, runtime):
             result = await api.call("voicecall.initiate" if params.get("message")
@@ -206,6 +222,8 @@ def place_call(loaded: LoadedConfig, params: dict[str, Any], as_json: bool) -> d
 
 
 async def _wait_ended(api: Any, call_id: str) -> dict[str, Any]:
+    import asyncio
+
     while True:
         status = await api.call("voicecall.status", {"callId": call_id})
         call = status.get("call") or {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -53,6 +52,8 @@ def serve(as_json: JsonOpt = False,
     loaded = loaded_config()
 
     async def run() -> None:
+        import asyncio
+
         runtime = Runtime(loaded)
         await runtime.start()
         logs.use_format(log_format)  # uvicorn's handlers, set up as the servers started

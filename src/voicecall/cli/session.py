@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from voicecall.config import LoadedConfig
+    from voicecall.gateway.blocking_client import BlockingControlClient
     from voicecall.gateway.client import ControlClient
     from voicecall.gateway.runtime import Runtime
 
@@ -42,26 +43,43 @@ def control_url(loaded: LoadedConfig) -> str:
     return f"http://{host}:{c.port}"
 
 
-@contextlib.asynccontextmanager
-async def gateway_client(loaded: LoadedConfig) -> AsyncIterator[ControlClient | None]:
-    """A client for the running gateway, or None when no gateway answers."""
+def probe_gateway(loaded: LoadedConfig) -> BlockingControlClient | None:
+    """A blocking client for the running gateway, or None when no gateway answers. Says so in
+    one line when that gateway loaded another configuration than this command."""
     from voicecall.config import resolve_control_token
-    from voicecall.gateway.client import ControlClient
+    from voicecall.gateway.blocking_client import BlockingControlClient
 
     token = resolve_control_token(loaded.config, loaded.env)
-    client = ControlClient(control_url(loaded), token,
-                           timeout_s=loaded.config.transcript_timeout_ms / 1000 + 60)
+    client = BlockingControlClient(control_url(loaded), token, timeout_s=_long_timeout_s(loaded))
+    health = client.health()
+    if health is None:
+        return None
+    _warn_if_config_differs(loaded, client, health)
+    return client
+
+
+def _long_timeout_s(loaded: LoadedConfig) -> float:
+    return loaded.config.transcript_timeout_ms / 1000 + 60
+
+
+@contextlib.asynccontextmanager
+async def gateway_client(loaded: LoadedConfig) -> AsyncIterator[ControlClient | None]:
+    """An async client for the running gateway, or None when no gateway answers."""
+    probe = probe_gateway(loaded)
+    if probe is None:
+        yield None
+        return
+    from voicecall.gateway.client import ControlClient
+
+    client = ControlClient(probe.base_url, probe.token, timeout_s=_long_timeout_s(loaded))
     try:
-        health = await client.health()
-        if health is not None:
-            await _warn_if_config_differs(loaded, client, health)
-        yield client if health is not None else None
+        yield client
     finally:
         await client.aclose()
 
 
-async def _warn_if_config_differs(loaded: LoadedConfig, client: ControlClient,
-                                  health: Mapping[str, Any]) -> None:
+def _warn_if_config_differs(loaded: LoadedConfig, client: BlockingControlClient,
+                            health: Mapping[str, Any]) -> None:
     """One line on stderr when the running gateway loaded other settings than this command: a
     client with its own `--config` would otherwise wait for things the gateway never had."""
     from voicecall.config import config_fingerprint
@@ -72,7 +90,7 @@ async def _warn_if_config_differs(loaded: LoadedConfig, client: ControlClient,
     defaults = "no config file (defaults)"
     theirs_path = "config file unknown"
     with contextlib.suppress(Exception):
-        info = (await client.call("voicecall.status", {}, timeout_s=5)).get("gateway")
+        info = client.call("voicecall.status", {}, timeout_s=5).get("gateway")
         if isinstance(info, dict):
             theirs_path = str(info.get("configPath") or defaults)
     ours = str(loaded.source) if loaded.source else defaults
@@ -83,13 +101,30 @@ async def _warn_if_config_differs(loaded: LoadedConfig, client: ControlClient,
         f"this command: {ours}); {hint}\n")
 
 
+def read_call(loaded: LoadedConfig, method: str,
+              params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One read-only request: to the running gateway when one answers (blocking, no event
+    loop), else to the store read directly (binds no port)."""
+    from voicecall.cli.common import reported, run_coro
+
+    client = probe_gateway(loaded)
+    if client is not None:
+        with reported():
+            return client.call(method, params)
+
+    async def standalone() -> dict[str, Any]:
+        async with _store_api(loaded) as api:
+            return await api.call(method, params)
+
+    return run_coro(standalone())
+
+
 @contextlib.asynccontextmanager
 async def live_api(loaded: LoadedConfig) -> AsyncIterator[tuple[Api, Runtime | None]]:
     """An API that can act on live calls: the gateway's, or a standalone runtime's."""
     async with gateway_client(loaded) as client:
         if client is not None:
-            timeout = loaded.config.transcript_timeout_ms / 1000 + 60
-            yield RemoteApi(client, timeout), None
+            yield RemoteApi(client, _long_timeout_s(loaded)), None
             return
     from voicecall.gateway.runtime import Runtime
 
@@ -102,12 +137,8 @@ async def live_api(loaded: LoadedConfig) -> AsyncIterator[tuple[Api, Runtime | N
 
 
 @contextlib.asynccontextmanager
-async def read_api(loaded: LoadedConfig) -> AsyncIterator[Api]:
-    """An API for reading calls: the gateway's, or the store read directly (binds no port)."""
-    async with gateway_client(loaded) as client:
-        if client is not None:
-            yield RemoteApi(client, 60)
-            return
+async def _store_api(loaded: LoadedConfig) -> AsyncIterator[Api]:
+    """The control API over the store read directly, with no gateway and no port."""
     from voicecall.config import store_dir
     from voicecall.providers.registry import build_provider
     from voicecall.server.rpc import ControlApi
@@ -121,4 +152,4 @@ async def read_api(loaded: LoadedConfig) -> AsyncIterator[Api]:
         yield ControlApi(service)
 
 
-__all__ = ["Api", "control_url", "gateway_client", "live_api", "read_api"]
+__all__ = ["Api", "control_url", "gateway_client", "live_api", "probe_gateway", "read_call"]

@@ -10,23 +10,14 @@ from typing import Any
 
 import httpx
 
-
-class RpcError(Exception):
-    """The gateway refused or failed a request; `code` is the JSON-RPC error code."""
-
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.data = data
-
-
-class GatewayUnavailable(Exception):
-    """No gateway answers at the control address."""
-
-
-class Unauthorized(RpcError):
-    def __init__(self) -> None:
-        super().__init__(401, "the gateway refused the control token (401 Unauthorized)")
+from voicecall.gateway.rpc_wire import (
+    GatewayUnavailable,
+    RpcError,
+    Unauthorized,
+    health_body,
+    rpc_request,
+    rpc_result,
+)
 
 
 class ControlClient:
@@ -67,36 +58,21 @@ class ControlClient:
             response = await self._http.get("/health", timeout=2.0)
         except httpx.TransportError:
             return None
-        if response.status_code != 200:
-            return None
-        try:
-            body = response.json()
-        except ValueError:
-            return {}
-        return body if isinstance(body, dict) else {}
+        return health_body(response.status_code, response.content)
 
     async def call(self, method: str, params: Mapping[str, Any] | None = None, *,
                    timeout_s: float | None = None) -> dict[str, Any]:
         """Invoke one method; returns its result or raises `RpcError` / `GatewayUnavailable`."""
-        payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method,
-                   "params": dict(params or {})}
+        body = rpc_request(next(self._ids), method, params)
         timeout = httpx.Timeout(timeout_s or self._timeout_s, connect=2.0)
         try:
-            response = await self._http.post("/rpc", json=payload, timeout=timeout)
+            response = await self._http.post("/rpc", content=body, timeout=timeout,
+                                             headers={"content-type": "application/json"})
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise GatewayUnavailable(f"no gateway at {self.base_url}: {exc}") from exc
         except httpx.TimeoutException as exc:
             raise RpcError(-32099, f"the gateway did not answer {method} in time") from exc
-        if response.status_code == 401:
-            raise Unauthorized
-        if response.status_code != 200:
-            raise RpcError(response.status_code, f"HTTP {response.status_code}: {response.text}")
-        body = response.json()
-        if "error" in body:
-            err = body["error"]
-            raise RpcError(int(err.get("code", -32000)), str(err.get("message")), err.get("data"))
-        result: dict[str, Any] = body["result"]
-        return result
+        return rpc_result(response.status_code, response.content)
 
     async def events(self, after: int = -1) -> AsyncIterator[dict[str, Any]]:
         """Log entries as they are persisted (snapshots, events, turns), from `after` on."""
@@ -110,3 +86,6 @@ class ControlClient:
                         yield json.loads(line[6:])
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise GatewayUnavailable(f"no gateway at {self.base_url}: {exc}") from exc
+
+
+__all__ = ["ControlClient", "GatewayUnavailable", "RpcError", "Unauthorized"]
