@@ -71,7 +71,11 @@ async def test_inbound_caller_is_greeted_and_gets_three_spoken_answers_with_memo
         assert record is not None
         await eventually(lambda: len(record.transcript) == 7)
         assert [t.speaker for t in record.transcript] == ["bot", "user", "bot", "user", "bot", "user", "bot"]
-        memory = await gateway.store.session_messages(record.session_key or "")
+        async def remembered() -> list[dict[str, str]] | None:  # once the last reply finished
+            memory = await gateway.store.session_messages(record.session_key or "")
+            return memory if len(memory) == 6 else None
+
+        memory = await eventually(remembered)
         assert [m["role"] for m in memory] == ["user", "assistant"] * 3
         assert memory[0]["content"] == "When are you open?"
         # The model saw the conversation so far (history and transcript) on the third turn.

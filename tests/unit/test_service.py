@@ -56,7 +56,7 @@ async def ended(service: CallService, call_id: str, within: float = 5.0) -> Call
 
     async def check() -> bool:
         rec = await service.get_call(call_id)
-        if rec and rec.is_terminal:
+        if rec and rec.is_terminal and service.live(call_id) is None:  # persisted and finalized
             result.append(rec)
             return True
         return False

@@ -16,6 +16,10 @@ class EventOutcome(NamedTuple):
 
     call: CallRecord | None
     rejected: str | None = None
+    speech_due: bool = False
+    """The event answered the call and the service is about to send it something (its opening,
+    speech asked for before the answer, or a listen): an answer that can carry the first words
+    may wait briefly for them (providers/answer_window.py)."""
 
 
 class ProviderContext(Protocol):

@@ -46,9 +46,8 @@ async def apply_one(service: CallService, event: CallEvent) -> EventOutcome:
         adopted = True
     async with call.lock:
         result = await _apply_locked(service, call, event, adopted=adopted)
-    if result is not None:
-        _after_apply(service, call, result)
-    return EventOutcome(call.record)
+    speech_due = _after_apply(service, call, result) if result is not None else False
+    return EventOutcome(call.record, speech_due=speech_due)
 
 
 async def _apply_locked(service: CallService, call: LiveCall, event: CallEvent, *,
@@ -93,20 +92,21 @@ async def _apply_locked(service: CallService, call: LiveCall, event: CallEvent, 
     return _Result(applied, consumed)
 
 
-def _after_apply(service: CallService, call: LiveCall, result: _Result) -> None:
-    """Side effects of an applied event that run outside the call's lock."""
+def _after_apply(service: CallService, call: LiveCall, result: _Result) -> bool:
+    """Side effects of an applied event that run outside the call's lock; True when the event
+    answered the call and speech is due on it at once (`EventOutcome.speech_due`)."""
     applied, record = result.applied, call.record
     if applied.ended:
         if record.end_reason == EndReason.VOICEMAIL:  # our decision, not the carrier's end
             service.spawn(service.hang_up_quietly(record), f"hangup:{record.call_id}")
-        return
-    if applied.answered:
-        service.on_answered(call)
+        return False
+    speech_due = service.on_answered(call) if applied.answered else False
     if (applied.final_speech is not None and not result.consumed and service.auto_replies(record)
             and service.turn_handler is not None):
         service.spawn(service.turn_handler.on_caller_turn(record, applied.final_speech,
                                                           call.generation, now_ms()),
                       f"reply:{record.call_id}")
+    return speech_due
 
 
 def _event_summary(event: CallEvent, key: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from voicecall.providers.base import DialRequest, EventOutcome, Provider
 from voicecall.providers.streams import PlaybackResult
 from voicecall.service import apply, restore, speech, turns
 from voicecall.service.errors import CallError, CallNotFound, CapacityReached
+from voicecall.service.line import has_opening
 from voicecall.service.live import LiveCall, LiveCalls, Waiter
 from voicecall.service.operations import Operations
 from voicecall.service.protocols import MediaPlayer, TurnHandler
@@ -446,12 +447,17 @@ class CallService:
             await self.end(call_id, EndReason.HANGUP_BOT, detail="caller idle")
 
     # -- answer, greeting, timers ------------------------------------------------------------
-    def on_answered(self, call: LiveCall) -> None:
+    def on_answered(self, call: LiveCall) -> bool:
+        """Start the answered call's timers and its greeting; True when it will be sent
+        something at once (its opening, speech already asked for, or a listen)."""
         cid = call.call_id
+        speech_due = (has_opening(call.record) or call.line.waiting()
+                      or self.auto_replies(call.record))
         call.line.answered()
         self._timers.cancel(cid, "ring")
         self.start_max_duration(call.record, self.settings.max_duration_seconds * 1000)
         self.spawn(self.greet(call), f"greet:{cid}")
+        return speech_due
 
     def start_max_duration(self, record: CallRecord, remaining_ms: int) -> None:
         cid = record.call_id

@@ -63,6 +63,10 @@ class SpeechLine:
         place, self._opening = self._opening, None
         return place
 
+    def waiting(self) -> bool:
+        """Whether any speech is waiting in the line."""
+        return bool(self._places)
+
     def answered(self) -> None:
         """The call was answered: the head of the line may speak."""
         self._answered = True

@@ -2,9 +2,11 @@
 
 How a call is driven (no media stream):
 - placing: REST create with `Url` (answer TwiML) and `StatusCallback`, both carrying our call id;
-- the answer fetch gets a *hold* document (a long Pause, then a Redirect back to us), so the call
-  stays up while the gateway decides what to say;
-- speaking: a REST update with `<Say>` followed by a `<Redirect>` to a per-utterance `played` URL,
+- the answer fetch carries the call's first document (its opening `<Say>`, keys or `<Gather>`)
+  when the gateway has one at once (providers/answer_window.py), else a *hold* document (a long
+  Pause, then a Redirect back to us), so the call stays up while the gateway decides what to say;
+- speaking: `<Say>` followed by a `<Redirect>` to a per-utterance `played` URL (in the answer, or
+  a REST update),
   so `play_tts` returns exactly when Twilio has finished saying it (a notify call hangs up
   only once its message has played) and every utterance is rendered once;
 - listening: a speech `<Gather>` whose action URL carries the turn token (a stale callback cannot
@@ -35,6 +37,7 @@ import httpx
 
 from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallRecord, Direction, EndReason
+from voicecall.providers.answer_window import AnswerWindow
 from voicecall.providers.base import (
     DialRequest,
     EventOutcome,
@@ -195,6 +198,7 @@ class TwilioProvider:
         self._streaming_inbound: set[str] = set()
         self._queued_inbound: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._windows: dict[str, AnswerWindow] = {}
         self.serializer: StreamSerializer = TwilioStreamSerializer()
 
     @property
@@ -336,6 +340,7 @@ class TwilioProvider:
             if entry and not entry[1].done():
                 entry[1].set_result(None)
         if meta.get("inboundStart"):
+            self._windows.setdefault(call.call_id, AnswerWindow())
             await self._remember_base(call.call_id)
             if self._stream_url() and self._streaming_inbound - {call.call_id}:
                 if call.call_id not in self._queued_inbound:
@@ -345,8 +350,10 @@ class TwilioProvider:
             reply.body = twiml.document(twiml.redirect(await self._call_url(call.call_id,
                                                                             type="answered")))
             return reply
+        answer = kind in (None, "answered") and meta["status"] == "in-progress"
         stream_url = self._stream_url()
-        if stream_url and kind in (None, "answered") and meta["status"] == "in-progress":
+        if stream_url and answer:
+            self._close_window(call.call_id)
             if call.direction == "inbound":
                 self._streaming_inbound.add(call.call_id)
             reply.body = twiml.stream(stream_url, await self.stream_token(call.call_id))
@@ -354,8 +361,29 @@ class TwilioProvider:
         if kind == "listen" and self._listening.get(call.call_id) == meta.get("turnToken"):
             reply.body = await self._listen_twiml(call.call_id, meta["turnToken"])
             return reply
+        window = self._windows.get(call.call_id) if answer else None
+        if window is not None:
+            first = await window.take(wait=any(o.speech_due for o in outcomes or []))
+            if self._windows.get(call.call_id) is window:
+                del self._windows[call.call_id]
+            if first is not None:
+                reply.body = first
+                return reply
         reply.body = twiml.hold(await self._call_url(call.call_id, type="hold"))
         return reply
+
+    def _close_window(self, call_id: str) -> None:
+        window = self._windows.pop(call_id, None)
+        if window is not None:
+            window.close()
+
+    async def _send_twiml(self, call: CallRecord, document: str) -> None:
+        """Send the call `document`: in the answer to its answer webhook when that is still to
+        go out, else by REST update."""
+        window = self._windows.get(call.call_id)
+        if window is not None and await window.park(document):
+            return
+        await self._update(call, [("Twiml", document)])
 
     async def _call_for(self, meta: dict[str, Any],
                         outcomes: list[EventOutcome] | None) -> CallRecord | None:
@@ -416,6 +444,7 @@ class TwilioProvider:
                 task = asyncio.get_running_loop().create_task(self._connect_next_queued())
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+        self._close_window(call_id)
         for _utt, (owner, fut) in list(self._played.items()):
             if owner == call_id and not fut.done():
                 fut.set_exception(ProviderError("twilio: the call ended during playback"))
@@ -441,6 +470,7 @@ class TwilioProvider:
 
     async def initiate_call(self, request: DialRequest) -> str:
         base = await self._remember_base(request.call_id)
+        self._windows[request.call_id] = AnswerWindow()
         params: list[tuple[str, str]] = [
             ("To", request.to), ("From", request.from_),
             ("Url", self._url(base, request.call_id)), ("Method", "POST"),
@@ -479,7 +509,7 @@ class TwilioProvider:
         self._played[utt] = (call.call_id, fut)
         try:
             played_url = await self._call_url(call.call_id, type="played", utt=utt)
-            await self._update(call, [("Twiml", render(played_url))])
+            await self._send_twiml(call, render(played_url))
             await fut
         finally:
             self._played.pop(utt, None)
@@ -511,7 +541,7 @@ class TwilioProvider:
     async def start_listening(self, call: CallRecord, turn_token: str | None) -> None:
         if turn_token:
             self._listening[call.call_id] = turn_token
-        await self._update(call, [("Twiml", await self._listen_twiml(call.call_id, turn_token))])
+        await self._send_twiml(call, await self._listen_twiml(call.call_id, turn_token))
 
     async def stop_listening(self, call: CallRecord) -> None:
         self._listening.pop(call.call_id, None)

@@ -88,6 +88,8 @@ class WebhookRecord:
     content_type: str = ""
     error: str | None = None
     at: float = 0.0
+    replied_at: float | None = None
+    """When the app's answer arrived (None without one)."""
 
     @property
     def signature(self) -> str:
@@ -384,7 +386,7 @@ class TwilioSimulator:
                  time_scale: float = 1.0, say_ms_per_char: int = 30, webhook_retries: int = 0,
                  host: str = "127.0.0.1", port: int = 0, webhook_timeout_s: float = 15.0,
                  default_callee: Callee | None = None,
-                 webhook_source_addresses: Sequence[str] = ()) -> None:
+                 webhook_source_addresses: Sequence[str] = (), api_latency_s: float = 0.0) -> None:
         self.account_sid = account_sid or "AC" + secrets.token_hex(16)
         self.auth_token = auth_token or secrets.token_hex(16)
         self.time_scale = time_scale
@@ -397,6 +399,9 @@ class TwilioSimulator:
         self.webhook_source_addresses = tuple(webhook_source_addresses)
         """Local addresses to send webhooks from, in turn (e.g. 127.0.0.2, 127.0.0.3, ...), the way
         Twilio's requests come from many IPs; empty: the system's choice."""
+        self.api_latency_s = api_latency_s
+        """How long each REST request takes to reach the API (a WAN round trip to Twilio's
+        API and its processing); 0 on loopback."""
         self.base_url = ""
         self.calls: dict[str, SimCall] = {}
         self.requests: list[WebhookRecord] = []
@@ -708,6 +713,7 @@ class TwilioSimulator:
                 client = self._http_sources[self._http_turn % len(self._http_sources)]
                 self._http_turn += 1
             resp = await client.request(rec.method, rec.url, content=body, headers=rec.headers)
+            rec.replied_at = time.time()
             rec.status_code = resp.status_code
             rec.body = resp.text
             rec.content_type = resp.headers.get("content-type", "")
@@ -906,6 +912,8 @@ class TwilioSimulator:
                 and request.path_params.get("account") == self.account_sid)
 
     async def _guard(self, request: Request) -> tuple[_Form, Response | None]:
+        if self.api_latency_s > 0:
+            await asyncio.sleep(self.api_latency_s)
         form = _Form(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
         if not self._authorized(request):
             resp: Response = _twilio_error(20003, "Authenticate", 401)
