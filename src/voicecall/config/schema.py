@@ -27,12 +27,21 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
+
+from voicecall.config.secret_refs import (
+    SECRETS_CONTEXT_KEY,
+    SecretRef,
+    SecretResolving,
+    SecretsConfig,
+    looks_like_ref,
+)
 
 __all__ = [
     "AVAILABLE_PROVIDERS",
@@ -55,6 +64,8 @@ __all__ = [
     "RealtimeFastContext",
     "RealtimeTool",
     "RealtimeToolParameters",
+    "Secret",
+    "SecretsConfig",
     "ServeConfig",
     "StreamingConfig",
     "SttConfig",
@@ -152,6 +163,31 @@ def _check_ip(value: str) -> str:
     return value.strip()
 
 
+def _secret_input(value: Any, info: ValidationInfo) -> Any:
+    """A credential key's value: a string as it is, or a SecretRef resolved by the loader (D90)."""
+    if not looks_like_ref(value):
+        return value
+    try:
+        ref = SecretRef.model_validate(value)
+    except ValidationError as exc:
+        first = issues_from_validation_error(exc, SecretRef)[0]
+        raise FieldPathError("" if first.path == "(root)" else first.path, first.message) from None
+    resolver: SecretResolving | None = (info.context or {}).get(SECRETS_CONTEXT_KEY)
+    if resolver is None:
+        raise ValueError("a SecretRef is resolved only when the config file is loaded (load_config)")
+    try:
+        return SecretStr(resolver.resolve(ref))
+    except ValueError as exc:
+        raise ValueError(f"cannot resolve the secret: {exc}") from None
+
+
+# The input a credential accepts, as the published schema shows it.
+_WRITE_ONLY: JsonDict = {"format": "password", "writeOnly": True}
+_SECRET_INPUT = BeforeValidator(_secret_input, json_schema_input_type=(
+    Annotated[str, Field(min_length=1, json_schema_extra=_WRITE_ONLY)] | SecretRef))
+_TOKEN_INPUT = BeforeValidator(_secret_input, json_schema_input_type=(
+    Annotated[str, Field(min_length=16, json_schema_extra=_WRITE_ONLY)] | SecretRef))
+
 # Bounds go before the BeforeValidator: after it, pydantic checks them in a separate validator
 # and writes them into the JSON schema as its own `ge`/`le` keys instead of `minimum`/`maximum`.
 PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_reject_bool)]
@@ -160,7 +196,9 @@ NonNegativeInt = Annotated[int, Field(ge=0), BeforeValidator(_reject_bool)]
 Port = Annotated[int, Field(ge=0, le=65535), BeforeValidator(_reject_bool)]
 UnitFloat = Annotated[float, Field(ge=0, le=1), BeforeValidator(_reject_bool)]
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
-Secret = Annotated[SecretStr, Field(min_length=1)]
+Secret = Annotated[SecretStr, Field(min_length=1), _SECRET_INPUT]
+"""Every credential key has this type (or `ControlToken`): a plain string or a SecretRef (D90)."""
+ControlToken = Annotated[SecretStr, Field(min_length=16), _TOKEN_INPUT]
 E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
 UrlPath = Annotated[str, AfterValidator(_check_path)]
 HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
@@ -172,23 +210,37 @@ CallMode = Literal["notify", "conversation"]
 SessionScope = Literal["per-phone", "per-call", "main"]
 
 
-def _secretize(value: Any) -> Any:
-    """Wrap string values under secret-like keys of a free-form dict in SecretStr (recursively)."""
+def _secretize(value: Any, info: ValidationInfo, path: tuple[str, ...]) -> Any:
+    """Wrap string values under secret-like keys of a free-form dict in SecretStr (recursively);
+    a SecretRef under such a key is resolved (D90)."""
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
+            here = (*path, str(key))
             if is_secret_key(str(key)) and isinstance(item, str):
                 out[str(key)] = SecretStr(item)
+            elif is_secret_key(str(key)) and looks_like_ref(item):
+                try:
+                    out[str(key)] = _secret_input(item, info)
+                except FieldPathError as exc:
+                    raise FieldPathError(".".join(filter(None, (*here, exc.path))), exc.message) from None
+                except ValueError as exc:
+                    raise FieldPathError(".".join(here), str(exc)) from None
             else:
-                out[str(key)] = _secretize(item)
+                out[str(key)] = _secretize(item, info, here)
         return out
     if isinstance(value, list):
-        return [_secretize(item) for item in value]
+        return [_secretize(item, info, path) for item in value]
     return value
 
 
-ProviderDicts = Annotated[dict[str, dict[str, Any]], AfterValidator(_secretize)]
-"""Provider-owned raw settings keyed by provider id; credential-like values become SecretStr."""
+def _secretize_dicts(value: Any, info: ValidationInfo) -> Any:
+    return _secretize(value, info, ())
+
+
+ProviderDicts = Annotated[dict[str, dict[str, Any]], AfterValidator(_secretize_dicts)]
+"""Provider-owned raw settings keyed by provider id; credential-like values become SecretStr, and
+credential-like keys may hold a SecretRef."""
 
 
 class _Model(BaseModel):
@@ -277,7 +329,7 @@ class ControlConfig(_Model):
     bind: NonEmptyStr = Field(
         "127.0.0.1", description="Address the control API listens on; keep it a loopback address.")
     port: Port = Field(3335, description="Port of the control API; must differ from serve.port.")
-    token: Annotated[SecretStr, Field(min_length=16)] | None = Field(
+    token: ControlToken | None = Field(
         None, description="Bearer token of the control API, at least 16 characters. When unset, a token is "
         "generated and kept in `gateway.token` in the state directory (`voicecall token` prints it).")
 
@@ -338,9 +390,10 @@ class StreamingConfig(_Model):
         None, description="Speech-to-text provider: `openai`, `deepgram`, or `none` for speak-only calls. "
         "Unset: the first provider under providers, else `openai`.")
     providers: ProviderDicts = Field(
-        default_factory=dict, description="Settings per speech-to-text provider id: `apiKey` (else "
-        "OPENAI_API_KEY or DEEPGRAM_API_KEY), `baseUrl`, `model`; for openai also `silenceDurationMs`, "
-        "`vadThreshold`, `prefixPaddingMs`; for deepgram also `endpointingMs`, `language`.")
+        default_factory=dict, description="Settings per speech-to-text provider id: `apiKey` (a string or a "
+        "SecretRef; else OPENAI_API_KEY or DEEPGRAM_API_KEY), `baseUrl`, `model`; for openai also "
+        "`silenceDurationMs`, `vadThreshold`, `prefixPaddingMs`; for deepgram also `endpointingMs`, "
+        "`language`.")
     stream_path: UrlPath = Field(
         "/voice/stream", description="WebSocket path of media streams on the webhook port; must differ "
         "from serve.path.")
@@ -833,6 +886,10 @@ class VoiceCallConfig(_Model):
         default_factory=IdleConfig, description="Prompt and hang up when the caller stays silent.")
     mock: MockConfig = Field(
         default_factory=MockConfig, description="Behaviour of the built-in offline `mock` carrier.")
+    secrets: SecretsConfig = Field(
+        default_factory=SecretsConfig, description="Providers of SecretRef credentials: any credential key "
+        'may hold `{"source": "env"|"file"|"exec", "provider": name, "id": ...}` instead of the value, read '
+        "once at start. In an OpenClaw config, its top-level `secrets` block.")
 
     @field_validator("tts", mode="before")
     @classmethod
