@@ -47,6 +47,7 @@ __all__ = [
     "AVAILABLE_PROVIDERS",
     "DEFAULT_REALTIME_INSTRUCTIONS",
     "E164_PATTERN",
+    "FUNNEL_PORTS",
     "NOT_BUILT_YET",
     "SEED_TTS_PROVIDER_KEYS",
     "ConfigError",
@@ -81,12 +82,16 @@ __all__ = [
     "WrongTypeError",
     "derive_realtime_stream_path",
     "format_path",
+    "funnel_port_message",
     "is_secret_key",
     "issue_from_error",
     "issues_from_validation_error",
     "normalize_tts_shape",
     "validate_provider_config",
 ]
+
+FUNNEL_PORTS: tuple[int, ...] = (443, 8443, 10000)
+"""The HTTPS ports Tailscale Funnel can serve on (serve takes any)."""
 
 E164_PATTERN = r"^\+[1-9]\d{1,14}$"
 """E.164: a `+`, a non-zero country-code digit, then at most 14 more digits."""
@@ -342,7 +347,9 @@ class TailscaleConfig(_Model):
         "not at all.")
     path: UrlPath = Field(
         "/voice/webhook", description="Path Tailscale exposes; requests to it go to serve.path.")
-    port: Literal[443, 8443, 10000] = Field(443, description="HTTPS port Tailscale serves on.")
+    port: Annotated[int, Field(ge=1, le=65535), BeforeValidator(_reject_bool)] = Field(
+        443, description="HTTPS port Tailscale serves on (the URL gets `:<port>` unless it is 443): any "
+        "port for serve; 443, 8443 or 10000 for funnel, the only ones Funnel offers.")
 
 
 class TunnelConfig(_Model):
@@ -716,6 +723,12 @@ class MockConfig(_Model):
     ring_ms: NonNegativeInt = Field(100, description="Milliseconds from dialing to ringing.")
 
 
+def funnel_port_message(port: int) -> str:
+    """Why `port` cannot be a Funnel port (the config check and `voicecall expose` say the same)."""
+    return (f"{port} cannot be used with Tailscale Funnel, which serves only on 443, 8443 or 10000; "
+            "pick one of those, or use serve (any port)")
+
+
 def derive_realtime_stream_path(serve_path: str) -> str:
     """Default realtime stream path from serve.path (docs/decisions.md D38).
 
@@ -908,6 +921,9 @@ class VoiceCallConfig(_Model):
             )
         if self.streaming.stream_path == self.serve.path:
             raise FieldPathError("streaming.streamPath", "must differ from serve.path")
+        funnel = self.tunnel.provider == "tailscale-funnel" or self.tailscale.mode == "funnel"
+        if funnel and self.tailscale.port not in FUNNEL_PORTS:
+            raise FieldPathError("tailscale.port", funnel_port_message(self.tailscale.port))
         if self.responder.enabled and self.responder.type == "http" and not self.responder.url:
             raise FieldPathError("responder.url", "is required when responder.type is http")
         if self.responder.enabled and self.responder.type == "python" and not self.responder.target:
