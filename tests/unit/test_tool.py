@@ -90,3 +90,6 @@ async def test_legacy_call_without_a_number_says_to_is_required() -> None:
         "error": "to required for call"}
     assert await dispatch_tool({"mode": "fly"}, rec) == {
         "error": "unknown mode 'fly'; use call or status (or an action)"}
+    # Not the legacy shape: a forgotten action is still named as such.
+    assert "unknown action None" in (await dispatch_tool({"callId": "c1"}, rec))["error"]
+    assert "unknown action None" in (await dispatch_tool({}, rec))["error"]

@@ -85,7 +85,7 @@ async def dispatch_tool(arguments: Mapping[str, Any] | str, invoke: Invoke) -> d
         return {"error": f"arguments are not valid JSON: {exc}"}
     if not isinstance(args, dict):
         return {"error": "arguments must be an object"}
-    if "action" not in args:
+    if "action" not in args and args and set(args) <= _LEGACY_KEYS:
         return await _dispatch_legacy(args, invoke)
     action = args.pop("action", None)
     if action not in _ACTIONS:
@@ -100,6 +100,9 @@ async def dispatch_tool(arguments: Mapping[str, Any] | str, invoke: Invoke) -> d
     except Exception as exc:  # errors are data for the agent, never a crash
         return {"error": str(exc) or f"{action} failed"}
     return result
+
+
+_LEGACY_KEYS = frozenset({"mode", "to", "sid", "message"})
 
 
 async def _dispatch_legacy(args: Mapping[str, Any], invoke: Invoke) -> dict[str, Any]:
