@@ -296,3 +296,11 @@ def test_values_are_resolved_at_load_not_kept_as_refs() -> None:
     env["TW"] = "changed later"
     assert loaded.config.twilio.auth_token is not None
     assert loaded.config.twilio.auth_token.get_secret_value() == SECRET
+
+
+def test_a_bad_secrets_block_is_reported_with_the_other_bad_keys() -> None:
+    doc = {**twilio_ref({"source": "env", "id": "TW"}), "maxConcurrentCalls": 0,
+           "secrets": {"providers": {"local": {"source": "file"}}}}
+    message = failure(doc, {"TW": SECRET})
+    assert "secrets.providers.local.path: is required when source is file" in message
+    assert "maxConcurrentCalls: must be an integer >= 1" in message

@@ -412,8 +412,9 @@ def load_config_dict(
     issues: list[ConfigIssue] = []
     try:
         secrets = SecretsConfig.model_validate(vc.get("secrets") or {}, by_alias=True, by_name=False)
-    except ValidationError as exc:
-        raise ConfigError(_validation_issues(exc, SecretsConfig, "secrets", {}), source=source) from None
+    except ValidationError as exc:  # reported with every other bad key; refs cannot resolve
+        issues.extend(_validation_issues(exc, SecretsConfig, "secrets", {}))
+        secrets = None
     context = {SECRETS_CONTEXT_KEY: SecretResolver(secrets, environ)}
 
     # tts: both shapes normalised, then deep-merged over core messages.tts.

@@ -46,7 +46,8 @@ class _Named:
 class SecretResolver:
     """Resolves SecretRefs against the providers of one `secrets` block and one environment."""
 
-    def __init__(self, secrets: SecretsConfig, env: Mapping[str, str]) -> None:
+    def __init__(self, secrets: SecretsConfig | None, env: Mapping[str, str]) -> None:
+        """`secrets` None: the `secrets` block itself is invalid, so every ref fails saying so."""
         self._secrets = secrets
         self._env = env
         self._values: dict[tuple[str, str], str | SecretError] = {}
@@ -67,6 +68,8 @@ class SecretResolver:
         return found
 
     def _provider(self, ref: SecretRef) -> _Named:
+        if self._secrets is None:
+            raise SecretError("the secrets block has errors (listed with this one)")
         name = ref.provider or getattr(self._secrets.defaults, ref.source) or IMPLICIT_ENV_PROVIDER
         config = self._secrets.providers.get(name)
         if config is None:
@@ -91,6 +94,8 @@ class SecretResolver:
                 value = _from_exec(provider, ref.id, self._env)
         except SecretError as exc:
             raise SecretError(f"{where}: {exc}") from None
+        except OSError as exc:  # anything the checks above did not foresee, still by name only
+            raise SecretError(f"{where}: {exc.strerror or exc.__class__.__name__}") from None
         if not value:
             raise SecretError(f"{where}: the value of {ref.id} is empty")
         return value
