@@ -43,6 +43,7 @@ def test_serve_refuses_to_start_when_an_env_secret_is_missing(tmp_path: Path) ->
     stderr = failed_start(tmp_path, {"control": {"token": {"source": "env", "id": "VOICECALL_E2E_NO_SUCH"}}})
     assert ('control.token: cannot resolve the secret: env provider "default": environment variable '
             "VOICECALL_E2E_NO_SUCH is not set") in stderr
+    assert f"invalid config in {tmp_path / 'voicecall.json'}:" in stderr
 
 
 def test_serve_refuses_a_world_readable_secrets_file(tmp_path: Path) -> None:
