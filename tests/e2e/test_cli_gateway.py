@@ -283,6 +283,7 @@ async def test_voicecall_mcp_over_stdio_places_a_call_on_the_running_gateway(gat
 def test_smoke_is_a_dry_run_until_yes_then_places_one_test_call(gateway: Gateway) -> None:
     bare = json.loads(gateway.cli("smoke", "--json").stdout)
     assert bare["ok"] is True and bare["liveCall"] is False and "wouldCall" not in bare
+    assert bare["setup"] == json.loads(gateway.cli("setup", "--json").stdout)  # {ok, checks}
     dry = json.loads(gateway.cli("smoke", "--to", "+15555550123", "--json").stdout)
     assert dry["liveCall"] is False
     assert dry["wouldCall"] == {"to": "+15555550123", "message": "OpenClaw voice call smoke test.",
@@ -299,6 +300,9 @@ def test_smoke_fails_with_exit_1_when_setup_fails(tmp_path: Path) -> None:
     assert result.returncode == 1
     report = json.loads(result.stdout)
     assert report["ok"] is False and report["liveCall"] is False and "callId" not in report
+    assert report["setup"]["ok"] is False
+    failed = {check["id"] for check in report["setup"]["checks"] if not check["ok"]}
+    assert {"provider-config", "webhook-exposure"} <= failed
 
 
 def test_doctor_lists_legacy_keys_and_fix_rewrites_the_file_keeping_a_backup(tmp_path: Path) -> None:

@@ -483,3 +483,66 @@ async def test_expose_command_serve_funnel_off_and_the_failure_hint(
     code, out, err = results["human"]
     assert code == 0, err
     assert f"https://{TS_HOST}/voice/webhook" in out and not out.lstrip().startswith("{")
+
+
+async def _expose(root: Path, config: dict[str, Any], *args: str,
+                  tailscale: str = "ok") -> tuple[int, str, str, FakeClis]:
+    """`voicecall expose ARGS` with `config` and the fake CLIs; (exit code, stdout, stderr, clis)."""
+    (root / "voicecall.json").write_text(json.dumps(config))
+    clis = FakeClis(root, ngrok=None, tailscale=tailscale)
+    env = {**os.environ, "OPENCLAW_STATE_DIR": str(root / "state"), "HOME": str(root),
+           "VOICECALL_CONFIG": str(root / "voicecall.json"), "PATH": clis.path}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "voicecall", "expose", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode or 0, out.decode(), err.decode(), clis
+
+
+async def test_expose_serves_on_tailscale_port_and_routes_the_stream_path(tmp_path: Path) -> None:
+    config = {"serve": {"port": 4555}, "tailscale": {"port": 8080},
+              "streaming": {"enabled": True, "streamPath": "/voice/stream"}}
+    code, out, err, clis = await _expose(tmp_path, config, "--mode", "serve", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"ok": True, "mode": "serve", "path": "/voice/webhook",
+                               "localUrl": "http://127.0.0.1:4555",
+                               "publicUrl": f"https://{TS_HOST}:8080/voice/webhook",
+                               "streamUrl": f"wss://{TS_HOST}:8080/voice/stream"}
+    assert clis.tailscale()[1:] == [
+        ["serve", "--bg", "--yes", "--https=8080", "--set-path", "/voice/webhook", "http://127.0.0.1:4555"],
+        ["serve", "--bg", "--yes", "--https=8080", "--set-path", "/voice/stream",
+         "http://127.0.0.1:4555/voice/stream"]]
+
+
+@pytest.mark.parametrize("port", [443, 8443, 10000])
+async def test_expose_funnel_takes_the_three_funnel_ports(tmp_path: Path, port: int) -> None:
+    code, out, err, clis = await _expose(tmp_path, {"tailscale": {"port": port}}, "--json")
+    assert code == 0, err
+    suffix = "" if port == 443 else f":{port}"
+    assert json.loads(out)["publicUrl"] == f"https://{TS_HOST}{suffix}/voice/webhook"
+    assert ("--https=8443" in clis.tailscale()[-1]) == (port == 8443)
+
+
+async def test_expose_funnel_refuses_any_other_port_before_running_tailscale(tmp_path: Path) -> None:
+    code, out, err, clis = await _expose(tmp_path, {"tailscale": {"port": 8080}}, "--mode", "funnel")
+    assert code == 2 and out == ""
+    assert ("tailscale.port 8080 cannot be used with Tailscale Funnel, which serves only on 443, 8443 or "
+            "10000") in " ".join(err.split())
+    assert clis.tailscale() == []
+
+
+def test_a_funnel_config_with_another_port_is_refused_by_name() -> None:
+    for funnel in ({"tailscale": {"mode": "funnel", "port": 8080}},
+                   {"tunnel": {"provider": "tailscale-funnel"}, "tailscale": {"port": 3000}}):
+        with pytest.raises(ConfigError, match=r"tailscale\.port: \d+ cannot be used with Tailscale Funnel"):
+            load_config_dict(funnel, env={})
+    assert load_config_dict({"tunnel": {"provider": "tailscale-serve"}, "tailscale": {"port": 3000}},
+                            env={}).config.tailscale.port == 3000
+
+
+async def test_expose_off_also_turns_the_stream_route_off(tmp_path: Path) -> None:
+    config = {"tailscale": {"port": 8443}, "streaming": {"enabled": True}}
+    code, _out, err, clis = await _expose(tmp_path, config, "--mode", "off", "--json")
+    assert code == 0, err
+    assert clis.tailscale() == [[mode, "--https=8443", "off", route] for mode in ("serve", "funnel")
+                                for route in ("/voice/webhook", "/voice/stream")]

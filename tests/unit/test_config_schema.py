@@ -88,6 +88,8 @@ def _models(model: type[BaseModel] = VoiceCallConfig) -> dict[str, type[BaseMode
             return
         for arg in getattr(annotation, "__args__", ()) or ():
             visit(arg)
+        for item in getattr(annotation, "__metadata__", ()) or ():  # a SecretRef accepted as input
+            visit(getattr(item, "json_schema_input_type", None))
 
     for info in model.model_fields.values():
         visit(info.annotation)
@@ -166,6 +168,7 @@ def test_schema_text_has_no_internal_notes(schema: dict[str, Any]) -> None:
     models = _models()
     python_names = {name for model in models.values() for name, info in model.model_fields.items()
                     if "_" in name and info.alias != name}
+    models.pop("SecretRef")  # the users' name for a credential reference (OpenClaw's), not only a class
     forbidden = [
         re.compile(r"docs/|\.md\b|\bD\d+\b"),  # the maintainers' decision records
         re.compile(r"\b(TODO|FIXME|XXX|pydantic|SecretStr)\b"),
@@ -176,13 +179,18 @@ def test_schema_text_has_no_internal_notes(schema: dict[str, Any]) -> None:
     assert python_names and "speak_ms_per_char" in python_names  # the check above looks at something
 
 
+def _sample(prop: dict[str, Any]) -> Any:
+    """A valid value for a required key: its first choice, else a name-like string."""
+    return prop["enum"][0] if "enum" in prop else "X"
+
+
 def test_defaults_in_the_schema_are_the_models_defaults(schema: dict[str, Any]) -> None:
     models = _models()
     owners = [("VoiceCallConfig", schema), *schema["$defs"].items()]
     wrong: list[str] = []
     for name, owner in owners:
         model = models[name]
-        base = {key: "x" for key in owner.get("required", ())}
+        base = {key: _sample(owner["properties"][key]) for key in owner.get("required", ())}
         expected = model.model_validate(base).model_dump(mode="json")
         for key, prop in owner.get("properties", {}).items():
             if "default" in prop and model.model_validate({**base, key: prop["default"]}).model_dump(
@@ -275,7 +283,7 @@ def test_reference_rows_give_type_default_and_description() -> None:
     port = rows["serve.port"]
     assert (port.type, port.default) == ("integer, 0 to 65535", "`3334`")
     assert port.description.startswith("Port of the webhook server")
-    assert rows["control.token"].type == "secret string, at least 16 characters"
+    assert rows["control.token"].type == "secret string, at least 16 characters, or SecretRef"
     assert rows["control.token"].default == "`null`"
     assert rows["outbound.defaultMode"].type == '`"notify"`, `"conversation"`'
     assert rows["numbers"].type == "map of E.164 number to object"

@@ -61,3 +61,35 @@ async def test_service_failures_are_returned_as_data_not_raised() -> None:
     rec = Recorder(error=CallError("Call not found: x"))
     assert await dispatch_tool({"action": "get_status", "callId": "x"}, rec) == {
         "error": "Call not found: x"}
+
+
+async def test_legacy_status_shape_looks_up_the_sid() -> None:
+    rec = Recorder({"found": True, "call": {"callId": "c1"}})
+    assert await dispatch_tool({"mode": "status", "sid": " CA123 "}, rec) == {
+        "found": True, "call": {"callId": "c1"}}
+    assert rec.calls == [("voicecall.status", {"callId": "CA123"})]
+    assert await dispatch_tool({"mode": "status"}, rec) == {"error": "sid required for status"}
+
+
+async def test_legacy_call_shape_places_a_call_with_the_default_mode() -> None:
+    rec = Recorder({"callId": "c2", "initiated": True})
+    assert await dispatch_tool({"mode": "call", "to": "+15555550123", "message": "Hi"}, rec) == {
+        "callId": "c2", "initiated": True}
+    assert await dispatch_tool('{"to": "+15555550124"}', rec) == {  # no mode: a call
+        "callId": "c2", "initiated": True}
+    assert rec.calls == [("voicecall.initiate", {"to": "+15555550123", "message": "Hi"}),
+                         ("voicecall.start", {"to": "+15555550124"})]
+
+
+async def test_legacy_call_without_a_number_says_to_is_required() -> None:
+    rec = Recorder()
+    assert await dispatch_tool({"mode": "call"}, rec) == {"error": "to required for call"}
+    assert rec.calls == []
+    failing = Recorder(error=CallError("to required (pass to, or configure toNumber)"))
+    assert await dispatch_tool({"mode": "call", "message": "Hi"}, failing) == {
+        "error": "to required for call"}
+    assert await dispatch_tool({"mode": "fly"}, rec) == {
+        "error": "unknown mode 'fly'; use call or status (or an action)"}
+    # Not the legacy shape: a forgotten action is still named as such.
+    assert "unknown action None" in (await dispatch_tool({"callId": "c1"}, rec))["error"]
+    assert "unknown action None" in (await dispatch_tool({}, rec))["error"]

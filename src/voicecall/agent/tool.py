@@ -85,6 +85,8 @@ async def dispatch_tool(arguments: Mapping[str, Any] | str, invoke: Invoke) -> d
         return {"error": f"arguments are not valid JSON: {exc}"}
     if not isinstance(args, dict):
         return {"error": "arguments must be an object"}
+    if "action" not in args and args and set(args) <= _LEGACY_KEYS:
+        return await _dispatch_legacy(args, invoke)
     action = args.pop("action", None)
     if action not in _ACTIONS:
         return {"error": f"unknown action {action!r}; use one of {', '.join(_ACTIONS)}"}
@@ -98,3 +100,33 @@ async def dispatch_tool(arguments: Mapping[str, Any] | str, invoke: Invoke) -> d
     except Exception as exc:  # errors are data for the agent, never a crash
         return {"error": str(exc) or f"{action} failed"}
     return result
+
+
+_LEGACY_KEYS = frozenset({"mode", "to", "sid", "message"})
+
+
+async def _dispatch_legacy(args: Mapping[str, Any], invoke: Invoke) -> dict[str, Any]:
+    """OpenClaw's first tool shape, without `action`: `{mode: "call"|"status", to, sid, message}`.
+
+    `status` looks up `sid` (our call id or the carrier's); `call` (the default) places a call
+    with the configured default mode, the message being optional.
+    """
+    text = {k: v.strip() for k, v in args.items() if isinstance(v, str) and v.strip()}
+    mode = text.get("mode", "call")
+    try:
+        if mode == "status":
+            if "sid" not in text:
+                return {"error": "sid required for status"}
+            return await invoke("voicecall.status", {"callId": text["sid"]})
+        if mode != "call":
+            return {"error": f"unknown mode {mode!r}; use call or status (or an action)"}
+        if "message" in text:  # falls back to the configured toNumber
+            params: dict[str, Any] = {k: text[k] for k in ("to", "message") if k in text}
+            return await invoke("voicecall.initiate", params)
+        if "to" not in text:
+            return {"error": "to required for call"}
+        return await invoke("voicecall.start", {"to": text["to"]})
+    except Exception as exc:  # errors are data for the agent, never a crash
+        message = str(exc)
+        return {"error": "to required for call" if message.startswith("to required") else
+                message or f"{mode} failed"}

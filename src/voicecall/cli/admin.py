@@ -123,15 +123,26 @@ def expose(
                     "or 3334).")] = None,
     serve_path: Annotated[str | None, typer.Option("--serve-path", help="Local webhook path "
                           "(default: serve.path).")] = None,
+    https_port: Annotated[int | None, typer.Option("--https-port", min=1, max=65535,
+                          help="HTTPS port Tailscale serves on (default: tailscale.port; funnel: "
+                          "443, 8443 or 10000).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Turn Tailscale serve/funnel for the webhook port on or off; exits 1 when it fails."""
+    """Turn Tailscale serve/funnel for the webhook port (and, with media streaming on, the stream
+    path) on or off; exits 1 when it fails."""
+    from voicecall.config.schema import FUNNEL_PORTS, funnel_port_message
     from voicecall.gateway.exposure import expose as run_expose
 
     c = loaded_config(require_valid=False).config
     local_path = serve_path or c.serve.path or "/voice/webhook"
     ts_path = path or (c.tailscale.path if "path" in c.tailscale.model_fields_set else local_path)
-    report, error = run_coro(run_expose(mode.strip().lower(), ts_path, port or c.serve.port or 3334))
+    ts_mode = mode.strip().lower()
+    ts_port = https_port or c.tailscale.port
+    if ts_mode not in ("off", "serve") and ts_port not in FUNNEL_PORTS:
+        fail(f"tailscale.port {funnel_port_message(ts_port)}", 2)
+    stream_path = c.streaming.stream_path if c.streaming.enabled else None
+    report, error = run_coro(run_expose(ts_mode, ts_path, port or c.serve.port or 3334,
+                                        https_port=ts_port, stream_path=stream_path))
     if error:
         err.print(f"[red]error:[/] {error}", highlight=False)
 
@@ -140,6 +151,8 @@ def expose(
             out.print(f"tailscale serve/funnel off for {r['path']}", highlight=False)
         elif r["ok"]:
             out.print(f"tailscale {r['mode']}: {r['publicUrl']} -> {r['localUrl']}", highlight=False)
+            if r.get("streamUrl"):
+                out.print(f"media streams: {r['streamUrl']}", highlight=False)
         else:
             out.print(f"tailscale {r['mode']} for {r['path']} failed. {r['hint']['note']}",
                       highlight=False)

@@ -189,9 +189,14 @@ def _latency_from_jsonl(path: Path, last: int) -> dict[str, Any]:
 @app.command()
 def tail(since: Annotated[int, typer.Option(min=0, help="Entries to show first.")] = 25,
          poll: Annotated[int, typer.Option(min=50, help="Poll interval (ms) with no "
-                         "gateway.")] = 250,
+                         "gateway, or of --file.")] = 250,
+         file: Annotated[Path | None, typer.Option(help="Follow a calls.jsonl (one record "
+                         "snapshot per line) instead of the store.")] = None,
          as_json: JsonOpt = False) -> None:
     """Follow call updates live (snapshots, events, turns). Ctrl-C stops."""
+    if file is not None:
+        _tail_file(file, since, poll)
+        return
     loaded = loaded_config(require_valid=False)
 
     def show(entry: dict[str, Any]) -> None:
@@ -228,6 +233,20 @@ def tail(since: Annotated[int, typer.Option(min=0, help="Entries to show first."
 
     with contextlib.suppress(KeyboardInterrupt):
         run_coro(run())
+
+
+def _tail_file(path: Path, since: int, poll_ms: int) -> None:
+    """Print the last `since` lines of a calls.jsonl as they are, then each new one."""
+    from voicecall.cli.jsonl_tail import follow_jsonl
+
+    if not path.is_file():
+        fail(f"No log file at {path}")
+
+    def show(line: str) -> None:
+        print(line, flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        follow_jsonl(path, since, poll_ms / 1000, show)
 
 
 _SPAN = re.compile(r"(\d+)\s*([smhdw])")

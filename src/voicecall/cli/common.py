@@ -102,7 +102,8 @@ def loaded_config(*, require_valid: bool = True) -> LoadedConfig:
     try:
         loaded = load_config(options["config"])
     except ConfigError as exc:
-        fail(f"invalid config:\n{exc}", 2)
+        where = f" in {exc.source}" if exc.source is not None else ""
+        fail(f"invalid config{where}:\n{exc}", 2)
     for warning in loaded.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
     if require_valid and loaded.issues:

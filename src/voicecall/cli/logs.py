@@ -36,10 +36,14 @@ class JsonFormatter(logging.Formatter):
 
 
 def show_state_changes() -> None:
-    """Log call state changes at INFO, whatever the root level (other loggers keep theirs)."""
-    logger = logging.getLogger(STATE_LOGGER)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
+    """Log call state changes and the history import at INFO, whatever the root level (other
+    loggers keep theirs)."""
+    from voicecall.gateway.history_import import HISTORY_LOGGER
+
+    for name in (STATE_LOGGER, HISTORY_LOGGER):
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
 
 
 def use_format(log_format: str) -> None:

@@ -123,7 +123,8 @@ def smoke(
     loaded = loaded_config(require_valid=False)
     checks = run_checks(loaded)
     ok = all(check.ok for check in checks)
-    report: dict[str, Any] = {"ok": ok, "setup": [c.to_json() for c in checks], "liveCall": False}
+    setup_report = {"ok": ok, "checks": [c.to_json() for c in checks]}  # what `setup --json` prints
+    report: dict[str, Any] = {"ok": ok, "setup": setup_report, "liveCall": False}
     if ok and to:
         params = {"to": to, "message": message, "mode": mode}
         if yes:

@@ -3,8 +3,8 @@
 Steps: discover the file → JSON5 → pick the voice-call object (bare or inside an OpenClaw
 config) → expand `${ENV}` → migrate legacy keys → apply the `enabled` rule (docs/decisions.md
 D36) → deep-merge `tts` over core `messages.tts` → env fallbacks for the selected provider →
-validate. Validation errors raise `ConfigError`; provider-level issues are returned on
-`LoadedConfig` for `setup` to show.
+validate, resolving SecretRef credentials through the `secrets` providers (D90). Validation
+errors raise `ConfigError`; provider-level issues are returned on `LoadedConfig` for `setup`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from voicecall.config.schema import (
     normalize_tts_shape,
     validate_provider_config,
 )
+from voicecall.config.secret_refs import SECRETS_CONTEXT_KEY, SecretsConfig
+from voicecall.config.secret_sources import SecretResolver
 
 __all__ = [
     "ENTRY_ID",
@@ -377,6 +379,10 @@ def load_config_dict(
     vc, core_tts, entry_enabled, warnings = _split_document(raw_doc, is_openclaw, source)
     core_tts_path = "messages.tts" if isinstance(raw_doc.get("messages"), dict) else "tts"
 
+    # An OpenClaw config keeps the secret providers at its top level (D90).
+    if is_openclaw and vc.get("secrets") is None and isinstance(raw_doc.get("secrets"), dict):
+        vc["secrets"] = {k: v for k, v in raw_doc["secrets"].items() if k in ("providers", "defaults")}
+
     # ${ENV} expansion, before migration so errors name the keys as written.
     env_issues: list[ConfigIssue] = []
     vc = expand_env_refs(vc, environ, (), env_issues)
@@ -402,8 +408,16 @@ def load_config_dict(
     if vc.get("provider") is None:
         vc["provider"] = "mock"
 
-    # tts: both shapes normalised, then deep-merged over core messages.tts.
+    # SecretRefs are resolved while the keys holding them are validated (D90).
     issues: list[ConfigIssue] = []
+    try:
+        secrets = SecretsConfig.model_validate(vc.get("secrets") or {}, by_alias=True, by_name=False)
+    except ValidationError as exc:  # reported with every other bad key; refs cannot resolve
+        issues.extend(_validation_issues(exc, SecretsConfig, "secrets", {}))
+        secrets = None
+    context = {SECRETS_CONTEXT_KEY: SecretResolver(secrets, environ)}
+
+    # tts: both shapes normalised, then deep-merged over core messages.tts.
     dropped: list[str] = []
     core_norm: dict[str, Any] = {}
     if core_tts is not None:
@@ -412,7 +426,7 @@ def load_config_dict(
             core_norm = normalize_tts_shape(_strip_blocked(core_tts, core_tts_path, dropped), problems)
             issues.extend(ConfigIssue(f"{core_tts_path}.{p.path}", p.message) for p in problems)
             try:
-                TtsConfig.model_validate(core_norm, by_alias=True, by_name=False)
+                TtsConfig.model_validate(core_norm, by_alias=True, by_name=False, context=context)
             except ValidationError as exc:
                 issues.extend(_validation_issues(exc, TtsConfig, core_tts_path, {}))
                 core_norm = {}
@@ -433,7 +447,7 @@ def load_config_dict(
 
     env_sources = _apply_env_fallbacks(vc, environ)
     try:
-        config = VoiceCallConfig.model_validate(vc, by_alias=True, by_name=False)
+        config = VoiceCallConfig.model_validate(vc, by_alias=True, by_name=False, context=context)
     except ValidationError as exc:
         issues.extend(_validation_issues(exc, VoiceCallConfig, "", env_sources))
     if issues:

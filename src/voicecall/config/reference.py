@@ -113,7 +113,14 @@ def _type_text(
     schema: Mapping[str, Any], defs: Mapping[str, Any], seen: Mapping[str, str], key: str = ""
 ) -> str:
     schema = _without_null(schema)
+    options = schema.get("anyOf")
+    if isinstance(options, list):  # `secret string or SecretRef`
+        texts = [_type_text(option, defs, seen) for option in options if option.get("type") != "null"]
+        unique = list(dict.fromkeys(texts))
+        return (", or " if any("," in text for text in unique) else " or ").join(unique)
     name = _ref_name(schema)
+    if name == "SecretRef":
+        return "SecretRef"
     if name is not None:
         target = defs[name]
         if "properties" not in target:
@@ -183,10 +190,14 @@ def reference_rows(schema: Mapping[str, Any] | None = None) -> list[ReferenceRow
     """Every key of the config schema, depth first in schema order.
 
     An object type used under several keys (`tts` and `numbers.<number>.tts`) is listed under the
-    first one; the others say "keys as under" it.
+    first one; the others say "keys as under" it. The keys of a SecretRef come last.
     """
     schema = config_json_schema() if schema is None else schema
-    return list(_rows(schema, schema.get("$defs", {}), {}))
+    defs = schema.get("$defs", {})
+    rows = list(_rows(schema, defs, {}))
+    if "SecretRef" in defs:  # what a credential key holds instead of the value: listed once, last
+        rows.extend(_rows(defs["SecretRef"], defs, {}, prefix="<SecretRef>."))
+    return rows
 
 
 def _cell(text: str) -> str:

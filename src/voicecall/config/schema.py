@@ -27,6 +27,7 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -34,10 +35,19 @@ from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 
+from voicecall.config.secret_refs import (
+    SECRETS_CONTEXT_KEY,
+    SecretRef,
+    SecretResolving,
+    SecretsConfig,
+    looks_like_ref,
+)
+
 __all__ = [
     "AVAILABLE_PROVIDERS",
     "DEFAULT_REALTIME_INSTRUCTIONS",
     "E164_PATTERN",
+    "FUNNEL_PORTS",
     "NOT_BUILT_YET",
     "SEED_TTS_PROVIDER_KEYS",
     "ConfigError",
@@ -55,6 +65,8 @@ __all__ = [
     "RealtimeFastContext",
     "RealtimeTool",
     "RealtimeToolParameters",
+    "Secret",
+    "SecretsConfig",
     "ServeConfig",
     "StreamingConfig",
     "SttConfig",
@@ -70,12 +82,16 @@ __all__ = [
     "WrongTypeError",
     "derive_realtime_stream_path",
     "format_path",
+    "funnel_port_message",
     "is_secret_key",
     "issue_from_error",
     "issues_from_validation_error",
     "normalize_tts_shape",
     "validate_provider_config",
 ]
+
+FUNNEL_PORTS: tuple[int, ...] = (443, 8443, 10000)
+"""The HTTPS ports Tailscale Funnel can serve on (serve takes any)."""
 
 E164_PATTERN = r"^\+[1-9]\d{1,14}$"
 """E.164: a `+`, a non-zero country-code digit, then at most 14 more digits."""
@@ -152,6 +168,31 @@ def _check_ip(value: str) -> str:
     return value.strip()
 
 
+def _secret_input(value: Any, info: ValidationInfo) -> Any:
+    """A credential key's value: a string as it is, or a SecretRef resolved by the loader (D90)."""
+    if not looks_like_ref(value):
+        return value
+    try:
+        ref = SecretRef.model_validate(value)
+    except ValidationError as exc:
+        first = issues_from_validation_error(exc, SecretRef)[0]
+        raise FieldPathError("" if first.path == "(root)" else first.path, first.message) from None
+    resolver: SecretResolving | None = (info.context or {}).get(SECRETS_CONTEXT_KEY)
+    if resolver is None:
+        raise ValueError("a SecretRef is resolved only when the config file is loaded (load_config)")
+    try:
+        return SecretStr(resolver.resolve(ref))
+    except ValueError as exc:
+        raise ValueError(f"cannot resolve the secret: {exc}") from None
+
+
+# The input a credential accepts, as the published schema shows it.
+_WRITE_ONLY: JsonDict = {"format": "password", "writeOnly": True}
+_SECRET_INPUT = BeforeValidator(_secret_input, json_schema_input_type=(
+    Annotated[str, Field(min_length=1, json_schema_extra=_WRITE_ONLY)] | SecretRef))
+_TOKEN_INPUT = BeforeValidator(_secret_input, json_schema_input_type=(
+    Annotated[str, Field(min_length=16, json_schema_extra=_WRITE_ONLY)] | SecretRef))
+
 # Bounds go before the BeforeValidator: after it, pydantic checks them in a separate validator
 # and writes them into the JSON schema as its own `ge`/`le` keys instead of `minimum`/`maximum`.
 PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_reject_bool)]
@@ -160,7 +201,9 @@ NonNegativeInt = Annotated[int, Field(ge=0), BeforeValidator(_reject_bool)]
 Port = Annotated[int, Field(ge=0, le=65535), BeforeValidator(_reject_bool)]
 UnitFloat = Annotated[float, Field(ge=0, le=1), BeforeValidator(_reject_bool)]
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
-Secret = Annotated[SecretStr, Field(min_length=1)]
+Secret = Annotated[SecretStr, Field(min_length=1), _SECRET_INPUT]
+"""Every credential key has this type (or `ControlToken`): a plain string or a SecretRef (D90)."""
+ControlToken = Annotated[SecretStr, Field(min_length=16), _TOKEN_INPUT]
 E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
 UrlPath = Annotated[str, AfterValidator(_check_path)]
 HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
@@ -172,23 +215,37 @@ CallMode = Literal["notify", "conversation"]
 SessionScope = Literal["per-phone", "per-call", "main"]
 
 
-def _secretize(value: Any) -> Any:
-    """Wrap string values under secret-like keys of a free-form dict in SecretStr (recursively)."""
+def _secretize(value: Any, info: ValidationInfo, path: tuple[str, ...]) -> Any:
+    """Wrap string values under secret-like keys of a free-form dict in SecretStr (recursively);
+    a SecretRef under such a key is resolved (D90)."""
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
+            here = (*path, str(key))
             if is_secret_key(str(key)) and isinstance(item, str):
                 out[str(key)] = SecretStr(item)
+            elif is_secret_key(str(key)) and looks_like_ref(item):
+                try:
+                    out[str(key)] = _secret_input(item, info)
+                except FieldPathError as exc:
+                    raise FieldPathError(".".join(filter(None, (*here, exc.path))), exc.message) from None
+                except ValueError as exc:
+                    raise FieldPathError(".".join(here), str(exc)) from None
             else:
-                out[str(key)] = _secretize(item)
+                out[str(key)] = _secretize(item, info, here)
         return out
     if isinstance(value, list):
-        return [_secretize(item) for item in value]
+        return [_secretize(item, info, path) for item in value]
     return value
 
 
-ProviderDicts = Annotated[dict[str, dict[str, Any]], AfterValidator(_secretize)]
-"""Provider-owned raw settings keyed by provider id; credential-like values become SecretStr."""
+def _secretize_dicts(value: Any, info: ValidationInfo) -> Any:
+    return _secretize(value, info, ())
+
+
+ProviderDicts = Annotated[dict[str, dict[str, Any]], AfterValidator(_secretize_dicts)]
+"""Provider-owned raw settings keyed by provider id; credential-like values become SecretStr, and
+credential-like keys may hold a SecretRef."""
 
 
 class _Model(BaseModel):
@@ -277,7 +334,7 @@ class ControlConfig(_Model):
     bind: NonEmptyStr = Field(
         "127.0.0.1", description="Address the control API listens on; keep it a loopback address.")
     port: Port = Field(3335, description="Port of the control API; must differ from serve.port.")
-    token: Annotated[SecretStr, Field(min_length=16)] | None = Field(
+    token: ControlToken | None = Field(
         None, description="Bearer token of the control API, at least 16 characters. When unset, a token is "
         "generated and kept in `gateway.token` in the state directory (`voicecall token` prints it).")
 
@@ -290,7 +347,9 @@ class TailscaleConfig(_Model):
         "not at all.")
     path: UrlPath = Field(
         "/voice/webhook", description="Path Tailscale exposes; requests to it go to serve.path.")
-    port: Literal[443, 8443, 10000] = Field(443, description="HTTPS port Tailscale serves on.")
+    port: Annotated[int, Field(ge=1, le=65535), BeforeValidator(_reject_bool)] = Field(
+        443, description="HTTPS port Tailscale serves on (the URL gets `:<port>` unless it is 443): any "
+        "port for serve; 443, 8443 or 10000 for funnel, the only ones Funnel offers.")
 
 
 class TunnelConfig(_Model):
@@ -338,9 +397,10 @@ class StreamingConfig(_Model):
         None, description="Speech-to-text provider: `openai`, `deepgram`, or `none` for speak-only calls. "
         "Unset: the first provider under providers, else `openai`.")
     providers: ProviderDicts = Field(
-        default_factory=dict, description="Settings per speech-to-text provider id: `apiKey` (else "
-        "OPENAI_API_KEY or DEEPGRAM_API_KEY), `baseUrl`, `model`; for openai also `silenceDurationMs`, "
-        "`vadThreshold`, `prefixPaddingMs`; for deepgram also `endpointingMs`, `language`.")
+        default_factory=dict, description="Settings per speech-to-text provider id: `apiKey` (a string or a "
+        "SecretRef; else OPENAI_API_KEY or DEEPGRAM_API_KEY), `baseUrl`, `model`; for openai also "
+        "`silenceDurationMs`, `vadThreshold`, `prefixPaddingMs`; for deepgram also `endpointingMs`, "
+        "`language`.")
     stream_path: UrlPath = Field(
         "/voice/stream", description="WebSocket path of media streams on the webhook port; must differ "
         "from serve.path.")
@@ -663,6 +723,12 @@ class MockConfig(_Model):
     ring_ms: NonNegativeInt = Field(100, description="Milliseconds from dialing to ringing.")
 
 
+def funnel_port_message(port: int) -> str:
+    """Why `port` cannot be a Funnel port (the config check and `voicecall expose` say the same)."""
+    return (f"{port} cannot be used with Tailscale Funnel, which serves only on 443, 8443 or 10000; "
+            "pick one of those, or use serve (any port)")
+
+
 def derive_realtime_stream_path(serve_path: str) -> str:
     """Default realtime stream path from serve.path (docs/decisions.md D38).
 
@@ -833,6 +899,10 @@ class VoiceCallConfig(_Model):
         default_factory=IdleConfig, description="Prompt and hang up when the caller stays silent.")
     mock: MockConfig = Field(
         default_factory=MockConfig, description="Behaviour of the built-in offline `mock` carrier.")
+    secrets: SecretsConfig = Field(
+        default_factory=SecretsConfig, description="Providers of SecretRef credentials: any credential key "
+        'may hold `{"source": "env"|"file"|"exec", "provider": name, "id": ...}` instead of the value, read '
+        "once at start. In an OpenClaw config, its top-level `secrets` block.")
 
     @field_validator("tts", mode="before")
     @classmethod
@@ -851,6 +921,9 @@ class VoiceCallConfig(_Model):
             )
         if self.streaming.stream_path == self.serve.path:
             raise FieldPathError("streaming.streamPath", "must differ from serve.path")
+        funnel = self.tunnel.provider == "tailscale-funnel" or self.tailscale.mode == "funnel"
+        if funnel and self.tailscale.port not in FUNNEL_PORTS:
+            raise FieldPathError("tailscale.port", funnel_port_message(self.tailscale.port))
         if self.responder.enabled and self.responder.type == "http" and not self.responder.url:
             raise FieldPathError("responder.url", "is required when responder.type is http")
         if self.responder.enabled and self.responder.type == "python" and not self.responder.target:

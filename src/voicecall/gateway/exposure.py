@@ -130,13 +130,16 @@ def use_public_url(provider: Provider, public_url: str) -> None:
     provider.set_public_url(public_url)
 
 
-async def expose(mode: str, path: str, port: int, *, env: Mapping[str, str] | None = None
+async def expose(mode: str, path: str, port: int, *, https_port: int = 443,
+                 stream_path: str | None = None, env: Mapping[str, str] | None = None
                  ) -> tuple[dict[str, Any], str | None]:
     """`voicecall expose`: turn a Tailscale serve/funnel route for the webhook port on or off.
 
-    `mode` is "off", "serve" or (anything else) "funnel". Returns the exposure result object
-    (`{ok, mode, path, localUrl, publicUrl, hint?}`, or `{ok, mode:"off", path}`) and, on failure,
-    the reason for humans.
+    `mode` is "off", "serve" or (anything else) "funnel"; `https_port` is `tailscale.port` (the
+    caller checks it suits funnel). With `stream_path` (media streaming on), that path gets its
+    own route to the same path locally, since the stream URL is the public URL's host + it.
+    Returns the exposure result object (`{ok, mode, path, localUrl, publicUrl, streamUrl?,
+    hint?}`, or `{ok, mode:"off", path}`) and, on failure, the reason for humans.
     """
     from voicecall.gateway.tunnel import (
         ENABLE_HINT_NOTE,
@@ -146,10 +149,13 @@ async def expose(mode: str, path: str, port: int, *, env: Mapping[str, str] | No
         tailscale_self,
     )
 
+    routes = [path] if stream_path is None else [path, stream_path]
     if mode == "off":
         both: tuple[TailscaleMode, ...] = ("serve", "funnel")
         for each in both:
-            await tailscale_off(each, path, env=env, timeout_s=TAILSCALE_LEGACY_TIMEOUT_S)
+            for route in routes:
+                await tailscale_off(each, route, env=env, timeout_s=TAILSCALE_LEGACY_TIMEOUT_S,
+                                    https_port=https_port)
         return {"ok": True, "mode": "off", "path": path}, None
     ts_mode: TailscaleMode = "serve" if mode == "serve" else "funnel"
     local_url = f"http://127.0.0.1:{port}"
@@ -157,22 +163,31 @@ async def expose(mode: str, path: str, port: int, *, env: Mapping[str, str] | No
     error: str | None = None
     me = await tailscale_self(env=env)
     dns = str(me.get("DNSName") or "").strip().rstrip(".") if me else ""
+    host = dns if https_port == 443 else f"{dns}:{https_port}"
     if not dns:
         error = NO_DNS_NAME
     else:
-        try:
-            result = await tailscale_route(ts_mode, path, local_url, env=env)
-        except TunnelError as exc:
-            error = str(exc)
-        else:
-            if result.ok:
-                public_url = f"https://{dns}{path}"
-            else:
+        # The webhook route targets the bare local URL, as the original's does; the stream
+        # route keeps its path.
+        targets = {path: local_url} if stream_path is None else {
+            path: local_url, stream_path: f"{local_url}{stream_path}"}
+        for route, target in targets.items():
+            try:
+                result = await tailscale_route(ts_mode, route, target, env=env, https_port=https_port)
+            except TunnelError as exc:
+                error = str(exc)
+                break
+            if not result.ok:
                 detail = " ".join((result.stderr or result.stdout).split())[:300]
                 error = f"tailscale {ts_mode} failed (exit {result.returncode})" + (
                     f": {detail}" if detail else "")
+                break
+        else:
+            public_url = f"https://{host}{path}"
     report: dict[str, Any] = {"ok": public_url is not None, "mode": ts_mode, "path": path,
                               "localUrl": local_url, "publicUrl": public_url}
+    if public_url is not None and stream_path is not None:
+        report["streamUrl"] = f"wss://{host}{stream_path}"
     if public_url is None:
         node_id = me.get("ID") if me else None
         report["hint"] = {"note": ENABLE_HINT_NOTE,

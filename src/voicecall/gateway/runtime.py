@@ -26,6 +26,7 @@ from voicecall.config import (
     store_dir,
 )
 from voicecall.gateway.exposure import Exposure, is_local_only, resolve_exposure, use_public_url
+from voicecall.gateway.history_import import import_original_history
 from voicecall.gateway.ports import bind_listener
 from voicecall.providers.base import Provider
 from voicecall.providers.registry import build_provider
@@ -158,6 +159,7 @@ class Runtime:
             raise
         try:
             await self.store.__aenter__()
+            await import_original_history(self.store, store_dir(c, self.loaded.env))
             self.service = CallService(self._settings(), self.provider, self.store,
                                        webhook_url=self.webhook_url)
             inject = getattr(self.provider, "inject", None)
