@@ -33,6 +33,8 @@ def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     (["call", "--to", "+15555550123", "-m", ""], "--message"),
     (["speak", "--call-id", "c1", "-m", "   "], "--message"),
     (["call", "--to", "555-0123", "-m", "hi"], "--to"),
+    (["transfer", "--call-id", "c1", "--to", "the desk"], "--to"),
+    (["transfer", "--call-id", "c1"], "--to"),
 ])
 def test_a_usage_error_is_one_line_naming_the_problem_with_the_usage_and_exit_2(
         tmp_path: Path, args: list[str], names: str) -> None:

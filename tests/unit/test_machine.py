@@ -170,3 +170,37 @@ def test_restore_undoes_an_applied_event_including_nested_metadata_changes() -> 
     assert rec.state == CallState.ANSWERED and rec.transcript == [] and rec.end_reason is None
     assert rec.processed_event_ids == ["k0"] and rec.has_processed("k0")
     assert not rec.has_processed("k1") and rec.metadata == {"route": {"voice": "alloy"}}
+
+
+def transfer_event(status: str, key: str = "t1") -> CallEvent:
+    return CallEvent(type="call.transfer", call_id="c1", text=status, dedupe_key=key,
+                     timestamp=5)
+
+
+def test_a_bridged_transfer_ends_as_transferred_when_either_side_hangs_up() -> None:
+    for last in (transfer_event("completed", "t2"),
+                 CallEvent(type="call.ended", call_id="c1", reason=EndReason.COMPLETED,
+                           dedupe_key="e1", timestamp=6)):
+        rec = record(CallState.LISTENING)
+        rec.metadata["transfer"] = {"to": "+15557770099", "status": "dialing"}
+        assert apply_event(rec, transfer_event("bridged")).changed
+        assert rec.metadata["transfer"]["bridgedAt"] == 5 and not rec.is_terminal
+        applied = apply_event(rec, last)
+        assert applied.ended and rec.end_reason == EndReason.TRANSFERRED
+        assert rec.state == CallState.TRANSFERRED
+
+
+def test_an_unanswered_transfer_leaves_the_call_live_and_listening() -> None:
+    rec = record(CallState.SPEAKING)
+    rec.metadata["transfer"] = {"to": "+15557770099", "status": "dialing"}
+    applied = apply_event(rec, transfer_event("no-answer"))
+    assert applied.changed and not applied.ended
+    assert rec.state == CallState.LISTENING and rec.metadata["transfer"]["noAnswerAt"] == 5
+
+
+def test_a_transfer_event_without_a_transfer_or_with_an_unknown_status_is_ignored() -> None:
+    rec = record(CallState.LISTENING)
+    assert apply_event(rec, transfer_event("completed")).ignored
+    rec.metadata["transfer"] = {"to": "+15557770099", "status": "dialing"}
+    assert apply_event(rec, transfer_event("exploded")).ignored
+    assert not rec.is_terminal

@@ -14,11 +14,14 @@ def test_schema_is_an_openai_function_with_every_action() -> None:
     assert schema["type"] == "function" and schema["function"]["name"] == "voice_call"
     params = schema["function"]["parameters"]
     assert params["properties"]["action"]["enum"] == [
-        "initiate_call", "continue_call", "speak_to_user", "send_dtmf", "end_call", "get_status"]
+        "initiate_call", "continue_call", "speak_to_user", "send_dtmf", "transfer_call", "end_call",
+        "get_status"]
     required = {v["properties"]["action"]["const"]: v["required"] for v in params["oneOf"]}
     assert required["initiate_call"] == ["action", "message"]
     assert required["send_dtmf"] == ["action", "callId", "digits"]
     assert "dtmfSequence" in params["properties"]
+    assert required["transfer_call"] == ["action", "callId", "to"]
+    assert params["properties"]["to"]["description"].startswith("Number to call")
 
 
 class Recorder:

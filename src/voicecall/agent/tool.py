@@ -11,7 +11,8 @@ TOOL_DESCRIPTION = (
     "Make phone calls and have voice conversations. initiate_call places a call (notify: speak "
     "the message and hang up; conversation: stay on the line); continue_call says something and "
     "waits for the callee's answer; speak_to_user says something without waiting; send_dtmf "
-    "presses phone keys; end_call hangs up; get_status reports a call."
+    "presses phone keys; transfer_call puts the call through to a person (only to the numbers "
+    "the operator allowed); end_call hangs up; get_status reports a call."
 )
 
 Invoke = Callable[[str, Mapping[str, Any]], Awaitable[dict[str, Any]]]
@@ -42,9 +43,26 @@ _ACTIONS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
         "callId": _CALL_ID,
         "digits": {"type": "string", "description": "Keys: 0-9 * # and w/W/p/P/, for pauses."},
     }, ["callId", "digits"]),
+    "transfer_call": ("voicecall.transfer", {
+        "callId": _CALL_ID,
+        "to": {"type": "string", "description": "Where to put the call through, E.164; only "
+               "numbers in the operator's transfer.allowedNumbers are accepted."},
+        "message": {"type": "string", "description": "Said to the caller first, e.g. 'Let me "
+                    "put you through to a colleague.'"},
+    }, ["callId", "to"]),
     "end_call": ("voicecall.end", {"callId": _CALL_ID}, ["callId"]),
     "get_status": ("voicecall.status", {"callId": _CALL_ID}, ["callId"]),
 }
+
+
+def _flat_properties() -> dict[str, Any]:
+    """Every action's fields in one object; a field several actions share keeps its first
+    action's description (each action's own is in `oneOf`)."""
+    flat: dict[str, Any] = {}
+    for _method, props, _required in _ACTIONS.values():
+        for name, spec in props.items():
+            flat.setdefault(name, spec)
+    return flat
 
 
 def tool_schema() -> dict[str, Any]:
@@ -66,7 +84,7 @@ def tool_schema() -> dict[str, Any]:
                 "type": "object",
                 "properties": {
                     "action": {"type": "string", "enum": list(_ACTIONS)},
-                    **{k: v for _m, props, _r in _ACTIONS.values() for k, v in props.items()},
+                    **_flat_properties(),
                 },
                 "required": ["action"],
                 "oneOf": variants,
@@ -95,12 +113,16 @@ async def dispatch_tool(arguments: Mapping[str, Any] | str, invoke: Invoke) -> d
     missing = [k for k in required if not params.get(k)]
     if missing:
         return {"error": f"{' and '.join(missing)} required"}
+    params.update(_AS_AGENT.get(action, {}))  # set here, never by the model's arguments
     try:
         result = await invoke(method, params)
     except Exception as exc:  # errors are data for the agent, never a crash
         return {"error": str(exc) or f"{action} failed"}
     return result
 
+
+_AS_AGENT: dict[str, dict[str, Any]] = {"transfer_call": {"asAgent": True}}
+"""Parameters an action always carries: a model transfers only to `transfer.allowedNumbers`."""
 
 _LEGACY_KEYS = frozenset({"mode", "to", "sid", "message"})
 

@@ -20,8 +20,14 @@ EventType = Literal[
     "call.dtmf",
     "call.ended",
     "call.error",
+    "call.transfer",
 ]
 EVENT_TYPES: frozenset[str] = frozenset(EventType.__args__)  # type: ignore[attr-defined]
+
+
+TRANSFER_STATUSES = frozenset({"bridged", "completed", "busy", "no-answer", "failed", "canceled"})
+"""A transfer's progress (D46): `bridged` when the target answered, `completed` when that bridged
+leg is over; the others say why the target was never reached."""
 
 
 def new_event_id() -> str:
@@ -33,6 +39,7 @@ class CallEvent(CamelModel):
 
     `call_id` is our id when the carrier echoes it back, otherwise the carrier's id.
     `dedupe_key` (else `id`) is what makes redelivery of the same event harmless.
+    `call.transfer` carries the transfer's progress in `text` (`TRANSFER_STATUSES`).
     """
 
     type: EventType

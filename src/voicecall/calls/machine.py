@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from voicecall.calls.events import CallEvent
+from voicecall.calls.events import TRANSFER_STATUSES, CallEvent
 from voicecall.calls.model import (
     LIVE_ORDER,
     CallRecord,
@@ -75,6 +75,40 @@ def remember_key(record: CallRecord, key: str) -> None:
     record.remember_processed(key, MAX_PROCESSED_KEYS_PER_CALL)
 
 
+def _transfer_status(record: CallRecord) -> str | None:
+    transfer = record.metadata.get("transfer")
+    return str(transfer.get("status")) if isinstance(transfer, dict) else None
+
+
+def transfer_in_progress(record: CallRecord) -> bool:
+    """Whether the call is being put through, or is through, to a person (D46)."""
+    return _transfer_status(record) in ("dialing", "bridged")
+
+
+def _apply_transfer(record: CallRecord, event: CallEvent) -> Applied:
+    """A transfer's progress (D46): `bridged` is noted, `completed` ends the call as
+    `transferred`, anything else leaves the call with the agent again."""
+    transfer = record.metadata.get("transfer")
+    status = event.text
+    if not isinstance(transfer, dict) or status not in TRANSFER_STATUSES:
+        return Applied(changed=False, ignored=f"transfer event {status!r} without a transfer")
+    if transfer.get("status") == status:
+        return Applied(changed=False, ignored=f"transfer already {status}")
+    transfer["status"] = status
+    transfer[f"{_camel(status)}At"] = event.timestamp
+    if status == "completed":
+        end_record(record, EndReason.TRANSFERRED, event.timestamp)
+        return Applied(changed=True, ended=True)
+    if status != "bridged":
+        record.state = transition(record.state, CallState.LISTENING)
+    return Applied(changed=True)
+
+
+def _camel(status: str) -> str:
+    head, *rest = status.split("-")
+    return head + "".join(part.title() for part in rest)
+
+
 def apply_event(
     record: CallRecord, event: CallEvent, *, waiter_token: str | NoWaiter | None = NO_WAITER
 ) -> Applied:
@@ -122,8 +156,13 @@ def apply_event(
     elif kind in ("call.silence", "call.dtmf"):
         return Applied(changed=True)
     elif kind == "call.ended":
-        end_record(record, event.reason, event.timestamp)
+        reason = event.reason
+        if reason == EndReason.COMPLETED and _transfer_status(record) == "bridged":
+            reason = EndReason.TRANSFERRED  # the caller hung up on the person it was put through to
+        end_record(record, reason, event.timestamp)
         return Applied(changed=True, ended=True)
+    elif kind == "call.transfer":
+        return _apply_transfer(record, event)
     elif kind == "call.error":
         end_record(record, EndReason.ERROR, event.timestamp, detail=event.error)
         return Applied(changed=True, ended=True)

@@ -32,6 +32,7 @@ class CallState(StrEnum):
     NO_ANSWER = "no-answer"
     BUSY = "busy"
     VOICEMAIL = "voicemail"
+    TRANSFERRED = "transferred"
 
     @property
     def is_terminal(self) -> bool:
@@ -39,7 +40,7 @@ class CallState(StrEnum):
 
 
 class EndReason(StrEnum):
-    """Why a call ended; the same nine values as the terminal states."""
+    """Why a call ended; the same ten values as the terminal states."""
 
     COMPLETED = "completed"
     HANGUP_USER = "hangup-user"
@@ -50,6 +51,8 @@ class EndReason(StrEnum):
     NO_ANSWER = "no-answer"
     BUSY = "busy"
     VOICEMAIL = "voicemail"
+    TRANSFERRED = "transferred"
+    """Bridged to a person by a transfer (D46), and that leg is over."""
 
 
 LIVE_ORDER: tuple[CallState, ...] = (
@@ -63,7 +66,7 @@ LIVE_ORDER: tuple[CallState, ...] = (
 TERMINAL_STATES: frozenset[CallState] = frozenset(CallState(r.value) for r in EndReason)
 
 Direction = Literal["inbound", "outbound"]
-Speaker = Literal["bot", "user"]
+Speaker = Literal["bot", "user", "tool"]  # tool: a responder tool call (D101)
 CallMode = Literal["notify", "conversation"]
 
 

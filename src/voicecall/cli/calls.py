@@ -137,6 +137,22 @@ def dtmf(call_id: CallIdOpt, digits: Annotated[str, typer.Option(help="0-9 * # a
 
 
 @app.command()
+def transfer(call_id: CallIdOpt,
+             to: Annotated[str, typer.Option("--to", callback=phone_number,
+                                             help="Who to put the call through to (E.164).")],
+             message: Annotated[str | None, typer.Option("--message", "-m",
+                                help="Said to the caller first.")] = None,
+             as_json: JsonOpt = False) -> None:
+    """Put the call through to a person; returns once their phone is ringing."""
+    params: dict[str, Any] = {"callId": call_id, "to": to}
+    if message and message.strip():
+        params["message"] = message
+    _act("voicecall.transfer", params, as_json,
+         lambda r: out.print(f"transferring to {r['to']} (voicecall status --call-id {call_id} "
+                             "shows how it goes)"))
+
+
+@app.command()
 def end(call_id: CallIdOpt, as_json: JsonOpt = False) -> None:
     """Hang up the call."""
     _act("voicecall.end", {"callId": call_id}, as_json,

@@ -721,6 +721,27 @@ class MockConfig(_Model):
     speak_ms_per_char: NonNegativeInt = Field(
         40, description="Milliseconds of speech per character (at least 200 ms per utterance).")
     ring_ms: NonNegativeInt = Field(100, description="Milliseconds from dialing to ringing.")
+    transfer_outcome: Literal["answer", "busy", "no-answer", "failed"] = Field(
+        "answer", description="How the person a mock call is transferred to answers.")
+    transfer_talk_ms: NonNegativeInt = Field(
+        1000, description="Milliseconds a transferred mock call talks with that person before "
+        "they hang up.")
+
+
+class TransferConfig(_Model):
+    """Putting a call through to a person (`voicecall transfer`, the `transfer_call` tool)."""
+
+    allowed_numbers: list[str] = Field(
+        default_factory=list, description="Numbers (E.164) the agent's model may transfer calls "
+        "to; empty: the model cannot transfer. Operators (CLI, control API) may transfer anywhere.")
+    caller_id: Literal["ours", "caller"] = Field(
+        "ours", description="The number the person sees: ours (`fromNumber`) or the caller's.")
+    timeout_sec: int = Field(
+        30, ge=5, le=120, description="Seconds the person's phone rings before the transfer "
+        "counts as unanswered.")
+    unavailable_message: str = Field(
+        "Sorry, nobody could take the call right now. I'm still here to help.",
+        description="Said when the person does not answer; the agent then listens again.")
 
 
 def funnel_port_message(port: int) -> str:
@@ -899,6 +920,8 @@ class VoiceCallConfig(_Model):
         default_factory=IdleConfig, description="Prompt and hang up when the caller stays silent.")
     mock: MockConfig = Field(
         default_factory=MockConfig, description="Behaviour of the built-in offline `mock` carrier.")
+    transfer: TransferConfig = Field(
+        default_factory=TransferConfig, description="Putting a call through to a person.")
     secrets: SecretsConfig = Field(
         default_factory=SecretsConfig, description="Providers of SecretRef credentials: any credential key "
         'may hold `{"source": "env"|"file"|"exec", "provider": name, "id": ...}` instead of the value, read '

@@ -36,6 +36,7 @@ from voicecall.server.rpc import ControlApi
 from voicecall.server.serving import serve_on
 from voicecall.server.webhook import WebhookApp
 from voicecall.service import CallService, ServiceSettings
+from voicecall.service.settings import TransferSettings
 from voicecall.store import SQLiteCallStore
 
 if TYPE_CHECKING:
@@ -120,6 +121,10 @@ class Runtime:
             idle_prompt=c.idle.prompt,
             idle_hangup_after_s=c.idle.hangup_after_sec,
             idle_goodbye=c.idle.goodbye,
+            transfer=TransferSettings(
+                allowed_numbers=tuple(c.transfer.allowed_numbers), caller_id=c.transfer.caller_id,
+                timeout_s=c.transfer.timeout_sec,
+                unavailable_message=c.transfer.unavailable_message),
             host_pid=self.host_pid,
         )
 

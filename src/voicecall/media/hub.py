@@ -25,6 +25,7 @@ from voicecall.audio.dtmf import dtmf_pcm
 from voicecall.audio.pacer import Pacer
 from voicecall.calls.events import CallEvent
 from voicecall.calls.latency import summarize
+from voicecall.calls.machine import transfer_in_progress
 from voicecall.calls.model import CallRecord, CallState, EndReason
 from voicecall.media.playback import PlaybackError, Speech, Utterance
 from voicecall.media.session import StreamConnection, StreamSession, sanitize_for_log
@@ -171,7 +172,7 @@ class MediaHub:
         if call_id in self._sessions:
             return
         record = self.service.live(call_id)
-        if record is not None and not record.is_terminal:
+        if record is not None and not record.is_terminal and not transfer_in_progress(record):
             log.info("call %s: media stream gone for %.1f s; ending the call", call_id, self.grace_s)
             self._spawn(self.service.end(call_id, EndReason.HANGUP_BOT,
                                          detail="media stream disconnected"), f"end:{call_id}")

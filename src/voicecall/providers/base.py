@@ -85,6 +85,17 @@ class DialRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class TransferRequest:
+    """Put the call through to a person (D46)."""
+
+    to: str
+    caller_id: str
+    """The number the person sees calling."""
+    timeout_s: int
+    """How long the person's phone rings before the transfer counts as `no-answer`."""
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderCallStatus:
     """A carrier's view of a call: its raw status, whether it has ended, and the end reason."""
 
@@ -132,6 +143,13 @@ class Provider(Protocol):
     async def start_listening(self, call: CallRecord, turn_token: str | None) -> None: ...
     async def stop_listening(self, call: CallRecord) -> None: ...
     async def send_dtmf(self, call: CallRecord, digits: str) -> None: ...
+    async def transfer_call(self, call: CallRecord, request: TransferRequest) -> None:
+        """Dial `request.to` and bridge the call to it; returns once the carrier accepted that.
+        Progress arrives as `call.transfer` events: `bridged`, then `completed` when that leg is
+        over, or why the person was never reached (`busy`, `no-answer`, `failed`, `canceled`),
+        after which the call is the agent's again."""
+        ...
+
     async def get_call_status(self, provider_call_id: str) -> ProviderCallStatus: ...
 
 

@@ -30,6 +30,7 @@ from voicecall.providers.base import (
     ProviderCallStatus,
     ProviderContext,
     ProviderError,
+    TransferRequest,
     Verification,
     WebhookParseError,
     WebhookRequest,
@@ -80,6 +81,10 @@ class MockBehaviour:
     outcome: MockOutcome = "answer"
     caller_replies: tuple[str, ...] = ()
     speak_ms_per_char: int = 40
+    transfer_outcome: MockOutcome = "answer"
+    """How the person a call is transferred to answers."""
+    transfer_talk_ms: int = 1000
+    """How long the transferred call talks with that person before they hang up."""
 
 
 @dataclass(slots=True)
@@ -203,6 +208,30 @@ class MockProvider:
 
     async def send_dtmf(self, call: CallRecord, digits: str) -> None:
         self._playable(call).digits_heard.append(digits)
+
+    async def transfer_call(self, call: CallRecord, request: TransferRequest) -> None:
+        """Ring the person (for `answer_after_ms`), then bridge them for `transfer_talk_ms`, or
+        report why they were not reached."""
+        sim = self._live(call)
+        sim.playing += 1  # the dial replaces whatever was playing
+        sim.listening = False
+        self._spawn(self._run_transfer(sim, request))
+
+    async def _run_transfer(self, sim: _SimCall, request: TransferRequest) -> None:
+        b = self.behaviour
+        outcome = b.transfer_outcome
+        ring_s = (request.timeout_s * 1000 if outcome == "no-answer" else b.answer_after_ms) / 1000
+        await asyncio.sleep(ring_s)
+        if sim.ended:
+            return
+        if outcome != "answer":
+            await self._emit(sim, "call.transfer", text=outcome)
+            return
+        await self._emit(sim, "call.transfer", text="bridged")
+        await asyncio.sleep(b.transfer_talk_ms / 1000)
+        if not sim.ended:
+            sim.ended = True
+            await self._emit(sim, "call.transfer", text="completed")
 
     async def get_call_status(self, provider_call_id: str) -> ProviderCallStatus:
         sim = self._calls.get(provider_call_id)

@@ -20,7 +20,8 @@ def mock_from_config(config: VoiceCallConfig) -> Provider:
     m = config.mock
     return MockProvider(MockBehaviour(
         answer_after_ms=m.answer_after_ms, ring_ms=m.ring_ms, outcome=m.outcome,
-        caller_replies=tuple(m.caller_replies), speak_ms_per_char=m.speak_ms_per_char))
+        caller_replies=tuple(m.caller_replies), speak_ms_per_char=m.speak_ms_per_char,
+        transfer_outcome=m.transfer_outcome, transfer_talk_ms=m.transfer_talk_ms))
 
 
 BUILTIN: dict[str, ProviderFactory] = {"mock": mock_from_config}

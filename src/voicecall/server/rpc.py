@@ -66,6 +66,7 @@ class ControlApi:
             "voicecall.speak": self.speak,
             "voicecall.media.stats": self.media_stats,
             "voicecall.dtmf": self.dtmf,
+            "voicecall.transfer": self.transfer,
             "voicecall.end": self.end,
             "voicecall.status": self.status,
             "voicecall.list": self.list_calls,
@@ -137,6 +138,18 @@ class ControlApi:
         assert call_id is not None and digits is not None
         await self.service.send_dtmf(call_id, digits)
         return {"success": True}
+
+    async def transfer(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Put the call through to `to` (with `asAgent`, only to `transfer.allowedNumbers`);
+        returns once the carrier is dialing."""
+        call_id = _text(params, "callId", required="callId and to required")
+        to = _text(params, "to", required="callId and to required")
+        assert call_id is not None and to is not None
+        as_agent = params.get("asAgent", False)
+        if not isinstance(as_agent, bool):
+            raise ApiError("asAgent must be true or false", code=INVALID_PARAMS)
+        return await self.service.transfer(call_id, to, _text(params, "message"),
+                                           by_model=as_agent)
 
     async def end(self, params: Mapping[str, Any]) -> dict[str, Any]:
         call_id = _text(params, "callId", required="callId required")

@@ -27,6 +27,8 @@ class _Result(NamedTuple):
     applied: Applied
     consumed: bool
     """A waiting `continue` took the caller's words (so no automatic reply)."""
+    transfer_status: str | None = None
+    """The progress a `call.transfer` event reported."""
 
 
 async def apply_events(service: CallService, events: list[CallEvent]) -> list[EventOutcome]:
@@ -79,9 +81,10 @@ async def _apply_locked(service: CallService, call: LiveCall, event: CallEvent, 
         elif linked:
             service.calls.unlink(linked)
         raise
+    transfer_status = event.text if event.type == "call.transfer" else None
     if applied.ended:
         service.finalize(call)
-        return _Result(applied, consumed=False)
+        return _Result(applied, consumed=False, transfer_status=transfer_status)
     if event.type == "call.speech" and not applied.ignored:
         call.generation += 1  # replies to older turns are stale
         service.cancel_idle_timers(call.call_id)
@@ -89,13 +92,15 @@ async def _apply_locked(service: CallService, call: LiveCall, event: CallEvent, 
     if applied.final_speech is not None and waiter and not waiter.future.done():
         waiter.future.set_result(applied.final_speech)
         consumed = True
-    return _Result(applied, consumed)
+    return _Result(applied, consumed, transfer_status)
 
 
 def _after_apply(service: CallService, call: LiveCall, result: _Result) -> bool:
     """Side effects of an applied event that run outside the call's lock; True when the event
     answered the call and speech is due on it at once (`EventOutcome.speech_due`)."""
     applied, record = result.applied, call.record
+    if result.transfer_status is not None:
+        service.on_transfer_progress(call, result.transfer_status)
     if applied.ended:
         if record.end_reason == EndReason.VOICEMAIL:  # our decision, not the carrier's end
             service.spawn(service.hang_up_quietly(record), f"hangup:{record.call_id}")

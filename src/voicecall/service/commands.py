@@ -24,7 +24,7 @@ from voicecall.calls.policy import session_key
 from voicecall.calls.timers import TimerSet
 from voicecall.providers.base import DialRequest, EventOutcome, Provider
 from voicecall.providers.streams import PlaybackResult
-from voicecall.service import apply, restore, speech, turns
+from voicecall.service import apply, restore, speech, transfer, turns
 from voicecall.service.errors import CallError, CallNotFound, CapacityReached
 from voicecall.service.line import has_opening
 from voicecall.service.live import LiveCall, LiveCalls, Waiter
@@ -302,6 +302,17 @@ class CallService:
             await speech.send_keys(self, call, place, digits)
         finally:
             call.line.leave(place)
+
+    async def transfer(self, call_id: str, to: str, message: str | None = None, *,
+                       by_model: bool = False) -> dict[str, Any]:
+        """Put the call through to `to` (`service.transfer`); `by_model` limits `to` to
+        `transfer.allowedNumbers`. Returns once the carrier is dialing."""
+        number = transfer.target(to, self.settings.transfer, by_model=by_model)
+        call = await self._connected(call_id)
+        return await transfer.transfer(self, call, number, message)
+
+    def on_transfer_progress(self, call: LiveCall, status: str) -> None:
+        self.spawn(transfer.on_progress(self, call, status), f"transfer:{call.call_id}")
 
     # -- ending ------------------------------------------------------------------------------
     async def end(self, call_id: str, reason: EndReason = EndReason.HANGUP_BOT, *,

@@ -19,6 +19,17 @@ RING_GRACE_MS = 5_000
 
 
 @dataclass(frozen=True, slots=True)
+class TransferSettings:
+    """Putting calls through to a person (D46)."""
+
+    allowed_numbers: tuple[str, ...] = ()
+    """Where the agent's model may transfer (operators may transfer anywhere)."""
+    caller_id: str = "ours"
+    timeout_s: int = 30
+    unavailable_message: str = "Sorry, nobody could take the call right now. I'm still here to help."
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceSettings:
     """The parts of the configuration the call service acts on."""
 
@@ -45,6 +56,7 @@ class ServiceSettings:
     idle_prompt: str = "Are you still there?"
     idle_hangup_after_s: float | None = None
     idle_goodbye: str = "Goodbye!"
+    transfer: TransferSettings = field(default_factory=TransferSettings)
     host_pid: int | None = None
     """Set when a CLI command hosts its calls itself (no gateway running): the calls it places
     record it as `metadata.hostPid`, and a later start ends them if that process is gone."""

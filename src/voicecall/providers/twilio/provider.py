@@ -12,6 +12,8 @@ How a call is driven (no media stream):
 - listening: a speech `<Gather>` whose action URL carries the turn token (a stale callback cannot
   complete a newer turn), `timeout=120`, then a Redirect that re-arms the Gather on silence;
 - DTMF: `<Play digits>` then the same `played` redirect;
+- transfer: `<Dial><Number>` with an `action` URL (the leg's `DialCallStatus`) and the number's
+  `answered` status callback (bridged), both carrying our call id (D46);
 - inbound: after signature verification and the caller policy, rejected callers get `<Reject>`
   (and one REST hang-up); accepted ones are redirected once to an `answered` URL, which starts
   the call like an outbound answer.
@@ -35,7 +37,7 @@ from uuid import uuid4
 
 import httpx
 
-from voicecall.calls.events import CallEvent
+from voicecall.calls.events import TRANSFER_STATUSES, CallEvent
 from voicecall.calls.model import CallRecord, Direction, EndReason
 from voicecall.providers.answer_window import AnswerWindow
 from voicecall.providers.base import (
@@ -45,6 +47,7 @@ from voicecall.providers.base import (
     ProviderCallStatus,
     ProviderContext,
     ProviderError,
+    TransferRequest,
     Verification,
     WebhookParseError,
     WebhookRequest,
@@ -164,6 +167,18 @@ def _speech_confidence(raw: str | None) -> float:
         return min(max(float(raw or 0.9), 0.0), 1.0)
     except ValueError:
         return 0.9
+
+
+def _transfer_events(kind: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    """A transfer's progress: the person answered (`dial-status`, the `<Number>` callback), or
+    the `<Dial>` is over (`dial`, its action: `DialCallStatus`)."""
+    if kind == "dial-status":
+        answered = params.get("CallStatus", "").strip().lower() == "in-progress"
+        return [{"type": "call.transfer", "text": "bridged"}] if answered else []
+    status = params.get("DialCallStatus", "").strip().lower()
+    if status == "answered":  # Twilio's word for a bridged leg that is over
+        status = "completed"
+    return [{"type": "call.transfer", "text": status}] if status in TRANSFER_STATUSES else []
 
 
 def _caller_input_events(params: dict[str, str]) -> list[dict[str, Any]]:
@@ -287,6 +302,8 @@ class TwilioProvider:
         events = _caller_input_events(params)
         if events:
             meta["gather"] = True
+        elif meta["kind"] in ("dial", "dial-status"):
+            events = _transfer_events(meta["kind"], params)
         elif meta["kind"] in (None, "status", "answered"):
             events = self._status_events(meta["status"], params, meta["callId"])
         common = _common_event_fields(params, meta)
@@ -320,7 +337,7 @@ class TwilioProvider:
         meta = parsed.meta
         reply = ParsedWebhook(events=parsed.events, headers={"content-type": "application/xml"})
         kind = meta.get("kind")
-        if kind == "status":
+        if kind in ("status", "dial-status"):
             self._settle_if_ended(parsed.events, outcomes)
             reply.body = twiml.empty()
             return reply
@@ -352,7 +369,7 @@ class TwilioProvider:
             return reply
         answer = kind in (None, "answered") and meta["status"] == "in-progress"
         stream_url = self._stream_url()
-        if stream_url and answer:
+        if stream_url and (answer or kind == "dial"):  # a transfer not answered: stream again
             self._close_window(call.call_id)
             if call.direction == "inbound":
                 self._streaming_inbound.add(call.call_id)
@@ -531,6 +548,14 @@ class TwilioProvider:
     async def send_dtmf(self, call: CallRecord, digits: str) -> None:
         self._listening.pop(call.call_id, None)
         await self._play(call, lambda url: twiml.play_digits(digits, url))
+
+    async def transfer_call(self, call: CallRecord, request: TransferRequest) -> None:
+        self._listening.pop(call.call_id, None)
+        document = twiml.dial(
+            request.to, caller_id=request.caller_id, timeout_s=request.timeout_s,
+            action_url=await self._call_url(call.call_id, type="dial"),
+            status_url=await self._call_url(call.call_id, type="dial-status"))
+        await self._update(call, [("Twiml", document)])
 
     async def _listen_twiml(self, call_id: str, token: str | None) -> str:
         query = {"turnToken": token} if token else {}

@@ -85,3 +85,13 @@ def queue(hold_music_url: str) -> str:
 def hold_music() -> str:
     return document('<Say voice="alice">All agents are currently busy. Please hold.</Say>',
                     '<Pause length="10"/>')
+
+
+def dial(number: str, *, caller_id: str, timeout_s: int, action_url: str,
+         status_url: str) -> str:
+    """Put the call through to `number`; Twilio fetches `action_url` when that leg is over
+    (`DialCallStatus`) and posts the person's answer to `status_url`."""
+    number_attrs = _attrs(statusCallback=status_url, statusCallbackEvent="answered",
+                          statusCallbackMethod="POST")
+    dial_attrs = _attrs(action=action_url, callerId=caller_id, method="POST", timeout=timeout_s)
+    return document(f"<Dial{dial_attrs}><Number{number_attrs}>{escape(number)}</Number></Dial>")

@@ -116,6 +116,16 @@ class SayRecord:
     language: str | None
 
 
+@dataclass(slots=True)
+class DialRecord:
+    """One `<Dial>`: who was called, as whom, and how it went (Twilio's `DialCallStatus`)."""
+
+    number: str
+    caller_id: str | None
+    status: str = "ringing"
+    duration_s: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class _Fetch:
     url: str
@@ -167,6 +177,7 @@ class SimCall:
         self.spoken: list[SayRecord] = []
         self.interrupted: list[tuple[str, str]] = []
         self.gathers: list[GatherRecord] = []
+        self.dials: list[DialRecord] = []
         self.documents: list[Document] = []
         self.streams: list[StreamRecord] = []
         self.received_audio = bytearray()
@@ -500,6 +511,10 @@ class TwilioSimulator:
         """Outbound calls to `to_number` reach this callee (others get `default_callee`)."""
         self._scripts[to_number] = callee
 
+    def callee_for(self, number: str) -> Callee:
+        """How `number` answers: its script, else the default callee."""
+        return self._scripts.get(number, self.default_callee)
+
     def call(self, call_sid: str) -> SimCall:
         """The call with this sid (KeyError if unknown)."""
         return self.calls[call_sid]
@@ -663,6 +678,15 @@ class TwilioSimulator:
         await asyncio.gather(*(t for _, t in stop), return_exceptions=True)
 
     # -- webhooks --------------------------------------------------------------------------------------
+    def params_of(self, call: SimCall) -> dict[str, str]:
+        """The parameters every webhook about `call` carries (CallSid, numbers, status...)."""
+        return self._params(call)
+
+    async def notify(self, call: SimCall, kind: str, url: str, method: str,
+                     params: dict[str, str]) -> None:
+        """Send one signed callback whose answer Twilio ignores (a failure is a call warning)."""
+        await self._deliver_quietly(call, kind, url, method, params)
+
     def _params(self, call: SimCall, status: str | None = None) -> dict[str, str]:
         return {"CallSid": call.sid, "AccountSid": call.account_sid, "From": call.from_, "To": call.to,
                 "CallStatus": status or call.status, "ApiVersion": API_VERSION,

@@ -296,9 +296,44 @@ class TwimlInterpreter:
         return "busy" if reason == "busy" else "no-answer"
 
     async def _dial(self, call: SimCall, el: ET.Element, doc: Document) -> Outcome:
-        call.record_heard("dial", _text(el))
-        call.warn(None, "<Dial> is not simulated; skipped")
-        return None
+        """Ring the number (its scripted callee answers, is busy, or does not answer within
+        `timeout`), bridge the call until that person hangs up, then fetch `action` with
+        `DialCallStatus` (or go on with the next verb)."""
+        from voicecall.testing.twilio.simulator import DialRecord
+
+        number_el = next((child for child in el if child.tag == "Number"), None)
+        number = _text(number_el if number_el is not None else el)
+        record = DialRecord(number, el.get("callerId"))
+        call.dials.append(record)
+        call.record_heard("dial", number)
+        person = self.sim.callee_for(number)
+        timeout = max(1.0, _float(el.get("timeout"), 30.0))
+        if person.outcome == "answer" and person.answer_after_s <= timeout:
+            await self.sim.sleep(person.answer_after_s)
+            record.status = "in-progress"
+            if number_el is not None and number_el.get("statusCallback") and "answered" in (
+                    number_el.get("statusCallbackEvent") or "").split():
+                url = resolve_url(doc, number_el.get("statusCallback") or "")
+                if url is not None:
+                    params = {**self.sim.params_of(call), "CallStatus": "in-progress",
+                              "ParentCallSid": call.sid}
+                    await self.sim.notify(call, "dial-status", url,
+                                          number_el.get("statusCallbackMethod") or "POST", params)
+            talk = person.hangup_after_s if person.hangup_after_s is not None else 5.0
+            await self.sim.sleep(talk)
+            record.status, record.duration_s = "completed", round(talk)
+        elif person.outcome in ("busy", "failed"):
+            await self.sim.sleep(min(person.answer_after_s, timeout))
+            record.status = person.outcome
+        else:
+            await self.sim.sleep(timeout)
+            record.status = "no-answer"
+        action = resolve_url(doc, el.get("action") or "")
+        if action is None:
+            return None
+        extra = {"DialCallStatus": record.status, "DialCallSid": "CA" + secrets.token_hex(16),
+                 "DialCallDuration": str(record.duration_s)}
+        return await self._fetch(call, action, (el.get("method") or "POST").upper(), extra, "dial")
 
     async def _enqueue(self, call: SimCall, el: ET.Element, doc: Document) -> Outcome:
         name = _text(el)
