@@ -17,19 +17,14 @@ How a call is driven (no media stream):
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
 import dataclasses
-import hmac
 import logging
 import math
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
-from uuid import uuid4
+from urllib.parse import parse_qsl
 
 import httpx
 
@@ -37,10 +32,8 @@ from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallRecord, Direction, EndReason
 from voicecall.providers.base import (
     DialRequest,
-    EventOutcome,
     ParsedWebhook,
     ProviderCallStatus,
-    ProviderContext,
     ProviderError,
     Verification,
     WebhookParseError,
@@ -48,7 +41,8 @@ from voicecall.providers.base import (
     map_call_status,
 )
 from voicecall.providers.http import CarrierApiError, CarrierHttp
-from voicecall.providers.streams import MediaStreams, StreamSerializer, StreamStart
+from voicecall.providers.markup import MarkupProvider
+from voicecall.providers.streams import StreamSerializer
 from voicecall.providers.twilio import twiml
 from voicecall.providers.twilio.signature import form_params, verify_twilio_webhook
 from voicecall.providers.twilio.stream import TwilioStreamSerializer
@@ -137,7 +131,7 @@ def _webhook_meta(params: dict[str, str], query: Mapping[str, str]) -> dict[str,
     call_sid = params.get("CallSid", "").strip()
     if not call_sid:
         raise WebhookParseError("CallSid is missing")
-    meta: dict[str, Any] = {"callSid": call_sid, "callId": _query_value(query, "callId"),
+    meta: dict[str, Any] = {"providerCallId": call_sid, "callId": _query_value(query, "callId"),
                             "kind": _query_value(query, "type"),
                             "turnToken": _query_value(query, "turnToken"), "utt": query.get("utt"),
                             "status": params.get("CallStatus", "").strip().lower()}
@@ -149,7 +143,8 @@ def _webhook_meta(params: dict[str, str], query: Mapping[str, str]) -> dict[str,
 def _common_event_fields(params: dict[str, str], meta: dict[str, Any]) -> dict[str, Any]:
     """The fields every event of one webhook shares (the call, its parties, the turn)."""
     return {
-        "callId": meta["callId"] or meta["callSid"], "providerCallId": meta["callSid"],
+        "callId": meta["callId"] or meta["providerCallId"],
+        "providerCallId": meta["providerCallId"],
         "direction": _direction(params), "from": params.get("From") or None,
         "to": params.get("To") or None, "turnToken": meta["turnToken"], "timestamp": now_ms(),
     }
@@ -174,38 +169,24 @@ def _caller_input_events(params: dict[str, str]) -> list[dict[str, Any]]:
     return []
 
 
-class TwilioProvider:
-    """The Twilio adapter (REST + signed webhooks + TwiML)."""
+class TwilioProvider(MarkupProvider):
+    """The Twilio adapter (REST + signed webhooks + TwiML); the call flows are shared with every
+    markup carrier (`MarkupProvider`)."""
 
     name = "twilio"
+    dialect = twiml.TwimlDialect()
 
     def __init__(self, settings: TwilioSettings, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.settings = settings
+        super().__init__()
+        self.settings: TwilioSettings = settings
         self.required_headers: tuple[str, ...] = (
             () if settings.skip_signature_verification else ("x-twilio-signature",))
         self.http = CarrierHttp("Twilio", settings.api_base_url,
                                 auth=(settings.account_sid, settings.auth_token),
                                 timeout_s=settings.timeout_s, parse_error=_twilio_error,
                                 transport=transport)
-        self._context: ProviderContext | None = None
-        self._bases: dict[str, str] = {}
-        self._played: dict[str, tuple[str, asyncio.Future[None]]] = {}
-        self._listening: dict[str, str] = {}
-        self._streaming_inbound: set[str] = set()
-        self._queued_inbound: list[str] = []
-        self._tasks: set[asyncio.Task[None]] = set()
         self.serializer: StreamSerializer = TwilioStreamSerializer()
-
-    @property
-    def media_streams(self) -> MediaStreams | None:
-        """This adapter (serializer + stream authorization) when `stream_url` is set."""
-        return self if self.settings.streaming or self.settings.stream_url else None
-
-    def _stream_url(self) -> str | None:
-        if self.settings.stream_url:
-            return self.settings.stream_url
-        return self.context.stream_url if self.settings.streaming else None
 
     @property
     def requires_public_webhook(self) -> bool:
@@ -213,9 +194,6 @@ class TwilioProvider:
         return self.settings.uses_real_api
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def bind(self, context: ProviderContext) -> None:
-        self._context = context
-
     def set_public_url(self, url: str) -> None:
         """A tunnel's URL: Twilio signs it, so signatures are checked against it (a configured
         publicUrl wins)."""
@@ -228,45 +206,14 @@ class TwilioProvider:
                         self.settings.api_base_url)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for _call_id, fut in self._played.values():
-            if not fut.done():
-                fut.cancel()
+        self._cancel_pending()
         await self.http.aclose()
-
-    @property
-    def context(self) -> ProviderContext:
-        if self._context is None:
-            raise ProviderError("twilio: provider is not bound to a call service")
-        return self._context
 
     def _accounts(self, suffix: str) -> str:
         return f"/2010-04-01/Accounts/{self.settings.account_sid}{suffix}"
 
-    # -- URLs and per-call state ---------------------------------------------------------------
-    async def _base(self, call_id: str) -> str:
-        base = self._bases.get(call_id)
-        if base is None:
-            state = await self.context.get_provider_state(call_id)
-            base = str(state["webhookUrl"]) if state and state.get("webhookUrl") else \
-                self.context.webhook_url
-            self._bases[call_id] = base
-        return base
-
-    async def _remember_base(self, call_id: str) -> str:
-        base = self.context.webhook_url
-        self._bases[call_id] = base
-        await self.context.put_provider_state(call_id, {"webhookUrl": base})
-        return base
-
-    @staticmethod
-    def _url(base: str, call_id: str, **query: str) -> str:
-        joiner = "&" if "?" in base else "?"
-        return f"{base}{joiner}{urlencode({'callId': call_id, **query})}"
-
-    async def _call_url(self, call_id: str, **query: str) -> str:
-        return self._url(await self._base(call_id), call_id, **query)
+    def _voice_name(self, voice: str) -> str:
+        return twiml.polly_voice(voice)
 
     # -- webhooks ----------------------------------------------------------------------------
     def verify_webhook(self, request: WebhookRequest) -> Verification:
@@ -305,140 +252,9 @@ class TwilioProvider:
                 if call is None or call.mode == "notify":
                     return [{"type": "call.ended", "reason": EndReason.VOICEMAIL.value}]
             return [{"type": "call.answered"}]
-        mapped = map_call_status(status)
-        if mapped.is_terminal and mapped.end_reason is not None:
-            return [{"type": "call.ended", "reason": mapped.end_reason.value}]
-        return []
-
-    async def webhook_reply(self, request: WebhookRequest, parsed: ParsedWebhook,
-                            outcomes: list[EventOutcome] | None) -> ParsedWebhook:
-        """The TwiML for this request; a replay (outcomes None) gets the same answer."""
-        meta = parsed.meta
-        reply = ParsedWebhook(events=parsed.events, headers={"content-type": "application/xml"})
-        kind = meta.get("kind")
-        if kind == "status":
-            self._settle_if_ended(parsed.events, outcomes)
-            reply.body = twiml.empty()
-            return reply
-        if kind == "hold-music":
-            reply.body = twiml.hold_music()
-            return reply
-        call = await self._call_for(meta, outcomes)
-        if call is None:
-            reply.body = twiml.reject() if meta.get("inboundStart") else twiml.empty()
-            return reply
-        self._settle_if_ended(parsed.events, outcomes)
-        if call.is_terminal:
-            reply.body = twiml.document("<Hangup/>")
-            return reply
-        if kind == "played" and meta.get("utt"):
-            entry = self._played.get(meta["utt"])
-            if entry and not entry[1].done():
-                entry[1].set_result(None)
-        if meta.get("inboundStart"):
-            await self._remember_base(call.call_id)
-            if self._stream_url() and self._streaming_inbound - {call.call_id}:
-                if call.call_id not in self._queued_inbound:
-                    self._queued_inbound.append(call.call_id)
-                reply.body = twiml.queue(await self._call_url(call.call_id, type="hold-music"))
-                return reply
-            reply.body = twiml.document(twiml.redirect(await self._call_url(call.call_id,
-                                                                            type="answered")))
-            return reply
-        stream_url = self._stream_url()
-        if stream_url and kind in (None, "answered") and meta["status"] == "in-progress":
-            if call.direction == "inbound":
-                self._streaming_inbound.add(call.call_id)
-            reply.body = twiml.stream(stream_url, await self.stream_token(call.call_id))
-            return reply
-        if kind == "listen" and self._listening.get(call.call_id) == meta.get("turnToken"):
-            reply.body = await self._listen_twiml(call.call_id, meta["turnToken"])
-            return reply
-        reply.body = twiml.hold(await self._call_url(call.call_id, type="hold"))
-        return reply
-
-    async def _call_for(self, meta: dict[str, Any],
-                        outcomes: list[EventOutcome] | None) -> CallRecord | None:
-        for outcome in outcomes or []:
-            if outcome.rejected:
-                return None
-            if outcome.call is not None:
-                return outcome.call
-        ctx = self.context
-        for key in (meta.get("callId"), meta["callSid"]):
-            if key:
-                call = ctx.live(key) or await ctx.get_call(key)
-                if call is not None:
-                    return call
-        return None
-
-    def _settle_if_ended(self, events: list[CallEvent], outcomes: list[EventOutcome] | None) -> None:
-        """A call that ended fails its pending playback waits at once (nothing waits forever)
-        and frees its inbound stream slot. The event may name the call by its CallSid only (an
-        inbound call's status callback), so our id comes from the applied outcome."""
-        for i, event in enumerate(events):
-            if event.type != "call.ended":
-                continue
-            outcome = outcomes[i] if outcomes and i < len(outcomes) else None
-            call = (outcome.call if outcome else None) or self.context.live(event.call_id)
-            self._fail_pending(call.call_id if call else event.call_id)
-
-    async def stream_token(self, call_id: str) -> str:
-        """The call's media-stream token: 16 random bytes, base64url, created once and persisted."""
-        state = await self.context.get_provider_state(call_id) or {}
-        token = state.get("streamToken")
-        if not token:
-            token = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
-            state.setdefault("webhookUrl", await self._base(call_id))
-            await self.context.put_provider_state(call_id, {**state, "streamToken": token})
-        return str(token)
-
-    async def is_valid_stream_token(self, call_id: str, token: str) -> bool:
-        """Constant-time check of a media stream's `start.customParameters.token`."""
-        state = await self.context.get_provider_state(call_id) or {}
-        expected = str(state.get("streamToken") or "")
-        return bool(expected) and hmac.compare_digest(expected.encode(), token.encode())
-
-    async def authorize_stream(self, start: StreamStart, query_token: str | None) -> str | None:
-        """Our call id when `start.call_sid` is a live call and the token is that call's."""
-        call = self.context.live(start.call_sid)
-        token = start.token or query_token
-        if call is None or call.is_terminal or call.provider_call_id != start.call_sid or not token:
-            return None
-        return call.call_id if await self.is_valid_stream_token(call.call_id, token) else None
-
-    def _fail_pending(self, call_id: str) -> None:
-        if call_id in self._queued_inbound:
-            self._queued_inbound.remove(call_id)
-        if call_id in self._streaming_inbound:
-            self._streaming_inbound.discard(call_id)
-            if not self._streaming_inbound and self._queued_inbound:
-                task = asyncio.get_running_loop().create_task(self._connect_next_queued())
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-        for _utt, (owner, fut) in list(self._played.items()):
-            if owner == call_id and not fut.done():
-                fut.set_exception(ProviderError("twilio: the call ended during playback"))
-        self._listening.pop(call_id, None)
+        return self._end_reason_events(status)
 
     # -- commands ----------------------------------------------------------------------------
-    async def _connect_next_queued(self) -> None:
-        """The inbound stream is free: take the longest-waiting queued caller off hold."""
-        while self._queued_inbound and not self._streaming_inbound:
-            call = self.context.live(self._queued_inbound.pop(0))
-            if call is None or call.is_terminal:
-                continue
-            self._streaming_inbound.add(call.call_id)
-            redirect = twiml.document(twiml.redirect(await self._call_url(call.call_id, type="answered")))
-            try:
-                await self._update(call, [("Twiml", redirect)], tolerate_ended=True)
-            except Exception as exc:
-                log.warning("call %s: could not take the caller off hold: %s", call.call_id, exc)
-                self._streaming_inbound.discard(call.call_id)
-                continue
-            log.info("call %s: connected from the hold queue", call.call_id)
-            return
-
     async def initiate_call(self, request: DialRequest) -> str:
         base = await self._remember_base(request.call_id)
         params: list[tuple[str, str]] = [
@@ -469,52 +285,15 @@ class TwilioProvider:
                 return
             raise
 
+    async def _push(self, call: CallRecord, document: str) -> None:
+        await self._update(call, [("Twiml", document)])
+
+    async def _update_to_url(self, call: CallRecord, url: str) -> None:
+        await self._update(call, [("Twiml", self.dialect.redirect(url))], tolerate_ended=True)
+
     async def hangup_call(self, call: CallRecord, reason: EndReason) -> None:
         self._fail_pending(call.call_id)
         await self._update(call, [("Status", "completed")], tolerate_ended=True)
-
-    async def _play(self, call: CallRecord, render: Any) -> None:
-        utt = uuid4().hex
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._played[utt] = (call.call_id, fut)
-        try:
-            played_url = await self._call_url(call.call_id, type="played", utt=utt)
-            await self._update(call, [("Twiml", render(played_url))])
-            await fut
-        finally:
-            self._played.pop(utt, None)
-
-    def _voice_for(self, call: CallRecord) -> str:
-        """The call's `numbers` route voice when it has one, else the configured voice."""
-        tts = (call.metadata.get("route") or {}).get("tts") or {}
-        providers: dict[str, Any] = tts.get("providers") or {}
-        chosen: Any = providers.get(tts.get("provider") or "") or next(iter(providers.values()), {})
-        voice = chosen.get("voice") or chosen.get("voiceId") if isinstance(chosen, dict) else None
-        return twiml.polly_voice(str(voice)) if voice else self.settings.voice
-
-    async def play_tts(self, call: CallRecord, text: str) -> None:
-        voice, language = self._voice_for(call), self.settings.language
-        self._listening.pop(call.call_id, None)
-        await self._play(call, lambda url: twiml.speak(text, voice=voice, language=language,
-                                                       played_url=url))
-
-    async def send_dtmf(self, call: CallRecord, digits: str) -> None:
-        self._listening.pop(call.call_id, None)
-        await self._play(call, lambda url: twiml.play_digits(digits, url))
-
-    async def _listen_twiml(self, call_id: str, token: str | None) -> str:
-        query = {"turnToken": token} if token else {}
-        return twiml.listen(await self._call_url(call_id, **query),
-                            await self._call_url(call_id, type="listen", **query),
-                            language=self.settings.language)
-
-    async def start_listening(self, call: CallRecord, turn_token: str | None) -> None:
-        if turn_token:
-            self._listening[call.call_id] = turn_token
-        await self._update(call, [("Twiml", await self._listen_twiml(call.call_id, turn_token))])
-
-    async def stop_listening(self, call: CallRecord) -> None:
-        self._listening.pop(call.call_id, None)
 
     async def get_call_status(self, provider_call_id: str) -> ProviderCallStatus:
         try:

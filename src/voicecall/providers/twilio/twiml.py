@@ -85,3 +85,42 @@ def queue(hold_music_url: str) -> str:
 def hold_music() -> str:
     return document('<Say voice="alice">All agents are currently busy. Please hold.</Say>',
                     '<Pause length="10"/>')
+
+
+class TwimlDialect:
+    """The TwiML documents of the shared markup call flows (`providers/markup.py`)."""
+
+    content_type = "application/xml"
+
+    def empty(self) -> str:
+        return empty()
+
+    def hangup(self) -> str:
+        return document("<Hangup/>")
+
+    def reject(self) -> str:
+        return reject()
+
+    def redirect(self, url: str) -> str:
+        return document(redirect(url))
+
+    def hold(self, next_url: str) -> str:
+        return hold(next_url)
+
+    def speak(self, text: str, *, voice: str, language: str, played_url: str) -> str:
+        return speak(text, voice=voice, language=language, played_url=played_url)
+
+    def play_digits(self, digits: str, played_url: str) -> str:
+        return play_digits(digits, played_url)
+
+    def listen(self, action_url: str, again_url: str, *, language: str) -> str:
+        return listen(action_url, again_url, language=language)
+
+    def stream(self, stream_url: str, token: str) -> str:
+        return stream(stream_url, token)
+
+    def queue(self, hold_music_url: str) -> str:
+        return queue(hold_music_url)
+
+    def hold_music(self) -> str:
+        return hold_music()

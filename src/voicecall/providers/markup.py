@@ -1,0 +1,405 @@
+"""Call flows shared by carriers that drive calls with markup documents (Twilio's TwiML, Plivo
+XML): the carrier fetches a document from the gateway, runs it, and comes back for the next.
+
+A `MarkupProvider` owns everything that is the same for those carriers (D80):
+- the per-call webhook base URL, persisted so a restart keeps reaching the call;
+- playback that returns once played: a document says the text, then redirects to a per-utterance
+  `played` URL, and `play_tts` returns when the carrier requests it;
+- listening with per-turn tokens in the action URL (a stale callback cannot complete a newer
+  turn) and a redirect that re-arms the listen on silence;
+- the answers to webhooks: hold, reject, hang up, stream, queue the second inbound streamer;
+- the media-stream token of each call and stream authorization.
+
+A carrier subclass supplies its `MarkupDialect` (how each document is written), how a document
+replaces the one the call is running (`_push`), and its REST, signatures and webhook parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import logging
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, Protocol
+from urllib.parse import urlencode
+from uuid import uuid4
+
+from voicecall.calls.events import CallEvent
+from voicecall.calls.model import CallRecord
+from voicecall.providers.base import (
+    EventOutcome,
+    ParsedWebhook,
+    ProviderContext,
+    ProviderError,
+    WebhookRequest,
+    map_call_status,
+)
+from voicecall.providers.streams import MediaStreams, StreamSerializer, StreamStart
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MarkupDialect", "MarkupProvider", "MarkupSettings", "route_voice"]
+
+
+class MarkupDialect(Protocol):
+    """How one carrier writes the documents the shared call flows answer with."""
+
+    content_type: str
+
+    def empty(self) -> str: ...
+    def hangup(self) -> str: ...
+    def reject(self) -> str: ...
+    def redirect(self, url: str) -> str:
+        """A document that sends the call to `url` at once."""
+        ...
+    def hold(self, next_url: str) -> str:
+        """Keep the call up a while, then come back to `next_url`."""
+        ...
+    def speak(self, text: str, *, voice: str, language: str, played_url: str) -> str:
+        """Say `text`, then request `played_url` (the end of playback)."""
+        ...
+    def play_digits(self, digits: str, played_url: str) -> str: ...
+    def listen(self, action_url: str, again_url: str, *, language: str) -> str:
+        """Collect speech, posted to `action_url`; on silence go to `again_url`."""
+        ...
+    def stream(self, stream_url: str, token: str) -> str: ...
+    def queue(self, hold_music_url: str) -> str: ...
+    def hold_music(self) -> str: ...
+
+
+class MarkupSettings(Protocol):
+    """The settings the shared flows read (each carrier's settings dataclass has them)."""
+
+    @property
+    def voice(self) -> str: ...
+    @property
+    def language(self) -> str: ...
+    @property
+    def streaming(self) -> bool: ...
+    @property
+    def stream_url(self) -> str | None: ...
+
+
+def route_voice(call: CallRecord) -> str | None:
+    """The TTS voice of the call's `numbers` route (its provider's `voice` or `voiceId`), if any."""
+    tts = (call.metadata.get("route") or {}).get("tts") or {}
+    providers: dict[str, Any] = tts.get("providers") or {}
+    chosen: Any = providers.get(tts.get("provider") or "") or next(iter(providers.values()), {})
+    voice = chosen.get("voice") or chosen.get("voiceId") if isinstance(chosen, dict) else None
+    return str(voice) if voice else None
+
+
+class MarkupProvider(ABC):
+    """The shared half of a markup-driven carrier adapter (see the module docstring).
+
+    Webhook meta a subclass's `parse_webhook` fills for `webhook_reply`: `providerCallId`,
+    `callId` (ours, from the query), `kind` (the `type` we put in the URL), `turnToken`, `utt`,
+    `doc`, `status` (the carrier's call status, lower case) and `inboundStart` (the first
+    webhook of an inbound call)."""
+
+    name: str
+    settings: MarkupSettings
+    dialect: MarkupDialect
+    serializer: StreamSerializer
+    inline_first_document_s: float = 0.0
+    """How long the answer webhook waits for the call's first document (its first words or
+    listen) to answer with it directly, saving a round trip; 0 answers with a hold at once."""
+
+    def __init__(self) -> None:
+        self._context: ProviderContext | None = None
+        self._bases: dict[str, str] = {}
+        self._played: dict[str, tuple[str, asyncio.Future[None]]] = {}
+        self._listening: dict[str, str] = {}
+        self._documents: dict[str, tuple[str, str]] = {}
+        self._answer_waiters: dict[str, asyncio.Future[str]] = {}
+        self._streaming_inbound: set[str] = set()
+        self._queued_inbound: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- what a carrier supplies ---------------------------------------------------------------
+    @abstractmethod
+    async def _push(self, call: CallRecord, document: str) -> None:
+        """Make the live call run `document` now instead of the one it is running."""
+
+    @abstractmethod
+    async def _update_to_url(self, call: CallRecord, url: str) -> None:
+        """Make the live call fetch `url` and run what it answers (tolerating an ended call)."""
+
+    def _voice_name(self, voice: str) -> str:
+        """A route's TTS voice as this carrier's speech voice."""
+        return voice
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @property
+    def media_streams(self) -> MediaStreams | None:
+        """This adapter (serializer + stream authorization) when streaming is on."""
+        return self if self.settings.streaming or self.settings.stream_url else None
+
+    def _stream_url(self) -> str | None:
+        if self.settings.stream_url:
+            return self.settings.stream_url
+        return self.context.stream_url if self.settings.streaming else None
+
+    def bind(self, context: ProviderContext) -> None:
+        self._context = context
+
+    @property
+    def context(self) -> ProviderContext:
+        if self._context is None:
+            raise ProviderError(f"{self.name}: provider is not bound to a call service")
+        return self._context
+
+    def _cancel_pending(self) -> None:
+        """Cancel background tasks and playback waits (on stop)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for _call_id, fut in self._played.values():
+            if not fut.done():
+                fut.cancel()
+        for waiter in self._answer_waiters.values():
+            if not waiter.done():
+                waiter.cancel()
+
+    # -- URLs and per-call state ---------------------------------------------------------------
+    async def _base(self, call_id: str) -> str:
+        base = self._bases.get(call_id)
+        if base is None:
+            state = await self.context.get_provider_state(call_id)
+            base = str(state["webhookUrl"]) if state and state.get("webhookUrl") else \
+                self.context.webhook_url
+            self._bases[call_id] = base
+        return base
+
+    async def _remember_base(self, call_id: str) -> str:
+        base = self.context.webhook_url
+        self._bases[call_id] = base
+        state = await self.context.get_provider_state(call_id) or {}
+        await self.context.put_provider_state(call_id, {**state, "webhookUrl": base})
+        return base
+
+    @staticmethod
+    def _url(base: str, call_id: str, **query: str) -> str:
+        joiner = "&" if "?" in base else "?"
+        return f"{base}{joiner}{urlencode({'callId': call_id, **query})}"
+
+    async def _call_url(self, call_id: str, **query: str) -> str:
+        return self._url(await self._base(call_id), call_id, **query)
+
+    # -- webhook answers -------------------------------------------------------------------------
+    async def webhook_reply(self, request: WebhookRequest, parsed: ParsedWebhook,
+                            outcomes: list[EventOutcome] | None) -> ParsedWebhook:
+        """The document for this request; a replay (outcomes None) gets an equivalent answer
+        without side effects."""
+        meta = parsed.meta
+        reply = ParsedWebhook(events=parsed.events,
+                              headers={"content-type": self.dialect.content_type})
+        reply.body = await self._reply_body(meta, parsed.events, outcomes)
+        return reply
+
+    async def _reply_body(self, meta: dict[str, Any], events: list[CallEvent],
+                          outcomes: list[EventOutcome] | None) -> str:
+        d = self.dialect
+        kind = meta.get("kind")
+        if kind == "status":
+            self._settle_if_ended(events, outcomes)
+            return d.empty()
+        if kind == "hold-music":
+            return d.hold_music()
+        call = await self._call_for(meta, outcomes)
+        if call is None:
+            return d.reject() if meta.get("inboundStart") else d.empty()
+        self._settle_if_ended(events, outcomes)
+        if call.is_terminal:
+            return d.hangup()
+        if kind == "played" and meta.get("utt"):
+            entry = self._played.get(meta["utt"])
+            if entry and not entry[1].done():
+                entry[1].set_result(None)
+        if kind == "doc":
+            stored = self._documents.get(call.call_id)
+            if stored is not None and stored[0] == meta.get("doc"):
+                return stored[1]
+        if meta.get("inboundStart"):
+            return await self._inbound_start(call)
+        stream_url = self._stream_url()
+        answering = kind in (None, "answered") and meta.get("status") == "in-progress"
+        if stream_url and answering:
+            if call.direction == "inbound":
+                self._streaming_inbound.add(call.call_id)
+            return d.stream(stream_url, await self.stream_token(call.call_id))
+        if kind == "listen" and self._listening.get(call.call_id) == meta.get("turnToken"):
+            return await self._listen_document(call.call_id, meta["turnToken"])
+        if answering and outcomes is not None and self.inline_first_document_s > 0 \
+                and not meta.get("gather"):
+            first = await self._first_document(call.call_id)
+            if first is not None:
+                return first
+        return d.hold(await self._call_url(call.call_id, type="hold"))
+
+    async def _inbound_start(self, call: CallRecord) -> str:
+        """An accepted inbound caller: queue behind a busy inbound stream, else go answer."""
+        await self._remember_base(call.call_id)
+        if self._stream_url() and self._streaming_inbound - {call.call_id}:
+            if call.call_id not in self._queued_inbound:
+                self._queued_inbound.append(call.call_id)
+            return self.dialect.queue(await self._call_url(call.call_id, type="hold-music"))
+        return self.dialect.redirect(await self._call_url(call.call_id, type="answered"))
+
+    async def _first_document(self, call_id: str) -> str | None:
+        """Wait (bounded) for the first document the call service sends an answered call."""
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._answer_waiters[call_id] = waiter
+        try:
+            return await asyncio.wait_for(waiter, self.inline_first_document_s)
+        except TimeoutError:
+            return None
+        finally:
+            if self._answer_waiters.get(call_id) is waiter:
+                del self._answer_waiters[call_id]
+
+    async def _send_document(self, call: CallRecord, document: str) -> None:
+        """Run `document` on the call: in the open answer webhook's reply when one is waiting
+        for it, else by the carrier's own means."""
+        waiter = self._answer_waiters.pop(call.call_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(document)
+            return
+        await self._push(call, document)
+
+    async def _call_for(self, meta: dict[str, Any],
+                        outcomes: list[EventOutcome] | None) -> CallRecord | None:
+        for outcome in outcomes or []:
+            if outcome.rejected:
+                return None
+            if outcome.call is not None:
+                return outcome.call
+        ctx = self.context
+        for key in (meta.get("callId"), meta.get("providerCallId")):
+            if key:
+                call = ctx.live(key) or await ctx.get_call(key)
+                if call is not None:
+                    return call
+        return None
+
+    def _settle_if_ended(self, events: list[CallEvent], outcomes: list[EventOutcome] | None) -> None:
+        """A call that ended fails its pending playback waits at once (nothing waits forever)
+        and frees its inbound stream slot. The event may name the call by the carrier's id only
+        (an inbound call's status callback), so our id comes from the applied outcome."""
+        for i, event in enumerate(events):
+            if event.type != "call.ended":
+                continue
+            outcome = outcomes[i] if outcomes and i < len(outcomes) else None
+            call = (outcome.call if outcome else None) or self.context.live(event.call_id)
+            self._fail_pending(call.call_id if call else event.call_id)
+
+    def _fail_pending(self, call_id: str) -> None:
+        if call_id in self._queued_inbound:
+            self._queued_inbound.remove(call_id)
+        if call_id in self._streaming_inbound:
+            self._streaming_inbound.discard(call_id)
+            if not self._streaming_inbound and self._queued_inbound:
+                task = asyncio.get_running_loop().create_task(self._connect_next_queued())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        for _utt, (owner, fut) in list(self._played.items()):
+            if owner == call_id and not fut.done():
+                fut.set_exception(ProviderError(f"{self.name}: the call ended during playback"))
+        self._listening.pop(call_id, None)
+        self._documents.pop(call_id, None)
+
+    async def _connect_next_queued(self) -> None:
+        """The inbound stream is free: take the longest-waiting queued caller off hold."""
+        while self._queued_inbound and not self._streaming_inbound:
+            call = self.context.live(self._queued_inbound.pop(0))
+            if call is None or call.is_terminal:
+                continue
+            self._streaming_inbound.add(call.call_id)
+            try:
+                await self._update_to_url(call, await self._call_url(call.call_id, type="answered"))
+            except Exception as exc:
+                log.warning("call %s: could not take the caller off hold: %s", call.call_id, exc)
+                self._streaming_inbound.discard(call.call_id)
+                continue
+            log.info("call %s: connected from the hold queue", call.call_id)
+            return
+
+    # -- media-stream tokens -------------------------------------------------------------------
+    def _new_stream_token(self) -> str:
+        """16 random bytes, base64url (a carrier that allows fewer characters overrides it)."""
+        return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+
+    async def stream_token(self, call_id: str) -> str:
+        """The call's media-stream token, created once and persisted."""
+        state = await self.context.get_provider_state(call_id) or {}
+        token = state.get("streamToken")
+        if not token:
+            token = self._new_stream_token()
+            state.setdefault("webhookUrl", await self._base(call_id))
+            await self.context.put_provider_state(call_id, {**state, "streamToken": token})
+        return str(token)
+
+    async def is_valid_stream_token(self, call_id: str, token: str) -> bool:
+        """Constant-time check of a media stream's token."""
+        state = await self.context.get_provider_state(call_id) or {}
+        expected = str(state.get("streamToken") or "")
+        return bool(expected) and hmac.compare_digest(expected.encode(), token.encode())
+
+    async def authorize_stream(self, start: StreamStart, query_token: str | None) -> str | None:
+        """Our call id when `start.call_sid` is a live call and the token is that call's."""
+        call = self.context.live(start.call_sid)
+        token = start.token or query_token
+        if call is None or call.is_terminal or call.provider_call_id != start.call_sid or not token:
+            return None
+        return call.call_id if await self.is_valid_stream_token(call.call_id, token) else None
+
+    # -- commands ------------------------------------------------------------------------------
+    async def _play(self, call: CallRecord, render: Callable[[str], str]) -> None:
+        """Run the document `render(played_url)` and return once the carrier requests that URL."""
+        utt = uuid4().hex
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._played[utt] = (call.call_id, fut)
+        try:
+            played_url = await self._call_url(call.call_id, type="played", utt=utt)
+            await self._send_document(call, render(played_url))
+            await fut
+        finally:
+            self._played.pop(utt, None)
+
+    def _voice_for(self, call: CallRecord) -> str:
+        """The call's `numbers` route voice when it has one, else the configured voice."""
+        voice = route_voice(call)
+        return self._voice_name(voice) if voice else self.settings.voice
+
+    async def play_tts(self, call: CallRecord, text: str) -> None:
+        voice, language = self._voice_for(call), self.settings.language
+        self._listening.pop(call.call_id, None)
+        await self._play(call, lambda url: self.dialect.speak(text, voice=voice, language=language,
+                                                              played_url=url))
+
+    async def send_dtmf(self, call: CallRecord, digits: str) -> None:
+        self._listening.pop(call.call_id, None)
+        await self._play(call, lambda url: self.dialect.play_digits(digits, url))
+
+    async def _listen_document(self, call_id: str, token: str | None) -> str:
+        query = {"turnToken": token} if token else {}
+        return self.dialect.listen(await self._call_url(call_id, **query),
+                                   await self._call_url(call_id, type="listen", **query),
+                                   language=self.settings.language)
+
+    async def start_listening(self, call: CallRecord, turn_token: str | None) -> None:
+        if turn_token:
+            self._listening[call.call_id] = turn_token
+        await self._send_document(call, await self._listen_document(call.call_id, turn_token))
+
+    async def stop_listening(self, call: CallRecord) -> None:
+        self._listening.pop(call.call_id, None)
+
+    def _end_reason_events(self, status: str) -> list[dict[str, Any]]:
+        """`call.ended` for a terminal status (mapped the same for every carrier), else nothing."""
+        mapped = map_call_status(status)
+        if mapped.is_terminal and mapped.end_reason is not None:
+            return [{"type": "call.ended", "reason": mapped.end_reason.value}]
+        return []

@@ -1,0 +1,316 @@
+"""Plivo Voice API behind the carrier interface; the call flows are the shared markup ones
+(`providers/markup.py`), written in Plivo XML.
+
+How a call is driven (no media stream):
+- placing: REST `POST Call/` with `answer_url`, `ring_url` and `hangup_url`, all carrying our
+  call id, `ring_timeout` from `ringTimeoutMs`, and machine detection for notify calls when
+  `outbound.machineDetection` is on;
+- the answer fetch waits briefly for the call's first document (its first words, or a listen)
+  and answers with it, so a notify message costs no extra round trip; else it holds;
+- every later document (speak, listen, keys) is kept by the adapter and the A-leg is
+  transferred (`POST Call/{uuid}/`, `aleg_url`) to a URL that serves it;
+- speech input is a `GetInput inputType="speech"` whose action URL carries the turn token;
+- hang-up: `DELETE Call/{uuid}/`, and `DELETE Request/{uuid}/` for a call still ringing; 404 is
+  "already ended".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import uuid4
+
+import httpx
+
+from voicecall.calls.events import CallEvent
+from voicecall.calls.model import CallRecord, Direction, EndReason
+from voicecall.providers.base import (
+    DialRequest,
+    ParsedWebhook,
+    ProviderCallStatus,
+    ProviderError,
+    Verification,
+    WebhookParseError,
+    WebhookRequest,
+    map_call_status,
+)
+from voicecall.providers.http import CarrierApiError, CarrierHttp
+from voicecall.providers.markup import MarkupProvider
+from voicecall.providers.plivo.signature import (
+    V2_HEADER,
+    V2_NONCE_HEADER,
+    V3_HEADER,
+    V3_NONCE_HEADER,
+    form_params,
+    verify_plivo_webhook,
+)
+from voicecall.providers.plivo.stream import PlivoStreamSerializer
+from voicecall.providers.plivo.xml import PlivoXmlDialect, plivo_voice
+from voicecall.providers.streams import StreamSerializer
+from voicecall.security.public_url import ForwardingPolicy
+from voicecall.shared.clock import now_ms
+
+log = logging.getLogger(__name__)
+
+API_BASE_URL = "https://api.plivo.com"
+SPEECH_FIELDS = ("Speech", "Transcription", "TranscriptionText", "SpeechResult",
+                 "RecognizedSpeech", "Text")
+"""Where Plivo's speech callbacks put the transcript; the first non-empty one is used."""
+PLIVO_STATUS = {"timeout": "no-answer", "cancel": "canceled", "machine": "completed",
+                "hangup": "completed"}
+"""Plivo's own end statuses as the shared ones (`map_call_status`)."""
+INLINE_FIRST_DOCUMENT_S = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class PlivoSettings:
+    auth_id: str
+    auth_token: str
+    api_base_url: str = API_BASE_URL
+    public_url: str | None = None
+    policy: ForwardingPolicy = field(default_factory=ForwardingPolicy)
+    skip_signature_verification: bool = False
+    voice: str = "WOMAN"
+    language: str = "en-US"
+    machine_detection: bool = False
+    timeout_s: float = 10.0
+    streaming: bool = False
+    """Media streaming on: answered calls get `<Stream>` to the gateway's stream URL."""
+    stream_url: str | None = None
+    """Overrides the stream URL the gateway derives from its webhook URL (implies streaming)."""
+
+    @property
+    def uses_real_api(self) -> bool:
+        return self.api_base_url.rstrip("/") == API_BASE_URL
+
+
+def _plivo_error(response: httpx.Response) -> tuple[str | int | None, str]:
+    """Plivo's error body is `{"api_id": ..., "error": ...}`."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None, response.text[:300] or response.reason_phrase
+    message = body.get("error") if isinstance(body, dict) else None
+    return None, str(message or response.reason_phrase)
+
+
+def plivo_number(number: str) -> str:
+    """A number as Plivo's API takes it: `sip:` URIs as they are, else digits only."""
+    return number if number.startswith("sip:") else re.sub(r"[^0-9]", "", number)
+
+
+def _query_value(query: Mapping[str, str], name: str) -> str | None:
+    return (query.get(name) or "").strip() or None
+
+
+def _direction(params: dict[str, str]) -> Direction | None:
+    raw = params.get("Direction", "").strip().lower()
+    return raw if raw in ("inbound", "outbound") else None  # type: ignore[return-value]
+
+
+def _webhook_meta(params: dict[str, str], query: Mapping[str, str]) -> dict[str, Any]:
+    """What `webhook_reply` needs besides the events (see `MarkupProvider`)."""
+    call_uuid = (params.get("CallUUID") or params.get("RequestUUID") or "").strip()
+    if not call_uuid:
+        raise WebhookParseError("CallUUID is missing")
+    meta: dict[str, Any] = {
+        "providerCallId": call_uuid, "callId": _query_value(query, "callId"),
+        "kind": _query_value(query, "type"), "turnToken": _query_value(query, "turnToken"),
+        "utt": query.get("utt"), "doc": query.get("doc"),
+        "status": params.get("CallStatus", "").strip().lower(),
+    }
+    if meta["callId"] is None and meta["kind"] is None and _direction(params) == "inbound":
+        meta["inboundStart"] = True
+    return meta
+
+
+def _confidence(raw: str | None) -> float:
+    try:
+        return min(max(float(raw or 0.9), 0.0), 1.0)
+    except ValueError:
+        return 0.9
+
+
+def _input_events(params: dict[str, str]) -> list[dict[str, Any]]:
+    """What a `GetInput` collected: keys pressed, the caller's words, or nothing."""
+    if params.get("Digits", "").strip():
+        return [{"type": "call.dtmf", "digits": params["Digits"].strip()}]
+    transcript = next((params[f].strip() for f in SPEECH_FIELDS if params.get(f, "").strip()), "")
+    if transcript:
+        return [{"type": "call.speech", "transcript": transcript, "isFinal": True,
+                 "confidence": _confidence(params.get("SpeechConfidenceScore"))}]
+    return []
+
+
+class PlivoProvider(MarkupProvider):
+    """The Plivo adapter (REST + V3/V2-signed callbacks + Plivo XML + audio streams)."""
+
+    name = "plivo"
+    dialect = PlivoXmlDialect()
+    inline_first_document_s = INLINE_FIRST_DOCUMENT_S
+
+    def __init__(self, settings: PlivoSettings, *,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__()
+        self.settings: PlivoSettings = settings
+        self.required_headers: tuple[str, ...] = () if settings.skip_signature_verification else (
+            f"{V3_HEADER}|{V2_HEADER}", f"{V3_NONCE_HEADER}|{V2_NONCE_HEADER}")
+        self.http = CarrierHttp("Plivo", settings.api_base_url,
+                                auth=(settings.auth_id, settings.auth_token),
+                                timeout_s=settings.timeout_s, parse_error=_plivo_error,
+                                transport=transport)
+        self.serializer: StreamSerializer = PlivoStreamSerializer()
+
+    @property
+    def requires_public_webhook(self) -> bool:
+        """Real Plivo must reach us; a local simulator (apiBaseUrl override) need not."""
+        return self.settings.uses_real_api
+
+    def set_public_url(self, url: str) -> None:
+        """A tunnel's URL: Plivo signs it (a configured publicUrl wins)."""
+        if self.settings.public_url is None:
+            self.settings = dataclasses.replace(self.settings, public_url=url)
+
+    async def start(self) -> None:
+        if not self.settings.uses_real_api:
+            log.warning("plivo.apiBaseUrl is %s, not Plivo's API: calls go to that server",
+                        self.settings.api_base_url)
+
+    async def stop(self) -> None:
+        self._cancel_pending()
+        await self.http.aclose()
+
+    def _path(self, suffix: str) -> str:
+        return f"/v1/Account/{self.settings.auth_id}/{suffix}"
+
+    def _voice_name(self, voice: str) -> str:
+        return plivo_voice(voice)
+
+    def _new_stream_token(self) -> str:
+        return secrets.token_hex(16)  # extraHeaders allow alphanumerics only
+
+    # -- webhooks ----------------------------------------------------------------------------
+    def verify_webhook(self, request: WebhookRequest) -> Verification:
+        s = self.settings
+        result = verify_plivo_webhook(request, auth_token=s.auth_token, public_url=s.public_url,
+                                      policy=s.policy,
+                                      skip_verification=s.skip_signature_verification)
+        if result.ok:
+            return result
+        claimed = _query_value(request.query, "callId") or next(
+            (v.strip() for k, v in form_params(request.body) if k == "CallUUID"), None)
+        return result._replace(call_id=claimed or None)
+
+    def parse_webhook(self, request: WebhookRequest, verification: Verification) -> ParsedWebhook:
+        """Form body + our query (callId, type, turnToken, utt, doc) → normalized events."""
+        try:
+            params = dict(form_params(request.body)) if request.body else dict(request.query)
+        except UnicodeDecodeError as exc:
+            raise WebhookParseError("body is not UTF-8 form data") from exc
+        meta = _webhook_meta(params, request.query)
+        events = _input_events(params)
+        if events:
+            meta["gather"] = True
+        elif meta["kind"] in (None, "status", "answered", "amd"):
+            events = self._status_events(meta, params)
+        common = {
+            "callId": meta["callId"] or meta["providerCallId"],
+            "providerCallId": meta["providerCallId"], "direction": _direction(params),
+            "from": params.get("From") or None, "to": params.get("To") or None,
+            "turnToken": meta["turnToken"], "timestamp": now_ms(),
+        }
+        parsed = [CallEvent.model_validate(
+            {**common, **e, "dedupeKey": f"{verification.request_key}:{i}"})
+            for i, e in enumerate(events)]
+        return ParsedWebhook(events=parsed, headers={"content-type": self.dialect.content_type},
+                             meta=meta)
+
+    def _status_events(self, meta: dict[str, Any], params: dict[str, str]) -> list[dict[str, Any]]:
+        if meta["kind"] == "amd":
+            if params.get("Machine", "").strip().lower() != "true":
+                return []
+            call = self.context.live(meta["callId"]) if meta["callId"] else None
+            if call is None or call.mode == "notify":
+                return [{"type": "call.ended", "reason": EndReason.VOICEMAIL.value}]
+            return []
+        status = meta["status"]
+        if status == "ringing":
+            return [{"type": "call.initiated"}, {"type": "call.ringing"}]
+        if status == "in-progress" or (params.get("Event") == "StartApp" and not status):
+            return [{"type": "call.answered"}]
+        return self._end_reason_events(PLIVO_STATUS.get(status, status))
+
+    # -- commands ----------------------------------------------------------------------------
+    async def initiate_call(self, request: DialRequest) -> str:
+        base = await self._remember_base(request.call_id)
+        body: dict[str, Any] = {
+            "from": plivo_number(request.from_), "to": plivo_number(request.to),
+            "answer_url": self._url(base, request.call_id), "answer_method": "POST",
+            "ring_url": self._url(base, request.call_id, type="status"), "ring_method": "POST",
+            "hangup_url": self._url(base, request.call_id, type="status"),
+            "hangup_method": "POST",
+            "ring_timeout": max(1, math.ceil(request.ring_timeout_ms / 1000)),
+        }
+        if self.settings.machine_detection and request.mode == "notify":
+            body.update(machine_detection="true", machine_detection_method="POST",
+                        machine_detection_url=self._url(base, request.call_id, type="amd"))
+        response = await self.http.request("POST", self._path("Call/"), json=body)
+        try:
+            uuid: Any = response.json().get("request_uuid")
+        except (ValueError, AttributeError):
+            uuid = None
+        if isinstance(uuid, list):
+            uuid = uuid[0] if uuid else None
+        if not isinstance(uuid, str) or not uuid:
+            raise ProviderError("Plivo API error: create-call response has no request_uuid")
+        return uuid
+
+    def _call_uuid(self, call: CallRecord) -> str:
+        if not call.provider_call_id:
+            raise ProviderError("plivo: the call has no CallUUID yet")
+        return call.provider_call_id
+
+    async def _transfer(self, call: CallRecord, url: str, *, tolerate_ended: bool = False) -> None:
+        """Send the A-leg to `url`: Plivo fetches it and runs the XML it answers."""
+        body = {"legs": "aleg", "aleg_url": url, "aleg_method": "POST"}
+        response = await self.http.request("POST", self._path(f"Call/{self._call_uuid(call)}/"),
+                                           json=body, ok_statuses=(404,) if tolerate_ended else ())
+        if response.status_code == 404:
+            log.info("call %s: transfer skipped, the call has ended", call.call_id)
+
+    async def _push(self, call: CallRecord, document: str) -> None:
+        doc_id = uuid4().hex
+        self._documents[call.call_id] = (doc_id, document)
+        await self._transfer(call, await self._call_url(call.call_id, type="doc", doc=doc_id))
+
+    async def _update_to_url(self, call: CallRecord, url: str) -> None:
+        await self._transfer(call, url, tolerate_ended=True)
+
+    async def hangup_call(self, call: CallRecord, reason: EndReason) -> None:
+        self._fail_pending(call.call_id)
+        uuid = self._call_uuid(call)
+        response = await self.http.request("DELETE", self._path(f"Call/{uuid}/"), idempotent=True,
+                                           ok_statuses=(404,))
+        if response.status_code == 404 and call.answered_at is None:
+            await self.http.request("DELETE", self._path(f"Request/{uuid}/"), idempotent=True,
+                                    ok_statuses=(404,))
+
+    async def get_call_status(self, provider_call_id: str) -> ProviderCallStatus:
+        try:
+            response = await self.http.request("GET", self._path(f"Call/{provider_call_id}/"),
+                                               idempotent=True, ok_statuses=(404,))
+        except CarrierApiError:
+            return ProviderCallStatus("error", is_terminal=False, is_unknown=True)
+        if response.status_code == 404:
+            return ProviderCallStatus("not-found", is_terminal=True, end_reason=EndReason.COMPLETED)
+        with contextlib.suppress(ValueError, AttributeError):
+            raw = str(response.json().get("call_status", "")).strip().lower()
+            return map_call_status(PLIVO_STATUS.get(raw, raw))
+        return ProviderCallStatus("error", is_terminal=False, is_unknown=True)
