@@ -55,3 +55,32 @@ def run_on_terminal(args: list[str], env: dict[str, str], *, stream: str) -> tup
             break
     os.close(master)
     return proc.wait(timeout=15), b"".join(chunks).decode(errors="replace")
+
+
+class FakeProviderContext:
+    """A `ProviderContext` for adapter unit tests: calls and carrier state in dicts."""
+
+    stream_url: str | None = None
+
+    def __init__(self, webhook_url: str) -> None:
+        self.webhook_url = webhook_url
+        self.state: dict[str, dict[str, Any]] = {}
+        self.calls: dict[str, Any] = {}
+
+    async def emit(self, events: Any) -> list[Any]:
+        return []
+
+    async def get_provider_state(self, call_id: str) -> dict[str, Any] | None:
+        return self.state.get(call_id)
+
+    async def put_provider_state(self, call_id: str, data: dict[str, Any]) -> None:
+        self.state[call_id] = data
+
+    def live(self, call_id: str) -> Any:
+        return self.calls.get(call_id)
+
+    async def get_call(self, call_id: str) -> Any:
+        return self.calls.get(call_id)
+
+    async def was_rejected(self, provider_call_id: str) -> bool:
+        return False
