@@ -222,10 +222,12 @@ class MarkupProvider(ABC):
             stored = self._documents.get(call.call_id)
             if stored is not None and stored[0] == meta.get("doc"):
                 return stored[1]
-        if meta.get("inboundStart"):
-            return await self._inbound_start(call)
-        stream_url = self._stream_url()
         answering = kind in (None, "answered") and meta.get("status") == "in-progress"
+        if meta.get("inboundStart"):
+            queued = await self._inbound_start(call, answered=answering)
+            if queued is not None:
+                return queued
+        stream_url = self._stream_url()
         if stream_url and answering:
             if call.direction == "inbound":
                 self._streaming_inbound.add(call.call_id)
@@ -239,13 +241,17 @@ class MarkupProvider(ABC):
                 return first
         return d.hold(await self._call_url(call.call_id, type="hold"))
 
-    async def _inbound_start(self, call: CallRecord) -> str:
-        """An accepted inbound caller: queue behind a busy inbound stream, else go answer."""
+    async def _inbound_start(self, call: CallRecord, *, answered: bool) -> str | None:
+        """An accepted inbound caller: queued behind a busy inbound stream, else sent to the
+        answer URL; None when the carrier reports the call answered already (Plivo), which then
+        proceeds like any answer."""
         await self._remember_base(call.call_id)
         if self._stream_url() and self._streaming_inbound - {call.call_id}:
             if call.call_id not in self._queued_inbound:
                 self._queued_inbound.append(call.call_id)
             return self.dialect.queue(await self._call_url(call.call_id, type="hold-music"))
+        if answered:
+            return None
         return self.dialect.redirect(await self._call_url(call.call_id, type="answered"))
 
     async def _first_document(self, call_id: str) -> str | None:

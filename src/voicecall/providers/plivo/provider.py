@@ -106,6 +106,14 @@ def plivo_number(number: str) -> str:
     return number if number.startswith("sip:") else re.sub(r"[^0-9]", "", number)
 
 
+def e164(raw: str | None) -> str | None:
+    """A number from a Plivo callback (digits, no `+`) in E.164; SIP URIs as they are."""
+    value = (raw or "").strip()
+    if not value or value.startswith("sip:") or value.startswith("+"):
+        return value or None
+    return "+" + value if value.isdigit() else value
+
+
 def _query_value(query: Mapping[str, str], name: str) -> str | None:
     return (query.get(name) or "").strip() or None
 
@@ -223,7 +231,7 @@ class PlivoProvider(MarkupProvider):
         common = {
             "callId": meta["callId"] or meta["providerCallId"],
             "providerCallId": meta["providerCallId"], "direction": _direction(params),
-            "from": params.get("From") or None, "to": params.get("To") or None,
+            "from": e164(params.get("From")), "to": e164(params.get("To")),
             "turnToken": meta["turnToken"], "timestamp": now_ms(),
         }
         parsed = [CallEvent.model_validate(
