@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hmac
 import logging
 import secrets
@@ -37,6 +38,7 @@ from voicecall.providers.base import (
     WebhookRequest,
     map_call_status,
 )
+from voicecall.providers.http import CarrierHttp
 from voicecall.providers.streams import MediaStreams, StreamSerializer, StreamStart
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,16 @@ class MarkupDialect(Protocol):
 
 
 class MarkupSettings(Protocol):
-    """The settings the shared flows read (each carrier's settings dataclass has them)."""
+    """The settings the shared flows read (each carrier's frozen settings dataclass has them)."""
+
+    @property
+    def public_url(self) -> str | None: ...
+    @property
+    def api_base_url(self) -> str: ...
+    @property
+    def uses_real_api(self) -> bool:
+        """False when `api_base_url` points elsewhere (a simulator)."""
+        ...
 
     @property
     def voice(self) -> str: ...
@@ -103,6 +114,7 @@ class MarkupProvider(ABC):
     name: str
     settings: MarkupSettings
     dialect: MarkupDialect
+    http: CarrierHttp
     serializer: StreamSerializer
     inline_first_document_s: float = 0.0
     """How long the answer webhook waits for the call's first document (its first words or
@@ -143,8 +155,29 @@ class MarkupProvider(ABC):
             return self.settings.stream_url
         return self.context.stream_url if self.settings.streaming else None
 
+    @property
+    def requires_public_webhook(self) -> bool:
+        """The real carrier must reach us; a local simulator (apiBaseUrl override) need not."""
+        return self.settings.uses_real_api
+
     def bind(self, context: ProviderContext) -> None:
         self._context = context
+
+    def set_public_url(self, url: str) -> None:
+        """A tunnel's URL: the carrier signs it, so signatures are checked against it (a
+        configured publicUrl wins)."""
+        if self.settings.public_url is None:
+            self.settings = dataclasses.replace(self.settings, public_url=url)  # type: ignore[type-var]
+
+    async def start(self) -> None:
+        if not self.settings.uses_real_api:
+            log.warning("%s.apiBaseUrl is %s, not the carrier's API: calls go to that server",
+                        self.name, self.settings.api_base_url)
+
+    async def stop(self) -> None:
+        """Cancel background tasks and playback waits, then close the REST client."""
+        self._cancel_pending()
+        await self.http.aclose()
 
     @property
     def context(self) -> ProviderContext:
@@ -153,7 +186,6 @@ class MarkupProvider(ABC):
         return self._context
 
     def _cancel_pending(self) -> None:
-        """Cancel background tasks and playback waits (on stop)."""
         for task in list(self._tasks):
             task.cancel()
         for _call_id, fut in self._played.values():

@@ -17,7 +17,6 @@ How a call is driven (no media stream):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import re
@@ -175,25 +174,6 @@ class PlivoProvider(MarkupProvider):
                                 timeout_s=settings.timeout_s, parse_error=_plivo_error,
                                 transport=transport)
         self.serializer: StreamSerializer = PlivoStreamSerializer()
-
-    @property
-    def requires_public_webhook(self) -> bool:
-        """Real Plivo must reach us; a local simulator (apiBaseUrl override) need not."""
-        return self.settings.uses_real_api
-
-    def set_public_url(self, url: str) -> None:
-        """A tunnel's URL: Plivo signs it (a configured publicUrl wins)."""
-        if self.settings.public_url is None:
-            self.settings = dataclasses.replace(self.settings, public_url=url)
-
-    async def start(self) -> None:
-        if not self.settings.uses_real_api:
-            log.warning("plivo.apiBaseUrl is %s, not Plivo's API: calls go to that server",
-                        self.settings.api_base_url)
-
-    async def stop(self) -> None:
-        self._cancel_pending()
-        await self.http.aclose()
 
     def _path(self, suffix: str) -> str:
         return f"/v1/Account/{self.settings.auth_id}/{suffix}"

@@ -18,6 +18,8 @@ from voicecall.providers.streams import (
     StreamMark,
     StreamMessage,
     StreamStart,
+    decode_payload,
+    json_object,
 )
 
 __all__ = ["PlivoStreamSerializer", "extra_headers"]
@@ -41,30 +43,16 @@ def _object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _decode(payload: object) -> bytes:
-    if not isinstance(payload, str):
-        raise ValueError("media without a payload")
-    try:
-        return binascii.a2b_base64(payload, strict_mode=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"bad base64 media payload: {exc}") from None
-
-
 class PlivoStreamSerializer:
     """`StreamSerializer` for Plivo bidirectional audio streams (8 kHz μ-law)."""
 
     codec: Codec = "ulaw"
 
     def parse(self, data: str | bytes) -> StreamMessage | None:
-        try:
-            message: Any = json.loads(data)
-        except ValueError as exc:
-            raise ValueError(f"not JSON: {exc}") from None
-        if not isinstance(message, dict):
-            raise ValueError("not a JSON object")
+        message = json_object(data)
         event = message.get("event")
         if event == "media":
-            return StreamAudio(_decode(_object(message.get("media")).get("payload")))
+            return StreamAudio(decode_payload(_object(message.get("media")).get("payload")))
         if event == "start":
             return self._start(message)
         if event == "playedStream":

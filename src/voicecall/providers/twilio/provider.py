@@ -18,7 +18,6 @@ How a call is driven (no media stream):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 from collections.abc import Mapping
@@ -187,27 +186,6 @@ class TwilioProvider(MarkupProvider):
                                 timeout_s=settings.timeout_s, parse_error=_twilio_error,
                                 transport=transport)
         self.serializer: StreamSerializer = TwilioStreamSerializer()
-
-    @property
-    def requires_public_webhook(self) -> bool:
-        """Real Twilio must reach us; a local simulator (apiBaseUrl override) need not."""
-        return self.settings.uses_real_api
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    def set_public_url(self, url: str) -> None:
-        """A tunnel's URL: Twilio signs it, so signatures are checked against it (a configured
-        publicUrl wins)."""
-        if self.settings.public_url is None:
-            self.settings = dataclasses.replace(self.settings, public_url=url)
-
-    async def start(self) -> None:
-        if not self.settings.uses_real_api:
-            log.warning("twilio.apiBaseUrl is %s, not Twilio's API: calls go to that server",
-                        self.settings.api_base_url)
-
-    async def stop(self) -> None:
-        self._cancel_pending()
-        await self.http.aclose()
 
     def _accounts(self, suffix: str) -> str:
         return f"/2010-04-01/Accounts/{self.settings.account_sid}{suffix}"

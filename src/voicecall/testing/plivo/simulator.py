@@ -21,7 +21,6 @@ import hmac
 import json
 import re
 import secrets
-import socket
 import string
 import time
 import xml.etree.ElementTree as ET
@@ -39,7 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from voicecall.providers.plivo.signature import sign_v2, sign_v3
-from voicecall.server.serving import EmbeddedServer, serve_on
+from voicecall.testing.loopback import LoopbackServer
 from voicecall.testing.plivo.call import CallbackRecord, Callee, PlivoCall
 from voicecall.testing.plivo.media import PlivoStream
 from voicecall.testing.plivo.xml import Handoff, XmlInterpreter
@@ -114,8 +113,7 @@ class PlivoSimulator:
         self._interp = XmlInterpreter(self)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._http: httpx.AsyncClient | None = None
-        self._server: EmbeddedServer | None = None
-        self._server_task: asyncio.Task[None] | None = None
+        self._listener: LoopbackServer | None = None
         self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -126,18 +124,13 @@ class PlivoSimulator:
 
     async def start(self) -> None:
         """Bind the REST listener on loopback and start serving."""
-        if self._server is not None:
+        if self._listener is not None:
             return
         self._closing = False
         self._http = httpx.AsyncClient(timeout=self.callback_timeout_s, trust_env=False)
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.create_server((self.host, self.port), family=family, reuse_port=False)
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        self.base_url = f"http://{shown}:{self.port}"
-        self._server, self._server_task = await serve_on(self._app(), sock, graceful_shutdown_s=2,
-                                                         fast_exit=True)
+        self._listener = LoopbackServer(self.host, self.port)
+        self.base_url = await self._listener.start(self._app())
+        self.port = self._listener.port
 
     async def stop(self) -> None:
         """Hang up live calls (letting their hangup callbacks go out), then shut down."""
@@ -149,12 +142,9 @@ class PlivoSimulator:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            self._server.should_exit = True
-            if self._server_task is not None:
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.wait_for(self._server_task, 5)
-            self._server = self._server_task = None
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
         if self._http is not None:
             await self._http.aclose()
             self._http = None
