@@ -84,3 +84,21 @@ class FakeProviderContext:
 
     async def was_rejected(self, provider_call_id: str) -> bool:
         return False
+
+
+async def call_ended(runtime: Any, call_id: str, within: float = 10.0) -> Any:
+    """The gateway's record of `call_id` once it has ended (AssertionError after `within` s)."""
+    async def check() -> Any:
+        record = await runtime.service.get_call(call_id)
+        return record if record is not None and record.is_terminal else None
+
+    return await eventually(check, within)
+
+
+async def place_call(runtime: Any, to: str, message: str, mode: str) -> Any:
+    """Place a call through the gateway's API; its record, once the carrier has an id for it."""
+    result = await runtime.api.call("voicecall.initiate", {"to": to, "message": message,
+                                                           "mode": mode})
+    record = await runtime.service.get_call(result["callId"])
+    assert record is not None and record.provider_call_id
+    return record

@@ -10,8 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import eventually, free_port
-from voicecall.calls.model import CallRecord
+from tests.helpers import call_ended, eventually, free_port, place_call
 from voicecall.gateway.runtime import Runtime
 from voicecall.testing.gateway import running_gateway
 from voicecall.testing.plivo import Callee, PlivoSimulator
@@ -45,31 +44,14 @@ async def gateway(tmp_path: Path, sim: PlivoSimulator) -> AsyncIterator[Runtime]
         yield runtime
 
 
-async def ended(runtime: Runtime, call_id: str, within: float = 10.0) -> CallRecord:
-    async def check() -> CallRecord | None:
-        record = await runtime.service.get_call(call_id)
-        return record if record is not None and record.is_terminal else None
-
-    result: CallRecord = await eventually(check, within)
-    return result
-
-
-async def place(runtime: Runtime, message: str, mode: str) -> CallRecord:
-    result = await runtime.api.call("voicecall.initiate", {"to": CALLEE, "message": message,
-                                                           "mode": mode})
-    record = await runtime.service.get_call(result["callId"])
-    assert record is not None and record.provider_call_id
-    return record
-
-
 async def test_notify_message_is_heard_once_in_the_answer_then_hung_up_after_playback(
         tmp_path: Path) -> None:
     # Real-time speech (10 ms a character): a hang-up that did not wait for playback would cut it.
     async with PlivoSimulator(time_scale=1.0, speak_ms_per_char=10) as sim, \
             running_gateway(tmp_path, plivo_config(sim, free_port())) as gateway:
         sim.script(CALLEE, Callee(answer_after_s=0.1))
-        record = await place(gateway, "Your order has shipped", "notify")
-        final = await ended(gateway, record.call_id)
+        record = await place_call(gateway, CALLEE, "Your order has shipped", "notify")
+        final = await call_ended(gateway, record.call_id)
         call = sim.call(record.provider_call_id or "")
         await call.wait_ended()
         assert call.said == ["Your order has shipped"]
@@ -87,7 +69,7 @@ async def test_three_turn_conversation_driven_by_continue(gateway: Runtime,
                                                           sim: PlivoSimulator) -> None:
     sim.script(CALLEE, Callee(replies=["Hi, I'm well", "Tuesday at noon", "No, that's all"],
                               reply_delay_s=0.2))
-    record = await place(gateway, "Hello, this is the clinic", "conversation")
+    record = await place_call(gateway, CALLEE, "Hello, this is the clinic", "conversation")
     await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
     answers = [await gateway.api.call("voicecall.continue", {"callId": record.call_id, "message": q})
                for q in ("How are you?", "When can you come in?", "Anything else?")]
@@ -107,8 +89,8 @@ async def test_three_turn_conversation_driven_by_continue(gateway: Runtime,
 async def test_unanswered_outcomes_map_to_end_reasons(gateway: Runtime, sim: PlivoSimulator,
                                                       outcome: str, reason: str) -> None:
     sim.script(CALLEE, Callee(outcome=outcome, answer_after_s=0.1))  # type: ignore[arg-type]
-    record = await place(gateway, "Hello", "notify")
-    final = await ended(gateway, record.call_id, within=15)
+    record = await place_call(gateway, CALLEE, "Hello", "notify")
+    final = await call_ended(gateway, record.call_id, within=15)
     assert final.end_reason == reason and final.answered_at is None
     assert sim.call(record.provider_call_id or "").said == []
 
@@ -116,7 +98,7 @@ async def test_unanswered_outcomes_map_to_end_reasons(gateway: Runtime, sim: Pli
 async def test_dtmf_sent_mid_call_is_heard_by_the_callee(gateway: Runtime,
                                                          sim: PlivoSimulator) -> None:
     sim.script(CALLEE, Callee())
-    record = await place(gateway, "Connecting you", "conversation")
+    record = await place_call(gateway, CALLEE, "Connecting you", "conversation")
     await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
     await gateway.api.call("voicecall.dtmf", {"callId": record.call_id, "digits": "1234#"})
     assert sim.call(record.provider_call_id or "").digits_heard == "1234#"
@@ -130,7 +112,7 @@ async def test_allowlisted_inbound_caller_is_greeted(gateway: Runtime, sim: Pliv
     record = await eventually(lambda: gateway.service.live(call.uuid))
     assert record.direction == "inbound" and record.from_ == FRIEND
     await call.hangup()
-    final = await ended(gateway, record.call_id)
+    final = await call_ended(gateway, record.call_id)
     assert final.end_reason == "completed"
 
 

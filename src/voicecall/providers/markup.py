@@ -24,6 +24,7 @@ import logging
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlencode
 from uuid import uuid4
@@ -40,10 +41,12 @@ from voicecall.providers.base import (
 )
 from voicecall.providers.http import CarrierHttp
 from voicecall.providers.streams import MediaStreams, StreamSerializer, StreamStart
+from voicecall.security.public_url import ForwardingPolicy
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MarkupDialect", "MarkupProvider", "MarkupSettings", "route_voice"]
+__all__ = ["MarkupCarrierSettings", "MarkupDialect", "MarkupProvider", "MarkupSettings",
+           "route_voice"]
 
 
 class MarkupDialect(Protocol):
@@ -92,6 +95,24 @@ class MarkupSettings(Protocol):
     def streaming(self) -> bool: ...
     @property
     def stream_url(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarkupCarrierSettings:
+    """The settings every markup carrier has; each carrier's settings extend them."""
+
+    api_base_url: str
+    public_url: str | None = None
+    policy: ForwardingPolicy = field(default_factory=ForwardingPolicy)
+    skip_signature_verification: bool = False
+    voice: str
+    language: str = "en-US"
+    machine_detection: bool = False
+    timeout_s: float = 10.0
+    streaming: bool = False
+    """Media streaming on: answered calls get a stream to the gateway's stream URL."""
+    stream_url: str | None = None
+    """Overrides the stream URL the gateway derives from its webhook URL (implies streaming)."""
 
 
 def route_voice(call: CallRecord) -> str | None:

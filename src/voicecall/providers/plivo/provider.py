@@ -22,7 +22,7 @@ import math
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
@@ -41,7 +41,7 @@ from voicecall.providers.base import (
     map_call_status,
 )
 from voicecall.providers.http import CarrierApiError, CarrierHttp
-from voicecall.providers.markup import MarkupProvider
+from voicecall.providers.markup import MarkupCarrierSettings, MarkupProvider
 from voicecall.providers.plivo.signature import (
     V2_HEADER,
     V2_NONCE_HEADER,
@@ -53,7 +53,6 @@ from voicecall.providers.plivo.signature import (
 from voicecall.providers.plivo.stream import PlivoStreamSerializer
 from voicecall.providers.plivo.xml import PlivoXmlDialect, plivo_voice
 from voicecall.providers.streams import StreamSerializer
-from voicecall.security.public_url import ForwardingPolicy
 from voicecall.shared.clock import now_ms
 
 log = logging.getLogger(__name__)
@@ -68,22 +67,12 @@ PLIVO_STATUS = {"timeout": "no-answer", "cancel": "canceled", "machine": "comple
 INLINE_FIRST_DOCUMENT_S = 1.5
 
 
-@dataclass(frozen=True, slots=True)
-class PlivoSettings:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlivoSettings(MarkupCarrierSettings):
     auth_id: str
     auth_token: str
     api_base_url: str = API_BASE_URL
-    public_url: str | None = None
-    policy: ForwardingPolicy = field(default_factory=ForwardingPolicy)
-    skip_signature_verification: bool = False
     voice: str = "WOMAN"
-    language: str = "en-US"
-    machine_detection: bool = False
-    timeout_s: float = 10.0
-    streaming: bool = False
-    """Media streaming on: answered calls get `<Stream>` to the gateway's stream URL."""
-    stream_url: str | None = None
-    """Overrides the stream URL the gateway derives from its webhook URL (implies streaming)."""
 
     @property
     def uses_real_api(self) -> bool:

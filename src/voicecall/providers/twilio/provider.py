@@ -21,7 +21,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -40,12 +40,11 @@ from voicecall.providers.base import (
     map_call_status,
 )
 from voicecall.providers.http import CarrierApiError, CarrierHttp
-from voicecall.providers.markup import MarkupProvider
+from voicecall.providers.markup import MarkupCarrierSettings, MarkupProvider
 from voicecall.providers.streams import StreamSerializer
 from voicecall.providers.twilio import twiml
 from voicecall.providers.twilio.signature import form_params, verify_twilio_webhook
 from voicecall.providers.twilio.stream import TwilioStreamSerializer
-from voicecall.security.public_url import ForwardingPolicy
 from voicecall.shared.clock import now_ms
 
 log = logging.getLogger(__name__)
@@ -61,23 +60,12 @@ MACHINE_ANSWERS = ("machine_start", "machine_end_beep", "machine_end_silence", "
                    "fax")
 
 
-@dataclass(frozen=True, slots=True)
-class TwilioSettings:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TwilioSettings(MarkupCarrierSettings):
     account_sid: str
     auth_token: str
-    api_base_url: str
-    public_url: str | None = None
-    policy: ForwardingPolicy = field(default_factory=ForwardingPolicy)
     ngrok_loopback_bypass: bool = False
-    skip_signature_verification: bool = False
     voice: str = "Polly.Joanna"
-    language: str = "en-US"
-    machine_detection: bool = False
-    timeout_s: float = 10.0
-    streaming: bool = False
-    """Media streaming on: answered calls get `<Connect><Stream>` to the gateway's stream URL."""
-    stream_url: str | None = None
-    """Overrides the stream URL the gateway derives from its webhook URL (implies streaming)."""
 
     @property
     def uses_real_api(self) -> bool:

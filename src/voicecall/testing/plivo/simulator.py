@@ -113,7 +113,7 @@ class PlivoSimulator:
         self._interp = XmlInterpreter(self)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._http: httpx.AsyncClient | None = None
-        self._listener: LoopbackServer | None = None
+        self._listener = LoopbackServer(host, port)
         self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -123,14 +123,12 @@ class PlivoSimulator:
         return f"{self.base_url}/v1/Account/{self.auth_id}/"
 
     async def start(self) -> None:
-        """Bind the REST listener on loopback and start serving."""
-        if self._listener is not None:
-            return
-        self._closing = False
-        self._http = httpx.AsyncClient(timeout=self.callback_timeout_s, trust_env=False)
-        self._listener = LoopbackServer(self.host, self.port)
-        self.base_url = await self._listener.start(self._app())
-        self.port = self._listener.port
+        """Serve the REST API on loopback; callbacks go out through one HTTP client."""
+        if not self._listener.running:
+            self._closing = False
+            self._http = httpx.AsyncClient(timeout=self.callback_timeout_s, trust_env=False)
+            self.base_url = await self._listener.start(self._app())
+            self.port = self._listener.port
 
     async def stop(self) -> None:
         """Hang up live calls (letting their hangup callbacks go out), then shut down."""
@@ -142,9 +140,7 @@ class PlivoSimulator:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._listener is not None:
-            await self._listener.stop()
-            self._listener = None
+        await self._listener.stop()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
