@@ -23,25 +23,28 @@ import hmac
 import logging
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 from uuid import uuid4
 
 from voicecall.calls.events import CallEvent
-from voicecall.calls.model import CallRecord
+from voicecall.calls.model import CallRecord, Direction, EndReason
 from voicecall.providers.base import (
     EventOutcome,
     ParsedWebhook,
     ProviderContext,
     ProviderError,
+    Verification,
+    WebhookParseError,
     WebhookRequest,
     map_call_status,
 )
 from voicecall.providers.http import CarrierHttp
 from voicecall.providers.streams import MediaStreams, StreamSerializer, StreamStart
 from voicecall.security.public_url import ForwardingPolicy
+from voicecall.shared.clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,19 @@ class MarkupCarrierSettings:
     """Overrides the stream URL the gateway derives from its webhook URL (implies streaming)."""
 
 
+def query_value(query: Mapping[str, str], name: str) -> str | None:
+    """A parameter of the query we put on our own webhook URLs; None when absent or blank."""
+    return (query.get(name) or "").strip() or None
+
+
+def speech_confidence(raw: str | None) -> float:
+    """A carrier's recognition confidence clamped to 0..1; 0.9 when missing or not a number."""
+    try:
+        return min(max(float(raw or 0.9), 0.0), 1.0)
+    except ValueError:
+        return 0.9
+
+
 def route_voice(call: CallRecord) -> str | None:
     """The TTS voice of the call's `numbers` route (its provider's `voice` or `voiceId`), if any."""
     tts = (call.metadata.get("route") or {}).get("tts") or {}
@@ -137,6 +153,8 @@ class MarkupProvider(ABC):
     dialect: MarkupDialect
     http: CarrierHttp
     serializer: StreamSerializer
+    call_id_params: tuple[str, ...]
+    """The form fields that carry the carrier's call id, first found wins."""
     inline_first_document_s: float = 0.0
     """How long the answer webhook waits for the call's first document (its first words or
     listen) to answer with it directly, saving a round trip; 0 answers with a hold at once."""
@@ -160,6 +178,26 @@ class MarkupProvider(ABC):
     @abstractmethod
     async def _update_to_url(self, call: CallRecord, url: str) -> None:
         """Make the live call fetch `url` and run what it answers (tolerating an ended call)."""
+
+    @abstractmethod
+    def _verify(self, request: WebhookRequest) -> Verification:
+        """The carrier's signature check (see `Provider.verify_webhook`)."""
+
+    @abstractmethod
+    def _direction(self, params: dict[str, str]) -> Direction | None:
+        """The call's direction as the webhook states it."""
+
+    @abstractmethod
+    def _input_events(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        """What the caller said or keyed in answer to a listen; empty for neither."""
+
+    @abstractmethod
+    def _status_events(self, meta: dict[str, Any], params: dict[str, str]) -> list[dict[str, Any]]:
+        """The events a call-progress webhook means."""
+
+    def _number(self, raw: str | None) -> str | None:
+        """A phone number as the carrier's webhook gives it, in E.164."""
+        return raw or None
 
     def _voice_name(self, voice: str) -> str:
         """A route's TTS voice as this carrier's speech voice."""
@@ -240,6 +278,70 @@ class MarkupProvider(ABC):
 
     async def _call_url(self, call_id: str, **query: str) -> str:
         return self._url(await self._base(call_id), call_id, **query)
+
+    # -- webhooks ------------------------------------------------------------------------------
+    def verify_webhook(self, request: WebhookRequest) -> Verification:
+        """The carrier's check; a refusal names the call the request claims (our `callId` from
+        its query, else the carrier's id from its body), unverified, to count it against."""
+        result = self._verify(request)
+        if result.ok:
+            return result
+        claimed = query_value(request.query, "callId")
+        if claimed is None:
+            fields = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
+            claimed = next((fields[n].strip() for n in self.call_id_params if fields.get(n)), None)
+        return result._replace(call_id=claimed or None)
+
+    def parse_webhook(self, request: WebhookRequest, verification: Verification) -> ParsedWebhook:
+        """Form body + our query (callId, type, turnToken, utt, doc) → normalized events."""
+        try:
+            params = dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError as exc:
+            raise WebhookParseError("body is not UTF-8 form data") from exc
+        meta = self._webhook_meta(params, request.query)
+        events = self._input_events(params)
+        if events:
+            meta["gather"] = True
+        elif meta["kind"] in (None, "status", "answered", "amd"):
+            events = self._status_events(meta, params)
+        common = {
+            "callId": meta["callId"] or meta["providerCallId"],
+            "providerCallId": meta["providerCallId"], "direction": self._direction(params),
+            "from": self._number(params.get("From")), "to": self._number(params.get("To")),
+            "turnToken": meta["turnToken"], "timestamp": now_ms(),
+        }
+        parsed = [CallEvent.model_validate(
+            {**common, **e, "dedupeKey": f"{verification.request_key}:{i}"})
+            for i, e in enumerate(events)]
+        return ParsedWebhook(events=parsed, headers={"content-type": self.dialect.content_type},
+                             meta=meta)
+
+    def _webhook_meta(self, params: dict[str, str], query: Mapping[str, str]) -> dict[str, Any]:
+        """What `webhook_reply` needs besides the events (see the class docstring).
+
+        `inboundStart` marks the first webhook of an inbound call: the carrier asks the number's
+        answer URL, which carries none of our query."""
+        carrier_id = next((params[n].strip() for n in self.call_id_params if params.get(n, "").strip()),
+                          "")
+        if not carrier_id:
+            raise WebhookParseError(f"{self.call_id_params[0]} is missing")
+        meta: dict[str, Any] = {
+            "providerCallId": carrier_id, "callId": query_value(query, "callId"),
+            "kind": query_value(query, "type"), "turnToken": query_value(query, "turnToken"),
+            "utt": query.get("utt"), "doc": query.get("doc"),
+            "status": params.get("CallStatus", "").strip().lower(),
+        }
+        if meta["callId"] is None and meta["kind"] is None and self._direction(params) == "inbound":
+            meta["inboundStart"] = True
+        return meta
+
+    def _machine_answered(self, call_id: str | None) -> list[dict[str, Any]]:
+        """A machine answered: a notify call (or one we cannot see) ends as voicemail; a
+        conversation goes on."""
+        call = self.context.live(call_id) if call_id else None
+        if call is None or call.mode == "notify":
+            return [{"type": "call.ended", "reason": EndReason.VOICEMAIL.value}]
+        return []
 
     # -- webhook answers -------------------------------------------------------------------------
     async def webhook_reply(self, request: WebhookRequest, parsed: ParsedWebhook,

@@ -21,39 +21,33 @@ import logging
 import math
 import re
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
 import httpx
 
-from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallRecord, Direction, EndReason
 from voicecall.providers.base import (
     DialRequest,
-    ParsedWebhook,
     ProviderCallStatus,
     ProviderError,
     Verification,
-    WebhookParseError,
     WebhookRequest,
     map_call_status,
 )
 from voicecall.providers.http import CarrierApiError, CarrierHttp
-from voicecall.providers.markup import MarkupCarrierSettings, MarkupProvider
+from voicecall.providers.markup import MarkupCarrierSettings, MarkupProvider, speech_confidence
 from voicecall.providers.plivo.signature import (
     V2_HEADER,
     V2_NONCE_HEADER,
     V3_HEADER,
     V3_NONCE_HEADER,
-    form_params,
     verify_plivo_webhook,
 )
 from voicecall.providers.plivo.stream import PlivoStreamSerializer
 from voicecall.providers.plivo.xml import PlivoXmlDialect, plivo_voice
 from voicecall.providers.streams import StreamSerializer
-from voicecall.shared.clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -102,46 +96,14 @@ def e164(raw: str | None) -> str | None:
     return "+" + value if value.isdigit() else value
 
 
-def _query_value(query: Mapping[str, str], name: str) -> str | None:
-    return (query.get(name) or "").strip() or None
-
-
-def _direction(params: dict[str, str]) -> Direction | None:
-    raw = params.get("Direction", "").strip().lower()
-    return raw if raw in ("inbound", "outbound") else None  # type: ignore[return-value]
-
-
-def _webhook_meta(params: dict[str, str], query: Mapping[str, str]) -> dict[str, Any]:
-    """What `webhook_reply` needs besides the events (see `MarkupProvider`)."""
-    call_uuid = (params.get("CallUUID") or params.get("RequestUUID") or "").strip()
-    if not call_uuid:
-        raise WebhookParseError("CallUUID is missing")
-    meta: dict[str, Any] = {
-        "providerCallId": call_uuid, "callId": _query_value(query, "callId"),
-        "kind": _query_value(query, "type"), "turnToken": _query_value(query, "turnToken"),
-        "utt": query.get("utt"), "doc": query.get("doc"),
-        "status": params.get("CallStatus", "").strip().lower(),
-    }
-    if meta["callId"] is None and meta["kind"] is None and _direction(params) == "inbound":
-        meta["inboundStart"] = True
-    return meta
-
-
-def _confidence(raw: str | None) -> float:
-    try:
-        return min(max(float(raw or 0.9), 0.0), 1.0)
-    except ValueError:
-        return 0.9
-
-
-def _input_events(params: dict[str, str]) -> list[dict[str, Any]]:
+def _plivo_input_events(params: dict[str, str]) -> list[dict[str, Any]]:
     """What a `GetInput` collected: keys pressed, the caller's words, or nothing."""
     if params.get("Digits", "").strip():
         return [{"type": "call.dtmf", "digits": params["Digits"].strip()}]
     transcript = next((params[f].strip() for f in SPEECH_FIELDS if params.get(f, "").strip()), "")
     if transcript:
         return [{"type": "call.speech", "transcript": transcript, "isFinal": True,
-                 "confidence": _confidence(params.get("SpeechConfidenceScore"))}]
+                 "confidence": speech_confidence(params.get("SpeechConfidenceScore"))}]
     return []
 
 
@@ -150,6 +112,7 @@ class PlivoProvider(MarkupProvider):
 
     name = "plivo"
     dialect = PlivoXmlDialect()
+    call_id_params = ("CallUUID", "RequestUUID")
     inline_first_document_s = INLINE_FIRST_DOCUMENT_S
 
     def __init__(self, settings: PlivoSettings, *,
@@ -174,49 +137,25 @@ class PlivoProvider(MarkupProvider):
         return secrets.token_hex(16)  # extraHeaders allow alphanumerics only
 
     # -- webhooks ----------------------------------------------------------------------------
-    def verify_webhook(self, request: WebhookRequest) -> Verification:
+    def _verify(self, request: WebhookRequest) -> Verification:
         s = self.settings
-        result = verify_plivo_webhook(request, auth_token=s.auth_token, public_url=s.public_url,
-                                      policy=s.policy,
-                                      skip_verification=s.skip_signature_verification)
-        if result.ok:
-            return result
-        claimed = _query_value(request.query, "callId") or next(
-            (v.strip() for k, v in form_params(request.body) if k == "CallUUID"), None)
-        return result._replace(call_id=claimed or None)
+        return verify_plivo_webhook(request, auth_token=s.auth_token, public_url=s.public_url,
+                                    policy=s.policy, skip_verification=s.skip_signature_verification)
 
-    def parse_webhook(self, request: WebhookRequest, verification: Verification) -> ParsedWebhook:
-        """Form body + our query (callId, type, turnToken, utt, doc) → normalized events."""
-        try:
-            params = dict(form_params(request.body)) if request.body else dict(request.query)
-        except UnicodeDecodeError as exc:
-            raise WebhookParseError("body is not UTF-8 form data") from exc
-        meta = _webhook_meta(params, request.query)
-        events = _input_events(params)
-        if events:
-            meta["gather"] = True
-        elif meta["kind"] in (None, "status", "answered", "amd"):
-            events = self._status_events(meta, params)
-        common = {
-            "callId": meta["callId"] or meta["providerCallId"],
-            "providerCallId": meta["providerCallId"], "direction": _direction(params),
-            "from": e164(params.get("From")), "to": e164(params.get("To")),
-            "turnToken": meta["turnToken"], "timestamp": now_ms(),
-        }
-        parsed = [CallEvent.model_validate(
-            {**common, **e, "dedupeKey": f"{verification.request_key}:{i}"})
-            for i, e in enumerate(events)]
-        return ParsedWebhook(events=parsed, headers={"content-type": self.dialect.content_type},
-                             meta=meta)
+    def _direction(self, params: dict[str, str]) -> Direction | None:
+        raw = params.get("Direction", "").strip().lower()
+        return "inbound" if raw == "inbound" else "outbound" if raw == "outbound" else None
+
+    def _number(self, raw: str | None) -> str | None:
+        return e164(raw)
+
+    def _input_events(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        return _plivo_input_events(params)
 
     def _status_events(self, meta: dict[str, Any], params: dict[str, str]) -> list[dict[str, Any]]:
         if meta["kind"] == "amd":
-            if params.get("Machine", "").strip().lower() != "true":
-                return []
-            call = self.context.live(meta["callId"]) if meta["callId"] else None
-            if call is None or call.mode == "notify":
-                return [{"type": "call.ended", "reason": EndReason.VOICEMAIL.value}]
-            return []
+            machine = params.get("Machine", "").strip().lower() == "true"
+            return self._machine_answered(meta["callId"]) if machine else []
         status = meta["status"]
         if status == "ringing":
             return [{"type": "call.initiated"}, {"type": "call.ringing"}]

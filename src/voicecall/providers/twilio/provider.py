@@ -20,32 +20,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
 import httpx
 
-from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallRecord, Direction, EndReason
 from voicecall.providers.base import (
     DialRequest,
-    ParsedWebhook,
     ProviderCallStatus,
     ProviderError,
     Verification,
-    WebhookParseError,
     WebhookRequest,
     map_call_status,
 )
 from voicecall.providers.http import CarrierApiError, CarrierHttp
-from voicecall.providers.markup import MarkupCarrierSettings, MarkupProvider
+from voicecall.providers.markup import MarkupCarrierSettings, MarkupProvider, speech_confidence
 from voicecall.providers.streams import StreamSerializer
 from voicecall.providers.twilio import twiml
-from voicecall.providers.twilio.signature import form_params, verify_twilio_webhook
+from voicecall.providers.twilio.signature import verify_twilio_webhook
 from voicecall.providers.twilio.stream import TwilioStreamSerializer
-from voicecall.shared.clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -80,29 +74,7 @@ def _twilio_error(response: httpx.Response) -> tuple[str | int | None, str]:
         return None, response.text[:300] or response.reason_phrase
 
 
-def _form_params(body: bytes) -> dict[str, str]:
-    """The webhook's form fields (Twilio posts `application/x-www-form-urlencoded`)."""
-    try:
-        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-    except UnicodeDecodeError as exc:
-        raise WebhookParseError("body is not UTF-8 form data") from exc
-
-
-def _query_value(query: Mapping[str, str], name: str) -> str | None:
-    """A parameter of the query we put on our own webhook URLs; None when absent or blank."""
-    return (query.get(name) or "").strip() or None
-
-
-def _claimed_call_id(request: WebhookRequest) -> str | None:
-    """The call a refused webhook names: our `callId` from its query, else the body's `CallSid`.
-    Unverified, so it serves only to count the refusal against that call."""
-    claimed = _query_value(request.query, "callId")
-    if claimed is None:
-        claimed = next((v.strip() for k, v in form_params(request.body) if k == "CallSid"), None)
-    return claimed or None
-
-
-def _direction(params: dict[str, str]) -> Direction | None:
+def _twilio_direction(params: dict[str, str]) -> Direction | None:
     """Twilio's `Direction` ("inbound", "outbound-api", "outbound-dial") as ours."""
     raw = params.get("Direction", "")
     if raw == "inbound":
@@ -110,47 +82,12 @@ def _direction(params: dict[str, str]) -> Direction | None:
     return "outbound" if raw.startswith("outbound") else None
 
 
-def _webhook_meta(params: dict[str, str], query: Mapping[str, str]) -> dict[str, Any]:
-    """What `webhook_reply` needs to know about the request besides its events.
-
-    `inboundStart` marks the first webhook of an inbound call: Twilio asks the number's voice
-    URL, which carries none of our query."""
-    call_sid = params.get("CallSid", "").strip()
-    if not call_sid:
-        raise WebhookParseError("CallSid is missing")
-    meta: dict[str, Any] = {"providerCallId": call_sid, "callId": _query_value(query, "callId"),
-                            "kind": _query_value(query, "type"),
-                            "turnToken": _query_value(query, "turnToken"), "utt": query.get("utt"),
-                            "status": params.get("CallStatus", "").strip().lower()}
-    if meta["callId"] is None and meta["kind"] is None and _direction(params) == "inbound":
-        meta["inboundStart"] = True
-    return meta
-
-
-def _common_event_fields(params: dict[str, str], meta: dict[str, Any]) -> dict[str, Any]:
-    """The fields every event of one webhook shares (the call, its parties, the turn)."""
-    return {
-        "callId": meta["callId"] or meta["providerCallId"],
-        "providerCallId": meta["providerCallId"],
-        "direction": _direction(params), "from": params.get("From") or None,
-        "to": params.get("To") or None, "turnToken": meta["turnToken"], "timestamp": now_ms(),
-    }
-
-
-def _speech_confidence(raw: str | None) -> float:
-    """Twilio's `Confidence` clamped to 0..1; 0.9 when it is missing or not a number."""
-    try:
-        return min(max(float(raw or 0.9), 0.0), 1.0)
-    except ValueError:
-        return 0.9
-
-
 def _caller_input_events(params: dict[str, str]) -> list[dict[str, Any]]:
     """What a `<Gather>` heard: the caller's speech, else the keys pressed; empty for neither."""
     speech = params.get("SpeechResult", "").strip()
     if speech:
         return [{"type": "call.speech", "transcript": speech, "isFinal": True,
-                 "confidence": _speech_confidence(params.get("Confidence"))}]
+                 "confidence": speech_confidence(params.get("Confidence"))}]
     if params.get("Digits"):
         return [{"type": "call.dtmf", "digits": params["Digits"]}]
     return []
@@ -162,6 +99,7 @@ class TwilioProvider(MarkupProvider):
 
     name = "twilio"
     dialect = twiml.TwimlDialect()
+    call_id_params = ("CallSid",)
 
     def __init__(self, settings: TwilioSettings, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -182,31 +120,20 @@ class TwilioProvider(MarkupProvider):
         return twiml.polly_voice(voice)
 
     # -- webhooks ----------------------------------------------------------------------------
-    def verify_webhook(self, request: WebhookRequest) -> Verification:
+    def _verify(self, request: WebhookRequest) -> Verification:
         s = self.settings
-        result = verify_twilio_webhook(request, auth_token=s.auth_token, public_url=s.public_url,
-                                       policy=s.policy, ngrok_loopback_bypass=s.ngrok_loopback_bypass,
-                                       skip_verification=s.skip_signature_verification)
-        return result if result.ok else result._replace(call_id=_claimed_call_id(request))
+        return verify_twilio_webhook(request, auth_token=s.auth_token, public_url=s.public_url,
+                                     policy=s.policy, ngrok_loopback_bypass=s.ngrok_loopback_bypass,
+                                     skip_verification=s.skip_signature_verification)
 
-    def parse_webhook(self, request: WebhookRequest, verification: Verification) -> ParsedWebhook:
-        """Form body + our query (callId, type, turnToken, utt) → normalized events."""
-        params = _form_params(request.body)
-        meta = _webhook_meta(params, request.query)
-        events = _caller_input_events(params)
-        if events:
-            meta["gather"] = True
-        elif meta["kind"] in (None, "status", "answered"):
-            events = self._status_events(meta["status"], params, meta["callId"])
-        common = _common_event_fields(params, meta)
-        parsed = [CallEvent.model_validate(
-            {**common, **e, "dedupeKey": f"{verification.request_key}:{i}"})
-            for i, e in enumerate(events)]
-        return ParsedWebhook(events=parsed, headers={"content-type": "application/xml"},
-                             meta=meta)
+    def _direction(self, params: dict[str, str]) -> Direction | None:
+        return _twilio_direction(params)
 
-    def _status_events(self, status: str, params: dict[str, str],
-                       call_id: str | None) -> list[dict[str, Any]]:
+    def _input_events(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        return _caller_input_events(params)
+
+    def _status_events(self, meta: dict[str, Any], params: dict[str, str]) -> list[dict[str, Any]]:
+        status = meta["status"]
         if status in ("initiated", "queued"):
             return [{"type": "call.initiated"}] if status == "initiated" else []
         if status == "ringing":
@@ -214,9 +141,9 @@ class TwilioProvider(MarkupProvider):
         if status == "in-progress":
             answered_by = params.get("AnsweredBy", "")
             if self.settings.machine_detection and answered_by in MACHINE_ANSWERS:
-                call = self.context.live(call_id) if call_id else None
-                if call is None or call.mode == "notify":
-                    return [{"type": "call.ended", "reason": EndReason.VOICEMAIL.value}]
+                ended = self._machine_answered(meta["callId"])
+                if ended:
+                    return ended
             return [{"type": "call.answered"}]
         return self._end_reason_events(status)
 
