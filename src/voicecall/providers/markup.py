@@ -29,6 +29,8 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 from uuid import uuid4
 
+import httpx
+
 from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallRecord, Direction, EndReason
 from voicecall.providers.base import (
@@ -41,15 +43,14 @@ from voicecall.providers.base import (
     WebhookRequest,
     map_call_status,
 )
-from voicecall.providers.http import CarrierHttp
+from voicecall.providers.http import CarrierHttp, ErrorParser
 from voicecall.providers.streams import MediaStreams, StreamSerializer, StreamStart
 from voicecall.security.public_url import ForwardingPolicy
 from voicecall.shared.clock import now_ms
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MarkupCarrierSettings", "MarkupDialect", "MarkupProvider", "MarkupSettings",
-           "route_voice"]
+__all__ = ["MarkupCarrierSettings", "MarkupDialect", "MarkupProvider", "route_voice"]
 
 
 class MarkupDialect(Protocol):
@@ -78,28 +79,6 @@ class MarkupDialect(Protocol):
     def hold_music(self) -> str: ...
 
 
-class MarkupSettings(Protocol):
-    """The settings the shared flows read (each carrier's frozen settings dataclass has them)."""
-
-    @property
-    def public_url(self) -> str | None: ...
-    @property
-    def api_base_url(self) -> str: ...
-    @property
-    def uses_real_api(self) -> bool:
-        """False when `api_base_url` points elsewhere (a simulator)."""
-        ...
-
-    @property
-    def voice(self) -> str: ...
-    @property
-    def language(self) -> str: ...
-    @property
-    def streaming(self) -> bool: ...
-    @property
-    def stream_url(self) -> str | None: ...
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MarkupCarrierSettings:
     """The settings every markup carrier has; each carrier's settings extend them."""
@@ -116,6 +95,11 @@ class MarkupCarrierSettings:
     """Media streaming on: answered calls get a stream to the gateway's stream URL."""
     stream_url: str | None = None
     """Overrides the stream URL the gateway derives from its webhook URL (implies streaming)."""
+
+    @property
+    def uses_real_api(self) -> bool:
+        """Whether `api_base_url` is the carrier's own API (each carrier knows its hosts)."""
+        raise NotImplementedError
 
 
 def query_value(query: Mapping[str, str], name: str) -> str | None:
@@ -149,7 +133,7 @@ class MarkupProvider(ABC):
     webhook of an inbound call)."""
 
     name: str
-    settings: MarkupSettings
+    settings: MarkupCarrierSettings
     dialect: MarkupDialect
     http: CarrierHttp
     serializer: StreamSerializer
@@ -159,7 +143,17 @@ class MarkupProvider(ABC):
     """How long the answer webhook waits for the call's first document (its first words or
     listen) to answer with it directly, saving a round trip; 0 answers with a hold at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: MarkupCarrierSettings, *, label: str, auth: tuple[str, str],
+                 parse_error: ErrorParser, signature_headers: tuple[str, ...],
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """`label` names the carrier in errors; `signature_headers` are the webhook's
+        `required_headers` unless signature checks are off."""
+        self.settings = settings
+        self.required_headers: tuple[str, ...] = (
+            () if settings.skip_signature_verification else signature_headers)
+        self.http = CarrierHttp(label, settings.api_base_url, auth=auth,
+                                timeout_s=settings.timeout_s, parse_error=parse_error,
+                                transport=transport)
         self._context: ProviderContext | None = None
         self._bases: dict[str, str] = {}
         self._played: dict[str, tuple[str, asyncio.Future[None]]] = {}
@@ -226,7 +220,7 @@ class MarkupProvider(ABC):
         """A tunnel's URL: the carrier signs it, so signatures are checked against it (a
         configured publicUrl wins)."""
         if self.settings.public_url is None:
-            self.settings = dataclasses.replace(self.settings, public_url=url)  # type: ignore[type-var]
+            self.settings = dataclasses.replace(self.settings, public_url=url)
 
     async def start(self) -> None:
         if not self.settings.uses_real_api:

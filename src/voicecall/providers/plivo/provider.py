@@ -36,7 +36,7 @@ from voicecall.providers.base import (
     WebhookRequest,
     map_call_status,
 )
-from voicecall.providers.http import CarrierApiError, CarrierHttp
+from voicecall.providers.http import CarrierApiError
 from voicecall.providers.markup import MarkupCarrierSettings, MarkupProvider, speech_confidence
 from voicecall.providers.plivo.signature import (
     V2_HEADER,
@@ -117,14 +117,10 @@ class PlivoProvider(MarkupProvider):
 
     def __init__(self, settings: PlivoSettings, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__()
+        super().__init__(settings, label="Plivo", auth=(settings.auth_id, settings.auth_token),
+                         parse_error=_plivo_error, transport=transport, signature_headers=(
+                             f"{V3_HEADER}|{V2_HEADER}", f"{V3_NONCE_HEADER}|{V2_NONCE_HEADER}"))
         self.settings: PlivoSettings = settings
-        self.required_headers: tuple[str, ...] = () if settings.skip_signature_verification else (
-            f"{V3_HEADER}|{V2_HEADER}", f"{V3_NONCE_HEADER}|{V2_NONCE_HEADER}")
-        self.http = CarrierHttp("Plivo", settings.api_base_url,
-                                auth=(settings.auth_id, settings.auth_token),
-                                timeout_s=settings.timeout_s, parse_error=_plivo_error,
-                                transport=transport)
         self.serializer: StreamSerializer = PlivoStreamSerializer()
 
     def _path(self, suffix: str) -> str:

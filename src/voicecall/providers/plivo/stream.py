@@ -11,16 +11,8 @@ import binascii
 import json
 from typing import Any
 
-from voicecall.providers.streams import (
-    Codec,
-    StreamAudio,
-    StreamDtmf,
-    StreamMark,
-    StreamMessage,
-    StreamStart,
-    decode_payload,
-    json_object,
-)
+from voicecall.providers import streams
+from voicecall.providers.streams import Codec, StreamMessage
 
 __all__ = ["PlivoStreamSerializer", "extra_headers"]
 
@@ -49,27 +41,27 @@ class PlivoStreamSerializer:
     codec: Codec = "ulaw"
 
     def parse(self, data: str | bytes) -> StreamMessage | None:
-        message = json_object(data)
+        message = streams.json_object(data)
         event = message.get("event")
         if event == "media":
-            return StreamAudio(decode_payload(_object(message.get("media")).get("payload")))
+            return streams.StreamAudio(streams.decode_payload(_object(message.get("media")).get("payload")))
         if event == "start":
             return self._start(message)
         if event == "playedStream":
             name = message.get("name")
-            return StreamMark(str(name)) if name else None
+            return streams.StreamMark(str(name)) if name else None
         if event == "dtmf":
             digit = _object(message.get("dtmf")).get("digit")
-            return StreamDtmf(str(digit)) if digit else None
+            return streams.StreamDtmf(str(digit)) if digit else None
         return None  # clearedAudio and anything newer: nothing to do
 
     @staticmethod
-    def _start(message: dict[str, Any]) -> StreamStart:
+    def _start(message: dict[str, Any]) -> streams.StreamStart:
         start = _object(message.get("start"))
         fmt = _object(start.get("mediaFormat"))
         headers = extra_headers(message.get("extra_headers"))
         rate = fmt.get("sampleRate", 8000)
-        return StreamStart(
+        return streams.StreamStart(
             call_sid=str(start.get("callId") or "").strip(),
             stream_id=str(start.get("streamId") or message.get("streamId") or ""),
             token=headers.get("token"), custom_parameters=headers,

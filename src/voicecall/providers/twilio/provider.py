@@ -34,7 +34,7 @@ from voicecall.providers.base import (
     WebhookRequest,
     map_call_status,
 )
-from voicecall.providers.http import CarrierApiError, CarrierHttp
+from voicecall.providers.http import CarrierApiError
 from voicecall.providers.markup import MarkupCarrierSettings, MarkupProvider, speech_confidence
 from voicecall.providers.streams import StreamSerializer
 from voicecall.providers.twilio import twiml
@@ -103,14 +103,10 @@ class TwilioProvider(MarkupProvider):
 
     def __init__(self, settings: TwilioSettings, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__()
+        super().__init__(settings, label="Twilio", auth=(settings.account_sid, settings.auth_token),
+                         parse_error=_twilio_error, transport=transport,
+                         signature_headers=("x-twilio-signature",))
         self.settings: TwilioSettings = settings
-        self.required_headers: tuple[str, ...] = (
-            () if settings.skip_signature_verification else ("x-twilio-signature",))
-        self.http = CarrierHttp("Twilio", settings.api_base_url,
-                                auth=(settings.account_sid, settings.auth_token),
-                                timeout_s=settings.timeout_s, parse_error=_twilio_error,
-                                transport=transport)
         self.serializer: StreamSerializer = TwilioStreamSerializer()
 
     def _accounts(self, suffix: str) -> str:
