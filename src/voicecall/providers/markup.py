@@ -25,7 +25,7 @@ import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qsl, urlencode
 from uuid import uuid4
 
@@ -96,10 +96,13 @@ class MarkupCarrierSettings:
     stream_url: str | None = None
     """Overrides the stream URL the gateway derives from its webhook URL (implies streaming)."""
 
+    real_api_hosts: ClassVar[tuple[str, ...]] = ()
+    """The carrier's own API base URLs (each carrier's settings name them)."""
+
     @property
     def uses_real_api(self) -> bool:
-        """Whether `api_base_url` is the carrier's own API (each carrier knows its hosts)."""
-        raise NotImplementedError
+        """Whether `api_base_url` is the carrier's own API rather than, say, a simulator."""
+        return self.api_base_url.rstrip("/") in self.real_api_hosts
 
 
 def query_value(query: Mapping[str, str], name: str) -> str | None:

@@ -22,7 +22,7 @@ import math
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from uuid import uuid4
 
 import httpx
@@ -36,7 +36,7 @@ from voicecall.providers.base import (
     WebhookRequest,
     map_call_status,
 )
-from voicecall.providers.http import CarrierApiError
+from voicecall.providers.http import CarrierApiError, json_error
 from voicecall.providers.markup import MarkupCarrierSettings, MarkupProvider, speech_confidence
 from voicecall.providers.plivo.signature import (
     V2_HEADER,
@@ -67,20 +67,7 @@ class PlivoSettings(MarkupCarrierSettings):
     auth_token: str
     api_base_url: str = API_BASE_URL
     voice: str = "WOMAN"
-
-    @property
-    def uses_real_api(self) -> bool:
-        return self.api_base_url.rstrip("/") == API_BASE_URL
-
-
-def _plivo_error(response: httpx.Response) -> tuple[str | int | None, str]:
-    """Plivo's error body is `{"api_id": ..., "error": ...}`."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None, response.text[:300] or response.reason_phrase
-    message = body.get("error") if isinstance(body, dict) else None
-    return None, str(message or response.reason_phrase)
+    real_api_hosts: ClassVar[tuple[str, ...]] = (API_BASE_URL,)
 
 
 def plivo_number(number: str) -> str:
@@ -118,7 +105,7 @@ class PlivoProvider(MarkupProvider):
     def __init__(self, settings: PlivoSettings, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, label="Plivo", auth=(settings.auth_id, settings.auth_token),
-                         parse_error=_plivo_error, transport=transport, signature_headers=(
+                         parse_error=json_error("error"), transport=transport, signature_headers=(
                              f"{V3_HEADER}|{V2_HEADER}", f"{V3_NONCE_HEADER}|{V2_NONCE_HEADER}"))
         self.settings: PlivoSettings = settings
         self.serializer: StreamSerializer = PlivoStreamSerializer()

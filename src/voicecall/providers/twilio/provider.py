@@ -21,7 +21,7 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -34,7 +34,7 @@ from voicecall.providers.base import (
     WebhookRequest,
     map_call_status,
 )
-from voicecall.providers.http import CarrierApiError
+from voicecall.providers.http import CarrierApiError, json_error
 from voicecall.providers.markup import MarkupCarrierSettings, MarkupProvider, speech_confidence
 from voicecall.providers.streams import StreamSerializer
 from voicecall.providers.twilio import twiml
@@ -60,18 +60,7 @@ class TwilioSettings(MarkupCarrierSettings):
     auth_token: str
     ngrok_loopback_bypass: bool = False
     voice: str = "Polly.Joanna"
-
-    @property
-    def uses_real_api(self) -> bool:
-        return self.api_base_url.rstrip("/") in API_HOSTS.values()
-
-
-def _twilio_error(response: httpx.Response) -> tuple[str | int | None, str]:
-    try:
-        body = response.json()
-        return body.get("code"), str(body.get("message") or response.reason_phrase)
-    except ValueError:
-        return None, response.text[:300] or response.reason_phrase
+    real_api_hosts: ClassVar[tuple[str, ...]] = tuple(API_HOSTS.values())
 
 
 def _twilio_direction(params: dict[str, str]) -> Direction | None:
@@ -104,7 +93,7 @@ class TwilioProvider(MarkupProvider):
     def __init__(self, settings: TwilioSettings, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, label="Twilio", auth=(settings.account_sid, settings.auth_token),
-                         parse_error=_twilio_error, transport=transport,
+                         parse_error=json_error("message", "code"), transport=transport,
                          signature_headers=("x-twilio-signature",))
         self.settings: TwilioSettings = settings
         self.serializer: StreamSerializer = TwilioStreamSerializer()
