@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import hmac
 import logging
@@ -36,6 +37,7 @@ from voicecall.calls.model import CallRecord, Direction, EndReason
 from voicecall.providers.base import (
     EventOutcome,
     ParsedWebhook,
+    ProviderCallStatus,
     ProviderContext,
     ProviderError,
     Verification,
@@ -43,7 +45,7 @@ from voicecall.providers.base import (
     WebhookRequest,
     map_call_status,
 )
-from voicecall.providers.http import CarrierHttp, ErrorParser
+from voicecall.providers.http import CarrierApiError, CarrierHttp, ErrorParser
 from voicecall.providers.streams import MediaStreams, StreamSerializer, StreamStart
 from voicecall.security.public_url import ForwardingPolicy
 from voicecall.shared.clock import now_ms
@@ -142,6 +144,10 @@ class MarkupProvider(ABC):
     serializer: StreamSerializer
     call_id_params: tuple[str, ...]
     """The form fields that carry the carrier's call id, first found wins."""
+    status_field: str = "status"
+    """The call resource's status field."""
+    status_aliases: Mapping[str, str] = {}
+    """The carrier's own call statuses spelled as the shared ones (`map_call_status`)."""
     inline_first_document_s: float = 0.0
     """How long the answer webhook waits for the call's first document (its first words or
     listen) to answer with it directly, saving a round trip; 0 answers with a hold at once."""
@@ -555,9 +561,28 @@ class MarkupProvider(ABC):
     async def stop_listening(self, call: CallRecord) -> None:
         self._listening.pop(call.call_id, None)
 
+    @abstractmethod
+    def _call_path(self, provider_call_id: str) -> str:
+        """The REST path of one call resource."""
+
+    async def get_call_status(self, provider_call_id: str) -> ProviderCallStatus:
+        """GET the call resource: a missing call has ended; a failed request or an unreadable
+        answer is unknown, never a guess."""
+        try:
+            response = await self.http.request("GET", self._call_path(provider_call_id),
+                                               idempotent=True, ok_statuses=(404,))
+        except CarrierApiError:
+            return ProviderCallStatus("error", is_terminal=False, is_unknown=True)
+        if response.status_code == 404:
+            return ProviderCallStatus("not-found", is_terminal=True, end_reason=EndReason.COMPLETED)
+        with contextlib.suppress(ValueError, AttributeError):
+            raw = str(response.json().get(self.status_field, "")).strip().lower()
+            return map_call_status(self.status_aliases.get(raw, raw))
+        return ProviderCallStatus("error", is_terminal=False, is_unknown=True)
+
     def _end_reason_events(self, status: str) -> list[dict[str, Any]]:
         """`call.ended` for a terminal status (mapped the same for every carrier), else nothing."""
-        mapped = map_call_status(status)
+        mapped = map_call_status(self.status_aliases.get(status, status))
         if mapped.is_terminal and mapped.end_reason is not None:
             return [{"type": "call.ended", "reason": mapped.end_reason.value}]
         return []

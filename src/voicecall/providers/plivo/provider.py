@@ -16,7 +16,6 @@ How a call is driven (no media stream):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import re
@@ -30,13 +29,11 @@ import httpx
 from voicecall.calls.model import CallRecord, Direction, EndReason
 from voicecall.providers.base import (
     DialRequest,
-    ProviderCallStatus,
     ProviderError,
     Verification,
     WebhookRequest,
-    map_call_status,
 )
-from voicecall.providers.http import CarrierApiError, json_error
+from voicecall.providers.http import json_error
 from voicecall.providers.markup import MarkupCarrierSettings, MarkupProvider, speech_confidence
 from voicecall.providers.plivo.signature import (
     V2_HEADER,
@@ -100,6 +97,8 @@ class PlivoProvider(MarkupProvider):
     name = "plivo"
     dialect = PlivoXmlDialect()
     call_id_params = ("CallUUID", "RequestUUID")
+    status_field = "call_status"
+    status_aliases = PLIVO_STATUS
     inline_first_document_s = INLINE_FIRST_DOCUMENT_S
 
     def __init__(self, settings: PlivoSettings, *,
@@ -109,6 +108,9 @@ class PlivoProvider(MarkupProvider):
                              f"{V3_HEADER}|{V2_HEADER}", f"{V3_NONCE_HEADER}|{V2_NONCE_HEADER}"))
         self.settings: PlivoSettings = settings
         self.serializer: StreamSerializer = PlivoStreamSerializer()
+
+    def _call_path(self, provider_call_id: str) -> str:
+        return self._path(f"Call/{provider_call_id}/")
 
     def _path(self, suffix: str) -> str:
         return f"/v1/Account/{self.settings.auth_id}/{suffix}"
@@ -144,7 +146,7 @@ class PlivoProvider(MarkupProvider):
             return [{"type": "call.initiated"}, {"type": "call.ringing"}]
         if status == "in-progress" or (params.get("Event") == "StartApp" and not status):
             return [{"type": "call.answered"}]
-        return self._end_reason_events(PLIVO_STATUS.get(status, status))
+        return self._end_reason_events(status)
 
     # -- commands ----------------------------------------------------------------------------
     async def initiate_call(self, request: DialRequest) -> str:
@@ -200,16 +202,3 @@ class PlivoProvider(MarkupProvider):
         if response.status_code == 404 and call.answered_at is None:
             await self.http.request("DELETE", self._path(f"Request/{uuid}/"), idempotent=True,
                                     ok_statuses=(404,))
-
-    async def get_call_status(self, provider_call_id: str) -> ProviderCallStatus:
-        try:
-            response = await self.http.request("GET", self._path(f"Call/{provider_call_id}/"),
-                                               idempotent=True, ok_statuses=(404,))
-        except CarrierApiError:
-            return ProviderCallStatus("error", is_terminal=False, is_unknown=True)
-        if response.status_code == 404:
-            return ProviderCallStatus("not-found", is_terminal=True, end_reason=EndReason.COMPLETED)
-        with contextlib.suppress(ValueError, AttributeError):
-            raw = str(response.json().get("call_status", "")).strip().lower()
-            return map_call_status(PLIVO_STATUS.get(raw, raw))
-        return ProviderCallStatus("error", is_terminal=False, is_unknown=True)

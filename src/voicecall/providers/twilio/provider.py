@@ -17,7 +17,6 @@ How a call is driven (no media stream):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -28,11 +27,9 @@ import httpx
 from voicecall.calls.model import CallRecord, Direction, EndReason
 from voicecall.providers.base import (
     DialRequest,
-    ProviderCallStatus,
     ProviderError,
     Verification,
     WebhookRequest,
-    map_call_status,
 )
 from voicecall.providers.http import CarrierApiError, json_error
 from voicecall.providers.markup import MarkupCarrierSettings, MarkupProvider, speech_confidence
@@ -97,6 +94,9 @@ class TwilioProvider(MarkupProvider):
                          signature_headers=("x-twilio-signature",))
         self.settings: TwilioSettings = settings
         self.serializer: StreamSerializer = TwilioStreamSerializer()
+
+    def _call_path(self, provider_call_id: str) -> str:
+        return self._accounts(f"/Calls/{provider_call_id}.json")
 
     def _accounts(self, suffix: str) -> str:
         return f"/2010-04-01/Accounts/{self.settings.account_sid}{suffix}"
@@ -172,15 +172,3 @@ class TwilioProvider(MarkupProvider):
     async def hangup_call(self, call: CallRecord, reason: EndReason) -> None:
         self._fail_pending(call.call_id)
         await self._update(call, [("Status", "completed")], tolerate_ended=True)
-
-    async def get_call_status(self, provider_call_id: str) -> ProviderCallStatus:
-        try:
-            response = await self.http.request("GET", self._accounts(f"/Calls/{provider_call_id}.json"),
-                                               idempotent=True, ok_statuses=(404,))
-        except CarrierApiError:
-            return ProviderCallStatus("error", is_terminal=False, is_unknown=True)
-        if response.status_code == 404:
-            return ProviderCallStatus("not-found", is_terminal=True, end_reason=EndReason.COMPLETED)
-        with contextlib.suppress(ValueError):
-            return map_call_status(str(response.json().get("status", "")))
-        return ProviderCallStatus("error", is_terminal=False, is_unknown=True)
