@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -46,18 +47,20 @@ async def gateway(tmp_path: Path, sim: PlivoSimulator) -> AsyncIterator[Runtime]
 
 async def test_notify_message_is_heard_once_in_the_answer_then_hung_up_after_playback(
         tmp_path: Path) -> None:
-    # Real-time speech (10 ms a character): a hang-up that did not wait for playback would cut it.
+    # Speech at real speed (10 ms a character), so a hang-up that did not wait for the words
+    # to be heard would cut them off.
+    message = "Your order has shipped"
     async with PlivoSimulator(time_scale=1.0, speak_ms_per_char=10) as sim, \
             running_gateway(tmp_path, plivo_config(sim, free_port())) as gateway:
         sim.script(CALLEE, Callee(answer_after_s=0.1))
-        record = await place_call(gateway, CALLEE, "Your order has shipped", "notify")
-        final = await call_ended(gateway, record.call_id)
-        call = sim.call(record.provider_call_id or "")
-        await call.wait_ended()
-        assert call.said == ["Your order has shipped"]
-        assert "<Speak" in call.documents[0]  # the first words rode in the answer XML
-        assert final.state.value == final.end_reason == "completed"
-        assert [t.text for t in final.transcript] == ["Your order has shipped"]
+        call_id = (await place_call(gateway, CALLEE, message, "notify")).call_id
+        record = await call_ended(gateway, call_id)
+        call = sim.call(record.provider_call_id)
+        assert await call.wait_ended() == "completed" and call.said == [message]
+        assert call.documents[0].startswith(f'<Response><Speak voice="WOMAN" language="en-US">'
+                                            f"{message}</Speak>")  # no extra round trip
+        assert (record.state.value, record.end_reason) == ("completed", "completed")
+        assert [t.text for t in record.transcript] == [message]
         transfers = [r for r in sim.api_requests if r.method == "POST" and r.path.endswith(
             f"/Call/{call.uuid}/")]
         hangups = [r for r in sim.api_requests if r.method == "DELETE"]
@@ -65,55 +68,68 @@ async def test_notify_message_is_heard_once_in_the_answer_then_hung_up_after_pla
         assert call.hangup_source == "API Request"
 
 
-async def test_three_turn_conversation_driven_by_continue(gateway: Runtime,
-                                                          sim: PlivoSimulator) -> None:
-    sim.script(CALLEE, Callee(replies=["Hi, I'm well", "Tuesday at noon", "No, that's all"],
-                              reply_delay_s=0.2))
+async def test_three_turns_each_listen_with_getinput_speech_and_their_own_turn_token(
+        gateway: Runtime, sim: PlivoSimulator) -> None:
+    turns = {"How are you?": "Hi, I'm well", "When can you come in?": "Tuesday at noon",
+             "Anything else?": "No, that's all"}
+    sim.script(CALLEE, Callee(replies=list(turns.values()), reply_delay_s=0.2))
     record = await place_call(gateway, CALLEE, "Hello, this is the clinic", "conversation")
-    await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
-    answers = [await gateway.api.call("voicecall.continue", {"callId": record.call_id, "message": q})
-               for q in ("How are you?", "When can you come in?", "Anything else?")]
-    assert [a["transcript"] for a in answers] == ["Hi, I'm well", "Tuesday at noon", "No, that's all"]
     call = sim.call(record.provider_call_id or "")
-    assert call.said == ["Hello, this is the clinic", "How are you?", "When can you come in?",
-                         "Anything else?"]
-    assert all(g["inputType"] == "speech" for g in call.get_inputs) and len(call.get_inputs) == 3
+    await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
+    tokens: list[str] = []
+    for question, reply in turns.items():
+        answer = await gateway.api.call("voicecall.continue",
+                                        {"callId": record.call_id, "message": question})
+        assert answer["transcript"] == reply and call.said[-1] == question
+        listen = call.get_inputs[-1]
+        assert listen["inputType"] == "speech" and listen["redirect"] == "true"
+        tokens.append(parse_qs(urlsplit(listen["action"]).query)["turnToken"][0])
+    assert len(set(tokens)) == 3  # a stale GetInput result cannot complete a newer turn
+    assert call.said[0] == "Hello, this is the clinic" and len(call.said) == 4
     assert [(t.speaker, t.text) for t in record.transcript][-2:] == [
         ("bot", "Anything else?"), ("user", "No, that's all")]
     assert (await gateway.api.call("voicecall.end", {"callId": record.call_id}))["success"]
     assert await call.wait_ended() == "completed"
 
 
-@pytest.mark.parametrize("outcome,reason", [("busy", "busy"), ("no-answer", "no-answer"),
-                                            ("failed", "failed")])
-async def test_unanswered_outcomes_map_to_end_reasons(gateway: Runtime, sim: PlivoSimulator,
-                                                      outcome: str, reason: str) -> None:
+@pytest.mark.parametrize("outcome,status,reason", [("busy", "busy", "busy"),
+                                                   ("no-answer", "no-answer", "no-answer"),
+                                                   ("failed", "failed", "failed")])
+async def test_unanswered_calls_end_with_the_reason_of_plivos_hangup_callback(
+        gateway: Runtime, sim: PlivoSimulator, outcome: str, status: str, reason: str) -> None:
     sim.script(CALLEE, Callee(outcome=outcome, answer_after_s=0.1))  # type: ignore[arg-type]
     record = await place_call(gateway, CALLEE, "Hello", "notify")
     final = await call_ended(gateway, record.call_id, within=15)
-    assert final.end_reason == reason and final.answered_at is None
-    assert sim.call(record.provider_call_id or "").said == []
+    call = sim.call(record.provider_call_id or "")
+    await call.wait_ended()
+    hangup = next(r for r in sim.requests if r.kind == "hangup")
+    assert hangup.params["CallStatus"] == status and hangup.status_code == 200
+    assert (final.end_reason, final.answered_at, call.said) == (reason, None, [])
 
 
-async def test_dtmf_sent_mid_call_is_heard_by_the_callee(gateway: Runtime,
-                                                         sim: PlivoSimulator) -> None:
+async def test_keys_are_played_by_a_dtmf_document_the_a_leg_is_transferred_to(
+        gateway: Runtime, sim: PlivoSimulator) -> None:
     sim.script(CALLEE, Callee())
     record = await place_call(gateway, CALLEE, "Connecting you", "conversation")
     await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
     await gateway.api.call("voicecall.dtmf", {"callId": record.call_id, "digits": "1234#"})
-    assert sim.call(record.provider_call_id or "").digits_heard == "1234#"
+    call = sim.call(record.provider_call_id or "")
+    assert call.digits_heard == "1234#"
+    assert any("<DTMF>1234#</DTMF>" in doc for doc in call.documents)
+    assert any(r.kind == "transfer" for r in sim.requests)
     await gateway.api.call("voicecall.end", {"callId": record.call_id})
 
 
-async def test_allowlisted_inbound_caller_is_greeted(gateway: Runtime, sim: PlivoSimulator) -> None:
+async def test_an_allowlisted_caller_hears_the_greeting_in_the_answer_xml(
+        gateway: Runtime, sim: PlivoSimulator) -> None:
     call = await sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url)
-    await call.wait_until(lambda: bool(call.said), timeout=10)
+    await call.wait_heard("How can I help", timeout=10)
     assert call.said == ["Hello! How can I help you today?"]
-    record = await eventually(lambda: gateway.service.live(call.uuid))
-    assert record.direction == "inbound" and record.from_ == FRIEND
-    await call.hangup()
-    final = await call_ended(gateway, record.call_id)
-    assert final.end_reason == "completed"
+    assert "<Speak" in call.documents[0]  # answered at once: no redirect, no transfer
+    live = await eventually(lambda: gateway.service.live(call.uuid))
+    assert (live.direction, live.from_, live.to) == ("inbound", FRIEND, OUR_NUMBER)
+    assert await call.hangup() == "completed"
+    assert (await call_ended(gateway, live.call_id)).end_reason == "completed"
 
 
 async def test_rejected_inbound_caller_is_hung_up_as_rejected(gateway: Runtime,
