@@ -154,3 +154,56 @@ async def test_unsigned_or_forged_callbacks_are_refused_before_anything_happens(
                                    headers=headers)
     assert unsigned.status_code == forged.status_code == 401
     assert gateway.service.live("forged") is None
+
+
+async def test_a_callback_replayed_after_a_restart_is_acknowledged_without_side_effects(
+        tmp_path: Path) -> None:
+    port = free_port()
+    async with PlivoSimulator(time_scale=0.05) as sim:
+        config = plivo_config(sim, port)
+        async with running_gateway(tmp_path, config) as gateway:
+            call = await sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url)
+            await call.wait_heard("How can I help", timeout=10)
+            answer = next(r for r in sim.requests if r.kind == "answer")
+            await call.hangup()
+            await eventually(lambda: not gateway.service.active_calls())
+        async with running_gateway(tmp_path, config) as restarted:
+            logged = len(await restarted.service.store.last_log(10_000))
+            async with httpx.AsyncClient() as client:
+                replayed = await client.post(answer.url, data=answer.params, headers=answer.headers)
+            assert (replayed.status_code, replayed.text) == (200, answer.body)
+            assert len(await restarted.service.store.last_log(10_000)) == logged
+            assert restarted.service.active_calls() == []
+
+
+async def test_callbacks_signed_with_v2_only_are_accepted(tmp_path: Path) -> None:
+    async with PlivoSimulator(time_scale=0.05, v2_only=True) as sim, \
+            running_gateway(tmp_path, plivo_config(sim, free_port())) as gateway:
+        call = await sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url)
+        await call.wait_heard("How can I help", timeout=10)
+        assert all("X-Plivo-Signature-V3" not in r.headers for r in sim.requests)
+        await call.hangup()
+
+
+async def test_machine_detection_ends_a_notify_call_answered_by_a_machine_as_voicemail(
+        tmp_path: Path) -> None:
+    config_extra = {"outbound": {"notifyHangupDelaySec": 0, "machineDetection": True}}
+    async with PlivoSimulator(time_scale=0.05) as sim, \
+            running_gateway(tmp_path, plivo_config(sim, free_port(), **config_extra)) as gateway:
+        sim.script(CALLEE, Callee(answered_by="machine_start", answer_after_s=0.1))
+        call_id = (await place_call(gateway, CALLEE, "This is a reminder", "notify")).call_id
+        assert (await call_ended(gateway, call_id)).end_reason == "voicemail"
+        fired = next(r for r in sim.api_requests if r.method == "POST" and r.path.endswith("/Call/"))
+        assert fired.body["machine_detection"] == "true"
+        assert fired.body["ring_timeout"] == 30
+
+
+async def test_a_pre_connect_dtmf_sequence_is_keyed_before_the_first_words(
+        gateway: Runtime, sim: PlivoSimulator) -> None:
+    started = await gateway.api.call("voicecall.start", {
+        "to": CALLEE, "message": "Joining now", "mode": "conversation", "dtmfSequence": "ww123#"})
+    record = await eventually(lambda: gateway.service.live(started["callId"]))
+    await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
+    heard = sim.call(record.provider_call_id or "").heard
+    assert heard[:2] == [("digits", "ww123#"), ("speak", "Joining now")]
+    await gateway.api.call("voicecall.end", {"callId": record.call_id})
