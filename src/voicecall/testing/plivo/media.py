@@ -42,8 +42,12 @@ class PlivoStreamRecord:
     extra_headers: str
     started: bool = False
     closed_by: str | None = None  # "app" (its socket closed) or "call"
+    received_audio: bytearray = field(default_factory=bytearray)
+    """Every byte of audio the app sent (`playAudio`), cleared or not."""
     played_audio: bytearray = field(default_factory=bytearray)
     """The app's audio as the far end heard it (cleared audio left out)."""
+    clear_positions: list[int] = field(default_factory=list)
+    """`len(received_audio)` at each `clearAudio`."""
     checkpoints: list[str] = field(default_factory=list)
     played_checkpoints: list[str] = field(default_factory=list)
     cleared_bytes: int = 0
@@ -161,6 +165,7 @@ class PlivoStream:
                 self.record.invalid.append(f"playAudio {kind}")
                 return
             self._buffer.extend(audio)
+            self.record.received_audio.extend(audio)
             return
         self.record.received.append(message)
         if event == "checkpoint" and message.get("name"):
@@ -172,6 +177,7 @@ class PlivoStream:
         elif event == "clearAudio":
             self.record.cleared_bytes += len(self._buffer)
             self.record.clears += 1
+            self.record.clear_positions.append(len(self.record.received_audio))
             self._buffer.clear()
             self._pending.clear()
             await self._send({"event": "clearedAudio", "streamId": self.record.stream_id})
