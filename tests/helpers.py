@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pty
 import select
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 
@@ -102,3 +104,26 @@ async def place_call(runtime: Any, to: str, message: str, mode: str) -> Any:
     record = await runtime.service.get_call(result["callId"])
     assert record is not None and record.provider_call_id
     return record
+
+
+@contextlib.asynccontextmanager
+async def standalone_simulator(carrier: str, *args: str) -> AsyncIterator[
+        tuple[str, asyncio.subprocess.Process]]:
+    """Run `python -m voicecall.testing.<carrier> ARGS`; yields its config block, as printed."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", f"voicecall.testing.{carrier}", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        block: list[str] = []
+        async with asyncio.timeout(20):
+            while not block or block[-1] != "}":
+                line = (await proc.stdout.readline()).decode()
+                assert line, "the simulator exited before printing its config block"
+                if block or line.rstrip("\n") == "{":
+                    block.append(line.rstrip("\n"))
+        yield "\n".join(block) + "\n", proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
