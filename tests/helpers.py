@@ -127,3 +127,13 @@ async def standalone_simulator(carrier: str, *args: str) -> AsyncIterator[
         if proc.returncode is None:
             proc.terminate()
             await proc.wait()
+
+
+def openai_speech_settings(speech: Any, stt: Any) -> dict[str, Any]:
+    """Config for streamed calls whose TTS and transcription are the local OpenAI fakes."""
+    return {
+        "streaming": {"enabled": True, "provider": "openai",
+                      "providers": {"openai": {"apiKey": "sk-test", "baseUrl": stt.base_url}}},
+        "tts": {"provider": "openai",
+                "providers": {"openai": {"apiKey": "sk-test", "baseUrl": speech.openai_base_url}}},
+    }

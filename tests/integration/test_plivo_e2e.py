@@ -5,32 +5,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
 from tests.helpers import call_ended, eventually, free_port, place_call
+from tests.integration.plivo_setup import CALLEE, FRIEND, OUR_NUMBER, STRANGER, plivo_config
 from voicecall.gateway.runtime import Runtime
 from voicecall.testing.gateway import running_gateway
 from voicecall.testing.plivo import Callee, PlivoSimulator
-
-OUR_NUMBER = "+15550000000"
-CALLEE = "+15555550123"
-FRIEND = "+15557770001"
-STRANGER = "+15558880002"
-
-
-def plivo_config(sim: PlivoSimulator, port: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "provider": "plivo", "fromNumber": OUR_NUMBER,
-        "plivo": {"authId": sim.auth_id, "authToken": sim.auth_token, "apiBaseUrl": sim.base_url},
-        "serve": {"port": port}, "publicUrl": f"http://127.0.0.1:{port}/voice/webhook",
-        "outbound": {"notifyHangupDelaySec": 0},
-        "inboundPolicy": "allowlist", "allowFrom": [FRIEND], "maxConcurrentCalls": 5,
-        **extra,
-    }
 
 
 @pytest.fixture
@@ -158,22 +142,23 @@ async def test_unsigned_or_forged_callbacks_are_refused_before_anything_happens(
 
 async def test_a_callback_replayed_after_a_restart_is_acknowledged_without_side_effects(
         tmp_path: Path) -> None:
-    port = free_port()
     async with PlivoSimulator(time_scale=0.05) as sim:
-        config = plivo_config(sim, port)
-        async with running_gateway(tmp_path, config) as gateway:
-            call = await sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url)
+        config = plivo_config(sim, free_port())
+        async with running_gateway(tmp_path, config) as first_run:
+            call = await sim.place_inbound(FRIEND, OUR_NUMBER, first_run.webhook_url)
             await call.wait_heard("How can I help", timeout=10)
-            answer = next(r for r in sim.requests if r.kind == "answer")
             await call.hangup()
-            await eventually(lambda: not gateway.service.active_calls())
-        async with running_gateway(tmp_path, config) as restarted:
-            logged = len(await restarted.service.store.last_log(10_000))
+            await eventually(lambda: first_run.service.active_calls() == [])
+        (original,) = [r for r in sim.requests if r.kind == "answer"]
+        async with running_gateway(tmp_path, config) as second_run:
+            store = second_run.service.store
+            entries = await store.last_log(10_000)
             async with httpx.AsyncClient() as client:
-                replayed = await client.post(answer.url, data=answer.params, headers=answer.headers)
-            assert (replayed.status_code, replayed.text) == (200, answer.body)
-            assert len(await restarted.service.store.last_log(10_000)) == logged
-            assert restarted.service.active_calls() == []
+                replayed = await client.post(original.url, data=original.params,
+                                             headers=original.headers)
+            assert replayed.status_code == 200 and replayed.text == original.body
+            assert await store.last_log(10_000) == entries
+            assert second_run.service.active_calls() == []
 
 
 async def test_callbacks_signed_with_v2_only_are_accepted(tmp_path: Path) -> None:

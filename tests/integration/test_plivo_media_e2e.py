@@ -6,19 +6,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.helpers import eventually, free_port, place_call
+from tests.helpers import eventually, free_port, openai_speech_settings, place_call
+from tests.integration.plivo_setup import CALLEE, plivo_config
 from voicecall.gateway.runtime import Runtime
 from voicecall.testing.fakes.stt import FakeRealtimeTranscription
 from voicecall.testing.fakes.tts import FakeSpeech
 from voicecall.testing.gateway import running_gateway
 from voicecall.testing.plivo import Callee, PlivoSimulator
-
-OUR_NUMBER = "+15550000000"
-CALLEE = "+15555550123"
 
 
 @pytest.fixture
@@ -30,17 +27,7 @@ async def sim() -> AsyncIterator[PlivoSimulator]:
 @pytest.fixture
 async def gateway(tmp_path: Path, sim: PlivoSimulator, speech: FakeSpeech,
                   stt: FakeRealtimeTranscription) -> AsyncIterator[Runtime]:
-    port = free_port()
-    config: dict[str, Any] = {
-        "provider": "plivo", "fromNumber": OUR_NUMBER,
-        "plivo": {"authId": sim.auth_id, "authToken": sim.auth_token, "apiBaseUrl": sim.base_url},
-        "serve": {"port": port}, "publicUrl": f"http://127.0.0.1:{port}/voice/webhook",
-        "outbound": {"notifyHangupDelaySec": 0}, "maxConcurrentCalls": 5,
-        "streaming": {"enabled": True, "provider": "openai",
-                      "providers": {"openai": {"apiKey": "sk-test", "baseUrl": stt.base_url}}},
-        "tts": {"provider": "openai",
-                "providers": {"openai": {"apiKey": "sk-test", "baseUrl": speech.openai_base_url}}},
-    }
+    config = plivo_config(sim, free_port(), **openai_speech_settings(speech, stt))
     async with running_gateway(tmp_path, config) as runtime:
         yield runtime
 

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from voicecall.testing.twilio.simulator import Callee
 
-__all__ = ["DEFAULT_WEBHOOK_PORT", "add_far_end_options", "callee_from", "callee_summary",
-           "config_block", "serve_until_interrupted"]
+__all__ = [
+    "DEFAULT_WEBHOOK_PORT",
+    "add_far_end_options",
+    "callee_from",
+    "callee_summary",
+    "config_block",
+    "serve_until_interrupted",
+    "simulator_parser",
+]
 
 DEFAULT_WEBHOOK_PORT = 3334
 WEBHOOK_PATH = "/voice/webhook"
@@ -57,6 +65,18 @@ def callee_summary(callee: Callee) -> str:
     said = ", ".join(json.dumps(r) for r in callee.replies)
     then = f"replies {said} (one per listen), then stays silent" if said else "stays silent"
     return f"Outbound calls are answered after {callee.answer_after_s:g} s; the callee {then}."
+
+
+def simulator_parser(carrier: str, *, speak_verb: str) -> argparse.ArgumentParser:
+    """The command line of `python -m voicecall.testing.<carrier>` with the options every
+    simulator has; the carrier adds its account options."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m voicecall.testing.{carrier.lower()}",
+        description=f"A local {carrier} look-alike for offline testing. It prints a voice-call "
+                    "config block (JSON5) to save as a file and pass to the gateway with --config.")
+    add_far_end_options(parser, carrier=carrier, api_setting=f"{carrier.lower()}.apiBaseUrl",
+                        speak_verb=speak_verb)
+    return parser
 
 
 def add_far_end_options(parser: argparse.ArgumentParser, *, carrier: str, api_setting: str,
@@ -110,3 +130,14 @@ async def serve_until_interrupted(simulator: AbstractAsyncContextManager[Any], c
         print('Then: voicecall --config sim.json5 call -m "Hello" --mode conversation. '
               "Ctrl-C to stop.", flush=True)
         await asyncio.Event().wait()
+
+
+def run(argv: Sequence[str] | None, parser: argparse.ArgumentParser, carrier: str,
+        simulator: Callable[[argparse.Namespace, Callee], AbstractAsyncContextManager[Any]],
+        credentials: Callable[[Any], Sequence[tuple[str, str]]]) -> None:
+    """Parse `argv`, run the simulator `simulator(args, callee)` builds until Ctrl-C."""
+    args = parser.parse_args(argv)
+    callee = callee_from(args)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_until_interrupted(simulator(args, callee), carrier, credentials, callee,
+                                            args.webhook_port))
