@@ -192,3 +192,23 @@ async def test_a_pre_connect_dtmf_sequence_is_keyed_before_the_first_words(
     heard = sim.call(record.provider_call_id or "").heard
     assert heard[:2] == [("digits", "ww123#"), ("speak", "Joining now")]
     await gateway.api.call("voicecall.end", {"callId": record.call_id})
+
+
+async def test_when_the_call_uuid_differs_from_the_request_uuid_commands_follow_the_call_uuid(
+        tmp_path: Path) -> None:
+    async with PlivoSimulator(time_scale=0.05, speak_ms_per_char=5,
+                              distinct_request_uuid=True) as sim, \
+            running_gateway(tmp_path, plivo_config(sim, free_port())) as gateway:
+        sim.script(CALLEE, Callee(replies=["Sure"], reply_delay_s=0.1))
+        record = await place_call(gateway, CALLEE, "Hello there", "conversation")
+        call = await sim.wait_for_call()
+        assert record.provider_call_id == call.request_uuid != call.uuid
+        answer = await gateway.api.call("voicecall.continue",
+                                        {"callId": record.call_id, "message": "Shall we?"})
+        assert answer["transcript"] == "Sure" and call.said == ["Hello there", "Shall we?"]
+        transfers = [r.path for r in sim.api_requests if r.method == "POST" and "/Call/" in r.path
+                     and not r.path.endswith("/Call/")]
+        assert transfers and all(call.uuid in path for path in transfers)
+        await gateway.api.call("voicecall.end", {"callId": record.call_id})
+        assert await call.wait_ended() == "completed"
+        assert [r.status_code for r in sim.api_requests if r.method == "DELETE"] == [204]

@@ -511,11 +511,16 @@ class MarkupProvider(ABC):
         expected = str(state.get("streamToken") or "")
         return bool(expected) and hmac.compare_digest(expected.encode(), token.encode())
 
+    def _stream_call(self, carrier_call_id: str) -> CallRecord | None:
+        """The live call a stream's `start` names by the carrier's call id."""
+        call = self.context.live(carrier_call_id)
+        return call if call is not None and call.provider_call_id == carrier_call_id else None
+
     async def authorize_stream(self, start: StreamStart, query_token: str | None) -> str | None:
         """Our call id when `start.call_sid` is a live call and the token is that call's."""
-        call = self.context.live(start.call_sid)
+        call = self._stream_call(start.call_sid)
         token = start.token or query_token
-        if call is None or call.is_terminal or call.provider_call_id != start.call_sid or not token:
+        if call is None or call.is_terminal or not token:
             return None
         return call.call_id if await self.is_valid_stream_token(call.call_id, token) else None
 

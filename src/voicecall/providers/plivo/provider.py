@@ -29,6 +29,8 @@ import httpx
 from voicecall.calls.model import CallRecord, Direction, EndReason
 from voicecall.providers.base import (
     DialRequest,
+    EventOutcome,
+    ParsedWebhook,
     ProviderError,
     Verification,
     WebhookRequest,
@@ -107,6 +109,8 @@ class PlivoProvider(MarkupProvider):
                          parse_error=json_error("error"), transport=transport, signature_headers=(
                              f"{V3_HEADER}|{V2_HEADER}", f"{V3_NONCE_HEADER}|{V2_NONCE_HEADER}"))
         self.settings: PlivoSettings = settings
+        self._call_uuids: dict[str, str] = {}
+        """Our call id → its CallUUID, where that differs from the request_uuid."""
         self.serializer: StreamSerializer = PlivoStreamSerializer()
 
     def _call_path(self, provider_call_id: str) -> str:
@@ -173,15 +177,47 @@ class PlivoProvider(MarkupProvider):
             raise ProviderError("Plivo API error: create-call response has no request_uuid")
         return uuid
 
-    def _call_uuid(self, call: CallRecord) -> str:
-        if not call.provider_call_id:
+    # -- request_uuid → CallUUID --------------------------------------------------------------
+    async def webhook_reply(self, request: WebhookRequest, parsed: ParsedWebhook,
+                            outcomes: list[EventOutcome] | None) -> ParsedWebhook:
+        if outcomes is not None:
+            await self._learn_call_uuid(parsed.meta, outcomes)
+        return await super().webhook_reply(request, parsed, outcomes)
+
+    async def _learn_call_uuid(self, meta: dict[str, Any], outcomes: list[EventOutcome]) -> None:
+        """A call placed through the API is known by its `request_uuid` until Plivo's callbacks
+        name its `CallUUID`; when they differ, REST commands and streams use the CallUUID from
+        then on (kept in the call's carrier state, so a restart keeps it)."""
+        call = next((o.call for o in outcomes if o.call is not None), None)
+        uuid = meta.get("providerCallId")
+        if call is None or not uuid or uuid == call.provider_call_id:
+            return
+        if self._call_uuids.get(call.call_id) != uuid:
+            self._call_uuids[call.call_id] = uuid
+            state = await self.context.get_provider_state(call.call_id) or {}
+            await self.context.put_provider_state(call.call_id, {**state, "callUuid": uuid})
+
+    async def _call_uuid(self, call: CallRecord) -> str:
+        uuid = self._call_uuids.get(call.call_id)
+        if uuid is None:
+            state = await self.context.get_provider_state(call.call_id) or {}
+            uuid = str(state.get("callUuid") or call.provider_call_id or "")
+            if uuid:
+                self._call_uuids[call.call_id] = uuid
+        if not uuid:
             raise ProviderError("plivo: the call has no CallUUID yet")
-        return call.provider_call_id
+        return uuid
+
+    def _stream_call(self, carrier_call_id: str) -> CallRecord | None:
+        ours = next((cid for cid, uuid in self._call_uuids.items() if uuid == carrier_call_id),
+                    None)
+        call = self.context.live(ours) if ours else None
+        return call if call is not None else super()._stream_call(carrier_call_id)
 
     async def _transfer(self, call: CallRecord, url: str, *, tolerate_ended: bool = False) -> None:
         """Send the A-leg to `url`: Plivo fetches it and runs the XML it answers."""
         body = {"legs": "aleg", "aleg_url": url, "aleg_method": "POST"}
-        response = await self.http.request("POST", self._path(f"Call/{self._call_uuid(call)}/"),
+        response = await self.http.request("POST", self._path(f"Call/{await self._call_uuid(call)}/"),
                                            json=body, ok_statuses=(404,) if tolerate_ended else ())
         if response.status_code == 404:
             log.info("call %s: transfer skipped, the call has ended", call.call_id)
@@ -196,9 +232,9 @@ class PlivoProvider(MarkupProvider):
 
     async def hangup_call(self, call: CallRecord, reason: EndReason) -> None:
         self._fail_pending(call.call_id)
-        uuid = self._call_uuid(call)
+        uuid = await self._call_uuid(call)
         response = await self.http.request("DELETE", self._path(f"Call/{uuid}/"), idempotent=True,
                                            ok_statuses=(404,))
-        if response.status_code == 404 and call.answered_at is None:
-            await self.http.request("DELETE", self._path(f"Request/{uuid}/"), idempotent=True,
-                                    ok_statuses=(404,))
+        if response.status_code == 404 and call.answered_at is None and call.provider_call_id:
+            await self.http.request("DELETE", self._path(f"Request/{call.provider_call_id}/"),
+                                    idempotent=True, ok_statuses=(404,))

@@ -64,7 +64,9 @@ class PlivoCall:
                  answer_url: str, hangup_url: str | None = None, ring_url: str | None = None,
                  machine_detection_url: str | None = None, ring_timeout_s: float = 120.0) -> None:
         self.uuid = uuid
-        self.request_uuid = uuid  # one destination: the request and the call share the id
+        self.request_uuid = uuid
+        """What the create-call API answered; the same as `uuid` unless the simulator is told
+        otherwise (`distinct_request_uuid`)."""
         self.direction = direction
         self.from_ = from_
         self.to = to

@@ -91,7 +91,8 @@ class PlivoSimulator:
     def __init__(self, *, auth_id: str | None = None, auth_token: str | None = None,
                  time_scale: float = 1.0, speak_ms_per_char: int = 30, webhook_retries: int = 0,
                  host: str = "127.0.0.1", port: int = 0, callback_timeout_s: float = 15.0,
-                 default_callee: Callee | None = None, v2_only: bool = False) -> None:
+                 default_callee: Callee | None = None, v2_only: bool = False,
+                 distinct_request_uuid: bool = False) -> None:
         self.auth_id = auth_id or "MA" + "".join(secrets.choice(string.ascii_uppercase + string.digits)
                                                  for _ in range(18))
         self.auth_token = auth_token or secrets.token_urlsafe(30)
@@ -105,6 +106,9 @@ class PlivoSimulator:
         self.default_callee = default_callee or Callee()
         self.v2_only = v2_only
         """Sign callbacks with the legacy V2 headers only."""
+        self.distinct_request_uuid = distinct_request_uuid
+        """Give API-placed calls a CallUUID other than the `request_uuid` the API answered with
+        (Plivo does for calls to several destinations); else both are the same."""
         self.base_url = ""
         self.calls: dict[str, PlivoCall] = {}
         self.requests: list[CallbackRecord] = []
@@ -446,6 +450,8 @@ class PlivoSimulator:
                          machine_detection_url=body.get("machine_detection_url")
                          if body.get("machine_detection") in ("true", "hangup", True) else None,
                          ring_timeout_s=ring_timeout)
+        if self.distinct_request_uuid:
+            call.request_uuid = str(uuid4())
         self.calls[call.uuid] = call
 
         async def launch() -> None:  # once the 201 is on the wire, as Plivo does
@@ -456,7 +462,11 @@ class PlivoSimulator:
                             background=BackgroundTask(launch))
 
     def _live(self, request: Request) -> PlivoCall | None:
-        call = self.calls.get(request.path_params["uuid"])
+        """The live call the path names: by CallUUID, or by request_uuid on `Request/`."""
+        uuid = request.path_params["uuid"]
+        call = self.calls.get(uuid)
+        if call is None and "/Request/" in request.url.path:
+            call = next((c for c in self.calls.values() if c.request_uuid == uuid), None)
         return call if call is not None and not call.is_ended and call.end_status is None else None
 
     async def _one_call(self, request: Request) -> Response:
