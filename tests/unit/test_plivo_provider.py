@@ -290,3 +290,10 @@ def test_stream_messages_parse_and_render_in_plivos_format() -> None:
     assert json.loads(s.audio("s1", b"\xff"))["event"] == "playAudio"
     assert json.loads(s.mark("s1", "m1")) == {"event": "checkpoint", "streamId": "s1", "name": "m1"}
     assert json.loads(s.clear("s1")) == {"event": "clearAudio", "streamId": "s1"}
+
+
+def test_speak_voices_keep_plivos_own_and_map_openai_voices_as_for_twilio() -> None:
+    from voicecall.providers.plivo.xml import plivo_voice
+
+    assert [plivo_voice(v) for v in (None, "MAN", "Polly.Amy", "onyx", "someone")] == [
+        "WOMAN", "MAN", "Polly.Amy", "Polly.Brian", "WOMAN"]

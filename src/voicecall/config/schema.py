@@ -469,8 +469,8 @@ class TtsProviderConfig(_Model):
     model: NonEmptyStr | None = Field(
         None, description="OpenAI: speech model (`gpt-4o-mini-tts` when unset).")
     voice: NonEmptyStr | None = Field(
-        None, description="OpenAI: voice (`alloy` when unset). Twilio's own speech maps it onto a "
-        "similar Amazon Polly voice.")
+        None, description="OpenAI: voice (`alloy` when unset). Twilio's and Plivo's own speech map it "
+        "onto a similar Amazon Polly voice.")
     voice_id: NonEmptyStr | None = Field(
         None, description="ElevenLabs: voice id (a default voice when unset).")
     model_id: NonEmptyStr | None = Field(
@@ -793,7 +793,7 @@ class VoiceCallConfig(_Model):
         default_factory=WebhookSecurityConfig, description="Which forwarding headers are trusted when the "
         "webhook URL a carrier signed is rebuilt from a request (only without publicUrl).")
     streaming: StreamingConfig = Field(
-        default_factory=StreamingConfig, description="Media streams (Twilio): streamed speech out, "
+        default_factory=StreamingConfig, description="Media streams (Twilio, Plivo): streamed speech out, "
         "streaming speech-to-text in, interruptions.")
     realtime: RealtimeConfig = Field(
         default_factory=RealtimeConfig, description="Realtime speech-to-speech voice. Not available in this "

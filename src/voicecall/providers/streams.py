@@ -1,7 +1,7 @@
 """What a carrier's media-stream wire format has to provide: inbound messages parsed into a few
 carrier-neutral kinds, and outbound audio / marks / clears rendered back into its format.
 
-Each carrier supplies one `StreamSerializer` (Twilio's JSON events now; Telnyx and Plivo later),
+Each carrier supplies one `StreamSerializer` (Twilio's and Plivo's JSON events),
 in the shape of Pipecat's per-carrier frame serializers. Everything else about a stream (guards,
 STT, playback, pacing, barge-in) is shared.
 """

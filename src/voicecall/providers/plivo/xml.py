@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape, quoteattr
 
+from voicecall.providers.markup import polly_voice
+
 __all__ = ["PlivoXmlDialect", "plivo_voice"]
 
 HOLD_WAIT_S = 60
@@ -14,20 +16,12 @@ LISTEN_TIMEOUT_S = 60  # GetInput's executionTimeout maximum
 SPEECH_END_TIMEOUT = "auto"
 QUEUE_WAIT_S = 3600
 
-_OPENAI_TO_POLLY = {
-    "alloy": "Polly.Joanna", "echo": "Polly.Matthew", "fable": "Polly.Amy",
-    "onyx": "Polly.Brian", "nova": "Polly.Salli", "shimmer": "Polly.Kimberly",
-}
-
-
 def plivo_voice(voice: str | None) -> str:
-    """A TTS voice name as a Plivo `<Speak voice>`: `Polly.*`, `WOMAN` and `MAN` as they are,
-    OpenAI voice names to a similar Polly voice (as for Twilio, D41), anything else `WOMAN`."""
-    if not voice:
-        return "WOMAN"
-    if voice.startswith("Polly.") or voice in ("WOMAN", "MAN"):
+    """A TTS voice name as a Plivo `<Speak voice>`: `WOMAN` and `MAN` as they are, Polly and
+    OpenAI voices as for Twilio (D41), anything else `WOMAN`."""
+    if voice in ("WOMAN", "MAN"):
         return voice
-    return _OPENAI_TO_POLLY.get(voice.lower(), "WOMAN")
+    return polly_voice(voice) or "WOMAN"
 
 
 def _element(tag: str, body: str | None = None, **attrs: str | int | None) -> str:

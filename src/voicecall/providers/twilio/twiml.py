@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape, quoteattr
 
+from voicecall.providers import markup
+
 HEADER = '<?xml version="1.0" encoding="UTF-8"?>'
 HOLD_PAUSE_S = 60
 LISTEN_TIMEOUT_S = 120
 
-_OPENAI_TO_POLLY = {
-    "alloy": "Polly.Joanna", "echo": "Polly.Matthew", "fable": "Polly.Amy",
-    "onyx": "Polly.Brian", "nova": "Polly.Salli", "shimmer": "Polly.Kimberly",
-}
-
-
 def polly_voice(voice: str | None) -> str:
     """Map a TTS voice name onto a Twilio `<Say>` voice: `Polly.*` and `Google.*` names as they
-    are, OpenAI voice names to a similar Polly voice, anything else to Polly.Joanna."""
-    if not voice:
-        return "Polly.Joanna"
-    if voice.startswith(("Polly.", "Google.")):
+    are, OpenAI voice names to a similar Polly voice, anything else to Polly.Joanna (D41)."""
+    if voice and voice.startswith("Google."):
         return voice
-    return _OPENAI_TO_POLLY.get(voice.lower(), "Polly.Joanna")
+    return markup.polly_voice(voice) or "Polly.Joanna"
 
 
 def _attrs(**attrs: str | int | None) -> str:
