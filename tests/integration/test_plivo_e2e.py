@@ -3,6 +3,7 @@ with V3-signed callbacks, the Voice API and Plivo XML as Plivo speaks them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -13,6 +14,7 @@ import pytest
 from tests.helpers import call_ended, eventually, free_port, place_call
 from tests.integration.plivo_setup import CALLEE, FRIEND, OUR_NUMBER, STRANGER, plivo_config
 from voicecall.gateway.runtime import Runtime
+from voicecall.testing.fakes import FakeOpenAI
 from voicecall.testing.gateway import running_gateway
 from voicecall.testing.plivo import Callee, PlivoSimulator
 
@@ -212,3 +214,25 @@ async def test_when_the_call_uuid_differs_from_the_request_uuid_commands_follow_
         await gateway.api.call("voicecall.end", {"callId": record.call_id})
         assert await call.wait_ended() == "completed"
         assert [r.status_code for r in sim.api_requests if r.method == "DELETE"] == [204]
+
+
+async def test_an_accepted_inbound_caller_is_answered_by_the_responder_turn_after_turn(
+        tmp_path: Path) -> None:
+    replies = ["We open at nine.", "Yes, on Saturdays too."]
+    async with FakeOpenAI() as model:
+        for reply in replies:
+            model.script(json.dumps({"spoken": reply}))
+        async with PlivoSimulator(time_scale=0.05, speak_ms_per_char=5) as sim, running_gateway(
+                tmp_path, plivo_config(sim, free_port(), responder={"enabled": True,
+                                                                     "baseUrl": model.base_url},
+                                       responseModel="openai/gpt-4o-mini"),
+                env={"OPENAI_API_KEY": "sk-test-not-real"}) as gateway:
+            caller = Callee(replies=["When do you open?", "Saturdays as well?"], reply_delay_s=0.1)
+            call = await sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url, callee=caller)
+            await call.wait_until(lambda: len(call.said) == 3, timeout=20)
+            assert call.said == ["Hello! How can I help you today?", *replies]
+            record = gateway.service.live(call.uuid)
+            assert record is not None
+            await eventually(lambda: [t.speaker for t in record.transcript] == [
+                "bot", "user", "bot", "user", "bot"])
+            await call.hangup()
