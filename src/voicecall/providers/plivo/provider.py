@@ -62,6 +62,9 @@ INLINE_FIRST_DOCUMENT_S = 1.5
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlivoSettings(MarkupCarrierSettings):
+    """The Plivo account (auth id and token: REST Basic auth and the key of every signature);
+    the rest is what every markup carrier has."""
+
     auth_id: str
     auth_token: str
     api_base_url: str = API_BASE_URL
@@ -102,6 +105,8 @@ class PlivoProvider(MarkupProvider):
     status_field = "call_status"
     status_aliases = PLIVO_STATUS
     inline_first_document_s = INLINE_FIRST_DOCUMENT_S
+    serializer: StreamSerializer = PlivoStreamSerializer()  # stateless: one for every stream
+    _voice_name = staticmethod(plivo_voice)
 
     def __init__(self, settings: PlivoSettings, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -111,16 +116,12 @@ class PlivoProvider(MarkupProvider):
         self.settings: PlivoSettings = settings
         self._call_uuids: dict[str, str] = {}
         """Our call id → its CallUUID, where that differs from the request_uuid."""
-        self.serializer: StreamSerializer = PlivoStreamSerializer()
 
     def _call_path(self, provider_call_id: str) -> str:
         return self._path(f"Call/{provider_call_id}/")
 
     def _path(self, suffix: str) -> str:
         return f"/v1/Account/{self.settings.auth_id}/{suffix}"
-
-    def _voice_name(self, voice: str) -> str:
-        return plivo_voice(voice)
 
     def _new_stream_token(self) -> str:
         return secrets.token_hex(16)  # extraHeaders allow alphanumerics only
