@@ -181,11 +181,13 @@ class PlivoSimulator:
         return next(iter(self.calls.values()))
 
     async def place_inbound(self, from_: str, to: str, answer_url: str, *,
-                            callee: Callee | None = None) -> PlivoCall:
-        """Someone at `from_` calls `to`, a number whose answer URL is `answer_url`."""
+                            callee: Callee | None = None,
+                            hangup_url: str | None = None) -> PlivoCall:
+        """Someone at `from_` calls `to`, a number whose application has `answer_url` (and
+        `hangup_url`, the answer URL unless given)."""
         call = PlivoCall(uuid=str(uuid4()), direction="inbound", from_=_digits(from_),
                          to=_digits(to), callee=callee or self.default_callee,
-                         answer_url=answer_url, hangup_url=answer_url)
+                         answer_url=answer_url, hangup_url=hangup_url or answer_url)
         self.calls[call.uuid] = call
         self._spawn(self._run(call, self._inbound(call)))
         return call
@@ -337,7 +339,8 @@ class PlivoSimulator:
             text = handoff.next_xml
             if text is None:
                 assert handoff.next_url is not None
-                text = await self.callback(call, kind, handoff.next_url)
+                text = await self.callback(call, kind, handoff.next_url,
+                                           {"Event": "StartApp"} if kind == "answer" else None)
                 if text is None:
                     call.errors.append(f"7011 Error Reaching Answer URL: {handoff.next_url}")
                     return "completed", "ANSWER_URL_ERROR", "Error"
@@ -380,12 +383,14 @@ class PlivoSimulator:
     # -- REST API ----------------------------------------------------------------------------------
     def _app(self) -> Starlette:
         base = "/v1/Account/{auth_id}/"
-        return Starlette(routes=[
+        app = Starlette(routes=[
             Route(base + "Call/", self._calls, methods=["POST", "GET"]),
             Route(base + "Call/{uuid}/", self._one_call, methods=["GET", "POST", "DELETE"]),
             Route(base + "Call/{uuid}/DTMF/", self._dtmf, methods=["POST"]),
             Route(base + "Request/{uuid}/", self._request, methods=["DELETE"]),
         ])
+        app.router.redirect_slashes = False  # a path without its trailing slash is not found
+        return app
 
     def _authorized(self, request: Request) -> bool:
         scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
