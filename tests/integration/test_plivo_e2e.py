@@ -236,3 +236,20 @@ async def test_an_accepted_inbound_caller_is_answered_by_the_responder_turn_afte
             await eventually(lambda: [t.speaker for t in record.transcript] == [
                 "bot", "user", "bot", "user", "bot"])
             await call.hangup()
+
+
+async def test_callbacks_delivered_twice_change_the_call_once(tmp_path: Path) -> None:
+    async with PlivoSimulator(time_scale=0.05, speak_ms_per_char=5, webhook_retries=1) as sim, \
+            running_gateway(tmp_path, plivo_config(sim, free_port())) as gateway:
+        sim.script(CALLEE, Callee(replies=["Yes"], reply_delay_s=0.1))
+        record = await place_call(gateway, CALLEE, "Good morning", "conversation")
+        call = await sim.wait_for_call()
+        answer = await gateway.api.call("voicecall.continue",
+                                        {"callId": record.call_id, "message": "Ready?"})
+        assert answer["transcript"] == "Yes" and call.said == ["Good morning", "Ready?"]
+        copies = [r for r in sim.requests if r.kind == "answer"]
+        assert len(copies) == 2 and copies[0].body == copies[1].body
+        assert [(t.speaker, t.text) for t in record.transcript] == [
+            ("bot", "Good morning"), ("bot", "Ready?"), ("user", "Yes")]
+        await gateway.api.call("voicecall.end", {"callId": record.call_id})
+        assert await call.wait_ended() == "completed"

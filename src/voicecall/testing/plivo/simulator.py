@@ -99,7 +99,7 @@ class PlivoSimulator:
         self.time_scale = time_scale
         self.speak_ms_per_char = speak_ms_per_char
         self.webhook_retries = max(0, webhook_retries)
-        """Extra deliveries of every callback that failed (5xx or no answer), as Plivo retries."""
+        """Extra identical copies of every callback, as Plivo sends on retries."""
         self.host = host
         self.port = port
         self.callback_timeout_s = callback_timeout_s
@@ -225,24 +225,36 @@ class PlivoSimulator:
 
     async def callback(self, call: PlivoCall, kind: str, url: str,
                        extra: dict[str, str] | None = None) -> str | None:
-        """POST a signed, form-encoded callback; the answer's body, None when it failed."""
+        """POST a signed, form-encoded callback, then `webhook_retries` identical copies (same
+        nonce and signature, as a retry is); the first answer's body, None when it failed.
+
+        A request on the wire is finished even if the call is transferred or hung up meanwhile
+        (the app sees whole requests)."""
         params = {**self._params(call), **(extra or {})}
         headers = self.signed_headers(url, params)
-        body = urlencode(params)
-        for _attempt in range(1 + self.webhook_retries):
-            record = CallbackRecord(kind, call.uuid, url, params, headers)
-            self.requests.append(record)
-            assert self._http is not None
-            try:
-                response = await self._http.post(url, content=body, headers={
-                    **headers, "content-type": "application/x-www-form-urlencoded"})
-            except httpx.HTTPError as exc:
-                record.error = f"{type(exc).__name__}: {exc}"
-                continue
-            record.status_code, record.body = response.status_code, response.text
-            if response.status_code < 500:
-                return response.text if response.is_success else None
-        return None
+        first: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+
+        async def deliveries() -> None:
+            for _copy in range(1 + self.webhook_retries):
+                body = await self._post(CallbackRecord(kind, call.uuid, url, params, headers))
+                if not first.done():
+                    first.set_result(body)
+
+        self._spawn(deliveries())
+        return await asyncio.shield(first)
+
+    async def _post(self, record: CallbackRecord) -> str | None:
+        self.requests.append(record)
+        assert self._http is not None, "simulator not started"
+        try:
+            response = await self._http.post(record.url, content=urlencode(record.params),
+                                             headers={**record.headers, "content-type":
+                                                      "application/x-www-form-urlencoded"})
+        except httpx.HTTPError as exc:
+            record.error = f"{type(exc).__name__}: {exc}"
+            return None
+        record.status_code, record.body = response.status_code, response.text
+        return response.text if response.is_success else None
 
     def _notify(self, call: PlivoCall, kind: str, url: str | None,
                 extra: dict[str, str] | None = None) -> None:
