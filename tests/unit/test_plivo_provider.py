@@ -297,3 +297,18 @@ def test_speak_voices_keep_plivos_own_and_map_openai_voices_as_for_twilio() -> N
 
     assert [plivo_voice(v) for v in (None, "MAN", "Polly.Amy", "onyx", "someone")] == [
         "WOMAN", "MAN", "Polly.Amy", "Polly.Brian", "WOMAN"]
+
+
+async def test_words_that_miss_the_answer_are_transferred_not_lost() -> None:
+    import asyncio
+
+    p, ctx, seen = make(lambda r: httpx.Response(202, json={}))
+    p.inline_first_document_s = 0.05
+    record = call()
+    ctx.calls["c1"] = record
+    root = await reply(p, request("callId=c1", CallUUID=UUID, CallStatus="in-progress"), record)
+    assert [e.tag for e in root] == ["Wait", "Redirect"]  # nothing came in time: hold
+    speaking = asyncio.ensure_future(p.play_tts(record, "Late words"))
+    await asyncio.sleep(0.05)
+    assert len(seen) == 1 and "type=doc" in json.loads(seen[0].content)["aleg_url"]
+    speaking.cancel()

@@ -396,6 +396,21 @@ class MarkupProvider(ABC):
             if stored is not None and stored[0] == meta.get("doc"):
                 return stored[1]
         answering = kind in (None, "answered") and meta.get("status") == "in-progress"
+        inline = (answering and outcomes is not None and self.inline_first_document_s > 0
+                  and not meta.get("gather"))
+        # Opened before anything is awaited, so the call's first words cannot slip past it.
+        waiter = self._open_answer_waiter(call.call_id) if inline else None
+        body: str | None = None
+        try:
+            body = await self._answer(call, meta, answering, waiter)
+            return body
+        finally:
+            if waiter is not None:
+                self._close_answer_waiter(call, waiter, answered_with=body)
+
+    async def _answer(self, call: CallRecord, meta: dict[str, Any], answering: bool,
+                      waiter: asyncio.Future[str] | None) -> str:
+        d = self.dialect
         if meta.get("inboundStart"):
             queued = await self._inbound_start(call, answered=answering)
             if queued is not None:
@@ -405,13 +420,12 @@ class MarkupProvider(ABC):
             if call.direction == "inbound":
                 self._streaming_inbound.add(call.call_id)
             return d.stream(stream_url, await self.stream_token(call.call_id))
-        if kind == "listen" and self._listening.get(call.call_id) == meta.get("turnToken"):
+        if meta.get("kind") == "listen" and \
+                self._listening.get(call.call_id) == meta.get("turnToken"):
             return await self._listen_document(call.call_id, meta["turnToken"])
-        if answering and outcomes is not None and self.inline_first_document_s > 0 \
-                and not meta.get("gather"):
-            first = await self._first_document(call.call_id)
-            if first is not None:
-                return first
+        if waiter is not None:
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(waiter), self.inline_first_document_s)
         return d.hold(await self._call_url(call.call_id, type="hold"))
 
     async def _inbound_start(self, call: CallRecord, *, answered: bool) -> str | None:
@@ -427,17 +441,31 @@ class MarkupProvider(ABC):
             return None
         return self.dialect.redirect(await self._call_url(call.call_id, type="answered"))
 
-    async def _first_document(self, call_id: str) -> str | None:
-        """Wait (bounded) for the first document the call service sends an answered call."""
+    def _open_answer_waiter(self, call_id: str) -> asyncio.Future[str]:
+        """Catch the first document the call service sends an answered call (D81)."""
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._answer_waiters[call_id] = waiter
+        return waiter
+
+    def _close_answer_waiter(self, call: CallRecord, waiter: asyncio.Future[str], *,
+                             answered_with: str | None) -> None:
+        """The answer is out: later documents go the carrier's way. A document that reached the
+        waiter but is not the answer (too late, or another answer was due) is sent that way too,
+        so none is lost."""
+        if self._answer_waiters.get(call.call_id) is waiter:
+            del self._answer_waiters[call.call_id]
+        if not waiter.done():
+            waiter.cancel()
+        elif not waiter.cancelled() and waiter.result() != answered_with:
+            task = asyncio.get_running_loop().create_task(self._push_logged(call, waiter.result()))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _push_logged(self, call: CallRecord, document: str) -> None:
         try:
-            return await asyncio.wait_for(waiter, self.inline_first_document_s)
-        except TimeoutError:
-            return None
-        finally:
-            if self._answer_waiters.get(call_id) is waiter:
-                del self._answer_waiters[call_id]
+            await self._push(call, document)
+        except Exception as exc:
+            log.warning("call %s: could not send a document to the carrier: %s", call.call_id, exc)
 
     async def _send_document(self, call: CallRecord, document: str) -> None:
         """Run `document` on the call: in the open answer webhook's reply when one is waiting
