@@ -6,12 +6,14 @@ How a call is driven (no media stream):
   call id, `ring_timeout` from `ringTimeoutMs`, and machine detection for notify calls when
   `outbound.machineDetection` is on;
 - the answer fetch waits briefly for the call's first document (its first words, or a listen)
-  and answers with it, so a notify message costs no extra round trip; else it holds;
-- every later document (speak, listen, keys) is kept by the adapter and the A-leg is
-  transferred (`POST Call/{uuid}/`, `aleg_url`) to a URL that serves it;
+  and answers with it, so a notify message costs no extra round trip; else it holds (D81);
+- every later document (speak, listen, keys as `<DTMF>`, D83) is kept by the adapter and the
+  A-leg is transferred (`POST Call/{uuid}/`, `aleg_url`) to a URL that serves it;
 - speech input is a `GetInput inputType="speech"` whose action URL carries the turn token;
 - hang-up: `DELETE Call/{uuid}/`, and `DELETE Request/{uuid}/` for a call still ringing; 404 is
-  "already ended".
+  "already ended";
+- the call is known by the `request_uuid` the API answers with until the callbacks name its
+  `CallUUID`; commands and streams then use the CallUUID.
 """
 
 from __future__ import annotations
