@@ -75,6 +75,20 @@ def test_v3_base_string_and_signature_match_the_sdk_vectors(
     assert sign_v3(TOKEN, method, url, pairs, NONCE) == signature
 
 
+@pytest.mark.parametrize("method,url,pairs", [
+    ("POST", P1_URL, P1_PARAMS),
+    ("POST", "https://agent.example.test/plivo/getinput/?turn=2&q=a%20b", P2_PARAMS),
+    ("GET", f"https://agent.example.test/plivo/hangup/?CallUUID={UUID}&Duration=17", []),
+    ("POST", "https://agent.example.test/plivo/ring/", []),
+])
+def test_the_sdk_accepts_our_signatures_on_the_vector_requests(
+        method: str, url: str, pairs: list[tuple[str, str]]) -> None:
+    ours = sign_v3(TOKEN, method, url, pairs, NONCE)
+    assert validate_v3_signature(method, url, NONCE, TOKEN, ours, sdk_params(pairs) or None)
+    assert not validate_v3_signature(method, url, NONCE, "another-token", ours,
+                                     sdk_params(pairs) or None)
+
+
 def test_multi_valued_post_params_are_signed_sorted_without_separators() -> None:
     pairs = [("a", "2"), ("a", "1"), ("b", "z")]
     assert v3_base_string("POST", "https://agent.example.test/x/", pairs) == \
