@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pty
 import select
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 
@@ -55,3 +57,83 @@ def run_on_terminal(args: list[str], env: dict[str, str], *, stream: str) -> tup
             break
     os.close(master)
     return proc.wait(timeout=15), b"".join(chunks).decode(errors="replace")
+
+
+class FakeProviderContext:
+    """A `ProviderContext` for adapter unit tests: calls and carrier state in dicts."""
+
+    stream_url: str | None = None
+
+    def __init__(self, webhook_url: str) -> None:
+        self.webhook_url = webhook_url
+        self.state: dict[str, dict[str, Any]] = {}
+        self.calls: dict[str, Any] = {}
+
+    async def emit(self, events: Any) -> list[Any]:
+        return []
+
+    async def get_provider_state(self, call_id: str) -> dict[str, Any] | None:
+        return self.state.get(call_id)
+
+    async def put_provider_state(self, call_id: str, data: dict[str, Any]) -> None:
+        self.state[call_id] = data
+
+    def live(self, call_id: str) -> Any:
+        return self.calls.get(call_id)
+
+    async def get_call(self, call_id: str) -> Any:
+        return self.calls.get(call_id)
+
+    async def was_rejected(self, provider_call_id: str) -> bool:
+        return False
+
+
+async def call_ended(runtime: Any, call_id: str, within: float = 10.0) -> Any:
+    """The gateway's record of `call_id` once it has ended (AssertionError after `within` s)."""
+    async def check() -> Any:
+        record = await runtime.service.get_call(call_id)
+        return record if record is not None and record.is_terminal else None
+
+    return await eventually(check, within)
+
+
+async def place_call(runtime: Any, to: str, message: str, mode: str) -> Any:
+    """Place a call through the gateway's API; its record, once the carrier has an id for it."""
+    result = await runtime.api.call("voicecall.initiate", {"to": to, "message": message,
+                                                           "mode": mode})
+    record = await runtime.service.get_call(result["callId"])
+    assert record is not None and record.provider_call_id
+    return record
+
+
+@contextlib.asynccontextmanager
+async def standalone_simulator(carrier: str, *args: str) -> AsyncIterator[
+        tuple[str, asyncio.subprocess.Process]]:
+    """Run `python -m voicecall.testing.<carrier> ARGS`; yields its config block, as printed."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", f"voicecall.testing.{carrier}", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        block: list[str] = []
+        async with asyncio.timeout(20):
+            while not block or block[-1] != "}":
+                line = (await proc.stdout.readline()).decode()
+                assert line, "the simulator exited before printing its config block"
+                if block or line.rstrip("\n") == "{":
+                    block.append(line.rstrip("\n"))
+        yield "\n".join(block) + "\n", proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+
+
+def openai_speech_settings(speech: Any, stt: Any) -> dict[str, Any]:
+    """Config for streamed calls whose TTS and transcription are the local OpenAI fakes."""
+    return {
+        "streaming": {"enabled": True, "provider": "openai",
+                      "providers": {"openai": {"apiKey": "sk-test", "baseUrl": stt.base_url}}},
+        "tts": {"provider": "openai",
+                "providers": {"openai": {"apiKey": "sk-test", "baseUrl": speech.openai_base_url}}},
+    }

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.helpers import eventually, free_port
+from tests.helpers import eventually, free_port, openai_speech_settings
 from voicecall.audio.g711 import ulaw_decode
 from voicecall.audio.resample import StreamingResampler
 from voicecall.calls.model import CallRecord
@@ -41,10 +41,7 @@ def streaming_config(sim: TwilioSimulator, speech: FakeSpeech, stt: FakeRealtime
         "twilio": {"accountSid": sim.account_sid, "authToken": sim.auth_token, "apiBaseUrl": sim.base_url},
         "serve": {"port": port}, "publicUrl": f"http://127.0.0.1:{port}/voice/webhook",
         "outbound": {"notifyHangupDelaySec": 0}, "maxConcurrentCalls": 5,
-        "streaming": {"enabled": True, "provider": "openai",
-                      "providers": {"openai": {"apiKey": "sk-test", "baseUrl": stt.base_url}}},
-        "tts": {"provider": "openai",
-                "providers": {"openai": {"apiKey": "sk-test", "baseUrl": speech.openai_base_url}}},
+        **openai_speech_settings(speech, stt),
         **extra,
     }
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import eventually, free_port
-from tests.integration.test_twilio_e2e import CALLEE, OUR_NUMBER, ended, place, twilio_config
+from tests.helpers import call_ended, eventually, free_port, place_call
+from tests.integration.test_twilio_e2e import CALLEE, OUR_NUMBER, twilio_config
 from voicecall.agent.tool import dispatch_tool
 from voicecall.service.errors import CallError
 from voicecall.testing.gateway import running_gateway
@@ -40,13 +40,13 @@ async def test_answered_transfer_bridges_then_ends_the_call_as_transferred(
     async with running_gateway(tmp_path, config(sim)) as gateway:
         sim.script(CALLEE, Callee())
         sim.script(DESK, Callee(answer_after_s=0.2, hangup_after_s=1.0))
-        record = await place(gateway, "Hello, this is the clinic", "conversation")
+        record = await place_call(gateway, CALLEE, "Hello, this is the clinic", "conversation")
         await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
         started = await gateway.api.call("voicecall.transfer", {
             "callId": record.call_id, "to": DESK, "message": "Putting you through now"})
         assert started == {"success": True, "callId": record.call_id, "to": DESK,
                            "status": "dialing"}
-        final = await ended(gateway, record.call_id, within=15)
+        final = await call_ended(gateway, record.call_id, within=15)
         call = sim.call(record.provider_call_id or "")
         assert call.said == ["Hello, this is the clinic", "Putting you through now"]
         assert [(d.number, d.caller_id, d.status) for d in call.dials] == [
@@ -64,7 +64,7 @@ async def test_unanswered_transfer_hands_the_call_back_to_the_agent(
     async with running_gateway(tmp_path, config(sim, timeoutSec=5)) as gateway:
         sim.script(CALLEE, Callee(replies=["Okay, what now?"], reply_delay_s=0.1))
         sim.script(DESK, Callee(outcome=outcome, answer_after_s=0.1))  # type: ignore[arg-type]
-        record = await place(gateway, "Hello", "conversation")
+        record = await place_call(gateway, CALLEE, "Hello", "conversation")
         await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
         await gateway.api.call("voicecall.transfer", {"callId": record.call_id, "to": DESK})
         call = sim.call(record.provider_call_id or "")
@@ -82,7 +82,7 @@ async def test_a_model_may_transfer_only_to_allowed_numbers(tmp_path: Path,
                                                             sim: TwilioSimulator) -> None:
     async with running_gateway(tmp_path, config(sim)) as gateway:
         sim.script(CALLEE, Callee())
-        record = await place(gateway, "Hello", "conversation")
+        record = await place_call(gateway, CALLEE, "Hello", "conversation")
         await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
         refused = await dispatch_tool({"action": "transfer_call", "callId": record.call_id,
                                        "to": "+15550001234", "asAgent": False},
@@ -102,6 +102,6 @@ async def test_mock_carrier_transfer_is_bridged_then_transferred(tmp_path: Path)
         record = await eventually(lambda: gateway.service.live(call_id))
         await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
         await gateway.api.call("voicecall.transfer", {"callId": call_id, "to": DESK})
-        final = await ended(gateway, call_id)
+        final = await call_ended(gateway, call_id)
         assert final.end_reason == "transferred"
         assert tool_lines(final)[-1] == f"transfer to {DESK}: completed"

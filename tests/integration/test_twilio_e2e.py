@@ -11,8 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import eventually, free_port
-from voicecall.calls.model import CallRecord
+from tests.helpers import call_ended, eventually, free_port, place_call
 from voicecall.gateway.runtime import Runtime
 from voicecall.testing.gateway import running_gateway
 from voicecall.testing.twilio import Callee, TwilioSimulator
@@ -22,7 +21,6 @@ OUR_NUMBER = "+15550000000"
 CALLEE = "+15555550123"
 FRIEND = "+15557770001"
 STRANGER = "+15558880002"
-
 
 
 @pytest.fixture
@@ -49,31 +47,13 @@ async def gateway(tmp_path: Path, sim: TwilioSimulator) -> AsyncIterator[Runtime
         yield runtime
 
 
-
-async def ended(runtime: Runtime, call_id: str, within: float = 10.0) -> CallRecord:
-    async def check() -> CallRecord | None:
-        record = await runtime.service.get_call(call_id)
-        return record if record is not None and record.is_terminal else None
-
-    result: CallRecord = await eventually(check, within)
-    return result
-
-
-async def place(runtime: Runtime, message: str, mode: str) -> CallRecord:
-    result = await runtime.api.call("voicecall.initiate", {"to": CALLEE, "message": message,
-                                                           "mode": mode})
-    record = await runtime.service.get_call(result["callId"])
-    assert record is not None and record.provider_call_id
-    return record
-
-
 async def test_notify_message_is_heard_exactly_once_then_hung_up_after_playback(tmp_path: Path) -> None:
     # Real-time speech (10 ms a character): a hang-up that did not wait for playback would cut it.
     async with TwilioSimulator(time_scale=1.0, say_ms_per_char=10) as sim, \
             running_gateway(tmp_path, twilio_config(sim, free_port())) as gateway:
         sim.script(CALLEE, Callee(answer_after_s=0.1))
-        record = await place(gateway, "Your order has shipped", "notify")
-        final = await ended(gateway, record.call_id)
+        record = await place_call(gateway, CALLEE, "Your order has shipped", "notify")
+        final = await call_ended(gateway, record.call_id)
         call = sim.call(record.provider_call_id or "")
         await call.wait_ended()
         assert call.said == ["Your order has shipped"]
@@ -87,7 +67,7 @@ async def test_notify_message_is_heard_exactly_once_then_hung_up_after_playback(
 async def test_three_turn_conversation_driven_by_continue(gateway: Runtime, sim: TwilioSimulator) -> None:
     sim.script(CALLEE, Callee(replies=["Hi, I'm well", "Tuesday at noon", "No, that's all"],
                               reply_delay_s=0.2))
-    record = await place(gateway, "Hello, this is the clinic", "conversation")
+    record = await place_call(gateway, CALLEE, "Hello, this is the clinic", "conversation")
     await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
     answers = [await gateway.api.call("voicecall.continue", {"callId": record.call_id, "message": q})
                for q in ("How are you?", "When can you come in?", "Anything else?")]
@@ -106,15 +86,15 @@ async def test_three_turn_conversation_driven_by_continue(gateway: Runtime, sim:
 async def test_unanswered_outcomes_map_to_end_reasons(gateway: Runtime, sim: TwilioSimulator,
                                                       outcome: str, reason: str) -> None:
     sim.script(CALLEE, Callee(outcome=outcome, answer_after_s=0.1))  # type: ignore[arg-type]
-    record = await place(gateway, "Hello", "notify")
-    final = await ended(gateway, record.call_id, within=15)
+    record = await place_call(gateway, CALLEE, "Hello", "notify")
+    final = await call_ended(gateway, record.call_id, within=15)
     assert final.end_reason == reason and final.answered_at is None
     assert sim.call(record.provider_call_id or "").said == []
 
 
 async def test_dtmf_sent_mid_call_is_heard_by_the_callee(gateway: Runtime, sim: TwilioSimulator) -> None:
     sim.script(CALLEE, Callee())
-    record = await place(gateway, "Connecting you", "conversation")
+    record = await place_call(gateway, CALLEE, "Connecting you", "conversation")
     await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
     await gateway.api.call("voicecall.dtmf", {"callId": record.call_id, "digits": "1234#"})
     assert sim.call(record.provider_call_id or "").digits_heard == "1234#"
@@ -128,7 +108,7 @@ async def test_allowlisted_inbound_caller_is_greeted(gateway: Runtime, sim: Twil
     record = await eventually(lambda: gateway.service.live(call.sid))
     assert record.direction == "inbound" and record.from_ == FRIEND
     await call.hangup()
-    final = await ended(gateway, record.call_id)
+    final = await call_ended(gateway, record.call_id)
     assert final.end_reason == "completed"
 
 
@@ -150,7 +130,7 @@ async def test_rejected_inbound_caller_is_hung_up_once_even_when_twilio_retries(
 async def test_stale_gather_callback_cannot_complete_a_later_turn(gateway: Runtime,
                                                                  sim: TwilioSimulator) -> None:
     sim.script(CALLEE, Callee(replies=["first answer"], reply_delay_s=0.1))
-    record = await place(gateway, "Hello", "conversation")
+    record = await place_call(gateway, CALLEE, "Hello", "conversation")
     await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
     first = await gateway.api.call("voicecall.continue", {"callId": record.call_id, "message": "Q1?"})
     assert first["transcript"] == "first answer"
@@ -221,8 +201,8 @@ async def test_machine_answered_notify_call_ends_as_voicemail_when_detection_is_
             tmp_path, twilio_config(sim, free_port(), outbound={"notifyHangupDelaySec": 0,
                                                                 "machineDetection": True})) as gateway:
         sim.script(CALLEE, Callee(answered_by="machine_start", answer_after_s=0.1))
-        record = await place(gateway, "This is a reminder", "notify")
-        final = await ended(gateway, record.call_id)
+        record = await place_call(gateway, CALLEE, "This is a reminder", "notify")
+        final = await call_ended(gateway, record.call_id)
         assert final.end_reason == "voicemail"
         created = next(r for r in sim.api_requests if r.path.endswith("/Calls.json"))
         assert ("MachineDetection", "Enable") in created.params
@@ -233,7 +213,7 @@ async def test_machine_answered_notify_call_ends_as_voicemail_when_detection_is_
 
 async def test_create_call_request_carries_our_ids_status_events_and_ring_timeout(
         gateway: Runtime, sim: TwilioSimulator) -> None:
-    record = await place(gateway, "Hi", "notify")
+    record = await place_call(gateway, CALLEE, "Hi", "notify")
     created = next(r for r in sim.api_requests if r.path.endswith("/Calls.json"))
     params = dict(created.params)
     assert params["Url"] == f"{gateway.webhook_url}?callId={record.call_id}"
@@ -241,7 +221,7 @@ async def test_create_call_request_carries_our_ids_status_events_and_ring_timeou
     assert [v for k, v in created.params if k == "StatusCallbackEvent"] == [
         "initiated", "ringing", "answered", "completed"]
     assert params["Timeout"] == "30" and "MachineDetection" not in params
-    await ended(gateway, record.call_id)
+    await call_ended(gateway, record.call_id)
 
 
 async def test_pre_connect_dtmf_sequence_is_played_before_the_greeting(gateway: Runtime,

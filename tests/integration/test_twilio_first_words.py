@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import eventually, free_port
+from tests.helpers import call_ended, eventually, free_port, place_call
 from tests.integration.test_media_e2e import streaming_config
-from tests.integration.test_twilio_e2e import CALLEE, FRIEND, OUR_NUMBER, ended, place, twilio_config
+from tests.integration.test_twilio_e2e import CALLEE, FRIEND, OUR_NUMBER, twilio_config
 from voicecall.gateway.runtime import Runtime
 from voicecall.testing.fakes.stt import FakeRealtimeTranscription
 from voicecall.testing.fakes.tts import FakeSpeech
@@ -52,8 +52,8 @@ def rest_documents(sim: TwilioSimulator, call: SimCall) -> list[str]:
 async def test_notify_message_is_in_the_answer_twiml_and_not_sent_by_rest(
         gateway: Runtime, sim: TwilioSimulator) -> None:
     sim.script(CALLEE, Callee(answer_after_s=0.1))
-    record = await place(gateway, "Your order has shipped", "notify")
-    final = await ended(gateway, record.call_id)
+    record = await place_call(gateway, CALLEE, "Your order has shipped", "notify")
+    final = await call_ended(gateway, record.call_id)
     call = sim.call(record.provider_call_id or "")
     await call.wait_ended()
     answer = answer_webhook(call)
@@ -77,7 +77,7 @@ async def test_inbound_greeting_is_in_the_answered_twiml(gateway: Runtime,
 async def test_conversation_opening_is_in_the_answer_and_a_continue_sent_before_it_follows(
         gateway: Runtime, sim: TwilioSimulator) -> None:
     sim.script(CALLEE, Callee(answer_after_s=0.3, replies=["Fine, thanks"], reply_delay_s=0.1))
-    record = await place(gateway, "Hi, this is the clinic", "conversation")
+    record = await place_call(gateway, CALLEE, "Hi, this is the clinic", "conversation")
     answered = await gateway.api.call("voicecall.continue", {"callId": record.call_id,
                                                              "message": "How are you?"})
     assert answered["transcript"] == "Fine, thanks"
@@ -109,7 +109,7 @@ async def test_a_streamed_call_gets_its_stream_in_the_answer_and_speaks_on_it(
         stt: FakeRealtimeTranscription) -> None:
     async with running_gateway(tmp_path, streaming_config(sim, speech, stt, free_port())) as gateway:
         sim.script(CALLEE, Callee(answer_after_s=0.1))
-        record = await place(gateway, "Hello there", "notify")
+        record = await place_call(gateway, CALLEE, "Hello there", "notify")
         call = sim.call(record.provider_call_id or "")
         await call.wait_stream(timeout=10)
         await eventually(lambda: record.is_terminal, 15)

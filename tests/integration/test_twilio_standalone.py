@@ -3,15 +3,11 @@ block works as pasted, and its command line is documented."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import eventually, free_port
+from tests.helpers import eventually, free_port, standalone_simulator
 from voicecall.calls.model import CallRecord
 from voicecall.config import load_config
 from voicecall.gateway.runtime import Runtime
@@ -34,28 +30,6 @@ def test_standalone_simulator_help_describes_every_option(
         assert " ".join(action.help.split()).split("(default")[0].strip() in text
 
 
-@contextlib.asynccontextmanager
-async def standalone_simulator(*args: str) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
-    """Run `python -m voicecall.testing.twilio ARGS`; yields its config block, as printed."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "voicecall.testing.twilio", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        assert proc.stdout is not None
-        block: list[str] = []
-        async with asyncio.timeout(20):
-            while not block or block[-1] != "}":
-                line = (await proc.stdout.readline()).decode()
-                assert line, "the simulator exited before printing its config block"
-                if block or line.rstrip("\n") == "{":
-                    block.append(line.rstrip("\n"))
-        yield "\n".join(block) + "\n", proc
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            await proc.wait()
-
-
 async def ended(runtime: Runtime, call_id: str) -> CallRecord:
     async def check() -> CallRecord | None:
         record = await runtime.service.get_call(call_id)
@@ -67,7 +41,7 @@ async def ended(runtime: Runtime, call_id: str) -> CallRecord:
 
 async def test_standalone_simulator_config_block_works_as_pasted(tmp_path: Path) -> None:
     webhook_port = free_port()
-    async with standalone_simulator("--port", "0", "--webhook-port", str(webhook_port),
+    async with standalone_simulator("twilio", "--port", "0", "--webhook-port", str(webhook_port),
                                     "--answer-after", "0.1", "--say-ms-per-char", "5",
                                     "--replies", "I'm well, thanks") as (block, _proc):
         config_file = tmp_path / "sim.json5"

@@ -291,12 +291,16 @@ class TelnyxConfig(_Model):
 
 
 class PlivoConfig(_Model):
-    """Plivo credentials (env fallback PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN)."""
+    """Plivo credentials (env fallback PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN) and REST base URL."""
 
     auth_id: NonEmptyStr | None = Field(
         None, description="Plivo auth id; PLIVO_AUTH_ID fills it when unset.")
     auth_token: Secret | None = Field(
-        None, description="Plivo auth token; PLIVO_AUTH_TOKEN fills it when unset.")
+        None, description="Plivo auth token, for the REST API and to verify webhook signatures; "
+        "PLIVO_AUTH_TOKEN fills it when unset.")
+    api_base_url: HttpUrl | None = Field(
+        None, description="REST API base URL to use instead of `https://api.plivo.com`, e.g. a local Plivo "
+        "simulator; a warning is logged when it is not Plivo's.")
 
 
 # --- server, exposure, security ---------------------------------------------------------------
@@ -525,8 +529,8 @@ class TtsProviderConfig(_Model):
     model: NonEmptyStr | None = Field(
         None, description="OpenAI: speech model (`gpt-4o-mini-tts` when unset).")
     voice: NonEmptyStr | None = Field(
-        None, description="OpenAI: voice (`alloy` when unset). Twilio's own speech maps it onto a "
-        "similar Amazon Polly voice.")
+        None, description="OpenAI: voice (`alloy` when unset). Twilio's and Plivo's own speech map it "
+        "onto a similar Amazon Polly voice.")
     voice_id: NonEmptyStr | None = Field(
         None, description="ElevenLabs: voice id (a default voice when unset).")
     model_id: NonEmptyStr | None = Field(
@@ -822,15 +826,14 @@ class VoiceCallConfig(_Model):
         "entry has them off.")
     provider: ProviderName = Field(
         "mock", description="Carrier that places and receives calls. This build drives `mock` (built in, "
-        "offline) and `twilio`; `telnyx` and `plivo` are refused.")
+        "offline), `twilio` and `plivo`; `telnyx` is refused.")
     telnyx: TelnyxConfig = Field(
         default_factory=TelnyxConfig, description="Telnyx credentials (the Telnyx carrier is not "
         "available in this build).")
     twilio: TwilioConfig = Field(
         default_factory=TwilioConfig, description="Twilio credentials and REST region.")
     plivo: PlivoConfig = Field(
-        default_factory=PlivoConfig, description="Plivo credentials (the Plivo carrier is not available in "
-        "this build).")
+        default_factory=PlivoConfig, description="Plivo credentials and REST base URL.")
     from_number: E164 | None = Field(
         None, description="Our phone number in E.164 form (+15550001234), the caller ID of outbound calls. "
         "Required for real carriers; TWILIO_FROM_NUMBER fills it for twilio.")
@@ -877,7 +880,7 @@ class VoiceCallConfig(_Model):
         default_factory=WebhookSecurityConfig, description="Which forwarding headers are trusted when the "
         "webhook URL a carrier signed is rebuilt from a request (only without publicUrl).")
     streaming: StreamingConfig = Field(
-        default_factory=StreamingConfig, description="Media streams (Twilio): streamed speech out, "
+        default_factory=StreamingConfig, description="Media streams (Twilio, Plivo): streamed speech out, "
         "streaming speech-to-text in, interruptions.")
     realtime: RealtimeConfig = Field(
         default_factory=RealtimeConfig, description="Realtime speech-to-speech voice. Not available in this "
@@ -999,7 +1002,7 @@ class NotBuiltRule:
     message: Callable[[VoiceCallConfig], str]
 
 
-AVAILABLE_PROVIDERS: tuple[str, ...] = ("mock", "twilio")
+AVAILABLE_PROVIDERS: tuple[str, ...] = ("mock", "twilio", "plivo")
 """Carriers this build can actually drive."""
 
 NOT_BUILT_YET: list[NotBuiltRule] = [

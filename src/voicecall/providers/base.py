@@ -111,6 +111,8 @@ class Provider(Protocol):
 
     name: str
     required_headers: tuple[str, ...]
+    """Lower-case header names a genuine webhook always has (an entry `a|b` is satisfied by
+    either); a request without them gets 401 before its body is read."""
 
     @property
     def requires_public_webhook(self) -> bool:

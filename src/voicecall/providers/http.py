@@ -37,6 +37,21 @@ def _default_error(response: httpx.Response) -> tuple[str | int | None, str]:
     return None, response.text[:300] or response.reason_phrase
 
 
+def json_error(message_field: str, code_field: str | None = None) -> ErrorParser:
+    """An error parser for carriers that answer errors with a JSON object: the message (and
+    code) from those fields, else the body's first 300 characters."""
+    def parse(response: httpx.Response) -> tuple[str | int | None, str]:
+        try:
+            body = response.json()
+        except ValueError:
+            return _default_error(response)
+        if not isinstance(body, dict):
+            return _default_error(response)
+        code = body.get(code_field) if code_field else None
+        return code, str(body.get(message_field) or response.reason_phrase)
+    return parse
+
+
 class CarrierHttp:
     """An httpx client bound to one carrier's API."""
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from voicecall.providers.base import Provider
 from voicecall.providers.mock import MockBehaviour, MockProvider
+from voicecall.security.public_url import ForwardingPolicy
 
 if TYPE_CHECKING:
     from voicecall.config import VoiceCallConfig
@@ -47,34 +48,63 @@ def build_provider(config: VoiceCallConfig) -> Provider:
     return factory(config)
 
 
+def _forwarding_policy(config: VoiceCallConfig) -> ForwardingPolicy:
+    security = config.webhook_security
+    return ForwardingPolicy(allowed_hosts=tuple(security.allowed_hosts),
+                            trust_forwarding_headers=security.trust_forwarding_headers,
+                            trusted_proxy_ips=tuple(security.trusted_proxy_ips))
+
+
+def _configured_voice(config: VoiceCallConfig) -> str | None:
+    """The TTS voice of the configured TTS provider (`voice` or `voiceId`), if any."""
+    tts = config.tts
+    provider_cfg = tts.providers.get(tts.provider or "") if tts.provider else None
+    return (provider_cfg.voice or provider_cfg.voice_id) if provider_cfg else None
+
+
 def twilio_from_config(config: VoiceCallConfig) -> Provider:
     from voicecall.providers.twilio.provider import API_HOSTS, TwilioProvider, TwilioSettings
     from voicecall.providers.twilio.twiml import polly_voice
-    from voicecall.security.public_url import ForwardingPolicy
-
     t = config.twilio
     if not t.account_sid or t.auth_token is None:
         raise ValueError("twilio.accountSid and twilio.authToken are required")
-    security = config.webhook_security
     loopback_bind = config.serve.bind in ("127.0.0.1", "::1", "localhost")
-    tts = config.tts
-    provider_cfg = tts.providers.get(tts.provider or "") if tts.provider else None
-    voice = (provider_cfg.voice or provider_cfg.voice_id) if provider_cfg else None
     return TwilioProvider(TwilioSettings(
         account_sid=t.account_sid,
         auth_token=t.auth_token.get_secret_value(),
         api_base_url=t.api_base_url or API_HOSTS[t.region],
         public_url=config.public_url,
-        policy=ForwardingPolicy(allowed_hosts=tuple(security.allowed_hosts),
-                                trust_forwarding_headers=security.trust_forwarding_headers,
-                                trusted_proxy_ips=tuple(security.trusted_proxy_ips)),
+        policy=_forwarding_policy(config),
         ngrok_loopback_bypass=(config.tunnel.provider == "ngrok" and loopback_bind
                                and config.tunnel.allow_ngrok_free_tier_loopback_bypass),
         skip_signature_verification=config.skip_signature_verification,
-        voice=polly_voice(voice),
+        voice=polly_voice(_configured_voice(config)),
         machine_detection=config.outbound.machine_detection,
         streaming=config.streaming.enabled,
     ))
 
 
 BUILTIN["twilio"] = twilio_from_config
+
+
+def plivo_from_config(config: VoiceCallConfig) -> Provider:
+    from voicecall.providers.plivo.provider import API_BASE_URL, PlivoProvider, PlivoSettings
+    from voicecall.providers.plivo.xml import plivo_voice
+
+    p = config.plivo
+    if not p.auth_id or p.auth_token is None:
+        raise ValueError("plivo.authId and plivo.authToken are required")
+    return PlivoProvider(PlivoSettings(
+        auth_id=p.auth_id,
+        auth_token=p.auth_token.get_secret_value(),
+        api_base_url=p.api_base_url or API_BASE_URL,
+        public_url=config.public_url,
+        policy=_forwarding_policy(config),
+        skip_signature_verification=config.skip_signature_verification,
+        voice=plivo_voice(_configured_voice(config)),
+        machine_detection=config.outbound.machine_detection,
+        streaming=config.streaming.enabled,
+    ))
+
+
+BUILTIN["plivo"] = plivo_from_config

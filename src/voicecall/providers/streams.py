@@ -1,15 +1,17 @@
 """What a carrier's media-stream wire format has to provide: inbound messages parsed into a few
 carrier-neutral kinds, and outbound audio / marks / clears rendered back into its format.
 
-Each carrier supplies one `StreamSerializer` (Twilio's JSON events now; Telnyx and Plivo later),
+Each carrier supplies one `StreamSerializer` (Twilio's and Plivo's JSON events),
 in the shape of Pipecat's per-carrier frame serializers. Everything else about a stream (guards,
 STT, playback, pacing, barge-in) is shared.
 """
 
 from __future__ import annotations
 
+import binascii
+import json
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 __all__ = [
     "MediaStreams",
@@ -21,6 +23,8 @@ __all__ = [
     "StreamSerializer",
     "StreamStart",
     "StreamStop",
+    "decode_payload",
+    "json_object",
     "played_prefix",
 ]
 
@@ -82,6 +86,27 @@ def played_prefix(text: str, fraction: float) -> str:
     words = text.split()
     keep = int(len(words) * max(0.0, fraction))
     return " ".join(words[:keep])
+
+
+def decode_payload(payload: object) -> bytes:
+    """A base64 media payload (strict); ValueError for anything else, as `parse` must raise."""
+    if not isinstance(payload, str):
+        raise ValueError("media without a payload")
+    try:
+        return binascii.a2b_base64(payload, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"bad base64 media payload: {exc}") from None
+
+
+def json_object(data: str | bytes) -> dict[str, Any]:
+    """One JSON text frame as an object; ValueError for anything else."""
+    try:
+        message: Any = json.loads(data)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ValueError("not a JSON object")
+    return message
 
 
 StreamMessage: TypeAlias = StreamStart | StreamAudio | StreamMark | StreamDtmf | StreamStop

@@ -3,8 +3,8 @@
 How a call is driven (no media stream):
 - placing: REST create with `Url` (answer TwiML) and `StatusCallback`, both carrying our call id;
 - the answer fetch carries the call's first document (its opening `<Say>`, keys or `<Gather>`)
-  when the gateway has one at once (providers/answer_window.py), else a *hold* document (a long
-  Pause, then a Redirect back to us), so the call stays up while the gateway decides what to say;
+  when the gateway has one at once (D45), else a *hold* document (a long Pause, then a Redirect
+  back to us), so the call stays up while the gateway decides what to say;
 - speaking: `<Say>` followed by a `<Redirect>` to a per-utterance `played` URL (in the answer, or
   a REST update),
   so `play_tts` returns exactly when Twilio has finished saying it (a notify call hangs up
@@ -21,45 +21,28 @@ How a call is driven (no media stream):
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import contextlib
-import dataclasses
-import hmac
 import logging
 import math
-import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qsl, urlencode
-from uuid import uuid4
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import httpx
 
-from voicecall.calls.events import TRANSFER_STATUSES, CallEvent
+from voicecall.calls.events import TRANSFER_STATUSES
 from voicecall.calls.model import CallRecord, Direction, EndReason
-from voicecall.providers.answer_window import AnswerWindow
 from voicecall.providers.base import (
     DialRequest,
-    EventOutcome,
-    ParsedWebhook,
-    ProviderCallStatus,
-    ProviderContext,
     ProviderError,
     TransferRequest,
     Verification,
-    WebhookParseError,
     WebhookRequest,
-    map_call_status,
 )
-from voicecall.providers.http import CarrierApiError, CarrierHttp
-from voicecall.providers.streams import MediaStreams, StreamSerializer, StreamStart
+from voicecall.providers.http import CarrierApiError, json_error
+from voicecall.providers.markup import MarkupCarrierSettings, MarkupProvider, speech_confidence
+from voicecall.providers.streams import StreamSerializer
 from voicecall.providers.twilio import twiml
-from voicecall.providers.twilio.signature import form_params, verify_twilio_webhook
+from voicecall.providers.twilio.signature import verify_twilio_webhook
 from voicecall.providers.twilio.stream import TwilioStreamSerializer
-from voicecall.security.public_url import ForwardingPolicy
-from voicecall.shared.clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -74,60 +57,16 @@ MACHINE_ANSWERS = ("machine_start", "machine_end_beep", "machine_end_silence", "
                    "fax")
 
 
-@dataclass(frozen=True, slots=True)
-class TwilioSettings:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TwilioSettings(MarkupCarrierSettings):
     account_sid: str
     auth_token: str
-    api_base_url: str
-    public_url: str | None = None
-    policy: ForwardingPolicy = field(default_factory=ForwardingPolicy)
     ngrok_loopback_bypass: bool = False
-    skip_signature_verification: bool = False
     voice: str = "Polly.Joanna"
-    language: str = "en-US"
-    machine_detection: bool = False
-    timeout_s: float = 10.0
-    streaming: bool = False
-    """Media streaming on: answered calls get `<Connect><Stream>` to the gateway's stream URL."""
-    stream_url: str | None = None
-    """Overrides the stream URL the gateway derives from its webhook URL (implies streaming)."""
-
-    @property
-    def uses_real_api(self) -> bool:
-        return self.api_base_url.rstrip("/") in API_HOSTS.values()
+    real_api_hosts: ClassVar[tuple[str, ...]] = tuple(API_HOSTS.values())
 
 
-def _twilio_error(response: httpx.Response) -> tuple[str | int | None, str]:
-    try:
-        body = response.json()
-        return body.get("code"), str(body.get("message") or response.reason_phrase)
-    except ValueError:
-        return None, response.text[:300] or response.reason_phrase
-
-
-def _form_params(body: bytes) -> dict[str, str]:
-    """The webhook's form fields (Twilio posts `application/x-www-form-urlencoded`)."""
-    try:
-        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-    except UnicodeDecodeError as exc:
-        raise WebhookParseError("body is not UTF-8 form data") from exc
-
-
-def _query_value(query: Mapping[str, str], name: str) -> str | None:
-    """A parameter of the query we put on our own webhook URLs; None when absent or blank."""
-    return (query.get(name) or "").strip() or None
-
-
-def _claimed_call_id(request: WebhookRequest) -> str | None:
-    """The call a refused webhook names: our `callId` from its query, else the body's `CallSid`.
-    Unverified, so it serves only to count the refusal against that call."""
-    claimed = _query_value(request.query, "callId")
-    if claimed is None:
-        claimed = next((v.strip() for k, v in form_params(request.body) if k == "CallSid"), None)
-    return claimed or None
-
-
-def _direction(params: dict[str, str]) -> Direction | None:
+def _twilio_direction(params: dict[str, str]) -> Direction | None:
     """Twilio's `Direction` ("inbound", "outbound-api", "outbound-dial") as ours."""
     raw = params.get("Direction", "")
     if raw == "inbound":
@@ -135,186 +74,57 @@ def _direction(params: dict[str, str]) -> Direction | None:
     return "outbound" if raw.startswith("outbound") else None
 
 
-def _webhook_meta(params: dict[str, str], query: Mapping[str, str]) -> dict[str, Any]:
-    """What `webhook_reply` needs to know about the request besides its events.
-
-    `inboundStart` marks the first webhook of an inbound call: Twilio asks the number's voice
-    URL, which carries none of our query."""
-    call_sid = params.get("CallSid", "").strip()
-    if not call_sid:
-        raise WebhookParseError("CallSid is missing")
-    meta: dict[str, Any] = {"callSid": call_sid, "callId": _query_value(query, "callId"),
-                            "kind": _query_value(query, "type"),
-                            "turnToken": _query_value(query, "turnToken"), "utt": query.get("utt"),
-                            "status": params.get("CallStatus", "").strip().lower()}
-    if meta["callId"] is None and meta["kind"] is None and _direction(params) == "inbound":
-        meta["inboundStart"] = True
-    return meta
-
-
-def _common_event_fields(params: dict[str, str], meta: dict[str, Any]) -> dict[str, Any]:
-    """The fields every event of one webhook shares (the call, its parties, the turn)."""
-    return {
-        "callId": meta["callId"] or meta["callSid"], "providerCallId": meta["callSid"],
-        "direction": _direction(params), "from": params.get("From") or None,
-        "to": params.get("To") or None, "turnToken": meta["turnToken"], "timestamp": now_ms(),
-    }
-
-
-def _speech_confidence(raw: str | None) -> float:
-    """Twilio's `Confidence` clamped to 0..1; 0.9 when it is missing or not a number."""
-    try:
-        return min(max(float(raw or 0.9), 0.0), 1.0)
-    except ValueError:
-        return 0.9
-
-
-def _transfer_events(kind: str, params: dict[str, str]) -> list[dict[str, Any]]:
-    """A transfer's progress: the person answered (`dial-status`, the `<Number>` callback), or
-    the `<Dial>` is over (`dial`, its action: `DialCallStatus`)."""
-    if kind == "dial-status":
-        answered = params.get("CallStatus", "").strip().lower() == "in-progress"
-        return [{"type": "call.transfer", "text": "bridged"}] if answered else []
-    status = params.get("DialCallStatus", "").strip().lower()
-    if status == "answered":  # Twilio's word for a bridged leg that is over
-        status = "completed"
-    return [{"type": "call.transfer", "text": status}] if status in TRANSFER_STATUSES else []
-
-
 def _caller_input_events(params: dict[str, str]) -> list[dict[str, Any]]:
     """What a `<Gather>` heard: the caller's speech, else the keys pressed; empty for neither."""
     speech = params.get("SpeechResult", "").strip()
     if speech:
         return [{"type": "call.speech", "transcript": speech, "isFinal": True,
-                 "confidence": _speech_confidence(params.get("Confidence"))}]
+                 "confidence": speech_confidence(params.get("Confidence"))}]
     if params.get("Digits"):
         return [{"type": "call.dtmf", "digits": params["Digits"]}]
     return []
 
 
-class TwilioProvider:
-    """The Twilio adapter (REST + signed webhooks + TwiML)."""
+class TwilioProvider(MarkupProvider):
+    """The Twilio adapter (REST + signed webhooks + TwiML); the call flows are shared with every
+    markup carrier (`MarkupProvider`)."""
 
     name = "twilio"
+    dialect = twiml.TwimlDialect()
+    call_id_params = ("CallSid",)
 
     def __init__(self, settings: TwilioSettings, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.settings = settings
-        self.required_headers: tuple[str, ...] = (
-            () if settings.skip_signature_verification else ("x-twilio-signature",))
-        self.http = CarrierHttp("Twilio", settings.api_base_url,
-                                auth=(settings.account_sid, settings.auth_token),
-                                timeout_s=settings.timeout_s, parse_error=_twilio_error,
-                                transport=transport)
-        self._context: ProviderContext | None = None
-        self._bases: dict[str, str] = {}
-        self._played: dict[str, tuple[str, asyncio.Future[None]]] = {}
-        self._listening: dict[str, str] = {}
-        self._streaming_inbound: set[str] = set()
-        self._queued_inbound: list[str] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._windows: dict[str, AnswerWindow] = {}
+        super().__init__(settings, label="Twilio", auth=(settings.account_sid, settings.auth_token),
+                         parse_error=json_error("message", "code"), transport=transport,
+                         signature_headers=("x-twilio-signature",))
+        self.settings: TwilioSettings = settings
         self.serializer: StreamSerializer = TwilioStreamSerializer()
 
-    @property
-    def media_streams(self) -> MediaStreams | None:
-        """This adapter (serializer + stream authorization) when `stream_url` is set."""
-        return self if self.settings.streaming or self.settings.stream_url else None
-
-    def _stream_url(self) -> str | None:
-        if self.settings.stream_url:
-            return self.settings.stream_url
-        return self.context.stream_url if self.settings.streaming else None
-
-    @property
-    def requires_public_webhook(self) -> bool:
-        """Real Twilio must reach us; a local simulator (apiBaseUrl override) need not."""
-        return self.settings.uses_real_api
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    def bind(self, context: ProviderContext) -> None:
-        self._context = context
-
-    def set_public_url(self, url: str) -> None:
-        """A tunnel's URL: Twilio signs it, so signatures are checked against it (a configured
-        publicUrl wins)."""
-        if self.settings.public_url is None:
-            self.settings = dataclasses.replace(self.settings, public_url=url)
-
-    async def start(self) -> None:
-        if not self.settings.uses_real_api:
-            log.warning("twilio.apiBaseUrl is %s, not Twilio's API: calls go to that server",
-                        self.settings.api_base_url)
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for _call_id, fut in self._played.values():
-            if not fut.done():
-                fut.cancel()
-        await self.http.aclose()
-
-    @property
-    def context(self) -> ProviderContext:
-        if self._context is None:
-            raise ProviderError("twilio: provider is not bound to a call service")
-        return self._context
+    def _call_path(self, provider_call_id: str) -> str:
+        return self._accounts(f"/Calls/{provider_call_id}.json")
 
     def _accounts(self, suffix: str) -> str:
         return f"/2010-04-01/Accounts/{self.settings.account_sid}{suffix}"
 
-    # -- URLs and per-call state ---------------------------------------------------------------
-    async def _base(self, call_id: str) -> str:
-        base = self._bases.get(call_id)
-        if base is None:
-            state = await self.context.get_provider_state(call_id)
-            base = str(state["webhookUrl"]) if state and state.get("webhookUrl") else \
-                self.context.webhook_url
-            self._bases[call_id] = base
-        return base
-
-    async def _remember_base(self, call_id: str) -> str:
-        base = self.context.webhook_url
-        self._bases[call_id] = base
-        await self.context.put_provider_state(call_id, {"webhookUrl": base})
-        return base
-
-    @staticmethod
-    def _url(base: str, call_id: str, **query: str) -> str:
-        joiner = "&" if "?" in base else "?"
-        return f"{base}{joiner}{urlencode({'callId': call_id, **query})}"
-
-    async def _call_url(self, call_id: str, **query: str) -> str:
-        return self._url(await self._base(call_id), call_id, **query)
+    def _voice_name(self, voice: str) -> str:
+        return twiml.polly_voice(voice)
 
     # -- webhooks ----------------------------------------------------------------------------
-    def verify_webhook(self, request: WebhookRequest) -> Verification:
+    def _verify(self, request: WebhookRequest) -> Verification:
         s = self.settings
-        result = verify_twilio_webhook(request, auth_token=s.auth_token, public_url=s.public_url,
-                                       policy=s.policy, ngrok_loopback_bypass=s.ngrok_loopback_bypass,
-                                       skip_verification=s.skip_signature_verification)
-        return result if result.ok else result._replace(call_id=_claimed_call_id(request))
+        return verify_twilio_webhook(request, auth_token=s.auth_token, public_url=s.public_url,
+                                     policy=s.policy, ngrok_loopback_bypass=s.ngrok_loopback_bypass,
+                                     skip_verification=s.skip_signature_verification)
 
-    def parse_webhook(self, request: WebhookRequest, verification: Verification) -> ParsedWebhook:
-        """Form body + our query (callId, type, turnToken, utt) → normalized events."""
-        params = _form_params(request.body)
-        meta = _webhook_meta(params, request.query)
-        events = _caller_input_events(params)
-        if events:
-            meta["gather"] = True
-        elif meta["kind"] in ("dial", "dial-status"):
-            events = _transfer_events(meta["kind"], params)
-        elif meta["kind"] in (None, "status", "answered"):
-            events = self._status_events(meta["status"], params, meta["callId"])
-        common = _common_event_fields(params, meta)
-        parsed = [CallEvent.model_validate(
-            {**common, **e, "dedupeKey": f"{verification.request_key}:{i}"})
-            for i, e in enumerate(events)]
-        return ParsedWebhook(events=parsed, headers={"content-type": "application/xml"},
-                             meta=meta)
+    def _direction(self, params: dict[str, str]) -> Direction | None:
+        return _twilio_direction(params)
 
-    def _status_events(self, status: str, params: dict[str, str],
-                       call_id: str | None) -> list[dict[str, Any]]:
+    def _input_events(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        return _caller_input_events(params)
+
+    def _status_events(self, meta: dict[str, Any], params: dict[str, str]) -> list[dict[str, Any]]:
+        status = meta["status"]
         if status in ("initiated", "queued"):
             return [{"type": "call.initiated"}] if status == "initiated" else []
         if status == "ringing":
@@ -322,172 +132,16 @@ class TwilioProvider:
         if status == "in-progress":
             answered_by = params.get("AnsweredBy", "")
             if self.settings.machine_detection and answered_by in MACHINE_ANSWERS:
-                call = self.context.live(call_id) if call_id else None
-                if call is None or call.mode == "notify":
-                    return [{"type": "call.ended", "reason": EndReason.VOICEMAIL.value}]
+                ended = self._machine_answered(meta["callId"])
+                if ended:
+                    return ended
             return [{"type": "call.answered"}]
-        mapped = map_call_status(status)
-        if mapped.is_terminal and mapped.end_reason is not None:
-            return [{"type": "call.ended", "reason": mapped.end_reason.value}]
-        return []
-
-    async def webhook_reply(self, request: WebhookRequest, parsed: ParsedWebhook,
-                            outcomes: list[EventOutcome] | None) -> ParsedWebhook:
-        """The TwiML for this request; a replay (outcomes None) gets the same answer."""
-        meta = parsed.meta
-        reply = ParsedWebhook(events=parsed.events, headers={"content-type": "application/xml"})
-        kind = meta.get("kind")
-        if kind in ("status", "dial-status"):
-            self._settle_if_ended(parsed.events, outcomes)
-            reply.body = twiml.empty()
-            return reply
-        if kind == "hold-music":
-            reply.body = twiml.hold_music()
-            return reply
-        call = await self._call_for(meta, outcomes)
-        if call is None:
-            reply.body = twiml.reject() if meta.get("inboundStart") else twiml.empty()
-            return reply
-        self._settle_if_ended(parsed.events, outcomes)
-        if call.is_terminal:
-            reply.body = twiml.document("<Hangup/>")
-            return reply
-        if kind == "played" and meta.get("utt"):
-            entry = self._played.get(meta["utt"])
-            if entry and not entry[1].done():
-                entry[1].set_result(None)
-        if meta.get("inboundStart"):
-            self._windows.setdefault(call.call_id, AnswerWindow())
-            await self._remember_base(call.call_id)
-            if self._stream_url() and self._streaming_inbound - {call.call_id}:
-                if call.call_id not in self._queued_inbound:
-                    self._queued_inbound.append(call.call_id)
-                reply.body = twiml.queue(await self._call_url(call.call_id, type="hold-music"))
-                return reply
-            reply.body = twiml.document(twiml.redirect(await self._call_url(call.call_id,
-                                                                            type="answered")))
-            return reply
-        answer = kind in (None, "answered") and meta["status"] == "in-progress"
-        stream_url = self._stream_url()
-        if stream_url and (answer or kind == "dial"):  # a transfer not answered: stream again
-            self._close_window(call.call_id)
-            if call.direction == "inbound":
-                self._streaming_inbound.add(call.call_id)
-            reply.body = twiml.stream(stream_url, await self.stream_token(call.call_id))
-            return reply
-        if kind == "listen" and self._listening.get(call.call_id) == meta.get("turnToken"):
-            reply.body = await self._listen_twiml(call.call_id, meta["turnToken"])
-            return reply
-        window = self._windows.get(call.call_id) if answer else None
-        if window is not None:
-            first = await window.take(wait=any(o.speech_due for o in outcomes or []))
-            if self._windows.get(call.call_id) is window:
-                del self._windows[call.call_id]
-            if first is not None:
-                reply.body = first
-                return reply
-        reply.body = twiml.hold(await self._call_url(call.call_id, type="hold"))
-        return reply
-
-    def _close_window(self, call_id: str) -> None:
-        window = self._windows.pop(call_id, None)
-        if window is not None:
-            window.close()
-
-    async def _send_twiml(self, call: CallRecord, document: str) -> None:
-        """Send the call `document`: in the answer to its answer webhook when that is still to
-        go out, else by REST update."""
-        window = self._windows.get(call.call_id)
-        if window is not None and await window.park(document):
-            return
-        await self._update(call, [("Twiml", document)])
-
-    async def _call_for(self, meta: dict[str, Any],
-                        outcomes: list[EventOutcome] | None) -> CallRecord | None:
-        for outcome in outcomes or []:
-            if outcome.rejected:
-                return None
-            if outcome.call is not None:
-                return outcome.call
-        ctx = self.context
-        for key in (meta.get("callId"), meta["callSid"]):
-            if key:
-                call = ctx.live(key) or await ctx.get_call(key)
-                if call is not None:
-                    return call
-        return None
-
-    def _settle_if_ended(self, events: list[CallEvent], outcomes: list[EventOutcome] | None) -> None:
-        """A call that ended fails its pending playback waits at once (nothing waits forever)
-        and frees its inbound stream slot. The event may name the call by its CallSid only (an
-        inbound call's status callback), so our id comes from the applied outcome."""
-        for i, event in enumerate(events):
-            if event.type != "call.ended":
-                continue
-            outcome = outcomes[i] if outcomes and i < len(outcomes) else None
-            call = (outcome.call if outcome else None) or self.context.live(event.call_id)
-            self._fail_pending(call.call_id if call else event.call_id)
-
-    async def stream_token(self, call_id: str) -> str:
-        """The call's media-stream token: 16 random bytes, base64url, created once and persisted."""
-        state = await self.context.get_provider_state(call_id) or {}
-        token = state.get("streamToken")
-        if not token:
-            token = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
-            state.setdefault("webhookUrl", await self._base(call_id))
-            await self.context.put_provider_state(call_id, {**state, "streamToken": token})
-        return str(token)
-
-    async def is_valid_stream_token(self, call_id: str, token: str) -> bool:
-        """Constant-time check of a media stream's `start.customParameters.token`."""
-        state = await self.context.get_provider_state(call_id) or {}
-        expected = str(state.get("streamToken") or "")
-        return bool(expected) and hmac.compare_digest(expected.encode(), token.encode())
-
-    async def authorize_stream(self, start: StreamStart, query_token: str | None) -> str | None:
-        """Our call id when `start.call_sid` is a live call and the token is that call's."""
-        call = self.context.live(start.call_sid)
-        token = start.token or query_token
-        if call is None or call.is_terminal or call.provider_call_id != start.call_sid or not token:
-            return None
-        return call.call_id if await self.is_valid_stream_token(call.call_id, token) else None
-
-    def _fail_pending(self, call_id: str) -> None:
-        if call_id in self._queued_inbound:
-            self._queued_inbound.remove(call_id)
-        if call_id in self._streaming_inbound:
-            self._streaming_inbound.discard(call_id)
-            if not self._streaming_inbound and self._queued_inbound:
-                task = asyncio.get_running_loop().create_task(self._connect_next_queued())
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-        self._close_window(call_id)
-        for _utt, (owner, fut) in list(self._played.items()):
-            if owner == call_id and not fut.done():
-                fut.set_exception(ProviderError("twilio: the call ended during playback"))
-        self._listening.pop(call_id, None)
+        return self._end_reason_events(status)
 
     # -- commands ----------------------------------------------------------------------------
-    async def _connect_next_queued(self) -> None:
-        """The inbound stream is free: take the longest-waiting queued caller off hold."""
-        while self._queued_inbound and not self._streaming_inbound:
-            call = self.context.live(self._queued_inbound.pop(0))
-            if call is None or call.is_terminal:
-                continue
-            self._streaming_inbound.add(call.call_id)
-            redirect = twiml.document(twiml.redirect(await self._call_url(call.call_id, type="answered")))
-            try:
-                await self._update(call, [("Twiml", redirect)], tolerate_ended=True)
-            except Exception as exc:
-                log.warning("call %s: could not take the caller off hold: %s", call.call_id, exc)
-                self._streaming_inbound.discard(call.call_id)
-                continue
-            log.info("call %s: connected from the hold queue", call.call_id)
-            return
-
     async def initiate_call(self, request: DialRequest) -> str:
         base = await self._remember_base(request.call_id)
-        self._windows[request.call_id] = AnswerWindow()
+        self._expect_answer(request.call_id)
         params: list[tuple[str, str]] = [
             ("To", request.to), ("From", request.from_),
             ("Url", self._url(base, request.call_id)), ("Method", "POST"),
@@ -516,38 +170,11 @@ class TwilioProvider:
                 return
             raise
 
-    async def hangup_call(self, call: CallRecord, reason: EndReason) -> None:
-        self._fail_pending(call.call_id)
-        await self._update(call, [("Status", "completed")], tolerate_ended=True)
+    async def _push(self, call: CallRecord, document: str) -> None:
+        await self._update(call, [("Twiml", document)])
 
-    async def _play(self, call: CallRecord, render: Any) -> None:
-        utt = uuid4().hex
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._played[utt] = (call.call_id, fut)
-        try:
-            played_url = await self._call_url(call.call_id, type="played", utt=utt)
-            await self._send_twiml(call, render(played_url))
-            await fut
-        finally:
-            self._played.pop(utt, None)
-
-    def _voice_for(self, call: CallRecord) -> str:
-        """The call's `numbers` route voice when it has one, else the configured voice."""
-        tts = (call.metadata.get("route") or {}).get("tts") or {}
-        providers: dict[str, Any] = tts.get("providers") or {}
-        chosen: Any = providers.get(tts.get("provider") or "") or next(iter(providers.values()), {})
-        voice = chosen.get("voice") or chosen.get("voiceId") if isinstance(chosen, dict) else None
-        return twiml.polly_voice(str(voice)) if voice else self.settings.voice
-
-    async def play_tts(self, call: CallRecord, text: str) -> None:
-        voice, language = self._voice_for(call), self.settings.language
-        self._listening.pop(call.call_id, None)
-        await self._play(call, lambda url: twiml.speak(text, voice=voice, language=language,
-                                                       played_url=url))
-
-    async def send_dtmf(self, call: CallRecord, digits: str) -> None:
-        self._listening.pop(call.call_id, None)
-        await self._play(call, lambda url: twiml.play_digits(digits, url))
+    async def _update_to_url(self, call: CallRecord, url: str) -> None:
+        await self._update(call, [("Twiml", self.dialect.redirect(url))], tolerate_ended=True)
 
     async def transfer_call(self, call: CallRecord, request: TransferRequest) -> None:
         self._listening.pop(call.call_id, None)
@@ -555,30 +182,19 @@ class TwilioProvider:
             request.to, caller_id=request.caller_id, timeout_s=request.timeout_s,
             action_url=await self._call_url(call.call_id, type="dial"),
             status_url=await self._call_url(call.call_id, type="dial-status"))
-        await self._update(call, [("Twiml", document)])
+        await self._push(call, document)
 
-    async def _listen_twiml(self, call_id: str, token: str | None) -> str:
-        query = {"turnToken": token} if token else {}
-        return twiml.listen(await self._call_url(call_id, **query),
-                            await self._call_url(call_id, type="listen", **query),
-                            language=self.settings.language)
+    def _transfer_events(self, kind: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        """The person answered (`dial-status`, the `<Number>` callback), or the `<Dial>` is over
+        (`dial`, its action: `DialCallStatus`)."""
+        if kind == "dial-status":
+            answered = params.get("CallStatus", "").strip().lower() == "in-progress"
+            return [{"type": "call.transfer", "text": "bridged"}] if answered else []
+        status = params.get("DialCallStatus", "").strip().lower()
+        if status == "answered":  # Twilio's word for a bridged leg that is over
+            status = "completed"
+        return [{"type": "call.transfer", "text": status}] if status in TRANSFER_STATUSES else []
 
-    async def start_listening(self, call: CallRecord, turn_token: str | None) -> None:
-        if turn_token:
-            self._listening[call.call_id] = turn_token
-        await self._send_twiml(call, await self._listen_twiml(call.call_id, turn_token))
-
-    async def stop_listening(self, call: CallRecord) -> None:
-        self._listening.pop(call.call_id, None)
-
-    async def get_call_status(self, provider_call_id: str) -> ProviderCallStatus:
-        try:
-            response = await self.http.request("GET", self._accounts(f"/Calls/{provider_call_id}.json"),
-                                               idempotent=True, ok_statuses=(404,))
-        except CarrierApiError:
-            return ProviderCallStatus("error", is_terminal=False, is_unknown=True)
-        if response.status_code == 404:
-            return ProviderCallStatus("not-found", is_terminal=True, end_reason=EndReason.COMPLETED)
-        with contextlib.suppress(ValueError):
-            return map_call_status(str(response.json().get("status", "")))
-        return ProviderCallStatus("error", is_terminal=False, is_unknown=True)
+    async def hangup_call(self, call: CallRecord, reason: EndReason) -> None:
+        self._fail_pending(call.call_id)
+        await self._update(call, [("Status", "completed")], tolerate_ended=True)

@@ -20,6 +20,8 @@ from voicecall.providers.streams import (
     StreamMessage,
     StreamStart,
     StreamStop,
+    decode_payload,
+    json_object,
 )
 
 __all__ = ["TwilioStreamSerializer"]
@@ -32,13 +34,6 @@ _PAYLOAD_KEY = '"payload":"'
 def _media_prefix(stream_id: str) -> str:
     """The constant head of a stream's outbound media messages (built once per stream)."""
     return f'{{"event":"media","streamSid":{json.dumps(stream_id)},"media":{{"payload":"'
-
-
-def _decode(payload: str) -> bytes:
-    try:
-        return binascii.a2b_base64(payload, strict_mode=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"bad base64 media payload: {exc}") from None
 
 
 class TwilioStreamSerializer:
@@ -55,20 +50,13 @@ class TwilioStreamSerializer:
                 end = text.find('"', start)
                 if end < 0:
                     raise ValueError("unterminated media payload")
-                return StreamAudio(_decode(text[start:end]))
-        try:
-            message: Any = json.loads(text)
-        except ValueError as exc:
-            raise ValueError(f"not JSON: {exc}") from None
-        if not isinstance(message, dict):
-            raise ValueError("not a JSON object")
+                return StreamAudio(decode_payload(text[start:end]))
+        message = json_object(text)
         event = message.get("event")
         if event == "media":
             media = message.get("media")
-            payload = media.get("payload") if isinstance(media, dict) else None
-            if not isinstance(payload, str):
-                raise ValueError("media without a payload")
-            return StreamAudio(_decode(payload))
+            return StreamAudio(decode_payload(media.get("payload") if isinstance(media, dict)
+                                              else None))
         if event == "start":
             return self._start(message)
         if event == "mark":

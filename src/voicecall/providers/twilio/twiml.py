@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape, quoteattr
 
+from voicecall.providers import markup
+
 HEADER = '<?xml version="1.0" encoding="UTF-8"?>'
 HOLD_PAUSE_S = 60
 LISTEN_TIMEOUT_S = 120
 
-_OPENAI_TO_POLLY = {
-    "alloy": "Polly.Joanna", "echo": "Polly.Matthew", "fable": "Polly.Amy",
-    "onyx": "Polly.Brian", "nova": "Polly.Salli", "shimmer": "Polly.Kimberly",
-}
-
-
 def polly_voice(voice: str | None) -> str:
     """Map a TTS voice name onto a Twilio `<Say>` voice: `Polly.*` and `Google.*` names as they
-    are, OpenAI voice names to a similar Polly voice, anything else to Polly.Joanna."""
-    if not voice:
-        return "Polly.Joanna"
-    if voice.startswith(("Polly.", "Google.")):
+    are, OpenAI voice names to a similar Polly voice, anything else to Polly.Joanna (D41)."""
+    if voice and voice.startswith("Google."):
         return voice
-    return _OPENAI_TO_POLLY.get(voice.lower(), "Polly.Joanna")
+    return markup.polly_voice(voice) or "Polly.Joanna"
 
 
 def _attrs(**attrs: str | int | None) -> str:
@@ -95,3 +89,42 @@ def dial(number: str, *, caller_id: str, timeout_s: int, action_url: str,
                           statusCallbackMethod="POST")
     dial_attrs = _attrs(action=action_url, callerId=caller_id, method="POST", timeout=timeout_s)
     return document(f"<Dial{dial_attrs}><Number{number_attrs}>{escape(number)}</Number></Dial>")
+
+
+class TwimlDialect:
+    """The TwiML documents of the shared markup call flows (`providers/markup.py`)."""
+
+    content_type = "application/xml"
+
+    def empty(self) -> str:
+        return empty()
+
+    def hangup(self) -> str:
+        return document("<Hangup/>")
+
+    def reject(self) -> str:
+        return reject()
+
+    def redirect(self, url: str) -> str:
+        return document(redirect(url))
+
+    def hold(self, next_url: str) -> str:
+        return hold(next_url)
+
+    def speak(self, text: str, *, voice: str, language: str, played_url: str) -> str:
+        return speak(text, voice=voice, language=language, played_url=played_url)
+
+    def play_digits(self, digits: str, played_url: str) -> str:
+        return play_digits(digits, played_url)
+
+    def listen(self, action_url: str, again_url: str, *, language: str) -> str:
+        return listen(action_url, again_url, language=language)
+
+    def stream(self, stream_url: str, token: str) -> str:
+        return stream(stream_url, token)
+
+    def queue(self, hold_music_url: str) -> str:
+        return queue(hold_music_url)
+
+    def hold_music(self) -> str:
+        return hold_music()

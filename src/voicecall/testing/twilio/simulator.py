@@ -21,7 +21,6 @@ import dataclasses
 import hmac
 import re
 import secrets
-import socket
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,14 +31,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from uuid import uuid4
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from voicecall.server.serving import serve_on
+from voicecall.testing.loopback import LoopbackServer
 from voicecall.testing.twilio.media import CallerFeed, MediaStream, StreamError, StreamRecord
 from voicecall.testing.twilio.signing import SIGNATURE_HEADER, sign
 from voicecall.testing.twilio.twiml import Document, GatherRecord, TwimlInterpreter
@@ -425,8 +423,7 @@ class TwilioSimulator:
         self._http: httpx.AsyncClient | None = None
         self._http_sources: list[httpx.AsyncClient] = []
         self._http_turn = 0
-        self._server: uvicorn.Server | None = None
-        self._server_task: asyncio.Task[None] | None = None
+        self._listener: LoopbackServer | None = None
         self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -442,7 +439,7 @@ class TwilioSimulator:
 
     async def start(self) -> None:
         """Bind the REST listener and start serving."""
-        if self._server is not None:
+        if self._listener is not None:
             return
         self._closing = False
         self._http = httpx.AsyncClient(timeout=self.webhook_timeout_s, trust_env=False,
@@ -451,17 +448,9 @@ class TwilioSimulator:
             httpx.AsyncClient(timeout=self.webhook_timeout_s, trust_env=False, follow_redirects=False,
                               transport=httpx.AsyncHTTPTransport(local_address=address))
             for address in self.webhook_source_addresses]
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(128)
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        self.base_url = f"http://{host}:{self.port}"
-        self._server, self._server_task = await serve_on(self._app(), sock, graceful_shutdown_s=2,
-                                                         fast_exit=True)
+        self._listener = LoopbackServer(self.host, self.port)
+        self.base_url = await self._listener.start(self._app())
+        self.port = self._listener.port
 
     async def stop(self) -> None:
         """End live calls (briefly letting them send `stop` and final callbacks), then shut down."""
@@ -476,13 +465,9 @@ class TwilioSimulator:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            self._server.should_exit = True
-            if self._server_task is not None:
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.wait_for(self._server_task, 5)
-            self._server = None
-            self._server_task = None
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -541,7 +526,7 @@ class TwilioSimulator:
         `status_callback` is the number's "call status changes" URL: True (default) uses `webhook_url`,
         a string another URL, False/None none at all (then the app never hears that the caller hung up).
         """
-        if self._server is None or self._closing:
+        if self._listener is None or self._closing:
             raise RuntimeError("TwilioSimulator is not running")
         callback = webhook_url if status_callback is True else (status_callback or None)
         call = SimCall(self, sid="CA" + secrets.token_hex(16), direction="inbound", from_=from_, to=to,
