@@ -63,7 +63,7 @@ LIVE_ORDER: tuple[CallState, ...] = (
 TERMINAL_STATES: frozenset[CallState] = frozenset(CallState(r.value) for r in EndReason)
 
 Direction = Literal["inbound", "outbound"]
-Speaker = Literal["bot", "user"]
+Speaker = Literal["bot", "user", "tool"]  # tool: a responder tool call (D101)
 CallMode = Literal["notify", "conversation"]
 
 
@@ -94,7 +94,8 @@ def replace_lone_surrogates(text: str) -> str:
 
 
 class TranscriptEntry(CamelModel):
-    """One utterance: what the bot said (after it played) or what the caller said."""
+    """One utterance: what the bot said (after it played) or what the caller said; or a tool call
+    the responder made."""
 
     timestamp: int
     speaker: Speaker

@@ -290,19 +290,23 @@ class Runtime:
 
     def _auto_reply(self) -> AutoReply:
         # Imported here: the LLM SDK costs seconds to import and only responders need it.
+        from voicecall.agent.builtin_tools import BuiltinTools
         from voicecall.agent.conversation import AutoReply, ReplyDefaults
         from voicecall.agent.responder import build_responder
 
         c = self.config
         r = c.responder
         responder = build_responder(
-            r.type, model=c.response_model or "openai/gpt-4o-mini", base_url=r.base_url, url=r.url,
+            r.type, model=c.response_model or "openai/gpt-4o-mini",
+            base_url=str(r.base_url) if r.base_url else None, url=r.url,
             target=r.target, headers={k: v.get_secret_value() for k, v in r.headers.items()},
-            env=self.loaded.env)
+            env=self.loaded.env, tools=[BuiltinTools()], max_tool_rounds=r.max_tool_rounds,
+            tool_timeout_s=r.tool_timeout_ms / 1000, filler=r.filler, filler_after_s=r.filler_after_ms / 1000)
         self._responder = responder
         return AutoReply(self.service, responder, ReplyDefaults(
             agent_id=c.agent_id, model=c.response_model, system_prompt=c.response_system_prompt,
-            timeout_s=c.response_timeout_ms / 1000, history_turns=r.history_turns))
+            timeout_s=c.response_timeout_ms / 1000, history_turns=r.history_turns,
+            fallback_message=r.fallback_message))
 
     async def _media_stats(self) -> dict[str, Any]:
         if self.media is None:

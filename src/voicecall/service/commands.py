@@ -18,7 +18,7 @@ from typing import Any
 
 from voicecall.calls.events import CallEvent
 from voicecall.calls.machine import end_record, transition
-from voicecall.calls.model import CallMode, CallRecord, CallState, EndReason
+from voicecall.calls.model import CallMode, CallRecord, CallState, EndReason, TranscriptEntry
 from voicecall.calls.phone import is_dtmf, is_e164
 from voicecall.calls.policy import session_key
 from voicecall.calls.timers import TimerSet
@@ -288,6 +288,15 @@ class CallService:
             meta["lastTurnLatencyMs"] = turn.get("turnLatencyMs")
             meta["lastTurnCompletedAt"] = now_ms()
             await self.persist(call.record, turn={**turn, "turn": meta["turnCount"]})
+
+    async def log_tool(self, call_id: str, text: str) -> None:
+        """Keep a responder's tool call on the call's transcript (a `tool` entry, D101)."""
+        call = self.calls.get(call_id)
+        if call is None:
+            raise CallError("Call has ended", call_id=call_id, code=-32005)
+        async with call.lock:
+            call.record.transcript.append(TranscriptEntry(timestamp=now_ms(), speaker="tool", text=text))
+            await self.persist(call.record)
 
     async def send_dtmf(self, call_id: str, digits: str) -> None:
         """Send keys on the call, in line with its speech (after what was asked for before)."""

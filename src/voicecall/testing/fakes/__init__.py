@@ -5,6 +5,7 @@ from voicecall.testing.fakes.openai_server import (
     LoopbackServer,
     RecordedRequest,
     ScriptedReply,
+    ScriptedToolCall,
     default_reply,
     openai_error,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "LoopbackServer",
     "RecordedRequest",
     "ScriptedReply",
+    "ScriptedToolCall",
     "default_reply",
     "openai_error",
 ]
