@@ -18,7 +18,7 @@ from tests.helpers import eventually, free_port
 from voicecall.calls.events import CallEvent
 from voicecall.gateway.runtime import Runtime
 from voicecall.providers.mock import MockProvider
-from voicecall.testing.fakes import FakeOpenAI, ScriptedToolCall
+from voicecall.testing.fakes import FakeAnthropic, FakeOpenAI, ScriptedToolCall
 from voicecall.testing.gateway import running_gateway
 from voicecall.testing.twilio import Callee, TwilioSimulator
 
@@ -173,3 +173,17 @@ async def test_the_models_end_call_says_the_last_words_then_hangs_up(
         assert tools == ['end_call {"last_words": "Goodbye!"} -> The call ends after your last words.']
         bot = [t.text for t in record.transcript if t.speaker == "bot"]
         assert bot[-2:] == ["Glad to help.", "Goodbye!"]
+
+
+async def test_the_originals_anthropic_example_answers_an_inbound_caller(tmp_path: Path) -> None:
+    async with FakeAnthropic() as claude:
+        claude.script(spoken("Claude here, we open at nine."))
+        env = {"ANTHROPIC_API_KEY": "sk-ant-test", "ANTHROPIC_BASE_URL": claude.base_url}
+        config = {**ORIGINAL, "responseModel": "anthropic/claude-sonnet-4"}
+        async with running_gateway(tmp_path, config, env=env) as gateway:
+            mock = await mock_inbound_call(gateway, "pc-a", "When do you open?")
+            await eventually(lambda: "Claude here, we open at nine." in mock.heard("pc-a"))
+        body = claude.requests[0]
+        assert body["model"] == "claude-sonnet-4"
+        assert body["messages"][-1] == {"role": "user", "content": "When do you open?"}
+        assert {t["name"] for t in body["tools"]} == {"end_call", "send_dtmf", "call_info"}

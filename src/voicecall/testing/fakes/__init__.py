@@ -1,5 +1,7 @@
-"""Local stand-ins for third-party services (OpenAI-compatible APIs), loopback only, for tests."""
+"""Local stand-ins for third-party services (OpenAI-compatible APIs, Anthropic's Messages API),
+loopback only, for tests."""
 
+from voicecall.testing.fakes.anthropic_server import FakeAnthropic
 from voicecall.testing.fakes.openai_server import (
     FakeOpenAI,
     LoopbackServer,
@@ -11,6 +13,7 @@ from voicecall.testing.fakes.openai_server import (
 )
 
 __all__ = [
+    "FakeAnthropic",
     "FakeOpenAI",
     "LoopbackServer",
     "RecordedRequest",
