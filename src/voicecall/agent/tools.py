@@ -54,6 +54,7 @@ class Toolbox:
     def __init__(self, sources: Sequence[ToolSource], *, timeout_s: float) -> None:
         self.sources = list(sources)
         self.timeout_s = timeout_s
+        self._warned: set[tuple[str, str]] = set()
 
     def specs(self, ctx: TurnContext) -> tuple[list[ToolSpec], dict[str, ToolSource]]:
         """The tools offered this turn and who runs each (a name already taken is left out)."""
@@ -62,8 +63,10 @@ class Toolbox:
         for source in self.sources:
             for spec in source.specs(ctx):
                 if spec.name in owners:
-                    log.warning("tool %r of %s is hidden by the one of %s", spec.name, source.label,
-                                owners[spec.name].label)
+                    if (source.label, spec.name) not in self._warned:
+                        self._warned.add((source.label, spec.name))
+                        log.warning("tool %r of %s is hidden by the one of %s", spec.name, source.label,
+                                    owners[spec.name].label)
                     continue
                 owners[spec.name] = source
                 specs.append(spec)
