@@ -187,3 +187,16 @@ async def test_the_originals_anthropic_example_answers_an_inbound_caller(tmp_pat
         assert body["model"] == "claude-sonnet-4"
         assert body["messages"][-1] == {"role": "user", "content": "When do you open?"}
         assert {t["name"] for t in body["tools"]} == {"end_call", "send_dtmf", "call_info"}
+
+
+async def test_without_model_credentials_a_twilio_caller_hears_the_fallback_and_is_hung_up(
+        tmp_path: Path) -> None:
+    async with TwilioSimulator(time_scale=0.05, say_ms_per_char=5) as sim, running_gateway(
+            tmp_path, {**ORIGINAL, **twilio(sim, free_port())}, env={}) as gateway:
+        call = await sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url,
+                                       callee=Callee(replies=["Hello?"], reply_delay_s=0.1))
+        await call.wait_until(lambda: call.statuses[-1:] == ["completed"], timeout=15)
+        fallback = "Sorry, I can't take your call right now. Please try again later. Goodbye."
+        assert call.said == [GREETING, fallback]
+        record = (await gateway.store.recent_calls(1))[0]
+        assert record.end_reason == "failed" and "OPENAI_API_KEY" in record.metadata["endDetail"]
