@@ -96,8 +96,9 @@ class Gateway:
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    # No model here: conversations are driven by `continue`, and `setup`/`smoke` pass without a key.
     gw = Gateway(tmp_path, {"maxConcurrentCalls": 3, "maxDurationSeconds": 14,
-                            "outbound": {"notifyHangupDelaySec": 1},
+                            "responder": {"enabled": False}, "outbound": {"notifyHangupDelaySec": 1},
                             "mock": {"callerReplies": ["I'm doing great, thanks", "Tuesday works",
                                                        "Bye"]}})
     gw.start()
@@ -251,7 +252,7 @@ def test_tail_follows_call_updates_live(gateway: Gateway) -> None:
 def test_setup_reports_each_check_and_fails_when_twilio_lacks_credentials_and_a_public_url(
         tmp_path: Path) -> None:
     (tmp_path / "ok").mkdir()
-    ok = Gateway(tmp_path / "ok", {})
+    ok = Gateway(tmp_path / "ok", {"responder": {"enabled": False}})
     report = ok.cli("setup", "--json")
     assert json.loads(report.stdout)["ok"] is True
     bad = Gateway(tmp_path, {"provider": "twilio"})
@@ -261,6 +262,7 @@ def test_setup_reports_each_check_and_fails_when_twilio_lacks_credentials_and_a_
     assert not checks["provider-config"]["ok"] and "twilio.accountSid" in checks["provider-config"]["message"]
     assert not checks["webhook-exposure"]["ok"] and "publicUrl" in checks["webhook-exposure"]["message"]
     assert checks["plugin-enabled"]["ok"] and checks["mode"]["ok"]
+    assert not checks["responder"]["ok"] and "OPENAI_API_KEY" in checks["responder"]["message"]
 
 
 async def test_voicecall_mcp_over_stdio_places_a_call_on_the_running_gateway(gateway: Gateway) -> None:

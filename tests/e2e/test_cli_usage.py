@@ -86,7 +86,7 @@ def test_the_typer_the_cli_runs_on_is_in_the_range_pyproject_admits() -> None:
     assert low[:2] <= running < high[:2], (spec, shown.stdout)
 
 
-HEAVY = ("openai", "numpy", "starlette", "uvicorn", "soxr", "mcp")
+HEAVY = ("openai", "anthropic", "numpy", "starlette", "uvicorn", "soxr", "mcp")
 
 
 @pytest.mark.parametrize("args", [["--help"], ["call", "--help"], ["call", "--to", "1", "-m", "x"]])

@@ -62,8 +62,8 @@ LOAD_ONLY_BLOCKS = {
     'provider: "twilio"': "a real Twilio account (credentials, a public webhook URL)",
     'provider: "plivo"': "a real Plivo account (credentials, a public webhook URL)",
     "streaming: {": "OpenAI streaming STT/TTS (an API key and the network)",
-    "responder: { enabled: true }": "an OpenAI model for automatic replies (an API key and the "
-                                    "network)",
+    'responseModel: "anthropic/claude-sonnet-4"': "a model for automatic replies (an API key and the "
+                                                  "network)",
 }
 # Commands (one `&&` part each) not run, by how they start, with the reason.
 NOT_RUN_COMMANDS = {
@@ -74,7 +74,7 @@ NOT_RUN_COMMANDS = {
 LONG_RUNNING = {"serve", "tail"}
 # Environment a developer may have set that would change what a new user sees.
 FOREIGN_ENV = re.compile(r"^(VOICECALL_|OPENCLAW_|TWILIO_|TELNYX_|PLIVO_|NGROK_|OPENAI_|"
-                         r"ELEVENLABS_|XI_API_KEY|DEEPGRAM_|GROQ_)")
+                         r"ELEVENLABS_|XI_API_KEY|DEEPGRAM_|GROQ_|ANTHROPIC_)")
 
 
 @dataclass

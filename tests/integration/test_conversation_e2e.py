@@ -71,11 +71,10 @@ async def test_inbound_caller_is_greeted_and_gets_three_spoken_answers_with_memo
         assert record is not None
         await eventually(lambda: len(record.transcript) == 7)
         assert [t.speaker for t in record.transcript] == ["bot", "user", "bot", "user", "bot", "user", "bot"]
-        async def remembered() -> list[dict[str, str]] | None:  # once the last reply finished
-            memory = await gateway.store.session_messages(record.session_key or "")
-            return memory if len(memory) == 6 else None
-
-        memory = await eventually(remembered)
+        # The exchange is remembered once the reply's last sentence has played, just after its
+        # transcript entry.
+        key = record.session_key or ""
+        memory = await eventually(lambda: _when_full(gateway.store.session_messages(key), 6))
         assert [m["role"] for m in memory] == ["user", "assistant"] * 3
         assert memory[0]["content"] == "When are you open?"
         # The model saw the conversation so far (history and transcript) on the third turn.
@@ -145,6 +144,11 @@ async def test_caller_speaking_again_discards_the_older_reply(tmp_path: Path, fa
         await asyncio.sleep(1.2)  # the stale reply has arrived by now, and must not be spoken
         assert "This reply is stale." not in mock.heard("pc-1")
         assert all(t.text != "This reply is stale." for t in record.transcript)
+
+
+async def _when_full(messages: Any, count: int) -> Any:
+    got = await messages
+    return got if len(got) >= count else None
 
 
 def _inbound(kind: str, pcid: str) -> Any:

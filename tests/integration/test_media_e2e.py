@@ -201,7 +201,8 @@ async def test_inbound_greeting_is_pre_synthesized_once_and_a_queued_caller_is_c
     friend, other = "+15557770001", "+15557770002"
     greeting = "Thanks for calling the clinic."
     config = streaming_config(sim, speech, stt, free_port(), inboundPolicy="allowlist",
-                              allowFrom=[friend, other], inboundGreeting=greeting)
+                              allowFrom=[friend, other], inboundGreeting=greeting,
+                              responder={"enabled": False})  # callers stay on the line without a model
     async with running_gateway(tmp_path, config) as gateway:
         await eventually(lambda: gateway.speech_cache is not None and greeting in gateway.speech_cache, 5)
         first = await sim.place_inbound(friend, OUR_NUMBER, gateway.webhook_url)
@@ -251,7 +252,8 @@ async def test_a_numbers_route_speaks_its_greeting_and_replies_in_its_own_voice(
     friend = "+15557770001"
     route = {"inboundGreeting": "Sales desk, hello.", "tts": {"providers": {"openai": {"voice": "nova"}}}}
     config = streaming_config(sim, speech, stt, free_port(), inboundPolicy="allowlist",
-                              allowFrom=[friend], numbers={OUR_NUMBER: route})
+                              allowFrom=[friend], numbers={OUR_NUMBER: route},
+                              responder={"enabled": False})  # the caller stays on the line without a model
     async with running_gateway(tmp_path, config) as gateway:
         call = await sim.place_inbound(friend, OUR_NUMBER, gateway.webhook_url)
         stream = await call.wait_stream(timeout=10)

@@ -1,5 +1,7 @@
 """Automatic replies to caller turns: ask the responder, speak each sentence as soon as it is
-complete, drop replies the caller has talked over, and remember the exchange in the session."""
+complete, drop replies the caller has talked over, and remember the exchange in the session.
+A responder that cannot answer at all (no model credentials) gets inbound callers a spoken
+fallback and a `failed` end instead of silence (docs/decisions.md D100)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from voicecall.agent.responder import Responder, ResponderError, TurnContext
-from voicecall.calls.model import CallRecord
+from voicecall.agent.responder import Responder, ResponderError, ResponderUnavailable, TurnContext
+from voicecall.calls.model import CallRecord, EndReason
 from voicecall.providers.streams import PlaybackResult
 from voicecall.service import CallError, CallService
 from voicecall.shared.clock import now_ms
@@ -26,6 +28,50 @@ class ReplyDefaults:
     system_prompt: str | None = None
     timeout_s: float = 30.0
     history_turns: int = 20
+    fallback_message: str = "Sorry, I can't take your call right now. Please try again later. Goodbye."
+
+
+class TurnControls:
+    """`CallControls` for one turn: what the responder's built-in tools do on the call."""
+
+    def __init__(self, service: CallService, call_id: str) -> None:
+        self.service = service
+        self.call_id = call_id
+        self.end_detail: str | None = None
+
+    async def send_dtmf(self, digits: str) -> None:
+        await self.service.send_dtmf(self.call_id, digits)
+
+    def transfer_targets(self) -> tuple[str, ...]:
+        return self.service.settings.transfer.allowed_numbers
+
+    def transfer(self, to: str, message: str | None) -> str:
+        number = self.service.transfer_target(to, by_model=True)
+        # In the background: the transfer waits for this turn's speech to finish first.
+        self.service.spawn(self._transfer(number, message), f"transfer:{self.call_id}")
+        return number
+
+    async def _transfer(self, number: str, message: str | None) -> None:
+        try:
+            await self.service.transfer(self.call_id, number, message, by_model=True)
+        except CallError as exc:
+            log.warning("call %s: transfer asked by the model failed: %s", self.call_id, exc)
+
+    def info(self) -> dict[str, Any]:
+        record = self.service.live(self.call_id)
+        if record is None:
+            return {"callId": self.call_id, "state": "ended"}
+        now = now_ms()
+        return {"callId": record.call_id, "direction": record.direction, "mode": record.mode,
+                "from": record.from_, "to": record.to, "state": record.state.value,
+                "startedAt": record.started_at, "answeredAt": record.answered_at,
+                "durationSeconds": round((now - (record.answered_at or record.started_at)) / 1000)}
+
+    def end_after_reply(self, detail: str) -> None:
+        self.end_detail = detail
+
+    async def log_tool(self, text: str) -> None:
+        await self.service.log_tool(self.call_id, text)
 
 
 
@@ -37,7 +83,39 @@ class AutoReply:
         self.responder = responder
         self.defaults = defaults
 
-    def _context(self, call: CallRecord, text: str, history: list[dict[str, Any]]) -> TurnContext:
+    def _model(self, call: CallRecord) -> str | None:
+        route: dict[str, Any] = dict(call.metadata.get("route") or {})
+        return route.get("responseModel") or self.defaults.model
+
+    def problem(self, call: CallRecord) -> str | None:
+        """Why this call's turns cannot be answered at all (e.g. no API key); None when they can."""
+        check = getattr(self.responder, "problem", None)
+        return check(self._model(call)) if check is not None else None
+
+    async def on_greeted(self, call: CallRecord) -> None:
+        """Listen for the caller, unless no reply can be made: then an inbound caller hears the
+        fallback and the call ends `failed`; an outbound call is left to `continue`."""
+        problem = self.problem(call)
+        if problem is None:
+            await self.service.listen(call.call_id)
+        elif call.direction == "inbound":
+            await self._give_up(call, problem)
+        else:
+            log.warning("call %s: no automatic replies (%s); the call is driven by continue",
+                        call.call_id, problem)
+
+    async def _give_up(self, call: CallRecord, problem: str) -> None:
+        cid = call.call_id
+        log.warning("call %s: cannot answer the caller: %s", cid, problem)
+        try:
+            await self.service.speak(cid, self.defaults.fallback_message)
+        except CallError as exc:
+            log.info("call %s: fallback not said: %s", cid, exc)
+        if self.service.live(cid) is not None:
+            await self.service.end(cid, EndReason.FAILED, detail=f"no automatic reply: {problem}")
+
+    def _context(self, call: CallRecord, text: str, history: list[dict[str, Any]],
+                 controls: TurnControls) -> TurnContext:
         route: dict[str, Any] = dict(call.metadata.get("route") or {})
         d = self.defaults
         timeout_ms = route.get("responseTimeoutMs")
@@ -47,9 +125,10 @@ class AutoReply:
             agent_id=str(route.get("agentId") or d.agent_id), user_text=text,
             transcript=tuple(call.transcript),
             history=tuple({"role": str(m["role"]), "content": str(m["content"])} for m in history),
-            model=route.get("responseModel") or d.model,
+            model=self._model(call),
             system_prompt=route.get("responseSystemPrompt") or d.system_prompt,
             timeout_s=timeout_ms / 1000 if isinstance(timeout_ms, int) else d.timeout_s,
+            controls=controls,
         )
 
     async def on_caller_turn(self, call: CallRecord, text: str, generation: int, heard_at: int) -> None:
@@ -58,7 +137,8 @@ class AutoReply:
         key = call.session_key or cid
         history = await store.session_messages(key)
         keep = self.defaults.history_turns * 2
-        ctx = self._context(call, text, history[-keep:] if keep else [])
+        controls = TurnControls(service, cid)
+        ctx = self._context(call, text, history[-keep:] if keep else [], controls)
         spoken: list[str] = []
         turn: dict[str, Any] = {"callId": cid, "kind": "auto", "transcriptAt": heard_at}
         speech_end = service.speech_ended_at(cid, heard_at - 60_000)
@@ -81,6 +161,11 @@ class AutoReply:
                     queued.append(asyncio.ensure_future(service.speak(cid, sentence)))
                     continue
                 interrupted = not self._heard(await service.speak(cid, sentence), spoken, turn)
+        except ResponderUnavailable as exc:
+            if call.direction == "inbound":
+                await self._give_up(call, str(exc))
+                return
+            log.warning("call %s: no reply spoken: %s", cid, exc)
         except ResponderError as exc:
             log.warning("call %s: no reply spoken: %s", cid, exc)
         except CallError as exc:
@@ -102,6 +187,10 @@ class AutoReply:
             turn["turnLatencyMs"] = turn["firstAudioAt"] - heard_at
             turn["spokenAt"] = now_ms()
             await service.record_turn(cid, turn)
+        if controls.end_detail is not None:
+            if service.live(cid) is not None:
+                await service.end(cid, EndReason.HANGUP_BOT, detail=controls.end_detail)
+            return
         if not interrupted and service.is_current(cid, generation):
             await service.listen(cid)
 

@@ -18,12 +18,13 @@ def default_system_prompt(agent_name: str, caller_number: str) -> str:
 
 
 def transcript_lines(transcript: Iterable[TranscriptEntry]) -> list[str]:
-    """`You: ...` for what the bot said, `Caller: ...` for the caller; partial results left out."""
+    """`You: ...` for what the bot said, `Caller: ...` for the caller, `Tool: ...` for a tool call;
+    partial results left out."""
     lines: list[str] = []
     for entry in transcript:
         if not entry.is_final or not entry.text.strip():
             continue
-        who = "You" if entry.speaker == "bot" else "Caller"
+        who = {"bot": "You", "tool": "Tool"}.get(entry.speaker, "Caller")
         lines.append(f"{who}: {' '.join(entry.text.split())}")
     return lines
 

@@ -14,10 +14,11 @@ from collections.abc import (
     AsyncIterator,
     Callable,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
+from voicecall.agent.call_controls import CallControls
 from voicecall.agent.spoken import SpokenStream, collapse_whitespace
 from voicecall.calls.model import TranscriptEntry
 from voicecall.speech.sentences import CLOSERS, TERMINATORS, SentenceSplitter
@@ -48,6 +49,8 @@ class TurnContext:
     model: str | None = None  # per-turn model override (per-number routing)
     system_prompt: str | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
+    controls: CallControls | None = field(default=None, compare=False)
+    """The live call, for the built-in tools (None outside a call)."""
 
     @property
     def remote_number(self) -> str:
@@ -57,6 +60,19 @@ class TurnContext:
 
 class ResponderError(Exception):
     """A turn could not be answered; the message says what failed (API keys are masked out)."""
+
+
+class ResponderUnavailable(ResponderError):
+    """The responder cannot answer at all as configured (no API key, unknown provider): retrying
+    will not help."""
+
+
+@dataclass(frozen=True)
+class Flush:
+    """From a text source: the text so far is complete (a model round ended); `text`, if any, is
+    then said as it is (a filler, last words) and a fresh reply may follow."""
+
+    text: str = ""
 
 
 @runtime_checkable
@@ -122,8 +138,9 @@ def seconds(value: float) -> str:
 IDLE_FLUSH_S = 0.05
 
 
-async def sentence_stream(source: Callable[[], AsyncGenerator[str, None]], *, spoken: bool, timeout_s: float,
-                     what: str, idle_flush_s: float | None = None) -> AsyncIterator[str]:
+async def sentence_stream(source: Callable[[], AsyncGenerator[str | Flush, None]], *, spoken: bool,
+                          timeout_s: float, what: str,
+                          idle_flush_s: float | None = None) -> AsyncIterator[str]:
     """Run `source` in its own task under the turn's time limit; yield its sentences as they complete.
 
     The source runs ahead of the consumer (so a slow consumer, busy speaking the first sentence,
@@ -137,10 +154,13 @@ async def sentence_stream(source: Callable[[], AsyncGenerator[str, None]], *, sp
         for sentence in sentences:
             queue.put_nowait(sentence)
 
-    async def pump(pipeline: _Sentences) -> None:
+    pipelines = [_Sentences(spoken=spoken)]
+
+    async def pump() -> None:
         deltas = source()
         try:
             while True:
+                pipeline = pipelines[-1]
                 if idle_flush_s is None or not pipeline.pending:
                     delta = await anext(deltas, None)
                 else:
@@ -156,16 +176,20 @@ async def sentence_stream(source: Callable[[], AsyncGenerator[str, None]], *, sp
                             await asyncio.wait({upcoming})
                 if delta is None:
                     return
+                if isinstance(delta, Flush):
+                    put(pipeline.finish())
+                    put(_clean([delta.text]))
+                    pipelines.append(_Sentences(spoken=spoken))
+                    continue
                 put(pipeline.feed(delta))
         finally:
             await deltas.aclose()
 
     async def produce() -> None:
-        pipeline = _Sentences(spoken=spoken)
         try:
             async with asyncio.timeout(timeout_s):
-                await pump(pipeline)
-            put(pipeline.finish())
+                await pump()
+            put(pipelines[-1].finish())
             queue.put_nowait(_End())
         except TimeoutError:
             queue.put_nowait(_End(ResponderError(f"{what} timed out after {seconds(timeout_s)}")))

@@ -97,7 +97,8 @@ def replace_lone_surrogates(text: str) -> str:
 
 
 class TranscriptEntry(CamelModel):
-    """One utterance: what the bot said (after it played) or what the caller said."""
+    """One utterance: what the bot said (after it played) or what the caller said; or a tool call
+    the responder made."""
 
     timestamp: int
     speaker: Speaker

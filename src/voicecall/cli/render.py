@@ -93,7 +93,7 @@ def status(console: Console, result: dict[str, Any]) -> None:
     if result.get("history"):
         console.print("  path:  " + " → ".join(h["state"] for h in result["history"]))
     for entry in c.get("transcript", []):
-        who = "bot" if entry["speaker"] == "bot" else "caller"
+        who = {"bot": "bot", "tool": "tool"}.get(entry["speaker"], "caller")
         console.print(f"  {_time(entry['timestamp'])} [bold]{who}:[/] {entry['text']}")
 
 

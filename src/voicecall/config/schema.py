@@ -767,24 +767,56 @@ def derive_realtime_stream_path(serve_path: str) -> str:
     return serve_path.rstrip("/") + "/stream/realtime"
 
 
+ToolName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
+
+
+class McpServerConfig(_Model):
+    """An MCP server whose tools the responder's model may call: a command (stdio) or a URL
+    (streamable HTTP)."""
+
+    command: NonEmptyStr | None = Field(
+        None, description="stdio: the program to start (no shell); its tools are listed at start.")
+    args: list[str] = Field(default_factory=list, description="stdio: the program's arguments.")
+    env: dict[str, Secret] = Field(
+        default_factory=dict, description="stdio: extra environment variables for the program; the values "
+        "are secrets.")
+    url: HttpUrl | None = Field(None, description="Streamable HTTP: the server's MCP endpoint URL.")
+    headers: dict[str, Secret] = Field(
+        default_factory=dict, description="Streamable HTTP: headers sent with each request; the values are "
+        "secrets.")
+
+
+class HttpToolConfig(_Model):
+    """A plain HTTP tool: the model's arguments are POSTed as JSON to `url`; the reply goes back
+    to the model."""
+
+    name: ToolName = Field(description="Function name the model calls.")
+    description: NonEmptyStr = Field(description="What the tool does, for the model.")
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="The arguments, as a JSON Schema object.")
+    url: HttpUrl = Field(description="Where the arguments are POSTed as JSON.")
+    headers: dict[str, Secret] = Field(
+        default_factory=dict, description="Headers sent with each request; the values are secrets.")
+
+
 class ResponderConfig(_Model):
     """Automatic replies to caller turns (inbound calls and outbound conversation calls).
 
-    Off by default: outbound conversations are then driven by `continue`. `type` chooses the
-    backend: `llm` (an OpenAI-compatible chat API; model from `responseModel`), `http` (POST the
-    turn to `url`, speak what it returns) or `python` (`target` is `module:function` or an entry
-    point in `voicecall.responders`).
+    On by default (docs/decisions.md D100). `type` chooses the backend: `llm` (a chat model with
+    tools; model from `responseModel`), `http` (POST the turn to `url`, speak what it returns) or
+    `python` (`target` is `module:function` or an entry point in `voicecall.responders`).
     """
 
     enabled: bool = Field(
-        False, description="Answer caller turns on inbound calls and outbound conversation calls "
+        True, description="Answer caller turns on inbound calls and outbound conversation calls "
         "automatically; when off, conversations are driven by `continue`.")
     type: Literal["llm", "http", "python"] = Field(
-        "llm", description="`llm`: an OpenAI-compatible chat model (responseModel). `http`: each turn is "
+        "llm", description="`llm`: a chat model with tools (responseModel). `http`: each turn is "
         "POSTed to url and the answer is spoken. `python`: a function named by target.")
     base_url: HttpUrl | None = Field(
-        None, description="`llm`: base URL of an OpenAI-compatible server, instead of the model "
-        "provider's.")
+        None, description="`llm`: base URL of the model's API, instead of the provider's (and of "
+        "`<PROVIDER>_BASE_URL`).")
     url: HttpUrl | None = Field(
         None, description="`http` (required): where each turn and the call context are POSTed as JSON; "
         'the answer may be plain text, `{"text": ...}` or a streamed body.')
@@ -797,6 +829,24 @@ class ResponderConfig(_Model):
     history_turns: Annotated[int, Field(ge=0, le=200), BeforeValidator(_reject_bool)] = Field(
         20, description="Earlier turns of the conversation (caller and reply) sent with each turn; 0 sends "
         "none.")
+    fallback_message: NonEmptyStr = Field(
+        "Sorry, I can't take your call right now. Please try again later. Goodbye.",
+        description="Said to an inbound caller when no reply can be made (no model credentials); the call "
+        "then ends `failed`.")
+    max_tool_rounds: Annotated[int, Field(ge=0, le=20), BeforeValidator(_reject_bool)] = Field(
+        4, description="`llm`: tool-call rounds the model may take in one turn before it must answer.")
+    tool_timeout_ms: PositiveInt = Field(
+        10000, description="`llm`: time limit of one tool call, in milliseconds; its result is then an "
+        "error.")
+    filler_after_ms: NonNegativeInt = Field(
+        1200, description="`llm`: a tool call still running after this many milliseconds gets `filler` "
+        "said meanwhile; 0: never.")
+    filler: NonEmptyStr = Field(
+        "One moment, please.", description="What is said while a slow tool call runs.")
+    mcp_servers: dict[ToolName, McpServerConfig] = Field(
+        default_factory=dict, description="`llm`: MCP servers whose tools the model may call, by name.")
+    tools: list[HttpToolConfig] = Field(
+        default_factory=list, description="`llm`: plain HTTP tools the model may call.")
 
 
 class IdleConfig(_Model):
@@ -909,8 +959,9 @@ class VoiceCallConfig(_Model):
         default_factory=dict, description="Settings per phone number of ours, keyed by the E.164 number: "
         "greeting, voice, agent and replies for inbound calls to that number.")
     response_model: NonEmptyStr | None = Field(
-        None, description="Model of automatic replies, as `provider/model` (openai, openrouter, groq, "
-        "together, mistral, deepseek, xai, ollama, lmstudio, vllm); `openai/gpt-4o-mini` when unset.")
+        None, description="Model of automatic replies, as `provider/model` (openai, anthropic, google, "
+        "groq, openrouter, mistral, xai, deepseek, together, ollama, lmstudio, vllm); "
+        "`openai/gpt-4o-mini` when unset.")
     response_system_prompt: str | None = Field(
         None, description="System prompt of automatic replies; unset: a built-in prompt asking for brief, "
         "natural phone replies.")
@@ -955,6 +1006,10 @@ class VoiceCallConfig(_Model):
         if self.responder.enabled and self.responder.type == "python" and not self.responder.target:
             raise FieldPathError("responder.target", "is required when responder.type is python "
                                  "(module:function or an entry-point name)")
+        for name, server in self.responder.mcp_servers.items():
+            if (server.command is None) == (server.url is None):
+                raise FieldPathError(f"responder.mcpServers.{name}",
+                                     "set exactly one of command (stdio) or url (streamable HTTP)")
         idle = self.idle
         if idle.prompt_after_sec and idle.hangup_after_sec and idle.hangup_after_sec <= idle.prompt_after_sec:
             raise FieldPathError("idle.hangupAfterSec", "must be greater than idle.promptAfterSec")

@@ -41,7 +41,10 @@ from voicecall.store import SQLiteCallStore
 
 if TYPE_CHECKING:
     from voicecall.agent.conversation import AutoReply
+    from voicecall.agent.http_tools import HttpTools
+    from voicecall.agent.mcp_tools import McpTools
     from voicecall.agent.responder import Responder
+    from voicecall.agent.tools import ToolSource
     from voicecall.media.cache import CachedSpeech
     from voicecall.media.hub import MediaHub
     from voicecall.server.media_ws import MediaEndpoint
@@ -87,6 +90,8 @@ class Runtime:
         self._servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
         self._started = False
         self._responder: Responder | None = None
+        self._mcp: list[McpTools] = []
+        self._http_tools: HttpTools | None = None
         self.media: MediaHub | None = None
         self.media_endpoint: MediaEndpoint | None = None
         self.tts_chain: TtsChain | None = None
@@ -174,6 +179,7 @@ class Runtime:
                                   config_info=self._config_info())
             if c.responder.enabled:
                 self.service.turn_handler = self._auto_reply()
+                await asyncio.gather(*(mcp.start() for mcp in self._mcp))
             ws = self._media(self.service) if c.streaming.enabled else None
             await self.provider.start()
             await self.service.start()
@@ -302,14 +308,47 @@ class Runtime:
 
         c = self.config
         r = c.responder
+        tools = self._tool_sources()
         responder = build_responder(
-            r.type, model=c.response_model or "openai/gpt-4o-mini", base_url=r.base_url, url=r.url,
+            r.type, model=c.response_model or "openai/gpt-4o-mini",
+            base_url=str(r.base_url) if r.base_url else None, url=r.url,
             target=r.target, headers={k: v.get_secret_value() for k, v in r.headers.items()},
-            env=self.loaded.env)
+            env=self.loaded.env, tools=tools, max_tool_rounds=r.max_tool_rounds,
+            tool_timeout_s=r.tool_timeout_ms / 1000, filler=r.filler, filler_after_s=r.filler_after_ms / 1000)
         self._responder = responder
         return AutoReply(self.service, responder, ReplyDefaults(
             agent_id=c.agent_id, model=c.response_model, system_prompt=c.response_system_prompt,
-            timeout_s=c.response_timeout_ms / 1000, history_turns=r.history_turns))
+            timeout_s=c.response_timeout_ms / 1000, history_turns=r.history_turns,
+            fallback_message=r.fallback_message))
+
+    def _tool_sources(self) -> list[ToolSource]:
+        """The responder's tools: built-ins first (their names cannot be taken), then each MCP
+        server, then the HTTP tools (docs/decisions.md D101)."""
+        from voicecall.agent.builtin_tools import BuiltinTools
+        from voicecall.agent.chat import ToolSpec
+        from voicecall.agent.http_tools import HttpTool, HttpTools
+
+        r = self.config.responder
+        sources: list[ToolSource] = [BuiltinTools()]
+        if r.type != "llm":
+            return sources
+        if r.mcp_servers:
+            from voicecall.agent.mcp_tools import McpServer, McpTools
+
+            for name, server in r.mcp_servers.items():
+                mcp = McpTools(McpServer(
+                    name, command=server.command, args=tuple(server.args),
+                    env={k: v.get_secret_value() for k, v in server.env.items()}, url=server.url,
+                    headers={k: v.get_secret_value() for k, v in server.headers.items()}))
+                self._mcp.append(mcp)
+                sources.append(mcp)
+        if r.tools:
+            http = HttpTools([HttpTool(ToolSpec(t.name, t.description, dict(t.parameters)), t.url,
+                                       {k: v.get_secret_value() for k, v in t.headers.items()})
+                              for t in r.tools])
+            self._http_tools = http
+            sources.append(http)
+        return sources
 
     async def _media_stats(self) -> dict[str, Any]:
         if self.media is None:
@@ -364,6 +403,14 @@ class Runtime:
                     await inner.aclose()
         if hasattr(self, "service"):
             await self.service.stop()
+        for mcp in self._mcp:
+            with contextlib.suppress(Exception):
+                await mcp.stop()
+        self._mcp.clear()
+        if self._http_tools is not None:
+            with contextlib.suppress(Exception):
+                await self._http_tools.aclose()
+            self._http_tools = None
         if self._responder is not None:
             from voicecall.agent.responder import close_responder
 

@@ -47,10 +47,35 @@ def run_checks(loaded: LoadedConfig) -> list[Check]:
                             "(ngrok, tailscale-serve, tailscale-funnel)"))
     if c.streaming.enabled:
         checks.extend(_streaming_checks(loaded))
+    checks.append(_responder_check(loaded))
     both = c.streaming.enabled and c.realtime.enabled
     checks.append(Check("mode", not both, "streaming and realtime cannot both be on" if both
                         else ("media streaming" if c.streaming.enabled else "carrier-native speech")))
     return checks
+
+
+def _responder_check(loaded: LoadedConfig) -> Check:
+    """Automatic replies (on by default) need the model's API key (docs/decisions.md D100)."""
+    from voicecall.agent.models import resolve_model
+    from voicecall.agent.turn import DEFAULT_MODEL, ResponderError
+
+    c = loaded.config
+    r = c.responder
+    if not r.enabled:
+        return Check("responder", True, "automatic replies are off (responder.enabled: false)")
+    if r.type != "llm":
+        return Check("responder", True, f"automatic replies by the {r.type} responder")
+    problems: list[str] = []
+    default = c.response_model or DEFAULT_MODEL
+    routed = (route.response_model for route in c.numbers.values() if route.response_model)
+    for model in dict.fromkeys([default, *routed]):
+        try:
+            resolve_model(model, env=loaded.env, base_url=r.base_url)
+        except ResponderError as exc:
+            problems.append(str(exc))
+    if problems:
+        return Check("responder", False, "; ".join(problems))
+    return Check("responder", True, f"automatic replies by {default}")
 
 
 def _streaming_checks(loaded: LoadedConfig) -> list[Check]:

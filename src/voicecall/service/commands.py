@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from voicecall.calls.events import CallEvent
-from voicecall.calls.machine import end_record, transition
-from voicecall.calls.model import CallMode, CallRecord, CallState, EndReason
+from voicecall.calls.machine import end_record, transfer_in_progress, transition
+from voicecall.calls.model import CallMode, CallRecord, CallState, EndReason, TranscriptEntry
 from voicecall.calls.phone import is_dtmf, is_e164
 from voicecall.calls.policy import session_key
 from voicecall.calls.timers import TimerSet
@@ -117,6 +117,9 @@ class CallService:
                             call_id=stored.call_id, code=-32005)
         if not call.record.provider_call_id:
             raise CallError("Call not connected yet", call_id=call.call_id, code=-32006)
+        if transfer_in_progress(call.record):  # anything sent now would cut the transfer
+            raise CallError("the call is being transferred to a person", call_id=call.call_id,
+                            code=-32007)
         return call
 
     # -- persistence and change notification -------------------------------------------------
@@ -290,6 +293,15 @@ class CallService:
             meta["lastTurnCompletedAt"] = now_ms()
             await self.persist(call.record, turn={**turn, "turn": meta["turnCount"]})
 
+    async def log_tool(self, call_id: str, text: str) -> None:
+        """Keep a responder's tool call on the call's transcript (a `tool` entry, D101)."""
+        call = self.calls.get(call_id)
+        if call is None:
+            raise CallError("Call has ended", call_id=call_id, code=-32005)
+        async with call.lock:
+            call.record.transcript.append(TranscriptEntry(timestamp=now_ms(), speaker="tool", text=text))
+            await self.persist(call.record)
+
     async def send_dtmf(self, call_id: str, digits: str) -> None:
         """Send keys on the call, in line with its speech (after what was asked for before)."""
         digits = digits.strip()
@@ -307,9 +319,14 @@ class CallService:
                        by_model: bool = False) -> dict[str, Any]:
         """Put the call through to `to` (`service.transfer`); `by_model` limits `to` to
         `transfer.allowedNumbers`. Returns once the carrier is dialing."""
-        number = transfer.target(to, self.settings.transfer, by_model=by_model)
+        number = self.transfer_target(to, by_model=by_model)
         call = await self._connected(call_id)
         return await transfer.transfer(self, call, number, message)
+
+    def transfer_target(self, to: str, *, by_model: bool) -> str:
+        """`to` as the E.164 number a transfer would dial; `CallError` (-32602) when it is not
+        a number, or (`by_model`) not one of `transfer.allowedNumbers`."""
+        return transfer.target(to, self.settings.transfer, by_model=by_model)
 
     def on_transfer_progress(self, call: LiveCall, status: str) -> None:
         self.spawn(transfer.on_progress(self, call, status), f"transfer:{call.call_id}")
@@ -421,7 +438,7 @@ class CallService:
             return
         record = call.record
         async with call.lock:
-            if record.is_terminal:
+            if record.is_terminal or transfer_in_progress(record):
                 return
             record.state = transition(record.state, CallState.LISTENING)
             await self.persist(record)

@@ -16,6 +16,11 @@ class TurnHandler(Protocol):
     async def on_caller_turn(self, call: CallRecord, text: str, generation: int,
                              heard_at: int) -> None: ...
 
+    async def on_greeted(self, call: CallRecord) -> None:
+        """The opening has been said on a call it answers: start listening (`service.listen`),
+        or, if it cannot answer this call at all, say so and end it."""
+        ...
+
 
 class MediaPlayer(Protocol):
     """Speaking over a media stream instead of carrier commands (`voicecall.media.MediaHub`)."""

@@ -152,7 +152,10 @@ async def greet(service: CallService, call: LiveCall) -> None:
     if record.mode == "notify" and record.direction == "outbound":
         service.schedule_notify_hangup(record)
     elif service.auto_replies(record) and not call.in_turn:
-        await service.listen(cid)
+        if service.turn_handler is not None:
+            await service.turn_handler.on_greeted(record)
+        else:
+            await service.listen(cid)
 
 
 async def _deliver_opening(service: CallService, call: LiveCall, place: Place) -> None:

@@ -86,6 +86,15 @@ class LoopbackServer:
         await self.stop()
 
 
+@dataclass(frozen=True)
+class ScriptedToolCall:
+    """A function call the fake model makes (after its text, if any)."""
+
+    name: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: "call_" + secrets.token_hex(8))
+
+
 @dataclass
 class ScriptedReply:
     """How the fake answers one chat-completion request."""
@@ -97,6 +106,7 @@ class ScriptedReply:
     status: int = 200
     error_after_chars: int | None = None
     hang: bool = False
+    tool_calls: tuple[ScriptedToolCall, ...] = ()
 
     def text_for(self, messages: list[dict[str, Any]]) -> str:
         return self.reply(messages) if callable(self.reply) else self.reply
@@ -204,7 +214,7 @@ class FakeOpenAI(LoopbackFake):
     # -- scripting -------------------------------------------------------------------------------
     def script(self, reply: str | ReplyFn, *, token_delay_s: float = 0.0, first_token_delay_s: float = 0.0,
                chunk_chars: int = 4, status: int = 200, error_after_chars: int | None = None,
-               hang: bool = False) -> ScriptedReply:
+               hang: bool = False, tool_calls: list[ScriptedToolCall] | None = None) -> ScriptedReply:
         """Queue the answer to the next chat-completion request.
 
         `reply` is the assistant's text (or a function of the request's messages). It streams in
@@ -212,11 +222,14 @@ class FakeOpenAI(LoopbackFake):
         `first_token_delay_s`. `status` other than 200 answers with OpenAI's error JSON instead.
         `error_after_chars` streams that many characters and then an error event (the stream ends
         without `[DONE]`). `hang` streams the reply and then neither finishes nor closes the stream
-        (with an empty reply: the client gets nothing but the opening chunk).
+        (with an empty reply: the client gets nothing but the opening chunk). `tool_calls` are
+        function calls made after the text (streamed as OpenAI streams them: the name first, then
+        the arguments in pieces); the round then finishes with `tool_calls`.
         """
         scripted = ScriptedReply(reply, token_delay_s=token_delay_s, first_token_delay_s=first_token_delay_s,
                                  chunk_chars=chunk_chars, status=status,
-                                 error_after_chars=error_after_chars, hang=hang)
+                                 error_after_chars=error_after_chars, hang=hang,
+                                 tool_calls=tuple(tool_calls or ()))
         self._script.append(scripted)
         return scripted
 
@@ -302,10 +315,14 @@ class FakeOpenAI(LoopbackFake):
         if scripted.error_after_chars is not None:
             return openai_error(500, "The server had an error while processing your request.",
                                 type_="server_error")
+        message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
+        if scripted.tool_calls:
+            message["tool_calls"] = [{"id": c.id, "type": "function", "function": {
+                "name": c.name, "arguments": json.dumps(dict(c.arguments))}} for c in scripted.tool_calls]
         return JSONResponse({
             "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                         "logprobs": None, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": "tool_calls" if scripted.tool_calls else "stop"}],
             "usage": _usage(messages, text), "system_fingerprint": "fp_fake",
         })
 
@@ -338,9 +355,14 @@ class FakeOpenAI(LoopbackFake):
         if scripted.hang:
             await self._stopping.wait()
             return
+        for index, call in enumerate(scripted.tool_calls):
+            yield chunk({"tool_calls": [{"index": index, "id": call.id, "type": "function",
+                                         "function": {"name": call.name, "arguments": ""}}]})
+            for piece in _chunks(json.dumps(dict(call.arguments)), scripted.chunk_chars):
+                yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
         if scripted.token_delay_s:
             await asyncio.sleep(scripted.token_delay_s)
-        yield chunk({}, "stop")
+        yield chunk({}, "tool_calls" if scripted.tool_calls else "stop")
         if include_usage:
             yield _sse({"id": completion_id, "object": "chat.completion.chunk", "created": created,
                         "model": model, "system_fingerprint": "fp_fake", "choices": [],
