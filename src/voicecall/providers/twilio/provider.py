@@ -28,7 +28,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 from uuid import uuid4
 
 import httpx
@@ -50,6 +50,7 @@ from voicecall.providers.base import (
 from voicecall.providers.http import CarrierApiError, CarrierHttp
 from voicecall.providers.streams import MediaStreams, StreamSerializer, StreamStart
 from voicecall.providers.twilio import twiml
+from voicecall.providers.twilio.canonical import NotCanonical, canonical_request, check_twilio_form
 from voicecall.providers.twilio.signature import form_params, verify_twilio_webhook
 from voicecall.providers.twilio.stream import TwilioStreamSerializer
 from voicecall.security.public_url import ForwardingPolicy
@@ -99,12 +100,9 @@ def _twilio_error(response: httpx.Response) -> tuple[str | int | None, str]:
         return None, response.text[:300] or response.reason_phrase
 
 
-def _form_params(body: bytes) -> dict[str, str]:
-    """The webhook's form fields (Twilio posts `application/x-www-form-urlencoded`)."""
-    try:
-        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-    except UnicodeDecodeError as exc:
-        raise WebhookParseError("body is not UTF-8 form data") from exc
+def _json_body(request: WebhookRequest) -> bool:
+    """A JSON post, signed through its `bodySHA256` query parameter instead of form fields."""
+    return "bodySHA256=" in request.url.partition("?")[2]
 
 
 def _query_value(query: Mapping[str, str], name: str) -> str | None:
@@ -274,12 +272,25 @@ class TwilioProvider:
         result = verify_twilio_webhook(request, auth_token=s.auth_token, public_url=s.public_url,
                                        policy=s.policy, ngrok_loopback_bypass=s.ngrok_loopback_bypass,
                                        skip_verification=s.skip_signature_verification)
+        if result.ok and not s.skip_signature_verification:
+            # Only Twilio's own arrangement of the signed content is applied (D61).
+            try:
+                canonical = canonical_request(request, form_body=not _json_body(request))
+                if not _json_body(request):
+                    check_twilio_form(canonical, s.account_sid)
+            except NotCanonical as exc:
+                result = Verification(ok=False, reason=f"signed request not in Twilio's form: {exc}")
         return result if result.ok else result._replace(call_id=_claimed_call_id(request))
 
     def parse_webhook(self, request: WebhookRequest, verification: Verification) -> ParsedWebhook:
-        """Form body + our query (callId, type, turnToken, utt) → normalized events."""
-        params = _form_params(request.body)
-        meta = _webhook_meta(params, request.query)
+        """Form body + our query (callId, type, turnToken, utt) → normalized events, read from
+        the same one-name-once form that verification checked (D61)."""
+        try:
+            canonical = canonical_request(request)
+        except NotCanonical as exc:
+            raise WebhookParseError(str(exc)) from exc
+        params = canonical.params
+        meta = _webhook_meta(params, canonical.query)
         events = _caller_input_events(params)
         if events:
             meta["gather"] = True
