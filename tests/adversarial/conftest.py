@@ -15,6 +15,11 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
+from tests.integration.conftest import speech  # noqa: F401 (the fake TTS for streaming gateways)
+from tests.integration.test_media_guards import (  # noqa: F401 (streaming gateways on the simulator)
+    make_gateway,
+    sim,
+)
 from voicecall.gateway.runtime import Runtime
 from voicecall.testing.gateway import running_gateway
 
@@ -58,7 +63,8 @@ def twilio_signature(url: str, params: dict[str, str]) -> str:
 
 def status_params(call_sid: str, status: str = "completed", **extra: str) -> dict[str, str]:
     return {"AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01", "CallSid": call_sid,
-            "CallStatus": status, "From": CALLER, "To": OUR_NUMBER, **extra}
+            "CallStatus": status, "Direction": "outbound-api", "From": OUR_NUMBER, "To": CALLER,
+            **extra}
 
 
 async def post_signed(gateway: Runtime, url: str, params: dict[str, str], *,

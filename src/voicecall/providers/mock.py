@@ -35,6 +35,7 @@ from voicecall.providers.base import (
     WebhookRequest,
 )
 from voicecall.providers.streams import MediaStreams
+from voicecall.shared import bounded_json
 from voicecall.shared.clock import now_ms
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ REPLY_DELAY_MS = 150
 def _raw_events(body: bytes) -> list[Any]:
     """The event objects of a mock webhook body, not yet validated."""
     try:
-        payload = json.loads(body or b"null")
+        payload = bounded_json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise WebhookParseError(f"invalid JSON body: {exc}") from exc
     if isinstance(payload, dict) and isinstance(payload.get("events"), list):

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from voicecall.server.rpc import ControlApi
 from voicecall.service import CallError
+from voicecall.shared import bounded_json
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,10 @@ def build_control_app(api: ControlApi, token: str) -> Starlette:
         if len(body) > MAX_RPC_BODY:
             return PlainTextResponse("Payload Too Large", status_code=413)
         try:
-            message = json.loads(body)
-        except ValueError:
+            message = bounded_json.loads(body)
+        except bounded_json.JsonRefused as exc:
+            return JSONResponse(_error(None, PARSE_ERROR, f"Parse error: {exc}"))
+        except ValueError:  # UnicodeDecodeError too
             return JSONResponse(_error(None, PARSE_ERROR, "Parse error: body is not JSON"))
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(
                 message.get("method"), str):

@@ -286,6 +286,10 @@ class MediaConnection(asyncio.Protocol):
         except (ValueError, UnicodeDecodeError) as exc:
             log.debug("media stream from %s: ignored a malformed message: %s", self.client_ip, exc)
             return
+        except Exception as exc:  # a frame no parser can take is still just a bad frame (D62)
+            log.debug("media stream from %s: ignored a message its parser failed on: %r",
+                      self.client_ip, exc)
+            return
         if message is None:
             return
         if self.session is not None:

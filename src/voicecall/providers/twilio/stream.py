@@ -21,6 +21,7 @@ from voicecall.providers.streams import (
     StreamStart,
     StreamStop,
 )
+from voicecall.shared import bounded_json
 
 __all__ = ["TwilioStreamSerializer"]
 
@@ -57,7 +58,7 @@ class TwilioStreamSerializer:
                     raise ValueError("unterminated media payload")
                 return StreamAudio(_decode(text[start:end]))
         try:
-            message: Any = json.loads(text)
+            message: Any = bounded_json.loads(text)
         except ValueError as exc:
             raise ValueError(f"not JSON: {exc}") from None
         if not isinstance(message, dict):
