@@ -154,11 +154,13 @@ def _common_event_fields(params: dict[str, str], meta: dict[str, Any]) -> dict[s
 
 
 def _speech_confidence(raw: str | None) -> float:
-    """Twilio's `Confidence` clamped to 0..1; 0.9 when it is missing or not a number."""
+    """Twilio's `Confidence` clamped to 0..1; 0.9 when it is missing, not a number, or not a
+    finite one (NaN is treated as absent)."""
     try:
-        return min(max(float(raw or 0.9), 0.0), 1.0)
+        value = float(raw or 0.9)
     except ValueError:
         return 0.9
+    return min(max(value, 0.0), 1.0) if math.isfinite(value) else 0.9
 
 
 def _caller_input_events(params: dict[str, str]) -> list[dict[str, Any]]:
