@@ -61,6 +61,7 @@ class RejectionSink(Protocol):
 
 
 HEALTH_PATH = "/health"
+_CLOSE = {"connection": "close"}
 
 
 def normalize_path(path: str) -> str:
@@ -161,12 +162,12 @@ class WebhookApp:
         try:
             body = await read_body(receive, content_length=length, max_bytes=self.max_body_bytes,
                                    timeout_s=self.body_timeout_s, budget=self.reads, key=key)
-        except BodyTooLarge:
-            return PlainTextResponse("Payload Too Large", status_code=413)
+        except BodyTooLarge:  # the rest of an unread body is not waited for: the connection closes
+            return PlainTextResponse("Payload Too Large", status_code=413, headers=_CLOSE)
         except BodyTimeout:
-            return PlainTextResponse("Request Timeout", status_code=408)
+            return PlainTextResponse("Request Timeout", status_code=408, headers=_CLOSE)
         except BodyIncomplete:
-            return PlainTextResponse("Bad Request: incomplete body", status_code=400)
+            return PlainTextResponse("Bad Request: incomplete body", status_code=400, headers=_CLOSE)
         return _request(scope, headers, body)
 
     async def _handle(self, request: WebhookRequest, verification: Verification) -> Response:
