@@ -8,9 +8,13 @@ frames a second on hundreds of calls stay cheap, and the send buffer is visible 
 backpressure. The guards:
 
 - the path must equal `streaming.streamPath` (404 otherwise);
-- `maxConnections` open or upgrading sockets: more get HTTP 503 at the upgrade;
+- `maxConnections` open or upgrading sockets: more get HTTP 503 at the upgrade. A socket the
+  server closes stops counting at once, and is dropped if the peer does not answer the close
+  within half a second (D64);
 - before a valid `start`: at most `maxPendingConnections` sockets, `maxPendingConnectionsPerIp`
-  per client IP (close 1013), each for `preStartTimeoutMs` (close 1008 "Start timeout");
+  per client IP, each for `preStartTimeoutMs` (close 1008 "Start timeout"). A new socket over
+  either budget takes the slot of the oldest one that has not sent `start` (which is closed
+  with 1013), so idle sockets cannot keep a real stream out (D64);
 - `start` must name a live call and carry its token (close 1008 "Missing callSid" /
   "Unknown call"); the client IP is the socket's unless it is a trusted proxy;
 - messages over 64 KiB close the socket (1009), WebSocket protocol errors too (1002, 1007);
@@ -44,7 +48,7 @@ log = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 64 * 1024
 MAX_SEND_BUFFER = 1024 * 1024
-CLOSE_TIMEOUT_S = 2.0
+CLOSE_TIMEOUT_S = 0.5
 MAX_BUFFERED_BEFORE_AUTH = 100
 MAX_HEAD_BYTES = 16 * 1024
 _END_OF_HEAD = b"\r\n\r\n"
@@ -127,11 +131,24 @@ class MediaEndpoint:
         return BoundMediaConnection
 
     def add_pending(self, conn: MediaConnection, ip: str) -> bool:
+        """Count `conn` as pending for `ip`. Over the per-IP or the global budget, the oldest
+        pending socket (of that IP, or of all) that has not sent `start` loses its slot; False
+        when every candidate has (the newcomer is then refused)."""
         limits = self.limits
-        if len(self.pending) >= limits.max_pending or self.pending_per_ip[ip] >= limits.max_pending_per_ip:
+        if self.pending_per_ip[ip] >= limits.max_pending_per_ip and not self._evict_oldest(ip):
+            return False
+        if len(self.pending) >= limits.max_pending and not self._evict_oldest(None):
             return False
         self.pending[conn] = ip
         self.pending_per_ip[ip] += 1
+        return True
+
+    def _evict_oldest(self, ip: str | None) -> bool:
+        victim = next((c for c, c_ip in self.pending.items()
+                       if (ip is None or c_ip == ip) and not c.started), None)
+        if victim is None:
+            return False
+        victim.close(1013, "Too many pending media stream connections")
         return True
 
     def drop_pending(self, conn: MediaConnection) -> None:
@@ -234,6 +251,11 @@ class MediaConnection(asyncio.Protocol):
             self.close(1001, "gateway shutting down")
         elif self.transport is not None:
             self.transport.close()
+
+    @property
+    def started(self) -> bool:
+        """The socket sent `start` (it is being authorized or has a session)."""
+        return self._authorizing or self.session is not None
 
     # -- handshake -------------------------------------------------------------------------------
     def _handshake(self, request: Request) -> None:
@@ -349,12 +371,13 @@ class MediaConnection(asyncio.Protocol):
         self.closing = True
         self.endpoint.closed_by_code[code] += 1
         self.endpoint.drop_pending(self)
+        self.endpoint.sockets.discard(self)  # a closing socket no longer takes capacity
         if self.frames is not None:
             self.frames.send_close(code, reason)
         self._flush()
         if self.transport is not None and not self.transport.is_closing():
             self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S,
-                                                                      self._close_transport)
+                                                                      self._abort_transport)
         if self.session is not None:
             self.session.end()
 
@@ -383,5 +406,13 @@ class MediaConnection(asyncio.Protocol):
                 return
 
     def _close_transport(self) -> None:
+        self.endpoint.sockets.discard(self)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+    def _abort_transport(self) -> None:
+        """The peer did not answer the close in time: drop the connection without waiting."""
+        self._close_timer = None
+        self.endpoint.sockets.discard(self)
+        if self.transport is not None:
+            self.transport.abort()
