@@ -30,6 +30,7 @@ from voicecall.gateway.ports import bind_listener
 from voicecall.providers.base import Provider
 from voicecall.providers.registry import build_provider
 from voicecall.security.public_url import normalize_ip
+from voicecall.server.connection_guard import ConnectionGuard
 from voicecall.server.control import build_control_app
 from voicecall.server.rpc import ControlApi
 from voicecall.server.serving import serve_on
@@ -87,6 +88,8 @@ class Runtime:
         self._responder: Responder | None = None
         self.media: MediaHub | None = None
         self.media_endpoint: MediaEndpoint | None = None
+        self.connection_guard: ConnectionGuard | None = None
+        """Header deadline and connection caps of the webhook port (D65)."""
         self.tts_chain: TtsChain | None = None
         self.speech_cache: CachedSpeech | None = None
         self.route_speech: dict[str, CachedSpeech] = {}
@@ -177,7 +180,8 @@ class Runtime:
                 provider=self.provider, apply_events=self.service.apply_events,
                 replays=self.store, rejections=self.service.rejections,
                 path=c.serve.path, skip_signature_verification=c.skip_signature_verification)
-            await self._serve(webhook_app, webhook_sock, ws=ws)
+            self.connection_guard = ConnectionGuard()
+            await self._serve(webhook_app, webhook_sock, ws=ws, guard=self.connection_guard)
             if control_sock is not None:
                 chost, cport = control_sock.getsockname()[:2]
                 self.control_url = f"http://{_host_for_url(chost)}:{cport}"
@@ -321,8 +325,10 @@ class Runtime:
         return run
 
     async def _serve(self, app: Any, sock: socket.socket, *,
-                     ws: type[asyncio.Protocol] | None = None) -> None:
-        self._servers.append(await serve_on(app, sock, graceful_shutdown_s=5, ws=ws or "none"))
+                     ws: type[asyncio.Protocol] | None = None,
+                     guard: ConnectionGuard | None = None) -> None:
+        self._servers.append(await serve_on(app, sock, graceful_shutdown_s=5, ws=ws or "none",
+                                            guard=guard))
 
     async def stop(self) -> None:
         """Idempotent, in reverse order: listeners, service, carrier, store."""
