@@ -13,7 +13,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from tests.integration.conftest import speech  # noqa: F401 (the fake TTS for streaming gateways)
 from tests.integration.test_media_guards import (  # noqa: F401 (streaming gateways on the simulator)

@@ -55,9 +55,10 @@ async def test_a_real_calls_stream_is_admitted_during_a_flood_of_silent_upgrades
         admitted = 0
         for _ in range(3):
             call = await live_call(runtime, sim)
+            call_id = call.record.call_id
             async with open_stream(runtime) as ws:
                 await ws.send(start_message(call.call_sid, call.token))
-                await eventually(lambda c=call: hub_of(runtime).session_for(c.record.call_id), TIMEOUT)
+                await eventually(lambda: hub_of(runtime).session_for(call_id), TIMEOUT)  # noqa: B023
                 assert ws.state is State.OPEN
                 admitted += 1
             await runtime.api.call("voicecall.end", {"callId": call.record.call_id})
