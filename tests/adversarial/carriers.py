@@ -36,6 +36,8 @@ class Carrier:
     """The voice-call config (merged over a fast mock setup with loopback ports)."""
     signed: bool
     """Whether the carrier signs its webhooks (forgeries are then probed)."""
+    streams: bool
+    """Whether the carrier has media streams (the media endpoint is then probed)."""
     inbound_call: Callable[[str, int], Webhook]
     """`(webhook_url, n)`: the webhook that starts inbound call number `n`."""
     caller_speech: Callable[[str, int, str], Webhook]
@@ -76,7 +78,7 @@ def _no_forgeries(_: Webhook) -> Iterator[tuple[str, Webhook]]:
 
 
 MOCK = Carrier(
-    name="mock", config={"provider": "mock", "inboundPolicy": "open"}, signed=False,
+    name="mock", config={"provider": "mock", "inboundPolicy": "open"}, signed=False, streams=False,
     sign=lambda url, query, body: {},
     inbound_call=lambda url, n: _mock_webhook(url, _mock_event("call.initiated", n)),
     caller_speech=lambda url, n, text: _mock_webhook(
@@ -169,7 +171,7 @@ TWILIO = Carrier(
     config={"provider": "twilio", "fromNumber": OUR_NUMBER, "inboundPolicy": "open",
             "twilio": {"accountSid": TWILIO_ACCOUNT, "authToken": TWILIO_TOKEN,
                        "apiBaseUrl": "http://127.0.0.1:9"}},
-    signed=True,
+    signed=True, streams=True,
     inbound_call=lambda url, n: _twilio_webhook(url, {}, _twilio_params(n, "ringing")),
     caller_speech=lambda url, n, text: _twilio_webhook(
         url, {"type": "listen"}, _twilio_params(n, "in-progress", SpeechResult=text,

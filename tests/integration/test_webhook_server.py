@@ -265,7 +265,7 @@ async def test_a_request_over_the_read_budget_takes_the_oldest_slow_readers_slot
     async with running_gateway(tmp_path, OPEN) as runtime:
         app = webhook_app(runtime)
         assert app.limiter.per_key == MAX_IN_FLIGHT_PER_CLIENT == 8
-        assert app.reads.per_key == MAX_READS_PER_CLIENT == 16
+        assert app.reads.per_key == MAX_READS_PER_CLIENT == 64
         bodies = [json.dumps({"events": [], "n": i}).encode() for i in range(MAX_READS_PER_CLIENT)]
         held = []
         for b in bodies:  # one at a time, so the first is the oldest
