@@ -21,6 +21,7 @@ from voicecall.config import (
     ConfigError,
     ConfigIssue,
     LoadedConfig,
+    VoiceCallConfig,
     config_fingerprint,
     resolve_control_token,
     store_dir,
@@ -179,7 +180,8 @@ class Runtime:
             webhook_app = WebhookApp(
                 provider=self.provider, apply_events=self.service.apply_events,
                 replays=self.store, rejections=self.service.rejections,
-                path=c.serve.path, skip_signature_verification=c.skip_signature_verification)
+                path=c.serve.path, skip_signature_verification=c.skip_signature_verification,
+                trusted_proxies=_trusted_proxies(c))
             self.connection_guard = ConnectionGuard()
             await self._serve(webhook_app, webhook_sock, ws=ws, guard=self.connection_guard)
             if control_sock is not None:
@@ -259,7 +261,7 @@ class Runtime:
             max_pending=s.max_pending_connections, max_pending_per_ip=s.max_pending_connections_per_ip,
             pre_start_timeout_s=s.pre_start_timeout_ms / 1000,
             trust_forwarding_headers=security.trust_forwarding_headers,
-            trusted_proxy_ips=frozenset(normalize_ip(str(ip)) for ip in security.trusted_proxy_ips),
+            trusted_proxy_ips=_trusted_proxies(c),
         ), streams.serializer, self.media)
         self.media_endpoint = endpoint
         return endpoint.protocol_class()
@@ -379,3 +381,11 @@ class Runtime:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def _trusted_proxies(config: VoiceCallConfig) -> frozenset[str]:
+    """The proxies whose forwarding headers name the client (`webhookSecurity`), when trusted."""
+    security = config.webhook_security
+    if not security.trust_forwarding_headers:
+        return frozenset()
+    return frozenset(normalize_ip(str(ip)) for ip in security.trusted_proxy_ips)

@@ -25,7 +25,6 @@ backpressure. The guards:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -39,7 +38,7 @@ from websockets.server import ServerProtocol
 
 from voicecall.media.session import StreamSession
 from voicecall.providers.streams import StreamMessage, StreamSerializer, StreamStart
-from voicecall.security.public_url import normalize_ip
+from voicecall.security.client_address import client_address
 from voicecall.server.ws_frames import FrameStream, StreamState, text_frame
 
 __all__ = ["MediaEndpoint", "MediaLimits", "StreamOpener", "client_ip"]
@@ -77,33 +76,9 @@ class StreamOpener(Protocol):
 def client_ip(remote: str, headers: Headers, limits: MediaLimits) -> str:
     """The caller's IP: the socket's, or, from a trusted proxy, the right-most untrusted
     `X-Forwarded-For` hop (the first hop when all are trusted), else `X-Real-IP`."""
-    remote_ip = normalize_ip(remote) or remote
-    if not (limits.trust_forwarding_headers and remote_ip in limits.trusted_proxy_ips):
-        return remote_ip
-    forwarded = _forwarded_for(headers, limits.trusted_proxy_ips)
-    if forwarded is not None:
-        return forwarded
-    real = normalize_ip((headers.get("X-Real-IP") or "").strip())
-    return real if _is_ip(real) else remote_ip
-
-
-def _forwarded_for(headers: Headers, trusted: frozenset[str]) -> str | None:
-    """The right-most untrusted `X-Forwarded-For` hop, the first when all are trusted, None
-    when there is no valid hop."""
-    hops = [normalize_ip(h.strip()) for value in headers.get_all("X-Forwarded-For") for h in value.split(",")]
-    valid = [h for h in hops if _is_ip(h)]
-    for hop in reversed(valid):
-        if hop not in trusted:
-            return hop
-    return valid[0] if valid else None
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+    trusted = limits.trusted_proxy_ips if limits.trust_forwarding_headers else frozenset()
+    return client_address(remote, forwarded_for=headers.get_all("X-Forwarded-For"),
+                          real_ip=headers.get("X-Real-IP"), trusted_proxies=trusted)
 
 
 class MediaEndpoint:

@@ -21,6 +21,7 @@ from voicecall.providers.base import (
     WebhookParseError,
     WebhookRequest,
 )
+from voicecall.security.client_address import client_address
 from voicecall.security.limits import (
     BODY_TIMEOUT_S,
     MAX_BODY_BYTES,
@@ -82,7 +83,7 @@ class WebhookApp:
         path: str, skip_signature_verification: bool = False,
         max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S,
         limiter: InFlightLimiter | None = None, rejections: RejectionSink | None = None,
-        reads: ReadBudget | None = None,
+        reads: ReadBudget | None = None, trusted_proxies: frozenset[str] = frozenset(),
     ) -> None:
         self.provider = provider
         self.rejections = rejections
@@ -96,6 +97,8 @@ class WebhookApp:
         """In-flight verified requests per client (429 beyond it)."""
         self.reads = reads or ReadBudget()
         """Bodies being read before verification; over it, the oldest read loses its slot."""
+        self.trusted_proxies = trusted_proxies
+        """Proxies whose `X-Forwarded-For` names the client the budgets are kept for."""
         self._required_headers = () if skip_signature_verification else provider.required_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -124,8 +127,7 @@ class WebhookApp:
             if required not in headers:
                 log.warning("webhook rejected: the %s header is missing", required)
                 return PlainTextResponse("Unauthorized", status_code=401)
-        client = scope.get("client")
-        key = client[0] if client else None
+        key = self._client_key(scope, headers)
         try:
             request = await self._read(scope, receive, headers, key)
             if isinstance(request, Response):
@@ -148,6 +150,18 @@ class WebhookApp:
         except Exception:
             log.exception("webhook handling failed")
             return PlainTextResponse("Internal Server Error", status_code=500)
+
+    def _client_key(self, scope: Scope, headers: dict[str, str]) -> str | None:
+        """Whose budgets a request counts against: the socket's address, or behind a trusted
+        proxy (a tunnel), the client it forwards for (D60)."""
+        client = scope.get("client")
+        if not client:
+            return None
+        if not self.trusted_proxies:
+            return str(client[0])
+        forwarded = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-forwarded-for"]
+        return client_address(str(client[0]), forwarded_for=forwarded,
+                              real_ip=headers.get("x-real-ip"), trusted_proxies=self.trusted_proxies)
 
     async def _read(self, scope: Scope, receive: Receive, headers: dict[str, str],
                     key: str | None) -> WebhookRequest | Response:
