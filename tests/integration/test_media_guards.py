@@ -248,7 +248,7 @@ async def test_upgrades_in_flight_count_toward_max_connections(make_gateway: Gat
 
 
 # -- 3. pending limits ---------------------------------------------------------------------------
-async def test_pending_sockets_beyond_the_per_ip_limit_are_closed_with_1013(
+async def test_a_pending_socket_beyond_the_per_ip_limit_takes_the_slot_of_that_ips_oldest(
         make_gateway: GatewayFactory) -> None:
     runtime = await make_gateway(maxPendingConnections=10, maxPendingConnectionsPerIp=2, **NO_START_TIMEOUT)
     endpoint = endpoint_of(runtime)
@@ -256,32 +256,54 @@ async def test_pending_sockets_beyond_the_per_ip_limit_are_closed_with_1013(
         first = [await stack.enter_async_context(open_stream(runtime, source="127.0.0.2"))
                  for _ in range(2)]
         assert endpoint.pending_per_ip["127.0.0.2"] == 2
-        async with open_stream(runtime, source="127.0.0.2") as third:
-            assert await closed_with(third) == (1013, "Too many pending media stream connections")
-        # another IP has its own allowance
         others = [await stack.enter_async_context(open_stream(runtime, source="127.0.0.3"))
                   for _ in range(2)]
-        assert all(ws.state is State.OPEN for ws in first + others)
-        assert len(endpoint.pending) == 4
-        # a pending socket that closes frees its IP's slot
-        await first[0].close()
-        await eventually(lambda: endpoint.pending_per_ip["127.0.0.2"] == 1, TIMEOUT)
-        async with open_stream(runtime, source="127.0.0.2") as again:
-            assert await still_open(again, 0.1)
-            assert endpoint.pending_per_ip["127.0.0.2"] == 2
+        third = await stack.enter_async_context(open_stream(runtime, source="127.0.0.2"))
+        # the oldest of 127.0.0.2 lost its slot (D64); another IP's sockets are untouched
+        assert await closed_with(first[0]) == (1013, "Too many pending media stream connections")
+        assert await still_open(third, 0.1)
+        assert all(ws.state is State.OPEN for ws in [first[1], *others])
+        assert endpoint.pending_per_ip["127.0.0.2"] == 2 and len(endpoint.pending) == 4
 
 
-async def test_pending_sockets_beyond_the_global_limit_are_closed_with_1013_whatever_their_ip(
+async def test_a_pending_socket_beyond_the_global_limit_takes_the_slot_of_the_oldest_of_all(
         make_gateway: GatewayFactory) -> None:
     runtime = await make_gateway(maxPendingConnections=3, maxPendingConnectionsPerIp=2, **NO_START_TIMEOUT)
     async with contextlib.AsyncExitStack() as stack:
-        for source in ("127.0.0.2", "127.0.0.2", "127.0.0.3"):
-            await stack.enter_async_context(open_stream(runtime, source=source))
+        held = [await stack.enter_async_context(open_stream(runtime, source=source))
+                for source in ("127.0.0.2", "127.0.0.2", "127.0.0.3")]
         assert len(endpoint_of(runtime).pending) == 3
-        for source in ("127.0.0.3", "127.0.0.4"):  # under their per-IP limit, over the global one
-            async with open_stream(runtime, source=source) as ws:
-                assert await closed_with(ws) == (1013, "Too many pending media stream connections")
+        newer = [await stack.enter_async_context(open_stream(runtime, source=source))
+                 for source in ("127.0.0.3", "127.0.0.4")]  # under their per-IP limit, over the global one
+        for ws in held[:2]:
+            assert await closed_with(ws) == (1013, "Too many pending media stream connections")
+        assert [await still_open(ws, 0.05) for ws in [held[2], *newer]] == [True] * 3
         assert endpoint_of(runtime).closed_by_code[1013] == 2
+        assert len(endpoint_of(runtime).pending) == 3
+
+
+async def test_a_pending_socket_that_sent_start_keeps_its_slot(make_gateway: GatewayFactory,
+                                                               sim: TwilioSimulator,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = await make_gateway(maxPendingConnections=1, maxPendingConnectionsPerIp=1, **NO_START_TIMEOUT)
+    call = await live_call(runtime, sim)
+    hub = hub_of(runtime)
+    release = asyncio.Event()
+    opened = hub.open
+
+    async def slow_open(*args: Any) -> Any:  # authorization takes a while
+        await release.wait()
+        return await opened(*args)
+
+    monkeypatch.setattr(hub, "open", slow_open)
+    async with open_stream(runtime) as ws:
+        await ws.send(start_message(call.call_sid, call.token))
+        await eventually(lambda: next(iter(endpoint_of(runtime).pending)).started, TIMEOUT)
+        async with open_stream(runtime) as second:  # nobody to evict: the newcomer is refused
+            assert await closed_with(second) == (1013, "Too many pending media stream connections")
+        release.set()
+        await eventually(lambda: hub.session_for(call.record.call_id), TIMEOUT)
+        assert ws.state is State.OPEN
 
 
 async def test_a_started_stream_no_longer_counts_as_pending(make_gateway: GatewayFactory,
@@ -306,14 +328,15 @@ async def test_per_ip_pending_limit_counts_the_forwarded_client_only_behind_a_tr
     async with open_stream(runtime, forwarded_for="203.0.113.1") as first, \
             open_stream(runtime, forwarded_for="203.0.113.2") as second:
         if trusted:  # two clients behind the proxy: one pending socket each
-            assert await still_open(second, 0.1)
+            assert await still_open(first, 0.1) and await still_open(second, 0.01)
             assert dict(endpoint_of(runtime).pending_per_ip) == {"203.0.113.1": 1, "203.0.113.2": 1}
             async with open_stream(runtime, forwarded_for="198.51.100.9, 203.0.113.1") as again:
-                assert await closed_with(again) == (1013, "Too many pending media stream connections")
-        else:  # the header is not believed: both are 127.0.0.1
-            assert await closed_with(second) == (1013, "Too many pending media stream connections")
+                assert await closed_with(first) == (1013, "Too many pending media stream connections")
+                assert await still_open(again, 0.05) and second.state is State.OPEN
+        else:  # the header is not believed: both are 127.0.0.1, and the newer takes the slot
+            assert await closed_with(first) == (1013, "Too many pending media stream connections")
             assert dict(endpoint_of(runtime).pending_per_ip) == {"127.0.0.1": 1}
-        assert first.state is State.OPEN
+            assert second.state is State.OPEN
 
 
 # -- 4. start timeout ----------------------------------------------------------------------------

@@ -21,7 +21,14 @@ import pytest
 
 from voicecall.calls.model import CallRecord, EndReason
 from voicecall.gateway.runtime import Runtime
-from voicecall.security.limits import BODY_TIMEOUT_S, MAX_BODY_BYTES, MAX_IN_FLIGHT_PER_CLIENT
+from voicecall.security.limits import (
+    BODY_TIMEOUT_S,
+    MAX_BODY_BYTES,
+    MAX_IN_FLIGHT_PER_CLIENT,
+    MAX_READS_PER_CLIENT,
+    ReadSlot,
+    body_deadline_s,
+)
 from voicecall.server.webhook import WebhookApp
 from voicecall.service import apply as service_apply
 from voicecall.testing.gateway import running_gateway
@@ -211,10 +218,13 @@ async def test_body_of_exactly_64_kib_is_accepted(tmp_path: Path) -> None:
         assert (await status(runtime, "pc-edge"))["found"] is True
 
 
-async def test_stalled_body_gets_408_after_the_default_5_s(tmp_path: Path) -> None:
+async def test_stalled_body_gets_408_after_its_deadline(tmp_path: Path) -> None:
     async with running_gateway(tmp_path, OPEN) as runtime:
         assert webhook_app(runtime).body_timeout_s == BODY_TIMEOUT_S == 5.0
         payload = body_of(inbound("call.initiated", "pc-stall"))
+        # A declared length shortens the deadline to what the minimum rate needs (D60).
+        deadline = body_deadline_s(len(payload), BODY_TIMEOUT_S)
+        assert 2.0 <= deadline < BODY_TIMEOUT_S
         started = time.monotonic()
         request = await RawRequest.open(runtime.webhook_url, first_bytes=payload[:10], headers={
             "Content-Type": "application/json", "Content-Length": str(len(payload))})
@@ -224,22 +234,22 @@ async def test_stalled_body_gets_408_after_the_default_5_s(tmp_path: Path) -> No
             await request.close()
         elapsed = time.monotonic() - started
         assert code == 408
-        assert BODY_TIMEOUT_S - 0.5 <= elapsed < BODY_TIMEOUT_S + 2, elapsed
+        assert deadline - 0.5 <= elapsed < deadline + 2, elapsed
         assert await runtime.store.get("pc-stall") is None
 
 
 async def test_body_truncated_by_client_disconnect_is_not_applied(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async with running_gateway(tmp_path, OPEN) as runtime:
-        limiter = webhook_app(runtime).limiter
+        reads = webhook_app(runtime).reads
         handled = asyncio.Event()
-        release = limiter.release
+        release = reads.release
 
-        def signalling_release(key: str) -> None:
-            release(key)
+        def signalling_release(slot: ReadSlot) -> None:
+            release(slot)
             handled.set()
 
-        monkeypatch.setattr(limiter, "release", signalling_release)
+        monkeypatch.setattr(reads, "release", signalling_release)
         payload = body_of(inbound("call.initiated", "pc-truncated"))
         # The client announces more bytes than it sends and then goes away: the request never
         # completed, so nothing in it may take effect.
@@ -251,39 +261,33 @@ async def test_body_truncated_by_client_disconnect_is_not_applied(
         assert await live_calls(runtime) == []
 
 
-async def test_ninth_in_flight_request_from_one_client_gets_429(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_request_over_the_read_budget_takes_the_oldest_slow_readers_slot(tmp_path: Path) -> None:
     async with running_gateway(tmp_path, OPEN) as runtime:
-        limiter = webhook_app(runtime).limiter
-        assert limiter.per_key == MAX_IN_FLIGHT_PER_CLIENT == 8
-        granted: list[str] = []
-        acquire = limiter.acquire
+        app = webhook_app(runtime)
+        assert app.limiter.per_key == MAX_IN_FLIGHT_PER_CLIENT == 8
+        assert app.reads.per_key == MAX_READS_PER_CLIENT == 64
+        bodies = [json.dumps({"events": [], "n": i}).encode() for i in range(MAX_READS_PER_CLIENT)]
+        held = []
+        for b in bodies:  # one at a time, so the first is the oldest
+            held.append(await RawRequest.open(runtime.webhook_url, first_bytes=b[:5], headers={
+                "Content-Type": "application/json", "Content-Length": str(len(b))}))
 
-        def counting_acquire(key: str | None) -> str | None:
-            slot = acquire(key)
-            if slot is not None:
-                granted.append(slot)
-            return slot
+            async def admitted(count: int = len(held)) -> bool:
+                return len(app.reads) == count
 
-        monkeypatch.setattr(limiter, "acquire", counting_acquire)
-        bodies = [json.dumps({"events": [], "n": i}).encode() for i in range(8)]
-        held = [await RawRequest.open(runtime.webhook_url, first_bytes=b[:5], headers={
-            "Content-Type": "application/json", "Content-Length": str(len(b))}) for b in bodies]
+            await wait_until(admitted, what="every slow request reading its body")
         try:
-            async def all_held() -> bool:
-                return len(granted) == 8
-
-            await wait_until(all_held, what="8 requests holding a slot")
             async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
-                ninth = await post(runtime, {"events": [], "n": 9}, client=http)
-                assert ninth.status_code == 429
-                for request, b in zip(held, bodies, strict=True):
-                    await request.send(b[5:])
-                codes = [await request.status(timeout_s=3) for request in held]
-                assert codes == [200] * 8
                 after = await post(runtime, body_of(inbound("call.initiated", "pc-after")), client=http)
                 assert after.status_code == 200
                 assert (await status(runtime, "pc-after"))["found"] is True
+            assert await held[0].status(timeout_s=3) == 408  # the oldest lost its slot
+            assert app.reads.evicted == 1
+            codes = []
+            for request, b in zip(held[1:], bodies[1:], strict=True):
+                await request.send(b[5:])
+                codes.append(await request.status(timeout_s=3))
+            assert codes == [200] * (MAX_READS_PER_CLIENT - 1)
         finally:
             for request in held:
                 await request.close()

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from voicecall.security.limits import BodyIncomplete, BodyTimeout, BodyTooLarge, InFlightLimiter, read_body
+from voicecall.security.limits import (
+    BodyIncomplete,
+    BodyTimeout,
+    BodyTooLarge,
+    InFlightLimiter,
+    ReadBudget,
+    read_body,
+)
 
 
 def messages(*parts: bytes) -> Any:
@@ -91,3 +98,27 @@ def test_in_flight_slots_are_per_client_and_released() -> None:
     assert limiter.acquire("a") is None and limiter.acquire("b") == "b"
     limiter.release("a")
     assert limiter.acquire("a") == "a" and slots == ["a", "a"]
+
+
+async def test_over_the_read_budget_the_oldest_read_of_the_client_then_of_all_loses_its_slot() -> None:
+    budget = ReadBudget(per_key=2, total=3)
+    results: dict[str, object] = {}
+
+    async def reader(name: str, key: str) -> None:
+        try:
+            results[name] = await read_body(stalled, content_length=1, timeout_s=30,
+                                            budget=budget, key=key)
+        except BodyTimeout as exc:
+            results[name] = exc
+
+    tasks = []
+    for name, key in (("a1", "a"), ("a2", "a"), ("b1", "b"), ("a3", "a"), ("c1", "c")):
+        tasks.append(asyncio.ensure_future(reader(name, key)))
+        await asyncio.sleep(0.01)
+    # a3 took a1's slot (its client was full); c1 took the oldest of all (a2) at the total.
+    assert isinstance(results.pop("a1"), BodyTimeout) and isinstance(results.pop("a2"), BodyTimeout)
+    assert results == {} and len(budget) == 3 and budget.evicted == 2
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert len(budget) == 0

@@ -392,3 +392,25 @@ async def test_speak_and_keys_play_in_the_order_asked_for_after_the_opening(
     assert played == ["keys 9", "Hello", "One", "keys 42", "Two"]
     assert [e.text for e in rec.transcript] == ["Hello", "One", "Two"]
     await service.stop()
+
+
+async def test_an_answer_told_twice_says_speech_is_due_until_the_opening_has_played(
+        store: SQLiteCallStore) -> None:
+    """A status callback may answer the call before the answer webhook arrives (D45): the
+    second answer still carries `speech_due` while the opening is on its way, so the answer
+    webhook waits for it; once it has played, nothing more is due on a notify call."""
+    from voicecall.calls.events import CallEvent
+
+    service, _ = await make(store, replace(FAST, speak_ms_per_char=20))
+    rec = await service.initiate("+15555550123", "Your order has shipped", mode="notify")
+    await until(lambda: rec.answered_at is not None)  # the carrier's status callback, say
+
+    async def answered(key: str) -> bool:
+        event = CallEvent(type="call.answered", call_id=rec.call_id, dedupe_key=key,
+                          timestamp=1)
+        return (await service.apply_events([event]))[0].speech_due
+
+    assert await answered("answer-webhook") is True  # the opening is still playing
+    await until(lambda: "initialMessageSpokenAt" in rec.metadata)
+    assert await answered("late-duplicate") is False
+    await service.stop()

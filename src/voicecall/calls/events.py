@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from voicecall.calls.model import CamelModel, Direction, EndReason
 
@@ -61,6 +62,14 @@ class CallEvent(CamelModel):
     reason: EndReason = EndReason.COMPLETED
     error: str = "unknown error"
     retryable: bool = False
+
+    @field_validator("confidence", mode="before")
+    @classmethod
+    def _finite_confidence(cls, value: Any) -> Any:
+        """A NaN or infinite confidence from a carrier counts as none given."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
 
     @property
     def key(self) -> str:

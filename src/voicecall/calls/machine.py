@@ -96,6 +96,8 @@ def _apply_transfer(record: CallRecord, event: CallEvent) -> Applied:
         return Applied(changed=False, ignored=f"transfer already {status}")
     transfer["status"] = status
     transfer[f"{_camel(status)}At"] = event.timestamp
+    record.transcript.append(TranscriptEntry(timestamp=event.timestamp, speaker="tool",
+                                             text=f"transfer to {transfer.get('to', '?')}: {status}"))
     if status == "completed":
         end_record(record, EndReason.TRANSFERRED, event.timestamp)
         return Applied(changed=True, ended=True)

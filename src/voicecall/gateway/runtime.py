@@ -21,6 +21,7 @@ from voicecall.config import (
     ConfigError,
     ConfigIssue,
     LoadedConfig,
+    VoiceCallConfig,
     config_fingerprint,
     resolve_control_token,
     store_dir,
@@ -31,6 +32,7 @@ from voicecall.gateway.ports import bind_listener
 from voicecall.providers.base import Provider
 from voicecall.providers.registry import build_provider
 from voicecall.security.public_url import normalize_ip
+from voicecall.server.connection_guard import ConnectionGuard
 from voicecall.server.control import build_control_app
 from voicecall.server.rpc import ControlApi
 from voicecall.server.serving import serve_on
@@ -94,6 +96,8 @@ class Runtime:
         self._http_tools: HttpTools | None = None
         self.media: MediaHub | None = None
         self.media_endpoint: MediaEndpoint | None = None
+        self.connection_guard: ConnectionGuard | None = None
+        """Header deadline and connection caps of the webhook port (D65)."""
         self.tts_chain: TtsChain | None = None
         self.speech_cache: CachedSpeech | None = None
         self.route_speech: dict[str, CachedSpeech] = {}
@@ -189,8 +193,10 @@ class Runtime:
             webhook_app = WebhookApp(
                 provider=self.provider, apply_events=self.service.apply_events,
                 replays=self.store, rejections=self.service.rejections,
-                path=c.serve.path, skip_signature_verification=c.skip_signature_verification)
-            await self._serve(webhook_app, webhook_sock, ws=ws)
+                path=c.serve.path, skip_signature_verification=c.skip_signature_verification,
+                trusted_proxies=_trusted_proxies(c))
+            self.connection_guard = ConnectionGuard()
+            await self._serve(webhook_app, webhook_sock, ws=ws, guard=self.connection_guard)
             if control_sock is not None:
                 chost, cport = control_sock.getsockname()[:2]
                 self.control_url = f"http://{_host_for_url(chost)}:{cport}"
@@ -268,7 +274,7 @@ class Runtime:
             max_pending=s.max_pending_connections, max_pending_per_ip=s.max_pending_connections_per_ip,
             pre_start_timeout_s=s.pre_start_timeout_ms / 1000,
             trust_forwarding_headers=security.trust_forwarding_headers,
-            trusted_proxy_ips=frozenset(normalize_ip(str(ip)) for ip in security.trusted_proxy_ips),
+            trusted_proxy_ips=_trusted_proxies(c),
         ), streams.serializer, self.media)
         self.media_endpoint = endpoint
         return endpoint.protocol_class()
@@ -367,8 +373,10 @@ class Runtime:
         return run
 
     async def _serve(self, app: Any, sock: socket.socket, *,
-                     ws: type[asyncio.Protocol] | None = None) -> None:
-        self._servers.append(await serve_on(app, sock, graceful_shutdown_s=5, ws=ws or "none"))
+                     ws: type[asyncio.Protocol] | None = None,
+                     guard: ConnectionGuard | None = None) -> None:
+        self._servers.append(await serve_on(app, sock, graceful_shutdown_s=5, ws=ws or "none",
+                                            guard=guard))
 
     async def stop(self) -> None:
         """Idempotent, in reverse order: listeners, service, carrier, store."""
@@ -427,3 +435,11 @@ class Runtime:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def _trusted_proxies(config: VoiceCallConfig) -> frozenset[str]:
+    """The proxies whose forwarding headers name the client (`webhookSecurity`), when trusted."""
+    security = config.webhook_security
+    if not security.trust_forwarding_headers:
+        return frozenset()
+    return frozenset(normalize_ip(str(ip)) for ip in security.trusted_proxy_ips)

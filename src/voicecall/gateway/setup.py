@@ -29,7 +29,7 @@ def run_checks(loaded: LoadedConfig) -> list[Check]:
     checks.append(Check("provider-config", not problems,
                         "configuration is complete" if not problems else "; ".join(problems)))
     if c.provider == "mock":
-        checks.append(Check("webhook-exposure", True, "the mock carrier needs no public webhook"))
+        checks.append(_mock_exposure(loaded))
     elif c.public_url and not is_local_only(c.public_url):
         checks.append(Check("webhook-exposure", True, f"carriers reach {c.public_url}"))
     elif c.public_url:
@@ -76,6 +76,22 @@ def _responder_check(loaded: LoadedConfig) -> Check:
     if problems:
         return Check("responder", False, "; ".join(problems))
     return Check("responder", True, f"automatic replies by {default}")
+
+
+def _mock_exposure(loaded: LoadedConfig) -> Check:
+    """The mock carrier takes unsigned webhooks: fine on this machine, not on the internet (D66)."""
+    c = loaded.config
+    exposed = [name for name, on in (
+        (f"publicUrl {c.public_url}", bool(c.public_url) and not is_local_only(c.public_url or "")),
+        (f"a {c.tunnel.provider} tunnel", c.tunnel.provider != "none"),
+        (f"tailscale {c.tailscale.mode}", c.tailscale.mode != "off"),
+        (f"serve.bind {c.serve.bind}", c.serve.bind not in ("127.0.0.1", "::1", "localhost")),
+    ) if on]
+    if not exposed:
+        return Check("webhook-exposure", True, "the mock carrier needs no public webhook")
+    return Check("webhook-exposure", False,
+                 f"the mock carrier takes unsigned webhooks, and {', '.join(exposed)} makes them "
+                 "reachable from outside this machine: use it locally only (remove the exposure)")
 
 
 def _streaming_checks(loaded: LoadedConfig) -> list[Check]:

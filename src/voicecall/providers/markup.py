@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import hmac
 import logging
+import math
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -131,11 +132,13 @@ def query_value(query: Mapping[str, str], name: str) -> str | None:
 
 
 def speech_confidence(raw: str | None) -> float:
-    """A carrier's recognition confidence clamped to 0..1; 0.9 when missing or not a number."""
+    """A carrier's recognition confidence clamped to 0..1; 0.9 when missing, not a number, or
+    not a finite one (NaN is treated as absent)."""
     try:
-        return min(max(float(raw or 0.9), 0.0), 1.0)
+        value = float(raw or 0.9)
     except ValueError:
         return 0.9
+    return min(max(value, 0.0), 1.0) if math.isfinite(value) else 0.9
 
 
 def route_voice(call: CallRecord) -> str | None:
@@ -212,6 +215,15 @@ class MarkupProvider(ABC):
     @abstractmethod
     def _status_events(self, meta: dict[str, Any], params: dict[str, str]) -> list[dict[str, Any]]:
         """The events a call-progress webhook means."""
+
+    def _form(self, request: WebhookRequest) -> tuple[dict[str, str], Mapping[str, str]]:
+        """The webhook's form fields and our query, as this carrier's signature covers them;
+        `WebhookParseError` for a body that is not form data."""
+        try:
+            params = dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError as exc:
+            raise WebhookParseError("body is not UTF-8 form data") from exc
+        return params, request.query
 
     def _transfer_events(self, kind: str, params: dict[str, str]) -> list[dict[str, Any]]:
         """A transfer's progress (`call.transfer` events, D46) from its `dial` (the leg is over)
@@ -317,11 +329,8 @@ class MarkupProvider(ABC):
 
     def parse_webhook(self, request: WebhookRequest, verification: Verification) -> ParsedWebhook:
         """Form body + our query (callId, type, turnToken, utt, doc) → normalized events."""
-        try:
-            params = dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
-        except UnicodeDecodeError as exc:
-            raise WebhookParseError("body is not UTF-8 form data") from exc
-        meta = self._webhook_meta(params, request.query)
+        params, query = self._form(request)
+        meta = self._webhook_meta(params, query)
         events = self._input_events(params)
         if events:
             meta["gather"] = True

@@ -4,7 +4,8 @@ A placed call rings, then answers (or ends busy / no-answer / failed); speaking 
 proportion to the text (only once the callee answered, and newer speech or keys cut it off, as
 on a real carrier); listening yields the next scripted caller reply or waits for speech
 injected with `inject` (the `mock.inject` RPC). Mock webhooks carry normalized events as JSON
-and are unsigned: the hash of the body is their request key, so a replayed body is recognised.
+and are unsigned: the hash of the body is their request key, so a replayed body is recognised,
+and an outbound event may only name a call the gateway placed (D66).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from voicecall.providers.base import (
     WebhookRequest,
 )
 from voicecall.providers.streams import MediaStreams
+from voicecall.shared import bounded_json
 from voicecall.shared.clock import now_ms
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ REPLY_DELAY_MS = 150
 def _raw_events(body: bytes) -> list[Any]:
     """The event objects of a mock webhook body, not yet validated."""
     try:
-        payload = json.loads(body or b"null")
+        payload = bounded_json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise WebhookParseError(f"invalid JSON body: {exc}") from exc
     if isinstance(payload, dict) and isinstance(payload.get("events"), list):
@@ -153,6 +155,10 @@ class MockProvider:
             event = _parse_event(raw, index)
             if event is None:
                 continue  # unknown event types are ignored, as carriers add new ones
+            if event.direction == "outbound" and not self._placed(event):
+                # Unsigned: it may only drive calls this gateway placed, never start one (D66).
+                raise WebhookParseError(f"events[{index}]: {event.call_id} is not a call this "
+                                        "gateway placed")
             if not event.timestamp:
                 event.timestamp = now_ms()
             if not event.dedupe_key and "id" not in raw:
@@ -160,6 +166,12 @@ class MockProvider:
             events.append(event)
         reply = json.dumps({"ok": True, "events": len(events)})
         return ParsedWebhook(events, reply, {"content-type": "application/json"})
+
+    def _placed(self, event: CallEvent) -> bool:
+        """The event names a live call of this gateway (by our id or the carrier's)."""
+        context = self._context
+        return context is not None and any(
+            key and context.live(key) is not None for key in (event.call_id, event.provider_call_id))
 
     async def webhook_reply(self, request: WebhookRequest, parsed: ParsedWebhook,
                             outcomes: list[EventOutcome] | None) -> ParsedWebhook:

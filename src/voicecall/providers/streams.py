@@ -9,9 +9,10 @@ STT, playback, pacing, barge-in) is shared.
 from __future__ import annotations
 
 import binascii
-import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias
+
+from voicecall.shared import bounded_json
 
 __all__ = [
     "MediaStreams",
@@ -99,9 +100,10 @@ def decode_payload(payload: object) -> bytes:
 
 
 def json_object(data: str | bytes) -> dict[str, Any]:
-    """One JSON text frame as an object; ValueError for anything else."""
+    """One JSON text frame as an object, within the nesting and size budget (D62); ValueError
+    for anything else."""
     try:
-        message: Any = json.loads(data)
+        message: Any = bounded_json.loads(data)
     except ValueError as exc:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(message, dict):

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from voicecall.server.rpc import ControlApi
 from voicecall.service import CallError
+from voicecall.shared import bounded_json
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,28 @@ def _error(request_id: Any, code: int, message: str, data: Any = None) -> dict[s
     return {"jsonrpc": "2.0", "id": request_id, "error": err}
 
 
+async def _bounded_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is known to be over `limit` bytes (from its
+    Content-Length, before reading, or while reading): it is never held whole (D63)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _valid_id(value: Any) -> bool:
+    """A JSON-RPC id: a string, a number or null."""
+    return value is None or isinstance(value, str) or (
+        isinstance(value, int | float) and not isinstance(value, bool))
+
+
 def build_control_app(api: ControlApi, token: str) -> Starlette:
     """The control API as a Starlette app, guarded by `token`."""
 
@@ -52,12 +75,15 @@ def build_control_app(api: ControlApi, token: str) -> Starlette:
         if not _authorized(request, token):
             return PlainTextResponse("Unauthorized", status_code=401,
                                      headers={"www-authenticate": "Bearer"})
-        body = await request.body()
-        if len(body) > MAX_RPC_BODY:
-            return PlainTextResponse("Payload Too Large", status_code=413)
+        body = await _bounded_body(request, MAX_RPC_BODY)
+        if body is None:  # the rest is not read: the connection closes
+            return PlainTextResponse("Payload Too Large", status_code=413,
+                                     headers={"connection": "close"})
         try:
-            message = json.loads(body)
-        except ValueError:
+            message = bounded_json.loads(body)
+        except bounded_json.JsonRefused as exc:
+            return JSONResponse(_error(None, PARSE_ERROR, f"Parse error: {exc}"))
+        except ValueError:  # UnicodeDecodeError too
             return JSONResponse(_error(None, PARSE_ERROR, "Parse error: body is not JSON"))
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(
                 message.get("method"), str):
@@ -65,6 +91,9 @@ def build_control_app(api: ControlApi, token: str) -> Starlette:
                                        INVALID_REQUEST, "Invalid Request: expected a JSON-RPC 2.0"
                                        " object with a method"))
         request_id = message.get("id")
+        if not _valid_id(request_id):
+            return JSONResponse(_error(None, INVALID_REQUEST, "Invalid Request: id must be a "
+                                       "string, a number or null"))
         params = message.get("params") or {}
         if not isinstance(params, dict):
             return JSONResponse(_error(request_id, -32602, "params must be an object"))

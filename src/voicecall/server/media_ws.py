@@ -8,9 +8,13 @@ frames a second on hundreds of calls stay cheap, and the send buffer is visible 
 backpressure. The guards:
 
 - the path must equal `streaming.streamPath` (404 otherwise);
-- `maxConnections` open or upgrading sockets: more get HTTP 503 at the upgrade;
+- `maxConnections` open or upgrading sockets: more get HTTP 503 at the upgrade. A socket the
+  server closes stops counting at once, and is dropped if the peer does not answer the close
+  within half a second (D64);
 - before a valid `start`: at most `maxPendingConnections` sockets, `maxPendingConnectionsPerIp`
-  per client IP (close 1013), each for `preStartTimeoutMs` (close 1008 "Start timeout");
+  per client IP, each for `preStartTimeoutMs` (close 1008 "Start timeout"). A new socket over
+  either budget takes the slot of the oldest one that has not sent `start` (which is closed
+  with 1013), so idle sockets cannot keep a real stream out (D64);
 - `start` must name a live call and carry its token (close 1008 "Missing callSid" /
   "Unknown call"); the client IP is the socket's unless it is a trusted proxy;
 - messages over 64 KiB close the socket (1009), WebSocket protocol errors too (1002, 1007);
@@ -21,7 +25,6 @@ backpressure. The guards:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -35,7 +38,7 @@ from websockets.server import ServerProtocol
 
 from voicecall.media.session import StreamSession
 from voicecall.providers.streams import StreamMessage, StreamSerializer, StreamStart
-from voicecall.security.public_url import normalize_ip
+from voicecall.security.client_address import client_address
 from voicecall.server.ws_frames import FrameStream, StreamState, text_frame
 
 __all__ = ["MediaEndpoint", "MediaLimits", "StreamOpener", "client_ip"]
@@ -44,7 +47,7 @@ log = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 64 * 1024
 MAX_SEND_BUFFER = 1024 * 1024
-CLOSE_TIMEOUT_S = 2.0
+CLOSE_TIMEOUT_S = 0.5
 MAX_BUFFERED_BEFORE_AUTH = 100
 MAX_HEAD_BYTES = 16 * 1024
 _END_OF_HEAD = b"\r\n\r\n"
@@ -73,33 +76,9 @@ class StreamOpener(Protocol):
 def client_ip(remote: str, headers: Headers, limits: MediaLimits) -> str:
     """The caller's IP: the socket's, or, from a trusted proxy, the right-most untrusted
     `X-Forwarded-For` hop (the first hop when all are trusted), else `X-Real-IP`."""
-    remote_ip = normalize_ip(remote) or remote
-    if not (limits.trust_forwarding_headers and remote_ip in limits.trusted_proxy_ips):
-        return remote_ip
-    forwarded = _forwarded_for(headers, limits.trusted_proxy_ips)
-    if forwarded is not None:
-        return forwarded
-    real = normalize_ip((headers.get("X-Real-IP") or "").strip())
-    return real if _is_ip(real) else remote_ip
-
-
-def _forwarded_for(headers: Headers, trusted: frozenset[str]) -> str | None:
-    """The right-most untrusted `X-Forwarded-For` hop, the first when all are trusted, None
-    when there is no valid hop."""
-    hops = [normalize_ip(h.strip()) for value in headers.get_all("X-Forwarded-For") for h in value.split(",")]
-    valid = [h for h in hops if _is_ip(h)]
-    for hop in reversed(valid):
-        if hop not in trusted:
-            return hop
-    return valid[0] if valid else None
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+    trusted = limits.trusted_proxy_ips if limits.trust_forwarding_headers else frozenset()
+    return client_address(remote, forwarded_for=headers.get_all("X-Forwarded-For"),
+                          real_ip=headers.get("X-Real-IP"), trusted_proxies=trusted)
 
 
 class MediaEndpoint:
@@ -127,11 +106,24 @@ class MediaEndpoint:
         return BoundMediaConnection
 
     def add_pending(self, conn: MediaConnection, ip: str) -> bool:
+        """Count `conn` as pending for `ip`. Over the per-IP or the global budget, the oldest
+        pending socket (of that IP, or of all) that has not sent `start` loses its slot; False
+        when every candidate has (the newcomer is then refused)."""
         limits = self.limits
-        if len(self.pending) >= limits.max_pending or self.pending_per_ip[ip] >= limits.max_pending_per_ip:
+        if self.pending_per_ip[ip] >= limits.max_pending_per_ip and not self._evict_oldest(ip):
+            return False
+        if len(self.pending) >= limits.max_pending and not self._evict_oldest(None):
             return False
         self.pending[conn] = ip
         self.pending_per_ip[ip] += 1
+        return True
+
+    def _evict_oldest(self, ip: str | None) -> bool:
+        victim = next((c for c, c_ip in self.pending.items()
+                       if (ip is None or c_ip == ip) and not c.started), None)
+        if victim is None:
+            return False
+        victim.close(1013, "Too many pending media stream connections")
         return True
 
     def drop_pending(self, conn: MediaConnection) -> None:
@@ -235,6 +227,11 @@ class MediaConnection(asyncio.Protocol):
         elif self.transport is not None:
             self.transport.close()
 
+    @property
+    def started(self) -> bool:
+        """The socket sent `start` (it is being authorized or has a session)."""
+        return self._authorizing or self.session is not None
+
     # -- handshake -------------------------------------------------------------------------------
     def _handshake(self, request: Request) -> None:
         endpoint, limits = self.endpoint, self.endpoint.limits
@@ -285,6 +282,10 @@ class MediaConnection(asyncio.Protocol):
             message = self.endpoint.serializer.parse(data)
         except (ValueError, UnicodeDecodeError) as exc:
             log.debug("media stream from %s: ignored a malformed message: %s", self.client_ip, exc)
+            return
+        except Exception as exc:  # a frame no parser can take is still just a bad frame (D62)
+            log.debug("media stream from %s: ignored a message its parser failed on: %r",
+                      self.client_ip, exc)
             return
         if message is None:
             return
@@ -345,12 +346,13 @@ class MediaConnection(asyncio.Protocol):
         self.closing = True
         self.endpoint.closed_by_code[code] += 1
         self.endpoint.drop_pending(self)
+        self.endpoint.sockets.discard(self)  # a closing socket no longer takes capacity
         if self.frames is not None:
             self.frames.send_close(code, reason)
         self._flush()
         if self.transport is not None and not self.transport.is_closing():
             self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S,
-                                                                      self._close_transport)
+                                                                      self._abort_transport)
         if self.session is not None:
             self.session.end()
 
@@ -379,5 +381,13 @@ class MediaConnection(asyncio.Protocol):
                 return
 
     def _close_transport(self) -> None:
+        self.endpoint.sockets.discard(self)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+    def _abort_transport(self) -> None:
+        """The peer did not answer the close in time: drop the connection without waiting."""
+        self._close_timer = None
+        self.endpoint.sockets.discard(self)
+        if self.transport is not None:
+            self.transport.abort()

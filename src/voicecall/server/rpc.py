@@ -3,6 +3,7 @@ standalone CLI fallback and the agent tool. Parameters are validated here, once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -40,7 +41,28 @@ def _number(params: Mapping[str, Any], name: str, default: float, *, lo: float,
     value = params.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ApiError(f"{name} must be a number", code=INVALID_PARAMS)
+    if not math.isfinite(value):
+        raise ApiError(f"{name} must be a finite number", code=INVALID_PARAMS)
     return min(max(float(value), lo), hi)
+
+
+def _choice(params: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> str | None:
+    """An optional string parameter that must be one of `choices`."""
+    value = _text(params, name)
+    if value is not None and value not in choices:
+        raise ApiError(f"{name} must be one of {', '.join(choices)}", code=INVALID_PARAMS)
+    return value
+
+
+def _flag(params: Mapping[str, Any], name: str) -> bool:
+    """An optional boolean parameter (false when absent)."""
+    value = params.get(name, False)
+    if not isinstance(value, bool):
+        raise ApiError(f"{name} must be true or false", code=INVALID_PARAMS)
+    return value
+
+
+MODES = ("notify", "conversation")
 
 
 class ControlApi:
@@ -98,7 +120,7 @@ class ControlApi:
 
     async def _place(self, params: Mapping[str, Any], message: str | None) -> dict[str, Any]:
         record = await self.service.initiate(
-            self._to(params, required=True), message, mode=_text(params, "mode"),
+            self._to(params, required=True), message, mode=_choice(params, "mode", MODES),
             session=_text(params, "sessionKey"), dtmf_sequence=_text(params, "dtmfSequence"))
         return {"callId": record.call_id, "initiated": True}
 
@@ -217,14 +239,16 @@ class ControlApi:
                            code=METHOD_NOT_FOUND)
         call_id = _text(params, "callId", required="callId required")
         assert call_id is not None
-        if not any(params.get(k) for k in ("speech", "digits", "hangup")):
+        speech, digits, hangup = _text(params, "speech"), _text(params, "digits"), _flag(params, "hangup")
+        if not (speech or digits or hangup):
             raise ApiError("give at least one of speech, digits, hangup", code=INVALID_PARAMS)
         record = self.service.live(call_id)
         if record is None or not record.provider_call_id:
             if await self.service.get_call(call_id) is None:
                 raise CallNotFound(call_id)
             raise CallError("Call is not live", call_id=call_id, code=-32005)
-        await self._inject(record.provider_call_id, params)
+        await self._inject(record.provider_call_id,
+                           {"speech": speech, "digits": digits, "hangup": hangup})
         return {"success": True}
 
     def _call_and_message(self, params: Mapping[str, Any]) -> tuple[str, str]:

@@ -9,6 +9,9 @@ from collections.abc import Generator
 from typing import Any, Literal
 
 import uvicorn
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from voicecall.server.connection_guard import ConnectionGuard, guarded_protocol
 
 STARTUP_TIMEOUT_S = 10.0
 WsImpl = Literal["auto", "none", "websockets", "websockets-sansio", "wsproto"]
@@ -36,11 +39,15 @@ class EmbeddedServer(uvicorn.Server):
 
 async def serve_on(app: Any, sock: socket.socket, *, graceful_shutdown_s: float = 5.0,
                    fast_exit: bool = False, ws: WsImpl | type[asyncio.Protocol] = "none",
+                   guard: ConnectionGuard | None = None,
                    startup_timeout_s: float = STARTUP_TIMEOUT_S) -> tuple[EmbeddedServer, asyncio.Task[None]]:
-    """Start serving `app` on an already-bound listening socket; returns once it accepts."""
+    """Start serving `app` on an already-bound listening socket; returns once it accepts.
+    With `guard`, connections get a header deadline and per-client caps (the public port)."""
+    http: Any = guarded_protocol(AutoHTTPProtocol, guard) if guard is not None else "auto"
     # proxy_headers off: forwarded headers are trusted only under the webhookSecurity rules.
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", ws=ws,
-                            proxy_headers=False, timeout_graceful_shutdown=int(graceful_shutdown_s) or 1)
+                            http=http, proxy_headers=False,
+                            timeout_graceful_shutdown=int(graceful_shutdown_s) or 1)
     server = EmbeddedServer(config, fast_exit=fast_exit)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     loop = asyncio.get_running_loop()

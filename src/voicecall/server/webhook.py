@@ -17,9 +17,11 @@ from voicecall.providers.base import (
     EventOutcome,
     ParsedWebhook,
     Provider,
+    Verification,
     WebhookParseError,
     WebhookRequest,
 )
+from voicecall.security.client_address import client_address
 from voicecall.security.limits import (
     BODY_TIMEOUT_S,
     MAX_BODY_BYTES,
@@ -27,6 +29,7 @@ from voicecall.security.limits import (
     BodyTimeout,
     BodyTooLarge,
     InFlightLimiter,
+    ReadBudget,
     read_body,
 )
 from voicecall.service.rejections import clean_reason
@@ -59,6 +62,7 @@ class RejectionSink(Protocol):
 
 
 HEALTH_PATH = "/health"
+_CLOSE = {"connection": "close"}
 
 
 def normalize_path(path: str) -> str:
@@ -79,6 +83,7 @@ class WebhookApp:
         path: str, skip_signature_verification: bool = False,
         max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S,
         limiter: InFlightLimiter | None = None, rejections: RejectionSink | None = None,
+        reads: ReadBudget | None = None, trusted_proxies: frozenset[str] = frozenset(),
     ) -> None:
         self.provider = provider
         self.rejections = rejections
@@ -89,6 +94,11 @@ class WebhookApp:
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
         self.limiter = limiter or InFlightLimiter()
+        """In-flight verified requests per client (429 beyond it)."""
+        self.reads = reads or ReadBudget()
+        """Bodies being read before verification; over it, the oldest read loses its slot."""
+        self.trusted_proxies = trusted_proxies
+        """Proxies whose `X-Forwarded-For` names the client the budgets are kept for."""
         self._required_headers = () if skip_signature_verification else provider.required_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -118,41 +128,66 @@ class WebhookApp:
             if not any(name in headers for name in required.split("|")):
                 log.warning("webhook rejected: the %s header is missing", required)
                 return PlainTextResponse("Unauthorized", status_code=401)
-        client = scope.get("client")
-        slot = self.limiter.acquire(client[0] if client else None)
-        if slot is None:
-            return PlainTextResponse("Too Many Requests", status_code=429)
+        key = self._client_key(scope, headers)
         try:
-            return await self._handle(scope, receive, headers)
+            request = await self._read(scope, receive, headers, key)
+            if isinstance(request, Response):
+                return request
+            verification = self.provider.verify_webhook(request)
+            if not verification.ok or not verification.request_key:
+                reason = (verification.reason or "verification failed") if not verification.ok \
+                    else "verification succeeded without a request identity key"
+                self._rejected(reason, verification.call_id)
+                return PlainTextResponse("Unauthorized", status_code=401)
+            # Only verified requests count against the in-flight budget: unverified ones cannot
+            # take the slots a genuine carrier needs (D60).
+            slot = self.limiter.acquire(key)
+            if slot is None:
+                return PlainTextResponse("Too Many Requests", status_code=429)
+            try:
+                return await self._handle(request, verification)
+            finally:
+                self.limiter.release(slot)
         except Exception:
             log.exception("webhook handling failed")
             return PlainTextResponse("Internal Server Error", status_code=500)
-        finally:
-            self.limiter.release(slot)
 
-    async def _handle(self, scope: Scope, receive: Receive,
-                      headers: dict[str, str]) -> Response:
+    def _client_key(self, scope: Scope, headers: dict[str, str]) -> str | None:
+        """Whose budgets a request counts against: the socket's address, or behind a trusted
+        proxy (a tunnel), the client it forwards for (D60)."""
+        client = scope.get("client")
+        if not client:
+            return None
+        if not self.trusted_proxies:
+            return str(client[0])
+        forwarded = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-forwarded-for"]
+        return client_address(str(client[0]), forwarded_for=forwarded,
+                              real_ip=headers.get("x-real-ip"), trusted_proxies=self.trusted_proxies)
+
+    async def _read(self, scope: Scope, receive: Receive, headers: dict[str, str],
+                    key: str | None) -> WebhookRequest | Response:
+        """The request with its body, read under the limits and the read budget, or the
+        refusal to send instead."""
         try:
             length = int(headers["content-length"]) if "content-length" in headers else None
         except ValueError:
             return PlainTextResponse("Bad Request: invalid Content-Length", status_code=400)
+        if length is not None and length < 0:
+            return PlainTextResponse("Bad Request: invalid Content-Length", status_code=400)
         try:
-            body = await read_body(receive, content_length=length,
-                                   max_bytes=self.max_body_bytes, timeout_s=self.body_timeout_s)
-        except BodyTooLarge:
-            return PlainTextResponse("Payload Too Large", status_code=413)
+            body = await read_body(receive, content_length=length, max_bytes=self.max_body_bytes,
+                                   timeout_s=self.body_timeout_s, budget=self.reads, key=key)
+        except BodyTooLarge:  # the rest of an unread body is not waited for: the connection closes
+            return PlainTextResponse("Payload Too Large", status_code=413, headers=_CLOSE)
         except BodyTimeout:
-            return PlainTextResponse("Request Timeout", status_code=408)
+            return PlainTextResponse("Request Timeout", status_code=408, headers=_CLOSE)
         except BodyIncomplete:
-            return PlainTextResponse("Bad Request: incomplete body", status_code=400)
-        request = _request(scope, headers, body)
-        verification = self.provider.verify_webhook(request)
-        if not verification.ok or not verification.request_key:
-            reason = (verification.reason or "verification failed") if not verification.ok \
-                else "verification succeeded without a request identity key"
-            self._rejected(reason, verification.call_id)
-            return PlainTextResponse("Unauthorized", status_code=401)
+            return PlainTextResponse("Bad Request: incomplete body", status_code=400, headers=_CLOSE)
+        return _request(scope, headers, body)
+
+    async def _handle(self, request: WebhookRequest, verification: Verification) -> Response:
         key = verification.request_key
+        assert key is not None
         try:
             parsed = self.provider.parse_webhook(request, verification)
         except WebhookParseError as exc:

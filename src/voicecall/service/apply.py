@@ -29,6 +29,8 @@ class _Result(NamedTuple):
     """A waiting `continue` took the caller's words (so no automatic reply)."""
     transfer_status: str | None = None
     """The progress a `call.transfer` event reported."""
+    answered_again: bool = False
+    """A `call.answered` for a call already answered (another webhook told first)."""
 
 
 async def apply_events(service: CallService, events: list[CallEvent]) -> list[EventOutcome]:
@@ -92,7 +94,8 @@ async def _apply_locked(service: CallService, call: LiveCall, event: CallEvent, 
     if applied.final_speech is not None and waiter and not waiter.future.done():
         waiter.future.set_result(applied.final_speech)
         consumed = True
-    return _Result(applied, consumed, transfer_status)
+    return _Result(applied, consumed, transfer_status,
+                   answered_again=event.type == "call.answered" and not applied.answered)
 
 
 def _after_apply(service: CallService, call: LiveCall, result: _Result) -> bool:
@@ -105,7 +108,10 @@ def _after_apply(service: CallService, call: LiveCall, result: _Result) -> bool:
         if record.end_reason == EndReason.VOICEMAIL:  # our decision, not the carrier's end
             service.spawn(service.hang_up_quietly(record), f"hangup:{record.call_id}")
         return False
-    speech_due = service.on_answered(call) if applied.answered else False
+    if applied.answered:
+        speech_due = service.on_answered(call)
+    else:  # the answer webhook after a status callback already answered: the opening may be
+        speech_due = result.answered_again and service.speech_due(call)  # on its way still
     if (applied.final_speech is not None and not result.consumed and service.auto_replies(record)
             and service.turn_handler is not None):
         service.spawn(service.turn_handler.on_caller_turn(record, applied.final_speech,

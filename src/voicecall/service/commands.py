@@ -479,13 +479,17 @@ class CallService:
         """Start the answered call's timers and its greeting; True when it will be sent
         something at once (its opening, speech already asked for, or a listen)."""
         cid = call.call_id
-        speech_due = (has_opening(call.record) or call.line.waiting()
-                      or self.auto_replies(call.record))
+        speech_due = self.speech_due(call)
         call.line.answered()
         self._timers.cancel(cid, "ring")
         self.start_max_duration(call.record, self.settings.max_duration_seconds * 1000)
         self.spawn(self.greet(call), f"greet:{cid}")
         return speech_due
+
+    def speech_due(self, call: LiveCall) -> bool:
+        """Whether the answered call is about to be sent something: its opening (until it has
+        played), speech already asked for, or a listen (`EventOutcome.speech_due`)."""
+        return has_opening(call.record) or call.line.waiting() or self.auto_replies(call.record)
 
     def start_max_duration(self, record: CallRecord, remaining_ms: int) -> None:
         cid = record.call_id

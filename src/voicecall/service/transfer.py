@@ -86,14 +86,10 @@ async def _note(service: CallService, call: LiveCall, status: str, text: str) ->
 
 
 async def on_progress(service: CallService, call: LiveCall, status: str) -> None:
-    """A `call.transfer` event was applied: log it on the transcript; when the person was not
-    reached, the agent speaks again and listens."""
+    """A `call.transfer` event was applied (and noted on the transcript): when the person was
+    not reached, the agent speaks again and listens."""
     record = call.record
     to = (record.metadata.get("transfer") or {}).get("to", "?")
-    async with call.lock:
-        record.transcript.append(TranscriptEntry(timestamp=now_ms(), speaker="tool",
-                                                 text=f"transfer to {to}: {status}"))
-        await service.persist(record)
     if status in ("dialing", "bridged", "completed") or record.is_terminal:
         return
     log.info("call %s: transfer to %s not answered (%s); back to the agent", call.call_id, to,

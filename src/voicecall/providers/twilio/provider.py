@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -35,12 +36,14 @@ from voicecall.providers.base import (
     ProviderError,
     TransferRequest,
     Verification,
+    WebhookParseError,
     WebhookRequest,
 )
 from voicecall.providers.http import CarrierApiError, json_error
 from voicecall.providers.markup import MarkupCarrierSettings, MarkupProvider, speech_confidence
 from voicecall.providers.streams import StreamSerializer
 from voicecall.providers.twilio import twiml
+from voicecall.providers.twilio.canonical import NotCanonical, canonical_request, check_twilio_form
 from voicecall.providers.twilio.signature import verify_twilio_webhook
 from voicecall.providers.twilio.stream import TwilioStreamSerializer
 
@@ -64,6 +67,11 @@ class TwilioSettings(MarkupCarrierSettings):
     ngrok_loopback_bypass: bool = False
     voice: str = "Polly.Joanna"
     real_api_hosts: ClassVar[tuple[str, ...]] = tuple(API_HOSTS.values())
+
+
+def _json_body(request: WebhookRequest) -> bool:
+    """A JSON post, signed through its `bodySHA256` query parameter instead of form fields."""
+    return "bodySHA256=" in request.url.partition("?")[2]
 
 
 def _twilio_direction(params: dict[str, str]) -> Direction | None:
@@ -113,9 +121,26 @@ class TwilioProvider(MarkupProvider):
     # -- webhooks ----------------------------------------------------------------------------
     def _verify(self, request: WebhookRequest) -> Verification:
         s = self.settings
-        return verify_twilio_webhook(request, auth_token=s.auth_token, public_url=s.public_url,
-                                     policy=s.policy, ngrok_loopback_bypass=s.ngrok_loopback_bypass,
-                                     skip_verification=s.skip_signature_verification)
+        result = verify_twilio_webhook(request, auth_token=s.auth_token, public_url=s.public_url,
+                                       policy=s.policy, ngrok_loopback_bypass=s.ngrok_loopback_bypass,
+                                       skip_verification=s.skip_signature_verification)
+        if result.ok and not s.skip_signature_verification:
+            # Only Twilio's own arrangement of the signed content is applied (D61).
+            try:
+                canonical = canonical_request(request, form_body=not _json_body(request))
+                if not _json_body(request):
+                    check_twilio_form(canonical, s.account_sid)
+            except NotCanonical as exc:
+                result = Verification(ok=False, reason=f"signed request not in Twilio's form: {exc}")
+        return result
+
+    def _form(self, request: WebhookRequest) -> tuple[dict[str, str], Mapping[str, str]]:
+        """Read from the same one-name-once form that verification checked (D61)."""
+        try:
+            canonical = canonical_request(request)
+        except NotCanonical as exc:
+            raise WebhookParseError(str(exc)) from exc
+        return canonical.params, canonical.query
 
     def _direction(self, params: dict[str, str]) -> Direction | None:
         return _twilio_direction(params)

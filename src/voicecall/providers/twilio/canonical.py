@@ -1,0 +1,101 @@
+"""The one arrangement of a signed Twilio request that the gateway applies (D61).
+
+Twilio signs the URL followed by `name + value` of every parameter with no separators, so a
+copy of a genuine request can move characters across those boundaries (from the body onto the
+end of the query, from a value into the next name) and keep its signature; its replay key
+(built from the signed string) is the genuine one's. Such a copy must not apply a different
+meaning and turn the genuine request into a replay. So a verified request is applied only in
+the form Twilio sends, and its meaning is read from that same form:
+
+- every query and body parameter name appears once (no repeated keys to choose between);
+- body names are Twilio's (`AccountSid`, `CallStatus`: an ASCII capital, then letters and digits);
+- `AccountSid` is present and is the configured account: it sorts first, so it pins the
+  boundary between the URL and the body;
+- the parameters that carry meaning have Twilio's formats (`CallSid`, `CallStatus`,
+  `Direction`, `Digits`, `AnsweredBy`), and a voice request (one with a call status or caller
+  input) carries the standard `Direction`, `From` and `To`, so the caller's speech cannot
+  swallow its neighbour `To`, nor a status its neighbour `Direction`, and still pass.
+
+What this cannot rule out is a free-text value swallowing an optional neighbour that the
+gateway does not read (`SpeechResult` taking `StirVerstat`): Twilio's scheme has no separators,
+so that arrangement signs the same, and the carrier gives nothing that tells the two apart.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import NamedTuple
+from urllib.parse import parse_qsl
+
+from voicecall.providers.base import WebhookRequest
+from voicecall.security.public_url import request_query_string
+
+__all__ = ["CanonicalRequest", "NotCanonical", "canonical_request", "check_twilio_form"]
+
+_NAME = re.compile(r"[A-Z][A-Za-z0-9]*\Z")
+_FORMATS: Mapping[str, re.Pattern[str]] = {
+    "CallSid": re.compile(r"CA[0-9a-fA-F]{32}\Z"),
+    "CallStatus": re.compile(r"(queued|initiated|ringing|in-progress|completed|busy|failed|"
+                             r"no-answer|canceled)\Z", re.IGNORECASE),
+    "Direction": re.compile(r"(inbound|outbound-api|outbound-dial|trunking-terminating|"
+                            r"trunking-originating)\Z"),
+    "Digits": re.compile(r"[0-9*#wW]*\Z"),
+    "AnsweredBy": re.compile(r"[a-z_]*\Z"),
+}
+_REQUIRED = ("AccountSid", "CallSid")
+_VOICE = ("CallStatus", "SpeechResult", "Digits")
+"""Parameters of a voice request, which always carries the standard ones below too."""
+_STANDARD = ("Direction", "From", "To")
+
+
+class NotCanonical(ValueError):
+    """The request is not in a form that has one meaning."""
+
+
+class CanonicalRequest(NamedTuple):
+    """A request's query and form parameters, each name once."""
+
+    query: dict[str, str]
+    params: dict[str, str]
+
+
+def _unique(pairs: list[tuple[str, str]], where: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        if name in out:
+            raise NotCanonical(f"the {where} repeats the parameter {name[:40]!r}")
+        out[name] = value
+    return out
+
+
+def canonical_request(request: WebhookRequest, *, form_body: bool = True) -> CanonicalRequest:
+    """The query and (for a form body) the parameters of `request`, each name once; raises
+    NotCanonical for a repeated name or a body that is not UTF-8."""
+    query = _unique(parse_qsl(request_query_string(request), keep_blank_values=True), "query")
+    if not form_body:
+        return CanonicalRequest(query, {})
+    try:
+        text = request.body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise NotCanonical("the body is not UTF-8 form data") from exc
+    return CanonicalRequest(query, _unique(pairs, "body"))
+
+
+def check_twilio_form(canonical: CanonicalRequest, account_sid: str) -> None:
+    """Raise NotCanonical unless the parameters are in the form Twilio sends (module docstring)."""
+    params = canonical.params
+    for name in params:
+        if not _NAME.match(name):
+            raise NotCanonical(f"{name[:40]!r} is not a Twilio parameter name")
+    required = _REQUIRED + (_STANDARD if any(n in params for n in _VOICE) else ())
+    for name in required:
+        if name not in params:
+            raise NotCanonical(f"the {name} parameter is missing")
+    if params["AccountSid"] != account_sid:
+        raise NotCanonical("AccountSid is not this gateway's account")
+    for name, pattern in _FORMATS.items():
+        value = params.get(name)
+        if value is not None and value != "" and not pattern.match(value):
+            raise NotCanonical(f"{name} is not in Twilio's format")
