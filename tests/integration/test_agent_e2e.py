@@ -185,7 +185,8 @@ async def test_the_originals_anthropic_example_answers_an_inbound_caller(tmp_pat
             await eventually(lambda: "Claude here, we open at nine." in mock.heard("pc-a"))
         body = claude.requests[0]
         assert body["model"] == "claude-sonnet-4"
-        assert body["messages"][-1] == {"role": "user", "content": "When do you open?"}
+        question = {"type": "text", "text": "When do you open?"}
+        assert body["messages"][-1] == {"role": "user", "content": [question]}
         assert {t["name"] for t in body["tools"]} == {"end_call", "send_dtmf", "call_info"}
 
 
