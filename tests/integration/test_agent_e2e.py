@@ -201,3 +201,24 @@ async def test_without_model_credentials_a_twilio_caller_hears_the_fallback_and_
         assert call.said == [GREETING, fallback]
         record = (await gateway.store.recent_calls(1))[0]
         assert record.end_reason == "failed" and "OPENAI_API_KEY" in record.metadata["endDetail"]
+
+
+async def test_words_said_while_a_continue_says_its_prompt_are_not_auto_answered(
+        tmp_path: Path, fake: FakeOpenAI) -> None:
+    config = {"outbound": {"defaultMode": "conversation"}, "mock": {"speakMsPerChar": 40}}
+    async with running_gateway(tmp_path, config, env=model_env(fake)) as gateway:
+        mock = gateway.provider
+        assert isinstance(mock, MockProvider)
+        record = await gateway.service.initiate("+15555550123")
+        pcid = await eventually(lambda: record.provider_call_id)
+        await eventually(lambda: record.state.value == "listening")
+        turn = asyncio.create_task(gateway.service.continue_call(
+            record.call_id, "Please tell me which day suits you best for the appointment."))
+        await eventually(lambda: record.state.value == "speaking")
+        await mock.inject(pcid, speech="Sorry, what?")  # over the prompt, before it listens
+        await asyncio.sleep(0.3)
+        assert fake.requests == []
+        await eventually(lambda: mock.listening_for(pcid) is not None)
+        await mock.inject(pcid, speech="Tuesday")
+        assert await asyncio.wait_for(turn, 10) == "Tuesday"
+        assert fake.requests == []
