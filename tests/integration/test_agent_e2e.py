@@ -84,12 +84,14 @@ async def test_original_config_answers_the_callers_question_through_the_mock_wit
     assert fake.requests[0]["model"] == "gpt-4o-mini"
 
 
+@pytest.mark.parametrize(("scope", "remembered"), [
+    ("per-phone", ["When do you open?", "We open at nine."]), ("per-call", [])])
 async def test_original_config_answers_the_callers_question_through_the_twilio_simulator(
-        tmp_path: Path, fake: FakeOpenAI) -> None:
+        tmp_path: Path, fake: FakeOpenAI, scope: str, remembered: list[str]) -> None:
     fake.script(spoken("We open at nine."))
     fake.script(spoken("Welcome back, still nine."))
     async with TwilioSimulator(time_scale=0.05, say_ms_per_char=5) as sim, running_gateway(
-            tmp_path, {**ORIGINAL, "sessionScope": "per-phone", **twilio(sim, free_port())},
+            tmp_path, {**ORIGINAL, "sessionScope": scope, **twilio(sim, free_port())},
             env=model_env(fake)) as gateway:
         call = await sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url,
                                        callee=Callee(replies=["When do you open?"], reply_delay_s=0.1))
@@ -97,7 +99,8 @@ async def test_original_config_answers_the_callers_question_through_the_twilio_s
         assert call.said == [GREETING, "We open at nine."]
         await call.hangup()
         await eventually(lambda: not gateway.service.active_calls())
-        key = gateway.service.session_key("", FRIEND)
+        first_call = (await gateway.store.recent_calls(1))[0]
+        key = first_call.session_key or ""
         await eventually(lambda: gateway.store.session_messages(key))
         again = await sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url,
                                         callee=Callee(replies=["Me again"], reply_delay_s=0.1))
@@ -105,7 +108,7 @@ async def test_original_config_answers_the_callers_question_through_the_twilio_s
         assert again.said == [GREETING, "Welcome back, still nine."]
         await again.hangup()
     history = [m["content"] for m in fake.requests[1]["messages"][1:-1]]
-    assert history == ["When do you open?", "We open at nine."]
+    assert history == remembered
 
 
 async def test_without_model_credentials_the_gateway_starts_and_the_caller_hears_the_fallback(
