@@ -72,6 +72,7 @@ class LlmResponder:
         self.filler = filler.strip()
         self.filler_after_s = filler_after_s
         self._apis: dict[ApiShape, ChatApi] = {}
+        self._toolless: set[tuple[str, str]] = set()  # (base URL, model) that refused tools
 
     def __repr__(self) -> str:
         return f"LlmResponder(model={self.model!r}, base_url={self.base_url!r})"
@@ -144,19 +145,30 @@ class LlmResponder:
         system = self.system_prompt(ctx)
         messages = self.messages(ctx)
         specs, owners = self.toolbox.specs(ctx)
+        if (resolved.base_url, resolved.model) in self._toolless:
+            specs, owners = [], {}
         filler_said = False
         rounds = 0
         while True:
             allow_tools = bool(specs) and rounds < self.max_tool_rounds
             text: list[str] = []
             calls: list[ToolCall] = []
-            async for event in api.stream(resolved, system, messages, specs, allow_tools=allow_tools,
-                                          timeout_s=ctx.timeout_s):
-                if isinstance(event, TextDelta):
-                    text.append(event.text)
-                    yield event.text
-                else:
-                    calls.append(event)
+            try:
+                async for event in api.stream(resolved, system, messages, specs, allow_tools=allow_tools,
+                                              timeout_s=ctx.timeout_s):
+                    if isinstance(event, TextDelta):
+                        text.append(event.text)
+                        yield event.text
+                    else:
+                        calls.append(event)
+            except ResponderError as exc:
+                if not (specs and rounds == 0 and not text and _refuses_tools(str(exc))):
+                    raise
+                log.warning("model %s refused tools (%s); it answers without them from now on",
+                            resolved.model, exc)
+                self._toolless.add((resolved.base_url, resolved.model))
+                specs, owners = [], {}
+                continue
             if not calls:
                 return
             if not allow_tools:
@@ -188,3 +200,8 @@ class LlmResponder:
                     yield Flush(ending.last_words)
                 return
 
+
+def _refuses_tools(error: str) -> bool:
+    """A 400 saying the model does not do tools (local servers often say so for small models)."""
+    lowered = error.lower()
+    return "model error: 400" in lowered and "tool" in lowered
