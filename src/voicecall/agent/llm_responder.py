@@ -178,27 +178,35 @@ class LlmResponder:
             rounds += 1
             yield Flush()
             messages.append(AssistantMessage("".join(text), tuple(calls)))
-            ending: ToolOutcome | None = None
-            for call in calls:
-                task = asyncio.ensure_future(self.toolbox.run(call, owners, ctx))
-                try:
-                    if self.filler and self.filler_after_s > 0 and not filler_said:
-                        done, _ = await asyncio.wait({task}, timeout=self.filler_after_s)
-                        if not done:
-                            filler_said = True
-                            yield Flush(self.filler)
-                    outcome = await task
-                finally:
-                    if not task.done():
-                        task.cancel()
-                        await asyncio.wait({task})
-                messages.append(ToolResultMessage(call.id, call.name, outcome.content, outcome.is_error))
-                if outcome.ends_call:
-                    ending = outcome
+            outcomes: list[ToolOutcome] = []
+            async for filler in self._run_tools(calls, owners, ctx, outcomes, filler=not filler_said):
+                filler_said = True
+                yield filler
+            messages += [ToolResultMessage(c.id, c.name, o.content, o.is_error)
+                         for c, o in zip(calls, outcomes, strict=True)]
+            ending = next((o for o in outcomes if o.ends_call), None)
             if ending is not None:
                 if ending.last_words:
                     yield Flush(ending.last_words)
                 return
+
+    async def _run_tools(self, calls: list[ToolCall], owners: dict[str, ToolSource], ctx: TurnContext,
+                         outcomes: list[ToolOutcome], *, filler: bool) -> AsyncGenerator[Flush, None]:
+        """Run the round's tool calls in order, appending each outcome to `outcomes`; yields the
+        filler (once, if `filler`) when a call is still running after `filler_after_s`."""
+        for call in calls:
+            task = asyncio.ensure_future(self.toolbox.run(call, owners, ctx))
+            try:
+                if filler and self.filler and self.filler_after_s > 0:
+                    done, _ = await asyncio.wait({task}, timeout=self.filler_after_s)
+                    if not done:
+                        filler = False
+                        yield Flush(self.filler)
+                outcomes.append(await task)
+            finally:
+                if not task.done():
+                    task.cancel()
+                    await asyncio.wait({task})
 
 
 def _refuses_tools(error: str) -> bool:

@@ -300,8 +300,8 @@ class FakeOpenAI(LoopbackFake):
             return openai_error(400, "'messages' must be a non-empty array", param="messages")
         scripted = self._script.popleft() if self._script else ScriptedReply(default_reply)
         if scripted.status != 200:
-            message = scripted.error_message or f"scripted error {scripted.status}"
-            return openai_error(scripted.status, message,
+            error_text = scripted.error_message or f"scripted error {scripted.status}"
+            return openai_error(scripted.status, error_text,
                                 type_=_ERROR_TYPES.get(scripted.status, "server_error"))
         text = scripted.text_for(messages)
         completion_id = "chatcmpl-" + secrets.token_hex(12)
