@@ -44,6 +44,8 @@ def config_block(sim: TwilioSimulator, *, webhook_port: int = DEFAULT_WEBHOOK_PO
         f"    authToken: {q(sim.auth_token)},",
         f"    apiBaseUrl: {q(sim.base_url)},",
         "  },",
+        "  // `continue` drives the conversation; remove this to have the model answer the callee.",
+        "  responder: { enabled: false },",
         "}",
     ])
 
