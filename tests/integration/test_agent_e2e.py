@@ -84,12 +84,14 @@ async def test_original_config_answers_the_callers_question_through_the_mock_wit
     assert fake.requests[0]["model"] == "gpt-4o-mini"
 
 
+@pytest.mark.parametrize(("scope", "remembered"), [
+    ("per-phone", ["When do you open?", "We open at nine."]), ("per-call", [])])
 async def test_original_config_answers_the_callers_question_through_the_twilio_simulator(
-        tmp_path: Path, fake: FakeOpenAI) -> None:
+        tmp_path: Path, fake: FakeOpenAI, scope: str, remembered: list[str]) -> None:
     fake.script(spoken("We open at nine."))
     fake.script(spoken("Welcome back, still nine."))
     async with TwilioSimulator(time_scale=0.05, say_ms_per_char=5) as sim, running_gateway(
-            tmp_path, {**ORIGINAL, "sessionScope": "per-phone", **twilio(sim, free_port())},
+            tmp_path, {**ORIGINAL, "sessionScope": scope, **twilio(sim, free_port())},
             env=model_env(fake)) as gateway:
         call = await sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url,
                                        callee=Callee(replies=["When do you open?"], reply_delay_s=0.1))
@@ -97,7 +99,8 @@ async def test_original_config_answers_the_callers_question_through_the_twilio_s
         assert call.said == [GREETING, "We open at nine."]
         await call.hangup()
         await eventually(lambda: not gateway.service.active_calls())
-        key = gateway.service.session_key("", FRIEND)
+        first_call = (await gateway.store.recent_calls(1))[0]
+        key = first_call.session_key or ""
         await eventually(lambda: gateway.store.session_messages(key))
         again = await sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url,
                                         callee=Callee(replies=["Me again"], reply_delay_s=0.1))
@@ -105,7 +108,7 @@ async def test_original_config_answers_the_callers_question_through_the_twilio_s
         assert again.said == [GREETING, "Welcome back, still nine."]
         await again.hangup()
     history = [m["content"] for m in fake.requests[1]["messages"][1:-1]]
-    assert history == ["When do you open?", "We open at nine."]
+    assert history == remembered
 
 
 async def test_without_model_credentials_the_gateway_starts_and_the_caller_hears_the_fallback(
@@ -185,7 +188,8 @@ async def test_the_originals_anthropic_example_answers_an_inbound_caller(tmp_pat
             await eventually(lambda: "Claude here, we open at nine." in mock.heard("pc-a"))
         body = claude.requests[0]
         assert body["model"] == "claude-sonnet-4"
-        assert body["messages"][-1] == {"role": "user", "content": "When do you open?"}
+        question = {"type": "text", "text": "When do you open?"}
+        assert body["messages"][-1] == {"role": "user", "content": [question]}
         assert {t["name"] for t in body["tools"]} == {"end_call", "send_dtmf", "call_info"}
 
 
@@ -229,3 +233,24 @@ async def test_the_model_is_not_offered_transfer_call_without_allowed_numbers(
         mock = await mock_inbound_call(gateway, "pc-n", "Can I talk to a person?")
         await eventually(lambda: "I can only help here." in mock.heard("pc-n"))
     assert "transfer_call" not in {t["function"]["name"] for t in fake.requests[0]["tools"]}
+
+
+async def test_words_said_while_a_continue_says_its_prompt_are_not_auto_answered(
+        tmp_path: Path, fake: FakeOpenAI) -> None:
+    config = {"outbound": {"defaultMode": "conversation"}, "mock": {"speakMsPerChar": 40}}
+    async with running_gateway(tmp_path, config, env=model_env(fake)) as gateway:
+        mock = gateway.provider
+        assert isinstance(mock, MockProvider)
+        record = await gateway.service.initiate("+15555550123")
+        pcid = await eventually(lambda: record.provider_call_id)
+        await eventually(lambda: record.state.value == "listening")
+        turn = asyncio.create_task(gateway.service.continue_call(
+            record.call_id, "Please tell me which day suits you best for the appointment."))
+        await eventually(lambda: record.state.value == "speaking")
+        await mock.inject(pcid, speech="Sorry, what?")  # over the prompt, before it listens
+        await asyncio.sleep(0.3)
+        assert fake.requests == []
+        await eventually(lambda: mock.listening_for(pcid) is not None)
+        await mock.inject(pcid, speech="Tuesday")
+        assert await asyncio.wait_for(turn, 10) == "Tuesday"
+        assert fake.requests == []

@@ -13,7 +13,7 @@ import pytest
 
 from voicecall.agent.builtin_tools import BuiltinTools
 from voicecall.agent.chat import ToolSpec
-from voicecall.agent.responder import LlmResponder, TurnContext
+from voicecall.agent.responder import LlmResponder, ResponderError, TurnContext
 from voicecall.agent.tools import ToolOutcome
 from voicecall.service.errors import CallError
 from voicecall.testing.fakes import FakeOpenAI, ScriptedToolCall
@@ -227,3 +227,20 @@ async def test_a_user_tool_cannot_take_a_built_in_name(fake: FakeOpenAI) -> None
     names = [t["function"]["name"] for t in fake.requests[0]["tools"]]
     assert names == ["end_call", "send_dtmf", "call_info", "get_weather"]
     assert controls.ended == "ended by the agent"
+
+
+async def test_a_model_that_refuses_tools_answers_without_them_from_then_on(fake: FakeOpenAI) -> None:
+    fake.script("", status=400, error_message="registry.ollama.ai/library/tiny does not support tools")
+    fake.script(json.dumps({"spoken": "Hello without tools."}))
+    fake.script(json.dumps({"spoken": "Still without tools."}))
+    responder = agent(fake, BuiltinTools())
+    assert [s async for s in responder.reply(ctx(Controls(), user_text="hi"))] == ["Hello without tools."]
+    assert await collect(responder, ctx(Controls(), user_text="again")) == ["Still without tools."]
+    assert ["tools" in r for r in fake.requests] == [True, False, False]
+
+
+async def test_other_model_errors_are_not_retried(fake: FakeOpenAI) -> None:
+    fake.script("", status=400, error_message="context length exceeded")
+    with pytest.raises(ResponderError, match="400 context length exceeded"):
+        await collect(agent(fake, BuiltinTools()), ctx(Controls()))
+    assert len(fake.requests) == 1

@@ -83,7 +83,8 @@ async def test_the_originals_example_anthropic_claude_sonnet_4_streams_from_the_
     assert await speak(responder, ctx("Hi")) == ["Hello from Claude.", "How can I help?"]
     body = anthropic_fake.requests[0]
     assert body["model"] == "claude-sonnet-4" and body["stream"] is True
-    assert "Output format" in body["system"] and body["messages"] == [{"role": "user", "content": "Hi"}]
+    assert "Output format" in body["system"]
+    assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
     headers = anthropic_fake.recorded[0].headers
     sent = (headers.get("x-api-key"), headers.get("authorization", "").removeprefix("Bearer "))
     assert "sk-ant-test" in sent
@@ -157,3 +158,17 @@ def test_responder_base_url_wins_over_the_provider_base_url_variable() -> None:
     assert resolve_model("groq/llama", env=env).base_url == "http://127.0.0.1:9/v1"
     assert resolve_model("groq/llama", env=env, base_url="http://127.0.0.1:7/v1/").base_url == \
         "http://127.0.0.1:7/v1"
+
+
+async def test_anthropic_turns_alternate_even_when_the_memory_has_an_unanswered_question(
+        anthropic_fake: FakeAnthropic) -> None:
+    history = ({"role": "user", "content": "First, unanswered"}, {"role": "user", "content": "Second"},
+               {"role": "assistant", "content": "Answer to second"})
+    turn = TurnContext(call_id="c1", direction="inbound", from_="+15550001111", to="+15550002222",
+                       session_key="k", agent_id="main", user_text="Third", history=history, timeout_s=5.0)
+    responder = LlmResponder("anthropic/claude-sonnet-4", base_url=anthropic_fake.base_url,
+                             env={"ANTHROPIC_API_KEY": "sk-ant-test"})
+    assert await speak(responder, turn) == ["You said: Third"]
+    sent = anthropic_fake.requests[0]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert [b["text"] for b in sent[0]["content"]] == ["First, unanswered", "Second"]

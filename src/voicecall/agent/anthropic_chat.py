@@ -27,26 +27,31 @@ MAX_TOKENS = 1024  # a spoken turn is a few sentences; the API requires a limit
 
 
 def anthropic_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
-    """The conversation as Messages-API turns: tool calls are `tool_use` blocks of the assistant,
-    their results `tool_result` blocks of the next user turn (consecutive results share it)."""
+    """The conversation as Messages-API turns, strictly alternating and starting with the user:
+    tool calls are `tool_use` blocks of the assistant, their results `tool_result` blocks of the
+    next user turn; consecutive messages of one role (a remembered question that got no answer)
+    share a turn."""
     out: list[dict[str, Any]] = []
+
+    def add(role: str, blocks: list[dict[str, Any]]) -> None:
+        if not blocks or (role == "assistant" and not out):
+            return
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+
     for m in messages:
         if isinstance(m, UserMessage):
-            out.append({"role": "user", "content": m.text})
+            add("user", [{"type": "text", "text": m.text}])
         elif isinstance(m, AssistantMessage):
             blocks: list[dict[str, Any]] = [{"type": "text", "text": m.text}] if m.text else []
             blocks += [{"type": "tool_use", "id": c.id, "name": c.name,
                         "input": c.arguments if isinstance(c.arguments, dict) else {}} for c in m.tool_calls]
-            if blocks:
-                out.append({"role": "assistant", "content": blocks})
+            add("assistant", blocks)
         elif isinstance(m, ToolResultMessage):
-            block = {"type": "tool_result", "tool_use_id": m.call_id, "content": m.content,
-                     "is_error": m.is_error}
-            last = out[-1] if out else None
-            if last and last["role"] == "user" and isinstance(last["content"], list):
-                last["content"].append(block)
-            else:
-                out.append({"role": "user", "content": [block]})
+            add("user", [{"type": "tool_result", "tool_use_id": m.call_id, "content": m.content,
+                          "is_error": m.is_error}])
     return out
 
 

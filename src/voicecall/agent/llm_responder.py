@@ -72,6 +72,7 @@ class LlmResponder:
         self.filler = filler.strip()
         self.filler_after_s = filler_after_s
         self._apis: dict[ApiShape, ChatApi] = {}
+        self._toolless: set[tuple[str, str]] = set()  # (base URL, model) that refused tools
 
     def __repr__(self) -> str:
         return f"LlmResponder(model={self.model!r}, base_url={self.base_url!r})"
@@ -144,19 +145,30 @@ class LlmResponder:
         system = self.system_prompt(ctx)
         messages = self.messages(ctx)
         specs, owners = self.toolbox.specs(ctx)
+        if (resolved.base_url, resolved.model) in self._toolless:
+            specs, owners = [], {}
         filler_said = False
         rounds = 0
         while True:
             allow_tools = bool(specs) and rounds < self.max_tool_rounds
             text: list[str] = []
             calls: list[ToolCall] = []
-            async for event in api.stream(resolved, system, messages, specs, allow_tools=allow_tools,
-                                          timeout_s=ctx.timeout_s):
-                if isinstance(event, TextDelta):
-                    text.append(event.text)
-                    yield event.text
-                else:
-                    calls.append(event)
+            try:
+                async for event in api.stream(resolved, system, messages, specs, allow_tools=allow_tools,
+                                              timeout_s=ctx.timeout_s):
+                    if isinstance(event, TextDelta):
+                        text.append(event.text)
+                        yield event.text
+                    else:
+                        calls.append(event)
+            except ResponderError as exc:
+                if not (specs and rounds == 0 and not text and _refuses_tools(str(exc))):
+                    raise
+                log.warning("model %s refused tools (%s); it answers without them from now on",
+                            resolved.model, exc)
+                self._toolless.add((resolved.base_url, resolved.model))
+                specs, owners = [], {}
+                continue
             if not calls:
                 return
             if not allow_tools:
@@ -166,25 +178,38 @@ class LlmResponder:
             rounds += 1
             yield Flush()
             messages.append(AssistantMessage("".join(text), tuple(calls)))
-            ending: ToolOutcome | None = None
-            for call in calls:
-                task = asyncio.ensure_future(self.toolbox.run(call, owners, ctx))
-                try:
-                    if self.filler and self.filler_after_s > 0 and not filler_said:
-                        done, _ = await asyncio.wait({task}, timeout=self.filler_after_s)
-                        if not done:
-                            filler_said = True
-                            yield Flush(self.filler)
-                    outcome = await task
-                finally:
-                    if not task.done():
-                        task.cancel()
-                        await asyncio.wait({task})
-                messages.append(ToolResultMessage(call.id, call.name, outcome.content, outcome.is_error))
-                if outcome.ends_call:
-                    ending = outcome
+            outcomes: list[ToolOutcome] = []
+            async for filler in self._run_tools(calls, owners, ctx, outcomes, filler=not filler_said):
+                filler_said = True
+                yield filler
+            messages += [ToolResultMessage(c.id, c.name, o.content, o.is_error)
+                         for c, o in zip(calls, outcomes, strict=True)]
+            ending = next((o for o in outcomes if o.ends_call), None)
             if ending is not None:
                 if ending.last_words:
                     yield Flush(ending.last_words)
                 return
 
+    async def _run_tools(self, calls: list[ToolCall], owners: dict[str, ToolSource], ctx: TurnContext,
+                         outcomes: list[ToolOutcome], *, filler: bool) -> AsyncGenerator[Flush, None]:
+        """Run the round's tool calls in order, appending each outcome to `outcomes`; yields the
+        filler (once, if `filler`) when a call is still running after `filler_after_s`."""
+        for call in calls:
+            task = asyncio.ensure_future(self.toolbox.run(call, owners, ctx))
+            try:
+                if filler and self.filler and self.filler_after_s > 0:
+                    done, _ = await asyncio.wait({task}, timeout=self.filler_after_s)
+                    if not done:
+                        filler = False
+                        yield Flush(self.filler)
+                outcomes.append(await task)
+            finally:
+                if not task.done():
+                    task.cancel()
+                    await asyncio.wait({task})
+
+
+def _refuses_tools(error: str) -> bool:
+    """A 400 saying the model does not do tools (local servers often say so for small models)."""
+    lowered = error.lower()
+    return "model error: 400" in lowered and "tool" in lowered

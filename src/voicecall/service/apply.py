@@ -112,8 +112,10 @@ def _after_apply(service: CallService, call: LiveCall, result: _Result) -> bool:
         speech_due = service.on_answered(call)
     else:  # the answer webhook after a status callback already answered: the opening may be
         speech_due = result.answered_again and service.speech_due(call)  # on its way still
-    if (applied.final_speech is not None and not result.consumed and service.auto_replies(record)
-            and service.turn_handler is not None):
+    # While a `continue` is in progress (saying its prompt, or waiting) the caller's words are
+    # its business, never the responder's (docs/decisions.md D25).
+    if (applied.final_speech is not None and not result.consumed and not call.in_turn
+            and service.auto_replies(record) and service.turn_handler is not None):
         service.spawn(service.turn_handler.on_caller_turn(record, applied.final_speech,
                                                           call.generation, now_ms()),
                       f"reply:{record.call_id}")

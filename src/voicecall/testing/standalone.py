@@ -56,6 +56,8 @@ def config_block(provider: str, credentials: Sequence[tuple[str, str]], *,
         f"  {provider}: {{",
         *(f"    {name}: {q(value)}," for name, value in credentials),
         "  },",
+        "  // `continue` drives the conversation; remove this to have the model answer the callee.",
+        "  responder: { enabled: false },",
         "}",
     ])
 

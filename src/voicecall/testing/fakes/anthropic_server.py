@@ -11,7 +11,8 @@ Served route: `POST /v1/messages` (streamed: `message_start`, per block `content
 `message_delta` with the stop reason and `message_stop`; or a whole `message`). Requests are
 checked the way the API checks them: the key (`x-api-key`, or `Authorization: Bearer` as newer
 SDKs send it) and the `anthropic-version` header, `model`,
-`max_tokens`, alternating `user`/`assistant` turns, and every `tool_result` answering a
+`max_tokens`, strictly alternating `user`/`assistant` turns (stricter than the API, which merges
+consecutive ones: a client relying on that is caught), and every `tool_result` answering a
 `tool_use` of the turn before.
 """
 

@@ -107,6 +107,7 @@ class ScriptedReply:
     error_after_chars: int | None = None
     hang: bool = False
     tool_calls: tuple[ScriptedToolCall, ...] = ()
+    error_message: str | None = None
 
     def text_for(self, messages: list[dict[str, Any]]) -> str:
         return self.reply(messages) if callable(self.reply) else self.reply
@@ -214,7 +215,8 @@ class FakeOpenAI(LoopbackFake):
     # -- scripting -------------------------------------------------------------------------------
     def script(self, reply: str | ReplyFn, *, token_delay_s: float = 0.0, first_token_delay_s: float = 0.0,
                chunk_chars: int = 4, status: int = 200, error_after_chars: int | None = None,
-               hang: bool = False, tool_calls: list[ScriptedToolCall] | None = None) -> ScriptedReply:
+               hang: bool = False, tool_calls: list[ScriptedToolCall] | None = None,
+               error_message: str | None = None) -> ScriptedReply:
         """Queue the answer to the next chat-completion request.
 
         `reply` is the assistant's text (or a function of the request's messages). It streams in
@@ -224,12 +226,13 @@ class FakeOpenAI(LoopbackFake):
         without `[DONE]`). `hang` streams the reply and then neither finishes nor closes the stream
         (with an empty reply: the client gets nothing but the opening chunk). `tool_calls` are
         function calls made after the text (streamed as OpenAI streams them: the name first, then
-        the arguments in pieces); the round then finishes with `tool_calls`.
+        the arguments in pieces); the round then finishes with `tool_calls`. `error_message` is
+        the message of a scripted error status.
         """
         scripted = ScriptedReply(reply, token_delay_s=token_delay_s, first_token_delay_s=first_token_delay_s,
                                  chunk_chars=chunk_chars, status=status,
                                  error_after_chars=error_after_chars, hang=hang,
-                                 tool_calls=tuple(tool_calls or ()))
+                                 tool_calls=tuple(tool_calls or ()), error_message=error_message)
         self._script.append(scripted)
         return scripted
 
@@ -297,7 +300,8 @@ class FakeOpenAI(LoopbackFake):
             return openai_error(400, "'messages' must be a non-empty array", param="messages")
         scripted = self._script.popleft() if self._script else ScriptedReply(default_reply)
         if scripted.status != 200:
-            return openai_error(scripted.status, f"scripted error {scripted.status}",
+            error_text = scripted.error_message or f"scripted error {scripted.status}"
+            return openai_error(scripted.status, error_text,
                                 type_=_ERROR_TYPES.get(scripted.status, "server_error"))
         text = scripted.text_for(messages)
         completion_id = "chatcmpl-" + secrets.token_hex(12)
