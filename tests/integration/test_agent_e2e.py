@@ -254,3 +254,35 @@ async def test_words_said_while_a_continue_says_its_prompt_are_not_auto_answered
         await mock.inject(pcid, speech="Tuesday")
         assert await asyncio.wait_for(turn, 10) == "Tuesday"
         assert fake.requests == []
+
+
+async def test_the_models_transfer_on_twilio_dials_and_an_unanswered_one_comes_back_to_the_agent(
+        tmp_path: Path, fake: FakeOpenAI) -> None:
+    """Issue 15's transfer through the Twilio simulator: the model's `transfer_call` becomes a
+    `<Dial>`; the person does not answer, so the agent speaks again and answers the next turn."""
+    desk = "+15557770099"
+    unavailable = "Nobody is free right now, but I can still help."
+    fake.script(spoken("Let me get someone."), tool_calls=[ScriptedToolCall("transfer_call",
+                                                                            {"to": desk})])
+    fake.script(spoken("Sure, your order ships Monday."))  # the caller's next turn
+    config = {**ORIGINAL, **twilio_config_for_transfer(desk, unavailable)}
+    async with TwilioSimulator(time_scale=0.05, say_ms_per_char=5) as sim:
+        sim.script(desk, Callee(outcome="no-answer"))
+        async with running_gateway(tmp_path, {**config, **twilio(sim, free_port())},
+                                   env=model_env(fake)) as gateway:
+            caller = Callee(replies=["Can I talk to a person?", "Then when does my order ship?"],
+                            reply_delay_s=0.1)
+            call = await sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url, callee=caller)
+            await call.wait_until(lambda: "Sure, your order ships Monday." in call.said, timeout=20)
+            assert [(d.number, d.caller_id, d.status) for d in call.dials] == [
+                (desk, OUR_NUMBER, "no-answer")]
+            assert call.said == [GREETING, "Let me get someone.", unavailable,
+                                 "Sure, your order ships Monday."]
+            record = gateway.service.live(call.sid)
+            assert record is not None and record.metadata["transfer"]["status"] == "no-answer"
+            await call.hangup()
+
+
+def twilio_config_for_transfer(desk: str, unavailable: str) -> dict[str, Any]:
+    return {"transfer": {"allowedNumbers": [desk], "timeoutSec": 5,
+                         "unavailableMessage": unavailable}}

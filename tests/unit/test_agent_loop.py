@@ -192,17 +192,19 @@ async def test_send_dtmf_and_call_info_act_on_the_call(fake: FakeOpenAI) -> None
 async def test_transfer_call_is_offered_with_the_allowed_numbers_and_refuses_others(
         fake: FakeOpenAI) -> None:
     controls = Controls(transfer_to=("+15557770099",))
-    fake.script("", tool_calls=[ScriptedToolCall("transfer_call", {"to": "+15550001234"}),
-                                ScriptedToolCall("transfer_call", {"to": "+15557770099",
-                                                                   "message": "One moment."})])
-    fake.script(json.dumps({"spoken": "Putting you through."}))
-    assert await collect(agent(fake, BuiltinTools()), ctx(controls)) == ["Putting you through."]
+    fake.script("", tool_calls=[ScriptedToolCall("transfer_call", {"to": "+15550001234"})])
+    fake.script(json.dumps({"spoken": "Let me put you through."}),
+                tool_calls=[ScriptedToolCall("transfer_call", {"to": "+15557770099",
+                                                               "message": "One moment."})])
+    fake.script(json.dumps({"spoken": "never said: the transfer ends the turn"}))
+    assert await collect(agent(fake, BuiltinTools()), ctx(controls)) == ["Let me put you through."]
     spec = next(t["function"] for t in fake.requests[0]["tools"]
                 if t["function"]["name"] == "transfer_call")
     assert spec["parameters"]["properties"]["to"]["enum"] == ["+15557770099"]
-    results = [m["content"] for m in fake.requests[1]["messages"] if m["role"] == "tool"]
-    assert "not allowed" in results[0] and results[1].startswith("Transferring the caller to")
+    refused = [m["content"] for m in fake.requests[1]["messages"] if m["role"] == "tool"]
+    assert "not allowed" in refused[0]
     assert controls.transferred == [("+15557770099", "One moment.")]
+    assert len(fake.requests) == 2  # no round after the transfer
 
 
 async def test_built_in_tools_are_offered_only_on_a_call(fake: FakeOpenAI) -> None:

@@ -83,7 +83,7 @@ class BuiltinTools:
             except CallError as exc:
                 return ToolOutcome(str(exc), is_error=True)
             return ToolOutcome(f"Transferring the caller to {number} after your words; if "
-                               "nobody answers, the call comes back to you.")
+                               "nobody answers, the call comes back to you.", ends_turn=True)
         if name == "call_info":
             return ToolOutcome(json.dumps(controls.info(), ensure_ascii=False))
         return ToolOutcome(f"no built-in tool {name!r}", is_error=True)

@@ -46,16 +46,8 @@ class TurnControls:
         return self.service.settings.transfer.allowed_numbers
 
     def transfer(self, to: str, message: str | None) -> str:
-        number = self.service.transfer_target(to, by_model=True)
         # In the background: the transfer waits for this turn's speech to finish first.
-        self.service.spawn(self._transfer(number, message), f"transfer:{self.call_id}")
-        return number
-
-    async def _transfer(self, number: str, message: str | None) -> None:
-        try:
-            await self.service.transfer(self.call_id, number, message, by_model=True)
-        except CallError as exc:
-            log.warning("call %s: transfer asked by the model failed: %s", self.call_id, exc)
+        return self.service.request_transfer(self.call_id, to, message, by_model=True)
 
     def info(self) -> dict[str, Any]:
         record = self.service.live(self.call_id)

@@ -184,7 +184,7 @@ class LlmResponder:
                 yield filler
             messages += [ToolResultMessage(c.id, c.name, o.content, o.is_error)
                          for c, o in zip(calls, outcomes, strict=True)]
-            ending = next((o for o in outcomes if o.ends_call), None)
+            ending = next((o for o in outcomes if o.ends_call or o.ends_turn), None)
             if ending is not None:
                 if ending.last_words:
                     yield Flush(ending.last_words)

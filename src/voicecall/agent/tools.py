@@ -32,6 +32,8 @@ class ToolOutcome:
     """The call hangs up once this turn has been spoken (`end_call`)."""
     last_words: str | None = None
     """Said before the hang-up."""
+    ends_turn: bool = False
+    """No more model rounds this turn: the call is being handed on (`transfer_call`)."""
 
 
 class ToolSource(Protocol):

@@ -85,6 +85,12 @@ def transfer_in_progress(record: CallRecord) -> bool:
     return _transfer_status(record) in ("dialing", "bridged")
 
 
+def transfer_pending(record: CallRecord) -> bool:
+    """Whether a transfer has been asked for and not yet given up: nothing else (a listen, say)
+    may be sent to the call meanwhile (D46)."""
+    return _transfer_status(record) in ("requested", "dialing", "bridged")
+
+
 def _apply_transfer(record: CallRecord, event: CallEvent) -> Applied:
     """A transfer's progress (D46): `bridged` is noted, `completed` ends the call as
     `transferred`, anything else leaves the call with the agent again."""

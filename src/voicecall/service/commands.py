@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from voicecall.calls.events import CallEvent
-from voicecall.calls.machine import end_record, transfer_in_progress, transition
+from voicecall.calls.machine import end_record, transfer_in_progress, transfer_pending, transition
 from voicecall.calls.model import CallMode, CallRecord, CallState, EndReason, TranscriptEntry
 from voicecall.calls.phone import is_dtmf, is_e164
 from voicecall.calls.policy import session_key
@@ -321,7 +321,27 @@ class CallService:
         `transfer.allowedNumbers`. Returns once the carrier is dialing."""
         number = self.transfer_target(to, by_model=by_model)
         call = await self._connected(call_id)
+        transfer.request(call, number)
         return await transfer.transfer(self, call, number, message)
+
+    def request_transfer(self, call_id: str, to: str, message: str | None, *,
+                         by_model: bool) -> str:
+        """Ask for a transfer now and run it in the background, after the speech already in
+        line (the agent's own words); the number it dials. `CallError` at once when `to` is
+        refused or the call cannot be transferred."""
+        number = self.transfer_target(to, by_model=by_model)
+        call = self.calls.get(call_id)
+        if call is None or call.record.is_terminal or not call.record.provider_call_id:
+            raise CallError("the call is not connected", call_id=call_id, code=-32006)
+        transfer.request(call, number)
+        self.spawn(self._transfer_quietly(call, number, message), f"transfer:{call_id}")
+        return number
+
+    async def _transfer_quietly(self, call: LiveCall, number: str, message: str | None) -> None:
+        try:
+            await transfer.transfer(self, call, number, message)
+        except CallError as exc:
+            log.warning("call %s: transfer to %s failed: %s", call.call_id, number, exc)
 
     def transfer_target(self, to: str, *, by_model: bool) -> str:
         """`to` as the E.164 number a transfer would dial; `CallError` (-32602) when it is not
@@ -438,7 +458,7 @@ class CallService:
             return
         record = call.record
         async with call.lock:
-            if record.is_terminal or transfer_in_progress(record):
+            if record.is_terminal or transfer_pending(record):
                 return
             record.state = transition(record.state, CallState.LISTENING)
             await self.persist(record)

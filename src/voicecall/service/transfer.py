@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from voicecall.calls.machine import transfer_in_progress
+from voicecall.calls.machine import transfer_pending
 from voicecall.calls.model import TranscriptEntry
 from voicecall.calls.phone import normalize_e164
 from voicecall.providers.base import TransferRequest
@@ -41,11 +41,18 @@ def target(to: str, settings: TransferSettings, *, by_model: bool) -> str:
     return number
 
 
-async def transfer(service: CallService, call: LiveCall, to: str, message: str | None) -> dict[str, Any]:
-    """Transfer `call` to `to` (already checked by `target`); returns once the carrier is dialing."""
-    record = call.record
-    if transfer_in_progress(record):
+def request(call: LiveCall, to: str) -> None:
+    """Note the transfer as asked for, at once (before any await): from now on the call is not
+    sent anything else, such as the listen that follows the agent's turn."""
+    if transfer_pending(call.record):
         raise CallError("a transfer is already in progress", call_id=call.call_id, code=-32007)
+    call.record.metadata["transfer"] = {"to": to, "status": "requested", "requestedAt": now_ms()}
+
+
+async def transfer(service: CallService, call: LiveCall, to: str, message: str | None) -> dict[str, Any]:
+    """Transfer `call` to `to` (checked by `target`, noted by `request`); returns once the
+    carrier is dialing."""
+    record = call.record
     settings = service.settings.transfer
     place = call.line.join("transfer")  # before any await: in line with the call's speech
     try:
@@ -58,7 +65,8 @@ async def transfer(service: CallService, call: LiveCall, to: str, message: str |
                                       and record.direction == "inbound") else \
             service.settings.from_number
         async with call.lock:
-            record.metadata["transfer"] = {"to": to, "status": "dialing", "startedAt": now_ms()}
+            record.metadata["transfer"] = {**record.metadata.get("transfer", {}), "to": to,
+                                           "status": "dialing", "startedAt": now_ms()}
             record.transcript.append(TranscriptEntry(timestamp=now_ms(), speaker="tool",
                                                      text=f"transfer to {to}: dialing"))
             await service.persist(record)
@@ -69,6 +77,10 @@ async def transfer(service: CallService, call: LiveCall, to: str, message: str |
             await _note(service, call, "failed", f"transfer to {to}: failed ({exc})")
             raise speech.failed(call, f"transfer failed: {speech.cause(exc, 30, 'the carrier')}") \
                 from exc
+    except BaseException:
+        if (record.metadata.get("transfer") or {}).get("status") == "requested":
+            record.metadata["transfer"]["status"] = "failed"  # never dialed: the call is free
+        raise
     finally:
         call.line.leave(place)
     return {"success": True, "callId": call.call_id, "to": to, "status": "dialing"}
