@@ -191,6 +191,19 @@ async def test_a_mark_that_never_comes_back_fails_the_utterance(monkeypatch: pyt
         await asyncio.wait_for(utt.result, 1)
 
 
+async def test_a_carrier_that_drops_awaited_marks_on_clear_ends_them_as_interrupted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(playback_module, "MARK_GRACE_S", 5.0)
+    playback, wire = make(FakeSpeech(0.05))
+    sent = playback.play("All sent.")
+    await drain(playback)
+    assert wire.events()[-1] == "mark"  # all its audio is out; its mark is awaited
+    assert playback.clear()
+    playback.on_cleared()  # e.g. Plivo's clearedAudio: that mark will never come back
+    result = await asyncio.wait_for(sent.result, 0.5)  # not after the 5 s mark grace
+    assert result.interrupted and result.played_text == "All sent."
+
+
 async def test_closing_the_stream_fails_everything_pending() -> None:
     playback, _wire = make(FakeSpeech(1.0))
     a, b = playback.play("A."), playback.play("B.")
