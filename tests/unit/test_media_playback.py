@@ -343,3 +343,32 @@ async def test_synthesis_stops_a_second_ahead_of_playback_and_resumes_as_it_play
         await asyncio.sleep(0)
     assert utt.frames_made > held  # reading resumed once playback caught up
     assert len(utt.frames) <= cap + BATCH_FRAMES + 1
+
+
+async def test_a_stream_session_hands_a_cleared_message_to_its_playback() -> None:
+    from typing import Any
+
+    from voicecall.media.session import StreamSession
+    from voicecall.providers.plivo.stream import PlivoStreamSerializer
+    from voicecall.providers.streams import StreamCleared
+
+    wire = Wire()
+
+    class Connection:
+        client_ip = "127.0.0.1"
+
+        def send_text(self, text: str) -> bool:
+            return wire.send(text)
+
+        def close(self, code: int, reason: str) -> None:
+            pass
+
+    owner: Any = object()
+    session = StreamSession(call_id="c1", start=StreamStart(call_sid="u1", stream_id="s1"),
+                            connection=Connection(), serializer=PlivoStreamSerializer(),
+                            speech=FakeSpeech(0.05), owner=owner)
+    sent = session.playback.play("Out already.")
+    await drain(session.playback)
+    assert wire.events()[-1] == "checkpoint"
+    session.handle(StreamCleared())
+    assert (await asyncio.wait_for(sent.result, 0.5)).interrupted
