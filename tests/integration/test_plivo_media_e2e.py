@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import eventually, free_port, openai_speech_settings, place_call
-from tests.integration.plivo_setup import CALLEE, plivo_config
+from tests.integration.plivo_setup import CALLEE, FRIEND, OUR_NUMBER, plivo_config
 from voicecall.gateway.runtime import Runtime
 from voicecall.testing.fakes.stt import FakeRealtimeTranscription
 from voicecall.testing.fakes.tts import FakeSpeech
@@ -93,3 +93,25 @@ async def test_keys_pressed_on_a_streamed_call_arrive_as_dtmf_events(
 
     assert await eventually(logged_digits, 5) == ["7"]
     await gateway.api.call("voicecall.end", {"callId": record.call_id})
+
+
+async def test_a_second_inbound_caller_holds_until_the_stream_is_free_then_streams(
+        tmp_path: Path, sim: PlivoSimulator, speech: FakeSpeech,
+        stt: FakeRealtimeTranscription) -> None:
+    first_caller, second_caller = FRIEND, "+15557770002"
+    config = plivo_config(sim, free_port(), allowFrom=[first_caller, second_caller],
+                          inboundGreeting="Clinic, good morning.",
+                          **openai_speech_settings(speech, stt))
+    async with running_gateway(tmp_path, config) as gateway:
+        first = await sim.place_inbound(first_caller, OUR_NUMBER, gateway.webhook_url)
+        await first.wait_stream(timeout=10)
+        second = await sim.place_inbound(second_caller, OUR_NUMBER, gateway.webhook_url)
+        await second.wait_heard("Please hold while we connect you.", timeout=10)
+        assert second.streams == []
+        await first.hangup()
+        stream = await second.wait_stream(timeout=10)
+        assert stream.extra_headers.startswith("token=")
+        record = await eventually(lambda: gateway.service.live(second.uuid), 5)
+        await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
+        assert stream.checkpoints and stream.played_checkpoints == stream.checkpoints
+        await second.hangup()

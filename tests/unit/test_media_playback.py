@@ -191,6 +191,19 @@ async def test_a_mark_that_never_comes_back_fails_the_utterance(monkeypatch: pyt
         await asyncio.wait_for(utt.result, 1)
 
 
+async def test_a_carrier_that_drops_awaited_marks_on_clear_ends_them_as_interrupted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(playback_module, "MARK_GRACE_S", 5.0)
+    playback, wire = make(FakeSpeech(0.05))
+    sent = playback.play("All sent.")
+    await drain(playback)
+    assert wire.events()[-1] == "mark"  # all its audio is out; its mark is awaited
+    assert playback.clear()
+    playback.on_cleared()  # e.g. Plivo's clearedAudio: that mark will never come back
+    result = await asyncio.wait_for(sent.result, 0.5)  # not after the 5 s mark grace
+    assert result.interrupted and result.played_text == "All sent."
+
+
 async def test_closing_the_stream_fails_everything_pending() -> None:
     playback, _wire = make(FakeSpeech(1.0))
     a, b = playback.play("A."), playback.play("B.")
@@ -330,3 +343,32 @@ async def test_synthesis_stops_a_second_ahead_of_playback_and_resumes_as_it_play
         await asyncio.sleep(0)
     assert utt.frames_made > held  # reading resumed once playback caught up
     assert len(utt.frames) <= cap + BATCH_FRAMES + 1
+
+
+async def test_a_stream_session_hands_a_cleared_message_to_its_playback() -> None:
+    from typing import Any
+
+    from voicecall.media.session import StreamSession
+    from voicecall.providers.plivo.stream import PlivoStreamSerializer
+    from voicecall.providers.streams import StreamCleared
+
+    wire = Wire()
+
+    class Connection:
+        client_ip = "127.0.0.1"
+
+        def send_text(self, text: str) -> bool:
+            return wire.send(text)
+
+        def close(self, code: int, reason: str) -> None:
+            pass
+
+    owner: Any = object()
+    session = StreamSession(call_id="c1", start=StreamStart(call_sid="u1", stream_id="s1"),
+                            connection=Connection(), serializer=PlivoStreamSerializer(),
+                            speech=FakeSpeech(0.05), owner=owner)
+    sent = session.playback.play("Out already.")
+    await drain(session.playback)
+    assert wire.events()[-1] == "checkpoint"
+    session.handle(StreamCleared())
+    assert (await asyncio.wait_for(sent.result, 0.5)).interrupted

@@ -23,7 +23,13 @@ from voicecall.providers.base import (
 )
 from voicecall.providers.plivo.provider import PlivoProvider, PlivoSettings, plivo_number
 from voicecall.providers.plivo.stream import PlivoStreamSerializer
-from voicecall.providers.streams import StreamAudio, StreamDtmf, StreamMark, StreamStart
+from voicecall.providers.streams import (
+    StreamAudio,
+    StreamCleared,
+    StreamDtmf,
+    StreamMark,
+    StreamStart,
+)
 
 BASE = "https://gw.example/voice/webhook"
 AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"
@@ -286,7 +292,8 @@ def test_stream_messages_parse_and_render_in_plivos_format() -> None:
     assert media == StreamAudio(b"\xff" * 162)
     assert s.parse('{"event":"playedStream","streamId":"s1","name":"m1"}') == StreamMark("m1")
     assert s.parse('{"event":"dtmf","streamId":"s1","dtmf":{"digit":"5"}}') == StreamDtmf("5")
-    assert s.parse('{"event":"clearedAudio","streamId":"s1"}') is None
+    assert s.parse('{"event":"clearedAudio","streamId":"s1"}') == StreamCleared()
+    assert s.parse('{"event":"somethingNew"}') is None
     with pytest.raises(ValueError):
         s.parse('{"event":"media","media":{"payload":"@@"}}')
     assert json.loads(s.audio("s1", b"\xff"))["event"] == "playAudio"

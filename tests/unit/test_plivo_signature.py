@@ -206,3 +206,11 @@ def test_other_methods_are_refused_for_v3() -> None:
     request = webhook(P1_PARAMS, v3_headers())._replace(method="PUT")
     result = verify(request)
     assert not result.ok and "GET and POST only" in (result.reason or "")
+
+
+def test_a_refusal_names_the_checked_url_without_credentials() -> None:
+    request = webhook(P1_PARAMS, v3_headers("AAAA"))
+    result = verify_plivo_webhook(request, auth_token=TOKEN, public_url="https://u:secret@agent.example.test/plivo/answer/",
+                                  policy=ForwardingPolicy())
+    assert not result.ok and "secret" not in (result.reason or "")
+    assert result.reason == f"Invalid Plivo V3 signature for URL: {P1_URL}"

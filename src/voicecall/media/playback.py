@@ -283,6 +283,14 @@ class StreamPlayback:
             utt.cancel_work()
             utt.finish()
 
+    def on_cleared(self) -> None:
+        """The carrier dropped its buffer and will not echo the marks still awaited: those
+        utterances end as interrupted (their audio was sent; how much played is unknown)."""
+        awaiting, self._awaiting_mark = self._awaiting_mark, {}
+        for utt in awaiting.values():
+            utt.cancel_work()
+            utt.finish(interrupted=True)
+
     def close(self, reason: str = "the media stream closed") -> None:
         """The stream is gone: every pending utterance fails (its caller is told why)."""
         self._closed = True

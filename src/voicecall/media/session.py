@@ -17,6 +17,7 @@ from typing import Protocol
 from voicecall.media.playback import Speech, StreamPlayback, Utterance
 from voicecall.providers.streams import (
     StreamAudio,
+    StreamCleared,
     StreamDtmf,
     StreamMark,
     StreamMessage,
@@ -109,6 +110,8 @@ class StreamSession:
                 self.stt.send_audio(message.payload)
         elif isinstance(message, StreamMark):
             self.playback.on_mark(message.name)
+        elif isinstance(message, StreamCleared):
+            self.playback.on_cleared()
         elif isinstance(message, StreamDtmf):
             self.owner.on_dtmf(self, message.digit)
         elif isinstance(message, StreamStop):

@@ -18,6 +18,7 @@ __all__ = [
     "MediaStreams",
     "PlaybackResult",
     "StreamAudio",
+    "StreamCleared",
     "StreamDtmf",
     "StreamMark",
     "StreamMessage",
@@ -59,6 +60,12 @@ class StreamMark:
 @dataclass(frozen=True, slots=True)
 class StreamDtmf:
     digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCleared:
+    """The carrier dropped its buffered audio after a clear and will not echo the marks still
+    awaited (Plivo's `clearedAudio`); a carrier that echoes them (Twilio) never sends this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +118,8 @@ def json_object(data: str | bytes) -> dict[str, Any]:
     return message
 
 
-StreamMessage: TypeAlias = StreamStart | StreamAudio | StreamMark | StreamDtmf | StreamStop
+StreamMessage: TypeAlias = (StreamStart | StreamAudio | StreamMark | StreamDtmf | StreamCleared
+                             | StreamStop)
 
 Codec = Literal["ulaw", "alaw"]
 

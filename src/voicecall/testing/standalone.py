@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from voicecall.testing.twilio.simulator import Callee
+from voicecall.testing.far_end import Callee
 
 __all__ = [
     "DEFAULT_WEBHOOK_PORT",

@@ -146,7 +146,9 @@ def verify_plivo_webhook(request: WebhookRequest, *, auth_token: str, public_url
         return Verification(ok=True, request_key=_skip_key(request))
     headers: Mapping[str, str] = request.headers
     url = verification_url(request, public_url=public_url, policy=policy)
-    shown = _url_without_query(url)
+    base = _url_without_query(url)
+    parts = urlsplit(base)
+    shown = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))  # no credentials
     if headers.get(V3_HEADER) and headers.get(V3_NONCE_HEADER):
         method = request.method.upper()
         if method not in ("GET", "POST"):
@@ -158,7 +160,7 @@ def verify_plivo_webhook(request: WebhookRequest, *, auth_token: str, public_url
             return Verification(ok=True, request_key=_request_key("v3", signed))
         return Verification(ok=False, reason=f"Invalid Plivo V3 signature for URL: {shown}")
     if headers.get(V2_HEADER) and headers.get(V2_NONCE_HEADER):
-        signed = shown + headers[V2_NONCE_HEADER]
+        signed = base + headers[V2_NONCE_HEADER]
         if _any_matches(headers[V2_HEADER], _hmac_b64(auth_token, signed)):
             return Verification(ok=True, request_key=_request_key("v2", signed))
         return Verification(ok=False, reason=f"Invalid Plivo V2 signature for URL: {shown}")

@@ -53,7 +53,9 @@ class PlivoStreamSerializer:
         if event == "dtmf":
             digit = _object(message.get("dtmf")).get("digit")
             return streams.StreamDtmf(str(digit)) if digit else None
-        return None  # clearedAudio and anything newer: nothing to do
+        if event == "clearedAudio":
+            return streams.StreamCleared()
+        return None  # anything newer: nothing to do
 
     @staticmethod
     def _start(message: dict[str, Any]) -> streams.StreamStart:

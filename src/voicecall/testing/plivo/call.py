@@ -9,8 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from voicecall.testing.twilio.media import CallerFeed
-from voicecall.testing.twilio.simulator import Callee
+from voicecall.testing.far_end import Callee, CallerFeed
 
 if TYPE_CHECKING:
     from voicecall.testing.plivo.media import PlivoStreamRecord

@@ -24,11 +24,10 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from voicecall.testing.far_end import FRAME_BYTES, CallerFeed
 from voicecall.testing.twilio.signing import SIGNATURE_HEADER, sign
 
-FRAME_BYTES = 160
 FRAME_SECONDS = 0.02
-SILENCE = 0xFF
 INVALID_MESSAGE = 31951
 OPEN_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 1.0
@@ -41,28 +40,6 @@ class StreamError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-
-
-class CallerFeed:
-    """What the caller sends into the stream: μ-law audio (else silence) and DTMF keys."""
-
-    def __init__(self) -> None:
-        self.audio = bytearray()
-        self.dtmf: deque[str] = deque()
-
-    def add_audio(self, mulaw: bytes) -> None:
-        """Queue raw μ-law 8 kHz audio; it goes out 160 bytes per 20 ms frame."""
-        self.audio.extend(mulaw)
-
-    def press(self, digits: str) -> None:
-        """Queue DTMF keys; each becomes one `dtmf` event on the next frame."""
-        self.dtmf.extend(digits)
-
-    def take_frame(self) -> bytes:
-        """The next 20 ms of caller audio, padded with μ-law silence."""
-        chunk = bytes(self.audio[:FRAME_BYTES])
-        del self.audio[:FRAME_BYTES]
-        return chunk + bytes([SILENCE]) * (FRAME_BYTES - len(chunk))
 
 
 @dataclass

@@ -23,10 +23,10 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 from uuid import uuid4
 
@@ -37,8 +37,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from voicecall.testing.far_end import Callee, CallerFeed
 from voicecall.testing.loopback import LoopbackServer
-from voicecall.testing.twilio.media import CallerFeed, MediaStream, StreamError, StreamRecord
+from voicecall.testing.twilio.media import MediaStream, StreamError, StreamRecord
 from voicecall.testing.twilio.signing import SIGNATURE_HEADER, sign
 from voicecall.testing.twilio.twiml import Document, GatherRecord, TwimlInterpreter
 
@@ -48,27 +49,6 @@ STATUS_EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 STARTUP_TIMEOUT_S = 10.0
 END_WAIT_S = 2.0
-
-Outcome = Literal["answer", "busy", "no-answer", "failed"]
-
-
-@dataclass
-class Callee:
-    """How the far end behaves: the person answering an outbound call, or the inbound caller."""
-
-    outcome: Outcome = "answer"
-    answer_after_s: float = 0.5  # ring time before answering (or before `busy`)
-    replies: list[str] = field(default_factory=list)  # one per speech <Gather>, then silence
-    digits: list[str] = field(default_factory=list)  # one per dtmf <Gather>
-    reply_delay_s: float = 0.3  # from the end of the prompt to the start of the reply
-    hangup_after_s: float | None = None  # hang up this long after answer
-    answered_by: str = "human"  # the AMD result when MachineDetection is on
-    confidence: float = 0.92  # speech recognition confidence posted with SpeechResult
-    open_streams: bool = True
-    """With False, a `<Connect><Stream>` is recorded on the call (`streams`, never `started_at`) and
-    the call stays there, as if the stream were open, until it is hung up or redirected: a load
-    generator then opens the stream itself, with `TwilioSimulator.stream_entries()`."""
-
 
 @dataclass(slots=True)
 class WebhookRecord:
