@@ -115,7 +115,6 @@ def small_fd_gateway(tmp_path: Path) -> Iterator[Gateway]:
     gw.kill()
 
 
-@pytest.mark.slow
 async def test_control_api_and_webhooks_answer_while_slowloris_holds_more_sockets_than_the_fd_limit(
         small_fd_gateway: Gateway) -> None:
     gw = small_fd_gateway
