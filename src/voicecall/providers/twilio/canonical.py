@@ -8,17 +8,20 @@ meaning and turn the genuine request into a replay. So a verified request is app
 the form Twilio sends, and its meaning is read from that same form:
 
 - every query and body parameter name appears once (no repeated keys to choose between);
-- body names are Twilio's (`AccountSid`, `CallStatus`: an ASCII capital, then letters and digits);
+- body names are Twilio's: an ASCII capital, letters and digits, and either a compound
+  (`CallStatus`, `StirVerstat`) or one of Twilio's few one-word names (`To`, `Digits`), so the
+  end of a value cannot break off as a new parameter (a transcript's last word);
 - `AccountSid` is present and is the configured account: it sorts first, so it pins the
   boundary between the URL and the body;
-- the parameters that carry meaning have Twilio's formats (`CallSid`, `CallStatus`,
-  `Direction`, `Digits`, `AnsweredBy`), and a voice request (one with a call status or caller
-  input) carries the standard `Direction`, `From` and `To`, so the caller's speech cannot
-  swallow its neighbour `To`, nor a status its neighbour `Direction`, and still pass.
+- the parameters that carry meaning, and the language next to the caller's speech, have
+  Twilio's formats, and a voice request (one with a call status or caller input) carries the
+  standard `Direction`, `From` and `To`;
+- a known parameter that is missing does not appear inside another value or an unknown name:
+  that is what a value or name that swallowed its neighbour's pair looks like.
 
-What this cannot rule out is a free-text value swallowing an optional neighbour that the
-gateway does not read (`SpeechResult` taking `StirVerstat`): Twilio's scheme has no separators,
-so that arrangement signs the same, and the carrier gives nothing that tells the two apart.
+So every arrangement of the signed content except Twilio's own is refused, as far as the
+parameters the gateway reads are concerned; an unread free-text parameter may still swallow an
+unread neighbour, which changes nothing the gateway does.
 """
 
 from __future__ import annotations
@@ -42,7 +45,23 @@ _FORMATS: Mapping[str, re.Pattern[str]] = {
                             r"trunking-originating)\Z"),
     "Digits": re.compile(r"[0-9*#wW]*\Z"),
     "AnsweredBy": re.compile(r"[a-z_]*\Z"),
+    "Language": re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z"),
 }
+_COMPOUND = re.compile(r"[A-Z][a-z0-9]*[A-Z][A-Za-z0-9]*\Z")
+_ONE_WORD = frozenset({"Called", "Caller", "Confidence", "Digits", "Direction", "Duration", "From",
+                       "Language", "Stability", "Timestamp", "To"})
+_KNOWN_COMPOUND = (
+    "AccountSid", "AnsweredBy", "ApiVersion", "CallSid", "CallStatus", "CallToken", "CalledCity",
+    "CalledCountry", "CalledState", "CalledZip", "CallerCity", "CallerCountry", "CallerName",
+    "CallerState", "CallerZip", "ForwardedFrom", "FromCity", "FromCountry", "FromState", "FromZip",
+    "ParentCallSid", "SpeechResult", "StirPassportToken", "StirVerstat", "ToCity", "ToCountry",
+    "ToState", "ToZip", "UnstableSpeechResult")
+_SWALLOWED: Mapping[str, re.Pattern[str]] = {
+    **{name: re.compile(re.escape(name)) for name in _KNOWN_COMPOUND},
+    "Digits": re.compile(r"Digits[0-9*#]+\Z"), "Confidence": re.compile(r"Confidence[0-9.]+\Z")}
+"""A missing parameter's pair inside a value: what a value that swallowed it looks like. A
+compound name never occurs in a genuine value (a transcript, a number, a city)."""
+_KNOWN = frozenset(_KNOWN_COMPOUND) | _ONE_WORD
 _REQUIRED = ("AccountSid", "CallSid")
 _VOICE = ("CallStatus", "SpeechResult", "Digits")
 """Parameters of a voice request, which always carries the standard ones below too."""
@@ -87,7 +106,7 @@ def check_twilio_form(canonical: CanonicalRequest, account_sid: str) -> None:
     """Raise NotCanonical unless the parameters are in the form Twilio sends (module docstring)."""
     params = canonical.params
     for name in params:
-        if not _NAME.match(name):
+        if not _NAME.match(name) or not (name in _ONE_WORD or _COMPOUND.match(name)):
             raise NotCanonical(f"{name[:40]!r} is not a Twilio parameter name")
     required = _REQUIRED + (_STANDARD if any(n in params for n in _VOICE) else ())
     for name in required:
@@ -99,3 +118,9 @@ def check_twilio_form(canonical: CanonicalRequest, account_sid: str) -> None:
         value = params.get(name)
         if value is not None and value != "" and not pattern.match(value):
             raise NotCanonical(f"{name} is not in Twilio's format")
+    for missing, swallowed in _SWALLOWED.items():
+        if missing in params:
+            continue
+        if any(swallowed.search(value) for value in params.values()) or any(
+                missing in name for name in params if name not in _KNOWN):
+            raise NotCanonical(f"the {missing} pair is missing but its text is in another parameter")
