@@ -16,8 +16,9 @@ the form Twilio sends, and its meaning is read from that same form:
 - the parameters that carry meaning, and the language next to the caller's speech, have
   Twilio's formats, and a voice request (one with a call status or caller input) carries the
   standard `Direction`, `From` and `To`;
-- a known parameter that is missing does not appear inside another value or an unknown name:
-  that is what a value or name that swallowed its neighbour's pair looks like.
+- a known parameter that is missing does not appear inside another value or an unknown name,
+  and no unknown name is the start of it: that is what a value or name that swallowed, or
+  took part of, its neighbour's pair looks like.
 
 So every arrangement of the signed content except Twilio's own is refused, as far as the
 parameters the gateway reads are concerned; an unread free-text parameter may still swallow an
@@ -46,6 +47,8 @@ _FORMATS: Mapping[str, re.Pattern[str]] = {
     "Digits": re.compile(r"[0-9*#wW]*\Z"),
     "AnsweredBy": re.compile(r"[a-z_]*\Z"),
     "Language": re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z"),
+    "From": re.compile(r"(\+?[0-9]{1,20}|client:\S+|sip:\S+|[A-Za-z]+)\Z"),
+    "To": re.compile(r"(\+?[0-9]{1,20}|client:\S+|sip:\S+|[A-Za-z]+)\Z"),
 }
 _COMPOUND = re.compile(r"[A-Z][a-z0-9]*[A-Z][A-Za-z0-9]*\Z")
 _ONE_WORD = frozenset({"Called", "Caller", "Confidence", "Digits", "Direction", "Duration", "From",
@@ -58,7 +61,10 @@ _KNOWN_COMPOUND = (
     "ToState", "ToZip", "UnstableSpeechResult")
 _SWALLOWED: Mapping[str, re.Pattern[str]] = {
     **{name: re.compile(re.escape(name)) for name in _KNOWN_COMPOUND},
-    "Digits": re.compile(r"Digits[0-9*#]+\Z"), "Confidence": re.compile(r"Confidence[0-9.]+\Z")}
+    "Digits": re.compile(r"Digits[0-9*#]+\Z"), "Confidence": re.compile(r"Confidence[0-9.]+\Z"),
+    "Duration": re.compile(r"Duration[0-9]+\Z"),
+    "Language": re.compile(r"Language[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z"),
+    "Direction": re.compile(r"Direction(inbound|outbound-api|outbound-dial|trunking-[a-z]+)\Z")}
 """A missing parameter's pair inside a value: what a value that swallowed it looks like. A
 compound name never occurs in a genuine value (a transcript, a number, a city)."""
 _KNOWN = frozenset(_KNOWN_COMPOUND) | _ONE_WORD
@@ -122,5 +128,5 @@ def check_twilio_form(canonical: CanonicalRequest, account_sid: str) -> None:
         if missing in params:
             continue
         if any(swallowed.search(value) for value in params.values()) or any(
-                missing in name for name in params if name not in _KNOWN):
+                missing in name or missing.startswith(name) for name in params if name not in _KNOWN):
             raise NotCanonical(f"the {missing} pair is missing but its text is in another parameter")
