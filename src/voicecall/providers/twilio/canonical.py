@@ -8,9 +8,10 @@ meaning and turn the genuine request into a replay. So a verified request is app
 the form Twilio sends, and its meaning is read from that same form:
 
 - every query and body parameter name appears once (no repeated keys to choose between);
-- body names are Twilio's: an ASCII capital, letters and digits, and either a compound
-  (`CallStatus`, `StirVerstat`) or one of Twilio's few one-word names (`To`, `Digits`), so the
-  end of a value cannot break off as a new parameter (a transcript's last word);
+- body names are Twilio's shape (an ASCII capital, then letters and digits), and the one after
+  the caller's speech (`SpeechResult`) is a parameter Twilio sends there, so a transcript's last
+  word cannot break off as a new pair; other unknown names are accepted, as Twilio adds
+  parameters;
 - `AccountSid` is present and is the configured account: it sorts first, so it pins the
   boundary between the URL and the body;
 - the parameters that carry meaning, and the language next to the caller's speech, have
@@ -27,6 +28,7 @@ unread neighbour, which changes nothing the gateway does.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -50,7 +52,6 @@ _FORMATS: Mapping[str, re.Pattern[str]] = {
     "From": re.compile(r"(\+?[0-9]{1,20}|client:\S+|sip:\S+|[A-Za-z]+)\Z"),
     "To": re.compile(r"(\+?[0-9]{1,20}|client:\S+|sip:\S+|[A-Za-z]+)\Z"),
 }
-_COMPOUND = re.compile(r"[A-Z][a-z0-9]*[A-Z][A-Za-z0-9]*\Z")
 _ONE_WORD = frozenset({"Called", "Caller", "Confidence", "Digits", "Direction", "Duration", "From",
                        "Language", "Stability", "Timestamp", "To"})
 _KNOWN_COMPOUND = (
@@ -68,6 +69,9 @@ _SWALLOWED: Mapping[str, re.Pattern[str]] = {
 """A missing parameter's pair inside a value: what a value that swallowed it looks like. A
 compound name never occurs in a genuine value (a transcript, a number, a city)."""
 _KNOWN = frozenset(_KNOWN_COMPOUND) | _ONE_WORD
+_FREE_TEXT = ("SpeechResult",)
+"""The free-text value the gateway reads, whose last word could break off as a new pair: the
+parameter after it must be one Twilio sends there (`StirVerstat`, `Timestamp`, `To`, ...)."""
 _REQUIRED = ("AccountSid", "CallSid")
 _VOICE = ("CallStatus", "SpeechResult", "Digits")
 """Parameters of a voice request, which always carries the standard ones below too."""
@@ -112,8 +116,13 @@ def check_twilio_form(canonical: CanonicalRequest, account_sid: str) -> None:
     """Raise NotCanonical unless the parameters are in the form Twilio sends (module docstring)."""
     params = canonical.params
     for name in params:
-        if not _NAME.match(name) or not (name in _ONE_WORD or _COMPOUND.match(name)):
+        if not _NAME.match(name):
             raise NotCanonical(f"{name[:40]!r} is not a Twilio parameter name")
+    names = sorted(params)
+    for name, following in itertools.pairwise(names):
+        if name in _FREE_TEXT and following not in _KNOWN:
+            # A free-text value's last word could have broken off as this pair.
+            raise NotCanonical(f"{following[:40]!r} right after {name} is not a Twilio parameter")
     required = _REQUIRED + (_STANDARD if any(n in params for n in _VOICE) else ())
     for name in required:
         if name not in params:
