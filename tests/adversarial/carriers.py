@@ -131,8 +131,10 @@ def _twilio_sign(webhook_url: str, query: str, body: bytes) -> dict[str, str]:
 
 
 def _twilio_forgeries(genuine: Webhook) -> Iterator[tuple[str, Webhook]]:
-    """Every single-bit flip of the signature, each parameter changed, dropped or doubled, an
-    added parameter, the query changed, another host."""
+    """Every single-bit flip of the signature, each parameter changed, dropped or renamed,
+    re-arrangements that sign the same (a name taking its value's first character, a value
+    swallowing the next pair, the first pair moved onto the URL), an added parameter, the query
+    changed, another host."""
     headers, body = genuine.headers, genuine.body
     raw = base64.b64decode(headers["x-twilio-signature"])
     for bit in range(len(raw) * 8):
@@ -151,6 +153,18 @@ def _twilio_forgeries(genuine: Webhook) -> Iterator[tuple[str, Webhook]]:
         yield f"parameter {name} dropped", genuine._replace(body=form(pairs[:i] + pairs[i + 1:]))
         yield f"parameter {name} renamed", genuine._replace(
             body=form([*pairs[:i], (name + "X", value), *pairs[i + 1:]]))
+    # Re-arrangements that keep the signed string (and so the signature and the replay key).
+    for i, (name, value) in enumerate(pairs):
+        if len(value) > 1:
+            yield f"{name} takes its value's first character", genuine._replace(
+                body=form([*pairs[:i], (name + value[0], value[1:]), *pairs[i + 1:]]))
+        if i + 1 < len(pairs):
+            after, after_value = pairs[i + 1]
+            yield f"{name} swallows {after}", genuine._replace(
+                body=form([*pairs[:i], (name, value + after + after_value), *pairs[i + 2:]]))
+    first, first_value = pairs[0]
+    yield f"{first} moved onto the URL", genuine._replace(
+        url=genuine.url + first + first_value, body=form(pairs[1:]))
     yield "parameter added", genuine._replace(body=body + b"&Extra=1")
     yield "second value added", genuine._replace(body=body + b"&CallStatus=completed")
     parts = urlsplit(genuine.url)

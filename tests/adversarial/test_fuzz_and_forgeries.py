@@ -64,6 +64,7 @@ async def test_malformed_framing_is_refused_without_a_5xx(gateway: Runtime, carr
         conn = await RawConnection.open(gateway.webhook_url)
         try:
             await conn.send(raw)
+            conn.writer.write_eof()  # nothing more comes: a body left short ends now, not at 408
             try:
                 outcomes[name] = await conn.status(5)
             except (ConnectionError, OSError):

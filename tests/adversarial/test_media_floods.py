@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 
 from websockets.protocol import State
@@ -88,3 +89,48 @@ async def test_a_socket_closed_by_the_server_stops_counting_at_once_and_is_dropp
     finally:
         await first.close()
         await second.close()
+
+
+def _masked_frame(opcode_byte: int, payload: bytes, mask: bytes = b"\x01\x02\x03\x04") -> bytes:
+    size = len(payload)
+    head = bytes((opcode_byte, 0x80 | size)) if size < 126 else \
+        bytes((opcode_byte, 0x80 | 126)) + size.to_bytes(2, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def test_random_and_pathological_frames_end_only_their_own_socket(
+        make_gateway: GatewayFactory, sim: TwilioSimulator) -> None:
+    runtime = await make_gateway(preStartTimeoutMs=500, maxPendingConnections=64,
+                                 maxPendingConnectionsPerIp=64)
+    port = port_of(runtime)
+    rng = random.Random(20)
+    blobs = [rng.randbytes(rng.choice((1, 2, 14, 200, 3000))) for _ in range(24)]
+    blobs += [
+        _masked_frame(0x81, b"\xff\xfe not utf-8"),          # 1007
+        _masked_frame(0x8F, b""),                            # reserved opcode: 1002
+        bytes((0x81, 0xFF)) + (2**62).to_bytes(8, "big"),    # absurd length: 1009
+        _masked_frame(0x01, b"{") + _masked_frame(0x81, b"}"),  # data frame inside a fragment
+        _masked_frame(0x89, b"x" * 126),                     # control frame too long
+        _masked_frame(0x88, b"\x03\xe7"),                    # close with an invalid code (999)
+        _masked_frame(0x81, b"[" * 5000),                    # deep JSON: ignored
+    ]
+
+    async def send(blob: bytes) -> int | None:
+        sock = await raw_open(port, upgrade_request(port, "/voice/stream"))
+        try:
+            head = await asyncio.wait_for(sock.reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+            assert head.startswith(b"HTTP/1.1 101")
+            sock.writer.write(blob)
+            rest = await asyncio.wait_for(sock.reader.read(), TIMEOUT)  # the server ends it
+            return int.from_bytes(rest[2:4], "big") if len(rest) >= 4 and rest[0] == 0x88 else None
+        finally:
+            await sock.close()
+
+    codes = await asyncio.gather(*(send(blob) for blob in blobs))
+    assert set(codes) <= {1002, 1007, 1008, 1009, None}, codes
+    assert {1002, 1007, 1009} <= set(codes)
+    call = await live_call(runtime, sim)  # and a real stream still works
+    async with open_stream(runtime) as ws:
+        await ws.send(start_message(call.call_sid, call.token))
+        await eventually(lambda: hub_of(runtime).session_for(call.record.call_id), TIMEOUT)
+        assert ws.state is State.OPEN

@@ -112,3 +112,61 @@ async def test_a_value_that_swallows_the_next_parameter_is_not_applied_in_its_pl
     record = await twilio_gateway.service.get_call(call_id)
     assert record is not None
     assert [t.text for t in record.transcript if t.speaker == "user"] == ["yes"]
+
+
+def language_gather(speech: str) -> dict[str, str]:
+    return {**gather_params(speech), "Language": "en-US"}
+
+
+async def _variant_then_genuine(gateway: Runtime, params: dict[str, str],
+                                variant: dict[str, str]) -> list[str]:
+    """Send `variant` (which must sign like `params`) first, then the genuine request; the
+    caller's words on the call afterwards."""
+    call_id = await adopt_inbound(gateway)
+    url = signed_url(gateway, {"callId": call_id})
+    signature = twilio_signature(url, params)
+    assert twilio_signature(url, variant) == signature
+    copy = await post_signed(gateway, url, variant, signature=signature,
+                             body=urlencode(variant).encode())
+    assert copy.status_code == 401
+    genuine = await post_signed(gateway, url, params, signature=signature)
+    assert genuine.status_code == 200
+    record = await gateway.service.get_call(call_id)
+    assert record is not None
+    return [t.text for t in record.transcript if t.speaker == "user"]
+
+
+async def test_the_parameter_before_the_speech_swallowing_it_is_refused(twilio_gateway: Runtime) -> None:
+    params = language_gather("yes please")
+    # "Language" + "en-US" + "SpeechResult" + words: the language value can swallow the speech.
+    variant = {k: v for k, v in params.items() if k != "SpeechResult"}
+    variant["Language"] = "en-USSpeechResultyes please"
+    assert await _variant_then_genuine(twilio_gateway, params, variant) == ["yes please"]
+
+
+async def test_the_speech_swallowing_an_optional_neighbour_is_refused(twilio_gateway: Runtime) -> None:
+    params = {**gather_params("yes"), "StirVerstat": "TN-Validation-Passed-A"}
+    variant = {k: v for k, v in params.items() if k != "StirVerstat"}
+    variant["SpeechResult"] = "yesStirVerstatTN-Validation-Passed-A"
+    assert await _variant_then_genuine(twilio_gateway, params, variant) == ["yes"]
+
+
+async def test_the_speech_giving_up_its_tail_as_a_new_parameter_is_refused(
+        twilio_gateway: Runtime) -> None:
+    params = gather_params("call me Sunday")
+    variant = {**params, "SpeechResult": "call me ", "Sunday": ""}
+    assert await _variant_then_genuine(twilio_gateway, params, variant) == ["call me Sunday"]
+
+
+async def test_a_name_swallowing_the_start_of_its_value_is_refused(twilio_gateway: Runtime) -> None:
+    params = gather_params("yes")
+    variant = {k: v for k, v in params.items() if k != "SpeechResult"}
+    variant["SpeechResulty"] = "es"
+    assert await _variant_then_genuine(twilio_gateway, params, variant) == ["yes"]
+
+
+async def test_the_called_number_swallowing_its_city_is_refused(twilio_gateway: Runtime) -> None:
+    params = {**gather_params("yes"), "ToCity": "BOSTON"}
+    variant = {k: v for k, v in params.items() if k != "ToCity"}
+    variant["To"] = params["To"] + "ToCityBOSTON"
+    assert await _variant_then_genuine(twilio_gateway, params, variant) == ["yes"]

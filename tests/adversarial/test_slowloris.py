@@ -115,7 +115,6 @@ def small_fd_gateway(tmp_path: Path) -> Iterator[Gateway]:
     gw.kill()
 
 
-@pytest.mark.slow
 async def test_control_api_and_webhooks_answer_while_slowloris_holds_more_sockets_than_the_fd_limit(
         small_fd_gateway: Gateway) -> None:
     gw = small_fd_gateway
@@ -137,3 +136,27 @@ async def test_control_api_and_webhooks_answer_while_slowloris_holds_more_socket
     finally:
         for writer in held:
             writer.close()
+
+
+class FakeConn:
+    def __init__(self, waiting: bool) -> None:
+        self.waiting_for_headers = waiting
+        self.dropped = False
+
+    def drop(self) -> None:
+        self.dropped = True
+
+
+def test_the_guard_refuses_a_newcomer_only_when_no_connection_is_waiting_for_headers() -> None:
+    guard = ConnectionGuard(per_client=2, total=3, header_timeout_s=1)
+    busy = [FakeConn(False), FakeConn(False)]
+    assert all(guard.admit(c, "a") for c in busy)
+    assert not guard.admit(FakeConn(True), "a")  # its client is full of working connections
+    idle = FakeConn(True)
+    assert guard.admit(idle, "b")
+    assert guard.admit(FakeConn(False), "c")  # over the total: the idle one of "b" made room
+    assert idle.dropped and guard.evicted == 1 and guard.refused == 1 and len(guard) == 3
+    assert not guard.admit(FakeConn(False), "d")
+    for conn in busy:
+        guard.release(conn)
+    assert len(guard) == 1

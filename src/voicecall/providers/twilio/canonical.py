@@ -8,21 +8,27 @@ meaning and turn the genuine request into a replay. So a verified request is app
 the form Twilio sends, and its meaning is read from that same form:
 
 - every query and body parameter name appears once (no repeated keys to choose between);
-- body names are Twilio's (`AccountSid`, `CallStatus`: an ASCII capital, then letters and digits);
+- body names are Twilio's shape (an ASCII capital, then letters and digits), and the one after
+  the caller's speech (`SpeechResult`) is a parameter Twilio sends there, so a transcript's last
+  word cannot break off as a new pair; other unknown names are accepted, as Twilio adds
+  parameters;
 - `AccountSid` is present and is the configured account: it sorts first, so it pins the
   boundary between the URL and the body;
-- the parameters that carry meaning have Twilio's formats (`CallSid`, `CallStatus`,
-  `Direction`, `Digits`, `AnsweredBy`), and a voice request (one with a call status or caller
-  input) carries the standard `Direction`, `From` and `To`, so the caller's speech cannot
-  swallow its neighbour `To`, nor a status its neighbour `Direction`, and still pass.
+- the parameters that carry meaning, and the language next to the caller's speech, have
+  Twilio's formats, and a voice request (one with a call status or caller input) carries the
+  standard `Direction`, `From` and `To`;
+- a known parameter that is missing does not appear inside another value or an unknown name,
+  and no unknown name is the start of it: that is what a value or name that swallowed, or
+  took part of, its neighbour's pair looks like.
 
-What this cannot rule out is a free-text value swallowing an optional neighbour that the
-gateway does not read (`SpeechResult` taking `StirVerstat`): Twilio's scheme has no separators,
-so that arrangement signs the same, and the carrier gives nothing that tells the two apart.
+So every arrangement of the signed content except Twilio's own is refused, as far as the
+parameters the gateway reads are concerned; an unread free-text parameter may still swallow an
+unread neighbour, which changes nothing the gateway does.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -42,7 +48,30 @@ _FORMATS: Mapping[str, re.Pattern[str]] = {
                             r"trunking-originating)\Z"),
     "Digits": re.compile(r"[0-9*#wW]*\Z"),
     "AnsweredBy": re.compile(r"[a-z_]*\Z"),
+    "Language": re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z"),
+    "From": re.compile(r"(\+?[0-9]{1,20}|client:\S+|sip:\S+|[A-Za-z]+)\Z"),
+    "To": re.compile(r"(\+?[0-9]{1,20}|client:\S+|sip:\S+|[A-Za-z]+)\Z"),
 }
+_ONE_WORD = frozenset({"Called", "Caller", "Confidence", "Digits", "Direction", "Duration", "From",
+                       "Language", "Stability", "Timestamp", "To"})
+_KNOWN_COMPOUND = (
+    "AccountSid", "AnsweredBy", "ApiVersion", "CallSid", "CallStatus", "CallToken", "CalledCity",
+    "CalledCountry", "CalledState", "CalledZip", "CallerCity", "CallerCountry", "CallerName",
+    "CallerState", "CallerZip", "ForwardedFrom", "FromCity", "FromCountry", "FromState", "FromZip",
+    "ParentCallSid", "SpeechResult", "StirPassportToken", "StirVerstat", "ToCity", "ToCountry",
+    "ToState", "ToZip", "UnstableSpeechResult")
+_SWALLOWED: Mapping[str, re.Pattern[str]] = {
+    **{name: re.compile(re.escape(name)) for name in _KNOWN_COMPOUND},
+    "Digits": re.compile(r"Digits[0-9*#]+\Z"), "Confidence": re.compile(r"Confidence[0-9.]+\Z"),
+    "Duration": re.compile(r"Duration[0-9]+\Z"),
+    "Language": re.compile(r"Language[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z"),
+    "Direction": re.compile(r"Direction(inbound|outbound-api|outbound-dial|trunking-[a-z]+)\Z")}
+"""A missing parameter's pair inside a value: what a value that swallowed it looks like. A
+compound name never occurs in a genuine value (a transcript, a number, a city)."""
+_KNOWN = frozenset(_KNOWN_COMPOUND) | _ONE_WORD
+_FREE_TEXT = ("SpeechResult",)
+"""The free-text value the gateway reads, whose last word could break off as a new pair: the
+parameter after it must be one Twilio sends there (`StirVerstat`, `Timestamp`, `To`, ...)."""
 _REQUIRED = ("AccountSid", "CallSid")
 _VOICE = ("CallStatus", "SpeechResult", "Digits")
 """Parameters of a voice request, which always carries the standard ones below too."""
@@ -89,6 +118,11 @@ def check_twilio_form(canonical: CanonicalRequest, account_sid: str) -> None:
     for name in params:
         if not _NAME.match(name):
             raise NotCanonical(f"{name[:40]!r} is not a Twilio parameter name")
+    names = sorted(params)
+    for name, following in itertools.pairwise(names):
+        if name in _FREE_TEXT and following not in _KNOWN:
+            # A free-text value's last word could have broken off as this pair.
+            raise NotCanonical(f"{following[:40]!r} right after {name} is not a Twilio parameter")
     required = _REQUIRED + (_STANDARD if any(n in params for n in _VOICE) else ())
     for name in required:
         if name not in params:
@@ -99,3 +133,9 @@ def check_twilio_form(canonical: CanonicalRequest, account_sid: str) -> None:
         value = params.get(name)
         if value is not None and value != "" and not pattern.match(value):
             raise NotCanonical(f"{name} is not in Twilio's format")
+    for missing, swallowed in _SWALLOWED.items():
+        if missing in params:
+            continue
+        if any(swallowed.search(value) for value in params.values()) or any(
+                missing in name or missing.startswith(name) for name in params if name not in _KNOWN):
+            raise NotCanonical(f"the {missing} pair is missing but its text is in another parameter")
