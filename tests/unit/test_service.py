@@ -414,3 +414,15 @@ async def test_an_answer_told_twice_says_speech_is_due_until_the_opening_has_pla
     await until(lambda: "initialMessageSpokenAt" in rec.metadata)
     assert await answered("late-duplicate") is False
     await service.stop()
+
+
+async def test_a_call_that_has_ended_but_is_still_being_written_frees_its_place_at_once(
+        store: SQLiteCallStore) -> None:
+    """`maxConcurrentCalls` counts calls not ended: a call whose end is still being persisted
+    (terminal, not yet dropped from the live calls) no longer holds a place."""
+    service, _ = await make(store, settings=replace(SETTINGS, max_concurrent_calls=1))
+    first = await service.initiate("+15555550123", "hi", mode="notify")
+    first.state = CallState.COMPLETED  # as apply_event leaves it before the write completes
+    second = await service.initiate("+15555550123", "again", mode="notify")
+    assert second.call_id != first.call_id
+    await service.stop()

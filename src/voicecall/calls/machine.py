@@ -164,10 +164,11 @@ def apply_event(
     elif kind in ("call.silence", "call.dtmf"):
         return Applied(changed=True)
     elif kind == "call.ended":
-        reason = event.reason
-        if reason == EndReason.COMPLETED and _transfer_status(record) == "bridged":
-            reason = EndReason.TRANSFERRED  # the caller hung up on the person it was put through to
-        end_record(record, reason, event.timestamp)
+        if event.reason == EndReason.COMPLETED and _transfer_status(record) == "bridged":
+            # The call ended while put through: the transfer is over, whoever hung up first.
+            return _apply_transfer(record, event.model_copy(update={"type": "call.transfer",
+                                                                    "text": "completed"}))
+        end_record(record, event.reason, event.timestamp)
         return Applied(changed=True, ended=True)
     elif kind == "call.transfer":
         return _apply_transfer(record, event)

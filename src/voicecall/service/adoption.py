@@ -40,7 +40,7 @@ async def adopt(service: CallService, event: CallEvent) -> tuple[LiveCall | None
     existing = service.calls.get(pcid)
     if existing is not None:  # created while we awaited the store
         return existing, None
-    if len(service.calls) >= settings.max_concurrent_calls:
+    if service.calls.occupied() >= settings.max_concurrent_calls:
         reason = f"maximum concurrent calls ({settings.max_concurrent_calls}) reached"
         await reject_inbound(service, event, reason)
         return None, reason

@@ -202,9 +202,9 @@ class CallService:
         if dtmf_sequence and not is_dtmf(dtmf_sequence):
             raise CallError("dtmfSequence may contain only 0-9 * # w W p P and commas",
                             code=-32602)
-        if len(self.calls) >= self.settings.max_concurrent_calls:
+        if self.calls.occupied() >= self.settings.max_concurrent_calls:
             raise CapacityReached(self.settings.max_concurrent_calls,
-                                  [r.call_id for r in self.active_calls()])
+                                  [r.call_id for r in self.active_calls() if not r.is_terminal])
         call_mode: CallMode = mode if mode in ("notify", "conversation") else (  # type: ignore[assignment]
             self.settings.default_mode)
         call_id = str(uuid.uuid4())

@@ -63,6 +63,11 @@ class LiveCalls:
     def __iter__(self) -> Iterator[LiveCall]:
         return iter(list(self._by_id.values()))
 
+    def occupied(self) -> int:
+        """Calls that take a place under `maxConcurrentCalls`: those not ended. A call that has
+        just ended may still be here while its last write completes; it no longer counts."""
+        return sum(1 for call in self._by_id.values() if not call.record.is_terminal)
+
     def get(self, call_id: str) -> LiveCall | None:
         """A live call by our id or the carrier's id."""
         call = self._by_id.get(call_id)

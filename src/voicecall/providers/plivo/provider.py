@@ -28,6 +28,7 @@ from uuid import uuid4
 
 import httpx
 
+from voicecall.calls.events import TRANSFER_STATUSES
 from voicecall.calls.model import CallRecord, Direction, EndReason
 from voicecall.providers.base import (
     DialRequest,
@@ -234,8 +235,24 @@ class PlivoProvider(MarkupProvider):
         await self._transfer(call, url, tolerate_ended=True)
 
     async def transfer_call(self, call: CallRecord, request: TransferRequest) -> None:
-        """Not built for Plivo yet (its `<Dial>` and the simulator's): refused, never faked."""
-        raise ProviderError("plivo: transferring calls is not supported yet")
+        """`<Dial>` the person (the A-leg is transferred to it like any later document)."""
+        self._listening.pop(call.call_id, None)
+        document = self.dialect.dial(
+            plivo_number(request.to), caller_id=plivo_number(request.caller_id),
+            timeout_s=request.timeout_s,
+            action_url=await self._call_url(call.call_id, type="dial"),
+            callback_url=await self._call_url(call.call_id, type="dial-status"))
+        await self._push(call, document)
+
+    def _transfer_events(self, kind: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        """The person answered (`dial-status`: `DialAction=answer`), or the `<Dial>` is over
+        (`dial`: `DialStatus`; Plivo's `timeout` is a `no-answer`)."""
+        if kind == "dial-status":
+            answered = params.get("DialAction", "").strip().lower() == "answer"
+            return [{"type": "call.transfer", "text": "bridged"}] if answered else []
+        status = params.get("DialStatus", "").strip().lower()
+        status = {"timeout": "no-answer", "cancel": "canceled"}.get(status, status)
+        return [{"type": "call.transfer", "text": status}] if status in TRANSFER_STATUSES else []
 
     async def hangup_call(self, call: CallRecord, reason: EndReason) -> None:
         self._fail_pending(call.call_id)

@@ -87,5 +87,15 @@ class PlivoXmlDialect:
         return _response(_element("Speak", "Please hold while we connect you."),
                          _element("Wait", length=QUEUE_WAIT_S))
 
+    def dial(self, number: str, *, caller_id: str, timeout_s: int, action_url: str,
+             callback_url: str) -> str:
+        """Put the call through to `number`: `callback_url` hears the person answer
+        (`DialAction=answer`), `action_url` gets `DialStatus` when the leg is over (D46)."""
+        number_el = _element("Number", number)
+        dial = (f"<Dial action={quoteattr(action_url)} method=\"POST\" callerId={quoteattr(caller_id)}"
+                f" timeout=\"{timeout_s}\" callbackUrl={quoteattr(callback_url)}"
+                f" callbackMethod=\"POST\" redirect=\"true\">{number_el}</Dial>")
+        return _response(dial)
+
     def hold_music(self) -> str:
         return _response(_element("Wait", length=QUEUE_WAIT_S))

@@ -57,7 +57,8 @@ _ONE_WORD = frozenset({"Called", "Caller", "Confidence", "Digits", "Direction", 
 _KNOWN_COMPOUND = (
     "AccountSid", "AnsweredBy", "ApiVersion", "CallSid", "CallStatus", "CallToken", "CalledCity",
     "CalledCountry", "CalledState", "CalledZip", "CallerCity", "CallerCountry", "CallerName",
-    "CallerState", "CallerZip", "ForwardedFrom", "FromCity", "FromCountry", "FromState", "FromZip",
+    "CallerState", "CallerZip", "DialBridged", "DialCallDuration", "DialCallSid", "DialCallStatus",
+    "ForwardedFrom", "FromCity", "FromCountry", "FromState", "FromZip",
     "ParentCallSid", "SpeechResult", "StirPassportToken", "StirVerstat", "ToCity", "ToCountry",
     "ToState", "ToZip", "UnstableSpeechResult")
 _SWALLOWED: Mapping[str, re.Pattern[str]] = {

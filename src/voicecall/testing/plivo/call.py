@@ -88,6 +88,8 @@ class PlivoCall:
         self.documents: list[str] = []
         self.get_inputs: list[dict[str, str]] = []
         self.dialed: list[str] = []
+        self.dial_results: list[tuple[str, str]] = []
+        """(number, DialStatus) of each finished `<Dial>`."""
         self.streams: list[PlivoStreamRecord] = []
         self.errors: list[str] = []
         self.feed = CallerFeed()

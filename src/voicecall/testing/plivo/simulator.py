@@ -167,6 +167,10 @@ class PlivoSimulator:
         """How the far end at `to_number` behaves when the app calls it."""
         self._scripts[_digits(to_number)] = callee
 
+    def callee_for(self, number: str) -> Callee:
+        """How `number` answers: its script, else the default far end."""
+        return self._scripts.get(_digits(number), self.default_callee)
+
     def call(self, call_uuid: str) -> PlivoCall:
         return self.calls[call_uuid]
 

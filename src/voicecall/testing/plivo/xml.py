@@ -127,12 +127,43 @@ class XmlInterpreter:
         return Handoff(hangup={"rejected": "CALL_REJECTED", "busy": "USER_BUSY"}.get(
             reason or "", "NORMAL_CLEARING"))
 
-    async def _dial(self, call: PlivoCall, el: ET.Element) -> None:
+    async def _dial(self, call: PlivoCall, el: ET.Element) -> Handoff | None:
+        """Ring the first number (its scripted far end answers, is busy, or lets `timeout`
+        pass), bridge until that person hangs up; `callbackUrl` hears `DialAction=answer`, then
+        `action` gets `DialStatus` and its answer takes over the call."""
         numbers = [(n.text or "").strip() for n in el if n.tag in ("Number", "User")]
         if not numbers:
             raise PlivoXmlError("<Dial> has no <Number> or <User>")
         call.dialed.extend(numbers)
         call.changed()
+        person = self.sim.callee_for(numbers[0])
+        timeout = _seconds(el, "timeout", 30, 1, 300)
+        callback = el.get("callbackUrl")
+        if person.outcome == "answer" and person.answer_after_s <= timeout:
+            await self.sim.sleep(person.answer_after_s)
+            if callback:
+                await self.sim.callback(call, "dial-callback", callback,
+                                        {"DialAction": "answer", "DialBLegStatus": "answer",
+                                         "DialBLegTo": numbers[0]})
+            talk = person.hangup_after_s if person.hangup_after_s is not None else 5.0
+            await self.sim.sleep(talk)
+            status, duration = "completed", round(talk)
+        elif person.outcome in ("busy", "failed"):
+            await self.sim.sleep(min(person.answer_after_s, timeout))
+            status, duration = person.outcome, 0
+        else:
+            await self.sim.sleep(timeout)
+            status, duration = "no-answer", 0
+        call.dial_results.append((numbers[0], status))
+        call.changed()
+        action = el.get("action")
+        if not action:
+            return None
+        body = await self.sim.callback(call, "dial-action", action, {
+            "DialStatus": status, "DialBLegDuration": str(duration), "DialBLegTo": numbers[0]})
+        if (el.get("redirect") or "true").lower() == "true":
+            return Handoff(next_xml=body or "<Response></Response>")
+        return None
 
     async def _stream(self, call: PlivoCall, el: ET.Element) -> None:
         await self.sim.run_stream(call, el)
