@@ -11,6 +11,7 @@ import pytest
 from voicecall.calls.model import CallRecord, CallState, EndReason
 from voicecall.providers.base import DialRequest, EventOutcome, Verification, WebhookRequest
 from voicecall.providers.http import CarrierApiError
+from voicecall.providers.stream_auth import is_valid_stream_token
 from voicecall.providers.twilio.provider import TwilioProvider, TwilioSettings
 
 BASE = "https://gw.example/voice/webhook"
@@ -79,8 +80,8 @@ async def test_with_streaming_the_answer_connects_a_stream_with_a_persisted_toke
                                       Direction="inbound"), call)
     token = ctx.state["c1"]["streamToken"]
     assert '<Stream url="wss://gw.example/voice/stream">' in body and f'value="{token}"' in body
-    assert len(token) == 22 and await p.is_valid_stream_token("c1", token)
-    assert not await p.is_valid_stream_token("c1", token[:-1] + ("A" if token[-1] != "A" else "B"))
+    assert len(token) == 22 and await is_valid_stream_token(p.context, "c1", token)
+    assert not await is_valid_stream_token(p.context, "c1", token[:-1] + ("A" if token[-1] != "A" else "B"))
     assert await p.stream_token("c1") == token  # created once, reused
 
 

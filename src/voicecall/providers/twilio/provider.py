@@ -18,23 +18,20 @@ How a call is driven (no media stream):
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
-import hmac
 import logging
 import math
-import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
-from uuid import uuid4
 
 import httpx
 
 from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallRecord, Direction, EndReason
+from voicecall.providers import stream_auth
 from voicecall.providers.base import (
     DialRequest,
     EventOutcome,
@@ -48,10 +45,13 @@ from voicecall.providers.base import (
     map_call_status,
 )
 from voicecall.providers.http import CarrierApiError, CarrierHttp
+from voicecall.providers.playback_waits import PlaybackWaits
+from voicecall.providers.replies import call_for, ended_call_ids, machine_ends_call
 from voicecall.providers.streams import MediaStreams, StreamSerializer, StreamStart
 from voicecall.providers.twilio import twiml
 from voicecall.providers.twilio.signature import form_params, verify_twilio_webhook
 from voicecall.providers.twilio.stream import TwilioStreamSerializer
+from voicecall.providers.voices import route_voice
 from voicecall.security.public_url import ForwardingPolicy
 from voicecall.shared.clock import now_ms
 
@@ -190,7 +190,7 @@ class TwilioProvider:
                                 transport=transport)
         self._context: ProviderContext | None = None
         self._bases: dict[str, str] = {}
-        self._played: dict[str, tuple[str, asyncio.Future[None]]] = {}
+        self._played = PlaybackWaits("twilio")
         self._listening: dict[str, str] = {}
         self._streaming_inbound: set[str] = set()
         self._queued_inbound: list[str] = []
@@ -230,9 +230,7 @@ class TwilioProvider:
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        for _call_id, fut in self._played.values():
-            if not fut.done():
-                fut.cancel()
+        self._played.cancel_all()
         await self.http.aclose()
 
     @property
@@ -300,10 +298,9 @@ class TwilioProvider:
             return [{"type": "call.initiated"}, {"type": "call.ringing"}]
         if status == "in-progress":
             answered_by = params.get("AnsweredBy", "")
-            if self.settings.machine_detection and answered_by in MACHINE_ANSWERS:
-                call = self.context.live(call_id) if call_id else None
-                if call is None or call.mode == "notify":
-                    return [{"type": "call.ended", "reason": EndReason.VOICEMAIL.value}]
+            if (self.settings.machine_detection and answered_by in MACHINE_ANSWERS
+                    and machine_ends_call(self.context, call_id)):
+                return [{"type": "call.ended", "reason": EndReason.VOICEMAIL.value}]
             return [{"type": "call.answered"}]
         mapped = map_call_status(status)
         if mapped.is_terminal and mapped.end_reason is not None:
@@ -323,7 +320,7 @@ class TwilioProvider:
         if kind == "hold-music":
             reply.body = twiml.hold_music()
             return reply
-        call = await self._call_for(meta, outcomes)
+        call = await call_for(self.context, outcomes, meta.get("callId"), meta["callSid"])
         if call is None:
             reply.body = twiml.reject() if meta.get("inboundStart") else twiml.empty()
             return reply
@@ -332,9 +329,7 @@ class TwilioProvider:
             reply.body = twiml.document("<Hangup/>")
             return reply
         if kind == "played" and meta.get("utt"):
-            entry = self._played.get(meta["utt"])
-            if entry and not entry[1].done():
-                entry[1].set_result(None)
+            self._played.played(meta["utt"])
         if meta.get("inboundStart"):
             await self._remember_base(call.call_id)
             if self._stream_url() and self._streaming_inbound - {call.call_id}:
@@ -357,55 +352,20 @@ class TwilioProvider:
         reply.body = twiml.hold(await self._call_url(call.call_id, type="hold"))
         return reply
 
-    async def _call_for(self, meta: dict[str, Any],
-                        outcomes: list[EventOutcome] | None) -> CallRecord | None:
-        for outcome in outcomes or []:
-            if outcome.rejected:
-                return None
-            if outcome.call is not None:
-                return outcome.call
-        ctx = self.context
-        for key in (meta.get("callId"), meta["callSid"]):
-            if key:
-                call = ctx.live(key) or await ctx.get_call(key)
-                if call is not None:
-                    return call
-        return None
-
     def _settle_if_ended(self, events: list[CallEvent], outcomes: list[EventOutcome] | None) -> None:
         """A call that ended fails its pending playback waits at once (nothing waits forever)
-        and frees its inbound stream slot. The event may name the call by its CallSid only (an
-        inbound call's status callback), so our id comes from the applied outcome."""
-        for i, event in enumerate(events):
-            if event.type != "call.ended":
-                continue
-            outcome = outcomes[i] if outcomes and i < len(outcomes) else None
-            call = (outcome.call if outcome else None) or self.context.live(event.call_id)
-            self._fail_pending(call.call_id if call else event.call_id)
+        and frees its inbound stream slot."""
+        for call_id in ended_call_ids(self.context, events, outcomes):
+            self._fail_pending(call_id)
 
     async def stream_token(self, call_id: str) -> str:
-        """The call's media-stream token: 16 random bytes, base64url, created once and persisted."""
-        state = await self.context.get_provider_state(call_id) or {}
-        token = state.get("streamToken")
-        if not token:
-            token = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
-            state.setdefault("webhookUrl", await self._base(call_id))
-            await self.context.put_provider_state(call_id, {**state, "streamToken": token})
-        return str(token)
-
-    async def is_valid_stream_token(self, call_id: str, token: str) -> bool:
-        """Constant-time check of a media stream's `start.customParameters.token`."""
-        state = await self.context.get_provider_state(call_id) or {}
-        expected = str(state.get("streamToken") or "")
-        return bool(expected) and hmac.compare_digest(expected.encode(), token.encode())
+        """The call's media-stream token, persisted with the webhook URL the call uses."""
+        return await stream_auth.stream_token(self.context, call_id,
+                                              {"webhookUrl": await self._base(call_id)})
 
     async def authorize_stream(self, start: StreamStart, query_token: str | None) -> str | None:
         """Our call id when `start.call_sid` is a live call and the token is that call's."""
-        call = self.context.live(start.call_sid)
-        token = start.token or query_token
-        if call is None or call.is_terminal or call.provider_call_id != start.call_sid or not token:
-            return None
-        return call.call_id if await self.is_valid_stream_token(call.call_id, token) else None
+        return await stream_auth.authorize_stream(self.context, start, query_token)
 
     def _fail_pending(self, call_id: str) -> None:
         if call_id in self._queued_inbound:
@@ -416,9 +376,7 @@ class TwilioProvider:
                 task = asyncio.get_running_loop().create_task(self._connect_next_queued())
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-        for _utt, (owner, fut) in list(self._played.items()):
-            if owner == call_id and not fut.done():
-                fut.set_exception(ProviderError("twilio: the call ended during playback"))
+        self._played.fail_call(call_id)
         self._listening.pop(call_id, None)
 
     # -- commands ----------------------------------------------------------------------------
@@ -473,24 +431,16 @@ class TwilioProvider:
         self._fail_pending(call.call_id)
         await self._update(call, [("Status", "completed")], tolerate_ended=True)
 
-    async def _play(self, call: CallRecord, render: Any) -> None:
-        utt = uuid4().hex
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._played[utt] = (call.call_id, fut)
-        try:
+    async def _play(self, call: CallRecord, render: Callable[[str], str]) -> None:
+        async def send(utt: str) -> None:
             played_url = await self._call_url(call.call_id, type="played", utt=utt)
             await self._update(call, [("Twiml", render(played_url))])
-            await fut
-        finally:
-            self._played.pop(utt, None)
+        await self._played.play(call.call_id, send)
 
     def _voice_for(self, call: CallRecord) -> str:
         """The call's `numbers` route voice when it has one, else the configured voice."""
-        tts = (call.metadata.get("route") or {}).get("tts") or {}
-        providers: dict[str, Any] = tts.get("providers") or {}
-        chosen: Any = providers.get(tts.get("provider") or "") or next(iter(providers.values()), {})
-        voice = chosen.get("voice") or chosen.get("voiceId") if isinstance(chosen, dict) else None
-        return twiml.polly_voice(str(voice)) if voice else self.settings.voice
+        voice = route_voice(call)
+        return twiml.polly_voice(voice) if voice else self.settings.voice
 
     async def play_tts(self, call: CallRecord, text: str) -> None:
         voice, language = self._voice_for(call), self.settings.language
