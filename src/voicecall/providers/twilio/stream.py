@@ -13,13 +13,13 @@ import json
 from typing import Any
 
 from voicecall.providers.streams import (
-    Codec,
     StreamAudio,
     StreamDtmf,
     StreamMark,
     StreamMessage,
     StreamStart,
     StreamStop,
+    g711_codec,
 )
 
 __all__ = ["TwilioStreamSerializer"]
@@ -43,8 +43,6 @@ def _decode(payload: str) -> bytes:
 
 class TwilioStreamSerializer:
     """`StreamSerializer` for Twilio `<Connect><Stream>` (bidirectional)."""
-
-    codec: Codec = "ulaw"
 
     def parse(self, data: str | bytes) -> StreamMessage | None:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
@@ -94,11 +92,11 @@ class TwilioStreamSerializer:
         fmt: dict[str, Any] = raw_fmt if isinstance(raw_fmt, dict) else {}
         stream_sid = start.get("streamSid") or message.get("streamSid") or ""
         rate = fmt.get("sampleRate", 8000)
+        encoding = str(fmt.get("encoding") or "audio/x-mulaw")  # Twilio streams μ-law only
         return StreamStart(
             call_sid=str(start.get("callSid") or "").strip(), stream_id=str(stream_sid),
-            token=custom.get("token"), custom_parameters=custom,
-            encoding=str(fmt.get("encoding") or "audio/x-mulaw"),
-            sample_rate=rate if isinstance(rate, int) else 8000)
+            token=custom.get("token"), custom_parameters=custom, encoding=encoding,
+            sample_rate=rate if isinstance(rate, int) else 8000, codec=g711_codec(encoding))
 
     def audio(self, stream_id: str, payload: bytes) -> str:
         b64 = binascii.b2a_base64(payload, newline=False).decode("ascii")
