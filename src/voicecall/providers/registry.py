@@ -46,6 +46,13 @@ def build_provider(config: VoiceCallConfig) -> Provider:
     return factory(config)
 
 
+def configured_voice(config: VoiceCallConfig) -> str | None:
+    """The voice of the selected TTS provider's settings (carriers with native speech map it)."""
+    tts = config.tts
+    provider_cfg = tts.providers.get(tts.provider or "") if tts.provider else None
+    return (provider_cfg.voice or provider_cfg.voice_id) if provider_cfg else None
+
+
 def twilio_from_config(config: VoiceCallConfig) -> Provider:
     from voicecall.providers.twilio.provider import API_HOSTS, TwilioProvider, TwilioSettings
     from voicecall.providers.twilio.twiml import polly_voice
@@ -56,9 +63,7 @@ def twilio_from_config(config: VoiceCallConfig) -> Provider:
         raise ValueError("twilio.accountSid and twilio.authToken are required")
     security = config.webhook_security
     loopback_bind = config.serve.bind in ("127.0.0.1", "::1", "localhost")
-    tts = config.tts
-    provider_cfg = tts.providers.get(tts.provider or "") if tts.provider else None
-    voice = (provider_cfg.voice or provider_cfg.voice_id) if provider_cfg else None
+    voice = configured_voice(config)
     return TwilioProvider(TwilioSettings(
         account_sid=t.account_sid,
         auth_token=t.auth_token.get_secret_value(),
@@ -77,3 +82,29 @@ def twilio_from_config(config: VoiceCallConfig) -> Provider:
 
 
 BUILTIN["twilio"] = twilio_from_config
+
+
+def telnyx_from_config(config: VoiceCallConfig) -> Provider:
+    from voicecall.providers.telnyx.provider import API_BASE_URL, TelnyxProvider, TelnyxSettings
+    from voicecall.providers.telnyx.signature import load_public_key
+
+    t = config.telnyx
+    if t.api_key is None or not t.connection_id:
+        raise ValueError("telnyx.apiKey and telnyx.connectionId are required")
+    public_key = load_public_key(t.public_key.get_secret_value()) if t.public_key else None
+    if public_key is None and not config.skip_signature_verification:
+        raise ValueError("telnyx.publicKey is required unless skipSignatureVerification is true")
+    return TelnyxProvider(TelnyxSettings(
+        api_key=t.api_key.get_secret_value(),
+        connection_id=t.connection_id,
+        public_key=public_key,
+        api_base_url=str(t.api_base_url).rstrip("/") if t.api_base_url else API_BASE_URL,
+        skip_signature_verification=config.skip_signature_verification,
+        voice=configured_voice(config) or "female",
+        machine_detection=config.outbound.machine_detection,
+        streaming=config.streaming.enabled,
+        stream_codec=t.stream_codec,
+    ))
+
+
+BUILTIN["telnyx"] = telnyx_from_config

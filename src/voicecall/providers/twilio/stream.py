@@ -7,11 +7,18 @@ base64 payload out of the text instead of building a dict for every frame.
 
 from __future__ import annotations
 
-import binascii
 import functools
 import json
 from typing import Any
 
+from voicecall.providers.stream_json import (
+    compact,
+    decode_payload,
+    encode_payload,
+    fast_media_payload,
+    load_message,
+    member,
+)
 from voicecall.providers.streams import (
     StreamAudio,
     StreamDtmf,
@@ -25,7 +32,6 @@ from voicecall.providers.streams import (
 __all__ = ["TwilioStreamSerializer"]
 
 _MEDIA_PREFIX = '{"event":"media"'
-_PAYLOAD_KEY = '"payload":"'
 
 
 @functools.lru_cache(maxsize=4096)
@@ -34,48 +40,28 @@ def _media_prefix(stream_id: str) -> str:
     return f'{{"event":"media","streamSid":{json.dumps(stream_id)},"media":{{"payload":"'
 
 
-def _decode(payload: str) -> bytes:
-    try:
-        return binascii.a2b_base64(payload, strict_mode=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"bad base64 media payload: {exc}") from None
-
-
 class TwilioStreamSerializer:
     """`StreamSerializer` for Twilio `<Connect><Stream>` (bidirectional)."""
 
     def parse(self, data: str | bytes) -> StreamMessage | None:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        if text.startswith(_MEDIA_PREFIX):
-            start = text.find(_PAYLOAD_KEY)
-            if start >= 0:
-                start += len(_PAYLOAD_KEY)
-                end = text.find('"', start)
-                if end < 0:
-                    raise ValueError("unterminated media payload")
-                return StreamAudio(_decode(text[start:end]))
-        try:
-            message: Any = json.loads(text)
-        except ValueError as exc:
-            raise ValueError(f"not JSON: {exc}") from None
-        if not isinstance(message, dict):
-            raise ValueError("not a JSON object")
+        audio = fast_media_payload(text, _MEDIA_PREFIX)
+        if audio is not None:
+            return StreamAudio(audio)
+        message = load_message(text)
         event = message.get("event")
         if event == "media":
-            media = message.get("media")
-            payload = media.get("payload") if isinstance(media, dict) else None
+            payload = member(message, "media", "payload")
             if not isinstance(payload, str):
                 raise ValueError("media without a payload")
-            return StreamAudio(_decode(payload))
+            return StreamAudio(decode_payload(payload))
         if event == "start":
             return self._start(message)
         if event == "mark":
-            mark = message.get("mark")
-            name = mark.get("name") if isinstance(mark, dict) else None
+            name = member(message, "mark", "name")
             return StreamMark(str(name)) if name else None
         if event == "dtmf":
-            dtmf = message.get("dtmf")
-            digit = dtmf.get("digit") if isinstance(dtmf, dict) else None
+            digit = member(message, "dtmf", "digit")
             return StreamDtmf(str(digit)) if digit else None
         if event == "stop":
             return StreamStop()
@@ -99,12 +85,10 @@ class TwilioStreamSerializer:
             sample_rate=rate if isinstance(rate, int) else 8000, codec=g711_codec(encoding))
 
     def audio(self, stream_id: str, payload: bytes) -> str:
-        b64 = binascii.b2a_base64(payload, newline=False).decode("ascii")
-        return f'{_media_prefix(stream_id)}{b64}"}}}}'
+        return f'{_media_prefix(stream_id)}{encode_payload(payload)}"}}}}'
 
     def mark(self, stream_id: str, name: str) -> str:
-        return json.dumps({"event": "mark", "streamSid": stream_id, "mark": {"name": name}},
-                          separators=(",", ":"))
+        return compact({"event": "mark", "streamSid": stream_id, "mark": {"name": name}})
 
     def clear(self, stream_id: str) -> str:
-        return json.dumps({"event": "clear", "streamSid": stream_id}, separators=(",", ":"))
+        return compact({"event": "clear", "streamSid": stream_id})

@@ -1,0 +1,1 @@
+"""A local Telnyx look-alike for offline tests (see simulator.py)."""
