@@ -41,6 +41,12 @@ class PlaybackWaits:
         entry[1].set_result(None)
         return True
 
+    def not_played(self, utt: str, why: str) -> None:
+        """The carrier gave up on `utt` (the call hung up, a machine answered, ...): its wait fails."""
+        entry = self._pending.get(utt)
+        if entry is not None and not entry[1].done():
+            entry[1].set_exception(ProviderError(f"{self.carrier}: playback did not finish ({why})"))
+
     def oldest(self, call_id: str) -> str | None:
         """The call's longest-waiting utterance (carriers play a call's speech in order)."""
         return next((utt for utt, (owner, fut) in self._pending.items()

@@ -201,6 +201,7 @@ class TelnyxProvider:
                                                                              machine_ends_call=machine))]
         meta: dict[str, Any] = {"eventType": envelope.event_type, "callId": call_id,
                                 "callControlId": pcid, "utterance": envelope.state.utterance,
+                                "status": envelope.payload.get("status"),
                                 "inboundStart": envelope.event_type == "call.initiated"
                                 and envelope.direction == "inbound"}
         return ParsedWebhook(events=events, meta=meta)
@@ -233,8 +234,10 @@ class TelnyxProvider:
         if meta["eventType"] == "call.speak.ended":
             call = await call_for(self.context, outcomes, meta["callId"], meta["callControlId"])
             utt = meta.get("utterance") or (self._played.oldest(call.call_id) if call else None)
-            if utt:
+            if utt and meta.get("status") in (None, "completed"):
                 self._played.played(utt)
+            elif utt:
+                self._played.not_played(utt, str(meta["status"]))
         if meta.get("inboundStart"):
             call = await call_for(self.context, outcomes, meta["callId"], meta["callControlId"])
             if call is not None and not call.is_terminal and call.direction == "inbound":

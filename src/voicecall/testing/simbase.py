@@ -1,0 +1,82 @@
+"""What every carrier simulator needs besides its carrier's protocol: waiting on a simulated
+call's observable state, and serving a REST API on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable
+
+import uvicorn
+from starlette.applications import Starlette
+
+from voicecall.server.serving import serve_on
+
+__all__ = ["LoopbackServer", "Observable"]
+
+
+class Observable:
+    """State that tests wait on: `_bump()` after every change wakes `wait_until` callers."""
+
+    def __init__(self) -> None:
+        self._changed = asyncio.Event()
+
+    def _bump(self) -> None:
+        old, self._changed = self._changed, asyncio.Event()
+        old.set()
+
+    def _describe(self) -> str:
+        """What a timeout error shows about the current state."""
+        return repr(self)
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0,  # noqa: ASYNC109
+                         what: str = "condition") -> None:
+        """Wait until `predicate()` is true; TimeoutError after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"no {what} within {timeout}s: {self._describe()}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.05))
+
+
+class LoopbackServer:
+    """A Starlette app served by uvicorn on `host:port` (0 picks a free port)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.origin = ""
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    async def start(self, app: Starlette) -> str:
+        """Bind and serve; returns the origin (`http://host:port`)."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(128)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.origin = f"http://{host}:{self.port}"
+        self._server, self._task = await serve_on(app, sock, graceful_shutdown_s=2, fast_exit=True)
+        return self.origin
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, 5)
+        self._server = None
+        self._task = None
