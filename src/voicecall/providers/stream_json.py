@@ -7,8 +7,10 @@ import binascii
 import json
 from typing import Any
 
+from voicecall.providers.streams import StreamDtmf, StreamMark, StreamMessage, StreamStop
+
 __all__ = ["compact", "decode_payload", "encode_payload", "fast_media_payload", "load_message",
-           "member"]
+           "member", "parse_control", "read"]
 
 _PAYLOAD_KEY = '"payload":"'
 
@@ -62,3 +64,28 @@ def member(message: dict[str, Any], section: str, name: str) -> Any:
 def compact(message: dict[str, Any]) -> str:
     """A message as compact JSON, the way carriers send it."""
     return json.dumps(message, separators=(",", ":"))
+
+
+def parse_control(message: dict[str, Any]) -> StreamMessage | None:
+    """The `mark`, `dtmf` and `stop` events, which carriers spell alike; None for anything else
+    (and for a mark or key without a value)."""
+    event = message.get("event")
+    if event == "mark":
+        name = member(message, "mark", "name")
+        return StreamMark(str(name)) if name else None
+    if event == "dtmf":
+        digit = member(message, "dtmf", "digit")
+        return StreamDtmf(str(digit)) if digit else None
+    return StreamStop() if event == "stop" else None
+
+
+def read(data: str | bytes, media_prefix: str, *, no_fast_path: str | None = None
+         ) -> bytes | dict[str, Any]:
+    """One inbound message: the audio of a `media` frame in the usual shape (`media_prefix`,
+    fast path, skipped when the text contains `no_fast_path`), else the parsed JSON object."""
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    if no_fast_path is None or no_fast_path not in text:
+        audio = fast_media_payload(text, media_prefix)
+        if audio is not None:
+            return audio
+    return load_message(text)

@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
 
 import uvicorn
 from starlette.applications import Starlette
 
 from voicecall.server.serving import serve_on
 
-__all__ = ["LoopbackServer", "Observable"]
+__all__ = ["CallDirectory", "LoopbackServer", "Observable", "drain"]
 
 
 class Observable:
@@ -80,3 +81,61 @@ class LoopbackServer:
                 await asyncio.wait_for(self._task, 5)
         self._server = None
         self._task = None
+
+
+class _Dialled(Protocol):
+    @property
+    def to(self) -> str: ...
+
+
+CallT = TypeVar("CallT", bound=_Dialled)
+CalleeT = TypeVar("CalleeT")
+
+
+class CallDirectory(Generic[CallT, CalleeT]):
+    """A simulator's calls, its scripted far ends by number, and its simulated clock."""
+
+    def __init__(self, default_callee: CalleeT, time_scale: float) -> None:
+        self.default_callee = default_callee
+        self.time_scale = time_scale
+        self.calls: dict[str, CallT] = {}
+        self._scripts: dict[str, CalleeT] = {}
+
+    def script(self, to_number: str, callee: CalleeT) -> None:
+        """Outbound calls to `to_number` reach this callee (others get `default_callee`)."""
+        self._scripts[to_number] = callee
+
+    def callee_for(self, to_number: str) -> CalleeT:
+        return self._scripts.get(to_number, self.default_callee)
+
+    def call(self, call_id: str) -> CallT:
+        """The call with this carrier id (KeyError if unknown)."""
+        return self.calls[call_id]
+
+    async def wait_for_call(self, *, to: str | None = None, timeout: float = 5.0) -> CallT:  # noqa: ASYNC109
+        """The first call (optionally to `to`) once one exists."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for call in self.calls.values():
+                if to is None or call.to == to:
+                    return call
+            if loop.time() > deadline:
+                raise TimeoutError(f"no call{' to ' + to if to else ''} within {timeout}s")
+            await asyncio.sleep(0.01)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep `seconds` of simulated time."""
+        await asyncio.sleep(max(0.0, seconds) * self.time_scale)
+
+
+async def drain(tasks: set[asyncio.Task[Any]], grace_s: float) -> None:
+    """Let `tasks` (which may spawn more) finish for up to `grace_s`, then cancel the rest."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    while tasks and (remaining := deadline - loop.time()) > 0:
+        await asyncio.wait(set(tasks), timeout=remaining)
+    for task in list(tasks):
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -35,21 +35,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallRecord, EndReason
 from voicecall.providers import stream_auth
+from voicecall.providers.adapter import CarrierAdapter, CarrierSettings
 from voicecall.providers.base import (
     DialRequest,
     EventOutcome,
     ParsedWebhook,
     ProviderCallStatus,
-    ProviderContext,
     ProviderError,
     Verification,
     WebhookParseError,
     WebhookRequest,
 )
 from voicecall.providers.http import CarrierApiError, CarrierHttp
-from voicecall.providers.playback_waits import PlaybackWaits
 from voicecall.providers.replies import call_for, ended_call_ids, machine_ends_call
-from voicecall.providers.streams import MediaStreams, StreamSerializer, StreamStart
+from voicecall.providers.streams import StreamSerializer
 from voicecall.providers.telnyx.events import (
     Envelope,
     encode_client_state,
@@ -76,21 +75,15 @@ DTMF_DURATION_MS = 250
 StreamCodec = Literal["PCMU", "PCMA"]
 
 
-@dataclass(frozen=True, slots=True)
-class TelnyxSettings:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TelnyxSettings(CarrierSettings):
+    """Streamed calls ask for the stream on dial and answer."""
+
     api_key: str
     connection_id: str
     public_key: Ed25519PublicKey | None
     api_base_url: str = API_BASE_URL
-    skip_signature_verification: bool = False
     voice: str = "female"
-    language: str = "en-US"
-    machine_detection: bool = False
-    timeout_s: float = 10.0
-    streaming: bool = False
-    """Media streaming on: dial and answer ask Telnyx to stream to the gateway's stream URL."""
-    stream_url: str | None = None
-    """Overrides the stream URL the gateway derives from its webhook URL (implies streaming)."""
     stream_codec: StreamCodec = "PCMU"
     """The G.711 law asked for on dial and answer; the stream's `start` frame has the final say."""
 
@@ -128,7 +121,7 @@ def _claimed_call_id(request: WebhookRequest) -> str | None:
     return envelope.state.call_id or envelope.call_control_id
 
 
-class TelnyxProvider:
+class TelnyxProvider(CarrierAdapter):
     """The Telnyx adapter (REST actions + Ed25519-signed webhook events)."""
 
     name = "telnyx"
@@ -138,47 +131,17 @@ class TelnyxProvider:
         self.settings = settings
         self.required_headers: tuple[str, ...] = (
             () if settings.skip_signature_verification else (SIGNATURE_HEADER, TIMESTAMP_HEADER))
-        self.http = CarrierHttp("Telnyx", settings.api_base_url,
-                                headers={"authorization": f"Bearer {settings.api_key}",
-                                         "accept": "application/json"},
-                                timeout_s=settings.timeout_s, parse_error=_telnyx_error,
-                                transport=transport)
-        self._context: ProviderContext | None = None
-        self._played = PlaybackWaits("telnyx")
+        super().__init__(CarrierHttp("Telnyx", settings.api_base_url,
+                                     headers={"authorization": f"Bearer {settings.api_key}",
+                                              "accept": "application/json"},
+                                     timeout_s=settings.timeout_s, parse_error=_telnyx_error,
+                                     transport=transport),
+                         settings, uses_real_api=settings.uses_real_api)
         self._listening: dict[str, str | None] = {}
         self.serializer: StreamSerializer = TelnyxStreamSerializer()
 
-    # -- identity and lifecycle --------------------------------------------------------------
-    @property
-    def media_streams(self) -> MediaStreams | None:
-        """This adapter (serializer + stream authorization) when calls are streamed."""
-        return self if self.settings.streaming or self.settings.stream_url else None
-
-    @property
-    def requires_public_webhook(self) -> bool:
-        """Real Telnyx must reach us; a local simulator (apiBaseUrl override) need not."""
-        return self.settings.uses_real_api
-
-    def bind(self, context: ProviderContext) -> None:
-        self._context = context
-
     def set_public_url(self, url: str) -> None:
         """Nothing to do: Telnyx signs the body, not the URL, and dials carry the webhook URL."""
-
-    async def start(self) -> None:
-        if not self.settings.uses_real_api:
-            log.warning("telnyx.apiBaseUrl is %s, not Telnyx's API: calls go to that server",
-                        self.settings.api_base_url)
-
-    async def stop(self) -> None:
-        self._played.cancel_all()
-        await self.http.aclose()
-
-    @property
-    def context(self) -> ProviderContext:
-        if self._context is None:
-            raise ProviderError("telnyx: provider is not bound to a call service")
-        return self._context
 
     # -- webhooks ----------------------------------------------------------------------------
     def verify_webhook(self, request: WebhookRequest) -> Verification:
@@ -250,10 +213,6 @@ class TelnyxProvider:
         self._listening.pop(call_id, None)
 
     # -- media streams -----------------------------------------------------------------------
-    async def authorize_stream(self, start: StreamStart, query_token: str | None) -> str | None:
-        """Our call id when the stream names a live call and carries that call's token."""
-        return await stream_auth.authorize_stream(self.context, start, query_token)
-
     async def _stream_params(self, call_id: str) -> dict[str, Any]:
         """Streaming fields for dial/answer (none when streaming is off). The token rides in
         the stream URL's query, which Telnyx keeps."""

@@ -12,23 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from voicecall.providers.stream_json import (
-    compact,
-    decode_payload,
-    encode_payload,
-    fast_media_payload,
-    load_message,
-    member,
-)
-from voicecall.providers.streams import (
-    StreamAudio,
-    StreamDtmf,
-    StreamMark,
-    StreamMessage,
-    StreamStart,
-    StreamStop,
-    g711_codec,
-)
+from voicecall.providers import stream_json as wire
+from voicecall.providers.streams import StreamAudio, StreamMessage, StreamStart, g711_codec
 
 __all__ = ["TelnyxStreamSerializer"]
 
@@ -42,34 +27,24 @@ class TelnyxStreamSerializer:
     """`StreamSerializer` for Telnyx Call Control media streaming (bidirectional RTP mode)."""
 
     def parse(self, data: str | bytes) -> StreamMessage | None:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-        if text.startswith(_INBOUND_MEDIA_PREFIX) and '"track":"outbound"' not in text:
-            audio = fast_media_payload(text, _INBOUND_MEDIA_PREFIX)
-            if audio is not None:
-                return StreamAudio(audio)
-        message = load_message(text)
-        event = message.get("event")
-        if event == "media":
-            if member(message, "media", "track") == "outbound":
-                return None  # our own audio, echoed when both tracks are streamed
-            payload = member(message, "media", "payload")
-            if not isinstance(payload, str):
-                raise ValueError("media without a payload")
-            return StreamAudio(decode_payload(payload))
-        if event == "start":
+        message = wire.read(data, _INBOUND_MEDIA_PREFIX, no_fast_path='"track":"outbound"')
+        if isinstance(message, bytes):
+            return StreamAudio(message)
+        kind = message.get("event")
+        if kind == "start":
             return self._start(message)
-        if event == "mark":
-            name = member(message, "mark", "name")
-            return StreamMark(str(name)) if name else None
-        if event == "dtmf":
-            digit = member(message, "dtmf", "digit")
-            return StreamDtmf(str(digit)) if digit else None
-        if event == "stop":
-            return StreamStop()
-        if event == "error":
-            log.warning("Telnyx media stream error %r: %r", member(message, "payload", "code"),
-                        str(member(message, "payload", "title") or "")[:100])
-        return None  # "connected" and anything newer: nothing to do
+        if kind == "media":
+            if wire.member(message, "media", "track") == "outbound":
+                return None  # our own audio, echoed when both tracks are streamed
+            b64 = wire.member(message, "media", "payload")
+            if not isinstance(b64, str):
+                raise ValueError("media without a payload")
+            return StreamAudio(wire.decode_payload(b64))
+        if kind == "error":
+            log.warning("Telnyx media stream error %r: %r", wire.member(message, "payload", "code"),
+                        str(wire.member(message, "payload", "title") or "")[:100])
+            return None
+        return wire.parse_control(message)  # mark, dtmf, stop; "connected" and newer: None
 
     @staticmethod
     def _start(message: dict[str, Any]) -> StreamStart:
@@ -89,10 +64,10 @@ class TelnyxStreamSerializer:
             codec=g711_codec(encoding))
 
     def audio(self, stream_id: str, payload: bytes) -> str:
-        return f'{_MEDIA_PREFIX}{encode_payload(payload)}"}}}}'
+        return f'{_MEDIA_PREFIX}{wire.encode_payload(payload)}"}}}}'
 
     def mark(self, stream_id: str, name: str) -> str:
-        return compact({"event": "mark", "mark": {"name": name}})
+        return wire.compact({"event": "mark", "mark": {"name": name}})
 
     def clear(self, stream_id: str) -> str:
-        return compact({"event": "clear"})
+        return wire.compact({"event": "clear"})

@@ -32,12 +32,12 @@ import httpx
 from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallRecord, Direction, EndReason
 from voicecall.providers import stream_auth
+from voicecall.providers.adapter import CarrierAdapter, CarrierSettings
 from voicecall.providers.base import (
     DialRequest,
     EventOutcome,
     ParsedWebhook,
     ProviderCallStatus,
-    ProviderContext,
     ProviderError,
     Verification,
     WebhookParseError,
@@ -45,9 +45,8 @@ from voicecall.providers.base import (
     map_call_status,
 )
 from voicecall.providers.http import CarrierApiError, CarrierHttp
-from voicecall.providers.playback_waits import PlaybackWaits
 from voicecall.providers.replies import call_for, ended_call_ids, machine_ends_call
-from voicecall.providers.streams import MediaStreams, StreamSerializer, StreamStart
+from voicecall.providers.streams import StreamSerializer
 from voicecall.providers.twilio import twiml
 from voicecall.providers.twilio.signature import form_params, verify_twilio_webhook
 from voicecall.providers.twilio.stream import TwilioStreamSerializer
@@ -68,23 +67,17 @@ MACHINE_ANSWERS = ("machine_start", "machine_end_beep", "machine_end_silence", "
                    "fax")
 
 
-@dataclass(frozen=True, slots=True)
-class TwilioSettings:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TwilioSettings(CarrierSettings):
+    """Streamed calls get `<Connect><Stream>` when answered."""
+
     account_sid: str
     auth_token: str
     api_base_url: str
     public_url: str | None = None
     policy: ForwardingPolicy = field(default_factory=ForwardingPolicy)
     ngrok_loopback_bypass: bool = False
-    skip_signature_verification: bool = False
     voice: str = "Polly.Joanna"
-    language: str = "en-US"
-    machine_detection: bool = False
-    timeout_s: float = 10.0
-    streaming: bool = False
-    """Media streaming on: answered calls get `<Connect><Stream>` to the gateway's stream URL."""
-    stream_url: str | None = None
-    """Overrides the stream URL the gateway derives from its webhook URL (implies streaming)."""
 
     @property
     def uses_real_api(self) -> bool:
@@ -174,7 +167,7 @@ def _caller_input_events(params: dict[str, str]) -> list[dict[str, Any]]:
     return []
 
 
-class TwilioProvider:
+class TwilioProvider(CarrierAdapter):
     """The Twilio adapter (REST + signed webhooks + TwiML)."""
 
     name = "twilio"
@@ -184,60 +177,34 @@ class TwilioProvider:
         self.settings = settings
         self.required_headers: tuple[str, ...] = (
             () if settings.skip_signature_verification else ("x-twilio-signature",))
-        self.http = CarrierHttp("Twilio", settings.api_base_url,
-                                auth=(settings.account_sid, settings.auth_token),
-                                timeout_s=settings.timeout_s, parse_error=_twilio_error,
-                                transport=transport)
-        self._context: ProviderContext | None = None
+        super().__init__(CarrierHttp("Twilio", settings.api_base_url,
+                                     auth=(settings.account_sid, settings.auth_token),
+                                     timeout_s=settings.timeout_s, parse_error=_twilio_error,
+                                     transport=transport),
+                         settings, uses_real_api=settings.uses_real_api)
         self._bases: dict[str, str] = {}
-        self._played = PlaybackWaits("twilio")
         self._listening: dict[str, str] = {}
         self._streaming_inbound: set[str] = set()
         self._queued_inbound: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.serializer: StreamSerializer = TwilioStreamSerializer()
 
-    @property
-    def media_streams(self) -> MediaStreams | None:
-        """This adapter (serializer + stream authorization) when `stream_url` is set."""
-        return self if self.settings.streaming or self.settings.stream_url else None
-
     def _stream_url(self) -> str | None:
         if self.settings.stream_url:
             return self.settings.stream_url
         return self.context.stream_url if self.settings.streaming else None
 
-    @property
-    def requires_public_webhook(self) -> bool:
-        """Real Twilio must reach us; a local simulator (apiBaseUrl override) need not."""
-        return self.settings.uses_real_api
-
     # -- lifecycle ---------------------------------------------------------------------------
-    def bind(self, context: ProviderContext) -> None:
-        self._context = context
-
     def set_public_url(self, url: str) -> None:
         """A tunnel's URL: Twilio signs it, so signatures are checked against it (a configured
         publicUrl wins)."""
         if self.settings.public_url is None:
             self.settings = dataclasses.replace(self.settings, public_url=url)
 
-    async def start(self) -> None:
-        if not self.settings.uses_real_api:
-            log.warning("twilio.apiBaseUrl is %s, not Twilio's API: calls go to that server",
-                        self.settings.api_base_url)
-
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        self._played.cancel_all()
-        await self.http.aclose()
-
-    @property
-    def context(self) -> ProviderContext:
-        if self._context is None:
-            raise ProviderError("twilio: provider is not bound to a call service")
-        return self._context
+        await super().stop()
 
     def _accounts(self, suffix: str) -> str:
         return f"/2010-04-01/Accounts/{self.settings.account_sid}{suffix}"
@@ -362,10 +329,6 @@ class TwilioProvider:
         """The call's media-stream token, persisted with the webhook URL the call uses."""
         return await stream_auth.stream_token(self.context, call_id,
                                               {"webhookUrl": await self._base(call_id)})
-
-    async def authorize_stream(self, start: StreamStart, query_token: str | None) -> str | None:
-        """Our call id when `start.call_sid` is a live call and the token is that call's."""
-        return await stream_auth.authorize_stream(self.context, start, query_token)
 
     def _fail_pending(self, call_id: str) -> None:
         if call_id in self._queued_inbound:

@@ -11,23 +11,8 @@ import functools
 import json
 from typing import Any
 
-from voicecall.providers.stream_json import (
-    compact,
-    decode_payload,
-    encode_payload,
-    fast_media_payload,
-    load_message,
-    member,
-)
-from voicecall.providers.streams import (
-    StreamAudio,
-    StreamDtmf,
-    StreamMark,
-    StreamMessage,
-    StreamStart,
-    StreamStop,
-    g711_codec,
-)
+from voicecall.providers import stream_json as wire
+from voicecall.providers.streams import StreamAudio, StreamMessage, StreamStart, g711_codec
 
 __all__ = ["TwilioStreamSerializer"]
 
@@ -44,28 +29,18 @@ class TwilioStreamSerializer:
     """`StreamSerializer` for Twilio `<Connect><Stream>` (bidirectional)."""
 
     def parse(self, data: str | bytes) -> StreamMessage | None:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-        audio = fast_media_payload(text, _MEDIA_PREFIX)
-        if audio is not None:
-            return StreamAudio(audio)
-        message = load_message(text)
+        message = wire.read(data, _MEDIA_PREFIX)
+        if isinstance(message, bytes):
+            return StreamAudio(message)
         event = message.get("event")
         if event == "media":
-            payload = member(message, "media", "payload")
+            payload = wire.member(message, "media", "payload")
             if not isinstance(payload, str):
                 raise ValueError("media without a payload")
-            return StreamAudio(decode_payload(payload))
+            return StreamAudio(wire.decode_payload(payload))
         if event == "start":
             return self._start(message)
-        if event == "mark":
-            name = member(message, "mark", "name")
-            return StreamMark(str(name)) if name else None
-        if event == "dtmf":
-            digit = member(message, "dtmf", "digit")
-            return StreamDtmf(str(digit)) if digit else None
-        if event == "stop":
-            return StreamStop()
-        return None  # "connected" and anything newer: nothing to do
+        return wire.parse_control(message)  # mark, dtmf, stop; "connected" and newer: None
 
     @staticmethod
     def _start(message: dict[str, Any]) -> StreamStart:
@@ -85,10 +60,10 @@ class TwilioStreamSerializer:
             sample_rate=rate if isinstance(rate, int) else 8000, codec=g711_codec(encoding))
 
     def audio(self, stream_id: str, payload: bytes) -> str:
-        return f'{_media_prefix(stream_id)}{encode_payload(payload)}"}}}}'
+        return f'{_media_prefix(stream_id)}{wire.encode_payload(payload)}"}}}}'
 
     def mark(self, stream_id: str, name: str) -> str:
-        return compact({"event": "mark", "streamSid": stream_id, "mark": {"name": name}})
+        return wire.compact({"event": "mark", "streamSid": stream_id, "mark": {"name": name}})
 
     def clear(self, stream_id: str) -> str:
-        return compact({"event": "clear", "streamSid": stream_id})
+        return wire.compact({"event": "clear", "streamSid": stream_id})

@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from voicecall.testing.simbase import LoopbackServer, Observable
+from voicecall.testing.simbase import CallDirectory, LoopbackServer, Observable, drain
 from voicecall.testing.telnyx.media import MediaClient, StreamCodec
 from voicecall.testing.telnyx.signing import TestKey
 
@@ -300,27 +300,24 @@ def _now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class TelnyxSimulator:
+class TelnyxSimulator(CallDirectory[SimCall, Callee]):
     """A local Telnyx: REST on a loopback port, scripted callees, signed webhooks to your app."""
 
     def __init__(self, *, api_key: str | None = None, connection_id: str | None = None,
                  key: TestKey | None = None, time_scale: float = 1.0, speak_ms_per_char: int = 30,
                  duplicate_webhooks: int = 0, host: str = "127.0.0.1", port: int = 0,
                  webhook_timeout_s: float = 15.0, default_callee: Callee | None = None) -> None:
+        super().__init__(default_callee or Callee(), time_scale)
         self.api_key = api_key or "KEY" + secrets.token_hex(16)
         self.connection_id = connection_id or str(secrets.randbelow(10**18) + 10**18)
         self.key = key or TestKey.generate()
-        self.time_scale = time_scale
         self.speak_ms_per_char = speak_ms_per_char
         self.duplicate_webhooks = max(0, duplicate_webhooks)
         """Extra deliveries of every webhook (`meta.attempt` 2, 3, ...), as Telnyx retries."""
         self.webhook_timeout_s = webhook_timeout_s
-        self.default_callee = default_callee or Callee()
-        self.calls: dict[str, SimCall] = {}
         self.requests: list[WebhookRecord] = []
         self.api_requests: list[ApiRecord] = []
         self._server = LoopbackServer(host, port)
-        self._scripts: dict[str, Callee] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._http: httpx.AsyncClient | None = None
         self._closing = False
@@ -349,13 +346,7 @@ class TelnyxSimulator:
         self._closing = True
         for call in self.calls.values():
             call._request_end("normal_clearing", "unknown")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + END_WAIT_S
-        while self._tasks and (remaining := deadline - loop.time()) > 0:
-            await asyncio.wait(set(self._tasks), timeout=remaining)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await drain(self._tasks, END_WAIT_S)
         await self._server.stop()
         if self._http is not None:
             await self._http.aclose()
@@ -374,29 +365,7 @@ class TelnyxSimulator:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def sleep(self, seconds: float) -> None:
-        """Sleep `seconds` of simulated time."""
-        await asyncio.sleep(max(0.0, seconds) * self.time_scale)
-
     # -- public controls -------------------------------------------------------------------------
-    def script(self, to_number: str, callee: Callee) -> None:
-        """Calls dialled to `to_number` reach this callee (others reach `default_callee`)."""
-        self._scripts[to_number] = callee
-
-    def call(self, call_control_id: str) -> SimCall:
-        return self.calls[call_control_id]
-
-    async def wait_for_call(self, *, to: str | None = None, timeout: float = 5.0) -> SimCall:  # noqa: ASYNC109
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            for call in self.calls.values():
-                if to is None or call.to == to:
-                    return call
-            if loop.time() > deadline:
-                raise TimeoutError(f"no call{' to ' + to if to else ''} within {timeout}s")
-            await asyncio.sleep(0.01)
-
     def place_inbound(self, from_: str, to: str, webhook_url: str, *,
                       callee: Callee | None = None) -> SimCall:
         """A caller dials the connection's number: `call.initiated` (incoming, parked) goes to
@@ -647,7 +616,7 @@ class TelnyxSimulator:
                        if body.get("command_id") and f"dial:{body['command_id']}" in c._command_ids), None)
         if repeat is not None:
             return self._log(request, body, _ok(self.call_json(repeat)))
-        callee = self._scripts.get(body["to"], self.default_callee)
+        callee = self.callee_for(body["to"])
         call = SimCall(self, direction="outgoing", from_=body["from"], to=body["to"], callee=callee,
                        webhook_url=body["webhook_url"], client_state=body.get("client_state"),
                        timeout_s=float(body.get("timeout_secs", 30)),
