@@ -10,7 +10,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from voicecall.calls.model import CallRecord
+    from voicecall.gateway.runtime import Runtime
 
 
 def free_port() -> int:
@@ -32,6 +36,25 @@ async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
+
+
+async def ended(runtime: Runtime, call_id: str, within: float = 10.0) -> CallRecord:
+    """The call's record once it has ended (live or from history); fails after `within` s."""
+    async def check() -> CallRecord | None:
+        record = await runtime.service.get_call(call_id)
+        return record if record is not None and record.is_terminal else None
+
+    result: CallRecord = await eventually(check, within)
+    return result
+
+
+async def place_call(runtime: Runtime, to: str, message: str, mode: str, **extra: Any) -> CallRecord:
+    """Place a call through the gateway's RPC; its record, once the carrier has its id."""
+    result = await runtime.api.call("voicecall.initiate", {"to": to, "message": message, "mode": mode,
+                                                           **extra})
+    record = await runtime.service.get_call(result["callId"])
+    assert record is not None and record.provider_call_id
+    return record
 
 
 def run_on_terminal(args: list[str], env: dict[str, str], *, stream: str) -> tuple[int, str]:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import eventually, free_port
+from tests.helpers import ended, eventually, free_port, place_call
 from voicecall.calls.model import CallRecord
 from voicecall.gateway.runtime import Runtime
 from voicecall.providers.telnyx.events import encode_client_state
@@ -49,21 +49,8 @@ async def gateway(tmp_path: Path, sim: TelnyxSimulator) -> AsyncIterator[Runtime
         yield runtime
 
 
-async def ended(runtime: Runtime, call_id: str, within: float = 10.0) -> CallRecord:
-    async def check() -> CallRecord | None:
-        record = await runtime.service.get_call(call_id)
-        return record if record is not None and record.is_terminal else None
-
-    result: CallRecord = await eventually(check, within)
-    return result
-
-
 async def place(runtime: Runtime, message: str, mode: str, **extra: Any) -> CallRecord:
-    result = await runtime.api.call("voicecall.initiate", {"to": CALLEE, "message": message,
-                                                           "mode": mode, **extra})
-    record = await runtime.service.get_call(result["callId"])
-    assert record is not None and record.provider_call_id
-    return record
+    return await place_call(runtime, CALLEE, message, mode, **extra)
 
 
 def actions(sim: TelnyxSimulator, call_control_id: str, name: str) -> list[dict[str, Any]]:

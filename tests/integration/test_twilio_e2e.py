@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import eventually, free_port
+from tests.helpers import ended, eventually, free_port, place_call
 from voicecall.calls.model import CallRecord
 from voicecall.gateway.runtime import Runtime
 from voicecall.testing.gateway import running_gateway
@@ -50,21 +50,8 @@ async def gateway(tmp_path: Path, sim: TwilioSimulator) -> AsyncIterator[Runtime
 
 
 
-async def ended(runtime: Runtime, call_id: str, within: float = 10.0) -> CallRecord:
-    async def check() -> CallRecord | None:
-        record = await runtime.service.get_call(call_id)
-        return record if record is not None and record.is_terminal else None
-
-    result: CallRecord = await eventually(check, within)
-    return result
-
-
-async def place(runtime: Runtime, message: str, mode: str) -> CallRecord:
-    result = await runtime.api.call("voicecall.initiate", {"to": CALLEE, "message": message,
-                                                           "mode": mode})
-    record = await runtime.service.get_call(result["callId"])
-    assert record is not None and record.provider_call_id
-    return record
+async def place(runtime: Runtime, message: str, mode: str, **extra: Any) -> CallRecord:
+    return await place_call(runtime, CALLEE, message, mode, **extra)
 
 
 async def test_notify_message_is_heard_exactly_once_then_hung_up_after_playback(tmp_path: Path) -> None:

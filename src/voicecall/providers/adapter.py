@@ -7,9 +7,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import httpx
+
 from voicecall.providers import stream_auth
 from voicecall.providers.base import ProviderContext, ProviderError
-from voicecall.providers.http import CarrierHttp
+from voicecall.providers.http import CarrierHttp, ErrorParser
 from voicecall.providers.playback_waits import PlaybackWaits
 from voicecall.providers.streams import MediaStreams, StreamSerializer, StreamStart
 
@@ -20,6 +22,8 @@ log = logging.getLogger(__name__)
 class CarrierSettings:
     """Settings every carrier adapter takes; each carrier adds its credentials and API URL."""
 
+    api_base_url: str
+    """The carrier's REST API root (a simulator's when overridden)."""
     skip_signature_verification: bool = False
     voice: str = ""
     """The carrier-native voice speech is said in (each carrier sets its own default)."""
@@ -36,6 +40,11 @@ class CarrierSettings:
     def streams(self) -> bool:
         return self.streaming or bool(self.stream_url)
 
+    @property
+    def uses_real_api(self) -> bool:
+        """Whether `api_base_url` is the carrier's own API (each carrier knows its hosts)."""
+        return False
+
 
 class CarrierAdapter:
     """Shared state and lifecycle of one carrier adapter (see the module docstring)."""
@@ -43,9 +52,17 @@ class CarrierAdapter:
     name: str
     serializer: StreamSerializer
 
-    def __init__(self, http: CarrierHttp, settings: CarrierSettings, *, uses_real_api: bool) -> None:
-        self.http = http
-        self._uses_real_api = uses_real_api
+    def __init__(self, settings: CarrierSettings, *, carrier: str, signature_headers: tuple[str, ...],
+                 parse_error: ErrorParser, auth: tuple[str, str] | None = None,
+                 headers: dict[str, str] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.http = CarrierHttp(carrier, settings.api_base_url, auth=auth, headers=headers,
+                                timeout_s=settings.timeout_s, parse_error=parse_error,
+                                transport=transport)
+        self.required_headers: tuple[str, ...] = (
+            () if settings.skip_signature_verification else signature_headers)
+        """Headers every genuine webhook has: a request without them gets 401 unread."""
+        self._uses_real_api = settings.uses_real_api
         self._streams = settings.streams
         self._context: ProviderContext | None = None
         self._played = PlaybackWaits(self.name)

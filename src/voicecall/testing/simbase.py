@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 
 from voicecall.server.serving import serve_on
 
-__all__ = ["CallDirectory", "LoopbackServer", "Observable", "drain"]
+__all__ = ["CallDirectory", "LoopbackServer", "Observable", "drain", "run_until", "webhook_client"]
 
 
 class Observable:
@@ -88,6 +89,7 @@ class _Dialled(Protocol):
     def to(self) -> str: ...
 
 
+T = TypeVar("T")
 CallT = TypeVar("CallT", bound=_Dialled)
 CalleeT = TypeVar("CalleeT")
 
@@ -139,3 +141,26 @@ async def drain(tasks: set[asyncio.Task[Any]], grace_s: float) -> None:
         task.cancel()
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_until(lifecycle: Coroutine[Any, Any, T], ended: asyncio.Event) -> asyncio.Task[T]:
+    """Run a call's `lifecycle` until it returns or `ended` is set (it is then cancelled and
+    awaited); returns its finished task, to read the result, exception or cancellation from."""
+    body = asyncio.create_task(lifecycle)
+    ender = asyncio.create_task(ended.wait())
+    try:
+        await asyncio.wait({body, ender}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ender.cancel()
+        if not body.done():
+            body.cancel()
+        await asyncio.gather(body, ender, return_exceptions=True)
+    return body
+
+
+def webhook_client(timeout_s: float, local_address: str | None = None) -> httpx.AsyncClient:
+    """The HTTP client a simulator sends webhooks with (no proxies, no redirects followed),
+    optionally from a given local address."""
+    transport = httpx.AsyncHTTPTransport(local_address=local_address) if local_address else None
+    return httpx.AsyncClient(timeout=timeout_s, trust_env=False, follow_redirects=False,
+                             transport=transport)

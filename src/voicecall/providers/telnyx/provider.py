@@ -34,19 +34,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallRecord, EndReason
-from voicecall.providers import stream_auth
+from voicecall.providers import base, stream_auth
 from voicecall.providers.adapter import CarrierAdapter, CarrierSettings
-from voicecall.providers.base import (
-    DialRequest,
-    EventOutcome,
-    ParsedWebhook,
-    ProviderCallStatus,
-    ProviderError,
-    Verification,
-    WebhookParseError,
-    WebhookRequest,
-)
-from voicecall.providers.http import CarrierApiError, CarrierHttp
+from voicecall.providers.http import CarrierApiError
 from voicecall.providers.replies import call_for, ended_call_ids, machine_ends_call
 from voicecall.providers.streams import StreamSerializer
 from voicecall.providers.telnyx.events import (
@@ -111,12 +101,12 @@ def _telnyx_digits(digits: str) -> str:
     return digits.replace(",", "w").replace("p", "w").replace("P", "W")
 
 
-def _claimed_call_id(request: WebhookRequest) -> str | None:
+def _claimed_call_id(request: base.WebhookRequest) -> str | None:
     """The call a refused webhook names (our id from `client_state`, else Telnyx's id), read
     without trusting the body for anything else."""
     try:
         envelope = parse_envelope(request.body)
-    except WebhookParseError:
+    except base.WebhookParseError:
         return None
     return envelope.state.call_id or envelope.call_control_id
 
@@ -129,14 +119,10 @@ class TelnyxProvider(CarrierAdapter):
     def __init__(self, settings: TelnyxSettings, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
-        self.required_headers: tuple[str, ...] = (
-            () if settings.skip_signature_verification else (SIGNATURE_HEADER, TIMESTAMP_HEADER))
-        super().__init__(CarrierHttp("Telnyx", settings.api_base_url,
-                                     headers={"authorization": f"Bearer {settings.api_key}",
-                                              "accept": "application/json"},
-                                     timeout_s=settings.timeout_s, parse_error=_telnyx_error,
-                                     transport=transport),
-                         settings, uses_real_api=settings.uses_real_api)
+        super().__init__(settings, carrier="Telnyx", signature_headers=(SIGNATURE_HEADER, TIMESTAMP_HEADER),
+                         headers={"authorization": f"Bearer {settings.api_key}",
+                                  "accept": "application/json"},
+                         parse_error=_telnyx_error, transport=transport)
         self._listening: dict[str, str | None] = {}
         self.serializer: StreamSerializer = TelnyxStreamSerializer()
 
@@ -144,18 +130,19 @@ class TelnyxProvider(CarrierAdapter):
         """Nothing to do: Telnyx signs the body, not the URL, and dials carry the webhook URL."""
 
     # -- webhooks ----------------------------------------------------------------------------
-    def verify_webhook(self, request: WebhookRequest) -> Verification:
+    def verify_webhook(self, request: base.WebhookRequest) -> base.Verification:
         s = self.settings
         result = verify_telnyx_webhook(request, public_key=s.public_key,
                                        skip_verification=s.skip_signature_verification)
         return result if result.ok else result._replace(call_id=_claimed_call_id(request))
 
-    def parse_webhook(self, request: WebhookRequest, verification: Verification) -> ParsedWebhook:
+    def parse_webhook(self, request: base.WebhookRequest,
+                      verification: base.Verification) -> base.ParsedWebhook:
         """JSON envelope → normalized events; `meta` keeps what the reply acts on."""
         envelope = parse_envelope(request.body)
         pcid = envelope.call_control_id
         if envelope.event_type is None or pcid is None:
-            return ParsedWebhook(meta={})
+            return base.ParsedWebhook(meta={})
         call_id = envelope.state.call_id or pcid
         machine = self.settings.machine_detection and machine_ends_call(self.context, call_id)
         common = self._common_fields(envelope, call_id, pcid)
@@ -167,7 +154,7 @@ class TelnyxProvider(CarrierAdapter):
                                 "status": envelope.payload.get("status"),
                                 "inboundStart": envelope.event_type == "call.initiated"
                                 and envelope.direction == "inbound"}
-        return ParsedWebhook(events=events, meta=meta)
+        return base.ParsedWebhook(events=events, meta=meta)
 
     @staticmethod
     def _common_fields(envelope: Envelope, call_id: str, pcid: str) -> dict[str, Any]:
@@ -177,18 +164,18 @@ class TelnyxProvider(CarrierAdapter):
                 "turnToken": envelope.state.turn_token, "timestamp": now_ms()}
 
     @staticmethod
-    def _dedupe_key(envelope: Envelope, verification: Verification, index: int) -> str:
+    def _dedupe_key(envelope: Envelope, verification: base.Verification, index: int) -> str:
         """Telnyx's event id (signed, and the same on every delivery attempt, whose `meta.attempt`
         changes the body); the request key when an event has no id."""
         base = f"telnyx:event:{envelope.event_id}" if envelope.event_id else verification.request_key
         return f"{base}:{index}"
 
-    async def webhook_reply(self, request: WebhookRequest, parsed: ParsedWebhook,
-                            outcomes: list[EventOutcome] | None) -> ParsedWebhook:
+    async def webhook_reply(self, request: base.WebhookRequest, parsed: base.ParsedWebhook,
+                            outcomes: list[base.EventOutcome] | None) -> base.ParsedWebhook:
         """An empty 200, once the event's side effects are done: a replay (outcomes None) has
         none. Answering an accepted inbound call happens here, so a failed answer gets a 500
         and Telnyx's retry answers again (the answer's `command_id` makes that idempotent)."""
-        reply = ParsedWebhook(events=parsed.events)
+        reply = base.ParsedWebhook(events=parsed.events)
         meta = parsed.meta
         if outcomes is None or not meta:
             return reply
@@ -231,7 +218,7 @@ class TelnyxProvider(CarrierAdapter):
                       tolerate_ended: bool = False) -> None:
         """`POST /calls/{id}/actions/{action}`; with `tolerate_ended`, "already ended" is success."""
         if not provider_call_id:
-            raise ProviderError("telnyx: the call has no call_control_id yet")
+            raise base.ProviderError("telnyx: the call has no call_control_id yet")
         path = f"/calls/{quote(provider_call_id, safe=':')}/actions/{action}"
         try:
             await self.http.request("POST", path, json={"command_id": str(uuid4()), **body},
@@ -240,10 +227,10 @@ class TelnyxProvider(CarrierAdapter):
             if tolerate_ended and _already_ended(exc):
                 return
             if _already_ended(exc):
-                raise ProviderError(f"telnyx: the call has ended ({exc})") from exc
+                raise base.ProviderError(f"telnyx: the call has ended ({exc})") from exc
             raise
 
-    async def initiate_call(self, request: DialRequest) -> str:
+    async def initiate_call(self, request: base.DialRequest) -> str:
         ring_s = min(MAX_RING_S, max(MIN_RING_S, math.ceil(request.ring_timeout_ms / 1000)))
         body: dict[str, Any] = {
             "connection_id": self.settings.connection_id, "to": request.to, "from": request.from_,
@@ -259,7 +246,7 @@ class TelnyxProvider(CarrierAdapter):
             pcid = response.json()["data"]["call_control_id"]
             if isinstance(pcid, str) and pcid:
                 return pcid
-        raise ProviderError("Telnyx API error: dial response has no data.call_control_id")
+        raise base.ProviderError("Telnyx API error: dial response has no data.call_control_id")
 
     async def _answer(self, call: CallRecord) -> None:
         await self._action(call.provider_call_id, "answer", {
@@ -309,19 +296,19 @@ class TelnyxProvider(CarrierAdapter):
         await self._action(call.provider_call_id, "transcription_stop",
                            {"client_state": encode_client_state(call.call_id)}, tolerate_ended=True)
 
-    async def get_call_status(self, provider_call_id: str) -> ProviderCallStatus:
+    async def get_call_status(self, provider_call_id: str) -> base.ProviderCallStatus:
         try:
             response = await self.http.request("GET", f"/calls/{quote(provider_call_id, safe=':')}",
                                                idempotent=True, ok_statuses=(404,))
         except CarrierApiError:
-            return ProviderCallStatus("error", is_terminal=False, is_unknown=True)
+            return base.ProviderCallStatus("error", is_terminal=False, is_unknown=True)
         if response.status_code == 404:
-            return ProviderCallStatus("not-found", is_terminal=True, end_reason=EndReason.COMPLETED)
+            return base.ProviderCallStatus("not-found", is_terminal=True, end_reason=EndReason.COMPLETED)
         alive: Any = None
         with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
             alive = response.json()["data"].get("is_alive")
         if not isinstance(alive, bool):
-            return ProviderCallStatus("unknown", is_terminal=False, is_unknown=True)
+            return base.ProviderCallStatus("unknown", is_terminal=False, is_unknown=True)
         if alive:
-            return ProviderCallStatus("active", is_terminal=False)
-        return ProviderCallStatus("completed", is_terminal=True, end_reason=EndReason.COMPLETED)
+            return base.ProviderCallStatus("active", is_terminal=False)
+        return base.ProviderCallStatus("completed", is_terminal=True, end_reason=EndReason.COMPLETED)

@@ -44,7 +44,7 @@ from voicecall.providers.base import (
     WebhookRequest,
     map_call_status,
 )
-from voicecall.providers.http import CarrierApiError, CarrierHttp
+from voicecall.providers.http import CarrierApiError
 from voicecall.providers.replies import call_for, ended_call_ids, machine_ends_call
 from voicecall.providers.streams import StreamSerializer
 from voicecall.providers.twilio import twiml
@@ -73,7 +73,6 @@ class TwilioSettings(CarrierSettings):
 
     account_sid: str
     auth_token: str
-    api_base_url: str
     public_url: str | None = None
     policy: ForwardingPolicy = field(default_factory=ForwardingPolicy)
     ngrok_loopback_bypass: bool = False
@@ -175,13 +174,9 @@ class TwilioProvider(CarrierAdapter):
     def __init__(self, settings: TwilioSettings, *,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
-        self.required_headers: tuple[str, ...] = (
-            () if settings.skip_signature_verification else ("x-twilio-signature",))
-        super().__init__(CarrierHttp("Twilio", settings.api_base_url,
-                                     auth=(settings.account_sid, settings.auth_token),
-                                     timeout_s=settings.timeout_s, parse_error=_twilio_error,
-                                     transport=transport),
-                         settings, uses_real_api=settings.uses_real_api)
+        super().__init__(settings, carrier="Twilio", signature_headers=("x-twilio-signature",),
+                         auth=(settings.account_sid, settings.auth_token),
+                         parse_error=_twilio_error, transport=transport)
         self._bases: dict[str, str] = {}
         self._listening: dict[str, str] = {}
         self._streaming_inbound: set[str] = set()

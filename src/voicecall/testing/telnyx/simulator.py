@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from voicecall.testing.simbase import CallDirectory, LoopbackServer, Observable, drain
+from voicecall.testing import simbase
 from voicecall.testing.telnyx.media import MediaClient, StreamCodec
 from voicecall.testing.telnyx.signing import TestKey
 
@@ -106,7 +106,7 @@ class ApiRecord:
     status_code: int
 
 
-class SimCall(Observable):
+class SimCall(simbase.Observable):
     """One simulated call and everything observable about it."""
 
     def __init__(self, sim: TelnyxSimulator, *, direction: Literal["incoming", "outgoing"],
@@ -300,7 +300,7 @@ def _now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class TelnyxSimulator(CallDirectory[SimCall, Callee]):
+class TelnyxSimulator(simbase.CallDirectory[SimCall, Callee]):
     """A local Telnyx: REST on a loopback port, scripted callees, signed webhooks to your app."""
 
     def __init__(self, *, api_key: str | None = None, connection_id: str | None = None,
@@ -317,7 +317,7 @@ class TelnyxSimulator(CallDirectory[SimCall, Callee]):
         self.webhook_timeout_s = webhook_timeout_s
         self.requests: list[WebhookRecord] = []
         self.api_requests: list[ApiRecord] = []
-        self._server = LoopbackServer(host, port)
+        self._server = simbase.LoopbackServer(host, port)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._http: httpx.AsyncClient | None = None
         self._closing = False
@@ -337,8 +337,7 @@ class TelnyxSimulator(CallDirectory[SimCall, Callee]):
         if self._server.running:
             return
         self._closing = False
-        self._http = httpx.AsyncClient(timeout=self.webhook_timeout_s, trust_env=False,
-                                       follow_redirects=False)
+        self._http = simbase.webhook_client(self.webhook_timeout_s)
         await self._server.start(self._app())
 
     async def stop(self) -> None:
@@ -346,7 +345,7 @@ class TelnyxSimulator(CallDirectory[SimCall, Callee]):
         self._closing = True
         for call in self.calls.values():
             call._request_end("normal_clearing", "unknown")
-        await drain(self._tasks, END_WAIT_S)
+        await simbase.drain(self._tasks, END_WAIT_S)
         await self._server.stop()
         if self._http is not None:
             await self._http.aclose()
@@ -436,15 +435,7 @@ class TelnyxSimulator(CallDirectory[SimCall, Callee]):
         self._spawn(self._run_call(call))
 
     async def _run_call(self, call: SimCall) -> None:
-        body = asyncio.create_task(self._lifecycle(call))
-        ender = asyncio.create_task(call._end.wait())
-        try:
-            await asyncio.wait({body, ender}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ender.cancel()
-            if not body.done():
-                body.cancel()
-            await asyncio.gather(body, ender, return_exceptions=True)
+        body = await simbase.run_until(self._lifecycle(call), call._end)
         if not body.cancelled() and body.exception() is None and call.hangup_cause is None:
             call.hangup_cause, call.hangup_source = body.result(), "callee"
         await self._finish(call)

@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from voicecall.testing.simbase import CallDirectory, LoopbackServer, Observable, drain
+from voicecall.testing import simbase
 from voicecall.testing.twilio.media import CallerFeed, MediaStream, StreamError, StreamRecord
 from voicecall.testing.twilio.signing import SIGNATURE_HEADER, sign
 from voicecall.testing.twilio.twiml import Document, GatherRecord, TwimlInterpreter
@@ -123,7 +123,7 @@ def _rfc2822(ts: float | None) -> str | None:
     return None if ts is None else format_datetime(datetime.fromtimestamp(ts, UTC))
 
 
-class SimCall(Observable):
+class SimCall(simbase.Observable):
     """One simulated call and everything observable about it."""
 
     def __init__(self, sim: TwilioSimulator, *, sid: str, direction: str, from_: str, to: str,
@@ -361,7 +361,7 @@ class _Form:
         return [v for k, v in self.pairs if k == name]
 
 
-class TwilioSimulator(CallDirectory[SimCall, Callee]):
+class TwilioSimulator(simbase.CallDirectory[SimCall, Callee]):
     """A local Twilio: REST on its own loopback port, scripted callees, webhooks to your app."""
 
     def __init__(self, *, account_sid: str | None = None, auth_token: str | None = None,
@@ -388,7 +388,7 @@ class TwilioSimulator(CallDirectory[SimCall, Callee]):
         self._http: httpx.AsyncClient | None = None
         self._http_sources: list[httpx.AsyncClient] = []
         self._http_turn = 0
-        self._server = LoopbackServer(host, port)
+        self._server = simbase.LoopbackServer(host, port)
         self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -416,12 +416,9 @@ class TwilioSimulator(CallDirectory[SimCall, Callee]):
         if self._server.running:
             return
         self._closing = False
-        self._http = httpx.AsyncClient(timeout=self.webhook_timeout_s, trust_env=False,
-                                       follow_redirects=False)
-        self._http_sources = [
-            httpx.AsyncClient(timeout=self.webhook_timeout_s, trust_env=False, follow_redirects=False,
-                              transport=httpx.AsyncHTTPTransport(local_address=address))
-            for address in self.webhook_source_addresses]
+        self._http = simbase.webhook_client(self.webhook_timeout_s)
+        self._http_sources = [simbase.webhook_client(self.webhook_timeout_s, address)
+                              for address in self.webhook_source_addresses]
         self.base_url = await self._server.start(self._app())
 
     async def stop(self) -> None:
@@ -429,7 +426,7 @@ class TwilioSimulator(CallDirectory[SimCall, Callee]):
         self._closing = True
         for call in self.calls.values():
             call._request_end("completed")
-        await drain(self._tasks, END_WAIT_S)  # calls, callbacks, retries
+        await simbase.drain(self._tasks, END_WAIT_S)  # calls, callbacks, retries
         await self._server.stop()
         if self._http is not None:
             await self._http.aclose()
@@ -715,15 +712,7 @@ class TwilioSimulator(CallDirectory[SimCall, Callee]):
 
     async def _run_call(self, call: SimCall, lifecycle: Coroutine[Any, Any, str]) -> None:
         """Run the call's lifecycle until it ends by itself or someone ends it; then finish it."""
-        body = asyncio.create_task(lifecycle)
-        ender = asyncio.create_task(call._end_requested.wait())
-        try:
-            await asyncio.wait({body, ender}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ender.cancel()
-            if not body.done():
-                body.cancel()
-                await asyncio.gather(body, return_exceptions=True)
+        body = await simbase.run_until(lifecycle, call._end_requested)
         if body.cancelled():
             status = call._end_status or "completed"
         elif (exc := body.exception()) is not None:
