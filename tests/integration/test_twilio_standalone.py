@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import eventually, free_port
-from voicecall.calls.model import CallRecord
+from tests.helpers import ended, free_port
 from voicecall.config import load_config
 from voicecall.gateway.runtime import Runtime
 from voicecall.testing.twilio.standalone import build_parser, main
@@ -35,10 +34,11 @@ def test_standalone_simulator_help_describes_every_option(
 
 
 @contextlib.asynccontextmanager
-async def standalone_simulator(*args: str) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
-    """Run `python -m voicecall.testing.twilio ARGS`; yields its config block, as printed."""
+async def standalone_simulator(*args: str, module: str = "voicecall.testing.twilio",
+                               ) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """Run `python -m <module> ARGS`; yields its config block, as printed."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "voicecall.testing.twilio", *args,
+        sys.executable, "-m", module, *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         assert proc.stdout is not None
@@ -56,15 +56,6 @@ async def standalone_simulator(*args: str) -> AsyncIterator[tuple[str, asyncio.s
             await proc.wait()
 
 
-async def ended(runtime: Runtime, call_id: str) -> CallRecord:
-    async def check() -> CallRecord | None:
-        record = await runtime.service.get_call(call_id)
-        return record if record is not None and record.is_terminal else None
-
-    record: CallRecord = await eventually(check, 15)
-    return record
-
-
 async def test_standalone_simulator_config_block_works_as_pasted(tmp_path: Path) -> None:
     webhook_port = free_port()
     async with standalone_simulator("--port", "0", "--webhook-port", str(webhook_port),
@@ -77,7 +68,7 @@ async def test_standalone_simulator_config_block_works_as_pasted(tmp_path: Path)
         async with Runtime(loaded, serve_control=False) as gateway:
             notify = await gateway.api.call("voicecall.initiate", {
                 "message": "Your order has shipped", "mode": "notify"})
-            final = await ended(gateway, notify["callId"])
+            final = await ended(gateway, notify["callId"], 15)
             assert final.answered_at is not None
             assert (final.state.value, final.end_reason) == ("completed", "completed")
             assert [t.text for t in final.transcript] == ["Your order has shipped"]
@@ -89,6 +80,6 @@ async def test_standalone_simulator_config_block_works_as_pasted(tmp_path: Path)
                 "callId": talk["callId"], "message": "How are you?"})
             assert answer["transcript"] == "I'm well, thanks"
             await gateway.api.call("voicecall.end", {"callId": talk["callId"]})
-            final = await ended(gateway, talk["callId"])
+            final = await ended(gateway, talk["callId"], 15)
             assert final.answered_at is not None and final.end_reason == "hangup-bot"
             assert "endDetail" not in final.metadata  # no refused webhook to report
