@@ -9,7 +9,8 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, TypeVar
 
 DEFAULT_WEBHOOK_PORT = 3334
 WEBHOOK_PATH = "/voice/webhook"
@@ -17,7 +18,15 @@ FROM_NUMBER = "+15550000000"
 TO_NUMBER = "+15555550123"
 
 __all__ = ["DEFAULT_WEBHOOK_PORT", "FROM_NUMBER", "TO_NUMBER", "WEBHOOK_PATH", "build_parser",
-           "callee_summary", "config_block", "q", "run"]
+           "callee_summary", "config_block", "present", "q", "run"]
+
+
+class _Simulator(Protocol):
+    @property
+    def base_url(self) -> str: ...
+
+
+SimT = TypeVar("SimT", bound=_Simulator)
 
 
 def q(value: str) -> str:
@@ -87,3 +96,18 @@ def run(serve: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run `serve` until interrupted (Ctrl-C ends it quietly)."""
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
+
+
+async def present(simulator: AbstractAsyncContextManager[SimT], carrier: str,
+                  block: Callable[[SimT], str], summary: str) -> None:
+    """Start `simulator`, print where it listens, the config block for it and what its callee
+    does, then serve until cancelled."""
+    async with simulator as sim:
+        print(f"{carrier} simulator listening at {sim.base_url}", flush=True)
+        print("Voice-call config for it (JSON5; save as sim.json5 and run "
+              "`voicecall --config sim.json5 serve`):", flush=True)
+        print(block(sim), flush=True)
+        print(summary, flush=True)
+        print('Then: voicecall --config sim.json5 call -m "Hello" --mode conversation. '
+              "Ctrl-C to stop.", flush=True)
+        await asyncio.Event().wait()

@@ -8,7 +8,6 @@ simulator's API key, connection id and the public half of its webhook signing ke
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Sequence
 
 from voicecall.testing import standalone
@@ -49,18 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _serve(args: argparse.Namespace) -> None:
     callee = Callee(answer_after_s=max(0.0, args.answer_after), replies=list(args.replies))
-    async with TelnyxSimulator(api_key=args.api_key, connection_id=args.connection_id,
-                               time_scale=args.time_scale, speak_ms_per_char=args.speak_ms_per_char,
-                               duplicate_webhooks=args.duplicate_webhooks, host=args.host,
-                               port=args.port, default_callee=callee) as sim:
-        print(f"Telnyx simulator listening at {sim.base_url}", flush=True)
-        print("Voice-call config for it (JSON5; save as sim.json5 and run "
-              "`voicecall --config sim.json5 serve`):", flush=True)
-        print(config_block(sim, webhook_port=args.webhook_port), flush=True)
-        print(standalone.callee_summary(callee.answer_after_s, callee.replies), flush=True)
-        print('Then: voicecall --config sim.json5 call -m "Hello" --mode conversation. '
-              "Ctrl-C to stop.", flush=True)
-        await asyncio.Event().wait()
+    simulator = TelnyxSimulator(api_key=args.api_key, connection_id=args.connection_id,
+                                time_scale=args.time_scale, speak_ms_per_char=args.speak_ms_per_char,
+                                duplicate_webhooks=args.duplicate_webhooks, host=args.host,
+                                port=args.port, default_callee=callee)
+    await standalone.present(simulator, "Telnyx",
+                             lambda sim: config_block(sim, webhook_port=args.webhook_port),
+                             standalone.callee_summary(callee.answer_after_s, callee.replies))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

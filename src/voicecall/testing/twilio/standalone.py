@@ -9,7 +9,6 @@ rebuild as `https://<Host>/...`) every signature check would fail.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Sequence
 
 from voicecall.testing import standalone
@@ -56,18 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _serve(args: argparse.Namespace) -> None:
     callee = Callee(answer_after_s=max(0.0, args.answer_after), replies=list(args.replies))
-    async with TwilioSimulator(account_sid=args.account_sid, auth_token=args.auth_token,
-                               time_scale=args.time_scale, say_ms_per_char=args.say_ms_per_char,
-                               webhook_retries=args.webhook_retries, host=args.host, port=args.port,
-                               default_callee=callee) as sim:
-        print(f"Twilio simulator listening at {sim.base_url}", flush=True)
-        print("Voice-call config for it (JSON5; save as sim.json5 and run "
-              "`voicecall --config sim.json5 serve`):", flush=True)
-        print(config_block(sim, webhook_port=args.webhook_port), flush=True)
-        print(callee_summary(callee), flush=True)
-        print('Then: voicecall --config sim.json5 call -m "Hello" --mode conversation. '
-              "Ctrl-C to stop.", flush=True)
-        await asyncio.Event().wait()
+    simulator = TwilioSimulator(account_sid=args.account_sid, auth_token=args.auth_token,
+                                time_scale=args.time_scale, say_ms_per_char=args.say_ms_per_char,
+                                webhook_retries=args.webhook_retries, host=args.host, port=args.port,
+                                default_callee=callee)
+    await standalone.present(simulator, "Twilio",
+                             lambda sim: config_block(sim, webhook_port=args.webhook_port),
+                             callee_summary(callee))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

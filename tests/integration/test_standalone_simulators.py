@@ -1,5 +1,5 @@
-"""The standalone Twilio simulator (`python -m voicecall.testing.twilio`): its printed config
-block works as pasted, and its command line is documented."""
+"""The standalone carrier simulators (`python -m voicecall.testing.twilio`, `...telnyx`): each
+printed config block works as pasted, and each command line is documented."""
 
 from __future__ import annotations
 
@@ -14,28 +14,35 @@ import pytest
 from tests.helpers import ended, free_port
 from voicecall.config import load_config
 from voicecall.gateway.runtime import Runtime
-from voicecall.testing.twilio.standalone import build_parser, main
+from voicecall.testing.telnyx import standalone as telnyx_standalone
+from voicecall.testing.twilio import standalone as twilio_standalone
 
-REQUIRED_OPTIONS = ("--port", "--account-sid", "--auth-token", "--answer-after", "--replies")
+CARRIERS = {
+    "twilio": (twilio_standalone, ("--account-sid", "--auth-token"), "--say-ms-per-char"),
+    "telnyx": (telnyx_standalone, ("--api-key", "--connection-id"), "--speak-ms-per-char"),
+}
+COMMON_OPTIONS = ("--port", "--answer-after", "--replies", "--webhook-port", "--time-scale")
 
 
+@pytest.mark.parametrize("carrier", CARRIERS)
 def test_standalone_simulator_help_describes_every_option(
-        capsys: pytest.CaptureFixture[str]) -> None:
+        carrier: str, capsys: pytest.CaptureFixture[str]) -> None:
+    module, credentials, speech_option = CARRIERS[carrier]
     with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
+        module.main(["--help"])
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    options = [a for a in build_parser()._actions if a.option_strings != ["-h", "--help"]]
+    options = [a for a in module.build_parser()._actions if a.option_strings != ["-h", "--help"]]
     names = {name for action in options for name in action.option_strings}
-    assert set(REQUIRED_OPTIONS) <= names
+    assert {*COMMON_OPTIONS, *credentials, speech_option} <= names
     for action in options:
         assert action.help and len(action.help) > 20, action.option_strings
         assert " ".join(action.help.split()).split("(default")[0].strip() in text
 
 
 @contextlib.asynccontextmanager
-async def standalone_simulator(*args: str, module: str = "voicecall.testing.twilio",
-                               ) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+async def standalone_simulator(*args: str,
+                               module: str) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
     """Run `python -m <module> ARGS`; yields its config block, as printed."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", module, *args,
@@ -56,11 +63,15 @@ async def standalone_simulator(*args: str, module: str = "voicecall.testing.twil
             await proc.wait()
 
 
-async def test_standalone_simulator_config_block_works_as_pasted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("carrier", CARRIERS)
+async def test_standalone_simulator_config_block_works_as_pasted(carrier: str, tmp_path: Path) -> None:
     webhook_port = free_port()
+    speech_option = CARRIERS[carrier][2]
     async with standalone_simulator("--port", "0", "--webhook-port", str(webhook_port),
-                                    "--answer-after", "0.1", "--say-ms-per-char", "5",
-                                    "--replies", "I'm well, thanks") as (block, _proc):
+                                    "--answer-after", "0.1", speech_option, "5",
+                                    "--replies", "I'm well, thanks",
+                                    module=f"voicecall.testing.{carrier}") as (block, _proc):
+        assert f'provider: "{carrier}"' in block
         config_file = tmp_path / "sim.json5"
         config_file.write_text(block)
         loaded = load_config(config_file, env={"OPENCLAW_STATE_DIR": str(tmp_path / "state"),
