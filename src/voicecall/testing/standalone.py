@@ -8,7 +8,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
@@ -18,7 +18,7 @@ FROM_NUMBER = "+15550000000"
 TO_NUMBER = "+15555550123"
 
 __all__ = ["DEFAULT_WEBHOOK_PORT", "FROM_NUMBER", "TO_NUMBER", "WEBHOOK_PATH", "build_parser",
-           "callee_summary", "config_block", "present", "q", "run"]
+           "callee_summary", "config_block", "main", "present", "q", "run"]
 
 
 class _Simulator(Protocol):
@@ -34,15 +34,22 @@ def q(value: str) -> str:
     return json.dumps(value)
 
 
-def config_block(provider: str, carrier_lines: Sequence[str], *, webhook_port: int,
+def config_block(provider: str, settings: Sequence[tuple[str, str]], *, webhook_port: int,
+                 notes: Mapping[str, str] | None = None,
                  public_url_note: Sequence[str] = ()) -> str:
     """The voice-call config (JSON5, a bare voice-call object) for a gateway on this machine
-    whose webhook listens on `webhook_port`, with the carrier's own `carrier_lines` (its
-    settings block). With `public_url_note`, the block also sets `publicUrl` to the local webhook
-    URL (for carriers that sign the URL), preceded by that comment."""
+    whose webhook listens on `webhook_port`, with the carrier's settings block (`settings` as
+    key and value, each preceded by its comment in `notes`, if any). With `public_url_note`, the
+    block also sets `publicUrl` to the local webhook URL (for carriers that sign the URL),
+    preceded by that comment."""
     webhook_url = f"http://127.0.0.1:{webhook_port}{WEBHOOK_PATH}"
     public = [*(f"  // {line}" for line in public_url_note), f"  publicUrl: {q(webhook_url)},"] \
         if public_url_note else []
+    carrier: list[str] = []
+    for key, value in settings:
+        if notes and key in notes:
+            carrier.append(f"    // {notes[key]}")
+        carrier.append(f"    {key}: {q(value)},")
     return "\n".join([
         "{",
         f"  provider: {q(provider)},",
@@ -50,7 +57,9 @@ def config_block(provider: str, carrier_lines: Sequence[str], *, webhook_port: i
         f"  toNumber: {q(TO_NUMBER)},  // `voicecall call` without --to dials it",
         *public,
         f"  serve: {{ bind: \"127.0.0.1\", port: {webhook_port}, path: {q(WEBHOOK_PATH)} }},",
-        *carrier_lines,
+        f"  {provider}: {{",
+        *carrier,
+        "  },",
         "}",
     ])
 
@@ -111,3 +120,13 @@ async def present(simulator: AbstractAsyncContextManager[SimT], carrier: str,
         print('Then: voicecall --config sim.json5 call -m "Hello" --mode conversation. '
               "Ctrl-C to stop.", flush=True)
         await asyncio.Event().wait()
+
+
+def main(argv: Sequence[str] | None, parser: argparse.ArgumentParser, carrier: str,
+         simulator: Callable[[argparse.Namespace], AbstractAsyncContextManager[SimT]],
+         block: Callable[[SimT, int], str]) -> None:
+    """Parse the command line, build the simulator from it, print its config block and serve
+    until interrupted."""
+    args = parser.parse_args(argv)
+    summary = callee_summary(max(0.0, args.answer_after), args.replies)
+    run(lambda: present(simulator(args), carrier, lambda sim: block(sim, args.webhook_port), summary))

@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Sequence
 
 from voicecall.testing import standalone
-from voicecall.testing.standalone import DEFAULT_WEBHOOK_PORT, q
+from voicecall.testing.standalone import DEFAULT_WEBHOOK_PORT
 from voicecall.testing.telnyx.simulator import Callee, TelnyxSimulator
 
 __all__ = ["build_parser", "config_block", "main"]
@@ -20,15 +20,19 @@ __all__ = ["build_parser", "config_block", "main"]
 def config_block(sim: TelnyxSimulator, *, webhook_port: int = DEFAULT_WEBHOOK_PORT) -> str:
     """The voice-call config (JSON5, a bare voice-call object) for a gateway on this machine
     whose webhook listens on `webhook_port`, using `sim` as its Telnyx."""
-    return standalone.config_block("telnyx", [
-        "  telnyx: {",
-        f"    apiKey: {q(sim.api_key)},",
-        f"    connectionId: {q(sim.connection_id)},",
-        "    // The public half of the simulator's webhook signing key (Ed25519, base64).",
-        f"    publicKey: {q(sim.public_key)},",
-        f"    apiBaseUrl: {q(sim.base_url)},",
-        "  },",
-    ], webhook_port=webhook_port)
+    settings = {"apiKey": sim.api_key, "connectionId": sim.connection_id,
+                "publicKey": sim.public_key, "apiBaseUrl": sim.base_url}
+    return standalone.config_block("telnyx", list(settings.items()), webhook_port=webhook_port, notes={
+        "publicKey": "The public half of the simulator's webhook signing key (Ed25519, base64)."})
+
+
+CREDENTIALS = (
+    ("--api-key", "KEY", "API key the simulator accepts as Bearer token (default: random)."),
+    ("--connection-id", "ID", "Call Control connection id the simulator accepts (default: random)."),
+)
+SIMULATOR_OPTIONS = ("api_key", "connection_id", "host", "port", "time_scale", "speak_ms_per_char",
+                     "duplicate_webhooks")
+"""The parsed options passed on to `TelnyxSimulator` as they are."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,28 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = standalone.build_parser(
         "Telnyx", "voicecall.testing.telnyx", "telnyx.apiBaseUrl", speech_option="--speak-ms-per-char",
         speech_help="Simulated time the speak action takes per character (default: 30).")
-    parser.add_argument("--api-key", default=None, metavar="KEY",
-                        help="API key the simulator accepts as Bearer token (default: random).")
-    parser.add_argument("--connection-id", default=None, metavar="ID",
-                        help="Call Control connection id the simulator accepts (default: random).")
+    for option, metavar, text in CREDENTIALS:
+        parser.add_argument(option, default=None, metavar=metavar, help=text)
     parser.add_argument("--duplicate-webhooks", type=int, default=0, metavar="N",
                         help="Extra deliveries of every webhook (meta.attempt 2, 3, ...), as Telnyx "
                              "sends on retries (default: 0).")
     return parser
 
 
-async def _serve(args: argparse.Namespace) -> None:
+def _simulator(args: argparse.Namespace) -> TelnyxSimulator:
     callee = Callee(answer_after_s=max(0.0, args.answer_after), replies=list(args.replies))
-    simulator = TelnyxSimulator(api_key=args.api_key, connection_id=args.connection_id,
-                                time_scale=args.time_scale, speak_ms_per_char=args.speak_ms_per_char,
-                                duplicate_webhooks=args.duplicate_webhooks, host=args.host,
-                                port=args.port, default_callee=callee)
-    await standalone.present(simulator, "Telnyx",
-                             lambda sim: config_block(sim, webhook_port=args.webhook_port),
-                             standalone.callee_summary(callee.answer_after_s, callee.replies))
+    return TelnyxSimulator(default_callee=callee, **{name: getattr(args, name) for name in SIMULATOR_OPTIONS})
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run a simulator until interrupted and print how to point a gateway at it."""
-    args = build_parser().parse_args(argv)
-    standalone.run(lambda: _serve(args))
+    standalone.main(argv, build_parser(), "Telnyx", _simulator,
+                    lambda sim, port: config_block(sim, webhook_port=port))

@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Sequence
 
 from voicecall.testing import standalone
-from voicecall.testing.standalone import DEFAULT_WEBHOOK_PORT, q
+from voicecall.testing.standalone import DEFAULT_WEBHOOK_PORT
 from voicecall.testing.twilio.simulator import Callee, TwilioSimulator
 
 __all__ = ["build_parser", "callee_summary", "config_block", "main"]
@@ -22,11 +22,7 @@ def config_block(sim: TwilioSimulator, *, webhook_port: int = DEFAULT_WEBHOOK_PO
     """The voice-call config (JSON5, a bare voice-call object) for a gateway on this machine
     whose webhook listens on `webhook_port`, using `sim` as its Twilio."""
     return standalone.config_block("twilio", [
-        "  twilio: {",
-        f"    accountSid: {q(sim.account_sid)},",
-        f"    authToken: {q(sim.auth_token)},",
-        f"    apiBaseUrl: {q(sim.base_url)},",
-        "  },",
+        ("accountSid", sim.account_sid), ("authToken", sim.auth_token), ("apiBaseUrl", sim.base_url),
     ], webhook_port=webhook_port, public_url_note=(
         "The simulator calls the URL the gateway gives it and signs exactly that URL, so",
         "signatures are checked against it (not the https:// URL rebuilt from Host)."))
@@ -53,18 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    callee = Callee(answer_after_s=max(0.0, args.answer_after), replies=list(args.replies))
-    simulator = TwilioSimulator(account_sid=args.account_sid, auth_token=args.auth_token,
-                                time_scale=args.time_scale, say_ms_per_char=args.say_ms_per_char,
-                                webhook_retries=args.webhook_retries, host=args.host, port=args.port,
-                                default_callee=callee)
-    await standalone.present(simulator, "Twilio",
-                             lambda sim: config_block(sim, webhook_port=args.webhook_port),
-                             callee_summary(callee))
+def _simulator(args: argparse.Namespace) -> TwilioSimulator:
+    return TwilioSimulator(account_sid=args.account_sid, auth_token=args.auth_token,
+                           time_scale=args.time_scale, say_ms_per_char=args.say_ms_per_char,
+                           webhook_retries=args.webhook_retries, host=args.host, port=args.port,
+                           default_callee=Callee(answer_after_s=max(0.0, args.answer_after),
+                                                 replies=list(args.replies)))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run a simulator until interrupted and print how to point a gateway at it."""
-    args = build_parser().parse_args(argv)
-    standalone.run(lambda: _serve(args))
+    standalone.main(argv, build_parser(), "Twilio", _simulator,
+                    lambda sim, port: config_block(sim, webhook_port=port))
