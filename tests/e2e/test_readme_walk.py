@@ -60,6 +60,7 @@ NOT_RUN_BLOCKS = {
 # with `voicecall --config <block> config show` (placeholder values for its ${VAR}s).
 LOAD_ONLY_BLOCKS = {
     'provider: "twilio"': "a real Twilio account (credentials, a public webhook URL)",
+    'provider: "telnyx"': "a real Telnyx account (API key, connection, webhook key, a public URL)",
     "streaming: {": "OpenAI streaming STT/TTS (an API key and the network)",
     "responder: { enabled: true }": "an OpenAI model for automatic replies (an API key and the "
                                     "network)",

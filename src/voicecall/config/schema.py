@@ -796,7 +796,7 @@ class VoiceCallConfig(_Model):
         default_factory=WebhookSecurityConfig, description="Which forwarding headers are trusted when the "
         "webhook URL a carrier signed is rebuilt from a request (only without publicUrl).")
     streaming: StreamingConfig = Field(
-        default_factory=StreamingConfig, description="Media streams (Twilio): streamed speech out, "
+        default_factory=StreamingConfig, description="Media streams (Twilio, Telnyx): streamed speech out, "
         "streaming speech-to-text in, interruptions.")
     realtime: RealtimeConfig = Field(
         default_factory=RealtimeConfig, description="Realtime speech-to-speech voice. Not available in this "

@@ -49,7 +49,8 @@ def g711_codec(encoding: str) -> Codec:
 @dataclass(frozen=True, slots=True)
 class StreamStart:
     """The carrier opened the stream for a call; `token` authenticates it (each call has its own).
-    `codec` is the G.711 law of this stream in both directions, as its `start` message says."""
+    `codec` is the G.711 law of this stream in both directions, as its `start` message says
+    (docs/decisions.md D74)."""
 
     call_sid: str
     stream_id: str

@@ -4,7 +4,7 @@ A webhook is a JSON envelope `{"data": {"id", "event_type", "payload": {...}}, "
 Our call id rides in `client_state` (base64, echoed by Telnyx on every later webhook of the call);
 it also carries the turn token of the listen in progress and the id of the utterance being
 spoken, so a late transcript cannot complete a newer turn (D24) and `call.speak.ended` names
-the utterance it ends.
+the utterance it ends (docs/decisions.md D71).
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ by REST actions, and what happened comes back as signed webhook events.
   `stream_track`, `stream_codec` and `stream_bidirectional_mode: "rtp"` on dial and answer.
 
 Every action carries a `command_id`, so the bounded retries of `CarrierHttp` are idempotent.
+Decisions: docs/decisions.md D70 (signatures, dedupe), D71 (client_state), D72 (speech, keys,
+ended calls), D73 (inbound), D74 (streams).
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ class TelnyxProvider(CarrierAdapter):
 
     @staticmethod
     def _dedupe_key(envelope: Envelope, verification: base.Verification, index: int) -> str:
-        """Telnyx's event id (signed, and the same on every delivery attempt, whose `meta.attempt`
+        """(D70) Telnyx's event id (signed, and the same on every delivery attempt, whose `meta.attempt`
         changes the body); the request key when an event has no id."""
         base = f"telnyx:event:{envelope.event_id}" if envelope.event_id else verification.request_key
         return f"{base}:{index}"

@@ -3,7 +3,7 @@
 Telnyx signs every Call Control webhook with its account key and sends the signature (base64,
 64 bytes) in `telnyx-signature-ed25519` and the Unix time in `telnyx-timestamp`. The request URL
 is not signed. The signature is checked first, then the clock skew (at most 300 s either way,
-exactly 300 s still passing, as Telnyx's SDK does).
+exactly 300 s still passing, as Telnyx's SDK does): docs/decisions.md D70.
 """
 
 from __future__ import annotations
