@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import ended, eventually, free_port, place_call
 from tests.integration.test_media_e2e import best_correlation, telephone_version
-from tests.integration.test_telnyx_e2e import CALLEE, telnyx_config
+from tests.integration.test_telnyx_e2e import CALLEE, FRIEND, OUR_NUMBER, telnyx_config
 from voicecall.audio.g711 import ALAW_SILENCE, ULAW_SILENCE, alaw_decode, ulaw_decode
 from voicecall.gateway.runtime import Runtime
 from voicecall.testing.fakes.stt import FakeRealtimeTranscription
@@ -143,3 +143,19 @@ async def test_a_stream_without_the_calls_token_is_refused(
     await forged.run()
     assert forged.closed_by == "app" and forged.received_audio == bytearray()
     await gateway.api.call("voicecall.end", {"callId": record.call_id})
+
+
+async def test_an_answered_inbound_call_streams_and_hears_the_greeting(
+        tmp_path: Path, sim: TelnyxSimulator, speech: FakeSpeech, stt: FakeRealtimeTranscription) -> None:
+    config = streaming_config(sim, speech, stt, free_port(), "PCMA", inboundGreeting="Hello, clinic here.")
+    async with running_gateway(tmp_path, config) as gateway:
+        call = sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url)
+        media = await call.wait_stream(timeout=10)
+        answer = next(r for r in sim.api_requests if r.path.endswith("/actions/answer"))
+        assert answer.body["stream_codec"] == "PCMA" and "token=" in answer.body["stream_url"]
+        record = await eventually(lambda: gateway.service.live(call.call_control_id), 5)
+        await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
+        heard = decoded(media.received_audio, "PCMA")
+        assert best_correlation(heard, telephone_version("Hello, clinic here.")) > 0.95
+        await call.hangup()
+        assert (await ended(gateway, record.call_id)).end_reason == "completed"
