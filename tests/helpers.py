@@ -13,8 +13,26 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from voicecall.calls.events import CallEvent
     from voicecall.calls.model import CallRecord
     from voicecall.gateway.runtime import Runtime
+    from voicecall.providers.base import EventOutcome
+
+
+OUR_NUMBER = "+15550000000"
+CALLEE = "+15555550123"
+FRIEND = "+15557770001"
+"""An allow-listed caller of the carrier end-to-end tests."""
+STRANGER = "+15558880002"
+"""A caller those tests' policy refuses."""
+
+
+def carrier_config(provider: str, settings: dict[str, Any], port: int, **extra: Any) -> dict[str, Any]:
+    """A gateway config for the carrier end-to-end tests: `provider` with its `settings` block,
+    webhook on `port`, notify calls hung up right after their message, only FRIEND let in."""
+    return {"provider": provider, "fromNumber": OUR_NUMBER, provider: settings,
+            "serve": {"port": port}, "outbound": {"notifyHangupDelaySec": 0},
+            "inboundPolicy": "allowlist", "allowFrom": [FRIEND], "maxConcurrentCalls": 5, **extra}
 
 
 def free_port() -> int:
@@ -55,6 +73,36 @@ async def place_call(runtime: Runtime, to: str, message: str, mode: str, **extra
     record = await runtime.service.get_call(result["callId"])
     assert record is not None and record.provider_call_id
     return record
+
+
+class StubContext:
+    """A `ProviderContext` for adapter unit tests: live calls and carrier state in dicts, and
+    no events applied."""
+
+    webhook_url = "https://gw.example/voice/webhook"
+    stream_url: str | None = None
+
+    def __init__(self) -> None:
+        self.state: dict[str, dict[str, Any]] = {}
+        self.calls: dict[str, CallRecord] = {}
+
+    async def emit(self, events: list[CallEvent]) -> list[EventOutcome]:
+        return []
+
+    async def get_provider_state(self, call_id: str) -> dict[str, Any] | None:
+        return self.state.get(call_id)
+
+    async def put_provider_state(self, call_id: str, data: dict[str, Any]) -> None:
+        self.state[call_id] = data
+
+    def live(self, call_id: str) -> CallRecord | None:
+        return self.calls.get(call_id)
+
+    async def get_call(self, call_id: str) -> CallRecord | None:
+        return self.calls.get(call_id)
+
+    async def was_rejected(self, provider_call_id: str) -> bool:
+        return False
 
 
 def run_on_terminal(args: list[str], env: dict[str, str], *, stream: str) -> tuple[int, str]:

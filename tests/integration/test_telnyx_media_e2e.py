@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.helpers import ended, eventually, free_port, place_call
+from tests.helpers import CALLEE, FRIEND, OUR_NUMBER, ended, eventually, free_port, place_call
 from tests.integration.test_media_e2e import best_correlation, telephone_version
-from tests.integration.test_telnyx_e2e import CALLEE, FRIEND, OUR_NUMBER, telnyx_config
+from tests.integration.test_telnyx_e2e import telnyx_config
 from voicecall.audio.g711 import ALAW_SILENCE, ULAW_SILENCE, alaw_decode, ulaw_decode
 from voicecall.gateway.runtime import Runtime
 from voicecall.testing.fakes.stt import FakeRealtimeTranscription

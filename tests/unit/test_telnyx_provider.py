@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers import StubContext
 from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallRecord, CallState, EndReason
 from voicecall.providers.base import (
     DialRequest,
-    EventOutcome,
     Verification,
     WebhookParseError,
     WebhookRequest,
@@ -33,33 +33,8 @@ from voicecall.providers.telnyx.provider import TelnyxProvider, TelnyxSettings
 VERIFIED = Verification(ok=True, request_key="telnyx:abc")
 
 
-class Context:
-    """A minimal ProviderContext: no live calls, persisted state in a dict."""
-
-    webhook_url = "https://gw.example/voice/webhook"
-    stream_url: str | None = "wss://gw.example/voice/stream"
-
-    def __init__(self) -> None:
-        self.state: dict[str, dict[str, Any]] = {}
-        self.calls: dict[str, CallRecord] = {}
-
-    async def emit(self, events: list[CallEvent]) -> list[EventOutcome]:
-        return []
-
-    async def get_provider_state(self, call_id: str) -> dict[str, Any] | None:
-        return self.state.get(call_id)
-
-    async def put_provider_state(self, call_id: str, data: dict[str, Any]) -> None:
-        self.state[call_id] = data
-
-    def live(self, call_id: str) -> CallRecord | None:
-        return self.calls.get(call_id)
-
-    async def get_call(self, call_id: str) -> CallRecord | None:
-        return self.calls.get(call_id)
-
-    async def was_rejected(self, provider_call_id: str) -> bool:
-        return False
+class Context(StubContext):
+    stream_url = "wss://gw.example/voice/stream"
 
 
 def provider(handler: Any = None, **settings: Any) -> tuple[TelnyxProvider, list[httpx.Request]]:

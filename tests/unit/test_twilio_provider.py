@@ -8,6 +8,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
+from tests.helpers import StubContext
 from voicecall.calls.model import CallRecord, CallState, EndReason
 from voicecall.providers.base import DialRequest, EventOutcome, Verification, WebhookRequest
 from voicecall.providers.http import CarrierApiError
@@ -17,31 +18,8 @@ from voicecall.providers.twilio.provider import TwilioProvider, TwilioSettings
 BASE = "https://gw.example/voice/webhook"
 
 
-class Context:
+class Context(StubContext):
     webhook_url = BASE
-    stream_url: str | None = None
-
-    def __init__(self) -> None:
-        self.state: dict[str, dict[str, Any]] = {}
-        self.calls: dict[str, CallRecord] = {}
-
-    async def emit(self, events: Any) -> list[EventOutcome]:
-        return []
-
-    async def get_provider_state(self, call_id: str) -> dict[str, Any] | None:
-        return self.state.get(call_id)
-
-    async def put_provider_state(self, call_id: str, data: dict[str, Any]) -> None:
-        self.state[call_id] = data
-
-    def live(self, call_id: str) -> CallRecord | None:
-        return self.calls.get(call_id)
-
-    async def get_call(self, call_id: str) -> CallRecord | None:
-        return self.calls.get(call_id)
-
-    async def was_rejected(self, provider_call_id: str) -> bool:
-        return False
 
 
 def inbound_call(call_id: str, sid: str) -> CallRecord:

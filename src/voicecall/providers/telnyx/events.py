@@ -169,15 +169,18 @@ def _transcription(payload: dict[str, Any]) -> dict[str, Any] | None:
             "confidence": _confidence(data.get("confidence"))}
 
 
-def map_event(envelope: Envelope, *, machine_ends_call: bool) -> list[dict[str, Any]]:
-    """The normalized events (without the common fields) that one webhook stands for."""
+def map_event(envelope: Envelope, *, machine_ends_call: bool,
+              awaiting_machine: bool = False) -> list[dict[str, Any]]:
+    """The normalized events (without the common fields) that one webhook stands for. With
+    `awaiting_machine` (answering-machine detection was asked for), the answer counts only once
+    detection says no machine picked up, so nothing is said to a machine."""
     kind, payload = envelope.event_type, envelope.payload
     if kind == "call.initiated":
         return [{"type": "call.initiated"}]
     if kind == "call.ringing":
         return [{"type": "call.ringing"}]
     if kind == "call.answered":
-        return [{"type": "call.answered"}]
+        return [] if awaiting_machine else [{"type": "call.answered"}]
     if kind == "call.bridged":
         return [{"type": "call.active"}]
     if kind == "call.speak.started":
@@ -195,7 +198,7 @@ def map_event(envelope: Envelope, *, machine_ends_call: bool) -> list[dict[str, 
     if kind in MACHINE_EVENTS:
         if payload.get("result") in MACHINE_RESULTS and machine_ends_call:
             return [{"type": "call.ended", "reason": EndReason.VOICEMAIL.value}]
-        return []
+        return [{"type": "call.answered"}] if awaiting_machine else []
     if kind == "call.hangup":
         return [{"type": "call.ended", "reason": hangup_reason(payload.get("hangup_cause")).value}]
     return []

@@ -147,16 +147,24 @@ class TelnyxProvider(CarrierAdapter):
             return base.ParsedWebhook(meta={})
         call_id = envelope.state.call_id or pcid
         machine = self.settings.machine_detection and machine_ends_call(self.context, call_id)
+        mapped = map_event(envelope, machine_ends_call=machine,
+                           awaiting_machine=self._detects_machine(call_id))
         common = self._common_fields(envelope, call_id, pcid)
         events = [CallEvent.model_validate({**common, **event, "dedupeKey": self._dedupe_key(
-            envelope, verification, i)}) for i, event in enumerate(map_event(envelope,
-                                                                             machine_ends_call=machine))]
+            envelope, verification, i)}) for i, event in enumerate(mapped)]
         meta: dict[str, Any] = {"eventType": envelope.event_type, "callId": call_id,
                                 "callControlId": pcid, "utterance": envelope.state.utterance,
                                 "status": envelope.payload.get("status"),
                                 "inboundStart": envelope.event_type == "call.initiated"
                                 and envelope.direction == "inbound"}
         return base.ParsedWebhook(events=events, meta=meta)
+
+    def _detects_machine(self, call_id: str) -> bool:
+        """Whether the call was dialled with answering-machine detection (outbound notify calls
+        when it is on): its answer then waits for the detection result (D72)."""
+        call = self.context.live(call_id)
+        return (self.settings.machine_detection and call is not None and call.mode == "notify"
+                and call.direction == "outbound")
 
     @staticmethod
     def _common_fields(envelope: Envelope, call_id: str, pcid: str) -> dict[str, Any]:
