@@ -1,6 +1,7 @@
 """The call flows every carrier must run the same way, end to end against each carrier's
 simulator over real sockets: a notify call heard once and hung up after playback, a three-turn
-conversation via `continue`, busy / no-answer / failed callees, and answering machines."""
+conversation via `continue`, busy / no-answer / failed callees, answering machines, and barge-in
+on a media stream."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from typing import Any
 import pytest
 
 from tests.helpers import ended, eventually, free_port, place_call
+from tests.integration import test_media_e2e, test_telnyx_media_e2e
 from tests.integration.test_telnyx_e2e import telnyx_config
 from tests.integration.test_twilio_e2e import twilio_config
 from voicecall.gateway.runtime import Runtime
 from voicecall.testing import telnyx, twilio
+from voicecall.testing.fakes.stt import FakeRealtimeTranscription
+from voicecall.testing.fakes.tts import FakeSpeech
 from voicecall.testing.gateway import running_gateway
 
 CALLEE = "+15555550123"
@@ -36,6 +40,9 @@ class Carrier:
     hangups: Callable[[Any, str], int]
     """How many REST hang-ups the app sent for a call."""
     asked_for_machine_detection: Callable[[Any], bool]
+    streaming_config: Callable[[Any, FakeSpeech, FakeRealtimeTranscription, int], dict[str, Any]]
+    stream_of: Callable[[Any], Any]
+    """The media stream now open on a simulated call (its received audio, marks and clears)."""
 
 
 def _twilio_hangups(sim: twilio.TwilioSimulator, sid: str) -> int:
@@ -52,12 +59,15 @@ CARRIERS = {
         "twilio", lambda scale, ms: twilio.TwilioSimulator(time_scale=scale, say_ms_per_char=ms),
         twilio_config, twilio.Callee, {"answered_by": "machine_start"}, _twilio_hangups,
         lambda sim: ("MachineDetection", "Enable") in next(
-            r for r in sim.api_requests if r.path.endswith("/Calls.json")).params),
+            r for r in sim.api_requests if r.path.endswith("/Calls.json")).params,
+        test_media_e2e.streaming_config, lambda call: call.active_stream),
     "telnyx": Carrier(
         "telnyx", lambda scale, ms: telnyx.TelnyxSimulator(time_scale=scale, speak_ms_per_char=ms),
         telnyx_config, telnyx.Callee, {"machine": True}, _telnyx_hangups,
         lambda sim: next(r for r in sim.api_requests
-                         if r.path == "/v2/calls").body.get("answering_machine_detection") == "detect"),
+                         if r.path == "/v2/calls").body.get("answering_machine_detection") == "detect",
+        lambda sim, speech, stt, port: test_telnyx_media_e2e.streaming_config(sim, speech, stt, port, "PCMU"),
+        lambda call: call.media),
 }
 
 
@@ -130,3 +140,27 @@ async def test_machine_answered_notify_call_ends_as_voicemail_when_detection_is_
         call = sim.call(record.provider_call_id or "")
         await call.wait_ended()
         assert call.said == [] and carrier.hangups(sim, record.provider_call_id or "") == 1
+
+
+async def test_barge_in_clears_within_a_frame_and_keeps_only_the_played_words(
+        carrier: Carrier, tmp_path: Path, speech: FakeSpeech, stt: FakeRealtimeTranscription) -> None:
+    async with carrier.simulator(1.0, 30) as sim, running_gateway(
+            tmp_path, carrier.streaming_config(sim, speech, stt, free_port())) as gateway:
+        sim.script(CALLEE, carrier.callee(answer_after_s=0.05))
+        record = await place_call(gateway, CALLEE, "Hi.", "conversation")
+        await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
+        stream = carrier.stream_of(sim.call(record.provider_call_id or ""))
+        assert stream is not None
+        long_text = ("This is a long announcement with many words in it so that the caller has "
+                     "plenty of time to interrupt before it is over and done with")
+        # 0.6 s of caller audio after the reply starts, the caller starts talking.
+        stt.say("Stop please", after_bytes=8000 * 6 // 10, speech_started=True)
+        result = await gateway.api.call("voicecall.speak", {"callId": record.call_id, "message": long_text})
+        assert result.get("interrupted") is True
+        assert stream.clear_positions, "the gateway never sent clear"
+        await eventually(lambda: any(t.speaker == "user" for t in record.transcript), 5)
+        after_clear = len(stream.received_audio) - stream.clear_positions[0]
+        assert after_clear <= 160, f"{after_clear} bytes of audio after the clear"
+        played = [t.text for t in record.transcript if t.speaker == "bot"][-1]
+        assert played and played != long_text and long_text.startswith(played)
+        assert stream.clear_positions[0] / 8000 < 3.0  # the long text would take ~3 s (TTS caps at 3 s)
