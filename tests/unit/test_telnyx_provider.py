@@ -276,3 +276,19 @@ async def test_streaming_dials_ask_for_rtp_in_the_configured_codec_with_a_persis
     assert (body["stream_codec"], body["stream_bidirectional_codec"]) == ("PCMA", "PCMA")
     assert body["stream_bidirectional_mode"] == "rtp" and body["stream_track"] == "inbound_track"
     assert p.media_streams is p
+
+
+def test_a_notify_call_dialled_with_machine_detection_is_answered_only_once_no_machine_is_found(
+) -> None:
+    p, _ = provider(machine_detection=True)
+    context = p.context
+    assert isinstance(context, Context)
+    context.calls["c1"] = call_record(state=CallState.RINGING, metadata={"mode": "notify"})
+    state = encode_client_state("c1")
+    assert events(p, "call.answered", client_state=state) == []
+    [answered] = events(p, "call.machine.detection.ended", client_state=state, result="not_sure")
+    assert answered.type == "call.answered"
+    [voicemail] = events(p, "call.machine.detection.ended", client_state=state, result="machine")
+    assert voicemail.type == "call.ended" and voicemail.reason == EndReason.VOICEMAIL
+    context.calls["c1"] = call_record(state=CallState.RINGING, metadata={"mode": "conversation"})
+    assert [e.type for e in events(p, "call.answered", client_state=state)] == ["call.answered"]
