@@ -156,6 +156,7 @@ async def test_allowlisted_inbound_caller_is_answered_greeted_and_auto_replied(
             await call.wait_until(lambda: len(call.said) >= 2, timeout=10)
             assert call.said == ["Hello! How can I help you today?", "It is noon."]
             assert len(actions(sim, call.call_control_id, "answer")) == 1
+            assert len(actions(sim, call.call_control_id, "transcription_start")) == 1  # kept running
             record = await eventually(lambda: gateway.service.live(call.call_control_id))
             assert record.direction == "inbound" and record.from_ == helpers.FRIEND
             assert [t.text for t in record.transcript if t.speaker == "user"] == ["What time is it?"]

@@ -294,6 +294,14 @@ class TelnyxProvider(CarrierAdapter):
             "client_state": encode_client_state(call.call_id)})
 
     async def start_listening(self, call: CallRecord, turn_token: str | None) -> None:
+        """Start transcription; when it already runs (an automatic-reply call listening again),
+        only the turn token in `client_state` changes (`client_state_update`)."""
+        if call.call_id in self._listening:
+            if self._listening[call.call_id] != turn_token:
+                self._listening[call.call_id] = turn_token
+                await self._action(call.provider_call_id, "client_state_update", {
+                    "client_state": encode_client_state(call.call_id, turn_token=turn_token)})
+            return
         self._listening[call.call_id] = turn_token
         await self._action(call.provider_call_id, "transcription_start", {
             "language": self.settings.language.split("-")[0], "transcription_tracks": "inbound",

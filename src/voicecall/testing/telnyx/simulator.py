@@ -714,11 +714,24 @@ class TelnyxSimulator(simbase.CallDirectory[SimCall, Callee]):
 
     def _do_transcription_start(self, call: SimCall, body: dict[str, Any], *,
                                 dry_run: bool) -> _Error | None:
-        if (error := self._active(call)) is not None or dry_run:
+        if (error := self._active(call)) is not None:
             return error
+        if call.transcribing:
+            return _Error(422, "10015", "Transcription already started",
+                          "Stop the running transcription before starting another.")
+        if dry_run:
+            return None
         call.transcribing = True
         call.transcription_starts += 1
         call._maybe_reply()
+        return None
+
+    def _do_client_state_update(self, call: SimCall, body: dict[str, Any], *,
+                                dry_run: bool) -> _Error | None:
+        if not isinstance(body.get("client_state"), str):
+            return _Error(422, "10015", "Missing client_state", "client_state is required.")
+        if not dry_run:
+            call._maybe_reply()  # the new state is set by the caller of every action
         return None
 
     def _do_transcription_stop(self, call: SimCall, body: dict[str, Any], *,
