@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.adversarial.carriers import CARRIERS, Carrier
+from tests.adversarial.carriers import CARRIERS, Carrier, gateway_config
 from tests.adversarial.conftest import RawConnection
 from tests.adversarial.corpus import malformed_bodies, malformed_framing
 from voicecall.gateway.runtime import Runtime
@@ -26,7 +26,7 @@ def carrier(request: pytest.FixtureRequest) -> Carrier:
 
 @pytest.fixture
 async def gateway(tmp_path: Path, carrier: Carrier) -> AsyncIterator[Runtime]:
-    async with running_gateway(tmp_path, carrier.config) as runtime:
+    async with gateway_config(carrier) as config, running_gateway(tmp_path, config) as runtime:
         yield runtime
 
 

@@ -184,9 +184,22 @@ def test_a_body_that_is_not_a_json_object_is_a_parse_error(body: bytes) -> None:
         parse_envelope(body)
 
 
-def test_an_envelope_without_data_or_event_type_means_nothing() -> None:
+@pytest.mark.parametrize("body", [{}, {"events": []}, {"data": {}}, {"data": "x"},
+                                  {"data": {"payload": {"call_control_id": "v3:x"}}}])
+def test_a_json_object_that_is_no_telnyx_envelope_is_a_parse_error(body: dict[str, Any]) -> None:
+    with pytest.raises(WebhookParseError):
+        parse_envelope(json.dumps(body).encode())
+
+
+def test_json_nested_beyond_the_budget_is_a_parse_error_not_a_crash() -> None:
+    with pytest.raises(WebhookParseError):
+        parse_envelope(b"[" * 20_000 + b"]" * 20_000)
+
+
+def test_an_event_without_a_call_or_of_an_unknown_type_means_nothing() -> None:
     p, _ = provider()
-    for body in ({}, {"data": {}}, {"data": {"payload": {"call_control_id": "v3:x"}}}):
+    for body in ({"data": {"event_type": "call.answered", "payload": {}}},
+                 {"data": {"event_type": "call.something.new", "payload": {"call_control_id": "v3:x"}}}):
         request = webhook("x", {})._replace(body=json.dumps(body).encode())
         assert p.parse_webhook(request, VERIFIED).events == []
 

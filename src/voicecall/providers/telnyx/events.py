@@ -18,6 +18,7 @@ from typing import Any
 
 from voicecall.calls.model import Direction, EndReason
 from voicecall.providers.base import WebhookParseError
+from voicecall.shared import bounded_json
 
 log = logging.getLogger(__name__)
 
@@ -122,22 +123,25 @@ class Envelope:
 
 
 def parse_envelope(body: bytes) -> Envelope:
-    """The webhook body; WebhookParseError for a body that is not a JSON object. An envelope
-    without `data` or `event_type` is valid and means nothing."""
+    """The webhook body, read within the JSON budget (D62); WebhookParseError for a body that is
+    not a Telnyx envelope (a JSON object whose `data` object names its `event_type`). An event
+    without a call, or of a type we do not know, is valid and means nothing."""
     try:
-        message = json.loads(body)
+        message = bounded_json.loads(body)
     except ValueError as exc:
         raise WebhookParseError(f"body is not JSON: {exc}") from None
     if not isinstance(message, dict):
         raise WebhookParseError("body is not a JSON object")
     data = message.get("data")
     if not isinstance(data, dict):
-        return Envelope(None, None, {}, ClientState(None))
+        raise WebhookParseError("body has no data object")
+    event_type = data.get("event_type")
+    if not isinstance(event_type, str) or not event_type:
+        raise WebhookParseError("data has no event_type")
     payload = data.get("payload")
     payload = payload if isinstance(payload, dict) else {}
-    event_id, event_type = data.get("id"), data.get("event_type")
-    return Envelope(event_id if isinstance(event_id, str) and event_id else None,
-                    event_type if isinstance(event_type, str) and event_type else None,
+    event_id = data.get("id")
+    return Envelope(event_id if isinstance(event_id, str) and event_id else None, event_type,
                     payload, decode_client_state(payload.get("client_state")))
 
 
