@@ -16,6 +16,7 @@ from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallRecord, CallState, EndReason
 from voicecall.providers.base import (
     DialRequest,
+    TransferRequest,
     Verification,
     WebhookParseError,
     WebhookRequest,
@@ -202,6 +203,49 @@ def test_an_event_without_a_call_or_of_an_unknown_type_means_nothing() -> None:
                  {"data": {"event_type": "call.something.new", "payload": {"call_control_id": "v3:x"}}}):
         request = webhook("x", {})._replace(body=json.dumps(body).encode())
         assert p.parse_webhook(request, VERIFIED).events == []
+
+
+# -- transfer --------------------------------------------------------------------------------------
+
+async def test_transfer_stops_transcription_then_dials_the_person_with_a_marked_leg_state() -> None:
+    p, seen = provider()
+    await p.start_listening(call_record(), "tok")
+    await p.transfer_call(call_record(), TransferRequest(to="+15557770099", caller_id="+15550000000",
+                                                         timeout_s=2))
+    paths = [r.url.raw_path.decode() for r in seen]
+    assert paths[1:] == ["/v2/calls/v3:abc/actions/transcription_stop",
+                         "/v2/calls/v3:abc/actions/transfer"]
+    body = json.loads(seen[-1].content)
+    assert (body["to"], body["from"], body["timeout_secs"]) == ("+15557770099", "+15550000000", 5)
+    assert body["webhook_url"] == Context().webhook_url and body["command_id"]
+    leg = decode_client_state(body["target_leg_client_state"])
+    assert (leg.call_id, leg.transfer_leg) == ("c1", True)
+    assert "client_state" not in body  # the call's own state is left as it is
+
+
+@pytest.mark.parametrize("event_type,payload,status", [
+    ("call.bridged", {}, "bridged"),
+    ("call.hangup", {"hangup_cause": "normal_clearing"}, "completed"),
+    ("call.hangup", {"hangup_cause": "user_busy"}, "busy"),
+    ("call.hangup", {"hangup_cause": "timeout"}, "no-answer"),
+    ("call.hangup", {"hangup_cause": "originator_cancel"}, "canceled"),
+    ("call.hangup", {"hangup_cause": "destination_out_of_order"}, "failed"),
+])
+def test_the_transfer_legs_webhooks_are_the_transfers_progress_for_our_call(
+        event_type: str, payload: dict[str, Any], status: str) -> None:
+    p, _ = provider()
+    leg_state = encode_client_state("c1", transfer_leg=True)
+    [event] = events(p, event_type, client_state=leg_state, direction="outgoing", **payload)
+    assert (event.type, event.call_id, event.text) == ("call.transfer", "c1", status)
+    assert event.provider_call_id is None  # the leg is not the call
+
+
+@pytest.mark.parametrize("event_type", ["call.initiated", "call.answered", "call.ringing",
+                                        "call.speak.ended", "call.machine.detection.ended"])
+def test_the_transfer_legs_own_call_events_mean_nothing_for_the_call(event_type: str) -> None:
+    p, _ = provider()
+    leg_state = encode_client_state("c1", transfer_leg=True)
+    assert events(p, event_type, client_state=leg_state, direction="outgoing") == []
 
 
 # -- REST ------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ A webhook is a JSON envelope `{"data": {"id", "event_type", "payload": {...}}, "
 Our call id rides in `client_state` (base64, echoed by Telnyx on every later webhook of the call);
 it also carries the turn token of the listen in progress and the id of the utterance being
 spoken, so a late transcript cannot complete a newer turn (D24) and `call.speak.ended` names
-the utterance it ends (docs/decisions.md D71).
+the utterance it ends (docs/decisions.md D71). The leg a transfer dials carries our call id with a
+transfer mark, and its webhooks are the transfer's progress (`transfer_events`, D75).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "hangup_reason",
     "map_event",
     "parse_envelope",
+    "transfer_events",
 ]
 
 HANGUP_CAUSES: dict[str, EndReason] = {
@@ -67,16 +69,21 @@ class ClientState:
     call_id: str | None
     turn_token: str | None = None
     utterance: str | None = None
+    transfer_leg: bool = False
+    """The webhook is about the person a transfer dialled, not about the call itself."""
 
 
 def encode_client_state(call_id: str, *, turn_token: str | None = None,
-                        utterance: str | None = None) -> str:
-    """Base64 of a compact JSON object (`c` call id, `t` turn token, `u` utterance id)."""
+                        utterance: str | None = None, transfer_leg: bool = False) -> str:
+    """Base64 of a compact JSON object (`c` call id, `t` turn token, `u` utterance id, `l`
+    the transfer leg mark)."""
     state: dict[str, str] = {"c": call_id}
     if turn_token:
         state["t"] = turn_token
     if utterance:
         state["u"] = utterance
+    if transfer_leg:
+        state["l"] = "transfer"
     return base64.b64encode(json.dumps(state, separators=(",", ":")).encode()).decode("ascii")
 
 
@@ -96,7 +103,8 @@ def decode_client_state(raw: Any) -> ClientState:
         data = None
     if isinstance(data, dict) and isinstance(data.get("c"), str) and data["c"]:
         t, u = data.get("t"), data.get("u")
-        return ClientState(data["c"], t if isinstance(t, str) else None, u if isinstance(u, str) else None)
+        return ClientState(data["c"], t if isinstance(t, str) else None, u if isinstance(u, str) else None,
+                           data.get("l") == "transfer")
     return ClientState(text.strip() or None)
 
 
@@ -152,6 +160,30 @@ def hangup_reason(cause: Any) -> EndReason:
         log.warning("unknown Telnyx hangup_cause %r; ending the call as completed", cause)
         return EndReason.COMPLETED
     return reason
+
+
+TRANSFER_ENDS: dict[str, str] = {
+    "normal_clearing": "completed",
+    "user_busy": "busy",
+    "call_rejected": "busy",
+    "timeout": "no-answer",
+    "no_answer": "no-answer",
+    "no_user_response": "no-answer",
+    "originator_cancel": "canceled",
+}
+"""The `hangup_cause` of a transfer's leg as the transfer's outcome (anything else: `failed`)."""
+
+
+def transfer_events(envelope: Envelope) -> list[dict[str, Any]]:
+    """The transfer progress (`call.transfer`, D46) one webhook of the dialled leg stands for:
+    `bridged` when Telnyx bridges it to the call, and how it ended; its other events mean
+    nothing for the call."""
+    if envelope.event_type == "call.bridged":
+        return [{"type": "call.transfer", "text": "bridged"}]
+    if envelope.event_type == "call.hangup":
+        cause = str(envelope.payload.get("hangup_cause") or "").strip().lower()
+        return [{"type": "call.transfer", "text": TRANSFER_ENDS.get(cause, "failed")}]
+    return []
 
 
 def _confidence(raw: Any) -> float | None:

@@ -13,12 +13,14 @@ by REST actions, and what happened comes back as signed webhook events.
 - listening: `transcription_start` whose `client_state` carries the turn token, which every
   `call.transcription` then echoes (a late transcript cannot complete a newer turn, D24);
 - keys: `send_dtmf`; hang-up: `hangup` ("call already ended" answers count as success);
+- transfer: `transfer` dials the person and bridges the call on answer; the new leg's webhooks
+  (our call id and a transfer mark in its `client_state`) are the transfer's progress;
 - media streams (when streaming is on): `stream_url` (with the call's token in its query),
   `stream_track`, `stream_codec` and `stream_bidirectional_mode: "rtp"` on dial and answer.
 
 Every action carries a `command_id`, so the bounded retries of `CarrierHttp` are idempotent.
 Decisions: docs/decisions.md D70 (signatures, dedupe), D71 (client_state), D72 (speech, keys,
-ended calls), D73 (inbound), D74 (streams).
+ended calls), D73 (inbound), D74 (streams), D75 (transfer).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from voicecall.providers.telnyx.events import (
     encode_client_state,
     map_event,
     parse_envelope,
+    transfer_events,
 )
 from voicecall.providers.telnyx.signature import (
     SIGNATURE_HEADER,
@@ -143,6 +146,8 @@ class TelnyxProvider(CarrierAdapter):
         if envelope.event_type is None or pcid is None:
             return base.ParsedWebhook(meta={})
         call_id = envelope.state.call_id or pcid
+        if envelope.state.transfer_leg:
+            return self._transfer_webhook(envelope, verification, call_id)
         machine = self.settings.machine_detection and machine_ends_call(self.context, call_id)
         mapped = map_event(envelope, machine_ends_call=machine,
                            awaiting_machine=self._detects_machine(call_id))
@@ -155,6 +160,15 @@ class TelnyxProvider(CarrierAdapter):
                                 "inboundStart": envelope.event_type == "call.initiated"
                                 and envelope.direction == "inbound"}
         return base.ParsedWebhook(events=events, meta=meta)
+
+    def _transfer_webhook(self, envelope: Envelope, verification: base.Verification,
+                          call_id: str) -> base.ParsedWebhook:
+        """A webhook of the leg a transfer dialled: only the transfer's progress, for our call
+        (never the leg's own answer or hang-up, which are not the call's)."""
+        events = [CallEvent.model_validate({**event, "callId": call_id, "timestamp": now_ms(),
+                                            "dedupeKey": self._dedupe_key(envelope, verification, i)})
+                  for i, event in enumerate(transfer_events(envelope))]
+        return base.ParsedWebhook(events=events, meta={})
 
     def _detects_machine(self, call_id: str) -> bool:
         """Whether the call was dialled with answering-machine detection (outbound notify calls
@@ -312,8 +326,15 @@ class TelnyxProvider(CarrierAdapter):
                            {"client_state": encode_client_state(call.call_id)}, tolerate_ended=True)
 
     async def transfer_call(self, call: CallRecord, request: base.TransferRequest) -> None:
-        """Not built for Telnyx yet: refused, never faked."""
-        raise base.ProviderError("telnyx: transferring calls is not supported yet")
+        """Telnyx's `transfer`: dial the person and bridge the call to them on answer (D75).
+        Transcription stops first (the bridged conversation is not the agent's turn); the new
+        leg's webhooks come to our webhook URL with our call id and a transfer mark."""
+        await self.stop_listening(call)
+        ring_s = min(MAX_RING_S, max(MIN_RING_S, request.timeout_s))
+        await self._action(call.provider_call_id, "transfer", {
+            "to": request.to, "from": request.caller_id, "timeout_secs": ring_s,
+            "webhook_url": self.context.webhook_url, "webhook_url_method": "POST",
+            "target_leg_client_state": encode_client_state(call.call_id, transfer_leg=True)})
 
     async def get_call_status(self, provider_call_id: str) -> base.ProviderCallStatus:
         try:

@@ -14,7 +14,10 @@ Point a gateway's `telnyx.apiBaseUrl` at `sim.base_url`, give it `sim.api_key`,
 Telnyx behaviour reproduced: `client_state` is the last value a command set and rides on every
 later webhook; commands on an ended call get 422 with code 90018; a repeated `command_id` is
 ignored; speak and DTMF play one after another; inbound calls wait `parked` until answered or
-rejected; `streaming.started` is sent before the media WebSocket's `start`.
+rejected; `streaming.started` is sent before the media WebSocket's `start`; `transfer` dials a
+new leg (its webhooks carry `target_leg_client_state`), bridges it on answer (`call.bridged` on
+both legs), and hangs the call up when the bridged person does, while an unanswered leg leaves
+the call as it was.
 """
 
 from __future__ import annotations
@@ -98,6 +101,17 @@ class WebhookRecord:
 
 
 @dataclass(slots=True)
+class DialRecord:
+    """One `transfer` of a call: who was dialled, as whom, and how it went."""
+
+    number: str
+    caller_id: str
+    status: str = "ringing"
+    """`ringing`, `answered` (bridged), then `completed`; or `busy`, `no-answer`, `failed`,
+    `canceled` when the person was never reached."""
+
+
+@dataclass(slots=True)
 class ApiRecord:
     """One REST request the simulator received."""
 
@@ -143,6 +157,13 @@ class SimCall(simbase.Observable):
         self.transcription_starts = 0
         self.commands: list[tuple[str, dict[str, Any]]] = []
         self.media: MediaClient | None = None
+        self.dials: list[DialRecord] = []
+        """The transfers of this call, in order."""
+        self.transfer_leg: SimCall | None = None
+        """The leg the latest transfer dialled."""
+        self.transferred_from: SimCall | None = None
+        """For a transfer's leg: the call it is put through from (and `dial` its record)."""
+        self.dial: DialRecord | None = None
         self._command_ids: set[str] = set()
         self._spoke_since_reply = True
         self._playout: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
@@ -439,7 +460,30 @@ class TelnyxSimulator(simbase.CallDirectory[SimCall, Callee]):
         body = await simbase.run_until(self._lifecycle(call), call._end)
         if not body.cancelled() and body.exception() is None and call.hangup_cause is None:
             call.hangup_cause, call.hangup_source = body.result(), "callee"
+        self._settle_dial(call)
         await self._finish(call)
+        self._end_bridge(call)
+
+    @staticmethod
+    def _settle_dial(call: SimCall) -> None:
+        """A transfer's leg is over: how the transfer went, recorded before its hangup goes out."""
+        if call.dial is not None:
+            outcomes = {cause: outcome for outcome, cause in OUTCOME_CAUSES.items()}
+            call.dial.status = "completed" if call.answered_at is not None else \
+                outcomes.get(call.hangup_cause or "", "canceled")
+
+    @staticmethod
+    def _end_bridge(call: SimCall) -> None:
+        """After `call` has hung up: a transfer's leg that was bridged takes the call down with it
+        (its hangup webhook has gone out first); a call that hangs up cancels or ends its leg."""
+        origin = call.transferred_from
+        if origin is not None:
+            if call.answered_at is not None:
+                origin._request_end("normal_clearing", "callee")
+            origin._bump()
+        leg = call.transfer_leg
+        if leg is not None and not leg.is_ended:
+            leg._request_end("normal_clearing" if leg.answered_at else "originator_cancel", "caller")
 
     async def _lifecycle(self, call: SimCall) -> str:
         """The call up to its natural end; returns the hangup cause."""
@@ -477,6 +521,12 @@ class TelnyxSimulator(simbase.CallDirectory[SimCall, Callee]):
         call._tasks.append(self._spawn(self._playout_loop(call)))
         if call.stream_request:
             self._open_stream(call, call.stream_request)
+        origin = call.transferred_from
+        if origin is not None and call.dial is not None and not origin.is_ended:
+            call.dial.status = "answered"
+            for leg in (origin, call):
+                self.emit(leg, "call.bridged", {"state": "bridged"})
+            origin._bump()
 
     def _open_stream(self, call: SimCall, request: dict[str, Any]) -> None:
         codec = request.get("stream_codec") or "default"
@@ -579,18 +629,26 @@ class TelnyxSimulator(simbase.CallDirectory[SimCall, Callee]):
                                            response.status_code))
         return response
 
-    def _check_dial(self, body: dict[str, Any]) -> _Error | None:
-        if body.get("connection_id") != self.connection_id:
-            return _Error(422, "10015", "Invalid connection_id", "connection_id is not a Call Control "
-                          "application of this account.")
+    @staticmethod
+    def _check_leg(body: dict[str, Any], *, webhook_required: bool) -> _Error | None:
+        """The fields of a new leg (a dial, or a transfer's): numbers, webhook URL, ring time."""
         for name in ("to", "from"):
             if not isinstance(body.get(name), str) or not E164.match(body[name]):
                 return _Error(422, "10015", f"Invalid '{name}'", f"'{name}' must be an E.164 number.")
-        if not _valid_url(body.get("webhook_url")):
+        webhook = body.get("webhook_url")
+        if (webhook_required or webhook is not None) and not _valid_url(webhook):
             return _Error(422, "10015", "Invalid webhook_url", "webhook_url must be an http(s) URL.")
         timeout = body.get("timeout_secs", 30)
         if not isinstance(timeout, int) or not 5 <= timeout <= 600:
             return _Error(422, "10015", "Invalid timeout_secs", "timeout_secs must be 5 to 600.")
+        return None
+
+    def _check_dial(self, body: dict[str, Any]) -> _Error | None:
+        if body.get("connection_id") != self.connection_id:
+            return _Error(422, "10015", "Invalid connection_id", "connection_id is not a Call Control "
+                          "application of this account.")
+        if (error := self._check_leg(body, webhook_required=True)) is not None:
+            return error
         if body.get("stream_url") is not None and not str(body["stream_url"]).startswith(("ws://", "wss://")):
             return _Error(422, "10015", "Invalid stream_url", "stream_url must be a ws(s):// URL.")
         if body.get("stream_codec", "default") not in ("PCMU", "PCMA", "default"):
@@ -713,6 +771,26 @@ class TelnyxSimulator(simbase.CallDirectory[SimCall, Callee]):
         call._playout.put_nowait(("dtmf", body))
         return None
 
+    def _do_transfer(self, call: SimCall, body: dict[str, Any], *, dry_run: bool) -> _Error | None:
+        leg_fields = {"from": call.from_, **body}  # without `from`, the call's caller id
+        if (error := self._check_leg(leg_fields, webhook_required=False)) is not None:
+            return error
+        to, from_, timeout = leg_fields["to"], leg_fields["from"], leg_fields.get("timeout_secs", 30)
+        if (error := self._active(call)) is not None:
+            return error
+        if call.transfer_leg is not None and not call.transfer_leg.is_ended:
+            return _Error(422, "90020", "Call is being transferred", "A transfer is in progress.")
+        if dry_run:
+            return None
+        leg = SimCall(self, direction="outgoing", from_=from_, to=to, callee=self.callee_for(to),
+                      webhook_url=body.get("webhook_url") or call.webhook_url,
+                      client_state=body.get("target_leg_client_state"), timeout_s=float(timeout))
+        leg.transferred_from, leg.dial = call, DialRecord(to, from_)
+        call.transfer_leg = leg
+        call.dials.append(leg.dial)
+        self._launch(leg)
+        return None
+
     def _do_transcription_start(self, call: SimCall, body: dict[str, Any], *,
                                 dry_run: bool) -> _Error | None:
         if (error := self._active(call)) is not None:
@@ -742,4 +820,4 @@ class TelnyxSimulator(simbase.CallDirectory[SimCall, Callee]):
         return None
 
 
-__all__ = ["ApiRecord", "Callee", "SimCall", "TelnyxSimulator", "WebhookRecord"]
+__all__ = ["ApiRecord", "Callee", "DialRecord", "SimCall", "TelnyxSimulator", "WebhookRecord"]
