@@ -151,18 +151,23 @@ def _twilio_sign(webhook_url: str, query: str, body: bytes) -> dict[str, str]:
     return {"x-twilio-signature": RequestValidator(TWILIO_TOKEN).compute_signature(signed, params)}
 
 
+def _signature_bit_flips(genuine: Webhook, header: str) -> Iterator[tuple[str, Webhook]]:
+    """The genuine webhook with each single bit of its base64 signature flipped."""
+    raw = base64.b64decode(genuine.headers[header])
+    for bit in range(len(raw) * 8):
+        flipped = bytearray(raw)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        yield f"signature bit {bit}", genuine._replace(
+            headers={**genuine.headers, header: base64.b64encode(bytes(flipped)).decode()})
+
+
 def _form_forgeries(genuine: Webhook, signature_header: str, *,
                     port_signed: bool) -> Iterator[tuple[str, Webhook]]:
     """For carriers that sign the URL and form fields: every single-bit flip of the signature,
     each parameter changed, dropped or renamed, an added parameter or value, the query changed,
     another host (or port, when the signed URL has one), no signature, an empty one."""
     headers, body = genuine.headers, genuine.body
-    raw = base64.b64decode(headers[signature_header])
-    for bit in range(len(raw) * 8):
-        flipped = bytearray(raw)
-        flipped[bit // 8] ^= 1 << (bit % 8)
-        yield f"signature bit {bit}", genuine._replace(
-            headers={**headers, signature_header: base64.b64encode(bytes(flipped)).decode()})
+    yield from _signature_bit_flips(genuine, signature_header)
     pairs = [tuple(p.split("=", 1)) for p in body.decode().split("&")]
 
     def form(items: list[tuple[str, ...]]) -> bytes:
@@ -323,12 +328,7 @@ def _telnyx_forgeries(genuine: Webhook) -> Iterator[tuple[str, Webhook]]:
     and its id changed, the timestamp moved, a signature by another key or from 301 s ago, and
     missing or empty headers."""
     headers, body = genuine.headers, genuine.body
-    raw = base64.b64decode(headers[TELNYX_SIGNATURE])
-    for bit in range(len(raw) * 8):
-        flipped = bytearray(raw)
-        flipped[bit // 8] ^= 1 << (bit % 8)
-        yield f"signature bit {bit}", genuine._replace(
-            headers={**headers, TELNYX_SIGNATURE: base64.b64encode(bytes(flipped)).decode()})
+    yield from _signature_bit_flips(genuine, TELNYX_SIGNATURE)
     envelope = json.loads(body)
     data = envelope["data"]
 
