@@ -186,10 +186,10 @@ class TelnyxProvider(CarrierAdapter):
 
     @staticmethod
     def _dedupe_key(envelope: Envelope, verification: base.Verification, index: int) -> str:
-        """(D70) Telnyx's event id (signed, and the same on every delivery attempt, whose `meta.attempt`
-        changes the body); the request key when an event has no id."""
-        base = f"telnyx:event:{envelope.event_id}" if envelope.event_id else verification.request_key
-        return f"{base}:{index}"
+        """Telnyx's event id (signed, and the same on every delivery attempt, whose
+        `meta.attempt` changes the body); the request key when an event has no id (D70)."""
+        prefix = f"telnyx:event:{envelope.event_id}" if envelope.event_id else verification.request_key
+        return f"{prefix}:{index}"
 
     async def webhook_reply(self, request: base.WebhookRequest, parsed: base.ParsedWebhook,
                             outcomes: list[base.EventOutcome] | None) -> base.ParsedWebhook:
