@@ -107,3 +107,46 @@ async def test_webhooks_are_signed_for_our_verifier_and_the_sdk_and_arrive_in_or
         assert verify_telnyx_webhook(request, public_key=key).ok
         verify_webhook_signature(body.decode(), headers, sim.public_key)  # raises if not
         assert json.loads(body)["data"]["payload"]["client_state"] == "YWJj"
+
+
+async def test_a_transfer_dials_a_leg_with_its_own_state_bridges_it_and_the_callers_hangup_ends_both(
+        sim: TelnyxSimulator, receiver: Receiver) -> None:
+    sim.script("+15555550123", Callee(answer_after_s=0.05))
+    sim.script("+15557770099", Callee(answer_after_s=0.05))
+    async with client(sim) as http:
+        response = await http.post("/calls", json=dial(sim, receiver, client_state="YQ=="))
+        pcid = response.json()["data"]["call_control_id"]
+        call = sim.call(pcid)
+        await call.wait_answered()
+        moved = await http.post(f"/calls/{pcid}/actions/transfer", json={
+            "to": "+15557770099", "timeout_secs": 10, "target_leg_client_state": "Yg=="})
+        assert moved.status_code == 200
+        await call.wait_until(lambda: [d.status for d in call.dials] == ["answered"], 5, "bridge")
+        again = await http.post(f"/calls/{pcid}/actions/transfer", json={"to": "+15557770099"})
+        assert again.status_code == 422  # one transfer at a time
+        leg = call.transfer_leg
+        assert leg is not None and (leg.from_, leg.to) == ("+15550000000", "+15557770099")
+        await call.hangup()  # the caller hangs up on the person
+        await leg.wait_ended()
+    assert call.dials[0].status == "completed" and leg.hangup_source == "caller"
+    states = {(json.loads(body)["data"]["event_type"], json.loads(body)["data"]["payload"]["client_state"])
+              for body, _ in receiver.received}
+    assert {("call.bridged", "YQ=="), ("call.bridged", "Yg=="), ("call.initiated", "Yg=="),
+            ("call.hangup", "Yg=="), ("call.hangup", "YQ==")} <= states
+
+
+@pytest.mark.parametrize("outcome,status", [("busy", "busy"), ("no-answer", "no-answer"),
+                                            ("failed", "failed")])
+async def test_a_transfer_nobody_takes_leaves_the_call_up(
+        sim: TelnyxSimulator, receiver: Receiver, outcome: str, status: str) -> None:
+    sim.script("+15555550123", Callee(answer_after_s=0.05))
+    sim.script("+15557770099", Callee(outcome=outcome, answer_after_s=0.05))  # type: ignore[arg-type]
+    async with client(sim) as http:
+        response = await http.post("/calls", json=dial(sim, receiver))
+        call = sim.call(response.json()["data"]["call_control_id"])
+        await call.wait_answered()
+        await http.post(f"/calls/{call.call_control_id}/actions/transfer",
+                        json={"to": "+15557770099", "timeout_secs": 5})
+        await call.wait_until(lambda: [d.status for d in call.dials] == [status], 10, "no transfer")
+        assert not call.is_ended
+        await call.hangup()
