@@ -57,7 +57,7 @@ from benchlib import ROOT, git_revision
 
 sys.path.insert(0, str(ROOT))  # the carrier entries and corpora are the test suite's
 
-from tests.adversarial.carriers import CARRIERS, Carrier, Webhook
+from tests.adversarial.carriers import CARRIERS, Carrier, Webhook, gateway_config
 from tests.adversarial.corpus import malformed_bodies, malformed_framing
 
 from voicecall.gateway.runtime import Runtime
@@ -373,9 +373,9 @@ def _free_port() -> int:
 class ServeProcess:
     """`voicecall serve` on this carrier's config in its own state directory."""
 
-    def __init__(self, root: Path, carrier: Carrier) -> None:
+    def __init__(self, root: Path, carrier_config: dict[str, Any]) -> None:
         self.webhook_port, self.control_port = _free_port(), _free_port()
-        doc = {**carrier.config, "serve": {"port": self.webhook_port},
+        doc = {**carrier_config, "serve": {"port": self.webhook_port},
                "control": {"port": self.control_port, "token": CONTROL_TOKEN},
                "maxConcurrentCalls": 100_000}
         (root / "voicecall.json").write_text(json.dumps(doc))
@@ -417,8 +417,9 @@ class ServeProcess:
         return result
 
 
-async def probe_kill_9(carrier: Carrier, args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    server = ServeProcess(root, carrier)
+async def probe_kill_9(carrier: Carrier, config: dict[str, Any], args: argparse.Namespace,
+                       root: Path) -> dict[str, Any]:
+    server = ServeProcess(root, config)
     acknowledged_calls: set[int] = set()
     acknowledged_speech: dict[int, list[str]] = {}
     outcomes: Counter[str] = Counter()
@@ -508,8 +509,15 @@ class ErrorCount(logging.Handler):
 @contextlib.asynccontextmanager
 async def gateway_for(carrier: Carrier, probe: str, root: Path) -> AsyncIterator[Runtime]:
     # Every genuine webhook starts a call: room for all of them (a refused caller would get a
-    # REST hang-up, and the carrier's API is pointed at nothing).
-    config = {**carrier.config, "maxConcurrentCalls": 100_000}
+    # REST hang-up, and the carrier's API is pointed at nothing or at one that accepts anything).
+    async with gateway_config(carrier) as carrier_config:
+        config = {**carrier_config, "maxConcurrentCalls": 100_000}
+        async with _gateway_on(config, probe, root) as gateway:
+            yield gateway
+
+
+@contextlib.asynccontextmanager
+async def _gateway_on(config: dict[str, Any], probe: str, root: Path) -> AsyncIterator[Runtime]:
     if probe == "media-flood":
         from voicecall.testing.fakes.tts import FakeSpeech
 
@@ -537,7 +545,8 @@ async def run_probe(probe: str, carrier: Carrier, args: argparse.Namespace) -> d
     try:
         with tempfile.TemporaryDirectory(prefix="voicecall-adversarial-") as tmp:
             if probe == "kill-9":
-                result = await probe_kill_9(carrier, args, Path(tmp))
+                async with gateway_config(carrier) as config:
+                    result = await probe_kill_9(carrier, config, args, Path(tmp))
             else:
                 async with gateway_for(carrier, probe, Path(tmp)) as gateway:
                     function = {"slow-bodies": probe_slow_bodies, "slowloris": probe_slowloris,

@@ -12,7 +12,29 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from voicecall.calls.events import CallEvent
+    from voicecall.calls.model import CallRecord
+    from voicecall.gateway.runtime import Runtime
+    from voicecall.providers.base import EventOutcome
+
+
+OUR_NUMBER = "+15550000000"
+CALLEE = "+15555550123"
+FRIEND = "+15557770001"
+"""An allow-listed caller of the carrier end-to-end tests."""
+STRANGER = "+15558880002"
+"""A caller those tests' policy refuses."""
+
+
+def carrier_config(provider: str, settings: dict[str, Any], port: int, **extra: Any) -> dict[str, Any]:
+    """A gateway config for the carrier end-to-end tests: `provider` with its `settings` block,
+    webhook on `port`, notify calls hung up right after their message, only FRIEND let in."""
+    return {"provider": provider, "fromNumber": OUR_NUMBER, provider: settings,
+            "serve": {"port": port}, "outbound": {"notifyHangupDelaySec": 0},
+            "inboundPolicy": "allowlist", "allowFrom": [FRIEND], "maxConcurrentCalls": 5, **extra}
 
 
 def free_port() -> int:
@@ -34,6 +56,15 @@ async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
+
+
+async def place_call(runtime: Runtime, to: str, message: str, mode: str, **extra: Any) -> CallRecord:
+    """Place a call through the gateway's RPC; its record, once the carrier has its id."""
+    result = await runtime.api.call("voicecall.initiate", {"to": to, "message": message, "mode": mode,
+                                                           **extra})
+    record = await runtime.service.get_call(result["callId"])
+    assert record is not None and record.provider_call_id
+    return record
 
 
 def run_on_terminal(args: list[str], env: dict[str, str], *, stream: str) -> tuple[int, str]:
@@ -60,16 +91,17 @@ def run_on_terminal(args: list[str], env: dict[str, str], *, stream: str) -> tup
 
 
 class FakeProviderContext:
-    """A `ProviderContext` for adapter unit tests: calls and carrier state in dicts."""
+    """A `ProviderContext` for adapter unit tests: live calls and carrier state in dicts, and
+    no events applied."""
 
     stream_url: str | None = None
 
-    def __init__(self, webhook_url: str) -> None:
+    def __init__(self, webhook_url: str = "https://gw.example/voice/webhook") -> None:
         self.webhook_url = webhook_url
         self.state: dict[str, dict[str, Any]] = {}
-        self.calls: dict[str, Any] = {}
+        self.calls: dict[str, CallRecord] = {}
 
-    async def emit(self, events: Any) -> list[Any]:
+    async def emit(self, events: list[CallEvent]) -> list[EventOutcome]:
         return []
 
     async def get_provider_state(self, call_id: str) -> dict[str, Any] | None:
@@ -78,32 +110,25 @@ class FakeProviderContext:
     async def put_provider_state(self, call_id: str, data: dict[str, Any]) -> None:
         self.state[call_id] = data
 
-    def live(self, call_id: str) -> Any:
+    def live(self, call_id: str) -> CallRecord | None:
         return self.calls.get(call_id)
 
-    async def get_call(self, call_id: str) -> Any:
+    async def get_call(self, call_id: str) -> CallRecord | None:
         return self.calls.get(call_id)
 
     async def was_rejected(self, provider_call_id: str) -> bool:
         return False
 
 
-async def call_ended(runtime: Any, call_id: str, within: float = 10.0) -> Any:
-    """The gateway's record of `call_id` once it has ended (AssertionError after `within` s)."""
-    async def check() -> Any:
+async def call_ended(runtime: Runtime, call_id: str, within: float = 10.0) -> CallRecord:
+    """The gateway's record of `call_id` once it has ended (live or from history); fails after
+    `within` s."""
+    async def check() -> CallRecord | None:
         record = await runtime.service.get_call(call_id)
         return record if record is not None and record.is_terminal else None
 
-    return await eventually(check, within)
-
-
-async def place_call(runtime: Any, to: str, message: str, mode: str) -> Any:
-    """Place a call through the gateway's API; its record, once the carrier has an id for it."""
-    result = await runtime.api.call("voicecall.initiate", {"to": to, "message": message,
-                                                           "mode": mode})
-    record = await runtime.service.get_call(result["callId"])
-    assert record is not None and record.provider_call_id
-    return record
+    result: CallRecord = await eventually(check, within)
+    return result
 
 
 @contextlib.asynccontextmanager

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.adversarial.carriers import CARRIERS, Carrier
+from tests.adversarial.carriers import CARRIERS, Carrier, gateway_config, rearrangements
 from tests.adversarial.conftest import RawConnection
 from tests.adversarial.corpus import malformed_bodies, malformed_framing
 from voicecall.gateway.runtime import Runtime
@@ -26,7 +26,7 @@ def carrier(request: pytest.FixtureRequest) -> Carrier:
 
 @pytest.fixture
 async def gateway(tmp_path: Path, carrier: Carrier) -> AsyncIterator[Runtime]:
-    async with running_gateway(tmp_path, carrier.config) as runtime:
+    async with gateway_config(carrier) as config, running_gateway(tmp_path, config) as runtime:
         yield runtime
 
 
@@ -98,3 +98,17 @@ async def test_no_forgery_of_a_genuine_webhook_is_accepted(gateway: Runtime, car
         response = await http.post(genuine.url, content=genuine.body, headers=genuine.headers)
         assert response.status_code == 200
         assert gateway.service.live(carrier.call_id(7)) is not None
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: Plivo's V3 signature concatenates name + value "
+                   "with no separators, and only Twilio has the canonical-form check (D61) that "
+                   "refuses re-arranged copies; this test turns green when Plivo gets one")
+@pytest.mark.parametrize("carrier", ["plivo"], indirect=True)
+async def test_no_rearranged_copy_of_a_genuine_plivo_webhook_is_accepted(
+        gateway: Runtime, carrier: Carrier) -> None:
+    genuine = carrier.inbound_call(gateway.webhook_url, 7)
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+        accepted = [name for name, copy in rearrangements(genuine)
+                    if (await http.post(copy.url, content=copy.body,
+                                        headers=copy.headers)).status_code < 400]
+    assert accepted == []

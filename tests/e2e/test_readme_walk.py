@@ -61,6 +61,7 @@ NOT_RUN_BLOCKS = {
 LOAD_ONLY_BLOCKS = {
     'provider: "twilio"': "a real Twilio account (credentials, a public webhook URL)",
     'provider: "plivo"': "a real Plivo account (credentials, a public webhook URL)",
+    'provider: "telnyx"': "a real Telnyx account (API key, connection, webhook key, a public URL)",
     "streaming: {": "OpenAI streaming STT/TTS (an API key and the network)",
     'responseModel: "anthropic/claude-sonnet-4"': "a model for automatic replies (an API key and the "
                                                   "network)",

@@ -1,6 +1,7 @@
 """Transfer to a person (D46): through the Twilio simulator (`<Dial>` with an action URL and the
-number's `answered` callback) and the mock carrier; a transfer nobody answers hands the call
-back to the agent, a model may only transfer to `transfer.allowedNumbers`."""
+number's `answered` callback), the Telnyx simulator (the `transfer` action and its leg's
+webhooks, D75) and the mock carrier; a transfer nobody answers hands the call back to the agent,
+a model may only transfer to `transfer.allowedNumbers`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import call_ended, eventually, free_port, place_call
+from tests.integration.test_carrier_flows import CARRIERS, Carrier
 from tests.integration.test_twilio_e2e import CALLEE, OUR_NUMBER, twilio_config
 from voicecall.agent.tool import dispatch_tool
 from voicecall.service.errors import CallError
@@ -35,11 +37,27 @@ def tool_lines(record: Any) -> list[str]:
     return [t.text for t in record.transcript if t.speaker == "tool"]
 
 
+TRANSFERRING = ("twilio", "telnyx")
+"""The carriers whose simulators run transfers end to end."""
+
+
+@pytest.fixture(params=TRANSFERRING)
+async def carrier_sim(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Carrier, Any]]:
+    carrier = CARRIERS[request.param]
+    async with carrier.simulator(0.05, 5) as simulator:
+        yield carrier, simulator
+
+
+def carrier_config(carrier: Carrier, sim: Any, **transfer: Any) -> dict[str, Any]:
+    return carrier.config(sim, free_port(), transfer={"allowedNumbers": [DESK], **transfer})
+
+
 async def test_answered_transfer_bridges_then_ends_the_call_as_transferred(
-        tmp_path: Path, sim: TwilioSimulator) -> None:
-    async with running_gateway(tmp_path, config(sim)) as gateway:
-        sim.script(CALLEE, Callee())
-        sim.script(DESK, Callee(answer_after_s=0.2, hangup_after_s=1.0))
+        tmp_path: Path, carrier_sim: tuple[Carrier, Any]) -> None:
+    carrier, sim = carrier_sim
+    async with running_gateway(tmp_path, carrier_config(carrier, sim)) as gateway:
+        sim.script(CALLEE, carrier.callee())
+        sim.script(DESK, carrier.callee(answer_after_s=0.2, hangup_after_s=1.0))
         record = await place_call(gateway, CALLEE, "Hello, this is the clinic", "conversation")
         await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
         started = await gateway.api.call("voicecall.transfer", {
@@ -60,10 +78,11 @@ async def test_answered_transfer_bridges_then_ends_the_call_as_transferred(
 
 @pytest.mark.parametrize("outcome", ["no-answer", "busy"])
 async def test_unanswered_transfer_hands_the_call_back_to_the_agent(
-        tmp_path: Path, sim: TwilioSimulator, outcome: str) -> None:
-    async with running_gateway(tmp_path, config(sim, timeoutSec=5)) as gateway:
-        sim.script(CALLEE, Callee(replies=["Okay, what now?"], reply_delay_s=0.1))
-        sim.script(DESK, Callee(outcome=outcome, answer_after_s=0.1))  # type: ignore[arg-type]
+        tmp_path: Path, carrier_sim: tuple[Carrier, Any], outcome: str) -> None:
+    carrier, sim = carrier_sim
+    async with running_gateway(tmp_path, carrier_config(carrier, sim, timeoutSec=5)) as gateway:
+        sim.script(CALLEE, carrier.callee(replies=["Okay, what now?"], reply_delay_s=0.1))
+        sim.script(DESK, carrier.callee(outcome=outcome, answer_after_s=0.1))
         record = await place_call(gateway, CALLEE, "Hello", "conversation")
         await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
         await gateway.api.call("voicecall.transfer", {"callId": record.call_id, "to": DESK})

@@ -11,16 +11,22 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import call_ended, eventually, free_port, place_call
+from tests.helpers import (
+    CALLEE,
+    FRIEND,
+    OUR_NUMBER,
+    STRANGER,
+    call_ended,
+    carrier_config,
+    eventually,
+    free_port,
+    place_call,
+)
+from voicecall.calls.model import CallRecord
 from voicecall.gateway.runtime import Runtime
 from voicecall.testing.gateway import running_gateway
 from voicecall.testing.twilio import Callee, TwilioSimulator
 from voicecall.testing.twilio.signing import sign
-
-OUR_NUMBER = "+15550000000"
-CALLEE = "+15555550123"
-FRIEND = "+15557770001"
-STRANGER = "+15558880002"
 
 
 @pytest.fixture
@@ -30,15 +36,9 @@ async def sim() -> AsyncIterator[TwilioSimulator]:
 
 
 def twilio_config(sim: TwilioSimulator, port: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "provider": "twilio", "fromNumber": OUR_NUMBER,
-        "twilio": {"accountSid": sim.account_sid, "authToken": sim.auth_token,
-                   "apiBaseUrl": sim.base_url},
-        "serve": {"port": port}, "publicUrl": f"http://127.0.0.1:{port}/voice/webhook",
-        "outbound": {"notifyHangupDelaySec": 0},
-        "inboundPolicy": "allowlist", "allowFrom": [FRIEND], "maxConcurrentCalls": 5,
-        **extra,
-    }
+    settings = {"accountSid": sim.account_sid, "authToken": sim.auth_token, "apiBaseUrl": sim.base_url}
+    return carrier_config("twilio", settings, port,
+                          publicUrl=f"http://127.0.0.1:{port}/voice/webhook", **extra)
 
 
 @pytest.fixture
@@ -47,54 +47,14 @@ async def gateway(tmp_path: Path, sim: TwilioSimulator) -> AsyncIterator[Runtime
         yield runtime
 
 
-async def test_notify_message_is_heard_exactly_once_then_hung_up_after_playback(tmp_path: Path) -> None:
-    # Real-time speech (10 ms a character): a hang-up that did not wait for playback would cut it.
-    async with TwilioSimulator(time_scale=1.0, say_ms_per_char=10) as sim, \
-            running_gateway(tmp_path, twilio_config(sim, free_port())) as gateway:
-        sim.script(CALLEE, Callee(answer_after_s=0.1))
-        record = await place_call(gateway, CALLEE, "Your order has shipped", "notify")
-        final = await call_ended(gateway, record.call_id)
-        call = sim.call(record.provider_call_id or "")
-        await call.wait_ended()
-        assert call.said == ["Your order has shipped"]
-        assert final.state.value == final.end_reason == "completed"
-        assert [t.text for t in final.transcript] == ["Your order has shipped"]
-        assert call.status == "completed"
-        hangups = [r for r in sim.api_requests if ("Status", "completed") in r.params]
-        assert len(hangups) == 1
 
-
-async def test_three_turn_conversation_driven_by_continue(gateway: Runtime, sim: TwilioSimulator) -> None:
-    sim.script(CALLEE, Callee(replies=["Hi, I'm well", "Tuesday at noon", "No, that's all"],
-                              reply_delay_s=0.2))
-    record = await place_call(gateway, CALLEE, "Hello, this is the clinic", "conversation")
-    await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
-    answers = [await gateway.api.call("voicecall.continue", {"callId": record.call_id, "message": q})
-               for q in ("How are you?", "When can you come in?", "Anything else?")]
-    assert [a["transcript"] for a in answers] == ["Hi, I'm well", "Tuesday at noon", "No, that's all"]
-    call = sim.call(record.provider_call_id or "")
-    assert call.said == ["Hello, this is the clinic", "How are you?", "When can you come in?",
-                         "Anything else?"]
-    assert [(t.speaker, t.text) for t in record.transcript][-2:] == [
-        ("bot", "Anything else?"), ("user", "No, that's all")]
-    assert (await gateway.api.call("voicecall.end", {"callId": record.call_id}))["success"]
-    await call.wait_ended()
-
-
-@pytest.mark.parametrize("outcome,reason", [("busy", "busy"), ("no-answer", "no-answer"),
-                                            ("failed", "failed")])
-async def test_unanswered_outcomes_map_to_end_reasons(gateway: Runtime, sim: TwilioSimulator,
-                                                      outcome: str, reason: str) -> None:
-    sim.script(CALLEE, Callee(outcome=outcome, answer_after_s=0.1))  # type: ignore[arg-type]
-    record = await place_call(gateway, CALLEE, "Hello", "notify")
-    final = await call_ended(gateway, record.call_id, within=15)
-    assert final.end_reason == reason and final.answered_at is None
-    assert sim.call(record.provider_call_id or "").said == []
+async def place(runtime: Runtime, message: str, mode: str, **extra: Any) -> CallRecord:
+    return await place_call(runtime, CALLEE, message, mode, **extra)
 
 
 async def test_dtmf_sent_mid_call_is_heard_by_the_callee(gateway: Runtime, sim: TwilioSimulator) -> None:
     sim.script(CALLEE, Callee())
-    record = await place_call(gateway, CALLEE, "Connecting you", "conversation")
+    record = await place(gateway, "Connecting you", "conversation")
     await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
     await gateway.api.call("voicecall.dtmf", {"callId": record.call_id, "digits": "1234#"})
     assert sim.call(record.provider_call_id or "").digits_heard == "1234#"
@@ -130,7 +90,7 @@ async def test_rejected_inbound_caller_is_hung_up_once_even_when_twilio_retries(
 async def test_stale_gather_callback_cannot_complete_a_later_turn(gateway: Runtime,
                                                                  sim: TwilioSimulator) -> None:
     sim.script(CALLEE, Callee(replies=["first answer"], reply_delay_s=0.1))
-    record = await place_call(gateway, CALLEE, "Hello", "conversation")
+    record = await place(gateway, "Hello", "conversation")
     await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
     first = await gateway.api.call("voicecall.continue", {"callId": record.call_id, "message": "Q1?"})
     assert first["transcript"] == "first answer"
@@ -196,24 +156,9 @@ async def test_replayed_signed_webhook_gets_the_same_answer_and_no_side_effects_
             assert gateway.service.active_calls() == []
 
 
-async def test_machine_answered_notify_call_ends_as_voicemail_when_detection_is_on(tmp_path: Path) -> None:
-    async with TwilioSimulator(time_scale=0.05) as sim, running_gateway(
-            tmp_path, twilio_config(sim, free_port(), outbound={"notifyHangupDelaySec": 0,
-                                                                "machineDetection": True})) as gateway:
-        sim.script(CALLEE, Callee(answered_by="machine_start", answer_after_s=0.1))
-        record = await place_call(gateway, CALLEE, "This is a reminder", "notify")
-        final = await call_ended(gateway, record.call_id)
-        assert final.end_reason == "voicemail"
-        created = next(r for r in sim.api_requests if r.path.endswith("/Calls.json"))
-        assert ("MachineDetection", "Enable") in created.params
-        call = sim.call(record.provider_call_id or "")
-        await call.wait_ended()
-        assert call.said == []
-
-
 async def test_create_call_request_carries_our_ids_status_events_and_ring_timeout(
         gateway: Runtime, sim: TwilioSimulator) -> None:
-    record = await place_call(gateway, CALLEE, "Hi", "notify")
+    record = await place(gateway, "Hi", "notify")
     created = next(r for r in sim.api_requests if r.path.endswith("/Calls.json"))
     params = dict(created.params)
     assert params["Url"] == f"{gateway.webhook_url}?callId={record.call_id}"

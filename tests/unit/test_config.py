@@ -821,14 +821,6 @@ def test_plivo_without_credentials_names_each_key_and_env_var() -> None:
     assert "PLIVO_AUTH_TOKEN" in issues["plivo.authToken"]
 
 
-@pytest.mark.parametrize("provider", ["telnyx"])
-def test_carriers_not_built_yet_are_refused(provider: str) -> None:
-    cfg = VoiceCallConfig.model_validate({"provider": provider})
-    assert issue_map(cfg)["provider"] == (
-        f'"{provider}" is not available in this build yet (available: mock, twilio, plivo)'
-    )
-
-
 def test_plivo_is_available_and_its_api_base_url_is_an_http_url() -> None:
     cfg = VoiceCallConfig.model_validate({"provider": "plivo", "plivo": {
         "authId": "MAXXXXXXXXXXXXXXXXXX", "authToken": "t", "apiBaseUrl": "http://127.0.0.1:9"}})
@@ -836,6 +828,16 @@ def test_plivo_is_available_and_its_api_base_url_is_an_http_url() -> None:
     assert cfg.plivo.api_base_url == "http://127.0.0.1:9"
     with pytest.raises(ValueError, match="apiBaseUrl"):
         VoiceCallConfig.model_validate({"plivo": {"apiBaseUrl": "ftp://x"}})
+
+
+def test_telnyx_is_available_once_its_credentials_are_set() -> None:
+    telnyx = {"apiKey": "KEY", "connectionId": "c1",
+              "publicKey": "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=",
+              "apiBaseUrl": "http://127.0.0.1:9/v2", "streamCodec": "PCMA"}
+    cfg = VoiceCallConfig.model_validate({"provider": "telnyx", "fromNumber": "+15550000000",
+                                          "telnyx": telnyx})
+    assert issue_map(cfg) == {}
+    assert cfg.telnyx.stream_codec == "PCMA" and str(cfg.telnyx.api_base_url) == "http://127.0.0.1:9/v2"
 
 
 def test_twilio_is_available_once_its_credentials_are_set() -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "ULAW_SILENCE",
     "alaw_decode",
     "alaw_encode",
+    "alaw_to_ulaw",
     "ulaw_decode",
     "ulaw_encode",
 ]
@@ -126,3 +127,11 @@ def alaw_encode(pcm: bytes | bytearray | memoryview | npt.NDArray[np.int16]) -> 
 def alaw_decode(data: bytes | bytearray | memoryview) -> Int16Array:
     """Decode A-law bytes to an int16 array (one sample per byte)."""
     return _ALAW_DEC.take(np.frombuffer(data, dtype=np.uint8))
+
+
+_ALAW_TO_ULAW: Final = bytes(ulaw_encode(_ALAW_DEC))
+
+
+def alaw_to_ulaw(data: bytes | bytearray | memoryview) -> bytes:
+    """A-law bytes as μ-law bytes (one table lookup a byte), for consumers that take μ-law only."""
+    return bytes(data).translate(_ALAW_TO_ULAW)

@@ -287,7 +287,14 @@ class TelnyxConfig(_Model):
         None, description="Telnyx Call Control connection id; TELNYX_CONNECTION_ID fills it when unset.")
     public_key: Secret | None = Field(
         None, description="Telnyx public key that verifies Ed25519 webhook signatures, required unless "
-        "skipSignatureVerification is true; TELNYX_PUBLIC_KEY fills it when unset.")
+        "skipSignatureVerification is true; TELNYX_PUBLIC_KEY fills it when unset. PEM, base64 of the "
+        "32-byte key (as the Telnyx portal shows it) or base64 DER.")
+    api_base_url: HttpUrl | None = Field(
+        None, description="Call Control API base URL to use instead of `https://api.telnyx.com/v2`, e.g. a "
+        "local Telnyx simulator; a warning is logged when it is not Telnyx's.")
+    stream_codec: Literal["PCMU", "PCMA"] = Field(
+        "PCMU", description="G.711 codec asked for on streamed calls (`PCMU` μ-law or `PCMA` A-law); each "
+        "stream's `start` message says the codec it really uses.")
 
 
 class PlivoConfig(_Model):
@@ -876,10 +883,9 @@ class VoiceCallConfig(_Model):
         "entry has them off.")
     provider: ProviderName = Field(
         "mock", description="Carrier that places and receives calls. This build drives `mock` (built in, "
-        "offline), `twilio` and `plivo`; `telnyx` is refused.")
+        "offline), `twilio`, `telnyx` and `plivo`.")
     telnyx: TelnyxConfig = Field(
-        default_factory=TelnyxConfig, description="Telnyx credentials (the Telnyx carrier is not "
-        "available in this build).")
+        default_factory=TelnyxConfig, description="Telnyx Call Control credentials and webhook key.")
     twilio: TwilioConfig = Field(
         default_factory=TwilioConfig, description="Twilio credentials and REST region.")
     plivo: PlivoConfig = Field(
@@ -930,8 +936,8 @@ class VoiceCallConfig(_Model):
         default_factory=WebhookSecurityConfig, description="Which forwarding headers are trusted when the "
         "webhook URL a carrier signed is rebuilt from a request (only without publicUrl).")
     streaming: StreamingConfig = Field(
-        default_factory=StreamingConfig, description="Media streams (Twilio, Plivo): streamed speech out, "
-        "streaming speech-to-text in, interruptions.")
+        default_factory=StreamingConfig, description="Media streams (Twilio, Telnyx, Plivo): streamed speech "
+        "out, streaming speech-to-text in, interruptions.")
     realtime: RealtimeConfig = Field(
         default_factory=RealtimeConfig, description="Realtime speech-to-speech voice. Not available in this "
         "build: `enabled` must stay false; the other keys are accepted so shared configs load.")
@@ -1057,7 +1063,7 @@ class NotBuiltRule:
     message: Callable[[VoiceCallConfig], str]
 
 
-AVAILABLE_PROVIDERS: tuple[str, ...] = ("mock", "twilio", "plivo")
+AVAILABLE_PROVIDERS: tuple[str, ...] = ("mock", "telnyx", "twilio", "plivo")
 """Carriers this build can actually drive."""
 
 NOT_BUILT_YET: list[NotBuiltRule] = [

@@ -26,7 +26,7 @@ from typing import Protocol
 from voicecall.audio.frames import FRAME_BYTES, FrameSplitter
 from voicecall.audio.g711 import ALAW_SILENCE, ULAW_SILENCE, alaw_encode, ulaw_encode
 from voicecall.audio.resample import StreamingResampler
-from voicecall.providers.streams import PlaybackResult, StreamSerializer, played_prefix
+from voicecall.providers.streams import Codec, PlaybackResult, StreamSerializer, played_prefix
 from voicecall.speech.sentences import SentenceSplitter
 
 __all__ = ["PlaybackError", "Speech", "StreamPlayback", "Utterance", "split_sentences"]
@@ -217,8 +217,8 @@ class StreamPlayback:
     """The `FrameSink` of one stream (see the module docstring)."""
 
     def __init__(self, *, stream_id: str, serializer: StreamSerializer, speech: Speech,
-                 send: Callable[[str], bool], on_first_frame: Callable[[Utterance], None] | None = None
-                 ) -> None:
+                 send: Callable[[str], bool], on_first_frame: Callable[[Utterance], None] | None = None,
+                 codec: Codec = "ulaw") -> None:
         self.stream_id = stream_id
         self.serializer = serializer
         self.speech = speech
@@ -229,9 +229,9 @@ class StreamPlayback:
         self._awaiting_mark: dict[str, Utterance] = {}
         self._mark_seq = 0
         self._closed = False
-        silence = ULAW_SILENCE if serializer.codec == "ulaw" else ALAW_SILENCE
+        silence = ULAW_SILENCE if codec == "ulaw" else ALAW_SILENCE
         self._silence = serializer.audio(stream_id, silence * FRAME_BYTES)
-        self._encode = ulaw_encode if serializer.codec == "ulaw" else alaw_encode
+        self._encode = ulaw_encode if codec == "ulaw" else alaw_encode
         self._pad = silence
         self.silence_sent = 0
         """Keep-alive silence frames sent while audio was on its way."""

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Protocol
 
+from voicecall.audio.g711 import alaw_to_ulaw
 from voicecall.media.playback import Speech, StreamPlayback, Utterance
 from voicecall.providers.streams import (
     StreamAudio,
@@ -80,7 +81,9 @@ class StreamSession:
         self.transcripts = 0
         self.playback = StreamPlayback(stream_id=start.stream_id, serializer=serializer,
                                        speech=speech, send=connection.send_text,
-                                       on_first_frame=on_first_frame)
+                                       on_first_frame=on_first_frame, codec=start.codec)
+        self._to_ulaw = alaw_to_ulaw if start.codec == "alaw" else None
+        """Speech-to-text takes μ-law: an A-law stream's audio is converted for it."""
         self._stt_task: asyncio.Task[None] | None = None
 
     def callbacks(self) -> SttCallbacks:
@@ -107,7 +110,8 @@ class StreamSession:
         """One parsed inbound message (after `start`)."""
         if isinstance(message, StreamAudio):
             if self.stt is not None:
-                self.stt.send_audio(message.payload)
+                payload = message.payload
+                self.stt.send_audio(self._to_ulaw(payload) if self._to_ulaw else payload)
         elif isinstance(message, StreamMark):
             self.playback.on_mark(message.name)
         elif isinstance(message, StreamCleared):

@@ -60,6 +60,7 @@ class CarrierHttp:
                  parse_error: ErrorParser = _default_error,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.carrier = carrier
+        self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.parse_error = parse_error
         self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), auth=auth, headers=headers,

@@ -9,8 +9,10 @@ A `MarkupProvider` owns everything that is the same for those carriers (D80):
   turn) and a redirect that re-arms the listen on silence;
 - the answers to webhooks: hold, reject, hang up, stream, queue the second inbound streamer;
 - the call's first document in the answer to its answer webhook (`AnswerWindow`, D45);
-- a transfer's progress webhooks (`dial`, `dial-status`, D46);
-- the media-stream token of each call and stream authorization.
+- a transfer's progress webhooks (`dial`, `dial-status`, D46).
+
+What every carrier adapter has (the REST client, playback waits, media-stream tokens and stream
+authorization) comes from `CarrierAdapter`, which the Telnyx adapter shares.
 
 A carrier subclass supplies its `MarkupDialect` (how each document is written), how a document
 replaces the one the call is running (`_push`), and its REST, signatures and webhook parsing.
@@ -19,44 +21,40 @@ replaces the one the call is running (`_push`), and its REST, signatures and web
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
-import hmac
 import logging
 import math
-import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
-from uuid import uuid4
 
 import httpx
 
 from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallRecord, Direction, EndReason
+from voicecall.providers.adapter import CarrierAdapter, CarrierSettings
 from voicecall.providers.answer_window import AnswerWindow
 from voicecall.providers.base import (
     EventOutcome,
     ParsedWebhook,
     ProviderCallStatus,
-    ProviderContext,
-    ProviderError,
     Verification,
     WebhookParseError,
     WebhookRequest,
     map_call_status,
 )
-from voicecall.providers.http import CarrierApiError, CarrierHttp, ErrorParser
-from voicecall.providers.streams import MediaStreams, StreamSerializer, StreamStart
+from voicecall.providers.http import CarrierApiError, ErrorParser
+from voicecall.providers.replies import call_for, ended_call_ids, machine_ends_call
+from voicecall.providers.voices import route_voice
 from voicecall.security.public_url import ForwardingPolicy
 from voicecall.shared.clock import now_ms
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MarkupCarrierSettings", "MarkupDialect", "MarkupProvider", "route_voice"]
+__all__ = ["MarkupCarrierSettings", "MarkupDialect", "MarkupProvider"]
 
 
 class MarkupDialect(Protocol):
@@ -86,29 +84,12 @@ class MarkupDialect(Protocol):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MarkupCarrierSettings:
-    """The settings every markup carrier has; each carrier's settings extend them."""
+class MarkupCarrierSettings(CarrierSettings):
+    """What every markup carrier has besides `CarrierSettings`: the public URL its signatures
+    cover and which forwarding headers rebuild it."""
 
-    api_base_url: str
     public_url: str | None = None
     policy: ForwardingPolicy = field(default_factory=ForwardingPolicy)
-    skip_signature_verification: bool = False
-    voice: str
-    language: str = "en-US"
-    machine_detection: bool = False
-    timeout_s: float = 10.0
-    streaming: bool = False
-    """Media streaming on: answered calls get a stream to the gateway's stream URL."""
-    stream_url: str | None = None
-    """Overrides the stream URL the gateway derives from its webhook URL (implies streaming)."""
-
-    real_api_hosts: ClassVar[tuple[str, ...]] = ()
-    """The carrier's own API base URLs (each carrier's settings name them)."""
-
-    @property
-    def uses_real_api(self) -> bool:
-        """Whether `api_base_url` is the carrier's own API rather than, say, a simulator."""
-        return self.api_base_url.rstrip("/") in self.real_api_hosts
 
 
 OPENAI_TO_POLLY = {
@@ -141,16 +122,7 @@ def speech_confidence(raw: str | None) -> float:
     return min(max(value, 0.0), 1.0) if math.isfinite(value) else 0.9
 
 
-def route_voice(call: CallRecord) -> str | None:
-    """The TTS voice of the call's `numbers` route (its provider's `voice` or `voiceId`), if any."""
-    tts = (call.metadata.get("route") or {}).get("tts") or {}
-    providers: dict[str, Any] = tts.get("providers") or {}
-    chosen: Any = providers.get(tts.get("provider") or "") or next(iter(providers.values()), {})
-    voice = chosen.get("voice") or chosen.get("voiceId") if isinstance(chosen, dict) else None
-    return str(voice) if voice else None
-
-
-class MarkupProvider(ABC):
+class MarkupProvider(CarrierAdapter, ABC):
     """The shared half of a markup-driven carrier adapter (see the module docstring).
 
     Webhook meta a subclass's `parse_webhook` fills for `webhook_reply`: `providerCallId`,
@@ -158,11 +130,8 @@ class MarkupProvider(ABC):
     `doc`, `status` (the carrier's call status, lower case) and `inboundStart` (the first
     webhook of an inbound call)."""
 
-    name: str
     settings: MarkupCarrierSettings
     dialect: MarkupDialect
-    http: CarrierHttp
-    serializer: StreamSerializer
     call_id_params: tuple[str, ...]
     """The form fields that carry the carrier's call id, first found wins."""
     status_field: str = "status"
@@ -175,15 +144,10 @@ class MarkupProvider(ABC):
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         """`label` names the carrier in errors; `signature_headers` are the webhook's
         `required_headers` unless signature checks are off."""
-        self.settings = settings
-        self.required_headers: tuple[str, ...] = (
-            () if settings.skip_signature_verification else signature_headers)
-        self.http = CarrierHttp(label, settings.api_base_url, auth=auth,
-                                timeout_s=settings.timeout_s, parse_error=parse_error,
-                                transport=transport)
-        self._context: ProviderContext | None = None
+        super().__init__(settings, label=label, signature_headers=signature_headers,
+                         parse_error=parse_error, auth=auth, transport=transport)
+        self.settings: MarkupCarrierSettings = settings
         self._bases: dict[str, str] = {}
-        self._played: dict[str, tuple[str, asyncio.Future[None]]] = {}
         self._listening: dict[str, str] = {}
         self._documents: dict[str, tuple[str, str]] = {}
         self._windows: dict[str, AnswerWindow] = {}
@@ -239,52 +203,16 @@ class MarkupProvider(ABC):
         return voice
 
     # -- lifecycle -----------------------------------------------------------------------------
-    @property
-    def media_streams(self) -> MediaStreams | None:
-        """This adapter (serializer + stream authorization) when streaming is on."""
-        return self if self.settings.streaming or self.settings.stream_url else None
-
-    def _stream_url(self) -> str | None:
-        if self.settings.stream_url:
-            return self.settings.stream_url
-        return self.context.stream_url if self.settings.streaming else None
-
-    @property
-    def requires_public_webhook(self) -> bool:
-        """The real carrier must reach us; a local simulator (apiBaseUrl override) need not."""
-        return self.settings.uses_real_api
-
-    def bind(self, context: ProviderContext) -> None:
-        self._context = context
-
     def set_public_url(self, url: str) -> None:
         """A tunnel's URL: the carrier signs it, so signatures are checked against it (a
         configured publicUrl wins)."""
         if self.settings.public_url is None:
             self.settings = dataclasses.replace(self.settings, public_url=url)
 
-    async def start(self) -> None:
-        if not self.settings.uses_real_api:
-            log.warning("%s.apiBaseUrl is %s, not the carrier's API: calls go to that server",
-                        self.name, self.settings.api_base_url)
-
-    async def stop(self) -> None:
-        """Cancel background tasks and playback waits, then close the REST client."""
-        self._cancel_pending()
-        await self.http.aclose()
-
-    @property
-    def context(self) -> ProviderContext:
-        if self._context is None:
-            raise ProviderError(f"{self.name}: provider is not bound to a call service")
-        return self._context
-
     def _cancel_pending(self) -> None:
+        super()._cancel_pending()
         for task in list(self._tasks):
             task.cancel()
-        for _call_id, fut in self._played.values():
-            if not fut.done():
-                fut.cancel()
         for window in self._windows.values():
             window.close()
         self._windows.clear()
@@ -372,8 +300,7 @@ class MarkupProvider(ABC):
     def _machine_answered(self, call_id: str | None) -> list[dict[str, Any]]:
         """A machine answered: a notify call (or one we cannot see) ends as voicemail; a
         conversation goes on."""
-        call = self.context.live(call_id) if call_id else None
-        if call is None or call.mode == "notify":
+        if machine_ends_call(self.context, call_id):
             return [{"type": "call.ended", "reason": EndReason.VOICEMAIL.value}]
         return []
 
@@ -404,9 +331,7 @@ class MarkupProvider(ABC):
         if call.is_terminal:
             return d.hangup()
         if kind == "played" and meta.get("utt"):
-            entry = self._played.get(meta["utt"])
-            if entry and not entry[1].done():
-                entry[1].set_result(None)
+            self._played.played(meta["utt"])
         if kind == "doc":
             stored = self._documents.get(call.call_id)
             if stored is not None and stored[0] == meta.get("doc"):
@@ -476,29 +401,14 @@ class MarkupProvider(ABC):
 
     async def _call_for(self, meta: dict[str, Any],
                         outcomes: list[EventOutcome] | None) -> CallRecord | None:
-        for outcome in outcomes or []:
-            if outcome.rejected:
-                return None
-            if outcome.call is not None:
-                return outcome.call
-        ctx = self.context
-        for key in (meta.get("callId"), meta.get("providerCallId")):
-            if key:
-                call = ctx.live(key) or await ctx.get_call(key)
-                if call is not None:
-                    return call
-        return None
+        return await call_for(self.context, outcomes, meta.get("callId"), meta.get("providerCallId"))
 
     def _settle_if_ended(self, events: list[CallEvent], outcomes: list[EventOutcome] | None) -> None:
         """A call that ended fails its pending playback waits at once (nothing waits forever)
         and frees its inbound stream slot. The event may name the call by the carrier's id only
         (an inbound call's status callback), so our id comes from the applied outcome."""
-        for i, event in enumerate(events):
-            if event.type != "call.ended":
-                continue
-            outcome = outcomes[i] if outcomes and i < len(outcomes) else None
-            call = (outcome.call if outcome else None) or self.context.live(event.call_id)
-            self._fail_pending(call.call_id if call else event.call_id)
+        for call_id in ended_call_ids(self.context, events, outcomes):
+            self._fail_pending(call_id)
 
     def _fail_pending(self, call_id: str) -> None:
         if call_id in self._queued_inbound:
@@ -509,9 +419,7 @@ class MarkupProvider(ABC):
                 task = asyncio.get_running_loop().create_task(self._connect_next_queued())
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-        for _utt, (owner, fut) in list(self._played.items()):
-            if owner == call_id and not fut.done():
-                fut.set_exception(ProviderError(f"{self.name}: the call ended during playback"))
+        self._played.fail_call(call_id)
         self._listening.pop(call_id, None)
         self._documents.pop(call_id, None)
         self._close_window(call_id)
@@ -533,51 +441,17 @@ class MarkupProvider(ABC):
             return
 
     # -- media-stream tokens -------------------------------------------------------------------
-    def _new_stream_token(self) -> str:
-        """16 random bytes, base64url (a carrier that allows fewer characters overrides it)."""
-        return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
-
-    async def stream_token(self, call_id: str) -> str:
-        """The call's media-stream token, created once and persisted."""
-        state = await self.context.get_provider_state(call_id) or {}
-        token = state.get("streamToken")
-        if not token:
-            token = self._new_stream_token()
-            state.setdefault("webhookUrl", await self._base(call_id))
-            await self.context.put_provider_state(call_id, {**state, "streamToken": token})
-        return str(token)
-
-    async def is_valid_stream_token(self, call_id: str, token: str) -> bool:
-        """Constant-time check of a media stream's token."""
-        state = await self.context.get_provider_state(call_id) or {}
-        expected = str(state.get("streamToken") or "")
-        return bool(expected) and hmac.compare_digest(expected.encode(), token.encode())
-
-    def _stream_call(self, carrier_call_id: str) -> CallRecord | None:
-        """The live call a stream's `start` names by the carrier's call id."""
-        call = self.context.live(carrier_call_id)
-        return call if call is not None and call.provider_call_id == carrier_call_id else None
-
-    async def authorize_stream(self, start: StreamStart, query_token: str | None) -> str | None:
-        """Our call id when `start.call_sid` is a live call and the token is that call's."""
-        call = self._stream_call(start.call_sid)
-        token = start.token or query_token
-        if call is None or call.is_terminal or not token:
-            return None
-        return call.call_id if await self.is_valid_stream_token(call.call_id, token) else None
+    async def _state_defaults(self, call_id: str) -> dict[str, Any]:
+        """A streamed call keeps the webhook URL it uses with its token (a restart reaches it)."""
+        return {"webhookUrl": await self._base(call_id)}
 
     # -- commands ------------------------------------------------------------------------------
     async def _play(self, call: CallRecord, render: Callable[[str], str]) -> None:
         """Run the document `render(played_url)` and return once the carrier requests that URL."""
-        utt = uuid4().hex
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._played[utt] = (call.call_id, fut)
-        try:
+        async def send(utt: str) -> None:
             played_url = await self._call_url(call.call_id, type="played", utt=utt)
             await self._send_document(call, render(played_url))
-            await fut
-        finally:
-            self._played.pop(utt, None)
+        await self._played.play(call.call_id, send)
 
     def _voice_for(self, call: CallRecord) -> str:
         """The call's `numbers` route voice when it has one, else the configured voice."""

@@ -56,7 +56,8 @@ def _forwarding_policy(config: VoiceCallConfig) -> ForwardingPolicy:
 
 
 def _configured_voice(config: VoiceCallConfig) -> str | None:
-    """The TTS voice of the configured TTS provider (`voice` or `voiceId`), if any."""
+    """The voice of the selected TTS provider's settings (`voice` or `voiceId`); carriers with
+    native speech map it."""
     tts = config.tts
     provider_cfg = tts.providers.get(tts.provider or "") if tts.provider else None
     return (provider_cfg.voice or provider_cfg.voice_id) if provider_cfg else None
@@ -108,3 +109,29 @@ def plivo_from_config(config: VoiceCallConfig) -> Provider:
 
 
 BUILTIN["plivo"] = plivo_from_config
+
+
+def telnyx_from_config(config: VoiceCallConfig) -> Provider:
+    from voicecall.providers.telnyx.provider import API_BASE_URL, TelnyxProvider, TelnyxSettings
+    from voicecall.providers.telnyx.signature import load_public_key
+
+    t = config.telnyx
+    if t.api_key is None or not t.connection_id:
+        raise ValueError("telnyx.apiKey and telnyx.connectionId are required")
+    public_key = load_public_key(t.public_key.get_secret_value()) if t.public_key else None
+    if public_key is None and not config.skip_signature_verification:
+        raise ValueError("telnyx.publicKey is required unless skipSignatureVerification is true")
+    return TelnyxProvider(TelnyxSettings(
+        api_key=t.api_key.get_secret_value(),
+        connection_id=t.connection_id,
+        public_key=public_key,
+        api_base_url=str(t.api_base_url).rstrip("/") if t.api_base_url else API_BASE_URL,
+        skip_signature_verification=config.skip_signature_verification,
+        voice=_configured_voice(config) or "female",
+        machine_detection=config.outbound.machine_detection,
+        streaming=config.streaming.enabled,
+        stream_codec=t.stream_codec,
+    ))
+
+
+BUILTIN["telnyx"] = telnyx_from_config

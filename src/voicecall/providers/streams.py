@@ -1,7 +1,7 @@
 """What a carrier's media-stream wire format has to provide: inbound messages parsed into a few
 carrier-neutral kinds, and outbound audio / marks / clears rendered back into its format.
 
-Each carrier supplies one `StreamSerializer` (Twilio's and Plivo's JSON events),
+Each carrier supplies one `StreamSerializer` (Twilio's, Telnyx's and Plivo's JSON events),
 in the shape of Pipecat's per-carrier frame serializers. Everything else about a stream (guards,
 STT, playback, pacing, barge-in) is shared.
 """
@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol, TypeAlias
 from voicecall.shared import bounded_json
 
 __all__ = [
+    "Codec",
     "MediaStreams",
     "PlaybackResult",
     "StreamAudio",
@@ -26,14 +27,36 @@ __all__ = [
     "StreamStart",
     "StreamStop",
     "decode_payload",
+    "g711_codec",
     "json_object",
     "played_prefix",
 ]
 
 
+Codec = Literal["ulaw", "alaw"]
+"""A G.711 law: μ-law (PCMU) or A-law (PCMA)."""
+
+
+_G711_NAMES: dict[str, Codec] = {
+    "audio/x-mulaw": "ulaw", "pcmu": "ulaw", "mulaw": "ulaw", "ulaw": "ulaw",
+    "audio/x-alaw": "alaw", "pcma": "alaw", "alaw": "alaw",
+}
+
+
+def g711_codec(encoding: str) -> Codec:
+    """The G.711 law a carrier's encoding name stands for (`audio/x-mulaw`, `PCMU`, `PCMA`, ...);
+    ValueError for anything else, since the shared pipeline speaks G.711 only."""
+    codec = _G711_NAMES.get(encoding.strip().lower())
+    if codec is None:
+        raise ValueError(f"unsupported stream encoding {encoding[:40]!r} (PCMU or PCMA only)")
+    return codec
+
+
 @dataclass(frozen=True, slots=True)
 class StreamStart:
-    """The carrier opened the stream for a call; `token` authenticates it (each call has its own)."""
+    """The carrier opened the stream for a call; `token` authenticates it (each call has its own).
+    `codec` is the G.711 law of this stream in both directions, as its `start` message says
+    (docs/decisions.md D74)."""
 
     call_sid: str
     stream_id: str
@@ -41,6 +64,7 @@ class StreamStart:
     custom_parameters: dict[str, str] = field(default_factory=dict)
     encoding: str = "audio/x-mulaw"
     sample_rate: int = 8000
+    codec: Codec = "ulaw"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,20 +145,16 @@ def json_object(data: str | bytes) -> dict[str, Any]:
 StreamMessage: TypeAlias = (StreamStart | StreamAudio | StreamMark | StreamDtmf | StreamCleared
                              | StreamStop)
 
-Codec = Literal["ulaw", "alaw"]
-
 
 class StreamSerializer(Protocol):
     """One carrier's media-stream wire format. All methods are synchronous and cheap: they run
-    for every frame of every stream."""
-
-    codec: Codec
-    """The G.711 law the carrier streams in both directions."""
+    for every frame of every stream. The codec is per stream (`StreamStart.codec`)."""
 
     def parse(self, data: str | bytes) -> StreamMessage | None:
         """The meaning of one inbound WebSocket message; None for messages that need no action
-        (`connected`, unknown events). Raises ValueError for malformed input (the caller logs
-        and ignores it: a bad frame is never fatal)."""
+        (`connected`, unknown events). Raises ValueError for malformed input, including a
+        `start` whose codec is not G.711 (the caller logs and ignores it: a bad frame is never
+        fatal)."""
         ...
 
     def audio(self, stream_id: str, payload: bytes) -> str:

@@ -1,16 +1,15 @@
 """The simulated far end every carrier simulator shares: how the callee (or inbound caller)
-behaves, and what it sends into a media stream."""
+behaves; what it sends into a media stream is `media_clock.CallerFeed`, re-exported here."""
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from voicecall.testing.media_clock import FRAME_BYTES, CallerFeed
+
 __all__ = ["FRAME_BYTES", "SILENCE", "Callee", "CallerFeed", "Outcome"]
 
-FRAME_BYTES = 160
-"""20 ms of 8 kHz μ-law."""
 SILENCE = 0xFF
 """μ-law silence."""
 
@@ -34,25 +33,3 @@ class Callee:
     never `started_at`) and the call stays there, as if the stream were open, until it is hung up
     or redirected: a load generator then opens the stream itself, with
     `TwilioSimulator.stream_entries()`."""
-
-
-class CallerFeed:
-    """What the caller sends into the stream: μ-law audio (else silence) and DTMF keys."""
-
-    def __init__(self) -> None:
-        self.audio = bytearray()
-        self.dtmf: deque[str] = deque()
-
-    def add_audio(self, mulaw: bytes) -> None:
-        """Queue raw μ-law 8 kHz audio; it goes out 160 bytes per 20 ms frame."""
-        self.audio.extend(mulaw)
-
-    def press(self, digits: str) -> None:
-        """Queue DTMF keys; each becomes one `dtmf` event on the next frame."""
-        self.dtmf.extend(digits)
-
-    def take_frame(self) -> bytes:
-        """The next 20 ms of caller audio, padded with μ-law silence."""
-        chunk = bytes(self.audio[:FRAME_BYTES])
-        del self.audio[:FRAME_BYTES]
-        return chunk + bytes([SILENCE]) * (FRAME_BYTES - len(chunk))

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from voicecall.providers import streams
-from voicecall.providers.streams import Codec, StreamMessage
+from voicecall.providers.streams import StreamMessage, g711_codec
 
 __all__ = ["PlivoStreamSerializer", "extra_headers"]
 
@@ -38,8 +38,6 @@ def _object(value: Any) -> dict[str, Any]:
 class PlivoStreamSerializer:
     """`StreamSerializer` for Plivo bidirectional audio streams (8 kHz μ-law)."""
 
-    codec: Codec = "ulaw"
-
     def parse(self, data: str | bytes) -> StreamMessage | None:
         message = streams.json_object(data)
         event = message.get("event")
@@ -63,12 +61,13 @@ class PlivoStreamSerializer:
         fmt = _object(start.get("mediaFormat"))
         headers = extra_headers(message.get("extra_headers"))
         rate = fmt.get("sampleRate", 8000)
+        encoding = str(fmt.get("encoding") or "audio/x-mulaw")  # the XML asks for μ-law
         return streams.StreamStart(
             call_sid=str(start.get("callId") or "").strip(),
             stream_id=str(start.get("streamId") or message.get("streamId") or ""),
             token=headers.get("token"), custom_parameters=headers,
-            encoding=str(fmt.get("encoding") or "audio/x-mulaw"),
-            sample_rate=rate if isinstance(rate, int) else 8000)
+            encoding=encoding, sample_rate=rate if isinstance(rate, int) else 8000,
+            codec=g711_codec(encoding))
 
     def audio(self, stream_id: str, payload: bytes) -> str:
         b64 = binascii.b2a_base64(payload, newline=False).decode("ascii")

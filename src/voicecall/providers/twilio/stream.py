@@ -7,27 +7,16 @@ base64 payload out of the text instead of building a dict for every frame.
 
 from __future__ import annotations
 
-import binascii
 import functools
 import json
 from typing import Any
 
-from voicecall.providers.streams import (
-    Codec,
-    StreamAudio,
-    StreamDtmf,
-    StreamMark,
-    StreamMessage,
-    StreamStart,
-    StreamStop,
-    decode_payload,
-    json_object,
-)
+from voicecall.providers import stream_json as wire
+from voicecall.providers.streams import StreamAudio, StreamMessage, StreamStart, g711_codec
 
 __all__ = ["TwilioStreamSerializer"]
 
 _MEDIA_PREFIX = '{"event":"media"'
-_PAYLOAD_KEY = '"payload":"'
 
 
 @functools.lru_cache(maxsize=4096)
@@ -39,37 +28,19 @@ def _media_prefix(stream_id: str) -> str:
 class TwilioStreamSerializer:
     """`StreamSerializer` for Twilio `<Connect><Stream>` (bidirectional)."""
 
-    codec: Codec = "ulaw"
-
     def parse(self, data: str | bytes) -> StreamMessage | None:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-        if text.startswith(_MEDIA_PREFIX):
-            start = text.find(_PAYLOAD_KEY)
-            if start >= 0:
-                start += len(_PAYLOAD_KEY)
-                end = text.find('"', start)
-                if end < 0:
-                    raise ValueError("unterminated media payload")
-                return StreamAudio(decode_payload(text[start:end]))
-        message = json_object(text)
+        message = wire.read(data, _MEDIA_PREFIX)
+        if isinstance(message, bytes):
+            return StreamAudio(message)
         event = message.get("event")
         if event == "media":
-            media = message.get("media")
-            return StreamAudio(decode_payload(media.get("payload") if isinstance(media, dict)
-                                              else None))
+            payload = wire.member(message, "media", "payload")
+            if not isinstance(payload, str):
+                raise ValueError("media without a payload")
+            return StreamAudio(wire.decode_payload(payload))
         if event == "start":
             return self._start(message)
-        if event == "mark":
-            mark = message.get("mark")
-            name = mark.get("name") if isinstance(mark, dict) else None
-            return StreamMark(str(name)) if name else None
-        if event == "dtmf":
-            dtmf = message.get("dtmf")
-            digit = dtmf.get("digit") if isinstance(dtmf, dict) else None
-            return StreamDtmf(str(digit)) if digit else None
-        if event == "stop":
-            return StreamStop()
-        return None  # "connected" and anything newer: nothing to do
+        return wire.parse_control(message)  # mark, dtmf, stop; "connected" and newer: None
 
     @staticmethod
     def _start(message: dict[str, Any]) -> StreamStart:
@@ -82,19 +53,17 @@ class TwilioStreamSerializer:
         fmt: dict[str, Any] = raw_fmt if isinstance(raw_fmt, dict) else {}
         stream_sid = start.get("streamSid") or message.get("streamSid") or ""
         rate = fmt.get("sampleRate", 8000)
+        encoding = str(fmt.get("encoding") or "audio/x-mulaw")  # Twilio streams μ-law only
         return StreamStart(
             call_sid=str(start.get("callSid") or "").strip(), stream_id=str(stream_sid),
-            token=custom.get("token"), custom_parameters=custom,
-            encoding=str(fmt.get("encoding") or "audio/x-mulaw"),
-            sample_rate=rate if isinstance(rate, int) else 8000)
+            token=custom.get("token"), custom_parameters=custom, encoding=encoding,
+            sample_rate=rate if isinstance(rate, int) else 8000, codec=g711_codec(encoding))
 
     def audio(self, stream_id: str, payload: bytes) -> str:
-        b64 = binascii.b2a_base64(payload, newline=False).decode("ascii")
-        return f'{_media_prefix(stream_id)}{b64}"}}}}'
+        return f'{_media_prefix(stream_id)}{wire.encode_payload(payload)}"}}}}'
 
     def mark(self, stream_id: str, name: str) -> str:
-        return json.dumps({"event": "mark", "streamSid": stream_id, "mark": {"name": name}},
-                          separators=(",", ":"))
+        return wire.compact({"event": "mark", "streamSid": stream_id, "mark": {"name": name}})
 
     def clear(self, stream_id: str) -> str:
-        return json.dumps({"event": "clear", "streamSid": stream_id}, separators=(",", ":"))
+        return wire.compact({"event": "clear", "streamSid": stream_id})

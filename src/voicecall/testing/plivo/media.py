@@ -24,7 +24,7 @@ from uuid import uuid4
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from voicecall.testing.far_end import CallerFeed
+from voicecall.testing.media_clock import CallerFeed
 
 __all__ = ["PlivoStream", "PlivoStreamRecord"]
 

@@ -38,6 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from voicecall.providers.plivo.signature import sign_v2, sign_v3
+from voicecall.testing import simbase
 from voicecall.testing.loopback import LoopbackServer
 from voicecall.testing.plivo.call import CallbackRecord, Callee, PlivoCall
 from voicecall.testing.plivo.media import PlivoStream
@@ -139,11 +140,7 @@ class PlivoSimulator:
         self._closing = True
         for call in self.calls.values():
             call.request_end("completed", "NORMAL_CLEARING", "Plivo")
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=FINISH_WAIT_S)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await simbase.drain(self._tasks, FINISH_WAIT_S)
         await self._listener.stop()
         if self._http is not None:
             await self._http.aclose()

@@ -16,7 +16,6 @@ import contextlib
 import json
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +23,9 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from voicecall.testing.far_end import FRAME_BYTES, CallerFeed
+from voicecall.testing.media_clock import CallerFeed, Playout, run_frames
 from voicecall.testing.twilio.signing import SIGNATURE_HEADER, sign
 
-FRAME_SECONDS = 0.02
 INVALID_MESSAGE = 31951
 OPEN_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 1.0
@@ -101,9 +99,7 @@ class MediaStream:
         self._warned = False
         self._seq = 0
         self._send_lock = asyncio.Lock()
-        self._queued = 0  # bytes of app audio received (after clears)
-        self._played = 0  # bytes of it the playout clock has consumed
-        self._pending_marks: deque[tuple[str, int]] = deque()
+        self._playout = Playout()
         self._ws: ClientConnection | None = None
 
     @property
@@ -166,7 +162,7 @@ class MediaStream:
                      "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}
             await self._send({"event": "start", "start": start, "streamSid": self.stream_sid})
             self.record.started_at = time.time()
-            ticker = asyncio.create_task(self._tick())
+            ticker = asyncio.create_task(run_frames(self._frame))
             await self._receive()
             self.record.closed_by = "app"
         except asyncio.CancelledError:
@@ -196,33 +192,21 @@ class MediaStream:
                               "streamSid": self.stream_sid})
         await ws.close()
 
-    async def _tick(self) -> None:
-        """Every 20 ms: pending DTMF, one inbound media frame, playout of app audio, due marks."""
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        k = 0
-        while True:
-            k += 1
-            target = t0 + k * FRAME_SECONDS
-            now = loop.time()
-            if now - target > 0.2:  # fell far behind (busy loop): resynchronise instead of bursting
-                t0 = now - k * FRAME_SECONDS
-                target = now
-            await asyncio.sleep(max(0.0, target - now))
-            if self.bidirectional:
-                while self.feed.dtmf:
-                    digit = self.feed.dtmf.popleft()
-                    await self._send({"event": "dtmf", "streamSid": self.stream_sid,
-                                      "dtmf": {"track": "inbound_track", "digit": digit}})
-            payload = base64.b64encode(self.feed.take_frame()).decode("ascii")
-            await self._send({"event": "media", "media": {"track": "inbound", "chunk": str(k),
-                                                          "timestamp": str((k - 1) * 20),
-                                                          "payload": payload},
-                              "streamSid": self.stream_sid})
-            self.record.frames_sent += 1
-            self._played = min(self._queued, self._played + FRAME_BYTES)
-            while self._pending_marks and self._pending_marks[0][1] <= self._played:
-                await self._echo_mark(self._pending_marks.popleft()[0])
+    async def _frame(self, k: int) -> None:
+        """One 20 ms frame: pending DTMF, one inbound media frame, playout of app audio, due marks."""
+        if self.bidirectional:
+            while self.feed.dtmf:
+                digit = self.feed.dtmf.popleft()
+                await self._send({"event": "dtmf", "streamSid": self.stream_sid,
+                                  "dtmf": {"track": "inbound_track", "digit": digit}})
+        payload = base64.b64encode(self.feed.take_frame()).decode("ascii")
+        await self._send({"event": "media", "media": {"track": "inbound", "chunk": str(k),
+                                                      "timestamp": str((k - 1) * 20),
+                                                      "payload": payload},
+                          "streamSid": self.stream_sid})
+        self.record.frames_sent += 1
+        for name in self._playout.tick():
+            await self._echo_mark(name)
 
     def _invalid(self, why: str) -> None:
         self.record.invalid_messages.append(why)
@@ -274,7 +258,7 @@ class MediaStream:
             self.record.received_audio.extend(audio)
             if self._audio_sink is not None:
                 self._audio_sink.extend(audio)
-            self._queued += len(audio)
+            self._playout.add_audio(len(audio))
         elif event == "mark":
             mark = message.get("mark")
             name = mark.get("name") if isinstance(mark, dict) else None
@@ -284,13 +268,13 @@ class MediaStream:
             self.record.marks.append(name)
             if self._marks_sink is not None:
                 self._marks_sink.append(name)
-            self._pending_marks.append((name, self._queued))
+            self._playout.add_mark(name)
         elif event == "clear":
             self.record.clear_positions.append(len(self.record.received_audio))
-            self.record.cleared_bytes += self._queued - self._played
-            self._played = self._queued
-            while self._pending_marks:
-                await self._echo_mark(self._pending_marks.popleft()[0])
+            due = self._playout.clear()
+            self.record.cleared_bytes = self._playout.cleared_bytes
+            for name in due:
+                await self._echo_mark(name)
         else:
             self._invalid(f"unknown event {event!r}")
 

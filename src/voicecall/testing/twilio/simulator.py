@@ -22,7 +22,7 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -37,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from voicecall.testing import simbase
 from voicecall.testing.far_end import Callee, CallerFeed
 from voicecall.testing.loopback import LoopbackServer
 from voicecall.testing.twilio.media import MediaStream, StreamError, StreamRecord
@@ -115,7 +116,7 @@ def _rfc2822(ts: float | None) -> str | None:
     return None if ts is None else format_datetime(datetime.fromtimestamp(ts, UTC))
 
 
-class SimCall:
+class SimCall(simbase.Observable):
     """One simulated call and everything observable about it."""
 
     def __init__(self, sim: TwilioSimulator, *, sid: str, direction: str, from_: str, to: str,
@@ -123,6 +124,7 @@ class SimCall:
                  status_callback: str | None = None, status_callback_method: str = "POST",
                  status_callback_events: Iterable[str] = ("completed",), timeout_s: float = 60.0,
                  machine_detection: str | None = None, status: str = "queued") -> None:
+        super().__init__()
         self._sim = sim
         self.sid = sid
         self.account_sid = sim.account_sid
@@ -166,7 +168,6 @@ class SimCall:
         self.errors: list[tuple[int | None, str]] = []
         self.feed = CallerFeed()
         self.input_event = asyncio.Event()
-        self._changed = asyncio.Event()
         self._end_requested = asyncio.Event()
         self._end_status: str | None = None
         self._finished = asyncio.Event()
@@ -227,10 +228,6 @@ class SimCall:
         return self._active_stream.record if self._active_stream is not None else None
 
     # -- recording (used by the interpreter) -----------------------------------------------------
-    def _bump(self) -> None:
-        old, self._changed = self._changed, asyncio.Event()
-        old.set()
-
     def _set_status(self, status: str) -> None:
         self.status = status
         self.updated_at = time.time()
@@ -291,18 +288,8 @@ class SimCall:
         return await self._sim.hangup(self.sid, timeout=timeout)
 
     # -- waiting ---------------------------------------------------------------------------------
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0,  # noqa: ASYNC109
-                         what: str = "condition") -> None:
-        """Wait until `predicate()` is true; TimeoutError after `timeout` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"{self!r}: no {what} within {timeout}s (statuses={self.statuses}, "
-                                   f"heard={self.heard}, errors={self.errors})")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.05))
+    def _describe(self) -> str:
+        return f"{self!r} (statuses={self.statuses}, heard={self.heard}, errors={self.errors})"
 
     async def wait_status(self, *statuses: str, timeout: float = 5.0) -> str:  # noqa: ASYNC109
         """Wait until the call has had one of `statuses` (now or earlier); returns which."""
@@ -368,7 +355,7 @@ class _Form:
         return [v for k, v in self.pairs if k == name]
 
 
-class TwilioSimulator:
+class TwilioSimulator(simbase.CallDirectory[SimCall, Callee]):
     """A local Twilio: REST on its own loopback port, scripted callees, webhooks to your app."""
 
     def __init__(self, *, account_sid: str | None = None, auth_token: str | None = None,
@@ -376,15 +363,12 @@ class TwilioSimulator:
                  host: str = "127.0.0.1", port: int = 0, webhook_timeout_s: float = 15.0,
                  default_callee: Callee | None = None,
                  webhook_source_addresses: Sequence[str] = (), api_latency_s: float = 0.0) -> None:
+        super().__init__(default_callee or Callee(), time_scale)
         self.account_sid = account_sid or "AC" + secrets.token_hex(16)
         self.auth_token = auth_token or secrets.token_hex(16)
-        self.time_scale = time_scale
         self.say_ms_per_char = say_ms_per_char
         self.webhook_retries = max(0, webhook_retries)
-        self.host = host
-        self.port = port
         self.webhook_timeout_s = webhook_timeout_s
-        self.default_callee = default_callee or Callee()
         self.webhook_source_addresses = tuple(webhook_source_addresses)
         """Local addresses to send webhooks from, in turn (e.g. 127.0.0.2, 127.0.0.3, ...), the way
         Twilio's requests come from many IPs; empty: the system's choice."""
@@ -392,10 +376,8 @@ class TwilioSimulator:
         """How long each REST request takes to reach the API (a WAN round trip to Twilio's
         API and its processing); 0 on loopback."""
         self.base_url = ""
-        self.calls: dict[str, SimCall] = {}
         self.requests: list[WebhookRecord] = []
         self.api_requests: list[ApiRecord] = []
-        self._scripts: dict[str, Callee] = {}
         self._interp = TwimlInterpreter(self)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._call_tasks: set[asyncio.Task[Any]] = set()
@@ -403,7 +385,7 @@ class TwilioSimulator:
         self._http: httpx.AsyncClient | None = None
         self._http_sources: list[httpx.AsyncClient] = []
         self._http_turn = 0
-        self._listener: LoopbackServer | None = None
+        self._server = LoopbackServer(host, port)
         self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -417,37 +399,32 @@ class TwilioSimulator:
         """`base_url` + `/2010-04-01/Accounts/{AccountSid}`."""
         return f"{self.base_url}/{API_VERSION}/Accounts/{self.account_sid}"
 
+    @property
+    def host(self) -> str:
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        """The REST API's port (the bound one once started)."""
+        return self._server.port
+
     async def start(self) -> None:
         """Bind the REST listener and start serving."""
-        if self._listener is not None:
+        if self._server.running:
             return
         self._closing = False
-        self._http = httpx.AsyncClient(timeout=self.webhook_timeout_s, trust_env=False,
-                                       follow_redirects=False)
-        self._http_sources = [
-            httpx.AsyncClient(timeout=self.webhook_timeout_s, trust_env=False, follow_redirects=False,
-                              transport=httpx.AsyncHTTPTransport(local_address=address))
-            for address in self.webhook_source_addresses]
-        self._listener = LoopbackServer(self.host, self.port)
-        self.base_url = await self._listener.start(self._app())
-        self.port = self._listener.port
+        self._http = simbase.webhook_client(self.webhook_timeout_s)
+        self._http_sources = [simbase.webhook_client(self.webhook_timeout_s, address)
+                              for address in self.webhook_source_addresses]
+        self.base_url = await self._server.start(self._app())
 
     async def stop(self) -> None:
         """End live calls (briefly letting them send `stop` and final callbacks), then shut down."""
         self._closing = True
         for call in self.calls.values():
             call._request_end("completed")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + END_WAIT_S
-        while self._tasks and (remaining := deadline - loop.time()) > 0:  # calls, callbacks, retries
-            await asyncio.wait(set(self._tasks), timeout=remaining)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._listener is not None:
-            await self._listener.stop()
-            self._listener = None
+        await simbase.drain(self._tasks, END_WAIT_S)  # calls, callbacks, retries
+        await self._server.stop()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -472,30 +449,6 @@ class TwilioSimulator:
         return task
 
     # -- public controls ---------------------------------------------------------------------------
-    def script(self, to_number: str, callee: Callee) -> None:
-        """Outbound calls to `to_number` reach this callee (others get `default_callee`)."""
-        self._scripts[to_number] = callee
-
-    def callee_for(self, number: str) -> Callee:
-        """How `number` answers: its script, else the default callee."""
-        return self._scripts.get(number, self.default_callee)
-
-    def call(self, call_sid: str) -> SimCall:
-        """The call with this sid (KeyError if unknown)."""
-        return self.calls[call_sid]
-
-    async def wait_for_call(self, *, to: str | None = None, timeout: float = 5.0) -> SimCall:  # noqa: ASYNC109
-        """The first call (optionally to `to`) once one exists."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            for call in self.calls.values():
-                if to is None or call.to == to:
-                    return call
-            if loop.time() > deadline:
-                raise TimeoutError(f"no call{' to ' + to if to else ''} within {timeout}s")
-            await asyncio.sleep(0.01)
-
     async def place_inbound(self, from_: str, to: str, webhook_url: str, *, callee: Callee | None = None,
                             method: str = "POST", status_callback: str | bool | None = True,
                             status_callback_method: str = "POST",
@@ -506,7 +459,7 @@ class TwilioSimulator:
         `status_callback` is the number's "call status changes" URL: True (default) uses `webhook_url`,
         a string another URL, False/None none at all (then the app never hears that the caller hung up).
         """
-        if self._listener is None or self._closing:
+        if not self._server.running or self._closing:
             raise RuntimeError("TwilioSimulator is not running")
         callback = webhook_url if status_callback is True else (status_callback or None)
         call = SimCall(self, sid="CA" + secrets.token_hex(16), direction="inbound", from_=from_, to=to,
@@ -527,10 +480,6 @@ class TwilioSimulator:
         return await call.wait_ended(timeout)
 
     # -- the hooks the interpreter uses ---------------------------------------------------------------
-    async def sleep(self, seconds: float) -> None:
-        """Sleep `seconds` of simulated time."""
-        await asyncio.sleep(max(0.0, seconds) * self.time_scale)
-
     def say_seconds(self, text: str) -> float:
         """Simulated seconds it takes to say `text`."""
         return len(text) * self.say_ms_per_char / 1000.0
@@ -770,15 +719,7 @@ class TwilioSimulator:
 
     async def _run_call(self, call: SimCall, lifecycle: Coroutine[Any, Any, str]) -> None:
         """Run the call's lifecycle until it ends by itself or someone ends it; then finish it."""
-        body = asyncio.create_task(lifecycle)
-        ender = asyncio.create_task(call._end_requested.wait())
-        try:
-            await asyncio.wait({body, ender}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ender.cancel()
-            if not body.done():
-                body.cancel()
-                await asyncio.gather(body, return_exceptions=True)
+        body = await simbase.run_until(lifecycle, call._end_requested)
         if body.cancelled():
             status = call._end_status or "completed"
         elif (exc := body.exception()) is not None:
@@ -964,7 +905,7 @@ class TwilioSimulator:
         amd = form.get("MachineDetection") or None
         if amd is not None and amd not in ("Enable", "DetectMessageEnd"):
             return _twilio_error(21200, f"Invalid MachineDetection: {amd}", 400)
-        callee = self._scripts.get(to, self.default_callee)
+        callee = self.callee_for(to)
         call = SimCall(self, sid="CA" + secrets.token_hex(16), direction="outbound-api", from_=from_, to=to,
                        callee=callee, url=url, method=method, twiml=twiml, status_callback=status_callback,
                        status_callback_method=cb_method, status_callback_events=events or ["completed"],
