@@ -15,6 +15,7 @@ from voicecall.calls.model import CallRecord, EndReason
 from voicecall.providers.streams import PlaybackResult
 from voicecall.service import CallError, CallService
 from voicecall.shared.clock import now_ms
+from voicecall.shared.error_counts import count_error
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,10 @@ class AutoReply:
             if call.direction == "inbound":
                 await self._give_up(call, str(exc))
                 return
+            count_error("model")
             log.warning("call %s: no reply spoken: %s", cid, exc)
         except ResponderError as exc:
+            count_error("model")
             log.warning("call %s: no reply spoken: %s", cid, exc)
         except CallError as exc:
             log.info("call %s: reply interrupted: %s", cid, exc)

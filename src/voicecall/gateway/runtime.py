@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ from voicecall.providers.registry import build_provider
 from voicecall.security.public_url import normalize_ip
 from voicecall.server.connection_guard import ConnectionGuard
 from voicecall.server.control import build_control_app
+from voicecall.server.metrics import GatewayMetrics
 from voicecall.server.rpc import ControlApi
 from voicecall.server.serving import serve_on
 from voicecall.server.webhook import WebhookApp
@@ -104,6 +106,7 @@ class Runtime:
         self._warm_task: asyncio.Task[None] | None = None
         self.service: CallService
         self.api: ControlApi
+        self.metrics: GatewayMetrics
 
     def _settings(self) -> ServiceSettings:
         c = self.config
@@ -185,6 +188,7 @@ class Runtime:
                 self.service.turn_handler = self._auto_reply()
                 await asyncio.gather(*(mcp.start() for mcp in self._mcp))
             ws = self._media(self.service) if c.streaming.enabled else None
+            self.metrics = GatewayMetrics(self.service, media_stats=self._media_counts)
             await self.provider.start()
             await self.service.start()
             if self.media is not None:
@@ -194,13 +198,15 @@ class Runtime:
                 provider=self.provider, apply_events=self.service.apply_events,
                 replays=self.store, rejections=self.service.rejections,
                 path=c.serve.path, skip_signature_verification=c.skip_signature_verification,
-                trusted_proxies=_trusted_proxies(c))
+                trusted_proxies=_trusted_proxies(c), observer=self.metrics.on_webhook)
             self.connection_guard = ConnectionGuard()
             await self._serve(webhook_app, webhook_sock, ws=ws, guard=self.connection_guard)
             if control_sock is not None:
                 chost, cport = control_sock.getsockname()[:2]
                 self.control_url = f"http://{_host_for_url(chost)}:{cport}"
-                await self._serve(build_control_app(self.api, self.token), control_sock)
+                await self._serve(build_control_app(
+                    self.api, self.token, metrics=self.metrics,
+                    metrics_public=c.control.metrics_public, readiness=self.readiness), control_sock)
         except BaseException:
             webhook_sock.close()
             if control_sock is not None:
@@ -355,6 +361,25 @@ class Runtime:
             self._http_tools = http
             sources.append(http)
         return sources
+
+    async def readiness(self) -> dict[str, bool]:
+        """`/ready`: the store takes writes, the carrier is set up, and the webhook URL is
+        public when the carrier must reach it from the internet. Booleans only: nothing about
+        the configuration leaks to an unauthenticated caller."""
+        store_ok = os.access(self.store.directory, os.W_OK) and (
+            not self.store.path.exists() or os.access(self.store.path, os.W_OK))
+        public_ok = not self.provider.requires_public_webhook or (
+            bool(self.webhook_url) and not is_local_only(self.webhook_url))
+        return {"store": store_ok, "carrier": self._started, "publicUrl": public_ok}
+
+    def _media_counts(self) -> dict[str, Any]:
+        """Media counters for the metrics (empty without streaming)."""
+        if self.media is None:
+            return {}
+        stats = self.media.stats()
+        if self.media_endpoint is not None:
+            stats["refused503"] = self.media_endpoint.refused_503
+        return stats
 
     async def _media_stats(self) -> dict[str, Any]:
         if self.media is None:

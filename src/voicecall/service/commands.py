@@ -39,9 +39,12 @@ from voicecall.service.settings import (
 )
 from voicecall.service.state_log import log_state_change
 from voicecall.shared.clock import now_ms
+from voicecall.shared.error_counts import count_error
 from voicecall.store.protocol import CallStore
 
 log = logging.getLogger(__name__)
+
+PersistObserver = Callable[[CallRecord, "dict[str, Any] | None"], None]
 
 
 class CallService:
@@ -65,6 +68,8 @@ class CallService:
         self._change = asyncio.Event()  # set and replaced at every persist
         self._reaper: asyncio.Task[None] | None = None
         self._started = False
+        self.persist_observers: list[PersistObserver] = []
+        """Told of every persisted record (and its turn), after the write: metrics (D110)."""
         provider.bind(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -129,6 +134,8 @@ class CallService:
         `wait_for_change` watchers."""
         if await self.store.save(record, events=events or (), turn=turn):
             log_state_change(record)
+        for observe in self.persist_observers:
+            observe(record, turn)
         self._version += 1
         change, self._change = self._change, asyncio.Event()
         change.set()
@@ -179,6 +186,7 @@ class CallService:
                                                       DIAL_TIMEOUT_S)
         except Exception as exc:
             detail = f"dial failed: {exc}" if str(exc) else "dial timed out"
+            count_error("carrier")
             await self._end_locked(call, EndReason.FAILED, detail)
             raise CallError(f"Failed to place call: {detail}", call_id=record.call_id) from exc
         async with call.lock:
@@ -366,6 +374,7 @@ class CallService:
             await asyncio.wait_for(self.provider.hangup_call(
                 record, reason or record.end_reason or EndReason.HANGUP_BOT), HANGUP_TIMEOUT_S)
         except Exception as exc:
+            count_error("carrier")
             log.warning("call %s: carrier hang-up failed: %s", record.call_id, exc)
 
     # -- carrier events ----------------------------------------------------------------------
