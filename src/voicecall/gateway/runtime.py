@@ -34,6 +34,7 @@ from voicecall.providers.base import Provider
 from voicecall.providers.registry import build_provider
 from voicecall.security.public_url import normalize_ip
 from voicecall.server.connection_guard import ConnectionGuard
+from voicecall.server.console.auth import ConsoleAuth
 from voicecall.server.control import build_control_app
 from voicecall.server.metrics import GatewayMetrics
 from voicecall.server.rpc import ControlApi
@@ -107,6 +108,7 @@ class Runtime:
         self.service: CallService
         self.api: ControlApi
         self.metrics: GatewayMetrics
+        self.console = ConsoleAuth(self.token)
 
     def _settings(self) -> ServiceSettings:
         c = self.config
@@ -206,7 +208,8 @@ class Runtime:
                 self.control_url = f"http://{_host_for_url(chost)}:{cport}"
                 await self._serve(build_control_app(
                     self.api, self.token, metrics=self.metrics,
-                    metrics_public=c.control.metrics_public, readiness=self.readiness), control_sock)
+                    metrics_public=c.control.metrics_public, readiness=self.readiness,
+                    console=self.console, stream_stats=self._stream_stats), control_sock)
         except BaseException:
             webhook_sock.close()
             if control_sock is not None:
@@ -371,6 +374,16 @@ class Runtime:
         public_ok = not self.provider.requires_public_webhook or (
             bool(self.webhook_url) and not is_local_only(self.webhook_url))
         return {"store": store_ok, "carrier": self._started, "publicUrl": public_ok}
+
+    def _stream_stats(self, call_id: str) -> dict[str, Any] | None:
+        """One call's media stream, for its console page (None when it has none)."""
+        session = self.media.session_for(call_id) if self.media is not None else None
+        if session is None:
+            return None
+        playback = session.playback
+        return {"streamId": session.stream_id, "transcripts": session.transcripts,
+                "keepAliveSilenceFrames": playback.silence_sent,
+                "underrunFrames": playback.underrun_frames}
 
     def _media_counts(self) -> dict[str, Any]:
         """Media counters for the metrics (empty without streaming)."""

@@ -23,6 +23,8 @@ from voicecall.service import CallError
 from voicecall.shared import bounded_json
 
 if TYPE_CHECKING:
+    from voicecall.server.console import ConsoleAuth
+    from voicecall.server.console.routes import StreamStats
     from voicecall.server.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,8 @@ def _valid_id(value: Any) -> bool:
 
 def build_control_app(api: ControlApi, token: str, *, metrics: GatewayMetrics | None = None,
                       metrics_public: bool = False, readiness: ReadinessCheck | None = None,
-                      extra_routes: list[Any] | None = None) -> Starlette:
+                      console: ConsoleAuth | None = None,
+                      stream_stats: StreamStats | None = None) -> Starlette:
     """The control API as a Starlette app, guarded by `token`. `/health`, `/ready` and (with
     `metrics_public`) `/metrics` answer without it and say nothing about the configuration."""
 
@@ -147,13 +150,22 @@ def build_control_app(api: ControlApi, token: str, *, metrics: GatewayMetrics | 
 
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+    extra: list[Any] = []
+    if console is not None:  # the web console (D111), signed in through the control API
+        from voicecall.server.console import console_routes
+
+        async def login_code(params: Any) -> dict[str, Any]:
+            return {"code": console.issue_code()}
+
+        api.methods["console.loginCode"] = login_code
+        extra = console_routes(api, console, stream_stats=stream_stats)
     return Starlette(routes=[
         Route("/rpc", rpc, methods=["POST"]),
         Route("/events", events, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics_page, methods=["GET"]),
-        *(extra_routes or []),
+        *extra,
     ])
 
 
