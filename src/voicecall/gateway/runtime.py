@@ -423,6 +423,7 @@ class Runtime:
 
     async def _teardown(self) -> None:
         await self.exposure.stop()  # first: the tunnel, then the listeners behind it
+        self.console.close()
         for server, _ in self._servers:
             server.should_exit = True
         for _, task in self._servers:

@@ -8,6 +8,7 @@ token in a header, which a page on another origin cannot read or send.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
 import time
@@ -40,6 +41,12 @@ class ConsoleAuth:
         self.session_ttl_s = session_ttl_s
         self._codes: dict[str, float] = {}
         self._sessions: dict[str, ConsoleSession] = {}
+        self.closing = asyncio.Event()
+        """Set when the gateway stops: open console streams end."""
+
+    def close(self) -> None:
+        """The gateway is stopping: end the live streams of open pages."""
+        self.closing.set()
 
     def issue_code(self) -> str:
         """A new one-time login code."""

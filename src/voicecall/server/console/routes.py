@@ -88,20 +88,29 @@ async def _small_body(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _changes(api: ControlApi) -> AsyncIterator[str]:
+async def _changes(api: ControlApi, auth: ConsoleAuth) -> AsyncIterator[str]:
     """SSE: a `change` event each time anything about a call is persisted (a transcript line
     too, which the control API's log stream only carries with a state change); the page then
-    reloads what it shows."""
+    reloads what it shows. It ends when the gateway stops, so no open page holds up shutdown."""
     version = await api.service.wait_for_change(-1, 0)
     yield f"event: change\ndata: {version}\n\n"
-    while True:
-        new_version = await api.service.wait_for_change(version, KEEPALIVE_S)
-        if new_version == version:
-            yield ": keep-alive\n\n"
-            continue
-        version = new_version
-        yield f"event: change\ndata: {version}\n\n"
-        await asyncio.sleep(CHANGE_COALESCE_S)  # a burst of writes is one reload
+    closing = asyncio.ensure_future(auth.closing.wait())
+    try:
+        while True:
+            waiting = asyncio.ensure_future(api.service.wait_for_change(version, KEEPALIVE_S))
+            await asyncio.wait({waiting, closing}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.done():
+                waiting.cancel()
+                return
+            new_version = waiting.result()
+            if new_version == version:
+                yield ": keep-alive\n\n"
+                continue
+            version = new_version
+            yield f"event: change\ndata: {version}\n\n"
+            await asyncio.sleep(CHANGE_COALESCE_S)  # a burst of writes is one reload
+    finally:
+        closing.cancel()
 
 
 def console_routes(api: ControlApi, auth: ConsoleAuth, *,
@@ -206,7 +215,7 @@ def console_routes(api: ControlApi, auth: ConsoleAuth, *,
             return JSONResponse({"error": str(exc)}, status_code=400)
 
     async def live_events(request: Request, session: ConsoleSession) -> Response:
-        return StreamingResponse(_changes(api), media_type="text/event-stream",
+        return StreamingResponse(_changes(api, auth), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache"})
 
     return [
