@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, async_playwright
 
+from voicecall.testing.fakes.stt import FakeRealtimeTranscription
+from voicecall.testing.fakes.tts import FakeSpeech
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -35,3 +38,17 @@ async def launch(*extra_args: str) -> AsyncIterator[Browser]:
 async def browser() -> AsyncIterator[Browser]:
     async for started in launch():
         yield started
+
+
+@pytest.fixture
+async def speech() -> AsyncIterator[FakeSpeech]:
+    """A fake OpenAI-compatible TTS server on loopback."""
+    async with FakeSpeech() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def stt() -> AsyncIterator[FakeRealtimeTranscription]:
+    """A fake realtime transcription server on loopback."""
+    async with FakeRealtimeTranscription() as fake:
+        yield fake

@@ -38,7 +38,7 @@ from voicecall.server.console.auth import ConsoleAuth
 from voicecall.server.control import build_control_app
 from voicecall.server.metrics import GatewayMetrics
 from voicecall.server.rpc import ControlApi
-from voicecall.server.serving import serve_on
+from voicecall.server.serving import WsImpl, serve_on
 from voicecall.server.webhook import WebhookApp
 from voicecall.service import CallService, ServiceSettings
 from voicecall.service.settings import TransferSettings
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from voicecall.agent.tools import ToolSource
     from voicecall.media.cache import CachedSpeech
     from voicecall.media.hub import MediaHub
+    from voicecall.server.console.browser_call import BrowserCalls
     from voicecall.server.media_ws import MediaEndpoint
     from voicecall.speech.tts import TtsChain
 
@@ -109,6 +110,7 @@ class Runtime:
         self.api: ControlApi
         self.metrics: GatewayMetrics
         self.console = ConsoleAuth(self.token)
+        self.browser_calls: BrowserCalls | None = None
 
     def _settings(self) -> ServiceSettings:
         c = self.config
@@ -190,6 +192,11 @@ class Runtime:
                 self.service.turn_handler = self._auto_reply()
                 await asyncio.gather(*(mcp.start() for mcp in self._mcp))
             ws = self._media(self.service) if c.streaming.enabled else None
+            if self.media is not None:  # talking to the agent from the console (D112)
+                from voicecall.server.console.browser_call import BrowserCalls
+
+                self.browser_calls = BrowserCalls(self.service, self.media, self.console,
+                                                  to=c.from_number or "console")
             self.metrics = GatewayMetrics(self.service, media_stats=self._media_counts)
             await self.provider.start()
             await self.service.start()
@@ -209,7 +216,8 @@ class Runtime:
                 await self._serve(build_control_app(
                     self.api, self.token, metrics=self.metrics,
                     metrics_public=c.control.metrics_public, readiness=self.readiness,
-                    console=self.console, stream_stats=self._stream_stats), control_sock)
+                    console=self.console, stream_stats=self._stream_stats,
+                    browser_calls=self.browser_calls), control_sock, ws="websockets-sansio")
         except BaseException:
             webhook_sock.close()
             if control_sock is not None:
@@ -411,7 +419,7 @@ class Runtime:
         return run
 
     async def _serve(self, app: Any, sock: socket.socket, *,
-                     ws: type[asyncio.Protocol] | None = None,
+                     ws: type[asyncio.Protocol] | WsImpl | None = None,
                      guard: ConnectionGuard | None = None) -> None:
         self._servers.append(await serve_on(app, sock, graceful_shutdown_s=5, ws=ws or "none",
                                             guard=guard))

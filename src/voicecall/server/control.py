@@ -24,6 +24,7 @@ from voicecall.shared import bounded_json
 
 if TYPE_CHECKING:
     from voicecall.server.console import ConsoleAuth
+    from voicecall.server.console.browser_call import BrowserCalls
     from voicecall.server.console.routes import StreamStats
     from voicecall.server.metrics import GatewayMetrics
 
@@ -77,7 +78,8 @@ def _valid_id(value: Any) -> bool:
 def build_control_app(api: ControlApi, token: str, *, metrics: GatewayMetrics | None = None,
                       metrics_public: bool = False, readiness: ReadinessCheck | None = None,
                       console: ConsoleAuth | None = None,
-                      stream_stats: StreamStats | None = None) -> Starlette:
+                      stream_stats: StreamStats | None = None,
+                      browser_calls: BrowserCalls | None = None) -> Starlette:
     """The control API as a Starlette app, guarded by `token`. `/health`, `/ready` and (with
     `metrics_public`) `/metrics` answer without it and say nothing about the configuration."""
 
@@ -158,7 +160,7 @@ def build_control_app(api: ControlApi, token: str, *, metrics: GatewayMetrics | 
             return {"code": console.issue_code()}
 
         api.methods["console.loginCode"] = login_code
-        extra = console_routes(api, console, stream_stats=stream_stats)
+        extra = console_routes(api, console, stream_stats=stream_stats, browser_calls=browser_calls)
     return Starlette(routes=[
         Route("/rpc", rpc, methods=["POST"]),
         Route("/events", events, methods=["GET"]),

@@ -24,9 +24,11 @@ from starlette.responses import (
     Response,
     StreamingResponse,
 )
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from voicecall.server.console.auth import COOKIE, ConsoleAuth, ConsoleSession
+from voicecall.server.console.browser_call import BrowserCalls
 from voicecall.server.console.history import call_detail, search_history
 from voicecall.server.rpc import ControlApi
 from voicecall.service import CallError
@@ -113,9 +115,9 @@ async def _changes(api: ControlApi, auth: ConsoleAuth) -> AsyncIterator[str]:
         closing.cancel()
 
 
-def console_routes(api: ControlApi, auth: ConsoleAuth, *,
-                   stream_stats: StreamStats | None = None) -> list[BaseRoute]:
-    """The console's routes."""
+def console_routes(api: ControlApi, auth: ConsoleAuth, *, stream_stats: StreamStats | None = None,
+                   browser_calls: BrowserCalls | None = None) -> list[BaseRoute]:
+    """The console's routes; with `browser_calls`, the browser-call WebSocket too."""
 
     def current(request: Request) -> ConsoleSession | None:
         return auth.session(request.cookies.get(COOKIE))
@@ -191,7 +193,11 @@ def console_routes(api: ControlApi, auth: ConsoleAuth, *,
                         headers=_SECURITY_HEADERS)
 
     async def whoami(request: Request, session: ConsoleSession) -> Response:
-        return JSONResponse({"csrf": session.csrf, "name": session.name})
+        return JSONResponse({"csrf": session.csrf, "name": session.name,
+                             "browserCalls": browser_calls is not None})
+
+    async def no_browser_calls(websocket: WebSocket) -> None:
+        await websocket.close(1008)  # refused at the upgrade (403), signed in or not
 
     async def rpc(request: Request, session: ConsoleSession, payload: Any) -> Response:
         method, params = payload.get("method"), payload.get("params") or {}
@@ -229,4 +235,6 @@ def console_routes(api: ControlApi, auth: ConsoleAuth, *,
         Route("/console/api/calls/{call_id}", guarded_get(call_page), methods=["GET"]),
         Route("/console/api/history", guarded_get(history), methods=["GET"]),
         Route("/console/events", guarded_get(live_events), methods=["GET"]),
+        WebSocketRoute("/console/call", browser_calls.endpoint if browser_calls is not None
+                       else no_browser_calls),
     ]

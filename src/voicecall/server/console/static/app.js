@@ -2,6 +2,8 @@
 // Plain ES module, no build step; everything it shows comes from /console/api/* and reloads
 // when /console/events says something changed.
 
+import { BrowserCall } from "./talk.js";
+
 const view = document.getElementById("view");
 let csrf = "";
 let refresh = () => {};
@@ -150,9 +152,7 @@ async function callView(callId) {
   const c = d.call;
   const live = !["completed", "hangup-user", "hangup-bot", "timeout", "error", "failed",
                  "no-answer", "busy", "voicemail", "transferred"].includes(c.state);
-  const transcript = h("ol", { id: "transcript" }, c.transcript.map((t) =>
-    h("li", { class: `speaker-${t.speaker}` }, h("span", { class: "who" }, t.speaker === "bot" ? "agent" : t.speaker === "user" ? "caller" : "tool"),
-      h("span", { class: "text" }, t.text), h("time", {}, time(t.timestamp)))));
+  const transcript = transcriptList(c.transcript);
   const actions = live ? h("section", { id: "actions" }, h("h2", {}, "Actions"),
     actionForm("speak-form", "Speak", [["message", "What the agent says"]],
       (v) => rpc("voicecall.speak", { callId: c.callId, message: v.message })),
@@ -228,13 +228,58 @@ function placeView() {
     h("button", { type: "submit" }, "Place call")));
 }
 
+let talking = null; // the browser call in progress, if any
+
+function transcriptList(entries) {
+  return h("ol", { id: "transcript" }, entries.map((t) =>
+    h("li", { class: `speaker-${t.speaker}` },
+      h("span", { class: "who" }, t.speaker === "bot" ? "agent" : t.speaker === "user" ? "caller" : "tool"),
+      h("span", { class: "text" }, t.text), h("time", {}, time(t.timestamp)))));
+}
+
+async function talkView() {
+  const status = h("p", { id: "talk-status" }, talking ? "In a call." : "Not in a call.");
+  const meter = h("meter", { id: "talk-level", min: 0, max: 0.5, value: 0 });
+  const lines = h("div", { id: "talk-transcript" });
+  const button = h("button", { id: talking ? "hang-up" : "start-talk", type: "button",
+    class: talking ? "danger" : "", onclick: async () => {
+      if (talking) { talking.hangUp(); return; }
+      const call = new BrowserCall({
+        onCall: (callId) => { call.callId = callId; status.textContent = "In a call."; refresh(); },
+        onEnd: (why) => {
+          if (talking === call) talking = null;
+          window.voicecallTalk = call;
+          if (why) flash(why);
+          if (location.hash === "#/talk") talkView();
+        },
+      });
+      talking = call;
+      window.voicecallTalk = call; // read by the browser tests
+      try { await call.start(); } catch (err) { talking = null; flash(`microphone: ${err.message}`); }
+      talkView();
+    } }, talking ? "Hang up" : "Call the agent");
+  view.replaceChildren(h("h1", {}, "Talk to the agent"),
+    h("p", { class: "summary" }, "Your microphone goes to the agent over the same pipeline as a phone call."),
+    button, status, h("label", {}, "Agent level ", meter), lines);
+  const draw = () => {
+    if (!document.body.contains(meter)) return;
+    meter.value = talking ? talking.level() : 0;
+    requestAnimationFrame(draw);
+  };
+  requestAnimationFrame(draw);
+  if (talking && talking.callId) {
+    const d = await getJSON(`/console/api/calls/${encodeURIComponent(talking.callId)}`);
+    lines.replaceChildren(h("h2", {}, "Transcript"), transcriptList(d.call.transcript));
+  }
+}
+
 // -- routing and live updates ------------------------------------------------------------------
 function route() {
   const hash = location.hash || "#/";
   const match = hash.match(/^#\/call\/(.+)$/);
-  const name = match ? "call" : hash === "#/history" ? "history" : hash === "#/place" ? "place" : "live";
+  const name = match ? "call" : { "#/history": "history", "#/place": "place", "#/talk": "talk" }[hash] || "live";
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.view === name));
-  const show = { live: liveView, history: historyView, place: placeView,
+  const show = { live: liveView, history: historyView, place: placeView, talk: talkView,
                  call: () => callView(decodeURIComponent(match[1])) }[name];
   refresh = name === "place" || name === "history" ? () => {} : () => show().catch((e) => flash(e.message));
   Promise.resolve(show()).catch((e) => flash(e.message));
@@ -257,7 +302,9 @@ function tick() {
 }
 
 async function main() {
-  ({ csrf } = await getJSON("/console/api/session"));
+  const session = await getJSON("/console/api/session");
+  csrf = session.csrf;
+  document.getElementById("talk-link").hidden = !session.browserCalls;
   document.getElementById("sign-out").addEventListener("click", async () => {
     await post("/console/logout", {});
     location.href = "/login";
