@@ -39,7 +39,7 @@ async def call_detail(api: ControlApi, call_id: str,
 def _summary(kind: str, data: Mapping[str, Any]) -> str:
     """One line for the event log."""
     if kind == "turn":
-        return f"turn {data.get('turn', '?')}: {data.get('turnLatencyMs', '?')} ms"
+        return f"#{data.get('turn', '?')}: {data.get('turnLatencyMs', '?')} ms to the first audio"
     parts = [str(data.get(k)) for k in ("type", "state", "text", "reason", "digits")
              if data.get(k) not in (None, "")]
     return " ".join(parts)[:200] or kind
