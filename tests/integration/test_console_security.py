@@ -137,3 +137,27 @@ async def test_the_console_only_reaches_its_own_methods_and_shows_a_call_page(
         assert page["call"]["callId"] == call_id and page["stream"] is None
         assert [h["state"] for h in page["history"]][:1] == ["initiated"]
         assert (await http.get("/console/api/calls/nope")).status_code == 404
+
+
+async def test_history_searches_filters_and_pages_ended_calls(runtime: Runtime) -> None:
+    ids = []
+    for i in range(23):
+        placed = await runtime.api.call("voicecall.initiate", {"to": f"+1555555{i:04d}",
+                                                               "message": "Hi"})
+        await runtime.api.call("voicecall.end", {"callId": placed["callId"]})
+        ids.append(placed["callId"])
+    live = await runtime.api.call("voicecall.initiate", {"to": CALLEE, "message": "Hi"})
+    async with client(runtime) as http:
+        await signed_in(runtime, http)
+        first = (await http.get("/console/api/history")).json()
+        assert len(first["calls"]) == 20 and first["nextOffset"] == 20
+        assert live["callId"] not in {c["callId"] for c in first["calls"]}
+        second = (await http.get("/console/api/history", params={"offset": 20})).json()
+        assert len(second["calls"]) == 3 and second["nextOffset"] is None
+        assert {c["callId"] for c in first["calls"] + second["calls"]} == set(ids)
+        found = (await http.get("/console/api/history", params={"q": "5555550007"})).json()
+        assert [c["callId"] for c in found["calls"]] == [ids[7]]
+        inbound = (await http.get("/console/api/history", params={"direction": "inbound"})).json()
+        assert inbound["calls"] == []
+        bad = await http.get("/console/api/history", params={"direction": "sideways"})
+        assert bad.status_code == 400

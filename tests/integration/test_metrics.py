@@ -4,6 +4,7 @@ webhook and a streamed call happen."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from websockets.asyncio.client import connect
 
 from tests.helpers import eventually, free_port, openai_speech_settings
 from voicecall.gateway.runtime import Runtime
+from voicecall.service import CallError
 from voicecall.testing.fakes import FakeOpenAI
 from voicecall.testing.fakes.stt import FakeRealtimeTranscription
 from voicecall.testing.fakes.tts import FakeSpeech
@@ -183,3 +185,39 @@ async def test_a_streamed_call_moves_streams_frames_turn_stages_and_a_forged_web
             after = await scrape(gateway)
             assert value(after, "voicecall_webhooks_total", outcome="rejected_signature") == 1
             assert value(after, "voicecall_media_streams_refused_total") == 1
+
+
+async def test_model_tts_and_stt_failures_on_a_streamed_call_count_by_kind(
+        tmp_path: Path, sim: TwilioSimulator, speech: FakeSpeech,
+        stt: FakeRealtimeTranscription) -> None:
+    port = free_port()
+    async with FakeOpenAI() as llm:
+        llm.script("", status=500)  # the model fails the caller's first turn
+        config = {
+            "provider": "twilio", "fromNumber": OUR_NUMBER,
+            "twilio": {"accountSid": sim.account_sid, "authToken": sim.auth_token,
+                       "apiBaseUrl": sim.base_url},
+            "serve": {"port": port}, "publicUrl": f"http://127.0.0.1:{port}/voice/webhook",
+            "inboundPolicy": "allowlist", "allowFrom": [FRIEND], "inboundGreeting": "Hello.",
+            "responder": {"enabled": True, "baseUrl": llm.base_url},
+            "responseModel": "openai/gpt-4o-mini", **openai_speech_settings(speech, stt)}
+        async with running_gateway(tmp_path, config, env={"OPENAI_API_KEY": "sk-test"}) as gateway:
+            before = await scrape(gateway)
+            call = await sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url)
+            record = await eventually(lambda: gateway.service.live(call.sid), 5)
+            await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
+            await stt.send({"type": "error", "error": {"message": "audio buffer overflow"}})
+            stt.say("When are you open?", after_bytes=1600)
+
+            async def moved(kind: str) -> bool:
+                return value(await scrape(gateway), "voicecall_errors_total", kind=kind) > value(
+                    before, "voicecall_errors_total", kind=kind)
+
+            await eventually(lambda: moved("stt"), 10)
+            await eventually(lambda: moved("model"), 10)
+            assert not await moved("tts")
+            speech.script("openai", status=500)  # synthesis of what the agent is told to say fails
+            with contextlib.suppress(CallError):
+                await gateway.api.call("voicecall.speak", {"callId": record.call_id,
+                                                           "message": "One moment please."})
+            await eventually(lambda: moved("tts"), 10)

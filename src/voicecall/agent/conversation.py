@@ -163,10 +163,10 @@ class AutoReply:
                     continue
                 interrupted = not self._heard(await service.speak(cid, sentence), spoken, turn)
         except ResponderUnavailable as exc:
+            count_error("model")
             if call.direction == "inbound":
                 await self._give_up(call, str(exc))
                 return
-            count_error("model")
             log.warning("call %s: no reply spoken: %s", cid, exc)
         except ResponderError as exc:
             count_error("model")
