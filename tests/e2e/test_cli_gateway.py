@@ -328,3 +328,12 @@ def test_doctor_lists_legacy_keys_and_fix_rewrites_the_file_keeping_a_backup(tmp
     gw.env["MY_KEY"] = "sk-test"
     shown = gw.cli("config", "show")
     assert "deprecated" not in shown.stderr
+
+
+def test_console_prints_a_login_url_that_signs_in_once(gateway: Gateway) -> None:
+    url = gateway.json("console")["url"]
+    assert "/login?code=" in url
+    with httpx.Client(trust_env=False, timeout=5, follow_redirects=False) as http:
+        first = http.get(url)
+        assert first.status_code == 303 and "voicecall_console=" in first.headers["set-cookie"]
+        assert http.get(url).status_code == 401

@@ -15,6 +15,7 @@ from voicecall.calls.model import CallRecord, EndReason
 from voicecall.providers.streams import PlaybackResult
 from voicecall.service import CallError, CallService
 from voicecall.shared.clock import now_ms
+from voicecall.shared.error_counts import count_error
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +155,13 @@ class AutoReply:
                     continue
                 interrupted = not self._heard(await service.speak(cid, sentence), spoken, turn)
         except ResponderUnavailable as exc:
+            count_error("model")
             if call.direction == "inbound":
                 await self._give_up(call, str(exc))
                 return
             log.warning("call %s: no reply spoken: %s", cid, exc)
         except ResponderError as exc:
+            count_error("model")
             log.warning("call %s: no reply spoken: %s", cid, exc)
         except CallError as exc:
             log.info("call %s: reply interrupted: %s", cid, exc)

@@ -172,3 +172,28 @@ def token_cmd(as_json: JsonOpt = False) -> None:
     loaded = loaded_config(require_valid=False)
     token = resolve_control_token(loaded.config, loaded.env)
     emit({"token": token}, as_json, lambda r: print(token))
+
+
+@app.command("console")
+def console_cmd(
+    open_browser: Annotated[bool, typer.Option(
+        "--open", help="Open the URL in the default browser.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a one-time sign-in URL for the web console of the running gateway."""
+    from voicecall.cli.common import reported
+    from voicecall.cli.session import probe_gateway
+
+    loaded = loaded_config()
+    client = probe_gateway(loaded)
+    if client is None:
+        fail("no gateway is running; start one with `voicecall serve`, then run this again")
+    with reported():
+        code = client.call("console.loginCode", {})["code"]
+    url = f"{client.base_url}/login?code={code}"
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    emit({"url": url, "expiresInS": 300}, as_json,
+         lambda r: print(f"{url}\n(works once, within 5 minutes)"))

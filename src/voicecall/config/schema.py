@@ -348,6 +348,9 @@ class ControlConfig(_Model):
     token: ControlToken | None = Field(
         None, description="Bearer token of the control API, at least 16 characters. When unset, a token is "
         "generated and kept in `gateway.token` in the state directory (`voicecall token` prints it).")
+    metrics_public: bool = Field(
+        False, description="Serve `/metrics` (Prometheus) on the control listener without the bearer "
+        "token, for a scraper that cannot send one.")
 
 
 class TailscaleConfig(_Model):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -33,9 +34,11 @@ from voicecall.providers.base import Provider
 from voicecall.providers.registry import build_provider
 from voicecall.security.public_url import normalize_ip
 from voicecall.server.connection_guard import ConnectionGuard
+from voicecall.server.console.auth import ConsoleAuth
 from voicecall.server.control import build_control_app
+from voicecall.server.metrics import GatewayMetrics
 from voicecall.server.rpc import ControlApi
-from voicecall.server.serving import serve_on
+from voicecall.server.serving import WsImpl, serve_on
 from voicecall.server.webhook import WebhookApp
 from voicecall.service import CallService, ServiceSettings
 from voicecall.service.settings import TransferSettings
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from voicecall.agent.tools import ToolSource
     from voicecall.media.cache import CachedSpeech
     from voicecall.media.hub import MediaHub
+    from voicecall.server.console.browser_call import BrowserCalls
     from voicecall.server.media_ws import MediaEndpoint
     from voicecall.speech.tts import TtsChain
 
@@ -104,6 +108,9 @@ class Runtime:
         self._warm_task: asyncio.Task[None] | None = None
         self.service: CallService
         self.api: ControlApi
+        self.metrics: GatewayMetrics
+        self.console = ConsoleAuth(self.token)
+        self.browser_calls: BrowserCalls | None = None
 
     def _settings(self) -> ServiceSettings:
         c = self.config
@@ -185,6 +192,12 @@ class Runtime:
                 self.service.turn_handler = self._auto_reply()
                 await asyncio.gather(*(mcp.start() for mcp in self._mcp))
             ws = self._media(self.service) if c.streaming.enabled else None
+            if self.media is not None:  # talking to the agent from the console (D112)
+                from voicecall.server.console.browser_call import BrowserCalls
+
+                self.browser_calls = BrowserCalls(self.service, self.media, self.console,
+                                                  to=c.from_number or "console")
+            self.metrics = GatewayMetrics(self.service, media_stats=self._media_counts)
             await self.provider.start()
             await self.service.start()
             if self.media is not None:
@@ -194,13 +207,17 @@ class Runtime:
                 provider=self.provider, apply_events=self.service.apply_events,
                 replays=self.store, rejections=self.service.rejections,
                 path=c.serve.path, skip_signature_verification=c.skip_signature_verification,
-                trusted_proxies=_trusted_proxies(c))
+                trusted_proxies=_trusted_proxies(c), observer=self.metrics.on_webhook)
             self.connection_guard = ConnectionGuard()
             await self._serve(webhook_app, webhook_sock, ws=ws, guard=self.connection_guard)
             if control_sock is not None:
                 chost, cport = control_sock.getsockname()[:2]
                 self.control_url = f"http://{_host_for_url(chost)}:{cport}"
-                await self._serve(build_control_app(self.api, self.token), control_sock)
+                await self._serve(build_control_app(
+                    self.api, self.token, metrics=self.metrics,
+                    metrics_public=c.control.metrics_public, readiness=self.readiness,
+                    console=self.console, stream_stats=self._stream_stats,
+                    browser_calls=self.browser_calls), control_sock, ws="websockets-sansio")
         except BaseException:
             webhook_sock.close()
             if control_sock is not None:
@@ -356,6 +373,35 @@ class Runtime:
             sources.append(http)
         return sources
 
+    async def readiness(self) -> dict[str, bool]:
+        """`/ready`: the store takes writes, the carrier is set up, and the webhook URL is
+        public when the carrier must reach it from the internet. Booleans only: nothing about
+        the configuration leaks to an unauthenticated caller."""
+        store_ok = os.access(self.store.directory, os.W_OK) and (
+            not self.store.path.exists() or os.access(self.store.path, os.W_OK))
+        public_ok = not self.provider.requires_public_webhook or (
+            bool(self.webhook_url) and not is_local_only(self.webhook_url))
+        return {"store": store_ok, "carrier": self._started, "publicUrl": public_ok}
+
+    def _stream_stats(self, call_id: str) -> dict[str, Any] | None:
+        """One call's media stream, for its console page (None when it has none)."""
+        session = self.media.session_for(call_id) if self.media is not None else None
+        if session is None:
+            return None
+        playback = session.playback
+        return {"streamId": session.stream_id, "transcripts": session.transcripts,
+                "keepAliveSilenceFrames": playback.silence_sent,
+                "underrunFrames": playback.underrun_frames}
+
+    def _media_counts(self) -> dict[str, Any]:
+        """Media counters for the metrics (empty without streaming)."""
+        if self.media is None:
+            return {}
+        stats = self.media.stats()
+        if self.media_endpoint is not None:
+            stats["refused503"] = self.media_endpoint.refused_503
+        return stats
+
     async def _media_stats(self) -> dict[str, Any]:
         if self.media is None:
             return {"enabled": False}
@@ -373,7 +419,7 @@ class Runtime:
         return run
 
     async def _serve(self, app: Any, sock: socket.socket, *,
-                     ws: type[asyncio.Protocol] | None = None,
+                     ws: type[asyncio.Protocol] | WsImpl | None = None,
                      guard: ConnectionGuard | None = None) -> None:
         self._servers.append(await serve_on(app, sock, graceful_shutdown_s=5, ws=ws or "none",
                                             guard=guard))
@@ -385,6 +431,7 @@ class Runtime:
 
     async def _teardown(self) -> None:
         await self.exposure.stop()  # first: the tunnel, then the listeners behind it
+        self.console.close()
         for server, _ in self._servers:
             server.should_exit = True
         for _, task in self._servers:

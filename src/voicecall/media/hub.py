@@ -116,9 +116,13 @@ class MediaHub:
         return self._sessions.get(call_id)
 
     async def open(self, start: StreamStart, query_token: str | None,
-                   connection: StreamConnection) -> StreamSession | None:
-        """Authorize `start` and attach a new session to its call; None means "Unknown call"."""
-        call_id = await self.streams.authorize_stream(start, query_token)
+                   connection: StreamConnection, *,
+                   streams: MediaStreams | None = None) -> StreamSession | None:
+        """Authorize `start` and attach a new session to its call; None means "Unknown call".
+        `streams` is the stream's own wire format and authorization when it is not the
+        carrier's (a browser call, D112)."""
+        streams = streams or self.streams
+        call_id = await streams.authorize_stream(start, query_token)
         record = self.service.live(call_id) if call_id else None
         if record is None or record.is_terminal:
             self.streams_refused += 1
@@ -129,7 +133,7 @@ class MediaHub:
             handle.cancel()
         old = self._sessions.get(cid)
         session = StreamSession(call_id=cid, start=start, connection=connection,
-                                serializer=self.serializer, speech=self.speech_for(record), owner=self,
+                                serializer=streams.serializer, speech=self.speech_for(record), owner=self,
                                 on_first_frame=self._first_frame)
         if self.stt_factory is not None:
             try:

@@ -27,6 +27,7 @@ from voicecall.audio.frames import FRAME_BYTES, FrameSplitter
 from voicecall.audio.g711 import ALAW_SILENCE, ULAW_SILENCE, alaw_encode, ulaw_encode
 from voicecall.audio.resample import StreamingResampler
 from voicecall.providers.streams import Codec, PlaybackResult, StreamSerializer, played_prefix
+from voicecall.shared.error_counts import count_error
 from voicecall.speech.sentences import SentenceSplitter
 
 __all__ = ["PlaybackError", "Speech", "StreamPlayback", "Utterance", "split_sentences"]
@@ -425,6 +426,7 @@ class StreamPlayback:
         """Synthesis failed: what arrived before the failure still plays, and the utterance ends
         where its audio ends (True). With no audio at all, the utterance fails and the next one
         starts (False)."""
+        count_error("tts")
         log.warning("stream %s: synthesis failed: %s", self.stream_id, exc)
         maker.convert()
         if utt.frames_made:

@@ -26,6 +26,7 @@ from voicecall.providers.streams import (
     StreamStart,
     StreamStop,
 )
+from voicecall.shared.error_counts import count_error
 from voicecall.speech.stt.base import SttCallbacks, SttSession
 
 __all__ = ["SessionOwner", "StreamConnection", "StreamSession", "sanitize_for_log"]
@@ -103,6 +104,7 @@ class StreamSession:
         try:
             await self.stt.connect()
         except Exception as exc:
+            count_error("stt")
             log.warning("call %s: speech-to-text did not connect: %s", self.call_id, exc)
 
     # -- inbound --------------------------------------------------------------------------------
@@ -160,4 +162,5 @@ class StreamSession:
             self.owner.on_speech_end(self)
 
     def _stt_error(self, message: str) -> None:
+        count_error("stt")
         log.warning("call %s: speech-to-text error: %s", self.call_id, sanitize_for_log(message))

@@ -10,8 +10,8 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,7 +22,14 @@ from voicecall.server.rpc import ControlApi
 from voicecall.service import CallError
 from voicecall.shared import bounded_json
 
+if TYPE_CHECKING:
+    from voicecall.server.console import ConsoleAuth
+    from voicecall.server.console.browser_call import BrowserCalls
+    from voicecall.server.console.routes import StreamStats
+    from voicecall.server.metrics import GatewayMetrics
+
 log = logging.getLogger(__name__)
+ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -68,8 +75,13 @@ def _valid_id(value: Any) -> bool:
         isinstance(value, int | float) and not isinstance(value, bool))
 
 
-def build_control_app(api: ControlApi, token: str) -> Starlette:
-    """The control API as a Starlette app, guarded by `token`."""
+def build_control_app(api: ControlApi, token: str, *, metrics: GatewayMetrics | None = None,
+                      metrics_public: bool = False, readiness: ReadinessCheck | None = None,
+                      console: ConsoleAuth | None = None,
+                      stream_stats: StreamStats | None = None,
+                      browser_calls: BrowserCalls | None = None) -> Starlette:
+    """The control API as a Starlette app, guarded by `token`. `/health`, `/ready` and (with
+    `metrics_public`) `/metrics` answer without it and say nothing about the configuration."""
 
     async def rpc(request: Request) -> Response:
         if not _authorized(request, token):
@@ -125,10 +137,37 @@ def build_control_app(api: ControlApi, token: str) -> Starlette:
             body["configFingerprint"] = fingerprint
         return JSONResponse(body)
 
+    async def ready(request: Request) -> Response:
+        checks = await readiness() if readiness is not None else {}
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    async def metrics_page(request: Request) -> Response:
+        if metrics is None:
+            return PlainTextResponse("Not Found", status_code=404)
+        if not metrics_public and not _authorized(request, token):
+            return PlainTextResponse("Unauthorized", status_code=401,
+                                     headers={"www-authenticate": "Bearer"})
+        from voicecall.server.metrics import CONTENT_TYPE
+
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    extra: list[Any] = []
+    if console is not None:  # the web console (D111), signed in through the control API
+        from voicecall.server.console import console_routes
+
+        async def login_code(params: Any) -> dict[str, Any]:
+            return {"code": console.issue_code()}
+
+        api.methods["console.loginCode"] = login_code
+        extra = console_routes(api, console, stream_stats=stream_stats, browser_calls=browser_calls)
     return Starlette(routes=[
         Route("/rpc", rpc, methods=["POST"]),
         Route("/events", events, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+        Route("/metrics", metrics_page, methods=["GET"]),
+        *extra,
     ])
 
 

@@ -7,7 +7,9 @@ carrier's required signature headers are checked before the body is read.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import time
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -61,6 +63,28 @@ class RejectionSink(Protocol):
         ...
 
 
+class WebhookObserver(Protocol):
+    """Told how each webhook request ended and how long it took (metrics, D110)."""
+
+    def __call__(self, outcome: str, seconds: float) -> None: ...
+
+
+# How a request ended when its status alone does not say (a replay answers 200 like a new one).
+_outcome: contextvars.ContextVar[str | None] = contextvars.ContextVar("webhook_outcome", default=None)
+_OUTCOMES = {401: "rejected_signature", 400: "rejected_malformed", 408: "rejected_timeout",
+             413: "rejected_too_large", 429: "rejected_rate_limited", 500: "error"}
+
+
+def outcome_of(status: int) -> str:
+    """A webhook's outcome label: `accepted`, `replay`, `rejected_<reason>` or `error`."""
+    marked = _outcome.get()
+    if marked is not None:
+        return marked
+    if status < 400:
+        return "accepted"
+    return _OUTCOMES.get(status, f"rejected_{status}")
+
+
 HEALTH_PATH = "/health"
 _CLOSE = {"connection": "close"}
 
@@ -84,8 +108,10 @@ class WebhookApp:
         max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S,
         limiter: InFlightLimiter | None = None, rejections: RejectionSink | None = None,
         reads: ReadBudget | None = None, trusted_proxies: frozenset[str] = frozenset(),
+        observer: WebhookObserver | None = None,
     ) -> None:
         self.provider = provider
+        self.observer = observer
         self.rejections = rejections
         self.apply_events = apply_events
         self.replays = replays
@@ -117,7 +143,11 @@ class WebhookApp:
             response = PlainTextResponse("Method Not Allowed", status_code=405,
                                          headers={"allow": "POST"})
         else:
+            started = time.perf_counter()
+            _outcome.set(None)
             response = await self._webhook(scope, receive)
+            if self.observer is not None:
+                self.observer(outcome_of(response.status_code), time.perf_counter() - started)
         await response(scope, receive, send)
 
     async def _webhook(self, scope: Scope, receive: Receive) -> Response:
@@ -195,6 +225,7 @@ class WebhookApp:
         stored = await self.replays.lookup_replay(key)
         if stored is not None:
             log.warning("replay detected; acknowledging without side effects")
+            _outcome.set("replay")
             if stored:
                 return _response(stored)
             row = _reply_row(await self.provider.webhook_reply(request, parsed, None))

@@ -24,7 +24,8 @@ from voicecall.calls.policy import session_key
 from voicecall.calls.timers import TimerSet
 from voicecall.providers.base import DialRequest, EventOutcome, Provider
 from voicecall.providers.streams import PlaybackResult
-from voicecall.service import apply, restore, speech, transfer, turns
+from voicecall.service import apply, channels, restore, speech, transfer, turns
+from voicecall.service.channels import CallChannel
 from voicecall.service.errors import CallError, CallNotFound, CapacityReached
 from voicecall.service.line import has_opening
 from voicecall.service.live import LiveCall, LiveCalls, Waiter
@@ -39,9 +40,12 @@ from voicecall.service.settings import (
 )
 from voicecall.service.state_log import log_state_change
 from voicecall.shared.clock import now_ms
+from voicecall.shared.error_counts import count_error
 from voicecall.store.protocol import CallStore
 
 log = logging.getLogger(__name__)
+
+PersistObserver = Callable[[CallRecord, "dict[str, Any] | None"], None]
 
 
 class CallService:
@@ -65,6 +69,11 @@ class CallService:
         self._change = asyncio.Event()  # set and replaced at every persist
         self._reaper: asyncio.Task[None] | None = None
         self._started = False
+        self.channels: dict[str, CallChannel] = {}
+        """Channels of the gateway's own that carry calls besides the carrier, by the name their
+        calls' records carry as `provider` (the console's browser calls, D112)."""
+        self.persist_observers: list[PersistObserver] = []
+        """Told of every persisted record (and its turn), after the write: metrics (D110)."""
         provider.bind(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -89,6 +98,16 @@ class CallService:
                 await task
 
     # -- lookups -----------------------------------------------------------------------------
+    def provider_for(self, record: CallRecord) -> CallChannel:
+        """Who carries `record`: its channel, or the carrier."""
+        return self.channels.get(record.provider, self.provider)
+
+    async def open_channel_call(self, channel: str, *, from_: str, to: str,
+                                channel_call_id: str) -> CallRecord:
+        """A new answered inbound call carried by one of `channels` (see `service.channels`)."""
+        return await channels.open_channel_call(self, channel, from_=from_, to=to,
+                                                channel_call_id=channel_call_id)
+
     def live(self, call_id: str) -> CallRecord | None:
         """A live call by our id or the carrier's id."""
         call = self.calls.get(call_id)
@@ -129,6 +148,8 @@ class CallService:
         `wait_for_change` watchers."""
         if await self.store.save(record, events=events or (), turn=turn):
             log_state_change(record)
+        for observe in self.persist_observers:
+            observe(record, turn)
         self._version += 1
         change, self._change = self._change, asyncio.Event()
         change.set()
@@ -179,6 +200,7 @@ class CallService:
                                                       DIAL_TIMEOUT_S)
         except Exception as exc:
             detail = f"dial failed: {exc}" if str(exc) else "dial timed out"
+            count_error("carrier")
             await self._end_locked(call, EndReason.FAILED, detail)
             raise CallError(f"Failed to place call: {detail}", call_id=record.call_id) from exc
         async with call.lock:
@@ -277,7 +299,7 @@ class CallService:
                 call.waiter = None
             if not call.record.is_terminal and not streamed:
                 with contextlib.suppress(Exception):
-                    await self.provider.stop_listening(call.record)
+                    await self.provider_for(call.record).stop_listening(call.record)
         await turns.complete_turn(self, call, waiter)
         return transcript
 
@@ -383,9 +405,10 @@ class CallService:
     async def hang_up_quietly(self, record: CallRecord, reason: EndReason | None = None) -> None:
         """Ask the carrier to hang up; a failure is logged (the record has ended already)."""
         try:
-            await asyncio.wait_for(self.provider.hangup_call(
+            await asyncio.wait_for(self.provider_for(record).hangup_call(
                 record, reason or record.end_reason or EndReason.HANGUP_BOT), HANGUP_TIMEOUT_S)
         except Exception as exc:
+            count_error("carrier")
             log.warning("call %s: carrier hang-up failed: %s", record.call_id, exc)
 
     # -- carrier events ----------------------------------------------------------------------
@@ -464,7 +487,8 @@ class CallService:
             await self.persist(record)
         if not self.streams_audio(record):
             try:
-                await asyncio.wait_for(self.provider.start_listening(record, None), LISTEN_TIMEOUT_S)
+                await asyncio.wait_for(self.provider_for(record).start_listening(record, None),
+                                       LISTEN_TIMEOUT_S)
             except Exception as exc:
                 log.warning("call %s: could not start listening: %s", record.call_id, exc)
                 return

@@ -37,7 +37,8 @@ async def restore_calls(service: CallService) -> None:
         why = _unrecoverable(record, now, max_ms)
         if why is None and record.provider_call_id:
             checks.append((record, asyncio.create_task(asyncio.wait_for(
-                service.provider.get_call_status(record.provider_call_id), STATUS_TIMEOUT_S))))
+                service.provider_for(record).get_call_status(record.provider_call_id),
+                STATUS_TIMEOUT_S))))
         else:
             checks.append((record, why or (EndReason.FAILED, "no carrier call id")))
     for record, check in checks:
@@ -80,7 +81,7 @@ async def _end_unrecoverable(service: CallService, record: CallRecord, reason: E
     await service.persist(record)
     if record.provider_call_id:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(service.provider.hangup_call(record, reason), HANGUP_TIMEOUT_S)
+            await asyncio.wait_for(service.provider_for(record).hangup_call(record, reason), HANGUP_TIMEOUT_S)
 
 
 async def _restore_checked(service: CallService, record: CallRecord,

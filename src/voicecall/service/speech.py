@@ -95,7 +95,7 @@ async def _utter(service: CallService, call: LiveCall, place: Place, text: str) 
             await service.persist(record)
         if playing is not None:
             return await asyncio.wait_for(playing, timeout)
-        await asyncio.wait_for(service.provider.play_tts(record, text), timeout)
+        await asyncio.wait_for(service.provider_for(record).play_tts(record, text), timeout)
         return PlaybackResult(text)
     except Exception as exc:
         await _back_to_listening(service, call)
@@ -123,7 +123,7 @@ async def send_keys(service: CallService, call: LiveCall, place: Place, digits: 
                 call.line.leave(place)
             await asyncio.wait_for(playing, DTMF_TIMEOUT_S)
         else:
-            await asyncio.wait_for(service.provider.send_dtmf(record, digits), DTMF_TIMEOUT_S)
+            await asyncio.wait_for(service.provider_for(record).send_dtmf(record, digits), DTMF_TIMEOUT_S)
     except Exception as exc:
         why = cause(exc, DTMF_TIMEOUT_S, "the keys to be played")
         raise failed(call, f"dtmf failed: {why}") from exc

@@ -71,7 +71,7 @@ async def transfer(service: CallService, call: LiveCall, to: str, message: str |
                                                      text=f"transfer to {to}: dialing"))
             await service.persist(record)
         try:
-            await service.provider.transfer_call(record, TransferRequest(
+            await service.provider_for(record).transfer_call(record, TransferRequest(
                 to=to, caller_id=caller_id, timeout_s=settings.timeout_s))
         except Exception as exc:
             await _note(service, call, "failed", f"transfer to {to}: failed ({exc})")

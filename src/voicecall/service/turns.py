@@ -65,7 +65,7 @@ async def _start_listening(service: CallService, call: LiveCall, waiter: Waiter,
     if streamed:
         return
     try:
-        await asyncio.wait_for(service.provider.start_listening(record, waiter.token),
+        await asyncio.wait_for(service.provider_for(record).start_listening(record, waiter.token),
                                LISTEN_TIMEOUT_S)
     except Exception as exc:
         # If the call ended (or the caller already spoke) meanwhile, the waiter says so.
