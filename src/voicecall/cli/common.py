@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 # Plain click help (`rich_markup_mode=None`): no `<bool>` placeholders on flags, nothing boxed.
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="voicecall: phone calls for AI agents (Twilio, mock).")
+                  help="voicecall: phone calls for AI agents (Twilio, Telnyx, Plivo, mock).")
 config_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                          help="Inspect the configuration.")
 mock_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
