@@ -1,5 +1,5 @@
-"""Local stand-ins for third-party services (OpenAI-compatible APIs, Anthropic's Messages API),
-loopback only, for tests."""
+"""Local stand-ins for third-party services (OpenAI-compatible APIs, Anthropic's Messages API,
+the realtime voice models), loopback only, for tests."""
 
 from voicecall.testing.fakes.anthropic_server import FakeAnthropic
 from voicecall.testing.fakes.openai_server import (
@@ -11,14 +11,18 @@ from voicecall.testing.fakes.openai_server import (
     default_reply,
     openai_error,
 )
+from voicecall.testing.fakes.realtime import FakeOpenAIRealtime, ModelAnswer, model_audio
 
 __all__ = [
     "FakeAnthropic",
     "FakeOpenAI",
+    "FakeOpenAIRealtime",
     "LoopbackServer",
+    "ModelAnswer",
     "RecordedRequest",
     "ScriptedReply",
     "ScriptedToolCall",
     "default_reply",
+    "model_audio",
     "openai_error",
 ]

@@ -1,0 +1,314 @@
+"""A local stand-in for OpenAI's Realtime API (speech to speech), for tests: a real WebSocket
+on 127.0.0.1 that speaks the protocol's events and is scripted from the test.
+
+    async with FakeOpenAIRealtime(api_key="sk-test") as model:
+        model.answer_next("Sure, Tuesday works.", after_bytes=8000, heard="Is Tuesday free?")
+        # ...point `realtime.providers.openai.baseUrl` at model.base_url, place a call...
+        assert model.truncations[0]["audio_end_ms"] > 0
+
+What it does:
+- checks the bearer key (a wrong one is refused at the handshake), sends `session.created`,
+  records every `session.update` (`sessions`) and every client event (`events`);
+- keeps the caller's audio (`audio`, the G.711 bytes as sent);
+- answers `response.create`: a scripted answer if one is queued (`respond_with`), else, for the
+  bridge's "say exactly" instructions, the quoted text spoken in `model_audio(text)`;
+- plays a scripted caller turn once enough caller audio arrived (`answer_next`): speech
+  started/stopped, the caller's transcript, then the model's answer;
+- `barge_in()` sends `speech_started` now and stops the answer being streamed;
+- records `conversation.item.truncate` (`truncations`) and function outputs (`function_outputs`);
+- `end_session()` closes the socket normally (a model that hangs up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import itertools
+import json
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+
+from voicecall.audio.g711 import alaw_encode, ulaw_encode
+from voicecall.testing.fakes.openai_server import LoopbackServer
+
+__all__ = ["FakeOpenAIRealtime", "ModelAnswer", "model_audio"]
+
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketState
+
+SAY_MARKER = "word for word, and nothing else: "
+
+
+def model_audio(text: str, rate: int = 8000, *, seconds: float | None = None) -> bytes:
+    """The fake model's voice for `text`: PCM16LE at `rate`, deterministic, speech-like (a few
+    text-seeded partials under a syllable-rate envelope), 70 ms per character, 0.3 to 4 s."""
+    duration = seconds if seconds is not None else min(4.0, max(0.3, 0.07 * len(text)))
+    n = int(rate * duration)
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / rate
+    base = 120 + 80 * rng.random()
+    wave = sum(np.sin(2 * np.pi * base * k * t + rng.random() * 6.28) / k for k in (1, 2, 3, 5))
+    envelope = 0.55 + 0.45 * np.sin(2 * np.pi * (3 + 2 * rng.random()) * t)
+    pcm = (wave * envelope * 6000).astype("<i2")
+    return pcm.tobytes()
+
+
+@dataclass
+class ModelAnswer:
+    """One scripted answer of the model: spoken `text` (its audio from `model_audio` unless
+    `pcm8k` is given) and/or a function call."""
+
+    text: str = ""
+    pcm8k: bytes | None = None
+    function_call: tuple[str, dict[str, Any]] | None = None
+    chunk_ms: int = 100
+    realtime: bool = False
+    """Stream the audio at real time (one chunk per `chunk_ms`) instead of at once."""
+
+    def audio(self) -> bytes:
+        if self.pcm8k is not None:
+            return self.pcm8k
+        return model_audio(self.text) if self.text else b""
+
+
+@dataclass
+class _CallerTurn:
+    heard: str
+    answer: ModelAnswer | None
+    after_bytes: int
+    baseline: int = 0
+
+
+class FakeOpenAIRealtime:
+    """See the module docstring."""
+
+    def __init__(self, *, api_key: str | None = "sk-test", host: str = "127.0.0.1", port: int = 0) -> None:
+        self.api_key = api_key
+        self.host = host
+        self.audio = bytearray()
+        self.events: list[dict[str, Any]] = []
+        self.sessions: list[dict[str, Any]] = []
+        self.truncations: list[dict[str, Any]] = []
+        self.function_outputs: list[dict[str, Any]] = []
+        self.answers_sent: list[tuple[str, ModelAnswer]] = []
+        """(item id, answer) of every answer streamed, in order."""
+        self.connections = 0
+        self.rejected = 0
+        self.request_headers: list[dict[str, str]] = []
+        self._ws: WebSocket | None = None
+        self._responses: deque[ModelAnswer] = deque()
+        self._turns: deque[_CallerTurn] = deque()
+        self._ids = itertools.count(1)
+        self._streaming: asyncio.Task[None] | None = None
+        self._send_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loopback = LoopbackServer(Starlette(routes=[WebSocketRoute("/v1/realtime", self._endpoint)]),
+                                        host=host, port=port, ws="websockets")
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        """What `realtime.providers.openai.baseUrl` is set to."""
+        return f"http://{self.host}:{self._loopback.port}/v1"
+
+    async def __aenter__(self) -> Self:
+        await self._loopback.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.end_session(code=1001)
+        await self._loopback.stop()
+
+    # -- script -----------------------------------------------------------------------------------
+    def respond_with(self, answer: ModelAnswer) -> None:
+        """Answer the next `response.create` with `answer` (instead of the default)."""
+        self._responses.append(answer)
+
+    def answer_next(self, text: str = "", *, after_bytes: int = 0, heard: str = "hello",
+                    answer: ModelAnswer | None = None) -> None:
+        """After `after_bytes` more caller audio: the caller's turn (VAD start/stop, `heard` as
+        its transcript), then the model answers `text` (or `answer`)."""
+        turn = _CallerTurn(heard, answer or (ModelAnswer(text) if text else None), after_bytes)
+        if not self._turns:
+            turn.baseline = len(self.audio)
+        self._turns.append(turn)
+        self._check_turns()
+
+    def barge_in(self) -> None:
+        """The caller starts talking now: `speech_started`, and the answer stops streaming."""
+        self._spawn(self._barge_in())
+
+    async def end_session(self, *, code: int = 1000) -> None:
+        """Close the session from the model's side (1000: it ended normally)."""
+        ws, self._ws = self._ws, None
+        if ws is not None and ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await ws.close(code=code)
+
+    async def wait_until(self, predicate: Callable[[], bool], within_s: float = 5.0) -> None:
+        deadline = time.monotonic() + within_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError("condition not met in time")
+            await asyncio.sleep(0.005)
+
+    def events_of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("type") == kind]
+
+    # -- protocol ---------------------------------------------------------------------------------
+    async def _endpoint(self, websocket: WebSocket) -> None:
+        self.request_headers.append(dict(websocket.headers))
+        if self.api_key is not None and websocket.headers.get("authorization") != f"Bearer {self.api_key}":
+            self.rejected += 1
+            await websocket.close(code=1008)
+            return
+        await websocket.accept()
+        self.connections += 1
+        self._ws = websocket
+        await self._send({"type": "session.created", "session": {"id": f"sess_{self.connections}"}})
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                text = message.get("text")
+                if text is None:
+                    continue
+                event = json.loads(text)
+                self.events.append(event)
+                await self._on_event(event)
+        except Exception:
+            return
+        finally:
+            if self._ws is websocket:
+                self._ws = None
+
+    async def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "session.update":
+            self.sessions.append(event.get("session") or {})
+            await self._send({"type": "session.updated", "session": event.get("session")})
+        elif kind == "input_audio_buffer.append":
+            self.audio.extend(base64.b64decode(event.get("audio", "")))
+            self._check_turns()
+        elif kind == "conversation.item.truncate":
+            self.truncations.append(event)
+            await self._send({"type": "conversation.item.truncated", "item_id": event.get("item_id"),
+                              "content_index": 0, "audio_end_ms": event.get("audio_end_ms")})
+        elif kind == "conversation.item.create":
+            item = event.get("item") or {}
+            if item.get("type") == "function_call_output":
+                self.function_outputs.append(item)
+        elif kind == "response.create":
+            answer = self._answer_for(event)
+            if answer is not None:
+                self._stream(answer)
+            else:
+                await self._empty_response()
+
+    def _answer_for(self, event: dict[str, Any]) -> ModelAnswer | None:
+        if self._responses:
+            return self._responses.popleft()
+        instructions = str((event.get("response") or {}).get("instructions") or "")
+        if SAY_MARKER in instructions:
+            return ModelAnswer(instructions.split(SAY_MARKER, 1)[1])
+        return None
+
+    def _check_turns(self) -> None:
+        if self._turns and self._ws is not None:
+            turn = self._turns[0]
+            if len(self.audio) - turn.baseline >= turn.after_bytes:
+                self._turns.popleft()
+                if self._turns:
+                    self._turns[0].baseline = len(self.audio)
+                self._spawn(self._caller_turn(turn))
+
+    async def _caller_turn(self, turn: _CallerTurn) -> None:
+        await self._barge_in()
+        await self._send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 0})
+        await self._send({"type": "conversation.item.input_audio_transcription.completed",
+                          "item_id": f"item_user_{next(self._ids)}", "content_index": 0,
+                          "transcript": turn.heard})
+        if turn.answer is not None:
+            self._stream(turn.answer)
+
+    async def _barge_in(self) -> None:
+        task, self._streaming = self._streaming, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._send({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0,
+                          "item_id": f"item_user_{next(self._ids)}"})
+
+    def _stream(self, answer: ModelAnswer) -> None:
+        previous = self._streaming
+        self._streaming = self._spawn(self._stream_answer(answer, previous))
+
+    async def _stream_answer(self, answer: ModelAnswer, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        n = next(self._ids)
+        rid, item = f"resp_{n}", f"item_{n}"
+        await self._send({"type": "response.created", "response": {"id": rid, "status": "in_progress"}})
+        pcm = answer.audio()
+        if pcm:
+            self.answers_sent.append((item, answer))
+            await self._send({"type": "response.output_item.added", "response_id": rid,
+                              "item": {"id": item, "type": "message", "role": "assistant"}})
+            encode = ulaw_encode if self._codec() == "ulaw" else alaw_encode
+            g711 = encode(pcm)
+            step = 8 * answer.chunk_ms
+            for start in range(0, len(g711), step):
+                await self._send({"type": "response.audio.delta", "response_id": rid, "item_id": item,
+                                  "content_index": 0,
+                                  "delta": base64.b64encode(g711[start:start + step]).decode()})
+                if answer.realtime:
+                    await asyncio.sleep(answer.chunk_ms / 1000)
+            await self._send({"type": "response.audio.done", "response_id": rid, "item_id": item})
+            await self._send({"type": "response.audio_transcript.done", "response_id": rid,
+                              "item_id": item, "content_index": 0, "transcript": answer.text})
+            await self._send({"type": "response.output_item.done", "response_id": rid,
+                              "item": {"id": item, "type": "message", "status": "completed"}})
+        if answer.function_call is not None:
+            name, arguments = answer.function_call
+            await self._send({"type": "response.output_item.done", "response_id": rid, "item": {
+                "id": f"fc_{n}", "type": "function_call", "call_id": f"call_{n}", "name": name,
+                "arguments": json.dumps(arguments)}})
+        await self._send({"type": "response.done", "response": {"id": rid, "status": "completed"}})
+
+    async def _empty_response(self) -> None:
+        rid = f"resp_{next(self._ids)}"
+        await self._send({"type": "response.created", "response": {"id": rid}})
+        await self._send({"type": "response.done", "response": {"id": rid, "status": "completed"}})
+
+    def _codec(self) -> str:
+        fmt = (self.sessions[-1] if self.sessions else {}).get("output_audio_format", "g711_ulaw")
+        return "alaw" if fmt == "g711_alaw" else "ulaw"
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        async with self._send_lock:
+            with contextlib.suppress(Exception):
+                await ws.send_text(json.dumps(event))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task

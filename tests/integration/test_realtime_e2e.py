@@ -1,0 +1,207 @@
+"""Realtime voice end to end (docs/decisions.md D120-D123): the Twilio simulator's caller on a
+media stream, bridged to the fake OpenAI Realtime model. Real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.helpers import eventually, free_port
+from voicecall.audio.g711 import ulaw_decode, ulaw_encode
+from voicecall.gateway.runtime import Runtime
+from voicecall.testing.fakes.realtime import FakeOpenAIRealtime, ModelAnswer, model_audio
+from voicecall.testing.gateway import running_gateway
+from voicecall.testing.twilio import TwilioSimulator
+from voicecall.testing.twilio.simulator import SimCall
+
+OUR_NUMBER = "+15550000000"
+FRIEND = "+15557770001"
+GREETING = "Hello, clinic here."
+SILENCE = 0xFF
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[TwilioSimulator]:
+    async with TwilioSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[FakeOpenAIRealtime]:
+    async with FakeOpenAIRealtime(api_key="sk-test") as fake:
+        yield fake
+
+
+def realtime_config(sim: TwilioSimulator, model: FakeOpenAIRealtime, **extra: Any) -> dict[str, Any]:
+    port = free_port()
+    return {
+        "provider": "twilio", "fromNumber": OUR_NUMBER,
+        "twilio": {"accountSid": sim.account_sid, "authToken": sim.auth_token, "apiBaseUrl": sim.base_url},
+        "serve": {"port": port}, "publicUrl": f"http://127.0.0.1:{port}/voice/webhook",
+        "inboundPolicy": "allowlist", "allowFrom": [FRIEND], "inboundGreeting": GREETING,
+        "realtime": {"enabled": True, "instructions": "You answer the clinic's phone.",
+                     "providers": {"openai": {"apiKey": "sk-test", "baseUrl": model.base_url}}},
+        **extra,
+    }
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> AsyncIterator[Runtime]:
+    async with running_gateway(tmp_path, realtime_config(sim, model)) as runtime:
+        yield runtime
+
+
+async def answered_call(gateway: Runtime, sim: TwilioSimulator) -> tuple[SimCall, Any]:
+    """An inbound call whose greeting (said by the model) has played."""
+    call = await sim.place_inbound(FRIEND, OUR_NUMBER, gateway.webhook_url)
+    await call.wait_stream(timeout=10)
+    record = await eventually(lambda: gateway.service.live(call.sid), 5)
+    await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
+    return call, record
+
+
+def decoded(mulaw: bytes | bytearray) -> np.ndarray:
+    """Received μ-law as float PCM, from the first non-silent frame on."""
+    data = bytes(mulaw)
+    start = next((i for i in range(0, len(data), 160) if any(b != SILENCE for b in data[i:i + 160])),
+                 len(data))
+    return ulaw_decode(data[start:]).astype(np.float64)
+
+
+def correlation(heard: np.ndarray, reference: np.ndarray) -> float:
+    """Peak normalized correlation over alignment shifts of up to one frame."""
+    n = min(len(reference), len(heard)) - 160
+    assert n > 800, f"too little audio: heard {len(heard)} samples, expected {len(reference)}"
+    ref = reference[:n]
+    best = 0.0
+    for shift in range(160):
+        seg = heard[shift:shift + n]
+        denom = float(np.linalg.norm(seg) * np.linalg.norm(ref))
+        if denom:
+            best = max(best, float(np.dot(seg, ref)) / denom)
+    return best
+
+
+def reference(text: str) -> np.ndarray:
+    return np.frombuffer(model_audio(text), dtype="<i2").astype(np.float64)
+
+
+async def test_caller_and_model_hear_each_other_and_the_transcript_holds_both_sides(
+        gateway: Runtime, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
+    call, record = await answered_call(gateway, sim)
+    session = model.sessions[0]
+    assert session["input_audio_format"] == session["output_audio_format"] == "g711_ulaw"
+    assert session["instructions"] == "You answer the clinic's phone."
+    assert session["turn_detection"] == {"type": "server_vad"}
+    assert {"end_call", "send_dtmf", "call_info"} <= {t["name"] for t in session["tools"]}
+    assert correlation(decoded(call.active_stream.received_audio), reference(GREETING)) > 0.9
+
+    caller = ulaw_encode(np.frombuffer(model_audio("caller voice", seconds=0.6), dtype="<i2"))
+    answer = "We open at nine."
+    model.answer_next(answer, after_bytes=len(caller), heard="When are you open?")
+    before = len(call.active_stream.received_audio)
+    call.send_audio(caller)
+    await eventually(lambda: sum(1 for t in record.transcript if t.speaker == "bot") == 2, 10)
+    assert caller in bytes(model.audio)  # the caller's audio reached the model as sent
+    heard = decoded(call.active_stream.received_audio[before:])
+    assert correlation(heard, reference(answer)) > 0.9
+    assert [(t.speaker, t.text) for t in record.transcript] == [
+        ("bot", GREETING), ("user", "When are you open?"), ("bot", answer)]
+    async def latency() -> dict[str, Any] | None:
+        report: dict[str, Any] = await gateway.api.call("voicecall.latency", {})
+        return report if report["turnLatency"]["count"] else None
+
+    report = await eventually(latency, 5)  # the turn is logged once its answer has played
+    assert report["turnLatency"]["count"] == 1
+    assert 0 <= report["turnLatency"]["maxMs"] < 1000
+
+
+async def test_barge_in_clears_within_a_frame_and_truncates_the_answer_at_the_played_offset(
+        gateway: Runtime, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
+    call, record = await answered_call(gateway, sim)
+    stream = call.active_stream
+    long_answer = ("This is a long answer with many words in it so that the caller has plenty of "
+                   "time to interrupt it before it is over")
+    start = len(stream.received_audio)
+    model.respond_with(ModelAnswer(long_answer))
+    said = "Let me explain the opening hours."
+    speaking = asyncio.ensure_future(gateway.service.speak(record.call_id, said))
+    await eventually(lambda: len(stream.received_audio) - start >= 8000, 10)  # one second heard
+    model.barge_in()
+    result = await speaking
+    assert result.interrupted
+    await eventually(lambda: model.truncations, 5)
+    assert stream.clear_positions, "the gateway never sent clear"
+    clear_at = stream.clear_positions[0]
+    await eventually(lambda: len(stream.received_audio) >= clear_at, 1)
+    assert len(stream.received_audio) - clear_at <= 160, "audio kept coming after the clear"
+    item_id, sent = model.answers_sent[-1]
+    assert sent.text == long_answer
+    truncation = model.truncations[0]
+    assert truncation["item_id"] == item_id
+    played_ms = (clear_at - start) / 8
+    assert abs(truncation["audio_end_ms"] - played_ms) <= 60
+    bot = [t.text for t in record.transcript if t.speaker == "bot"]
+    assert bot[-1] and bot[-1] != said and said.startswith(bot[-1])
+
+
+async def test_end_call_from_the_model_hangs_up_after_its_last_audio_has_played(
+        gateway: Runtime, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
+    call, record = await answered_call(gateway, sim)
+    stream = call.active_stream
+    goodbye = "Thank you for calling, goodbye."
+    model.answer_next(heard="That's all, bye.", answer=ModelAnswer(goodbye, function_call=("end_call", {})))
+    start = len(stream.received_audio)
+    call.send_audio(bytes([SILENCE]) * 160)
+    await eventually(lambda: record.is_terminal, 15)
+    assert record.end_reason == "hangup-bot"
+    assert record.metadata["endDetail"] == "ended by the agent"
+    heard = decoded(stream.received_audio[start:])
+    assert len(heard) >= len(reference(goodbye)) - 160  # all of it played before the hang-up
+    assert correlation(heard, reference(goodbye)) > 0.9
+    assert stream.marks == stream.marks_echoed
+    assert sorted(t.speaker for t in record.transcript[-3:]) == ["bot", "tool", "user"]
+    assert [t.text for t in record.transcript if t.speaker == "bot"][-1] == goodbye
+    assert model.function_outputs and model.function_outputs[0]["call_id"].startswith("call_")
+
+
+async def test_a_model_session_that_ends_hangs_up_the_call(
+        gateway: Runtime, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
+    call, record = await answered_call(gateway, sim)
+    await model.end_session()
+    await eventually(lambda: record.is_terminal, 10)
+    assert record.end_reason == "hangup-bot"
+    assert "realtime model ended the session" in (record.metadata.get("endDetail") or "")
+    await eventually(lambda: sim.calls[call.sid].status == "completed", 5)
+
+
+async def test_a_model_error_ends_the_call_with_reason_error(
+        gateway: Runtime, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
+    _call, record = await answered_call(gateway, sim)
+    await model.end_session(code=1011)
+    await eventually(lambda: record.is_terminal, 10)
+    assert record.end_reason == "error"
+    assert "connection lost" in (record.metadata.get("endDetail") or "")
+
+
+async def test_thirty_seconds_without_inbound_media_is_a_disconnect_then_a_grace(
+        gateway: Runtime, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
+    call, record = await answered_call(gateway, sim)
+    stream = call.active_stream
+    assert gateway.media is not None
+    assert gateway.media.check_stalls(time.monotonic() + 29) == 0  # media keeps flowing
+    assert gateway.media.check_stalls(time.monotonic() + 30.5) == 1  # time faked: 30 s of silence
+    assert gateway.media.session_for(record.call_id) is None  # the stream counts as gone...
+    assert not record.is_terminal  # ...and the call gets the 2 s grace first
+    await eventually(lambda: record.is_terminal, 5)
+    assert stream.closed_by == "app"
+    # The simulator, like Twilio, ends the call once its <Connect><Stream> is closed, and that may
+    # come before the grace runs out; otherwise the grace ends it.
+    assert (record.end_reason, record.metadata.get("endDetail")) in (
+        ("completed", None), ("hangup-bot", "media stream disconnected"))
