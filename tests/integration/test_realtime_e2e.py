@@ -14,7 +14,9 @@ import pytest
 
 from tests.helpers import eventually, free_port
 from voicecall.audio.g711 import ulaw_decode, ulaw_encode
+from voicecall.audio.resample import StreamingResampler
 from voicecall.gateway.runtime import Runtime
+from voicecall.testing.fakes.gemini_live import FakeGeminiLive
 from voicecall.testing.fakes.realtime import FakeOpenAIRealtime, ModelAnswer, model_audio
 from voicecall.testing.gateway import running_gateway
 from voicecall.testing.twilio import TwilioSimulator
@@ -205,3 +207,94 @@ async def test_thirty_seconds_without_inbound_media_is_a_disconnect_then_a_grace
     # come before the grace runs out; otherwise the grace ends it.
     assert (record.end_reason, record.metadata.get("endDetail")) in (
         ("completed", None), ("hangup-bot", "media stream disconnected"))
+
+
+# -- Gemini Live ----------------------------------------------------------------------------------
+
+@pytest.fixture
+async def gemini() -> AsyncIterator[FakeGeminiLive]:
+    async with FakeGeminiLive(api_key="g-test") as fake:
+        yield fake
+
+
+@pytest.fixture
+async def gemini_gateway(tmp_path: Path, sim: TwilioSimulator, model: FakeOpenAIRealtime,
+                         gemini: FakeGeminiLive) -> AsyncIterator[Runtime]:
+    config = realtime_config(sim, model)
+    config["realtime"] = {"enabled": True, "provider": "google", "providers": {"google": {
+        "apiKey": "g-test", "baseUrl": gemini.base_url, "speakerVoice": "Puck",
+        "silenceDurationMs": 600, "startSensitivity": "high"}}}
+    async with running_gateway(tmp_path, config) as runtime:
+        yield runtime
+
+
+def at_8k(text: str) -> np.ndarray:
+    """What the fake Gemini says for `text` (24 kHz), brought to 8 kHz as the gateway must."""
+    resampler = StreamingResampler(24000, 8000)
+    pcm = resampler.process(model_audio(text, 24000)) + resampler.flush()
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+
+
+async def test_gemini_caller_and_model_hear_each_other_and_the_transcript_holds_both_sides(
+        gemini_gateway: Runtime, sim: TwilioSimulator, gemini: FakeGeminiLive) -> None:
+    call, record = await answered_call(gemini_gateway, sim)
+    setup = gemini.setups[0]
+    assert setup["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"] == {
+        "voiceName": "Puck"}
+    assert setup["realtimeInputConfig"]["automaticActivityDetection"] == {
+        "startOfSpeechSensitivity": "START_SENSITIVITY_HIGH", "silenceDurationMs": 600}
+    assert "sessionResumption" in setup and "contextWindowCompression" in setup
+    assert "end_call" in {f["name"] for f in setup["tools"][0]["functionDeclarations"]}
+    assert correlation(decoded(call.active_stream.received_audio), at_8k(GREETING)) > 0.9
+
+    voice = np.frombuffer(model_audio("caller voice", seconds=0.6), dtype="<i2")
+    caller = ulaw_encode(voice)
+    gemini.answer_next("We open at nine.", after_bytes=len(caller) * 4, heard="When are you open?")
+    before_in, before_out = len(gemini.audio), len(call.active_stream.received_audio)
+    call.send_audio(caller)
+    await eventually(lambda: sum(1 for t in record.transcript if t.speaker == "bot") == 2, 10)
+    upsampler = StreamingResampler(8000, 16000)
+    sent = np.frombuffer(upsampler.process(ulaw_decode(caller).tobytes()), dtype="<i2").astype(np.float64)
+    received = np.frombuffer(bytes(gemini.audio[before_in:]), dtype="<i2").astype(np.float64)
+    start = int(np.argmax(np.abs(received) > 200))  # where the caller's voice begins
+    assert correlation(received[max(0, start - 100):], sent) > 0.9  # 16 kHz PCM reached the model
+    heard = decoded(call.active_stream.received_audio[before_out:])
+    assert correlation(heard, at_8k("We open at nine.")) > 0.9
+    assert [(t.speaker, t.text) for t in record.transcript] == [
+        ("bot", GREETING), ("user", "When are you open?"), ("bot", "We open at nine.")]
+
+
+async def test_gemini_interruption_clears_within_a_frame_and_keeps_the_played_words(
+        gemini_gateway: Runtime, sim: TwilioSimulator, gemini: FakeGeminiLive) -> None:
+    call, record = await answered_call(gemini_gateway, sim)
+    stream = call.active_stream
+    said = ("This is a long answer with many words in it so that the caller has plenty of time "
+            "to interrupt it before it is over")
+    start = len(stream.received_audio)
+    speaking = asyncio.ensure_future(gemini_gateway.service.speak(record.call_id, said))
+    await eventually(lambda: len(stream.received_audio) - start >= 8000, 10)
+    assert gemini.answers_sent[-1].text == said
+    gemini.barge_in()
+    result = await speaking
+    assert result.interrupted
+    clear_at = stream.clear_positions[0]
+    await eventually(lambda: len(stream.received_audio) >= clear_at, 1)
+    assert len(stream.received_audio) - clear_at <= 160
+    bot = [t.text for t in record.transcript if t.speaker == "bot"]
+    assert bot[-1] and bot[-1] != said and said.startswith(bot[-1])
+
+
+async def test_gemini_end_call_hangs_up_after_the_last_audio(
+        gemini_gateway: Runtime, sim: TwilioSimulator, gemini: FakeGeminiLive) -> None:
+    call, record = await answered_call(gemini_gateway, sim)
+    stream = call.active_stream
+    goodbye = "Thank you for calling, goodbye."
+    gemini.answer_next(heard="Bye.", answer=ModelAnswer(goodbye, function_call=("end_call", {})))
+    start = len(stream.received_audio)
+    call.send_audio(bytes([SILENCE]) * 160)
+    await eventually(lambda: record.is_terminal, 15)
+    assert record.end_reason == "hangup-bot"
+    heard = decoded(stream.received_audio[start:])
+    assert len(heard) >= len(at_8k(goodbye)) - 320
+    assert correlation(heard, at_8k(goodbye)) > 0.9
+    assert gemini.function_responses and gemini.function_responses[0]["name"] == "end_call"

@@ -2,7 +2,9 @@
 PCM, the model answers in 24 kHz PCM; Google's voice activity detection (with the configured
 silence and sensitivities), transcription of both sides, function tools, session resumption and
 context compression on. Gemini cuts its own memory of an answer the caller interrupted, so
-`truncate` has nothing to send; it reports no end of the caller's speech either."""
+`truncate` has nothing to send; it reports no end of the caller's speech either. The caller
+starting to talk is `interrupted` while the model generates, and the first words of the caller's
+transcription otherwise (an answer fully generated may still be playing)."""
 
 from __future__ import annotations
 
@@ -173,7 +175,9 @@ class GeminiLive:
         ev = self.events
         heard = content.get("inputTranscription")
         if isinstance(heard, dict) and heard.get("text"):
-            self._caller_words.append(str(heard["text"]))
+            if not self._caller_words:
+                ev.on_speech_started()  # the caller's first words: barge-in, even on audio
+            self._caller_words.append(str(heard["text"]))  # already generated (no `interrupted` then)
         if content.get("interrupted"):
             ev.on_speech_started()
             self._finish_turn()

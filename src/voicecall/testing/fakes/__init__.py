@@ -2,6 +2,7 @@
 the realtime voice models), loopback only, for tests."""
 
 from voicecall.testing.fakes.anthropic_server import FakeAnthropic
+from voicecall.testing.fakes.gemini_live import FakeGeminiLive
 from voicecall.testing.fakes.openai_server import (
     FakeOpenAI,
     LoopbackServer,
@@ -15,6 +16,7 @@ from voicecall.testing.fakes.realtime import FakeOpenAIRealtime, ModelAnswer, mo
 
 __all__ = [
     "FakeAnthropic",
+    "FakeGeminiLive",
     "FakeOpenAI",
     "FakeOpenAIRealtime",
     "LoopbackServer",
