@@ -137,14 +137,18 @@ class RealtimeBridge:
 
     async def close(self) -> None:
         self._closing = True
+        self._drop_says()
+        for answer in self._answers.values():
+            answer.chunks.put_nowait(None)
+        await self.model.close()
+
+    def _drop_says(self) -> None:
+        """Texts the model will not say now fail (their `speak` is told why, not left waiting)."""
         for _text, fut in self._says:
             if not fut.done():
                 fut.set_exception(PlaybackError("the realtime session closed"))
                 fut.exception()
         self._says.clear()
-        for answer in self._answers.values():
-            answer.chunks.put_nowait(None)
-        await self.model.close()
 
     def stalled(self, now: float, limit_s: float) -> bool:
         """No caller audio for `limit_s` (a stream that is still open but dead)."""
@@ -321,6 +325,7 @@ class RealtimeBridge:
         """A provider error: apologize while the stream is up (if a voice is configured), then end
         the call `error`."""
         self._closing = True
+        self._drop_says()
         if not self.session.ended:
             try:
                 playback = self.session.playback
