@@ -30,6 +30,8 @@ PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateCo
 DEFAULT_MODEL = "gemini-3.1-flash-live-preview"
 DEFAULT_VOICE = "Kore"
 INPUT_RATE = 16000
+BATCH_BYTES = 1280
+"""40 ms of 16 kHz PCM per message (two carrier frames)."""
 SAY_INSTRUCTIONS = "Say exactly this to the caller, word for word, and nothing else: {text}"
 
 
@@ -83,6 +85,7 @@ class GeminiLive:
         self.settings = settings
         self._decode = ulaw_decode if setup.codec == "ulaw" else alaw_decode
         self._upsample = StreamingResampler(8000, INPUT_RATE)
+        self._pending = bytearray()
         self._turn = 1
         self._model_words: list[str] = []
         self._caller_words: list[str] = []
@@ -128,10 +131,12 @@ class GeminiLive:
         self.socket.run()
 
     def send_audio(self, g711: bytes) -> None:
-        pcm = self._upsample.process(self._decode(g711).tobytes())
-        if pcm:
+        self._pending += self._upsample.process(self._decode(g711).tobytes())
+        if len(self._pending) >= BATCH_BYTES:
+            data = base64.b64encode(self._pending).decode("ascii")
+            self._pending.clear()
             self.socket.send({"realtimeInput": {"audio": {
-                "data": base64.b64encode(pcm).decode("ascii"), "mimeType": f"audio/pcm;rate={INPUT_RATE}"}}})
+                "data": data, "mimeType": f"audio/pcm;rate={INPUT_RATE}"}}})
 
     def say(self, text: str) -> None:
         turn = {"role": "user", "parts": [{"text": SAY_INSTRUCTIONS.format(text=text)}]}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -63,6 +64,11 @@ def model_audio(text: str, rate: int = 8000, *, seconds: float | None = None) ->
     return pcm.tobytes()
 
 
+@functools.lru_cache(maxsize=8)
+def _long_audio(text: str, seconds: float) -> bytes:
+    return model_audio(text, seconds=seconds)
+
+
 @dataclass
 class ModelAnswer:
     """One scripted answer of the model: spoken `text` (its audio from `model_audio` unless
@@ -73,12 +79,23 @@ class ModelAnswer:
     function_call: tuple[str, dict[str, Any]] | None = None
     chunk_ms: int = 100
     realtime: bool = False
-    """Stream the audio at real time (one chunk per `chunk_ms`) instead of at once."""
+    """Stream the audio at real time (one chunk per `chunk_ms`, after `lead_ms` at once) instead
+    of all at once."""
+    lead_ms: int = 500
 
     def audio(self) -> bytes:
         if self.pcm8k is not None:
             return self.pcm8k
         return model_audio(self.text) if self.text else b""
+
+
+@dataclass(eq=False)
+class _Conn:
+    """One client connection (one call's session)."""
+
+    ws: WebSocket
+    lock: asyncio.Lock
+    streaming: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -92,9 +109,17 @@ class _CallerTurn:
 class FakeOpenAIRealtime:
     """See the module docstring."""
 
-    def __init__(self, *, api_key: str | None = "sk-test", host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, *, api_key: str | None = "sk-test", host: str = "127.0.0.1", port: int = 0,
+                 say_seconds: float | None = None, realtime: bool = False, keep_audio: bool = True) -> None:
+        """`say_seconds`: the length of the audio of the default answers (`say`), instead of
+        `model_audio`'s; `realtime`: they stream at real time; `keep_audio=False` only counts the
+        caller's audio (`audio_bytes`), for load tests."""
         self.api_key = api_key
         self.host = host
+        self.say_seconds = say_seconds
+        self.realtime = realtime
+        self.keep_audio = keep_audio
+        self.audio_bytes = 0
         self.audio = bytearray()
         self.events: list[dict[str, Any]] = []
         self.sessions: list[dict[str, Any]] = []
@@ -105,12 +130,11 @@ class FakeOpenAIRealtime:
         self.connections = 0
         self.rejected = 0
         self.request_headers: list[dict[str, str]] = []
-        self._ws: WebSocket | None = None
+        self._conn: _Conn | None = None
+        """The newest connection: scripted caller turns and `barge_in` act on it."""
         self._responses: deque[ModelAnswer] = deque()
         self._turns: deque[_CallerTurn] = deque()
         self._ids = itertools.count(1)
-        self._streaming: asyncio.Task[None] | None = None
-        self._send_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loopback = LoopbackServer(Starlette(routes=[WebSocketRoute("/v1/realtime", self._endpoint)]),
                                         host=host, port=port, ws="websockets")
@@ -144,7 +168,7 @@ class FakeOpenAIRealtime:
         its transcript), then the model answers `text` (or `answer`)."""
         turn = _CallerTurn(heard, answer or (ModelAnswer(text) if text else None), after_bytes)
         if not self._turns:
-            turn.baseline = len(self.audio)
+            turn.baseline = self.audio_bytes
         self._turns.append(turn)
         self._check_turns()
 
@@ -153,11 +177,11 @@ class FakeOpenAIRealtime:
         self._spawn(self._barge_in())
 
     async def end_session(self, *, code: int = 1000) -> None:
-        """Close the session from the model's side (1000: it ended normally)."""
-        ws, self._ws = self._ws, None
-        if ws is not None and ws.application_state == WebSocketState.CONNECTED:
+        """Close the newest session from the model's side (1000: it ended normally)."""
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.ws.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
-                await ws.close(code=code)
+                await conn.ws.close(code=code)
 
     async def wait_until(self, predicate: Callable[[], bool], within_s: float = 5.0) -> None:
         deadline = time.monotonic() + within_s
@@ -178,8 +202,8 @@ class FakeOpenAIRealtime:
             return
         await websocket.accept()
         self.connections += 1
-        self._ws = websocket
-        await self._send({"type": "session.created", "session": {"id": f"sess_{self.connections}"}})
+        conn = self._conn = _Conn(websocket, asyncio.Lock())
+        await self._send(conn, {"type": "session.created", "session": {"id": f"sess_{self.connections}"}})
         try:
             while True:
                 message = await websocket.receive()
@@ -190,24 +214,29 @@ class FakeOpenAIRealtime:
                     continue
                 event = json.loads(text)
                 self.events.append(event)
-                await self._on_event(event)
+                await self._on_event(conn, event)
         except Exception:
             return
         finally:
-            if self._ws is websocket:
-                self._ws = None
+            if conn.streaming is not None:
+                conn.streaming.cancel()
+            if self._conn is conn:
+                self._conn = None
 
-    async def _on_event(self, event: dict[str, Any]) -> None:
+    async def _on_event(self, conn: _Conn, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "session.update":
             self.sessions.append(event.get("session") or {})
-            await self._send({"type": "session.updated", "session": event.get("session")})
+            await self._send(conn, {"type": "session.updated", "session": event.get("session")})
         elif kind == "input_audio_buffer.append":
-            self.audio.extend(base64.b64decode(event.get("audio", "")))
+            chunk = base64.b64decode(event.get("audio", ""))
+            self.audio_bytes += len(chunk)
+            if self.keep_audio:
+                self.audio.extend(chunk)
             self._check_turns()
         elif kind == "conversation.item.truncate":
             self.truncations.append(event)
-            await self._send({"type": "conversation.item.truncated", "item_id": event.get("item_id"),
+            await self._send(conn, {"type": "conversation.item.truncated", "item_id": event.get("item_id"),
                               "content_index": 0, "audio_end_ms": event.get("audio_end_ms")})
         elif kind == "conversation.item.create":
             item = event.get("item") or {}
@@ -216,96 +245,104 @@ class FakeOpenAIRealtime:
         elif kind == "response.create":
             answer = self._answer_for(event)
             if answer is not None:
-                self._stream(answer)
+                self._stream(conn, answer)
             else:
-                await self._empty_response()
+                await self._empty_response(conn)
 
     def _answer_for(self, event: dict[str, Any]) -> ModelAnswer | None:
         if self._responses:
             return self._responses.popleft()
         instructions = str((event.get("response") or {}).get("instructions") or "")
         if SAY_MARKER in instructions:
-            return ModelAnswer(instructions.split(SAY_MARKER, 1)[1])
+            text = instructions.split(SAY_MARKER, 1)[1]
+            pcm = _long_audio(text, self.say_seconds) if self.say_seconds else None
+            return ModelAnswer(text, pcm8k=pcm, realtime=self.realtime)
         return None
 
     def _check_turns(self) -> None:
-        if self._turns and self._ws is not None:
+        if self._turns and self._conn is not None:
             turn = self._turns[0]
-            if len(self.audio) - turn.baseline >= turn.after_bytes:
+            if self.audio_bytes - turn.baseline >= turn.after_bytes:
                 self._turns.popleft()
                 if self._turns:
-                    self._turns[0].baseline = len(self.audio)
-                self._spawn(self._caller_turn(turn))
+                    self._turns[0].baseline = self.audio_bytes
+                self._spawn(self._caller_turn(self._conn, turn))
 
-    async def _caller_turn(self, turn: _CallerTurn) -> None:
-        await self._barge_in()
-        await self._send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 0})
-        await self._send({"type": "conversation.item.input_audio_transcription.completed",
-                          "item_id": f"item_user_{next(self._ids)}", "content_index": 0,
-                          "transcript": turn.heard})
+    async def _caller_turn(self, conn: _Conn, turn: _CallerTurn) -> None:
+        await self._barge_in_on(conn)
+        await self._send(conn, {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 0})
+        await self._send(conn, {"type": "conversation.item.input_audio_transcription.completed",
+                                "item_id": f"item_user_{next(self._ids)}", "content_index": 0,
+                                "transcript": turn.heard})
         if turn.answer is not None:
-            self._stream(turn.answer)
+            self._stream(conn, turn.answer)
 
     async def _barge_in(self) -> None:
-        task, self._streaming = self._streaming, None
+        if self._conn is not None:
+            await self._barge_in_on(self._conn)
+
+    async def _barge_in_on(self, conn: _Conn) -> None:
+        task, conn.streaming = conn.streaming, None
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        await self._send({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0,
-                          "item_id": f"item_user_{next(self._ids)}"})
+        await self._send(conn, {"type": "input_audio_buffer.speech_started", "audio_start_ms": 0,
+                                "item_id": f"item_user_{next(self._ids)}"})
 
-    def _stream(self, answer: ModelAnswer) -> None:
-        previous = self._streaming
-        self._streaming = self._spawn(self._stream_answer(answer, previous))
+    def _stream(self, conn: _Conn, answer: ModelAnswer) -> None:
+        previous = conn.streaming
+        conn.streaming = self._spawn(self._stream_answer(conn, answer, previous))
 
-    async def _stream_answer(self, answer: ModelAnswer, previous: asyncio.Task[None] | None) -> None:
+    async def _stream_answer(self, conn: _Conn, answer: ModelAnswer,
+                             previous: asyncio.Task[None] | None) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
         n = next(self._ids)
         rid, item = f"resp_{n}", f"item_{n}"
-        await self._send({"type": "response.created", "response": {"id": rid, "status": "in_progress"}})
+        send = functools.partial(self._send, conn)
+        await send({"type": "response.created", "response": {"id": rid, "status": "in_progress"}})
         pcm = answer.audio()
         if pcm:
             self.answers_sent.append((item, answer))
-            await self._send({"type": "response.output_item.added", "response_id": rid,
+            await send({"type": "response.output_item.added", "response_id": rid,
                               "item": {"id": item, "type": "message", "role": "assistant"}})
             encode = ulaw_encode if self._codec() == "ulaw" else alaw_encode
             g711 = encode(pcm)
             step = 8 * answer.chunk_ms
+            loop = asyncio.get_running_loop()
+            began = loop.time()
             for start in range(0, len(g711), step):
-                await self._send({"type": "response.audio.delta", "response_id": rid, "item_id": item,
+                await send({"type": "response.audio.delta", "response_id": rid, "item_id": item,
                                   "content_index": 0,
                                   "delta": base64.b64encode(g711[start:start + step]).decode()})
-                if answer.realtime:
-                    await asyncio.sleep(answer.chunk_ms / 1000)
-            await self._send({"type": "response.audio.done", "response_id": rid, "item_id": item})
-            await self._send({"type": "response.audio_transcript.done", "response_id": rid,
+                if answer.realtime:  # on absolute deadlines: no drift behind real time
+                    due = began + max(0, start + step - 8 * answer.lead_ms) / 8000
+                    await asyncio.sleep(max(0.0, due - loop.time()))
+            await send({"type": "response.audio.done", "response_id": rid, "item_id": item})
+            await send({"type": "response.audio_transcript.done", "response_id": rid,
                               "item_id": item, "content_index": 0, "transcript": answer.text})
-            await self._send({"type": "response.output_item.done", "response_id": rid,
+            await send({"type": "response.output_item.done", "response_id": rid,
                               "item": {"id": item, "type": "message", "status": "completed"}})
         if answer.function_call is not None:
             name, arguments = answer.function_call
-            await self._send({"type": "response.output_item.done", "response_id": rid, "item": {
+            await send({"type": "response.output_item.done", "response_id": rid, "item": {
                 "id": f"fc_{n}", "type": "function_call", "call_id": f"call_{n}", "name": name,
                 "arguments": json.dumps(arguments)}})
-        await self._send({"type": "response.done", "response": {"id": rid, "status": "completed"}})
+        await send({"type": "response.done", "response": {"id": rid, "status": "completed"}})
 
-    async def _empty_response(self) -> None:
+    async def _empty_response(self, conn: _Conn) -> None:
         rid = f"resp_{next(self._ids)}"
-        await self._send({"type": "response.created", "response": {"id": rid}})
-        await self._send({"type": "response.done", "response": {"id": rid, "status": "completed"}})
+        await self._send(conn, {"type": "response.created", "response": {"id": rid}})
+        await self._send(conn, {"type": "response.done", "response": {"id": rid, "status": "completed"}})
 
     def _codec(self) -> str:
         fmt = (self.sessions[-1] if self.sessions else {}).get("output_audio_format", "g711_ulaw")
         return "alaw" if fmt == "g711_alaw" else "ulaw"
 
-    async def _send(self, event: dict[str, Any]) -> None:
-        ws = self._ws
-        if ws is None:
-            return
-        async with self._send_lock:
+    async def _send(self, conn: _Conn, event: dict[str, Any]) -> None:
+        async with conn.lock:
             with contextlib.suppress(Exception):
-                await ws.send_text(json.dumps(event))
+                await conn.ws.send_text(json.dumps(event))
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
