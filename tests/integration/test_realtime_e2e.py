@@ -298,3 +298,19 @@ async def test_gemini_end_call_hangs_up_after_the_last_audio(
     assert len(heard) >= len(at_8k(goodbye)) - 320
     assert correlation(heard, at_8k(goodbye)) > 0.9
     assert gemini.function_responses and gemini.function_responses[0]["name"] == "end_call"
+
+
+async def test_continue_has_the_model_ask_and_returns_the_callers_answer(
+        gateway: Runtime, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
+    call, record = await answered_call(gateway, sim)
+    model.answer_next(heard="Tuesday at noon.", after_bytes=8000 * 3)  # 3 s on: after the question
+    before = len(call.active_stream.received_audio)
+    answer = await gateway.api.call("voicecall.continue", {"callId": record.call_id,
+                                                           "message": "When can you come in?"})
+    assert answer["transcript"] == "Tuesday at noon."
+    assert correlation(decoded(call.active_stream.received_audio[before:]),
+                       reference("When can you come in?")) > 0.9
+    said = [e["response"]["instructions"] for e in model.events_of("response.create")]
+    assert said[-1].endswith("word for word, and nothing else: When can you come in?")
+    assert [(t.speaker, t.text) for t in record.transcript][-2:] == [
+        ("bot", "When can you come in?"), ("user", "Tuesday at noon.")]
