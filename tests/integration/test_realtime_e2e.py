@@ -314,3 +314,15 @@ async def test_continue_has_the_model_ask_and_returns_the_callers_answer(
     assert said[-1].endswith("word for word, and nothing else: When can you come in?")
     assert [(t.speaker, t.text) for t in record.transcript][-2:] == [
         ("bot", "When can you come in?"), ("user", "Tuesday at noon.")]
+
+
+async def test_gemini_resumes_its_session_on_a_new_connection_after_go_away(
+        gemini_gateway: Runtime, sim: TwilioSimulator, gemini: FakeGeminiLive) -> None:
+    call, record = await answered_call(gemini_gateway, sim)
+    await gemini.go_away()
+    await eventually(lambda: len(gemini.setups) == 2, 5)
+    assert gemini.setups[1]["sessionResumption"] == {"handle": "handle-1"}
+    before = len(call.active_stream.received_audio)
+    await gemini_gateway.api.call("voicecall.speak", {"callId": record.call_id, "message": "Still here."})
+    assert correlation(decoded(call.active_stream.received_audio[before:]), at_8k("Still here.")) > 0.9
+    assert not record.is_terminal

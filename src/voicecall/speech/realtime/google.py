@@ -1,15 +1,18 @@
 """Gemini Live (`BidiGenerateContent` over WebSocket): the caller's G.711 goes in as 16 kHz
 PCM, the model answers in 24 kHz PCM; Google's voice activity detection (with the configured
 silence and sensitivities), transcription of both sides, function tools, session resumption and
-context compression on. Gemini cuts its own memory of an answer the caller interrupted, so
-`truncate` has nothing to send; it reports no end of the caller's speech either. The caller
+context compression on (a connection the server closes after `goAway`, or one that is lost, is
+replaced by a new one resuming the session). Gemini cuts its own memory of an answer the caller
+interrupted, so `truncate` has nothing to send; it reports no end of the caller's speech either. The caller
 starting to talk is `interrupted` while the model generates, and the first words of the caller's
 transcription otherwise (an answer fully generated may still be playing)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -91,8 +94,18 @@ class GeminiLive:
         self._caller_words: list[str] = []
         self._answering = False
         self.resumption_handle: str | None = None
-        self.socket = RealtimeSocket(ws_url(settings.base_url) + PATH, {"x-goog-api-key": settings.api_key},
-                                     events, self._handle, label="Gemini Live")
+        self.resumptions = 0
+        self._going_away = False
+        self._closing = False
+        self._resuming: asyncio.Task[None] | None = None
+        self._resumed_with: str | None = None
+        self.socket = self._new_socket()
+
+    def _new_socket(self) -> RealtimeSocket:
+        events = dataclasses.replace(self.events, on_closed=self._socket_closed)
+        return RealtimeSocket(ws_url(self.settings.base_url) + PATH,
+                              {"x-goog-api-key": self.settings.api_key}, events, self._handle,
+                              label="Gemini Live")
 
     def setup_message(self) -> dict[str, Any]:
         s = self.settings
@@ -112,7 +125,7 @@ class GeminiLive:
             "realtimeInputConfig": {"automaticActivityDetection": detection},
             "inputAudioTranscription": {},
             "outputAudioTranscription": {},
-            "sessionResumption": {},
+            "sessionResumption": {"handle": self.resumption_handle} if self.resumption_handle else {},
             "contextWindowCompression": {"slidingWindow": {}},
         }
         if self.setup.tools:
@@ -122,13 +135,42 @@ class GeminiLive:
         return {"setup": body}
 
     async def connect(self) -> None:
-        await self.socket.open()
-        await self.socket.send_now(self.setup_message())
-        first = await self.socket.receive_one()
+        socket = self.socket
+        await socket.open()
+        await socket.send_now(self.setup_message())
+        first = await socket.receive_one()
         if "setupComplete" not in first:
-            await self.socket.close()
+            await socket.close()
             raise RealtimeError(f"Gemini Live: expected setupComplete, got {sorted(first)[:5]}")
-        self.socket.run()
+        socket.run()
+
+    def _socket_closed(self, error: str | None) -> None:
+        """The connection is gone. With a resumption handle, after the server's `goAway` or a
+        lost connection, the session goes on over a new one (once per handle); otherwise the
+        session is over."""
+        if self._closing:
+            return
+        handle = self.resumption_handle
+        if (handle and handle != self._resumed_with and (error is not None or self._going_away)
+                and self._resuming is None):
+            self._resumed_with = handle
+            log.info("Gemini Live: connection closed (%s); resuming the session", error or "goAway")
+            self._going_away = False
+            self.socket = self._new_socket()  # what is sent meanwhile waits in its queue
+            self._resuming = asyncio.get_running_loop().create_task(self._resume(error))
+            return
+        self.events.on_closed(error)
+
+    async def _resume(self, error: str | None) -> None:
+        try:
+            await self.connect()
+        except RealtimeError as exc:
+            if not self._closing:
+                self.events.on_closed(f"{error or 'goAway'}; resuming failed: {exc}")
+            return
+        finally:
+            self._resuming = None
+        self.resumptions += 1
 
     def send_audio(self, g711: bytes) -> None:
         self._pending += self._upsample.process(self._decode(g711).tobytes())
@@ -153,6 +195,9 @@ class GeminiLive:
             {"id": call_id, "name": name, "response": response}]}})
 
     async def close(self) -> None:
+        self._closing = True
+        if self._resuming is not None:
+            self._resuming.cancel()
         await self.socket.close()
 
     # -- server messages ---------------------------------------------------------------------------
@@ -174,7 +219,8 @@ class GeminiLive:
         if isinstance(update, dict) and update.get("newHandle"):
             self.resumption_handle = str(update["newHandle"])
         if "goAway" in message:
-            log.info("Gemini Live: the server will close the session soon")
+            self._going_away = True
+            log.info("Gemini Live: the server will close this connection soon")
 
     def _content(self, content: dict[str, Any]) -> None:
         ev = self.events

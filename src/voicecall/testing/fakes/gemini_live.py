@@ -10,8 +10,10 @@ It checks the `x-goog-api-key` header, answers `setup` with `setupComplete` (rec
 bridge's "say exactly" instruction by speaking the quoted text (`model_audio` at 24 kHz), plays a
 scripted caller turn once enough audio arrived (`answer_next`: the caller's transcription, then
 the model's turn with its output transcription and `turnComplete`), sends `interrupted` on
-`barge_in()`, records `toolResponse`s (`function_responses`) and sends scripted `toolCall`s
-(`ModelAnswer.function_call`), and closes the session on `end_session()`.
+`barge_in()`, hands out session resumption handles (`handle-N` after the Nth setup) and
+announces a closing connection (`go_away()`), records `toolResponse`s (`function_responses`)
+and sends scripted `toolCall`s (`ModelAnswer.function_call`), and closes the session on
+`end_session()`.
 """
 
 from __future__ import annotations
@@ -98,6 +100,12 @@ class FakeGeminiLive:
         await self._interrupt()
         await self._send({"serverContent": {"inputTranscription": {"text": words}}})
 
+    async def go_away(self) -> None:
+        """Announce that the connection closes soon (`goAway`), then close it normally: a client
+        with a resumption handle resumes the session on a new connection."""
+        await self._send({"goAway": {"timeLeft": "0s"}})
+        await self.end_session()
+
     async def end_session(self, *, code: int = 1000) -> None:
         ws, self._ws = self._ws, None
         if ws is not None and ws.application_state == WebSocketState.CONNECTED:
@@ -141,6 +149,9 @@ class FakeGeminiLive:
         if "setup" in data:
             self.setups.append(data["setup"])
             await self._send({"setupComplete": {}})
+            if "sessionResumption" in data["setup"]:
+                await self._send({"sessionResumptionUpdate": {
+                    "newHandle": f"handle-{len(self.setups)}", "resumable": True}})
         elif "realtimeInput" in data:
             audio = (data["realtimeInput"] or {}).get("audio") or {}
             self.audio.extend(base64.b64decode(audio.get("data", "")))
