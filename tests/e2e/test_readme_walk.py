@@ -62,6 +62,7 @@ LOAD_ONLY_BLOCKS = {
     'provider: "twilio"': "a real Twilio account (credentials, a public webhook URL)",
     'provider: "plivo"': "a real Plivo account (credentials, a public webhook URL)",
     "streaming: {": "OpenAI streaming STT/TTS (an API key and the network)",
+    "realtime: {": "a realtime voice model and a carrier account (API keys and the network)",
     'responseModel: "anthropic/claude-sonnet-4"': "a model for automatic replies (an API key and the "
                                                   "network)",
 }
