@@ -28,7 +28,7 @@ from voicecall.config import ConfigError
 from voicecall.media.playback import split_sentences
 from voicecall.media.realtime import APOLOGY
 from voicecall.testing.fakes import LoopbackServer
-from voicecall.testing.fakes.realtime import FakeOpenAIRealtime, ModelAnswer
+from voicecall.testing.fakes.realtime import FakeOpenAIRealtime, ModelAnswer, model_audio
 from voicecall.testing.fakes.stt import FakeRealtimeTranscription
 from voicecall.testing.fakes.tts import FakeSpeech, expected_pcm
 from voicecall.testing.gateway import running_gateway
@@ -136,3 +136,43 @@ async def test_a_provider_error_plays_an_apology_then_ends_the_call_with_reason_
                            for s in split_sentences(APOLOGY))
         reference = np.frombuffer(apology, dtype="<i2").astype(np.float64)
         assert correlation(decoded(stream.received_audio[start:]), reference) > 0.9
+
+
+async def test_end_call_with_last_words_has_the_model_say_them_before_the_hang_up(
+        tmp_path: Path, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
+    async with running_gateway(tmp_path, realtime_config(sim, model)) as gateway:
+        call, record = await answered_call(gateway, sim)
+        stream = call.active_stream
+        model.answer_next(heard="Bye.", answer=ModelAnswer(
+            function_call=("end_call", {"last_words": "Goodbye, take care."})))
+        start = len(stream.received_audio)
+        call.send_audio(bytes([SILENCE]) * 160)
+        await eventually(lambda: record.is_terminal, 15)
+        assert record.end_reason == "hangup-bot"
+        said = [e["response"].get("instructions", "") for e in model.events_of("response.create")
+                if e.get("response")]
+        assert said[-1].endswith("nothing else: Goodbye, take care.")
+        assert [t.text for t in record.transcript if t.speaker == "bot"][-1] == "Goodbye, take care."
+        heard = decoded(stream.received_audio[start:])
+        reference = np.frombuffer(model_audio("Goodbye, take care."), dtype="<i2").astype(np.float64)
+        assert len(heard) >= len(reference) - 160 and correlation(heard, reference) > 0.9
+
+
+async def test_send_dtmf_from_the_model_plays_key_tones_on_the_stream(
+        tmp_path: Path, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
+    async with running_gateway(tmp_path, realtime_config(sim, model)) as gateway:
+        call, record = await answered_call(gateway, sim)
+        stream = call.active_stream
+        press = ModelAnswer(function_call=("send_dtmf", {"digits": "5"}))
+        model.answer_next(heard="Press five.", answer=press)
+        start = len(stream.received_audio)
+        call.send_audio(bytes([SILENCE]) * 160)
+        await eventually(lambda: model.function_outputs, 10)
+        assert model.function_outputs[0]["output"] == "sent 5"
+        tone = decoded(stream.received_audio[start:])[:800]
+        spectrum = np.abs(np.fft.rfft(tone * np.hanning(len(tone))))
+        freqs = np.fft.rfftfreq(len(tone), 1 / 8000)
+        low_band, high_band = (freqs > 600) & (freqs < 1000), (freqs > 1100) & (freqs < 1700)
+        assert abs(float(freqs[low_band][np.argmax(spectrum[low_band])]) - 770) < 20
+        assert abs(float(freqs[high_band][np.argmax(spectrum[high_band])]) - 1336) < 20
+        assert not record.is_terminal

@@ -287,15 +287,21 @@ class RealtimeBridge:
             self.model.function_result(call_id, name, result.content, respond=True)
             return
         self.model.function_result(call_id, name, result.content, respond=False)
-        last: asyncio.Future[PlaybackResult] | None = None
-        if result.last_words:
-            last = self.say(result.last_words)
+        last: asyncio.Task[None] | None = None
+        if result.last_words:  # said like any `speak`: in the call's speech line, on its transcript
+            last = asyncio.get_running_loop().create_task(self._say_last(result.last_words))
         self._ending = True
         await self._end_after_audio(result.end_detail, last)
 
-    async def _end_after_audio(self, detail: str, last: asyncio.Future[PlaybackResult] | None) -> None:
+    async def _say_last(self, words: str) -> None:
+        try:
+            await self.service.speak(self.call_id, words)
+        except Exception as exc:
+            log.info("call %s: last words not said: %s", self.call_id, exc)
+
+    async def _end_after_audio(self, detail: str, last: asyncio.Task[None] | None) -> None:
         """End the call once the answers under way (and `last`, the last words) have played."""
-        pending: list[asyncio.Future[PlaybackResult]] = [
+        pending: list[asyncio.Future[Any]] = [
             a.utterance.result for a in self._answers.values() if a.utterance is not None]
         if last is not None:
             pending.append(last)
