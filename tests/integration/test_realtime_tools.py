@@ -32,7 +32,7 @@ from voicecall.testing.fakes.realtime import FakeOpenAIRealtime, ModelAnswer, mo
 from voicecall.testing.fakes.stt import FakeRealtimeTranscription
 from voicecall.testing.fakes.tts import FakeSpeech, expected_pcm
 from voicecall.testing.gateway import running_gateway
-from voicecall.testing.twilio import TwilioSimulator
+from voicecall.testing.twilio import Callee, TwilioSimulator
 
 TRANSFER_TO = "+15557779999"
 
@@ -176,3 +176,20 @@ async def test_send_dtmf_from_the_model_plays_key_tones_on_the_stream(
         assert abs(float(freqs[low_band][np.argmax(spectrum[low_band])]) - 770) < 20
         assert abs(float(freqs[high_band][np.argmax(spectrum[high_band])]) - 1336) < 20
         assert not record.is_terminal
+
+
+@pytest.mark.slow
+async def test_transfer_call_from_the_model_says_its_message_then_bridges_the_caller(
+        tmp_path: Path, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
+    config = realtime_config(sim, model, transfer={"allowedNumbers": [TRANSFER_TO]})
+    async with running_gateway(tmp_path, config) as gateway:
+        sim.script(TRANSFER_TO, Callee(answer_after_s=0.2, hangup_after_s=1.0))
+        call, record = await answered_call(gateway, sim)
+        model.answer_next(heard="Can I talk to a person?", answer=ModelAnswer(function_call=(
+            "transfer_call", {"to": TRANSFER_TO, "message": "Putting you through now."})))
+        call.send_audio(bytes([SILENCE]) * 160)
+        await eventually(lambda: record.is_terminal, 20)
+        assert record.end_reason == "transferred"
+        assert record.metadata["transfer"]["to"] == TRANSFER_TO
+        assert "Putting you through now." in [t.text for t in record.transcript if t.speaker == "bot"]
+        assert [(d.number, d.status) for d in sim.call(call.sid).dials] == [(TRANSFER_TO, "completed")]
