@@ -326,3 +326,23 @@ async def test_gemini_resumes_its_session_on_a_new_connection_after_go_away(
     await gemini_gateway.api.call("voicecall.speak", {"callId": record.call_id, "message": "Still here."})
     assert correlation(decoded(call.active_stream.received_audio[before:]), at_8k("Still here.")) > 0.9
     assert not record.is_terminal
+
+
+async def test_a_pcm16_session_gets_24_khz_audio_both_ways_through_the_resampler(
+        tmp_path: Path, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
+    config = realtime_config(sim, model)
+    config["realtime"]["providers"]["openai"]["audioFormat"] = "pcm16"
+    async with running_gateway(tmp_path, config) as gateway:
+        call, record = await answered_call(gateway, sim)
+        assert model.sessions[0]["input_audio_format"] == model.sessions[0]["output_audio_format"] == "pcm16"
+        assert correlation(decoded(call.active_stream.received_audio), at_8k(GREETING)) > 0.9
+        caller = ulaw_encode(np.frombuffer(model_audio("caller voice", seconds=0.6), dtype="<i2"))
+        before = len(model.audio)
+        call.send_audio(caller)
+        await eventually(lambda: len(model.audio) - before >= len(caller) * 6, 5)
+        upsampler = StreamingResampler(8000, 24000)
+        sent = np.frombuffer(upsampler.process(ulaw_decode(caller).tobytes()), "<i2").astype(np.float64)
+        received = np.frombuffer(bytes(model.audio[before:]), "<i2").astype(np.float64)
+        start = int(np.argmax(np.abs(received) > 200))
+        assert correlation(received[max(0, start - 150):], sent) > 0.9
+        assert not record.is_terminal

@@ -481,7 +481,8 @@ class RealtimeConfig(_Model):
         default_factory=list, description="Function tools offered to the realtime model.")
     providers: ProviderDicts = Field(
         default_factory=dict, description="Settings per realtime provider id. openai: `apiKey` (else "
-        "OPENAI_API_KEY), `model`, `voice`, `baseUrl` (else OPENAI_BASE_URL). google: `apiKey` (else "
+        "OPENAI_API_KEY), `model`, `voice`, `baseUrl` (else OPENAI_BASE_URL), `audioFormat` (`g711`, "
+        "the default, or `pcm16`: 24 kHz PCM for servers without G.711). google: `apiKey` (else "
         "GEMINI_API_KEY or GOOGLE_API_KEY), `model`, `speakerVoice`, `silenceDurationMs`, "
         "`startSensitivity`, `endSensitivity` (`high` or `low`), `baseUrl`.")
     consult_policy: Literal["auto", "substantive", "always"] = Field(

@@ -77,9 +77,14 @@ def build_realtime_factory(cfg: RealtimeConfig, env: Mapping[str, str] | None = 
         voice = _text(settings, "voice") or DEFAULT_VOICE
         base_url = _text(settings, "baseUrl") or _text(environ, "OPENAI_BASE_URL") or DEFAULT_BASE_URL
         key = found
+        audio_format = (_text(settings, "audioFormat") or "g711").lower()
+        if audio_format not in ("g711", "pcm16"):
+            raise RealtimeError('realtime.providers.openai.audioFormat must be "g711" or "pcm16"')
+        pcm = audio_format == "pcm16"
 
         def openai(setup: RealtimeSetup, events: RealtimeEvents) -> RealtimeModel:
-            return OpenAIRealtime(setup, events, api_key=key, model=model, voice=voice, base_url=base_url)
+            return OpenAIRealtime(setup, events, api_key=key, model=model, voice=voice, base_url=base_url,
+                                  pcm=pcm)
         return openai
     from voicecall.speech.realtime.google import GeminiLive, GeminiSettings
 

@@ -1,6 +1,8 @@
 """OpenAI's Realtime API over WebSocket (`/v1/realtime`): the carrier's G.711 goes in and
-comes out as it is (the session's `g711_ulaw` / `g711_alaw` formats), server-side voice activity
-detection, transcription of the caller, function tools, truncation of what was not heard."""
+comes out as it is (the session's `g711_ulaw` / `g711_alaw` formats), or, with
+`audioFormat: "pcm16"` for a model or compatible server without them, as 24 kHz PCM through the
+shared resampler; server-side voice activity detection, transcription of the caller, function
+tools, truncation of what was not heard."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from voicecall.audio.g711 import alaw_decode, ulaw_decode
+from voicecall.audio.resample import StreamingResampler
 from voicecall.speech.realtime.base import RealtimeError, RealtimeEvents, RealtimeSetup
 from voicecall.speech.realtime.wire import RealtimeSocket, ws_url
 
@@ -20,6 +23,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-realtime-preview"
 DEFAULT_VOICE = "alloy"
 TRANSCRIPTION_MODEL = "whisper-1"
+PCM_RATE = 24000
 BATCH_BYTES = 320
 """The caller's audio goes out 40 ms (two frames) per message: half the messages of one per
 frame, for at most one frame more delay."""
@@ -37,13 +41,15 @@ class OpenAIRealtime:
 
     def __init__(self, setup: RealtimeSetup, events: RealtimeEvents, *, api_key: str,
                  model: str = DEFAULT_MODEL, voice: str = DEFAULT_VOICE,
-                 base_url: str = DEFAULT_BASE_URL) -> None:
+                 base_url: str = DEFAULT_BASE_URL, pcm: bool = False) -> None:
         self.setup = setup
         self.events = events
         self.model = model
         self.voice = voice
-        self.format = "g711_ulaw" if setup.codec == "ulaw" else "g711_alaw"
+        self.pcm = pcm
+        self.format = "pcm16" if pcm else "g711_ulaw" if setup.codec == "ulaw" else "g711_alaw"
         self._decode = ulaw_decode if setup.codec == "ulaw" else alaw_decode
+        self._upsample = StreamingResampler(8000, PCM_RATE) if pcm else None
         self._pending = bytearray()
         url = f"{ws_url(base_url)}/realtime?model={quote(model)}"
         headers = {"Authorization": f"Bearer {api_key}", "OpenAI-Beta": "realtime=v1"}
@@ -74,8 +80,11 @@ class OpenAIRealtime:
         self.socket.run()
 
     def send_audio(self, g711: bytes) -> None:
-        self._pending += g711
-        if len(self._pending) >= BATCH_BYTES:
+        if self._upsample is not None:
+            self._pending += self._upsample.process(self._decode(g711).tobytes())
+        else:
+            self._pending += g711
+        if len(self._pending) >= BATCH_BYTES * (6 if self.pcm else 1):
             self.socket.send({"type": "input_audio_buffer.append",
                               "audio": base64.b64encode(self._pending).decode("ascii")})
             self._pending.clear()
@@ -107,7 +116,10 @@ class OpenAIRealtime:
             except (binascii.Error, ValueError):
                 log.warning("OpenAI realtime: audio delta that is not base64")
                 return
-            ev.on_audio(str(message.get("item_id", "")), 8000, self._decode(audio).tobytes())
+            if self.pcm:
+                ev.on_audio(str(message.get("item_id", "")), PCM_RATE, audio)
+            else:
+                ev.on_audio(str(message.get("item_id", "")), 8000, self._decode(audio).tobytes())
         elif kind in _AUDIO_DONE:
             ev.on_audio_done(str(message.get("item_id", "")))
         elif kind == "input_audio_buffer.speech_started":

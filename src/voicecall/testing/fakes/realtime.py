@@ -9,7 +9,8 @@ on 127.0.0.1 that speaks the protocol's events and is scripted from the test.
 What it does:
 - checks the bearer key (a wrong one is refused at the handshake), sends `session.created`,
   records every `session.update` (`sessions`) and every client event (`events`);
-- keeps the caller's audio (`audio`, the G.711 bytes as sent);
+- keeps the caller's audio (`audio`, as sent: G.711, or 24 kHz PCM for a `pcm16` session, whose
+  answers are then 24 kHz PCM too);
 - answers `response.create`: a scripted answer if one is queued (`respond_with`), else, for the
   bridge's "say exactly" instructions, the quoted text spoken in `model_audio(text)`;
 - plays a scripted caller turn once enough caller audio arrived (`answer_next`): speech
@@ -38,6 +39,7 @@ from typing import Any, Self
 import numpy as np
 
 from voicecall.audio.g711 import alaw_encode, ulaw_encode
+from voicecall.audio.resample import StreamingResampler
 from voicecall.testing.fakes.openai_server import LoopbackServer
 
 __all__ = ["FakeOpenAIRealtime", "ModelAnswer", "model_audio"]
@@ -62,6 +64,11 @@ def model_audio(text: str, rate: int = 8000, *, seconds: float | None = None) ->
     envelope = 0.55 + 0.45 * np.sin(2 * np.pi * (3 + 2 * rng.random()) * t)
     pcm = (wave * envelope * 6000).astype("<i2")
     return pcm.tobytes()
+
+
+def _to_24k(pcm8k: bytes) -> bytes:
+    resampler = StreamingResampler(8000, 24000)
+    return resampler.process(pcm8k) + resampler.flush()
 
 
 @functools.lru_cache(maxsize=8)
@@ -306,9 +313,12 @@ class FakeOpenAIRealtime:
             self.answers_sent.append((item, answer))
             await send({"type": "response.output_item.added", "response_id": rid,
                               "item": {"id": item, "type": "message", "role": "assistant"}})
-            encode = ulaw_encode if self._codec() == "ulaw" else alaw_encode
-            g711 = encode(pcm)
-            step = 8 * answer.chunk_ms
+            codec = self._codec()
+            if codec == "pcm16":  # the answer's voice at 24 kHz
+                pcm = model_audio(answer.text, 24000) if answer.pcm8k is None else _to_24k(answer.pcm8k)
+            g711 = pcm if codec == "pcm16" else (ulaw_encode if codec == "ulaw" else alaw_encode)(pcm)
+            rate_bytes = 48 if codec == "pcm16" else 8  # bytes per millisecond
+            step = rate_bytes * answer.chunk_ms
             loop = asyncio.get_running_loop()
             began = loop.time()
             for start in range(0, len(g711), step):
@@ -316,7 +326,7 @@ class FakeOpenAIRealtime:
                                   "content_index": 0,
                                   "delta": base64.b64encode(g711[start:start + step]).decode()})
                 if answer.realtime:  # on absolute deadlines: no drift behind real time
-                    due = began + max(0, start + step - 8 * answer.lead_ms) / 8000
+                    due = began + max(0, start + step - rate_bytes * answer.lead_ms) / (rate_bytes * 1000)
                     await asyncio.sleep(max(0.0, due - loop.time()))
             await send({"type": "response.audio.done", "response_id": rid, "item_id": item})
             await send({"type": "response.audio_transcript.done", "response_id": rid,
@@ -337,7 +347,7 @@ class FakeOpenAIRealtime:
 
     def _codec(self) -> str:
         fmt = (self.sessions[-1] if self.sessions else {}).get("output_audio_format", "g711_ulaw")
-        return "alaw" if fmt == "g711_alaw" else "ulaw"
+        return {"g711_alaw": "alaw", "pcm16": "pcm16"}.get(fmt, "ulaw")
 
     async def _send(self, conn: _Conn, event: dict[str, Any]) -> None:
         async with conn.lock:
