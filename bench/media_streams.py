@@ -80,6 +80,7 @@ from typing import Any
 
 from benchlib import git_revision
 from voicecall.gateway.client import ControlClient, RpcError
+from voicecall.testing.fakes.realtime import FakeOpenAIRealtime
 from voicecall.testing.fakes.tts import FakeSpeech
 from voicecall.testing.twilio import Callee, SimCall, TwilioSimulator, sign
 
@@ -159,10 +160,14 @@ class Options:
     fifo: int
     gateway_loop: str
     gc_log: bool
+    realtime: bool = False
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--realtime", action="store_true",
+                    help="bridge every call to the fake OpenAI Realtime model (issue 19) instead of TTS: "
+                    "its answer streams at real time for the whole trial")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: N = 10 and 20 for 5 s each, over-capacity C = 10 (about a minute)")
     ap.add_argument("--ramp", default="50,100,200,300,400,500,600",
@@ -233,7 +238,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         loadgen=STREAMGEN if a.generator == "streamgen" else a.loadgen, generator=a.generator,
         loadgen_cpu_limit=a.loadgen_cpu_limit, max_connections=a.max_connections, out=a.out,
         py_spy=a.py_spy, keep=a.keep, quick=a.quick, quiet_wait=a.quiet_wait, retries=max(0, a.retries),
-        nice=a.nice, fifo=max(0, a.fifo), gateway_loop=a.gateway_loop, gc_log=a.gc_log)
+        nice=a.nice, fifo=max(0, a.fifo), gateway_loop=a.gateway_loop, gc_log=a.gc_log,
+        realtime=a.realtime)
     if a.quick:
         opts = dataclasses.replace(opts, ramp=[10, 20], bisect=False, confirm=0, duration=5.0, warmup=1.5,
                                    connect_rate=50.0, overload_capacity=a.overload_capacity or 10,
@@ -537,6 +543,8 @@ class Bench:
                                    webhook_source_addresses=WEBHOOK_SOURCES, webhook_timeout_s=30.0)
         self.tts = FakeSpeech(openai_api_key=OPENAI_KEY, audio_seconds=opts.tts_seconds,
                               chunk_bytes=opts.tts_chunk_bytes, speed=opts.tts_speed, lead_s=opts.tts_lead)
+        self.model = FakeOpenAIRealtime(api_key=OPENAI_KEY, say_seconds=opts.tts_seconds, realtime=True,
+                                        keep_audio=False)
         self.trials: list[Trial] = []
         self.warnings: list[str] = []
         self._numbers = 0
@@ -559,12 +567,20 @@ class Bench:
             "inboundPolicy": "disabled", "maxConcurrentCalls": 100_000, "maxDurationSeconds": 3600,
             "staleCallReaperSeconds": 0,
             "outbound": {"notifyHangupDelaySec": 0, "defaultMode": "conversation"},
-            "streaming": {"enabled": True, "provider": "none", "maxConnections": max_connections,
+            "streaming": {"enabled": not self.opts.realtime, "provider": "none",
+                          "maxConnections": max_connections,
                           "maxPendingConnections": pending, "maxPendingConnectionsPerIp": pending,
                           "preStartTimeoutMs": 10_000},
             "tts": {"provider": "openai", "timeoutMs": 120_000,
                     "providers": {"openai": {"apiKey": OPENAI_KEY, "baseUrl": self.tts.openai_base_url}}},
+            **(self.realtime_settings() if self.opts.realtime else {}),
         }
+
+    def realtime_settings(self) -> dict[str, Any]:
+        """Realtime calls: the stream limits stay under `streaming` (off), the model is the fake."""
+        return {"inboundPolicy": "allowlist",
+                "realtime": {"enabled": True, "providers": {"openai": {
+                    "apiKey": OPENAI_KEY, "baseUrl": self.model.base_url}}}}
 
     def next_number(self) -> str:
         self._numbers += 1
@@ -979,6 +995,7 @@ def report(bench: Bench, search: dict[str, Any], overload: dict[str, Any] | None
         warnings.append("not pinned (fewer than 2 usable cores): figures are not comparable")
     return {
         "result": {
+            "mode": "realtime (fake OpenAI Realtime model)" if opts.realtime else "classic (TTS)",
             **search,
             "atMax": at_max,
             "ttsFirstByteToFirstFrameMs": tts_ms,
@@ -1039,7 +1056,7 @@ async def run(opts: Options) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="voicecall-media-bench-"))
     bench = Bench(opts, work, pinned)
     try:
-        async with bench.sim, bench.tts:
+        async with bench.sim, bench.tts, bench.model:
             search = await bench.search()
             overload = None
             if opts.overload:

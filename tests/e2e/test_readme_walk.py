@@ -63,6 +63,7 @@ LOAD_ONLY_BLOCKS = {
     'provider: "plivo"': "a real Plivo account (credentials, a public webhook URL)",
     'provider: "telnyx"': "a real Telnyx account (API key, connection, webhook key, a public URL)",
     "streaming: {": "OpenAI streaming STT/TTS (an API key and the network)",
+    "realtime: {": "a realtime voice model and a carrier account (API keys and the network)",
     'responseModel: "anthropic/claude-sonnet-4"': "a model for automatic replies (an API key and the "
                                                   "network)",
 }

@@ -846,15 +846,11 @@ def test_twilio_is_available_once_its_credentials_are_set() -> None:
     assert "provider" not in issue_map(cfg)
 
 
-@pytest.mark.parametrize(
-    ("raw", "path"),
-    [
-        ({"realtime": {"enabled": True}, "inboundPolicy": "open"}, "realtime.enabled"),
-    ],
-)
-def test_features_not_built_yet_are_refused_naming_the_key(raw: dict[str, Any], path: str) -> None:
-    issues = issue_map(VoiceCallConfig.model_validate(raw))
-    assert "not available in this build yet" in issues[path]
+def test_realtime_voice_is_accepted_now_that_it_is_built() -> None:
+    cfg = VoiceCallConfig.model_validate({"provider": "twilio", "fromNumber": "+15550000000",
+                                          "twilio": {"accountSid": "AC1", "authToken": "t"},
+                                          "realtime": {"enabled": True}, "inboundPolicy": "open"})
+    assert issue_map(cfg) == {}
 
 
 @pytest.mark.parametrize(
@@ -873,21 +869,19 @@ def test_tunnels_and_tailscale_exposure_are_accepted_now_that_they_are_built(raw
 
 
 def test_not_built_table_is_one_module_level_list_keyed_by_path() -> None:
-    assert {rule.path for rule in NOT_BUILT_YET} == {
-        "provider",
-        "realtime.enabled",
-    }
+    assert {rule.path for rule in NOT_BUILT_YET} == {"provider"}
 
 
 def test_realtime_cross_key_rules_are_checked() -> None:
     cfg = VoiceCallConfig.model_validate(
-        {"provider": "plivo", "realtime": {"enabled": True}, "streaming": {"enabled": True}}
+        {"provider": "mock", "realtime": {"enabled": True}, "streaming": {"enabled": True}}
     )
     issues = validate_provider_config(cfg)
     messages = [str(issue) for issue in issues]
     assert 'inboundPolicy: must not be "disabled" when realtime.enabled is true' in messages
     assert "realtime.enabled: realtime.enabled and streaming.enabled cannot both be true" in messages
-    assert 'provider: must be "twilio" or "telnyx" when realtime.enabled is true' in messages
+    assert ('provider: must be a carrier with media streams ("twilio", "telnyx" or "plivo") when '
+            "realtime.enabled is true") in messages
 
 
 def test_loading_reports_provider_issues_without_raising_until_asked(env: dict[str, str]) -> None:

@@ -140,7 +140,8 @@ def expose(
     ts_port = https_port or c.tailscale.port
     if ts_mode not in ("off", "serve") and ts_port not in FUNNEL_PORTS:
         fail(f"tailscale.port {funnel_port_message(ts_port)}", 2)
-    stream_path = c.streaming.stream_path if c.streaming.enabled else None
+    stream_path = (c.streaming.stream_path if c.streaming.enabled else
+                   c.realtime.stream_path if c.realtime.enabled else None)
     report, error = run_coro(run_expose(ts_mode, ts_path, port or c.serve.port or 3334,
                                         https_port=ts_port, stream_path=stream_path))
     if error:

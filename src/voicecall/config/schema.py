@@ -475,8 +475,11 @@ class RealtimeConfig(_Model):
     """Realtime voice (speech-to-speech) bridge. `stream_path` is derived from serve.path."""
 
     enabled: bool = Field(
-        False, description="Realtime speech-to-speech voice. Not available in this build: must be false.")
-    provider: NonEmptyStr | None = Field(None, description="Realtime voice provider id.")
+        False, description="Bridge answered calls' media streams to a realtime speech-to-speech model "
+        "(`provider`) instead of speech-to-text, the responder and TTS.")
+    provider: NonEmptyStr | None = Field(
+        None, description="Realtime voice provider: `openai` or `google`. Unset: the first one under "
+        "providers, else `openai`. An unknown one is a warning and calls take the classic path.")
     stream_path: UrlPath | None = Field(
         None, description="WebSocket path of the realtime stream. Unset: derived from serve.path "
         "(`/voice/webhook` gives `/voice/stream/realtime`).")
@@ -487,7 +490,11 @@ class RealtimeConfig(_Model):
     tools: list[RealtimeTool] = Field(
         default_factory=list, description="Function tools offered to the realtime model.")
     providers: ProviderDicts = Field(
-        default_factory=dict, description="Settings per realtime provider id.")
+        default_factory=dict, description="Settings per realtime provider id. openai: `apiKey` (else "
+        "OPENAI_API_KEY), `model`, `voice`, `baseUrl` (else OPENAI_BASE_URL), `audioFormat` (`g711`, "
+        "the default, or `pcm16`: 24 kHz PCM for servers without G.711). google: `apiKey` (else "
+        "GEMINI_API_KEY or GOOGLE_API_KEY), `model`, `speakerVoice`, `silenceDurationMs`, "
+        "`startSensitivity`, `endSensitivity` (`high` or `low`), `baseUrl`.")
     consult_policy: Literal["auto", "substantive", "always"] = Field(
         "auto", description="When the realtime model consults the full agent.")
     agent_context: RealtimeAgentContext | None = Field(
@@ -942,8 +949,8 @@ class VoiceCallConfig(_Model):
         default_factory=StreamingConfig, description="Media streams (Twilio, Telnyx, Plivo): streamed speech "
         "out, streaming speech-to-text in, interruptions.")
     realtime: RealtimeConfig = Field(
-        default_factory=RealtimeConfig, description="Realtime speech-to-speech voice. Not available in this "
-        "build: `enabled` must stay false; the other keys are accepted so shared configs load.")
+        default_factory=RealtimeConfig, description="Realtime speech-to-speech voice on media streams "
+        "(OpenAI Realtime, Gemini Live).")
     public_url: HttpUrl | None = Field(
         None, description="Public URL of the webhook as carriers call (and sign) it, e.g. "
         "https://voice.example.com/voice/webhook; takes precedence over tunnels.")
@@ -1077,11 +1084,6 @@ NOT_BUILT_YET: list[NotBuiltRule] = [
             f'"{c.provider}" is not available in this build yet (available: {", ".join(AVAILABLE_PROVIDERS)})'
         ),
     ),
-    NotBuiltRule(
-        "realtime.enabled",
-        lambda c: c.realtime.enabled,
-        lambda c: "realtime voice is not available in this build yet; set it to false",
-    ),
 ]
 """Refusals for features not built yet; delete a row when its feature lands."""
 
@@ -1132,10 +1134,10 @@ def validate_provider_config(cfg: VoiceCallConfig) -> list[ConfigIssue]:
             issues.append(
                 ConfigIssue("realtime.enabled", "realtime.enabled and streaming.enabled cannot both be true")
             )
-        if cfg.provider not in ("twilio", "telnyx"):
-            issues.append(
-                ConfigIssue("provider", 'must be "twilio" or "telnyx" when realtime.enabled is true')
-            )
+        if cfg.provider not in ("twilio", "telnyx", "plivo"):
+            issues.append(ConfigIssue(
+                "provider", 'must be a carrier with media streams ("twilio", "telnyx" or "plivo") when '
+                "realtime.enabled is true"))
     if (
         cfg.tunnel.provider == "ngrok"
         and cfg.tunnel.allow_ngrok_free_tier_loopback_bypass

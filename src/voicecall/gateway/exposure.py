@@ -68,7 +68,10 @@ class Exposure:
 def _stream_paths(config: VoiceCallConfig) -> tuple[str, ...]:
     # The media-stream URL is the public URL's host + streaming.streamPath, so a path-scoped
     # proxy (Tailscale --set-path) has to route the stream path too.
-    return (config.streaming.stream_path,) if config.streaming.enabled else ()
+    paths: tuple[str, ...] = (config.streaming.stream_path,) if config.streaming.enabled else ()
+    if config.realtime.enabled and config.realtime.stream_path:
+        paths += (config.realtime.stream_path,)
+    return paths
 
 
 async def start_tunnel(config: VoiceCallConfig, port: int,

@@ -42,6 +42,7 @@ from voicecall.server.serving import WsImpl, serve_on
 from voicecall.server.webhook import WebhookApp
 from voicecall.service import CallService, ServiceSettings
 from voicecall.service.settings import TransferSettings
+from voicecall.speech.realtime import selected_provider
 from voicecall.store import SQLiteCallStore
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
     from voicecall.agent.responder import Responder
     from voicecall.agent.tools import ToolSource
     from voicecall.media.cache import CachedSpeech
-    from voicecall.media.hub import MediaHub
+    from voicecall.media.hub import MediaHub, RealtimeOptions
     from voicecall.server.console.browser_call import BrowserCalls
     from voicecall.server.media_ws import MediaEndpoint
     from voicecall.speech.tts import TtsChain
@@ -90,6 +91,8 @@ class Runtime:
         self.token = resolve_control_token(self.config, loaded.env)
         self.store = SQLiteCallStore(store_dir(self.config, loaded.env))
         self.provider: Provider = build_provider(self.config)
+        self.realtime_provider = selected_provider(self.config.realtime, warn=True)
+        """The realtime voice provider calls are bridged to (D120); None: the classic path."""
         self.webhook_url = ""
         self.control_url = ""
         self.exposure = Exposure()
@@ -132,7 +135,7 @@ class Runtime:
             agent_id=c.agent_id,
             routes={number: route.model_dump(mode="json", by_alias=True, exclude_none=True)
                     for number, route in c.numbers.items()},
-            auto_reply=c.responder.enabled,
+            auto_reply=c.responder.enabled and self.realtime_provider is None,
             idle_prompt_after_s=c.idle.prompt_after_sec,
             idle_prompt=c.idle.prompt,
             idle_hangup_after_s=c.idle.hangup_after_sec,
@@ -188,10 +191,11 @@ class Runtime:
                                   inject=self._injector(inject) if inject else None,
                                   media_stats=self._media_stats,
                                   config_info=self._config_info())
-            if c.responder.enabled:
+            if c.responder.enabled and self.realtime_provider is None:
                 self.service.turn_handler = self._auto_reply()
-                await asyncio.gather(*(mcp.start() for mcp in self._mcp))
-            ws = self._media(self.service) if c.streaming.enabled else None
+            ws = (self._media(self.service) if c.streaming.enabled or self.realtime_provider
+                  else None)
+            await asyncio.gather(*(mcp.start() for mcp in self._mcp))
             if self.media is not None:  # talking to the agent from the console (D112)
                 from voicecall.server.console.browser_call import BrowserCalls
 
@@ -202,7 +206,8 @@ class Runtime:
             await self.service.start()
             if self.media is not None:
                 await self.media.start()
-                self._warm_task = asyncio.create_task(self._warm_phrases(), name="voicecall-warm-tts")
+                if self.realtime_provider is None:  # realtime calls speak with the model's voice
+                    self._warm_task = asyncio.create_task(self._warm_phrases(), name="voicecall-warm-tts")
             webhook_app = WebhookApp(
                 provider=self.provider, apply_events=self.service.apply_events,
                 replays=self.store, rejections=self.service.rejections,
@@ -249,16 +254,18 @@ class Runtime:
         c, env = self.config, self.loaded.env
         streams = self.provider.media_streams
         if streams is None:
-            raise ConfigError([ConfigIssue("streaming.enabled", f"the {self.provider.name} carrier has "
+            key = "realtime.enabled" if self.realtime_provider else "streaming.enabled"
+            raise ConfigError([ConfigIssue(key, f"the {self.provider.name} carrier has "
                                            "no media streams")], source=self.loaded.source)
         chain = build_tts_chain(c.tts, env)
-        if not chain.providers:
+        realtime = self._realtime(service) if self.realtime_provider else None
+        if not chain.providers and realtime is None:
             raise ConfigError([ConfigIssue("tts", "media streaming speaks with a TTS provider: set "
                                            "tts.providers.openai.apiKey (or OPENAI_API_KEY) or "
                                            "tts.providers.elevenlabs.apiKey")], source=self.loaded.source)
         stt_factory: SttFactory | None = None
         s = c.streaming
-        if (s.provider or "").strip().lower() != "none":
+        if realtime is None and (s.provider or "").strip().lower() != "none":
             try:
                 build_stt_session(s.provider, s.providers, None, env)  # fails now on a missing key
             except SttError as exc:
@@ -282,12 +289,13 @@ class Runtime:
             return self.route_speech.get(dialed) or self.speech_cache or chain
 
         self.media = MediaHub(service, streams, self.speech_cache, stt_factory=stt_factory,
-                              speech_for=speech_for)
+                              speech_for=speech_for, realtime=realtime)
         service.media = self.media
-        service.stream_url = stream_url_for(self.webhook_url, s.stream_path)
+        path = c.realtime.stream_path if realtime is not None and c.realtime.stream_path else s.stream_path
+        service.stream_url = stream_url_for(self.webhook_url, path)
         security = c.webhook_security
         endpoint = MediaEndpoint(MediaLimits(
-            path=s.stream_path, max_connections=s.max_connections,
+            path=path, max_connections=s.max_connections,
             max_pending=s.max_pending_connections, max_pending_per_ip=s.max_pending_connections_per_ip,
             pre_start_timeout_s=s.pre_start_timeout_ms / 1000,
             trust_forwarding_headers=security.trust_forwarding_headers,
@@ -295,6 +303,25 @@ class Runtime:
         ), streams.serializer, self.media)
         self.media_endpoint = endpoint
         return endpoint.protocol_class()
+
+    def _realtime(self, service: CallService) -> RealtimeOptions:
+        """Realtime voice (D120): the provider's session factory (its key checked now) and the
+        responder's tools (D122)."""
+        from voicecall.agent.realtime_tools import RealtimeAgentTools
+        from voicecall.agent.tools import Toolbox
+        from voicecall.media.hub import RealtimeOptions
+        from voicecall.speech.realtime import RealtimeError, build_realtime_factory
+
+        c = self.config
+        try:
+            factory = build_realtime_factory(c.realtime, self.loaded.env)
+        except RealtimeError as exc:
+            raise ConfigError([ConfigIssue(f"realtime.providers.{self.realtime_provider}", str(exc))],
+                              source=self.loaded.source) from None
+        toolbox = Toolbox(self._tool_sources(), timeout_s=c.responder.tool_timeout_ms / 1000)
+        tools = RealtimeAgentTools(service, toolbox, policy=c.realtime.tool_policy, agent_id=c.agent_id,
+                                   instructions=c.realtime.instructions)
+        return RealtimeOptions(factory=factory, instructions=c.realtime.instructions, tools=tools)
 
     def fixed_phrases(self) -> list[str]:
         """What the gateway says word for word: the greeting and, when idle handling is on, the

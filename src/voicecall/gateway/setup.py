@@ -47,10 +47,13 @@ def run_checks(loaded: LoadedConfig) -> list[Check]:
                             "(ngrok, tailscale-serve, tailscale-funnel)"))
     if c.streaming.enabled:
         checks.extend(_streaming_checks(loaded))
+    if c.realtime.enabled:
+        checks.append(_realtime_check(loaded))
     checks.append(_responder_check(loaded))
     both = c.streaming.enabled and c.realtime.enabled
     checks.append(Check("mode", not both, "streaming and realtime cannot both be on" if both
-                        else ("media streaming" if c.streaming.enabled else "carrier-native speech")))
+                        else ("realtime voice" if c.realtime.enabled else
+                              "media streaming" if c.streaming.enabled else "carrier-native speech")))
     return checks
 
 
@@ -92,6 +95,21 @@ def _mock_exposure(loaded: LoadedConfig) -> Check:
     return Check("webhook-exposure", False,
                  f"the mock carrier takes unsigned webhooks, and {', '.join(exposed)} makes them "
                  "reachable from outside this machine: use it locally only (remove the exposure)")
+
+
+def _realtime_check(loaded: LoadedConfig) -> Check:
+    """Realtime voice needs a known provider and its key (docs/decisions.md D120)."""
+    from voicecall.speech.realtime import RealtimeError, build_realtime_factory, selected_provider
+
+    pid = selected_provider(loaded.config.realtime)
+    if pid is None:
+        return Check("realtime", False, "realtime.provider is unknown (openai, google): calls take the "
+                     "classic path")
+    try:
+        build_realtime_factory(loaded.config.realtime, loaded.env)
+    except RealtimeError as exc:
+        return Check("realtime", False, str(exc))
+    return Check("realtime", True, f"calls are bridged to the {pid} realtime model")
 
 
 def _streaming_checks(loaded: LoadedConfig) -> list[Check]:

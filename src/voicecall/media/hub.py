@@ -19,6 +19,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from voicecall.audio.dtmf import dtmf_pcm
@@ -28,13 +29,14 @@ from voicecall.calls.latency import summarize
 from voicecall.calls.machine import transfer_in_progress
 from voicecall.calls.model import CallRecord, CallState, EndReason
 from voicecall.media.playback import PlaybackError, Speech, Utterance
+from voicecall.media.realtime import ModelFactory, RealtimeBridge, RealtimeTools
 from voicecall.media.session import StreamConnection, StreamSession, sanitize_for_log
 from voicecall.providers.streams import MediaStreams, PlaybackResult, StreamStart
 from voicecall.service import CallService
 from voicecall.shared.clock import now_ms
 from voicecall.speech.stt.base import SttCallbacks, SttSession
 
-__all__ = ["MediaHub", "SttFactory"]
+__all__ = ["MediaHub", "RealtimeOptions", "SttFactory"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,19 @@ Audio = tuple[int, bytes]
 """Ready audio (sample rate, PCM16LE) played instead of synthesized text: key tones."""
 DISCONNECT_GRACE_S = 2.0
 STREAM_WAIT_S = 10.0
+STALL_CHECK_S = 1.0
 
+
+@dataclass(frozen=True)
+class RealtimeOptions:
+    """Streams bridged to a realtime voice model instead of speech-to-text (D120)."""
+
+    factory: ModelFactory
+    instructions: str
+    tools: RealtimeTools | None = None
+    stall_s: float = 30.0
+    """No caller audio for this long counts as a disconnect (D123)."""
+    clock: Callable[[], float] = time.monotonic
 
 
 def _copy(source: asyncio.Future[PlaybackResult], target: asyncio.Future[PlaybackResult]) -> None:
@@ -64,8 +78,12 @@ class MediaHub:
     def __init__(self, service: CallService, streams: MediaStreams, speech: Speech, *,
                  stt_factory: SttFactory | None = None, grace_s: float = DISCONNECT_GRACE_S,
                  stream_wait_s: float = STREAM_WAIT_S,
-                 speech_for: Callable[[CallRecord], Speech] | None = None) -> None:
+                 speech_for: Callable[[CallRecord], Speech] | None = None,
+                 realtime: RealtimeOptions | None = None) -> None:
         self.service = service
+        self.realtime = realtime
+        self._bridges: dict[str, RealtimeBridge] = {}
+        self._stall_task: asyncio.Task[None] | None = None
         self.streams = streams
         self.serializer = streams.serializer
         self.speech = speech
@@ -89,8 +107,39 @@ class MediaHub:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         await self.pacer.start()
+        if self.realtime is not None:
+            self._stall_task = asyncio.get_running_loop().create_task(self._watch_stalls(),
+                                                                      name="voicecall-stall-watch")
+
+    async def _watch_stalls(self) -> None:
+        assert self.realtime is not None
+        while True:
+            await asyncio.sleep(STALL_CHECK_S)
+            self.check_stalls(self.realtime.clock())
+
+    def check_stalls(self, now: float) -> int:
+        """End the streams of realtime calls whose caller audio stopped `stall_s` ago (a dead
+        stream the carrier never closed): each counts as a disconnect, then the grace period."""
+        if self.realtime is None:
+            return 0
+        stalled = [cid for cid, bridge in self._bridges.items()
+                   if bridge.stalled(now, self.realtime.stall_s)]
+        for cid in stalled:
+            session = self._sessions.get(cid)
+            if session is None:
+                continue
+            log.info("call %s: no inbound media for %.0f s; treating the stream as gone", cid,
+                     self.realtime.stall_s)
+            session.end()
+            session.connection.close(1000, "no inbound media")
+        return len(stalled)
 
     async def stop(self) -> None:
+        if self._stall_task is not None:
+            self._stall_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stall_task
+            self._stall_task = None
         for handle in [*self._grace.values(), *self._early_timers.values()]:
             handle.cancel()
         self._grace.clear()
@@ -135,7 +184,13 @@ class MediaHub:
         session = StreamSession(call_id=cid, start=start, connection=connection,
                                 serializer=streams.serializer, speech=self.speech_for(record), owner=self,
                                 on_first_frame=self._first_frame)
-        if self.stt_factory is not None:
+        if self.realtime is not None:
+            bridge = RealtimeBridge(service=self.service, session=session, record=record,
+                                    factory=self.realtime.factory, instructions=self.realtime.instructions,
+                                    tools=self.realtime.tools, clock=self.realtime.clock)
+            session.stt = bridge
+            self._bridges[cid] = bridge
+        elif self.stt_factory is not None:
             try:
                 session.stt = self.stt_factory(session.callbacks())
             except Exception as exc:
@@ -164,6 +219,7 @@ class MediaHub:
         if self._sessions.get(cid) is not session:
             return  # replaced by a newer stream
         del self._sessions[cid]
+        self._bridges.pop(cid, None)
         log.info("call %s: media stream %s ended", cid, session.stream_id)
         record = self.service.live(cid)
         if record is None or record.is_terminal:
@@ -195,7 +251,7 @@ class MediaHub:
                  audio: Audio | None) -> asyncio.Future[PlaybackResult]:
         session = self._sessions.get(call.call_id)
         if session is not None:
-            return session.playback.play(text, audio=audio).result
+            return self._play(session, text, audio)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[PlaybackResult] = loop.create_future()
         self._early.setdefault(call.call_id, []).append((text, audio, fut))
@@ -220,11 +276,19 @@ class MediaHub:
             if fut.done():
                 continue
             try:
-                source = session.playback.play(text, audio=audio).result
+                source = self._play(session, text, audio)
             except PlaybackError as exc:
                 fut.set_exception(exc)
                 continue
             source.add_done_callback(functools.partial(_copy, target=fut))
+
+    def _play(self, session: StreamSession, text: str,
+              audio: Audio | None) -> asyncio.Future[PlaybackResult]:
+        """Text on a realtime call is said by its model; everything else plays on the stream."""
+        bridge = self._bridges.get(session.call_id)
+        if bridge is not None and audio is None:
+            return bridge.say(text)
+        return session.playback.play(text, audio=audio).result
 
     def enqueue_dtmf(self, call: CallRecord, digits: str) -> asyncio.Future[PlaybackResult]:
         """Play `digits` as key tones on the call's stream (in order with speech), waiting for

@@ -89,16 +89,21 @@ class Utterance:
         "frames_sent",
         "mark_timer",
         "result",
+        "source",
         "space",
         "task",
         "text",
     )
 
     def __init__(self, text: str, result: asyncio.Future[PlaybackResult],
-                 audio: tuple[int, bytes] | None = None) -> None:
+                 audio: tuple[int, bytes] | None = None,
+                 source: AsyncIterator[tuple[int, bytes]] | None = None) -> None:
         self.text = text
         self.audio = audio
         """Ready PCM `(rate, pcm16le)` to play instead of synthesizing `text` (e.g. key tones)."""
+        self.source = source
+        """PCM `(rate, pcm16le)` chunks as they arrive, played instead of synthesizing `text`
+        (a realtime model's answer, whose words `text` holds once they are known)."""
         self.result = result
         self.frames: deque[str] = deque()
         self.frames_made = 0
@@ -246,12 +251,18 @@ class StreamPlayback:
         """True while something is playing, queued or waiting for its mark."""
         return self._active is not None or bool(self._queue) or bool(self._awaiting_mark)
 
-    def play(self, text: str, *, audio: tuple[int, bytes] | None = None) -> Utterance:
-        """Queue `text` (or ready `audio`, labelled `text`); await `utterance.result` for how it
-        ended."""
+    @property
+    def active(self) -> Utterance | None:
+        """The utterance playing now, if any."""
+        return self._active
+
+    def play(self, text: str, *, audio: tuple[int, bytes] | None = None,
+             source: AsyncIterator[tuple[int, bytes]] | None = None) -> Utterance:
+        """Queue `text` (or ready `audio`, or streamed `source` audio, labelled `text`); await
+        `utterance.result` for how it ended."""
         if self._closed:
             raise PlaybackError("the media stream is closed")
-        utt = Utterance(text, asyncio.get_running_loop().create_future(), audio)
+        utt = Utterance(text, asyncio.get_running_loop().create_future(), audio, source)
         if self._active is None:
             self._activate(utt)
         else:
@@ -369,6 +380,9 @@ class StreamPlayback:
     async def _sentences(self, utt: Utterance) -> AsyncIterator[AsyncIterator[tuple[int, bytes]]]:
         if utt.audio is not None:
             yield _once(utt.audio)
+            return
+        if utt.source is not None:
+            yield utt.source
             return
         for sentence in split_sentences(utt.text):
             yield self.speech.stream(sentence)

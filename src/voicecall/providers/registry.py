@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from voicecall.providers.base import Provider
 from voicecall.providers.mock import MockBehaviour, MockProvider
 from voicecall.security.public_url import ForwardingPolicy
+from voicecall.speech.realtime import selected_provider
 
 if TYPE_CHECKING:
     from voicecall.config import VoiceCallConfig
@@ -81,7 +82,7 @@ def twilio_from_config(config: VoiceCallConfig) -> Provider:
         skip_signature_verification=config.skip_signature_verification,
         voice=polly_voice(_configured_voice(config)),
         machine_detection=config.outbound.machine_detection,
-        streaming=config.streaming.enabled,
+        streaming=config.streaming.enabled or selected_provider(config.realtime) is not None,
     ))
 
 
@@ -104,7 +105,7 @@ def plivo_from_config(config: VoiceCallConfig) -> Provider:
         skip_signature_verification=config.skip_signature_verification,
         voice=plivo_voice(_configured_voice(config)),
         machine_detection=config.outbound.machine_detection,
-        streaming=config.streaming.enabled,
+        streaming=config.streaming.enabled or selected_provider(config.realtime) is not None,
     ))
 
 

@@ -324,6 +324,16 @@ class CallService:
             call.record.transcript.append(TranscriptEntry(timestamp=now_ms(), speaker="tool", text=text))
             await self.persist(call.record)
 
+    async def log_bot_speech(self, call_id: str, text: str) -> None:
+        """Keep what the bot said of its own accord (a realtime model's answer, as far as the
+        caller heard it) on the call's transcript."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        async with call.lock:
+            call.record.transcript.append(TranscriptEntry(timestamp=now_ms(), speaker="bot", text=text))
+            await self.persist(call.record)
+
     async def send_dtmf(self, call_id: str, digits: str) -> None:
         """Send keys on the call, in line with its speech (after what was asked for before)."""
         digits = digits.strip()

@@ -1,0 +1,230 @@
+"""A local stand-in for Gemini Live (`BidiGenerateContent`), for tests: a real WebSocket on
+127.0.0.1 speaking the protocol's messages, scripted from the test.
+
+    async with FakeGeminiLive(api_key="g-test") as model:
+        model.answer_next("Sure.", after_bytes=32000, heard="Is Tuesday free?")
+        # ...point `realtime.providers.google.baseUrl` at model.base_url, place a call...
+
+It checks the `x-goog-api-key` header, answers `setup` with `setupComplete` (recorded in
+`setups`), keeps the caller's 16 kHz PCM (`audio`), answers `clientContent` turns carrying the
+bridge's "say exactly" instruction by speaking the quoted text (`model_audio` at 24 kHz), plays a
+scripted caller turn once enough audio arrived (`answer_next`: the caller's transcription, then
+the model's turn with its output transcription and `turnComplete`), sends `interrupted` on
+`barge_in()`, hands out session resumption handles (`handle-N` after the Nth setup) and
+announces a closing connection (`go_away()`), records `toolResponse`s (`function_responses`)
+and sends scripted `toolCall`s (`ModelAnswer.function_call`), and closes the session on
+`end_session()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import time
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
+
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketState
+
+from voicecall.testing.fakes.openai_server import LoopbackServer
+from voicecall.testing.fakes.realtime import SAY_MARKER, ModelAnswer, model_audio
+
+__all__ = ["FakeGeminiLive"]
+
+PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+OUTPUT_RATE = 24000
+
+
+class FakeGeminiLive:
+    """See the module docstring."""
+
+    def __init__(self, *, api_key: str | None = "g-test", host: str = "127.0.0.1", port: int = 0) -> None:
+        self.api_key = api_key
+        self.host = host
+        self.audio = bytearray()
+        """The caller's audio as received: PCM16LE at 16 kHz."""
+        self.messages: list[dict[str, Any]] = []
+        self.setups: list[dict[str, Any]] = []
+        self.function_responses: list[dict[str, Any]] = []
+        self.answers_sent: list[ModelAnswer] = []
+        self.connections = 0
+        self.rejected = 0
+        self._ws: WebSocket | None = None
+        self._turns: deque[tuple[str, ModelAnswer | None, int, int]] = deque()
+        self._ids = itertools.count(1)
+        self._streaming: asyncio.Task[None] | None = None
+        self._send_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loopback = LoopbackServer(Starlette(routes=[WebSocketRoute(PATH, self._endpoint)]),
+                                        host=host, port=port, ws="websockets")
+
+    @property
+    def base_url(self) -> str:
+        """What `realtime.providers.google.baseUrl` is set to."""
+        return f"ws://{self.host}:{self._loopback.port}"
+
+    async def __aenter__(self) -> Self:
+        await self._loopback.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.end_session(code=1001)
+        await self._loopback.stop()
+
+    # -- script -----------------------------------------------------------------------------------
+    def answer_next(self, text: str = "", *, after_bytes: int = 0, heard: str = "hello",
+                    answer: ModelAnswer | None = None) -> None:
+        """After `after_bytes` more caller PCM: the caller's transcription (`heard`), then the
+        model's turn saying `text` (or `answer`)."""
+        self._turns.append((heard, answer or (ModelAnswer(text) if text else None), after_bytes,
+                            len(self.audio) if not self._turns else -1))
+        self._check_turns()
+
+    def barge_in(self, words: str = "Wait") -> None:
+        """The caller talks over the model: `interrupted` (if its turn is still streaming, which
+        then stops) and the first of the caller's transcribed `words`."""
+        self._spawn(self._barge_in(words))
+
+    async def _barge_in(self, words: str) -> None:
+        await self._interrupt()
+        await self._send({"serverContent": {"inputTranscription": {"text": words}}})
+
+    async def go_away(self) -> None:
+        """Announce that the connection closes soon (`goAway`), then close it normally: a client
+        with a resumption handle resumes the session on a new connection."""
+        await self._send({"goAway": {"timeLeft": "0s"}})
+        await self.end_session()
+
+    async def end_session(self, *, code: int = 1000) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None and ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await ws.close(code=code)
+
+    async def wait_until(self, predicate: Callable[[], bool], within_s: float = 5.0) -> None:
+        deadline = time.monotonic() + within_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError("condition not met in time")
+            await asyncio.sleep(0.005)
+
+    # -- protocol ---------------------------------------------------------------------------------
+    async def _endpoint(self, websocket: WebSocket) -> None:
+        if self.api_key is not None and websocket.headers.get("x-goog-api-key") != self.api_key:
+            self.rejected += 1
+            await websocket.close(code=1008)
+            return
+        await websocket.accept()
+        self.connections += 1
+        self._ws = websocket
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                text = message.get("text")
+                if text is None:
+                    continue
+                data = json.loads(text)
+                self.messages.append(data)
+                await self._on_message(data)
+        except Exception:
+            return
+        finally:
+            if self._ws is websocket:
+                self._ws = None
+
+    async def _on_message(self, data: dict[str, Any]) -> None:
+        if "setup" in data:
+            self.setups.append(data["setup"])
+            await self._send({"setupComplete": {}})
+            if "sessionResumption" in data["setup"]:
+                await self._send({"sessionResumptionUpdate": {
+                    "newHandle": f"handle-{len(self.setups)}", "resumable": True}})
+        elif "realtimeInput" in data:
+            audio = (data["realtimeInput"] or {}).get("audio") or {}
+            self.audio.extend(base64.b64decode(audio.get("data", "")))
+            self._check_turns()
+        elif "clientContent" in data:
+            turns = (data["clientContent"] or {}).get("turns") or []
+            text = " ".join(str(p.get("text", "")) for t in turns for p in t.get("parts", []))
+            if SAY_MARKER in text:
+                self._stream(ModelAnswer(text.split(SAY_MARKER, 1)[1]))
+        elif "toolResponse" in data:
+            self.function_responses.extend((data["toolResponse"] or {}).get("functionResponses") or [])
+
+    def _check_turns(self) -> None:
+        if not self._turns or self._ws is None:
+            return
+        heard, answer, after, baseline = self._turns[0]
+        if baseline < 0:
+            baseline = len(self.audio)
+            self._turns[0] = (heard, answer, after, baseline)
+        if len(self.audio) - baseline >= after:
+            self._turns.popleft()
+            if self._turns:
+                h, a, n, _ = self._turns[0]
+                self._turns[0] = (h, a, n, len(self.audio))
+            self._spawn(self._caller_turn(heard, answer))
+
+    async def _caller_turn(self, heard: str, answer: ModelAnswer | None) -> None:
+        await self._interrupt()
+        await self._send({"serverContent": {"inputTranscription": {"text": heard}}})
+        if answer is not None:
+            self._stream(answer)
+
+    async def _interrupt(self) -> None:
+        task, self._streaming = self._streaming, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await self._send({"serverContent": {"interrupted": True}})
+
+    def _stream(self, answer: ModelAnswer) -> None:
+        previous = self._streaming
+        self._streaming = self._spawn(self._stream_answer(answer, previous))
+
+    async def _stream_answer(self, answer: ModelAnswer, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        pcm = model_audio(answer.text, OUTPUT_RATE) if answer.text else b""
+        if pcm:
+            self.answers_sent.append(answer)
+            step = OUTPUT_RATE * 2 * answer.chunk_ms // 1000
+            for start in range(0, len(pcm), step):
+                await self._send({"serverContent": {"modelTurn": {"parts": [{"inlineData": {
+                    "mimeType": f"audio/pcm;rate={OUTPUT_RATE}",
+                    "data": base64.b64encode(pcm[start:start + step]).decode()}}]}}})
+                if answer.realtime:
+                    await asyncio.sleep(answer.chunk_ms / 1000)
+            await self._send({"serverContent": {"outputTranscription": {"text": answer.text}}})
+        if answer.function_call is not None:
+            name, arguments = answer.function_call
+            await self._send({"toolCall": {"functionCalls": [
+                {"id": f"fc-{next(self._ids)}", "name": name, "args": arguments}]}})
+        await self._send({"serverContent": {"turnComplete": True}})
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        async with self._send_lock:
+            with contextlib.suppress(Exception):
+                await ws.send_text(json.dumps(message))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
