@@ -4,6 +4,7 @@ mapping and the hangup-cause table), client_state, and the REST client's request
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import FakeProviderContext
+from tests.helpers import FakeProviderContext, eventually
 from voicecall.calls.events import CallEvent
 from voicecall.calls.model import CallRecord, CallState, EndReason
 from voicecall.providers.base import (
@@ -29,13 +30,13 @@ from voicecall.providers.telnyx.events import (
     hangup_reason,
     parse_envelope,
 )
-from voicecall.providers.telnyx.provider import TelnyxProvider, TelnyxSettings
+from voicecall.providers.telnyx.provider import TelnyxProvider, TelnyxSettings, telnyx_voice
 
 VERIFIED = Verification(ok=True, request_key="telnyx:abc")
 
 
 class Context(FakeProviderContext):
-    stream_url = "wss://gw.example/voice/stream"
+    stream_url: str | None = "wss://gw.example/voice/stream"
 
 
 def provider(handler: Any = None, **settings: Any) -> tuple[TelnyxProvider, list[httpx.Request]]:
@@ -349,3 +350,27 @@ def test_a_notify_call_dialled_with_machine_detection_is_answered_only_once_no_m
     assert voicemail.type == "call.ended" and voicemail.reason == EndReason.VOICEMAIL
     context.calls["c1"] = call_record(state=CallState.RINGING, metadata={"mode": "conversation"})
     assert [e.type for e in events(p, "call.answered", client_state=state)] == ["call.answered"]
+
+
+# -- voices ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("configured,spoken", [
+    (None, "female"), ("male", "male"), ("AWS.Polly.Joanna-Neural", "AWS.Polly.Joanna-Neural"),
+    ("Telnyx.KokoroTTS.af", "Telnyx.KokoroTTS.af"), ("Polly.Brian", "AWS.Polly.Brian"),
+    ("onyx", "AWS.Polly.Brian"), ("someone-else", "female"),
+])
+def test_tts_voice_names_map_onto_telnyx_speak_voices(configured: str | None, spoken: str) -> None:
+    assert telnyx_voice(configured) == spoken
+
+
+async def test_a_calls_route_voice_is_spoken_in_telnyx_form() -> None:
+    p, seen = provider()
+    route = {"tts": {"provider": "openai", "providers": {"openai": {"voice": "nova"}}}}
+
+    async def played() -> None:
+        await p.play_tts(call_record(metadata={"route": route}), "Hello")
+
+    task = asyncio.ensure_future(played())
+    await eventually(lambda: seen)
+    assert json.loads(seen[-1].content)["voice"] == "AWS.Polly.Salli"
+    task.cancel()

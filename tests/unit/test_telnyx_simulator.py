@@ -18,7 +18,7 @@ from telnyx.lib.webhook_verification import verify_webhook_signature
 from voicecall.providers.base import WebhookRequest
 from voicecall.providers.telnyx.signature import load_public_key, verify_telnyx_webhook
 from voicecall.testing.loopback import LoopbackServer
-from voicecall.testing.telnyx import Callee, TelnyxSimulator
+from voicecall.testing.telnyx import Callee, SimCall, TelnyxSimulator
 
 
 class Receiver:
@@ -61,6 +61,15 @@ def dial(sim: TelnyxSimulator, receiver: Receiver, **extra: Any) -> dict[str, An
             "webhook_url": receiver.url, **extra}
 
 
+async def answered_call(sim: TelnyxSimulator, http: httpx.AsyncClient, receiver: Receiver,
+                        **extra: Any) -> SimCall:
+    """A call dialled through the REST API to +15555550123, once it is answered."""
+    response = await http.post("/calls", json=dial(sim, receiver, **extra))
+    call = sim.call(response.json()["data"]["call_control_id"])
+    await call.wait_answered()
+    return call
+
+
 async def test_a_wrong_api_key_gets_telnyx_shaped_401(sim: TelnyxSimulator, receiver: Receiver) -> None:
     async with client(sim, "wrong") as http:
         response = await http.post("/calls", json=dial(sim, receiver))
@@ -83,10 +92,8 @@ async def test_webhooks_are_signed_for_our_verifier_and_the_sdk_and_arrive_in_or
         sim: TelnyxSimulator, receiver: Receiver) -> None:
     sim.script("+15555550123", Callee(answer_after_s=0.1))
     async with client(sim) as http:
-        response = await http.post("/calls", json=dial(sim, receiver, client_state="YWJj"))
-        pcid = response.json()["data"]["call_control_id"]
-        call = sim.call(pcid)
-        await call.wait_answered()
+        call = await answered_call(sim, http, receiver, client_state="YWJj")
+        pcid = call.call_control_id
         spoken = await http.post(f"/calls/{pcid}/actions/speak",
                                  json={"payload": "Hi there", "voice": "female", "command_id": "s1"})
         again = await http.post(f"/calls/{pcid}/actions/speak",
@@ -114,10 +121,8 @@ async def test_a_transfer_dials_a_leg_with_its_own_state_bridges_it_and_the_call
     sim.script("+15555550123", Callee(answer_after_s=0.05))
     sim.script("+15557770099", Callee(answer_after_s=0.05))
     async with client(sim) as http:
-        response = await http.post("/calls", json=dial(sim, receiver, client_state="YQ=="))
-        pcid = response.json()["data"]["call_control_id"]
-        call = sim.call(pcid)
-        await call.wait_answered()
+        call = await answered_call(sim, http, receiver, client_state="YQ==")
+        pcid = call.call_control_id
         moved = await http.post(f"/calls/{pcid}/actions/transfer", json={
             "to": "+15557770099", "timeout_secs": 10, "target_leg_client_state": "Yg=="})
         assert moved.status_code == 200
@@ -142,9 +147,7 @@ async def test_a_transfer_nobody_takes_leaves_the_call_up(
     sim.script("+15555550123", Callee(answer_after_s=0.05))
     sim.script("+15557770099", Callee(outcome=outcome, answer_after_s=0.05))  # type: ignore[arg-type]
     async with client(sim) as http:
-        response = await http.post("/calls", json=dial(sim, receiver))
-        call = sim.call(response.json()["data"]["call_control_id"])
-        await call.wait_answered()
+        call = await answered_call(sim, http, receiver)
         await http.post(f"/calls/{call.call_control_id}/actions/transfer",
                         json={"to": "+15557770099", "timeout_secs": 5})
         await call.wait_until(lambda: [d.status for d in call.dials] == [status], 10, "no transfer")

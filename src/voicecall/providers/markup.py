@@ -92,21 +92,6 @@ class MarkupCarrierSettings(CarrierSettings):
     policy: ForwardingPolicy = field(default_factory=ForwardingPolicy)
 
 
-OPENAI_TO_POLLY = {
-    "alloy": "Polly.Joanna", "echo": "Polly.Matthew", "fable": "Polly.Amy",
-    "onyx": "Polly.Brian", "nova": "Polly.Salli", "shimmer": "Polly.Kimberly",
-}
-"""OpenAI TTS voices as similar Amazon Polly voices, for carriers' own speech (D41)."""
-
-
-def polly_voice(voice: str | None) -> str | None:
-    """A TTS voice name as a Polly voice: `Polly.*` as it is, an OpenAI voice mapped; None
-    for anything else (each carrier has its own default)."""
-    if voice and voice.startswith("Polly."):
-        return voice
-    return OPENAI_TO_POLLY.get((voice or "").lower())
-
-
 def query_value(query: Mapping[str, str], name: str) -> str | None:
     """A parameter of the query we put on our own webhook URLs; None when absent or blank."""
     return (query.get(name) or "").strip() or None

@@ -113,7 +113,12 @@ BUILTIN["plivo"] = plivo_from_config
 
 
 def telnyx_from_config(config: VoiceCallConfig) -> Provider:
-    from voicecall.providers.telnyx.provider import API_BASE_URL, TelnyxProvider, TelnyxSettings
+    from voicecall.providers.telnyx.provider import (
+        API_BASE_URL,
+        TelnyxProvider,
+        TelnyxSettings,
+        telnyx_voice,
+    )
     from voicecall.providers.telnyx.signature import load_public_key
 
     t = config.telnyx
@@ -128,7 +133,7 @@ def telnyx_from_config(config: VoiceCallConfig) -> Provider:
         public_key=public_key,
         api_base_url=str(t.api_base_url).rstrip("/") if t.api_base_url else API_BASE_URL,
         skip_signature_verification=config.skip_signature_verification,
-        voice=_configured_voice(config) or "female",
+        voice=telnyx_voice(_configured_voice(config)),
         machine_detection=config.outbound.machine_detection,
         streaming=config.streaming.enabled,
         stream_codec=t.stream_codec,

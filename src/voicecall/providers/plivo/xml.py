@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape, quoteattr
 
-from voicecall.providers.markup import polly_voice
+from voicecall.providers.voices import polly_voice
 
 __all__ = ["PlivoXmlDialect", "plivo_voice"]
 

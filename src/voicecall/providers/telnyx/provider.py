@@ -56,7 +56,7 @@ from voicecall.providers.telnyx.signature import (
     verify_telnyx_webhook,
 )
 from voicecall.providers.telnyx.stream import TelnyxStreamSerializer
-from voicecall.providers.voices import route_voice
+from voicecall.providers.voices import polly_voice, route_voice
 from voicecall.shared.clock import now_ms
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,20 @@ class TelnyxSettings(CarrierSettings):
     stream_codec: StreamCodec = "PCMU"
     """The G.711 law asked for on dial and answer; the stream's `start` frame has the final say."""
     real_api_hosts: ClassVar[tuple[str, ...]] = (API_BASE_URL,)
+
+
+TELNYX_VOICE_PROVIDERS = ("AWS.", "Azure.", "ElevenLabs.", "Telnyx.")
+"""Voice names already in Telnyx's `Provider.Model.Voice` form."""
+
+
+def telnyx_voice(voice: str | None) -> str:
+    """A TTS voice name as Telnyx's `speak` voice (D72, as D41 for Twilio): `male`, `female` and
+    names in Telnyx's provider form as they are, Polly and OpenAI voices as `AWS.Polly.<Voice>`,
+    anything else (or nothing) `female`."""
+    if voice in ("male", "female") or (voice and voice.startswith(TELNYX_VOICE_PROVIDERS)):
+        return voice
+    polly = polly_voice(voice)
+    return f"AWS.{polly}" if polly else "female"
 
 
 def _telnyx_error(response: httpx.Response) -> tuple[str | int | None, str]:
@@ -288,7 +302,8 @@ class TelnyxProvider(CarrierAdapter):
 
     def _voice_for(self, call: CallRecord) -> str:
         """The call's `numbers` route voice when it has one, else the configured voice."""
-        return route_voice(call) or self.settings.voice
+        voice = route_voice(call)
+        return telnyx_voice(voice) if voice else self.settings.voice
 
     async def play_tts(self, call: CallRecord, text: str) -> None:
         voice, language = self._voice_for(call), self.settings.language

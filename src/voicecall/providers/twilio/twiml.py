@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape, quoteattr
 
-from voicecall.providers import markup
+from voicecall.providers import voices
 
 HEADER = '<?xml version="1.0" encoding="UTF-8"?>'
 HOLD_PAUSE_S = 60
@@ -15,7 +15,7 @@ def polly_voice(voice: str | None) -> str:
     are, OpenAI voice names to a similar Polly voice, anything else to Polly.Joanna (D41)."""
     if voice and voice.startswith("Google."):
         return voice
-    return markup.polly_voice(voice) or "Polly.Joanna"
+    return voices.polly_voice(voice) or "Polly.Joanna"
 
 
 def _attrs(**attrs: str | int | None) -> str:
