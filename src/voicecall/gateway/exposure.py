@@ -148,7 +148,6 @@ async def expose(mode: str, path: str, port: int, *, https_port: int = 443,
         ENABLE_HINT_NOTE,
         NO_DNS_NAME,
         tailscale_off,
-        tailscale_route,
         tailscale_self,
     )
 
@@ -162,31 +161,16 @@ async def expose(mode: str, path: str, port: int, *, https_port: int = 443,
         return {"ok": True, "mode": "off", "path": path}, None
     ts_mode: TailscaleMode = "serve" if mode == "serve" else "funnel"
     local_url = f"http://127.0.0.1:{port}"
-    public_url: str | None = None
-    error: str | None = None
     me = await tailscale_self(env=env)
     dns = str(me.get("DNSName") or "").strip().rstrip(".") if me else ""
     host = dns if https_port == 443 else f"{dns}:{https_port}"
-    if not dns:
-        error = NO_DNS_NAME
-    else:
-        # The webhook route targets the bare local URL, as the original's does; the stream
-        # route keeps its path.
-        targets = {path: local_url} if stream_path is None else {
-            path: local_url, stream_path: f"{local_url}{stream_path}"}
-        for route, target in targets.items():
-            try:
-                result = await tailscale_route(ts_mode, route, target, env=env, https_port=https_port)
-            except TunnelError as exc:
-                error = str(exc)
-                break
-            if not result.ok:
-                detail = " ".join((result.stderr or result.stdout).split())[:300]
-                error = f"tailscale {ts_mode} failed (exit {result.returncode})" + (
-                    f": {detail}" if detail else "")
-                break
-        else:
-            public_url = f"https://{host}{path}"
+    # The webhook route targets the bare local URL, as the original's does; the stream route
+    # keeps its path.
+    targets = {path: local_url} if stream_path is None else {
+        path: local_url, stream_path: f"{local_url}{stream_path}"}
+    error = await _add_routes(ts_mode, targets, env=env, https_port=https_port) if dns \
+        else NO_DNS_NAME
+    public_url = f"https://{host}{path}" if error is None else None
     report: dict[str, Any] = {"ok": public_url is not None, "mode": ts_mode, "path": path,
                               "localUrl": local_url, "publicUrl": public_url}
     if public_url is not None and stream_path is not None:
@@ -197,3 +181,20 @@ async def expose(mode: str, path: str, port: int, *, https_port: int = 443,
                           "enableUrl": f"https://login.tailscale.com/f/{ts_mode}?node={node_id}"
                           if node_id else None}
     return report, error
+
+
+async def _add_routes(ts_mode: TailscaleMode, targets: Mapping[str, str], *,
+                      env: Mapping[str, str] | None, https_port: int) -> str | None:
+    """Route each public path to its local target; the first failure's reason, else None."""
+    from voicecall.gateway.tunnel import tailscale_route
+
+    for route, target in targets.items():
+        try:
+            result = await tailscale_route(ts_mode, route, target, env=env, https_port=https_port)
+        except TunnelError as exc:
+            return str(exc)
+        if not result.ok:
+            detail = " ".join((result.stderr or result.stdout).split())[:300]
+            return f"tailscale {ts_mode} failed (exit {result.returncode})" + (
+                f": {detail}" if detail else "")
+    return None

@@ -147,6 +147,84 @@ class Runtime:
             host_pid=self.host_pid,
         )
 
+    def _bind(self) -> tuple[socket.socket, socket.socket | None]:
+        """Both listening sockets, bound before anything else (a busy port fails fast)."""
+        c = self.config
+        webhook_sock = bind_listener(c.serve.bind, c.serve.port, "webhook")
+        try:
+            control_sock = (bind_listener(c.control.bind, c.control.port, "control")
+                            if self.serve_control else None)
+        except Exception:
+            webhook_sock.close()
+            raise
+        return webhook_sock, control_sock
+
+    async def _expose(self, port: int, local_url: str) -> None:
+        """The webhook's public URL (configured, tunnel or Tailscale), checked for the carrier."""
+        c = self.config
+        self.exposure = await resolve_exposure(c, port, self.loaded.env)
+        self.webhook_url = self.exposure.public_url or local_url
+        if self.provider.requires_public_webhook and is_local_only(self.webhook_url):
+            raise ConfigError([ConfigIssue(
+                "publicUrl", f"{self.provider.name} must reach the webhook from the internet, but "
+                f"{self.webhook_url} is local-only; set publicUrl (or a tunnel)")],
+                source=self.loaded.source)
+        if self.exposure.tunnel is not None:
+            use_public_url(self.provider, self.webhook_url)
+
+    async def _build_service(self) -> type[asyncio.Protocol] | None:
+        """Open the store and build the call service, its API, replies, media and metrics; the
+        WebSocket implementation the webhook listener needs (None without media streams)."""
+        c = self.config
+        await self.store.__aenter__()
+        await import_original_history(self.store, store_dir(c, self.loaded.env))
+        self.service = CallService(self._settings(), self.provider, self.store,
+                                   webhook_url=self.webhook_url)
+        inject = getattr(self.provider, "inject", None)
+        self.api = ControlApi(self.service, to_number=c.to_number,
+                              inject=self._injector(inject) if inject else None,
+                              media_stats=self._media_stats,
+                              config_info=self._config_info())
+        if c.responder.enabled and self.realtime_provider is None:
+            self.service.turn_handler = self._auto_reply()
+        ws = (self._media(self.service) if c.streaming.enabled or self.realtime_provider
+              else None)
+        await asyncio.gather(*(mcp.start() for mcp in self._mcp))
+        if self.media is not None:  # talking to the agent from the console (D112)
+            from voicecall.server.console.browser_call import BrowserCalls
+
+            self.browser_calls = BrowserCalls(self.service, self.media, self.console,
+                                              to=c.from_number or "console")
+        self.metrics = GatewayMetrics(self.service, media_stats=self._media_counts)
+        return ws
+
+    async def _start_parts(self) -> None:
+        await self.provider.start()
+        await self.service.start()
+        if self.media is not None:
+            await self.media.start()
+            if self.realtime_provider is None:  # realtime calls speak with the model's voice
+                self._warm_task = asyncio.create_task(self._warm_phrases(), name="voicecall-warm-tts")
+
+    async def _serve_both(self, webhook_sock: socket.socket, control_sock: socket.socket | None,
+                          ws: type[asyncio.Protocol] | None) -> None:
+        c = self.config
+        webhook_app = WebhookApp(
+            provider=self.provider, apply_events=self.service.apply_events,
+            replays=self.store, rejections=self.service.rejections,
+            path=c.serve.path, skip_signature_verification=c.skip_signature_verification,
+            trusted_proxies=_trusted_proxies(c), observer=self.metrics.on_webhook)
+        self.connection_guard = ConnectionGuard()
+        await self._serve(webhook_app, webhook_sock, ws=ws, guard=self.connection_guard)
+        if control_sock is not None:
+            chost, cport = control_sock.getsockname()[:2]
+            self.control_url = f"http://{_host_for_url(chost)}:{cport}"
+            await self._serve(build_control_app(
+                self.api, self.token, metrics=self.metrics,
+                metrics_public=c.control.metrics_public, readiness=self.readiness,
+                console=self.console, stream_stats=self._stream_stats,
+                browser_calls=self.browser_calls), control_sock, ws="websockets-sansio")
+
     async def start(self) -> None:
         """Bind both ports first (a busy port fails fast and plainly), then restore and serve."""
         if self._started:
@@ -155,78 +233,21 @@ class Runtime:
         if c.skip_signature_verification:
             log.warning("SECURITY WARNING: skipSignatureVerification is on; webhooks are not "
                         "authenticated. Use it only for local tests.")
-        webhook_sock = bind_listener(c.serve.bind, c.serve.port, "webhook")
-        control_sock: socket.socket | None = None
-        try:
-            if self.serve_control:
-                control_sock = bind_listener(c.control.bind, c.control.port, "control")
-        except Exception:
-            webhook_sock.close()
-            raise
+        webhook_sock, control_sock = self._bind()
         host, port = webhook_sock.getsockname()[:2]
         local_url = f"http://{_host_for_url(host)}:{port}{c.serve.path}"
         try:  # publicUrl > tunnel.provider > tailscale.mode; stopped again if start fails
-            self.exposure = await resolve_exposure(c, port, self.loaded.env)
-            self.webhook_url = self.exposure.public_url or local_url
-            if self.provider.requires_public_webhook and is_local_only(self.webhook_url):
-                raise ConfigError([ConfigIssue(
-                    "publicUrl", f"{self.provider.name} must reach the webhook from the internet, but "
-                    f"{self.webhook_url} is local-only; set publicUrl (or a tunnel)")],
-                    source=self.loaded.source)
-            if self.exposure.tunnel is not None:
-                use_public_url(self.provider, self.webhook_url)
+            await self._expose(port, local_url)
         except BaseException:
-            webhook_sock.close()
-            if control_sock is not None:
-                control_sock.close()
+            _close(webhook_sock, control_sock)
             await self.exposure.stop()
             raise
         try:
-            await self.store.__aenter__()
-            await import_original_history(self.store, store_dir(c, self.loaded.env))
-            self.service = CallService(self._settings(), self.provider, self.store,
-                                       webhook_url=self.webhook_url)
-            inject = getattr(self.provider, "inject", None)
-            self.api = ControlApi(self.service, to_number=c.to_number,
-                                  inject=self._injector(inject) if inject else None,
-                                  media_stats=self._media_stats,
-                                  config_info=self._config_info())
-            if c.responder.enabled and self.realtime_provider is None:
-                self.service.turn_handler = self._auto_reply()
-            ws = (self._media(self.service) if c.streaming.enabled or self.realtime_provider
-                  else None)
-            await asyncio.gather(*(mcp.start() for mcp in self._mcp))
-            if self.media is not None:  # talking to the agent from the console (D112)
-                from voicecall.server.console.browser_call import BrowserCalls
-
-                self.browser_calls = BrowserCalls(self.service, self.media, self.console,
-                                                  to=c.from_number or "console")
-            self.metrics = GatewayMetrics(self.service, media_stats=self._media_counts)
-            await self.provider.start()
-            await self.service.start()
-            if self.media is not None:
-                await self.media.start()
-                if self.realtime_provider is None:  # realtime calls speak with the model's voice
-                    self._warm_task = asyncio.create_task(self._warm_phrases(), name="voicecall-warm-tts")
-            webhook_app = WebhookApp(
-                provider=self.provider, apply_events=self.service.apply_events,
-                replays=self.store, rejections=self.service.rejections,
-                path=c.serve.path, skip_signature_verification=c.skip_signature_verification,
-                trusted_proxies=_trusted_proxies(c), observer=self.metrics.on_webhook)
-            self.connection_guard = ConnectionGuard()
-            await self._serve(webhook_app, webhook_sock, ws=ws, guard=self.connection_guard)
-            if control_sock is not None:
-                chost, cport = control_sock.getsockname()[:2]
-                self.control_url = f"http://{_host_for_url(chost)}:{cport}"
-                await self._serve(build_control_app(
-                    self.api, self.token, metrics=self.metrics,
-                    metrics_public=c.control.metrics_public, readiness=self.readiness,
-                    console=self.console, stream_stats=self._stream_stats,
-                    browser_calls=self.browser_calls), control_sock, ws="websockets-sansio")
+            ws = await self._build_service()
+            await self._start_parts()
+            await self._serve_both(webhook_sock, control_sock, ws)
         except BaseException:
-            webhook_sock.close()
-            if control_sock is not None:
-                control_sock.close()
+            _close(webhook_sock, control_sock)
             await self._teardown()
             raise
         self._started = True
@@ -517,3 +538,9 @@ def _trusted_proxies(config: VoiceCallConfig) -> frozenset[str]:
     if not security.trust_forwarding_headers:
         return frozenset()
     return frozenset(normalize_ip(str(ip)) for ip in security.trusted_proxy_ips)
+
+
+def _close(*socks: socket.socket | None) -> None:
+    for sock in socks:
+        if sock is not None:
+            sock.close()

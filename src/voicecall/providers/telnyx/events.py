@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,36 +206,48 @@ def _transcription(payload: dict[str, Any]) -> dict[str, Any] | None:
             "confidence": _confidence(data.get("confidence"))}
 
 
+def _digits_event(value: Any) -> list[dict[str, Any]]:
+    return [{"type": "call.dtmf", "digits": value}] if isinstance(value, str) and value else []
+
+
+def _spoken_event(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    text = payload.get("text") or payload.get("payload")
+    return [{"type": "call.speaking", "text": text if isinstance(text, str) else ""}]
+
+
+def _transcription_events(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    speech = _transcription(payload)
+    return [speech] if speech else []
+
+
+def _hangup_event(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"type": "call.ended", "reason": hangup_reason(payload.get("hangup_cause")).value}]
+
+
+_PAYLOAD_EVENTS: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
+    "call.initiated": lambda _p: [{"type": "call.initiated"}],
+    "call.ringing": lambda _p: [{"type": "call.ringing"}],
+    "call.bridged": lambda _p: [{"type": "call.active"}],
+    "call.speak.started": _spoken_event,
+    "call.transcription": _transcription_events,
+    "call.dtmf.received": lambda p: _digits_event(p.get("digit")),
+    "call.gather.ended": lambda p: _digits_event(p.get("digits")),
+    "call.hangup": _hangup_event,
+}
+"""Events whose meaning depends on their payload alone."""
+
+
 def map_event(envelope: Envelope, *, machine_ends_call: bool,
               awaiting_machine: bool = False) -> list[dict[str, Any]]:
     """The normalized events (without the common fields) that one webhook stands for. With
     `awaiting_machine` (answering-machine detection was asked for), the answer counts only once
     detection says no machine picked up, so nothing is said to a machine."""
     kind, payload = envelope.event_type, envelope.payload
-    if kind == "call.initiated":
-        return [{"type": "call.initiated"}]
-    if kind == "call.ringing":
-        return [{"type": "call.ringing"}]
     if kind == "call.answered":
         return [] if awaiting_machine else [{"type": "call.answered"}]
-    if kind == "call.bridged":
-        return [{"type": "call.active"}]
-    if kind == "call.speak.started":
-        text = payload.get("text") or payload.get("payload")
-        return [{"type": "call.speaking", "text": text if isinstance(text, str) else ""}]
-    if kind == "call.transcription":
-        speech = _transcription(payload)
-        return [speech] if speech else []
-    if kind == "call.dtmf.received":
-        digit = payload.get("digit")
-        return [{"type": "call.dtmf", "digits": digit}] if isinstance(digit, str) and digit else []
-    if kind == "call.gather.ended":
-        digits = payload.get("digits")
-        return [{"type": "call.dtmf", "digits": digits}] if isinstance(digits, str) and digits else []
     if kind in MACHINE_EVENTS:
         if payload.get("result") in MACHINE_RESULTS and machine_ends_call:
             return [{"type": "call.ended", "reason": EndReason.VOICEMAIL.value}]
         return [{"type": "call.answered"}] if awaiting_machine else []
-    if kind == "call.hangup":
-        return [{"type": "call.ended", "reason": hangup_reason(payload.get("hangup_cause")).value}]
-    return []
+    mapped = _PAYLOAD_EVENTS.get(kind) if kind else None
+    return mapped(payload) if mapped is not None else []

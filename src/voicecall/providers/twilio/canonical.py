@@ -116,24 +116,41 @@ def canonical_request(request: WebhookRequest, *, form_body: bool = True) -> Can
 def check_twilio_form(canonical: CanonicalRequest, account_sid: str) -> None:
     """Raise NotCanonical unless the parameters are in the form Twilio sends (module docstring)."""
     params = canonical.params
+    _check_names(params)
+    _check_required(params, account_sid)
+    _check_formats(params)
+    _check_nothing_swallowed(params)
+
+
+def _check_names(params: Mapping[str, str]) -> None:
+    """Twilio-shaped names, and a known one right after the caller's free-text speech."""
     for name in params:
         if not _NAME.match(name):
             raise NotCanonical(f"{name[:40]!r} is not a Twilio parameter name")
-    names = sorted(params)
-    for name, following in itertools.pairwise(names):
+    for name, following in itertools.pairwise(sorted(params)):
         if name in _FREE_TEXT and following not in _KNOWN:
             # A free-text value's last word could have broken off as this pair.
             raise NotCanonical(f"{following[:40]!r} right after {name} is not a Twilio parameter")
+
+
+def _check_required(params: Mapping[str, str], account_sid: str) -> None:
     required = _REQUIRED + (_STANDARD if any(n in params for n in _VOICE) else ())
     for name in required:
         if name not in params:
             raise NotCanonical(f"the {name} parameter is missing")
     if params["AccountSid"] != account_sid:
         raise NotCanonical("AccountSid is not this gateway's account")
+
+
+def _check_formats(params: Mapping[str, str]) -> None:
     for name, pattern in _FORMATS.items():
         value = params.get(name)
         if value is not None and value != "" and not pattern.match(value):
             raise NotCanonical(f"{name} is not in Twilio's format")
+
+
+def _check_nothing_swallowed(params: Mapping[str, str]) -> None:
+    """No missing known pair's text inside another value, nor a name that took part of it."""
     for missing, swallowed in _SWALLOWED.items():
         if missing in params:
             continue
