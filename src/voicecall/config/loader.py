@@ -362,6 +362,135 @@ def _split_document(
     return vc, core_tts, entry_enabled, warnings
 
 
+def _hoist_openclaw_secrets(vc: dict[str, Any], raw_doc: Mapping[str, Any], is_openclaw: bool) -> None:
+    """An OpenClaw config keeps the secret providers at its top level (D90): copy them in."""
+    if is_openclaw and vc.get("secrets") is None and isinstance(raw_doc.get("secrets"), dict):
+        vc["secrets"] = {k: v for k, v in raw_doc["secrets"].items() if k in ("providers", "defaults")}
+
+
+def _expand_env(
+    vc: dict[str, Any], core_tts: Any, core_tts_path: str, environ: Mapping[str, str], source: Path | None
+) -> tuple[dict[str, Any], Any]:
+    """`${ENV}` expansion, before migration so errors name the keys as written."""
+    env_issues: list[ConfigIssue] = []
+    vc = expand_env_refs(vc, environ, (), env_issues)
+    if core_tts is not None:
+        core_tts = expand_env_refs(core_tts, environ, tuple(core_tts_path.split(".")), env_issues)
+    if env_issues:
+        raise ConfigError(env_issues, source=source)
+    return vc, core_tts
+
+
+def _migrate(vc: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """Rewrite legacy keys, warning about each and about the inert `stt` block."""
+    vc, migration_warnings = migrate_voice_call(vc)
+    warnings.extend(migration_warnings)
+    if "stt" in vc:
+        warnings.append(
+            "stt.* has no effect: speech-to-text is configured with streaming.provider and "
+            "streaming.providers"
+        )
+    return vc
+
+
+def _apply_defaults(vc: dict[str, Any], entry_enabled: bool) -> None:
+    """`enabled` defaults to true only when the file has a voice-call entry at all (D36)."""
+    config_enabled = vc.get("enabled")
+    if not entry_enabled:
+        vc["enabled"] = False
+    elif config_enabled is None:
+        vc["enabled"] = True
+    if vc.get("provider") is None:
+        vc["provider"] = "mock"
+
+
+def _secrets_context(
+    vc: Mapping[str, Any], environ: Mapping[str, str], issues: list[ConfigIssue]
+) -> dict[str, Any]:
+    """The validation context that resolves SecretRefs while their keys are validated (D90).
+
+    A bad `secrets` block is reported with every other bad key; refs then cannot resolve.
+    """
+    secrets: SecretsConfig | None
+    try:
+        secrets = SecretsConfig.model_validate(vc.get("secrets") or {}, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        issues.extend(_validation_issues(exc, SecretsConfig, "secrets", {}))
+        secrets = None
+    return {SECRETS_CONTEXT_KEY: SecretResolver(secrets, environ)}
+
+
+def _normalized_core_tts(
+    core_tts: Any,
+    core_tts_path: str,
+    context: dict[str, Any],
+    dropped: list[str],
+    issues: list[ConfigIssue],
+) -> dict[str, Any]:
+    """Core `messages.tts` in the current shape, or `{}` when absent or invalid."""
+    if core_tts is None:
+        return {}
+    if not isinstance(core_tts, Mapping):
+        issues.append(ConfigIssue(core_tts_path, "must be an object"))
+        return {}
+    problems: list[FieldPathError] = []
+    core_norm = normalize_tts_shape(_strip_blocked(core_tts, core_tts_path, dropped), problems)
+    issues.extend(ConfigIssue(f"{core_tts_path}.{p.path}", p.message) for p in problems)
+    try:
+        TtsConfig.model_validate(core_norm, by_alias=True, by_name=False, context=context)
+    except ValidationError as exc:
+        issues.extend(_validation_issues(exc, TtsConfig, core_tts_path, {}))
+        return {}
+    return core_norm
+
+
+def _merge_tts(
+    vc: dict[str, Any],
+    core_tts: Any,
+    core_tts_path: str,
+    context: dict[str, Any],
+    issues: list[ConfigIssue],
+    warnings: list[str],
+) -> None:
+    """Normalise both `tts` shapes, then deep-merge the plugin's `tts` over core `messages.tts`."""
+    dropped: list[str] = []
+    core_norm = _normalized_core_tts(core_tts, core_tts_path, context, dropped, issues)
+    override = vc.get("tts")
+    if isinstance(override, Mapping) or (override is None and core_norm):
+        problems: list[FieldPathError] = []
+        over_norm = normalize_tts_shape(_strip_blocked(override or {}, "tts", dropped), problems)
+        issues.extend(ConfigIssue(f"tts.{p.path}", p.message) for p in problems)
+        vc["tts"] = deep_merge(core_norm, over_norm)
+    for path in dict.fromkeys(dropped):
+        warnings.append(f"{path} was ignored (reserved key name)")
+
+
+def _expand_store(vc: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Expand a leading `~` in `store` against the given environment's home."""
+    store = vc.get("store")
+    if isinstance(store, str) and store.startswith("~"):
+        vc["store"] = str(expand_user(store, environ))
+
+
+def _validate(
+    vc: dict[str, Any],
+    environ: Mapping[str, str],
+    context: dict[str, Any],
+    issues: list[ConfigIssue],
+    source: Path | None,
+) -> VoiceCallConfig:
+    """Fill env fallbacks and validate; raise ConfigError with every issue found so far."""
+    env_sources = _apply_env_fallbacks(vc, environ)
+    config: VoiceCallConfig | None = None
+    try:
+        config = VoiceCallConfig.model_validate(vc, by_alias=True, by_name=False, context=context)
+    except ValidationError as exc:
+        issues.extend(_validation_issues(exc, VoiceCallConfig, "", env_sources))
+    if issues or config is None:
+        raise ConfigError(list(dict.fromkeys(issues)), source=source)
+    return config
+
+
 def load_config_dict(
     doc: Mapping[str, Any],
     *,
@@ -378,93 +507,26 @@ def load_config_dict(
     is_openclaw = ("plugins" in raw_doc) if openclaw is None else openclaw
     vc, core_tts, entry_enabled, warnings = _split_document(raw_doc, is_openclaw, source)
     core_tts_path = "messages.tts" if isinstance(raw_doc.get("messages"), dict) else "tts"
-
-    # An OpenClaw config keeps the secret providers at its top level (D90).
-    if is_openclaw and vc.get("secrets") is None and isinstance(raw_doc.get("secrets"), dict):
-        vc["secrets"] = {k: v for k, v in raw_doc["secrets"].items() if k in ("providers", "defaults")}
-
-    # ${ENV} expansion, before migration so errors name the keys as written.
-    env_issues: list[ConfigIssue] = []
-    vc = expand_env_refs(vc, environ, (), env_issues)
-    if core_tts is not None:
-        core_tts = expand_env_refs(core_tts, environ, tuple(core_tts_path.split(".")), env_issues)
-    if env_issues:
-        raise ConfigError(env_issues, source=source)
-
-    vc, migration_warnings = migrate_voice_call(vc)
-    warnings.extend(migration_warnings)
-    if "stt" in vc:
-        warnings.append(
-            "stt.* has no effect: speech-to-text is configured with streaming.provider and "
-            "streaming.providers"
-        )
-
-    # docs/decisions.md D36: enabled defaults to true only when the file has a voice-call entry at all.
-    config_enabled = vc.get("enabled")
-    if not entry_enabled:
-        vc["enabled"] = False
-    elif config_enabled is None:
-        vc["enabled"] = True
-    if vc.get("provider") is None:
-        vc["provider"] = "mock"
-
-    # SecretRefs are resolved while the keys holding them are validated (D90).
+    _hoist_openclaw_secrets(vc, raw_doc, is_openclaw)
+    vc, core_tts = _expand_env(vc, core_tts, core_tts_path, environ, source)
+    vc = _migrate(vc, warnings)
+    _apply_defaults(vc, entry_enabled)
     issues: list[ConfigIssue] = []
-    try:
-        secrets = SecretsConfig.model_validate(vc.get("secrets") or {}, by_alias=True, by_name=False)
-    except ValidationError as exc:  # reported with every other bad key; refs cannot resolve
-        issues.extend(_validation_issues(exc, SecretsConfig, "secrets", {}))
-        secrets = None
-    context = {SECRETS_CONTEXT_KEY: SecretResolver(secrets, environ)}
-
-    # tts: both shapes normalised, then deep-merged over core messages.tts.
-    dropped: list[str] = []
-    core_norm: dict[str, Any] = {}
-    if core_tts is not None:
-        if isinstance(core_tts, Mapping):
-            problems: list[FieldPathError] = []
-            core_norm = normalize_tts_shape(_strip_blocked(core_tts, core_tts_path, dropped), problems)
-            issues.extend(ConfigIssue(f"{core_tts_path}.{p.path}", p.message) for p in problems)
-            try:
-                TtsConfig.model_validate(core_norm, by_alias=True, by_name=False, context=context)
-            except ValidationError as exc:
-                issues.extend(_validation_issues(exc, TtsConfig, core_tts_path, {}))
-                core_norm = {}
-        else:
-            issues.append(ConfigIssue(core_tts_path, "must be an object"))
-    override = vc.get("tts")
-    if isinstance(override, Mapping) or (override is None and core_norm):
-        problems = []
-        over_norm = normalize_tts_shape(_strip_blocked(override or {}, "tts", dropped), problems)
-        issues.extend(ConfigIssue(f"tts.{p.path}", p.message) for p in problems)
-        vc["tts"] = deep_merge(core_norm, over_norm)
-    for path in dict.fromkeys(dropped):
-        warnings.append(f"{path} was ignored (reserved key name)")
-
-    store = vc.get("store")
-    if isinstance(store, str) and store.startswith("~"):
-        vc["store"] = str(expand_user(store, environ))
-
-    env_sources = _apply_env_fallbacks(vc, environ)
-    try:
-        config = VoiceCallConfig.model_validate(vc, by_alias=True, by_name=False, context=context)
-    except ValidationError as exc:
-        issues.extend(_validation_issues(exc, VoiceCallConfig, "", env_sources))
-    if issues:
-        raise ConfigError(list(dict.fromkeys(issues)), source=source)
-
+    context = _secrets_context(vc, environ, issues)
+    _merge_tts(vc, core_tts, core_tts_path, context, issues, warnings)
+    _expand_store(vc, environ)
+    config = _validate(vc, environ, context, issues, source)
     if config.skip_signature_verification and config.enabled:
         warnings.append(
             "skipSignatureVerification is true: webhooks are not authenticated (development only)"
         )
-    shape: Shape = "openclaw" if is_openclaw else "bare"
     return LoadedConfig(
         config=config,
         source=source,
         warnings=warnings,
         issues=validate_provider_config(config),
         env=environ,
-        shape=shape,
+        shape="openclaw" if is_openclaw else "bare",
     )
 
 
