@@ -19,7 +19,6 @@ import binascii
 import contextlib
 import dataclasses
 import hmac
-import re
 import secrets
 import time
 from collections.abc import Coroutine, Iterable, Sequence
@@ -41,13 +40,12 @@ from voicecall.testing import simbase
 from voicecall.testing.far_end import Callee, CallerFeed
 from voicecall.testing.loopback import LoopbackServer
 from voicecall.testing.twilio.media import MediaStream, StreamError, StreamRecord
+from voicecall.testing.twilio.rest_params import Form, InvalidParameter, parse_create, valid_url
 from voicecall.testing.twilio.signing import SIGNATURE_HEADER, sign
 from voicecall.testing.twilio.twiml import Document, GatherRecord, TwimlInterpreter
 
 API_VERSION = "2010-04-01"
 TERMINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
-STATUS_EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
-E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 STARTUP_TIMEOUT_S = 10.0
 END_WAIT_S = 2.0
 
@@ -327,32 +325,6 @@ def _twilio_error(code: int, message: str, status: int) -> JSONResponse:
     return JSONResponse({"code": code, "message": message,
                          "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
                         status_code=status)
-
-
-def _valid_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
-def _valid_to(number: str) -> bool:
-    return bool(E164.match(number)) or number.startswith(("client:", "sip:"))
-
-
-def _valid_from(number: str) -> bool:
-    return bool(E164.match(number)) or number.startswith("client:")
-
-
-class _Form:
-    """A form body: repeated keys kept in order."""
-
-    def __init__(self, pairs: list[tuple[str, str]]) -> None:
-        self.pairs = pairs
-
-    def get(self, name: str) -> str | None:
-        return next((v for k, v in self.pairs if k == name), None)
-
-    def getlist(self, name: str) -> list[str]:
-        return [v for k, v in self.pairs if k == name]
 
 
 class TwilioSimulator(simbase.CallDirectory[SimCall, Callee]):
@@ -841,17 +813,17 @@ class TwilioSimulator(simbase.CallDirectory[SimCall, Callee]):
                 and hmac.compare_digest(password.encode(), self.auth_token.encode())
                 and request.path_params.get("account") == self.account_sid)
 
-    async def _guard(self, request: Request) -> tuple[_Form, Response | None]:
+    async def _guard(self, request: Request) -> tuple[Form, Response | None]:
         if self.api_latency_s > 0:
             await asyncio.sleep(self.api_latency_s)
-        form = _Form(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+        form = Form(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
         if not self._authorized(request):
             resp: Response = _twilio_error(20003, "Authenticate", 401)
             resp.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
             return form, resp
         return form, None
 
-    def _log(self, request: Request, form: _Form, resp: Response) -> Response:
+    def _log(self, request: Request, form: Form, resp: Response) -> Response:
         self.api_requests.append(ApiRecord(request.method, request.url.path, form.pairs, resp.status_code,
                                            time.time()))
         return resp
@@ -866,54 +838,21 @@ class TwilioSimulator(simbase.CallDirectory[SimCall, Callee]):
                                                           "next_page_uri": None, "previous_page_uri": None}))
         return self._log(request, form, self._create(form))
 
-    def _create(self, form: _Form) -> Response:
-        to, from_ = (form.get("To") or "").strip(), (form.get("From") or "").strip()
-        if not to:
-            return _twilio_error(21201, "No 'To' number is specified", 400)
-        if not from_:
-            return _twilio_error(21213, "No 'From' number is specified", 400)
-        if not _valid_to(to):
-            return _twilio_error(21211, f"Invalid 'To' Phone Number: {to}", 400)
-        if not _valid_from(from_):
-            return _twilio_error(21212, f"Invalid 'From' Phone Number: {from_}", 400)
-        url, twiml = form.get("Url"), form.get("Twiml")
-        if form.get("ApplicationSid") and not url and not twiml:
-            return _twilio_error(21200, "ApplicationSid is not supported by the simulator; use Url or Twiml",
-                                 400)
-        if not url and not twiml:
-            return _twilio_error(21200, "A 'Url', 'Twiml' or 'ApplicationSid' parameter is required", 400)
-        if url:
-            twiml = None  # like Twilio: Twiml is ignored when Url is given
-            if not _valid_url(url):
-                return _twilio_error(21205, f"Url is not a valid URL: {url}", 400)
-        method = (form.get("Method") or "POST").upper()
-        cb_method = (form.get("StatusCallbackMethod") or "POST").upper()
-        if method not in ("GET", "POST") or cb_method not in ("GET", "POST"):
-            return _twilio_error(21200, "Method and StatusCallbackMethod must be GET or POST", 400)
-        status_callback = form.get("StatusCallback") or None
-        if status_callback and not _valid_url(status_callback):
-            return _twilio_error(21205, f"StatusCallback is not a valid URL: {status_callback}", 400)
-        events = [e for value in form.getlist("StatusCallbackEvent") for e in value.split()]
-        if bad := [e for e in events if e not in STATUS_EVENTS]:
-            return _twilio_error(21200, f"Invalid StatusCallbackEvent: {' '.join(bad)}", 400)
+    def _create(self, form: Form) -> Response:
+        """Create an outbound call from a validated form; it rings once the 201 is on the wire."""
         try:
-            timeout = min(600.0, max(1.0, float(form.get("Timeout") or 60)))
-            limit = form.get("TimeLimit")
-            time_limit = float(limit) if limit else None
-        except ValueError:
-            return _twilio_error(21200, "Timeout and TimeLimit must be numbers of seconds", 400)
-        amd = form.get("MachineDetection") or None
-        if amd is not None and amd not in ("Enable", "DetectMessageEnd"):
-            return _twilio_error(21200, f"Invalid MachineDetection: {amd}", 400)
-        callee = self.callee_for(to)
-        call = SimCall(self, sid="CA" + secrets.token_hex(16), direction="outbound-api", from_=from_, to=to,
-                       callee=callee, url=url, method=method, twiml=twiml, status_callback=status_callback,
-                       status_callback_method=cb_method, status_callback_events=events or ["completed"],
-                       timeout_s=timeout, machine_detection=amd)
-        call.time_limit_s = time_limit
-        if amd and (form.get("AsyncAmd") or "").lower() == "true" and form.get("AsyncAmdStatusCallback"):
-            call.async_amd_callback = form.get("AsyncAmdStatusCallback")
-            call.async_amd_method = (form.get("AsyncAmdStatusCallbackMethod") or "POST").upper()
+            params = parse_create(form)
+        except InvalidParameter as exc:
+            return _twilio_error(exc.code, exc.message, 400)
+        call = SimCall(self, sid="CA" + secrets.token_hex(16), direction="outbound-api", from_=params.from_,
+                       to=params.to, callee=self.callee_for(params.to), url=params.url, method=params.method,
+                       twiml=params.twiml, status_callback=params.status_callback,
+                       status_callback_method=params.status_callback_method,
+                       status_callback_events=params.status_callback_events, timeout_s=params.timeout_s,
+                       machine_detection=params.machine_detection)
+        call.time_limit_s = params.time_limit_s
+        call.async_amd_callback = params.async_amd_callback
+        call.async_amd_method = params.async_amd_method
         self.calls[call.sid] = call
 
         async def launch() -> None:  # after the 201 is on the wire, like Twilio
@@ -935,14 +874,14 @@ class TwilioSimulator(simbase.CallDirectory[SimCall, Callee]):
             return self._log(request, form, JSONResponse(self.call_json(call)))
         return self._log(request, form, await self._update(call, form))
 
-    async def _update(self, call: SimCall, form: _Form) -> Response:
+    async def _update(self, call: SimCall, form: Form) -> Response:
         if call.is_ended or call._end_status is not None:
             return _twilio_error(21220, "Call is not in-progress. Cannot redirect.", 400)
         status = form.get("Status")
         url, twiml = form.get("Url"), form.get("Twiml")
         if status is not None and status not in ("completed", "canceled"):
             return _twilio_error(21200, f"Invalid Status: {status}", 400)
-        if url and not _valid_url(url):
+        if url and not valid_url(url):
             return _twilio_error(21205, f"Url is not a valid URL: {url}", 400)
         method = (form.get("Method") or "POST").upper()
         if form.get("StatusCallback"):
