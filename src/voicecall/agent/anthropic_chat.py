@@ -21,7 +21,8 @@ from voicecall.agent.chat import (
 )
 from voicecall.agent.models import ResolvedModel
 from voicecall.agent.openai_chat import parse_arguments
-from voicecall.agent.turn import DEFAULT_TIMEOUT_S, PerLoop, ResponderError, excerpt, safe_url, seconds
+from voicecall.agent.sdk_clients import SdkClients
+from voicecall.agent.turn import ResponderError, excerpt, safe_url, seconds
 
 MAX_TOKENS = 1024  # a spoken turn is a few sentences; the API requires a limit
 
@@ -63,22 +64,15 @@ class AnthropicChat:
     """Streams Messages-API replies; one client per base URL, key and event loop."""
 
     def __init__(self) -> None:
-        self._clients: PerLoop[AsyncAnthropic] = PerLoop()
+        self._clients = SdkClients(AsyncAnthropic)
 
     async def aclose(self) -> None:
-        for client in self._clients.take_current():
-            await client.close()
-
-    def _client(self, resolved: ResolvedModel) -> AsyncAnthropic:
-        return self._clients.get(
-            (resolved.base_url, resolved.api_key),
-            lambda: AsyncAnthropic(base_url=resolved.base_url, api_key=resolved.api_key, max_retries=0,
-                                   timeout=DEFAULT_TIMEOUT_S))
+        await self._clients.aclose()
 
     async def stream(self, resolved: ResolvedModel, system: str, messages: Sequence[Message],
                      tools: Sequence[ToolSpec], *, allow_tools: bool,
                      timeout_s: float) -> AsyncIterator[ChatEvent]:
-        client = self._client(resolved)
+        client = self._clients.get(resolved)
         wire: Any = anthropic_messages(messages)
         tool_list: Any = anthropic_tools(tools) if tools else anthropic.NOT_GIVEN
         choice: Any = {"type": "auto" if allow_tools else "none"} if tools else anthropic.NOT_GIVEN

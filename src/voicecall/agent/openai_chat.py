@@ -21,7 +21,8 @@ from voicecall.agent.chat import (
     UserMessage,
 )
 from voicecall.agent.models import ResolvedModel
-from voicecall.agent.turn import DEFAULT_TIMEOUT_S, PerLoop, ResponderError, excerpt, safe_url, seconds
+from voicecall.agent.sdk_clients import SdkClients
+from voicecall.agent.turn import ResponderError, excerpt, safe_url, seconds
 
 
 def parse_arguments(raw: str) -> dict[str, Any] | str:
@@ -63,22 +64,15 @@ class OpenAIChat:
     """Streams chat completions; one client per base URL, key and event loop."""
 
     def __init__(self) -> None:
-        self._clients: PerLoop[AsyncOpenAI] = PerLoop()
+        self._clients = SdkClients(AsyncOpenAI)
 
     async def aclose(self) -> None:
-        for client in self._clients.take_current():
-            await client.close()
-
-    def _client(self, resolved: ResolvedModel) -> AsyncOpenAI:
-        return self._clients.get(
-            (resolved.base_url, resolved.api_key),
-            lambda: AsyncOpenAI(base_url=resolved.base_url, api_key=resolved.api_key, max_retries=0,
-                                timeout=DEFAULT_TIMEOUT_S))
+        await self._clients.aclose()
 
     async def stream(self, resolved: ResolvedModel, system: str, messages: Sequence[Message],
                      tools: Sequence[ToolSpec], *, allow_tools: bool,
                      timeout_s: float) -> AsyncIterator[ChatEvent]:
-        client = self._client(resolved)
+        client = self._clients.get(resolved)
         wire: Any = openai_messages(system, messages)
         tool_list: Any = openai_tools(tools) if tools else openai.NOT_GIVEN
         choice: Any = ("auto" if allow_tools else "none") if tools else openai.NOT_GIVEN
