@@ -9,6 +9,8 @@ from typing import Any
 
 import openai
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionChunk
+from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from voicecall.agent.chat import (
     AssistantMessage,
@@ -60,6 +62,54 @@ def openai_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
                                               "parameters": t.parameters}} for t in tools]
 
 
+class _ToolCallSlots:
+    """Tool calls assembled from streamed fragments, keyed by their index in the reply."""
+
+    def __init__(self) -> None:
+        self._slots: dict[int, dict[str, str]] = {}
+
+    def add(self, part: ChoiceDeltaToolCall) -> None:
+        """Merge one fragment: the id when it comes, name and arguments text appended."""
+        slot = self._slots.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
+        slot["id"] = part.id or slot["id"]
+        if part.function is not None:
+            slot["name"] += part.function.name or ""
+            slot["arguments"] += part.function.arguments or ""
+
+    def calls(self) -> list[ToolCall]:
+        """The named calls in reply order (an id made up from the index when none came)."""
+        return [ToolCall(slot["id"] or f"call_{index}", slot["name"], parse_arguments(slot["arguments"]))
+                for index, slot in sorted(self._slots.items()) if slot["name"]]
+
+
+def _chunk_texts(chunk: ChatCompletionChunk, calls: _ToolCallSlots) -> list[str]:
+    """The first choice's text in one streamed chunk; its tool-call fragments go to `calls`."""
+    texts: list[str] = []
+    for choice in chunk.choices:
+        delta = choice.delta
+        if choice.index != 0 or delta is None:
+            continue
+        if delta.content:
+            texts.append(delta.content)
+        for part in delta.tool_calls or ():
+            calls.add(part)
+    return texts
+
+
+def _responder_error(exc: openai.APIError, resolved: ResolvedModel, timeout_s: float) -> ResponderError:
+    """The SDK's failure as the ResponderError a turn reports, without the API key."""
+    if isinstance(exc, openai.APIStatusError):
+        return ResponderError(
+            f"model error: {exc.status_code} {excerpt(_error_message(exc), resolved.api_key)}")
+    if isinstance(exc, openai.APITimeoutError):
+        return ResponderError(f"model timed out after {seconds(timeout_s)}")
+    if isinstance(exc, openai.APIConnectionError):
+        return ResponderError(f"model unreachable at {safe_url(resolved.base_url)}: "
+                              f"{excerpt(str(exc), resolved.api_key)}")
+    # an error event in the middle of the stream
+    return ResponderError(f"model error: {excerpt(_error_message(exc), resolved.api_key)}")
+
+
 class OpenAIChat:
     """Streams chat completions; one client per base URL, key and event loop."""
 
@@ -76,40 +126,19 @@ class OpenAIChat:
         wire: Any = openai_messages(system, messages)
         tool_list: Any = openai_tools(tools) if tools else openai.NOT_GIVEN
         choice: Any = ("auto" if allow_tools else "none") if tools else openai.NOT_GIVEN
-        calls: dict[int, dict[str, str]] = {}
+        calls = _ToolCallSlots()
         try:
             stream = await client.chat.completions.create(
                 model=resolved.model, messages=wire, stream=True, timeout=timeout_s, tools=tool_list,
                 tool_choice=choice)
             async with stream:
                 async for chunk in stream:
-                    for choice in chunk.choices:
-                        delta = choice.delta
-                        if choice.index != 0 or delta is None:
-                            continue
-                        if delta.content:
-                            yield TextDelta(delta.content)
-                        for part in delta.tool_calls or ():
-                            slot = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
-                            slot["id"] = part.id or slot["id"]
-                            if part.function is not None:
-                                slot["name"] += part.function.name or ""
-                                slot["arguments"] += part.function.arguments or ""
-        except openai.APIStatusError as exc:
-            raise ResponderError(
-                f"model error: {exc.status_code} {excerpt(_error_message(exc), resolved.api_key)}") from None
-        except openai.APITimeoutError:
-            raise ResponderError(f"model timed out after {seconds(timeout_s)}") from None
-        except openai.APIConnectionError as exc:
-            raise ResponderError(f"model unreachable at {safe_url(resolved.base_url)}: "
-                                 f"{excerpt(str(exc), resolved.api_key)}") from None
-        except openai.APIError as exc:  # an error event in the middle of the stream
-            raise ResponderError(f"model error: {excerpt(_error_message(exc), resolved.api_key)}") from None
-        for index in sorted(calls):
-            slot = calls[index]
-            if slot["name"]:
-                yield ToolCall(slot["id"] or f"call_{index}", slot["name"],
-                               parse_arguments(slot["arguments"]))
+                    for text in _chunk_texts(chunk, calls):
+                        yield TextDelta(text)
+        except openai.APIError as exc:
+            raise _responder_error(exc, resolved, timeout_s) from None
+        for call in calls.calls():
+            yield call
 
 
 def _error_message(exc: openai.APIError) -> str:
