@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from voicecall.agent.responder import Responder, ResponderError, ResponderUnavailable, TurnContext
@@ -125,63 +125,89 @@ class AutoReply:
         )
 
     async def on_caller_turn(self, call: CallRecord, text: str, generation: int, heard_at: int) -> None:
+        """Answer one caller turn: speak the reply, remember what the caller heard of it, record
+        the turn's timings, then listen again (or end the call when a tool asked to)."""
         service, cid = self.service, call.call_id
-        store = service.store
         key = call.session_key or cid
-        history = await store.session_messages(key)
-        keep = self.defaults.history_turns * 2
         controls = TurnControls(service, cid)
-        ctx = self._context(call, text, history[-keep:] if keep else [], controls)
-        spoken: list[str] = []
-        turn: dict[str, Any] = {"callId": cid, "kind": "auto", "transcriptAt": heard_at}
-        speech_end = service.speech_ended_at(cid, heard_at - 60_000)
-        if speech_end is not None and speech_end <= heard_at:
-            turn["speechEndedAt"] = speech_end
+        ctx = await self._turn_context(call, text, key, controls)
         # On a media stream each sentence is queued as soon as it is complete, so its synthesis
         # overlaps the playback of the one before; carrier speech takes one sentence at a time.
-        pipelined = service.streams_audio(call)
-        queued: list[asyncio.Task[PlaybackResult]] = []
-        interrupted = False
+        reply = _Reply(cid, self._turn_record(cid, heard_at), pipelined=service.streams_audio(call))
         try:
-            async for sentence in self.responder.reply(ctx):
-                if interrupted or not service.is_current(cid, generation):
-                    log.info("call %s: caller spoke again; dropping the older reply", cid)
-                    interrupted = True
-                    break
-                if "replyReadyAt" not in turn:
-                    turn["replyReadyAt"] = now_ms()
-                if pipelined:
-                    queued.append(asyncio.ensure_future(service.speak(cid, sentence)))
-                    continue
-                interrupted = not self._heard(await service.speak(cid, sentence), spoken, turn)
+            gave_up = await self._speak_reply(call, ctx, generation, reply)
+        finally:
+            await reply.settle()
+            messages = [{"role": "user", "content": text}]
+            if reply.spoken:
+                messages.append({"role": "assistant", "content": " ".join(reply.spoken)})
+            await service.store.append_session(key, messages)
+        if gave_up:
+            return
+        await self._record_turn(cid, reply.turn, heard_at)
+        await self._after_reply(cid, generation, controls, reply.interrupted)
+
+    async def _turn_context(self, call: CallRecord, text: str, key: str,
+                            controls: TurnControls) -> TurnContext:
+        """The responder's view of this turn, with the last `history_turns` exchanges of the session."""
+        history = await self.service.store.session_messages(key)
+        keep = self.defaults.history_turns * 2
+        return self._context(call, text, history[-keep:] if keep else [], controls)
+
+    def _turn_record(self, cid: str, heard_at: int) -> dict[str, Any]:
+        """The turn's timing record so far: when the caller was transcribed and stopped speaking."""
+        turn: dict[str, Any] = {"callId": cid, "kind": "auto", "transcriptAt": heard_at}
+        speech_end = self.service.speech_ended_at(cid, heard_at - 60_000)
+        if speech_end is not None and speech_end <= heard_at:
+            turn["speechEndedAt"] = speech_end
+        return turn
+
+    async def _speak_reply(self, call: CallRecord, ctx: TurnContext, generation: int,
+                           reply: _Reply) -> bool:
+        """Speak the responder's sentences; True when the call was given up (no reply possible)."""
+        cid = call.call_id
+        try:
+            await self._speak_sentences(ctx, generation, reply)
         except ResponderUnavailable as exc:
             count_error("model")
             if call.direction == "inbound":
                 await self._give_up(call, str(exc))
-                return
+                return True
             log.warning("call %s: no reply spoken: %s", cid, exc)
         except ResponderError as exc:
             count_error("model")
             log.warning("call %s: no reply spoken: %s", cid, exc)
         except CallError as exc:
             log.info("call %s: reply interrupted: %s", cid, exc)
-            interrupted = True
-        finally:
-            for task in queued:  # sentences already queued play (or are skipped by a barge-in)
-                try:
-                    if not self._heard(await task, spoken, turn):
-                        interrupted = True
-                except CallError as exc:
-                    log.info("call %s: reply interrupted: %s", cid, exc)
-                    interrupted = True
-            messages = [{"role": "user", "content": text}]
-            if spoken:
-                messages.append({"role": "assistant", "content": " ".join(spoken)})
-            await store.append_session(key, messages)
+            reply.interrupted = True
+        return False
+
+    async def _speak_sentences(self, ctx: TurnContext, generation: int, reply: _Reply) -> None:
+        """Say (or queue) each sentence as it forms; stop once the caller has spoken again."""
+        service, cid = self.service, reply.call_id
+        async for sentence in self.responder.reply(ctx):
+            if reply.interrupted or not service.is_current(cid, generation):
+                log.info("call %s: caller spoke again; dropping the older reply", cid)
+                reply.interrupted = True
+                break
+            if "replyReadyAt" not in reply.turn:
+                reply.turn["replyReadyAt"] = now_ms()
+            if reply.pipelined:
+                reply.queued.append(asyncio.ensure_future(service.speak(cid, sentence)))
+                continue
+            reply.interrupted = not reply.heard(await service.speak(cid, sentence))
+
+    async def _record_turn(self, cid: str, turn: dict[str, Any], heard_at: int) -> None:
+        """Store the turn's timings once some of the reply was heard."""
         if "firstAudioAt" in turn:
             turn["turnLatencyMs"] = turn["firstAudioAt"] - heard_at
             turn["spokenAt"] = now_ms()
-            await service.record_turn(cid, turn)
+            await self.service.record_turn(cid, turn)
+
+    async def _after_reply(self, cid: str, generation: int, controls: TurnControls,
+                           interrupted: bool) -> None:
+        """End the call if a tool asked to; else listen, unless a newer turn took over."""
+        service = self.service
         if controls.end_detail is not None:
             if service.live(cid) is not None:
                 await service.end(cid, EndReason.HANGUP_BOT, detail=controls.end_detail)
@@ -189,13 +215,35 @@ class AutoReply:
         if not interrupted and service.is_current(cid, generation):
             await service.listen(cid)
 
-    @staticmethod
-    def _heard(result: PlaybackResult, spoken: list[str], turn: dict[str, Any]) -> bool:
+
+@dataclass(slots=True)
+class _Reply:
+    """One reply in progress: what the caller heard of it, its timings and queued sentences."""
+
+    call_id: str
+    turn: dict[str, Any]
+    pipelined: bool
+    spoken: list[str] = field(default_factory=list)
+    queued: list[asyncio.Task[PlaybackResult]] = field(default_factory=list)
+    interrupted: bool = False
+
+    def heard(self, result: PlaybackResult) -> bool:
         """Keep what the caller heard of one sentence; False once a barge-in cut the reply."""
         if result.played_text:
-            spoken.append(result.played_text)
-        if "firstAudioAt" not in turn and result.played_text:
+            self.spoken.append(result.played_text)
+        if "firstAudioAt" not in self.turn and result.played_text:
             if result.first_tts_byte_at is not None:
-                turn["firstTtsByteAt"] = int(result.first_tts_byte_at)
-            turn["firstAudioAt"] = int(result.first_frame_at or turn.get("replyReadyAt") or now_ms())
+                self.turn["firstTtsByteAt"] = int(result.first_tts_byte_at)
+            first_audio = result.first_frame_at or self.turn.get("replyReadyAt") or now_ms()
+            self.turn["firstAudioAt"] = int(first_audio)
         return not (result.interrupted or result.skipped)
+
+    async def settle(self) -> None:
+        """Wait for the queued sentences: they play, or a barge-in skips them."""
+        for task in self.queued:
+            try:
+                if not self.heard(await task):
+                    self.interrupted = True
+            except CallError as exc:
+                log.info("call %s: reply interrupted: %s", self.call_id, exc)
+                self.interrupted = True
