@@ -8,7 +8,8 @@ callbacks out of order.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TypeAlias
 
 from voicecall.calls.events import TRANSFER_STATUSES, CallEvent
 from voicecall.calls.model import (
@@ -117,8 +118,78 @@ def _camel(status: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+_MOVES: dict[str, CallState] = {
+    "call.initiated": CallState.INITIATED,
+    "call.ringing": CallState.RINGING,
+    "call.active": CallState.ACTIVE,
+    "call.speaking": CallState.SPEAKING,
+}
+"""Events that only move the call forward (or around the speaking/listening cycle)."""
+
+WaiterToken: TypeAlias = str | NoWaiter | None
+"""The pending `continue`'s turn token, None when it has none, or NO_WAITER."""
+
+
+def _apply_answered(record: CallRecord, event: CallEvent, waiter_token: WaiterToken) -> Applied:
+    """The first answer stamps `answered_at`; a repeat only re-asserts the state."""
+    first = record.answered_at is None
+    if first:
+        record.answered_at = event.timestamp
+    record.state = transition(record.state, CallState.ANSWERED)
+    return Applied(changed=True, answered=first)
+
+
+def _apply_speech(record: CallRecord, event: CallEvent, waiter_token: WaiterToken) -> Applied:
+    """Caller speech: the call is listening; a final transcript joins the transcript unless its
+    turn token does not match the pending `continue`."""
+    before = record.state
+    final_text: str | None = None
+    if event.is_final:
+        has_token = not isinstance(waiter_token, NoWaiter) and waiter_token is not None
+        if has_token and event.turn_token != waiter_token:
+            return Applied(changed=False, ignored="speech with mismatched turn token")
+        final_text = event.transcript
+        record.transcript.append(TranscriptEntry(timestamp=event.timestamp, speaker="user", text=final_text))
+    state = transition(before, CallState.LISTENING)
+    if state is not before:  # assigning a pydantic field is not free
+        record.state = state
+    return Applied(True, final_speech=final_text)
+
+
+def _apply_noted(record: CallRecord, event: CallEvent, waiter_token: WaiterToken) -> Applied:
+    """Silence and DTMF change no state; the service acts on them."""
+    return Applied(changed=True)
+
+
+def _apply_ended(record: CallRecord, event: CallEvent, waiter_token: WaiterToken) -> Applied:
+    """The carrier ended the call; while put through, that completes the transfer."""
+    if event.reason == EndReason.COMPLETED and _transfer_status(record) == "bridged":
+        # The call ended while put through: the transfer is over, whoever hung up first.
+        completed = event.model_copy(update={"type": "call.transfer", "text": "completed"})
+        return _apply_transfer(record, completed)
+    end_record(record, event.reason, event.timestamp)
+    return Applied(changed=True, ended=True)
+
+
+def _apply_error(record: CallRecord, event: CallEvent, waiter_token: WaiterToken) -> Applied:
+    """A non-retryable error ends the call as `error`, keeping the message as its detail."""
+    end_record(record, EndReason.ERROR, event.timestamp, detail=event.error)
+    return Applied(changed=True, ended=True)
+
+
+_HANDLERS: dict[str, Callable[[CallRecord, CallEvent, WaiterToken], Applied]] = {
+    "call.answered": _apply_answered,
+    "call.speech": _apply_speech,
+    "call.silence": _apply_noted,
+    "call.dtmf": _apply_noted,
+    "call.ended": _apply_ended,
+    "call.transfer": lambda record, event, _token: _apply_transfer(record, event),
+    "call.error": _apply_error,
+}
+
+
 def apply_event(
-    record: CallRecord, event: CallEvent, *, waiter_token: str | NoWaiter | None = NO_WAITER
+    record: CallRecord, event: CallEvent, *, waiter_token: WaiterToken = NO_WAITER
 ) -> Applied:
     """Apply one normalized event to `record` in place.
 
@@ -133,46 +204,11 @@ def apply_event(
         return Applied(changed=False, ignored="retryable error", mark_processed=False)
     if before.is_terminal:
         return Applied(changed=False, ignored=f"call already ended ({before.value})")
-
-    if kind == "call.initiated":
-        record.state = transition(record.state, CallState.INITIATED)
-    elif kind == "call.ringing":
-        record.state = transition(record.state, CallState.RINGING)
-    elif kind == "call.answered":
-        first = record.answered_at is None
-        if first:
-            record.answered_at = event.timestamp
-        record.state = transition(record.state, CallState.ANSWERED)
-        return Applied(changed=True, answered=first)
-    elif kind == "call.active":
-        record.state = transition(record.state, CallState.ACTIVE)
-    elif kind == "call.speaking":
-        record.state = transition(record.state, CallState.SPEAKING)
-    elif kind == "call.speech":
-        final_text: str | None = None
-        if event.is_final:
-            has_token = not isinstance(waiter_token, NoWaiter) and waiter_token is not None
-            if has_token and event.turn_token != waiter_token:
-                return Applied(changed=False, ignored="speech with mismatched turn token")
-            final_text = event.transcript
-            record.transcript.append(
-                TranscriptEntry(timestamp=event.timestamp, speaker="user", text=final_text))
-        state = transition(before, CallState.LISTENING)
-        if state is not before:  # assigning a pydantic field is not free
-            record.state = state
-        return Applied(True, final_speech=final_text)
-    elif kind in ("call.silence", "call.dtmf"):
-        return Applied(changed=True)
-    elif kind == "call.ended":
-        if event.reason == EndReason.COMPLETED and _transfer_status(record) == "bridged":
-            # The call ended while put through: the transfer is over, whoever hung up first.
-            return _apply_transfer(record, event.model_copy(update={"type": "call.transfer",
-                                                                    "text": "completed"}))
-        end_record(record, event.reason, event.timestamp)
-        return Applied(changed=True, ended=True)
-    elif kind == "call.transfer":
-        return _apply_transfer(record, event)
-    elif kind == "call.error":
-        end_record(record, EndReason.ERROR, event.timestamp, detail=event.error)
-        return Applied(changed=True, ended=True)
-    return Applied(changed=record.state != before)
+    target = _MOVES.get(kind)
+    if target is not None:
+        record.state = transition(before, target)
+        return Applied(changed=record.state != before)
+    handler = _HANDLERS.get(kind)
+    if handler is None:
+        return Applied(changed=False)
+    return handler(record, event, waiter_token)
