@@ -1093,6 +1093,95 @@ def _required(path: str, env_var: str | None = None) -> ConfigIssue:
     return ConfigIssue(path, f"is required{hint}")
 
 
+def _telnyx_issues(cfg: VoiceCallConfig) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    if cfg.telnyx.api_key is None:
+        issues.append(_required("telnyx.apiKey", "TELNYX_API_KEY"))
+    if not cfg.telnyx.connection_id:
+        issues.append(_required("telnyx.connectionId", "TELNYX_CONNECTION_ID"))
+    if cfg.telnyx.public_key is None and not cfg.skip_signature_verification:
+        issues.append(
+            ConfigIssue(
+                "telnyx.publicKey",
+                "is required unless skipSignatureVerification is true (or set TELNYX_PUBLIC_KEY env)",
+            )
+        )
+    return issues
+
+
+def _twilio_issues(cfg: VoiceCallConfig) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    if not cfg.twilio.account_sid:
+        issues.append(_required("twilio.accountSid", "TWILIO_ACCOUNT_SID"))
+    if cfg.twilio.auth_token is None:
+        issues.append(_required("twilio.authToken", "TWILIO_AUTH_TOKEN"))
+    return issues
+
+
+def _plivo_issues(cfg: VoiceCallConfig) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    if not cfg.plivo.auth_id:
+        issues.append(_required("plivo.authId", "PLIVO_AUTH_ID"))
+    if cfg.plivo.auth_token is None:
+        issues.append(_required("plivo.authToken", "PLIVO_AUTH_TOKEN"))
+    return issues
+
+
+_CARRIER_CREDENTIALS: dict[str, Callable[[VoiceCallConfig], list[ConfigIssue]]] = {
+    "telnyx": _telnyx_issues,
+    "twilio": _twilio_issues,
+    "plivo": _plivo_issues,
+}
+"""Each carrier's missing credentials, by `provider`."""
+
+
+def _carrier_issues(cfg: VoiceCallConfig) -> list[ConfigIssue]:
+    """A caller ID for every real carrier, then the selected carrier's credentials."""
+    issues: list[ConfigIssue] = []
+    if cfg.provider != "mock" and not cfg.from_number:
+        issues.append(_required("fromNumber", "TWILIO_FROM_NUMBER" if cfg.provider == "twilio" else None))
+    check = _CARRIER_CREDENTIALS.get(cfg.provider)
+    if check is not None:
+        issues.extend(check(cfg))
+    return issues
+
+
+def _realtime_issues(cfg: VoiceCallConfig) -> list[ConfigIssue]:
+    """Speech-to-speech needs inbound calls, excludes `streaming` and needs a media-stream carrier."""
+    if not cfg.realtime.enabled:
+        return []
+    issues: list[ConfigIssue] = []
+    if cfg.inbound_policy == "disabled":
+        issues.append(
+            ConfigIssue("inboundPolicy", 'must not be "disabled" when realtime.enabled is true')
+        )
+    if cfg.streaming.enabled:
+        issues.append(
+            ConfigIssue("realtime.enabled", "realtime.enabled and streaming.enabled cannot both be true")
+        )
+    if cfg.provider not in ("twilio", "telnyx", "plivo"):
+        issues.append(ConfigIssue(
+            "provider", 'must be a carrier with media streams ("twilio", "telnyx" or "plivo") when '
+            "realtime.enabled is true"))
+    return issues
+
+
+def _tunnel_issues(cfg: VoiceCallConfig) -> list[ConfigIssue]:
+    """The ngrok free-tier loopback bypass only makes sense on a loopback bind."""
+    if (
+        cfg.tunnel.provider == "ngrok"
+        and cfg.tunnel.allow_ngrok_free_tier_loopback_bypass
+        and cfg.serve.bind not in ("127.0.0.1", "::1", "localhost")
+    ):
+        return [
+            ConfigIssue(
+                "tunnel.allowNgrokFreeTierLoopbackBypass",
+                "only applies when serve.bind is a loopback address (127.0.0.1, ::1 or localhost)",
+            )
+        ]
+    return []
+
+
 def validate_provider_config(cfg: VoiceCallConfig) -> list[ConfigIssue]:
     """Cross-key checks that need the selected provider (docs/decisions.md D39) plus not-built refusals.
 
@@ -1100,59 +1189,12 @@ def validate_provider_config(cfg: VoiceCallConfig) -> list[ConfigIssue]:
     """
     if not cfg.enabled:
         return []
-    issues: list[ConfigIssue] = []
-    if cfg.provider != "mock" and not cfg.from_number:
-        issues.append(_required("fromNumber", "TWILIO_FROM_NUMBER" if cfg.provider == "twilio" else None))
-    if cfg.provider == "telnyx":
-        if cfg.telnyx.api_key is None:
-            issues.append(_required("telnyx.apiKey", "TELNYX_API_KEY"))
-        if not cfg.telnyx.connection_id:
-            issues.append(_required("telnyx.connectionId", "TELNYX_CONNECTION_ID"))
-        if cfg.telnyx.public_key is None and not cfg.skip_signature_verification:
-            issues.append(
-                ConfigIssue(
-                    "telnyx.publicKey",
-                    "is required unless skipSignatureVerification is true (or set TELNYX_PUBLIC_KEY env)",
-                )
-            )
-    elif cfg.provider == "twilio":
-        if not cfg.twilio.account_sid:
-            issues.append(_required("twilio.accountSid", "TWILIO_ACCOUNT_SID"))
-        if cfg.twilio.auth_token is None:
-            issues.append(_required("twilio.authToken", "TWILIO_AUTH_TOKEN"))
-    elif cfg.provider == "plivo":
-        if not cfg.plivo.auth_id:
-            issues.append(_required("plivo.authId", "PLIVO_AUTH_ID"))
-        if cfg.plivo.auth_token is None:
-            issues.append(_required("plivo.authToken", "PLIVO_AUTH_TOKEN"))
-    if cfg.realtime.enabled:
-        if cfg.inbound_policy == "disabled":
-            issues.append(
-                ConfigIssue("inboundPolicy", 'must not be "disabled" when realtime.enabled is true')
-            )
-        if cfg.streaming.enabled:
-            issues.append(
-                ConfigIssue("realtime.enabled", "realtime.enabled and streaming.enabled cannot both be true")
-            )
-        if cfg.provider not in ("twilio", "telnyx", "plivo"):
-            issues.append(ConfigIssue(
-                "provider", 'must be a carrier with media streams ("twilio", "telnyx" or "plivo") when '
-                "realtime.enabled is true"))
-    if (
-        cfg.tunnel.provider == "ngrok"
-        and cfg.tunnel.allow_ngrok_free_tier_loopback_bypass
-        and cfg.serve.bind not in ("127.0.0.1", "::1", "localhost")
-    ):
-        issues.append(
-            ConfigIssue(
-                "tunnel.allowNgrokFreeTierLoopbackBypass",
-                "only applies when serve.bind is a loopback address (127.0.0.1, ::1 or localhost)",
-            )
-        )
-    for rule in NOT_BUILT_YET:
-        if rule.applies(cfg):
-            issues.append(ConfigIssue(rule.path, rule.message(cfg)))
-    return issues
+    return [
+        *_carrier_issues(cfg),
+        *_realtime_issues(cfg),
+        *_tunnel_issues(cfg),
+        *(ConfigIssue(rule.path, rule.message(cfg)) for rule in NOT_BUILT_YET if rule.applies(cfg)),
+    ]
 
 
 # --- pydantic errors → issues -----------------------------------------------------------------
