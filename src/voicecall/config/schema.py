@@ -1324,6 +1324,75 @@ def _unknown_key_message(parent: type[BaseModel] | None, key: str) -> str:
     return "unknown key"
 
 
+_FIXED_MESSAGES: dict[str, str] = {
+    "missing": "is required",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "string_sub_type": "must be a string",
+    "string_unicode": "must be a string",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "mapping_type": "must be an object",
+    "list_type": "must be a list",
+    "tuple_type": "must be a list",
+    "iterable_type": "must be a list",
+}
+"""Pydantic error types whose message does not depend on the field or the error's context."""
+
+_E164_MESSAGE = "must be an E.164 phone number like +15550001234"
+
+
+def _key_issue(loc: tuple[str | int, ...], etype: str, ctx: Mapping[str, Any]) -> ConfigIssue:
+    """A bad key of a mapping (e.g. a `numbers` entry), reported at the mapping's path."""
+    path = format_path(loc[:-1])
+    if etype == "string_pattern_mismatch" and ctx.get("pattern") == E164_PATTERN:
+        return ConfigIssue(path, f"key {_E164_MESSAGE}")
+    return ConfigIssue(path, "invalid key")
+
+
+def _extra_key_message(root: type[BaseModel], loc: tuple[str | int, ...]) -> str:
+    """An unknown key, with the closest allowed name (or all of them) when the parent is a model."""
+    parent = _resolve(root, loc[:-1]).annotation if len(loc) > 1 else root
+    parent_model = parent if isinstance(parent, type) and issubclass(parent, BaseModel) else None
+    return _unknown_key_message(parent_model, str(loc[-1]))
+
+
+def _literal_message(annotation: Any, ctx: Mapping[str, Any]) -> str:
+    if get_origin(annotation) is Literal:
+        return f"must be one of {_choices(get_args(annotation))}"
+    return f"must be one of {ctx.get('expected', '?')}"
+
+
+def _too_short_message(ctx: Mapping[str, Any]) -> str:
+    minimum = int(ctx.get("min_length", 1))
+    if minimum <= 1:
+        return "must not be empty"
+    return f"must be at least {minimum} characters"
+
+
+def _value_message(error: Mapping[str, Any], etype: str, ctx: Mapping[str, Any], resolved: _Resolved) -> str:
+    """What is wrong with a value, in the words of the config file rather than pydantic's."""
+    original = ctx.get("error")
+    if etype in _NUMBER_ERRORS or isinstance(original, WrongTypeError):
+        return _number_message(resolved, ctx)
+    fixed = _FIXED_MESSAGES.get(etype)
+    if fixed is not None:
+        return fixed
+    if etype == "literal_error":
+        return _literal_message(resolved.annotation, ctx)
+    if etype == "string_pattern_mismatch" and ctx.get("pattern") == E164_PATTERN:
+        return _E164_MESSAGE
+    if etype in ("string_too_short", "too_short"):
+        return _too_short_message(ctx)
+    if etype in ("string_too_long", "too_long"):
+        return f"must be at most {ctx.get('max_length')} characters"
+    if etype == "value_error" and isinstance(original, ValueError):
+        return str(original)
+    return str(error.get("msg", "is invalid"))
+
+
 def issue_from_error(error: Mapping[str, Any], root: type[BaseModel] = VoiceCallConfig) -> ConfigIssue:
     """Turn one pydantic error into an issue naming the camelCase path and what is allowed.
 
@@ -1333,49 +1402,16 @@ def issue_from_error(error: Mapping[str, Any], root: type[BaseModel] = VoiceCall
     etype: str = error.get("type", "")
     ctx: Mapping[str, Any] = error.get("ctx") or {}
     if loc and loc[-1] == "[key]":
-        path = format_path(loc[:-1])
-        if etype == "string_pattern_mismatch" and ctx.get("pattern") == E164_PATTERN:
-            return ConfigIssue(path, "key must be an E.164 phone number like +15550001234")
-        return ConfigIssue(path, "invalid key")
+        return _key_issue(loc, etype, ctx)
     path = format_path(loc) or "(root)"
     if etype == "extra_forbidden":
-        parent = _resolve(root, loc[:-1]).annotation if len(loc) > 1 else root
-        parent_model = parent if isinstance(parent, type) and issubclass(parent, BaseModel) else None
-        return ConfigIssue(path, _unknown_key_message(parent_model, str(loc[-1])))
+        return ConfigIssue(path, _extra_key_message(root, loc))
     resolved = _resolve(root, loc)
     original = ctx.get("error")
     if isinstance(original, FieldPathError):
         full = format_path([*loc, *original.path.split(".")]) if original.path else path
         return ConfigIssue(full, original.message)
-    if etype in _NUMBER_ERRORS or isinstance(original, WrongTypeError):
-        return ConfigIssue(path, _number_message(resolved, ctx))
-    if etype == "missing":
-        return ConfigIssue(path, "is required")
-    if etype == "literal_error":
-        annotation = resolved.annotation
-        if get_origin(annotation) is Literal:
-            return ConfigIssue(path, f"must be one of {_choices(get_args(annotation))}")
-        return ConfigIssue(path, f"must be one of {ctx.get('expected', '?')}")
-    if etype in ("bool_type", "bool_parsing"):
-        return ConfigIssue(path, "must be true or false")
-    if etype == "string_pattern_mismatch" and ctx.get("pattern") == E164_PATTERN:
-        return ConfigIssue(path, "must be an E.164 phone number like +15550001234")
-    if etype in ("string_too_short", "too_short"):
-        minimum = int(ctx.get("min_length", 1))
-        if minimum <= 1:
-            return ConfigIssue(path, "must not be empty")
-        return ConfigIssue(path, f"must be at least {minimum} characters")
-    if etype in ("string_too_long", "too_long"):
-        return ConfigIssue(path, f"must be at most {ctx.get('max_length')} characters")
-    if etype in ("string_type", "string_sub_type", "string_unicode"):
-        return ConfigIssue(path, "must be a string")
-    if etype in ("dict_type", "model_type", "model_attributes_type", "mapping_type"):
-        return ConfigIssue(path, "must be an object")
-    if etype in ("list_type", "tuple_type", "iterable_type"):
-        return ConfigIssue(path, "must be a list")
-    if etype == "value_error" and isinstance(original, ValueError):
-        return ConfigIssue(path, str(original))
-    return ConfigIssue(path, str(error.get("msg", "is invalid")))
+    return ConfigIssue(path, _value_message(error, etype, ctx, resolved))
 
 
 def issues_from_validation_error(
