@@ -112,33 +112,55 @@ def _map_keys(key: str, schema: Mapping[str, Any]) -> tuple[str, str]:
 def _type_text(
     schema: Mapping[str, Any], defs: Mapping[str, Any], seen: Mapping[str, str], key: str = ""
 ) -> str:
+    """What the key at `key` holds, in words: `string`, `list of ...`, `map of ... to ...`."""
     schema = _without_null(schema)
     options = schema.get("anyOf")
     if isinstance(options, list):  # `secret string or SecretRef`
-        texts = [_type_text(option, defs, seen) for option in options if option.get("type") != "null"]
-        unique = list(dict.fromkeys(texts))
-        return (", or " if any("," in text for text in unique) else " or ").join(unique)
+        return _any_of_text(options, defs, seen)
     name = _ref_name(schema)
-    if name == "SecretRef":
-        return "SecretRef"
     if name is not None:
-        target = defs[name]
-        if "properties" not in target:
-            return _type_text(target, defs, seen, key)
-        return f"object, keys as under {_code(seen[name])}" if name in seen else "object"
+        return _ref_text(name, defs, seen, key)
     if "const" in schema:
         return _json(schema["const"])
     if "enum" in schema:
         return ", ".join(_json(value) for value in schema["enum"])
+    return _kind_text(schema, defs, seen, key)
+
+
+def _any_of_text(options: list[Any], defs: Mapping[str, Any], seen: Mapping[str, str]) -> str:
+    """The non-null alternatives, each once, joined by "or" (", or" when one has a comma)."""
+    texts = [_type_text(option, defs, seen) for option in options if option.get("type") != "null"]
+    unique = list(dict.fromkeys(texts))
+    return (", or " if any("," in text for text in unique) else " or ").join(unique)
+
+
+def _ref_text(name: str, defs: Mapping[str, Any], seen: Mapping[str, str], key: str) -> str:
+    """A `$ref`: SecretRef by name, a model as an object (pointing at where its keys are listed),
+    anything else as the type it stands for."""
+    if name == "SecretRef":
+        return "SecretRef"
+    target = defs[name]
+    if "properties" not in target:
+        return _type_text(target, defs, seen, key)
+    return f"object, keys as under {_code(seen[name])}" if name in seen else "object"
+
+
+def _string_text(schema: Mapping[str, Any]) -> str:
+    """A string: an E.164 number, a secret, or a string with a minimum length."""
+    if schema.get("pattern") == E164_PATTERN:
+        return "E.164 number"
+    text = "secret string" if schema.get("writeOnly") else "string"
+    min_length = schema.get("minLength", 0)
+    return f"{text}, at least {min_length} characters" if min_length > 1 else text
+
+
+def _kind_text(schema: Mapping[str, Any], defs: Mapping[str, Any], seen: Mapping[str, str], key: str) -> str:
+    """A plain JSON type: scalars, lists, maps and other objects."""
     kind = schema.get("type")
     if kind in ("integer", "number"):
         return _number_text(str(kind), schema)
     if kind == "string":
-        if schema.get("pattern") == E164_PATTERN:
-            return "E.164 number"
-        text = "secret string" if schema.get("writeOnly") else "string"
-        min_length = schema.get("minLength", 0)
-        return f"{text}, at least {min_length} characters" if min_length > 1 else text
+        return _string_text(schema)
     if kind == "boolean":
         return "boolean"
     if kind == "array":
@@ -146,9 +168,7 @@ def _type_text(
     values = _map_values(schema)
     if values is not None:
         return f"map of {_map_keys(key, schema)[0]} to {_type_text(values, defs, seen)}"
-    if kind == "object":
-        return "object"
-    return "any"
+    return "object" if kind == "object" else "any"
 
 
 def _children(
