@@ -142,6 +142,7 @@ class FakeAnthropic(LoopbackFake):
         self.recorded.clear()
 
     async def _messages(self, request: Request) -> Response:
+        """`POST /v1/messages`: record the request, refuse it as the API would, else answer it."""
         raw = await request.body()
         try:
             body: Any = json.loads(raw) if raw else None
@@ -150,39 +151,26 @@ class FakeAnthropic(LoopbackFake):
         self.recorded.append(RecordedRequest(request.method, request.url.path, dict(request.headers), body))
         if isinstance(body, dict):
             self.requests.append(body)
-        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
-        key = request.headers.get("x-api-key", "") or (bearer.strip() if scheme.lower() == "bearer" else "")
-        if not key or (self.api_key is not None and key != self.api_key):
+        if not self._authorized(request):
             return anthropic_error(401, "authentication_error", "invalid x-api-key")
-        if not request.headers.get("anthropic-version"):
-            return anthropic_error(400, "invalid_request_error", "anthropic-version: header is required")
-        if not isinstance(body, dict):
-            return anthropic_error(400, "invalid_request_error", "The request body is not valid JSON.")
-        if not isinstance(body.get("model"), str) or not body["model"]:
-            return anthropic_error(400, "invalid_request_error", "model: Field required")
-        if not isinstance(body.get("max_tokens"), int):
-            return anthropic_error(400, "invalid_request_error", "max_tokens: Field required")
-        if (problem := check_messages(body.get("messages"))) is not None:
+        if (problem := _request_problem(request, body)) is not None:
             return anthropic_error(400, "invalid_request_error", problem)
         scripted = self._script.popleft() if self._script else ScriptedReply(default_reply)
         if scripted.status != 200:
             return anthropic_error(scripted.status, _ERROR_TYPES.get(scripted.status, "api_error"),
                                    f"scripted error {scripted.status}")
-        messages: list[dict[str, Any]] = body["messages"]
-        text = scripted.text_for(messages)
+        text = scripted.text_for(body["messages"])
         message_id = "msg_" + secrets.token_hex(12)
         if body.get("stream"):
             return StreamingResponse(self._stream(scripted, text, message_id, body["model"]),
                                      media_type="text/event-stream", headers={"cache-control": "no-cache"})
-        if scripted.first_token_delay_s:
-            await asyncio.sleep(scripted.first_token_delay_s)
-        content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
-        content += [{"type": "tool_use", "id": _tool_id(c), "name": c.name, "input": dict(c.arguments)}
-                    for c in scripted.tool_calls]
-        return JSONResponse({
-            "id": message_id, "type": "message", "role": "assistant", "model": body["model"],
-            "content": content, "stop_reason": "tool_use" if scripted.tool_calls else "end_turn",
-            "stop_sequence": None, "usage": {"input_tokens": 10, "output_tokens": len(text) // 4 + 1}})
+        return await _whole_message(scripted, text, message_id, body["model"])
+
+    def _authorized(self, request: Request) -> bool:
+        """A key in `x-api-key` (or `Authorization: Bearer`), and the expected one when set."""
+        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+        key = request.headers.get("x-api-key", "") or (bearer.strip() if scheme.lower() == "bearer" else "")
+        return bool(key) and (self.api_key is None or key == self.api_key)
 
     async def _stream(self, scripted: ScriptedReply, text: str, message_id: str,
                       model: str) -> AsyncIterator[bytes]:
@@ -223,6 +211,32 @@ class FakeAnthropic(LoopbackFake):
             "stop_reason": "tool_use" if scripted.tool_calls else "end_turn", "stop_sequence": None},
             "usage": {"output_tokens": len(text) // 4 + 1}})
         yield _event("message_stop", {"type": "message_stop"})
+
+
+def _request_problem(request: Request, body: Any) -> str | None:
+    """What the API would refuse in an authenticated request, in its words, or None."""
+    if not request.headers.get("anthropic-version"):
+        return "anthropic-version: header is required"
+    if not isinstance(body, dict):
+        return "The request body is not valid JSON."
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return "model: Field required"
+    if not isinstance(body.get("max_tokens"), int):
+        return "max_tokens: Field required"
+    return check_messages(body.get("messages"))
+
+
+async def _whole_message(scripted: ScriptedReply, text: str, message_id: str, model: str) -> JSONResponse:
+    """The reply as one `message` (a request without `stream`), after the first-token delay."""
+    if scripted.first_token_delay_s:
+        await asyncio.sleep(scripted.first_token_delay_s)
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    content += [{"type": "tool_use", "id": _tool_id(c), "name": c.name, "input": dict(c.arguments)}
+                for c in scripted.tool_calls]
+    return JSONResponse({
+        "id": message_id, "type": "message", "role": "assistant", "model": model,
+        "content": content, "stop_reason": "tool_use" if scripted.tool_calls else "end_turn",
+        "stop_sequence": None, "usage": {"input_tokens": 10, "output_tokens": len(text) // 4 + 1}})
 
 
 def _tool_id(call: ScriptedToolCall) -> str:
