@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -108,7 +108,7 @@ def _five_xx(outcomes: Counter[str]) -> int:
 
 
 async def _with_signed(gateway: Runtime, carrier: Carrier, rate: float, duration: float,
-                       attack: Callable[[asyncio.Event], Awaitable[None]]) -> Signed:
+                       attack: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> Signed:
     """Run `attack` and genuine traffic together for `duration` seconds (attack first)."""
     stop = asyncio.Event()
     signed = Signed(carrier, gateway.webhook_url)
