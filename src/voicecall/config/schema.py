@@ -1093,46 +1093,37 @@ def _required(path: str, env_var: str | None = None) -> ConfigIssue:
     return ConfigIssue(path, f"is required{hint}")
 
 
-def _telnyx_issues(cfg: VoiceCallConfig) -> list[ConfigIssue]:
-    issues: list[ConfigIssue] = []
-    if cfg.telnyx.api_key is None:
-        issues.append(_required("telnyx.apiKey", "TELNYX_API_KEY"))
-    if not cfg.telnyx.connection_id:
-        issues.append(_required("telnyx.connectionId", "TELNYX_CONNECTION_ID"))
-    if cfg.telnyx.public_key is None and not cfg.skip_signature_verification:
-        issues.append(
+@dataclass(frozen=True)
+class _Missing:
+    """A credential of the selected carrier that is not set: the issue and when it applies."""
+
+    issue: ConfigIssue
+    applies: Callable[[VoiceCallConfig], bool]
+
+
+_CARRIER_CREDENTIALS: dict[str, tuple[_Missing, ...]] = {
+    "telnyx": (
+        _Missing(_required("telnyx.apiKey", "TELNYX_API_KEY"), lambda c: c.telnyx.api_key is None),
+        _Missing(_required("telnyx.connectionId", "TELNYX_CONNECTION_ID"),
+                 lambda c: not c.telnyx.connection_id),
+        _Missing(
             ConfigIssue(
                 "telnyx.publicKey",
                 "is required unless skipSignatureVerification is true (or set TELNYX_PUBLIC_KEY env)",
-            )
-        )
-    return issues
-
-
-def _twilio_issues(cfg: VoiceCallConfig) -> list[ConfigIssue]:
-    issues: list[ConfigIssue] = []
-    if not cfg.twilio.account_sid:
-        issues.append(_required("twilio.accountSid", "TWILIO_ACCOUNT_SID"))
-    if cfg.twilio.auth_token is None:
-        issues.append(_required("twilio.authToken", "TWILIO_AUTH_TOKEN"))
-    return issues
-
-
-def _plivo_issues(cfg: VoiceCallConfig) -> list[ConfigIssue]:
-    issues: list[ConfigIssue] = []
-    if not cfg.plivo.auth_id:
-        issues.append(_required("plivo.authId", "PLIVO_AUTH_ID"))
-    if cfg.plivo.auth_token is None:
-        issues.append(_required("plivo.authToken", "PLIVO_AUTH_TOKEN"))
-    return issues
-
-
-_CARRIER_CREDENTIALS: dict[str, Callable[[VoiceCallConfig], list[ConfigIssue]]] = {
-    "telnyx": _telnyx_issues,
-    "twilio": _twilio_issues,
-    "plivo": _plivo_issues,
+            ),
+            lambda c: c.telnyx.public_key is None and not c.skip_signature_verification,
+        ),
+    ),
+    "twilio": (
+        _Missing(_required("twilio.accountSid", "TWILIO_ACCOUNT_SID"), lambda c: not c.twilio.account_sid),
+        _Missing(_required("twilio.authToken", "TWILIO_AUTH_TOKEN"), lambda c: c.twilio.auth_token is None),
+    ),
+    "plivo": (
+        _Missing(_required("plivo.authId", "PLIVO_AUTH_ID"), lambda c: not c.plivo.auth_id),
+        _Missing(_required("plivo.authToken", "PLIVO_AUTH_TOKEN"), lambda c: c.plivo.auth_token is None),
+    ),
 }
-"""Each carrier's missing credentials, by `provider`."""
+"""Each carrier's credentials that must be set, by `provider`, in the order they are reported."""
 
 
 def _carrier_issues(cfg: VoiceCallConfig) -> list[ConfigIssue]:
@@ -1140,9 +1131,7 @@ def _carrier_issues(cfg: VoiceCallConfig) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     if cfg.provider != "mock" and not cfg.from_number:
         issues.append(_required("fromNumber", "TWILIO_FROM_NUMBER" if cfg.provider == "twilio" else None))
-    check = _CARRIER_CREDENTIALS.get(cfg.provider)
-    if check is not None:
-        issues.extend(check(cfg))
+    issues.extend(rule.issue for rule in _CARRIER_CREDENTIALS.get(cfg.provider, ()) if rule.applies(cfg))
     return issues
 
 
