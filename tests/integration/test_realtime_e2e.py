@@ -122,6 +122,8 @@ async def test_caller_and_model_hear_each_other_and_the_transcript_holds_both_si
     report = await eventually(latency, 5)  # the turn is logged once its answer has played
     assert report["turnLatency"]["count"] == 1
     assert 0 <= report["turnLatency"]["maxMs"] < 1000
+    [turn] = await gateway.service.store.last_log(10, kinds=("turn",))
+    assert turn.data["speechEndFoundBy"] == "vad"  # OpenAI's speech_stopped started the clock
 
 
 async def test_barge_in_clears_within_a_frame_and_truncates_the_answer_at_the_played_offset(
@@ -151,6 +153,10 @@ async def test_barge_in_clears_within_a_frame_and_truncates_the_answer_at_the_pl
     assert abs(truncation["audio_end_ms"] - played_ms) <= 60
     bot = [t.text for t in record.transcript if t.speaker == "bot"]
     assert bot[-1] and bot[-1] != said and said.startswith(bot[-1])
+    # The transcript keeps the words of the audio played, of all the model sent (not of the part
+    # converted so far, which runs a second ahead of the caller).
+    sent_ms = len(sent.audio()) / 16  # 8 kHz PCM16
+    assert abs(len(bot[-1].split()) - len(said.split()) * played_ms / sent_ms) <= 1
 
 
 async def test_end_call_from_the_model_hangs_up_after_its_last_audio_has_played(
@@ -262,6 +268,18 @@ async def test_gemini_caller_and_model_hear_each_other_and_the_transcript_holds_
     assert correlation(heard, at_8k("We open at nine.")) > 0.9
     assert [(t.speaker, t.text) for t in record.transcript] == [
         ("bot", GREETING), ("user", "When are you open?"), ("bot", "We open at nine.")]
+    # The greeting went in as realtime text: a clientContent turn would have closed the session.
+    assert not gemini.refused and not any("clientContent" in m for m in gemini.messages)
+
+    async def latency() -> dict[str, Any] | None:
+        report: dict[str, Any] = await gemini_gateway.api.call("voicecall.latency", {})
+        return report if report["turnLatency"]["count"] else None
+
+    report = await eventually(latency, 5)  # Gemini reports no end of speech: found in the audio
+    assert report["turnLatency"]["count"] == 1
+    assert 0 <= report["turnLatency"]["maxMs"] < 1000
+    [turn] = await gemini_gateway.service.store.last_log(10, kinds=("turn",))
+    assert turn.data["speechEndFoundBy"] == "audio"
 
 
 async def test_gemini_interruption_clears_within_a_frame_and_keeps_the_played_words(
@@ -282,6 +300,11 @@ async def test_gemini_interruption_clears_within_a_frame_and_keeps_the_played_wo
     assert len(stream.received_audio) - clear_at <= 160
     bot = [t.text for t in record.transcript if t.speaker == "bot"]
     assert bot[-1] and bot[-1] != said and said.startswith(bot[-1])
+    # Gemini keeps all it sent, so it is told what the caller heard: the words played, no more.
+    await gemini.wait_until(lambda: bool(gemini.texts))
+    [note] = gemini.texts
+    noted = note.split('"')[1]
+    assert said.startswith(noted) and abs(len(noted.split()) - len(bot[-1].split())) <= 1
 
 
 async def test_gemini_end_call_hangs_up_after_the_last_audio(
