@@ -19,7 +19,7 @@ from voicecall.gateway.runtime import Runtime
 from voicecall.testing.fakes.gemini_live import FakeGeminiLive
 from voicecall.testing.fakes.realtime import FakeOpenAIRealtime, ModelAnswer, model_audio
 from voicecall.testing.gateway import running_gateway
-from voicecall.testing.twilio import TwilioSimulator
+from voicecall.testing.twilio import Callee, TwilioSimulator
 from voicecall.testing.twilio.simulator import SimCall
 
 OUR_NUMBER = "+15550000000"
@@ -213,6 +213,47 @@ async def test_thirty_seconds_without_inbound_media_is_a_disconnect_then_a_grace
     # come before the grace runs out; otherwise the grace ends it.
     assert (record.end_reason, record.metadata.get("endDetail")) in (
         ("completed", None), ("hangup-bot", "media stream disconnected"))
+
+
+CALLEE = "+15557770002"
+
+
+async def place(gateway: Runtime, sim: TwilioSimulator, message: str, mode: str) -> Any:
+    sim.script(CALLEE, Callee(answer_after_s=0.05))
+    result = await gateway.api.call("voicecall.initiate", {"to": CALLEE, "message": message, "mode": mode})
+    record = await gateway.service.get_call(result["callId"])
+    assert record is not None and record.provider_call_id
+    return record
+
+
+async def test_an_outbound_conversation_opens_with_its_message_said_by_the_model_then_talks(
+        gateway: Runtime, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
+    opening = "Hi, this is the clinic about your appointment."
+    record = await place(gateway, sim, opening, "conversation")
+    await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
+    stream = sim.call(record.provider_call_id).active_stream
+    assert correlation(decoded(stream.received_audio), reference(opening)) > 0.9
+    said = [e["response"]["instructions"] for e in model.events_of("response.create")]
+    assert said == [f"Say exactly this to the caller, word for word, and nothing else: {opening}"]
+
+    model.answer_next("See you then.", after_bytes=8000, heard="Yes, I will be there.")
+    sim.call(record.provider_call_id).send_audio(bytes([SILENCE]) * 8000)
+    await eventually(lambda: len(record.transcript) == 3, 10)
+    assert [(t.speaker, t.text) for t in record.transcript] == [
+        ("bot", opening), ("user", "Yes, I will be there."), ("bot", "See you then.")]
+
+
+async def test_an_outbound_notify_call_has_the_model_say_its_message_then_hangs_up(
+        gateway: Runtime, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
+    message = "Your prescription is ready for pickup."
+    record = await place(gateway, sim, message, "notify")
+    await eventually(lambda: record.is_terminal, 20)
+    stream = sim.call(record.provider_call_id).streams[0]
+    heard = decoded(stream.received_audio)
+    assert len(heard) >= len(reference(message)) - 320  # all of it played before the hang-up
+    assert correlation(heard, reference(message)) > 0.9
+    assert record.end_reason == "completed"  # as on the classic path: the notify call is done
+    assert [(t.speaker, t.text) for t in record.transcript] == [("bot", message)]
 
 
 # -- Gemini Live ----------------------------------------------------------------------------------
