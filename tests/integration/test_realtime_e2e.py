@@ -98,9 +98,13 @@ async def test_caller_and_model_hear_each_other_and_the_transcript_holds_both_si
         gateway: Runtime, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
     call, record = await answered_call(gateway, sim)
     session = model.sessions[0]
-    assert session["input_audio_format"] == session["output_audio_format"] == "g711_ulaw"
+    assert (session["type"], session["model"], session["output_modalities"]) == (
+        "realtime", "gpt-realtime", ["audio"])
+    assert session["audio"]["input"]["format"] == session["audio"]["output"]["format"] == {
+        "type": "audio/pcmu"}
     assert session["instructions"] == "You answer the clinic's phone."
-    assert session["turn_detection"] == {"type": "server_vad"}
+    assert session["audio"]["input"]["turn_detection"] == {"type": "server_vad"}
+    assert "openai-beta" not in model.request_headers[0] and not model.refused
     assert {"end_call", "send_dtmf", "call_info"} <= {t["name"] for t in session["tools"]}
     assert correlation(decoded(call.active_stream.received_audio), reference(GREETING)) > 0.9
 
@@ -398,7 +402,8 @@ async def test_a_pcm16_session_gets_24_khz_audio_both_ways_through_the_resampler
     config["realtime"]["providers"]["openai"]["audioFormat"] = "pcm16"
     async with running_gateway(tmp_path, config) as gateway:
         call, record = await answered_call(gateway, sim)
-        assert model.sessions[0]["input_audio_format"] == model.sessions[0]["output_audio_format"] == "pcm16"
+        audio = model.sessions[0]["audio"]
+        assert audio["input"]["format"] == audio["output"]["format"] == {"type": "audio/pcm", "rate": 24000}
         assert correlation(decoded(call.active_stream.received_audio), at_8k(GREETING)) > 0.9
         caller = ulaw_encode(np.frombuffer(model_audio("caller voice", seconds=0.6), dtype="<i2"))
         before = len(model.audio)
