@@ -19,7 +19,7 @@ from voicecall.gateway.runtime import Runtime
 from voicecall.testing.fakes.gemini_live import FakeGeminiLive
 from voicecall.testing.fakes.realtime import FakeOpenAIRealtime, ModelAnswer, model_audio
 from voicecall.testing.gateway import running_gateway
-from voicecall.testing.twilio import TwilioSimulator
+from voicecall.testing.twilio import Callee, TwilioSimulator
 from voicecall.testing.twilio.simulator import SimCall
 
 OUR_NUMBER = "+15550000000"
@@ -98,9 +98,13 @@ async def test_caller_and_model_hear_each_other_and_the_transcript_holds_both_si
         gateway: Runtime, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
     call, record = await answered_call(gateway, sim)
     session = model.sessions[0]
-    assert session["input_audio_format"] == session["output_audio_format"] == "g711_ulaw"
+    assert (session["type"], session["model"], session["output_modalities"]) == (
+        "realtime", "gpt-realtime", ["audio"])
+    assert session["audio"]["input"]["format"] == session["audio"]["output"]["format"] == {
+        "type": "audio/pcmu"}
     assert session["instructions"] == "You answer the clinic's phone."
-    assert session["turn_detection"] == {"type": "server_vad"}
+    assert session["audio"]["input"]["turn_detection"] == {"type": "server_vad"}
+    assert "openai-beta" not in model.request_headers[0] and not model.refused
     assert {"end_call", "send_dtmf", "call_info"} <= {t["name"] for t in session["tools"]}
     assert correlation(decoded(call.active_stream.received_audio), reference(GREETING)) > 0.9
 
@@ -122,6 +126,8 @@ async def test_caller_and_model_hear_each_other_and_the_transcript_holds_both_si
     report = await eventually(latency, 5)  # the turn is logged once its answer has played
     assert report["turnLatency"]["count"] == 1
     assert 0 <= report["turnLatency"]["maxMs"] < 1000
+    [turn] = await gateway.service.store.last_log(10, kinds=("turn",))
+    assert turn.data["speechEndFoundBy"] == "vad"  # OpenAI's speech_stopped started the clock
 
 
 async def test_barge_in_clears_within_a_frame_and_truncates_the_answer_at_the_played_offset(
@@ -151,6 +157,10 @@ async def test_barge_in_clears_within_a_frame_and_truncates_the_answer_at_the_pl
     assert abs(truncation["audio_end_ms"] - played_ms) <= 60
     bot = [t.text for t in record.transcript if t.speaker == "bot"]
     assert bot[-1] and bot[-1] != said and said.startswith(bot[-1])
+    # The transcript keeps the words of the audio played, of all the model sent (not of the part
+    # converted so far, which runs a second ahead of the caller).
+    sent_ms = len(sent.audio()) / 16  # 8 kHz PCM16
+    assert abs(len(bot[-1].split()) - len(said.split()) * played_ms / sent_ms) <= 1
 
 
 async def test_end_call_from_the_model_hangs_up_after_its_last_audio_has_played(
@@ -209,6 +219,47 @@ async def test_thirty_seconds_without_inbound_media_is_a_disconnect_then_a_grace
         ("completed", None), ("hangup-bot", "media stream disconnected"))
 
 
+CALLEE = "+15557770002"
+
+
+async def place(gateway: Runtime, sim: TwilioSimulator, message: str, mode: str) -> Any:
+    sim.script(CALLEE, Callee(answer_after_s=0.05))
+    result = await gateway.api.call("voicecall.initiate", {"to": CALLEE, "message": message, "mode": mode})
+    record = await gateway.service.get_call(result["callId"])
+    assert record is not None and record.provider_call_id
+    return record
+
+
+async def test_an_outbound_conversation_opens_with_its_message_said_by_the_model_then_talks(
+        gateway: Runtime, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
+    opening = "Hi, this is the clinic about your appointment."
+    record = await place(gateway, sim, opening, "conversation")
+    await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
+    stream = sim.call(record.provider_call_id).active_stream
+    assert correlation(decoded(stream.received_audio), reference(opening)) > 0.9
+    said = [e["response"]["instructions"] for e in model.events_of("response.create")]
+    assert said == [f"Say exactly this to the caller, word for word, and nothing else: {opening}"]
+
+    model.answer_next("See you then.", after_bytes=8000, heard="Yes, I will be there.")
+    sim.call(record.provider_call_id).send_audio(bytes([SILENCE]) * 8000)
+    await eventually(lambda: len(record.transcript) == 3, 10)
+    assert [(t.speaker, t.text) for t in record.transcript] == [
+        ("bot", opening), ("user", "Yes, I will be there."), ("bot", "See you then.")]
+
+
+async def test_an_outbound_notify_call_has_the_model_say_its_message_then_hangs_up(
+        gateway: Runtime, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
+    message = "Your prescription is ready for pickup."
+    record = await place(gateway, sim, message, "notify")
+    await eventually(lambda: record.is_terminal, 20)
+    stream = sim.call(record.provider_call_id).streams[0]
+    heard = decoded(stream.received_audio)
+    assert len(heard) >= len(reference(message)) - 320  # all of it played before the hang-up
+    assert correlation(heard, reference(message)) > 0.9
+    assert record.end_reason == "completed"  # as on the classic path: the notify call is done
+    assert [(t.speaker, t.text) for t in record.transcript] == [("bot", message)]
+
+
 # -- Gemini Live ----------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -262,6 +313,18 @@ async def test_gemini_caller_and_model_hear_each_other_and_the_transcript_holds_
     assert correlation(heard, at_8k("We open at nine.")) > 0.9
     assert [(t.speaker, t.text) for t in record.transcript] == [
         ("bot", GREETING), ("user", "When are you open?"), ("bot", "We open at nine.")]
+    # The greeting went in as realtime text: a clientContent turn would have closed the session.
+    assert not gemini.refused and not any("clientContent" in m for m in gemini.messages)
+
+    async def latency() -> dict[str, Any] | None:
+        report: dict[str, Any] = await gemini_gateway.api.call("voicecall.latency", {})
+        return report if report["turnLatency"]["count"] else None
+
+    report = await eventually(latency, 5)  # Gemini reports no end of speech: found in the audio
+    assert report["turnLatency"]["count"] == 1
+    assert 0 <= report["turnLatency"]["maxMs"] < 1000
+    [turn] = await gemini_gateway.service.store.last_log(10, kinds=("turn",))
+    assert turn.data["speechEndFoundBy"] == "audio"
 
 
 async def test_gemini_interruption_clears_within_a_frame_and_keeps_the_played_words(
@@ -282,6 +345,11 @@ async def test_gemini_interruption_clears_within_a_frame_and_keeps_the_played_wo
     assert len(stream.received_audio) - clear_at <= 160
     bot = [t.text for t in record.transcript if t.speaker == "bot"]
     assert bot[-1] and bot[-1] != said and said.startswith(bot[-1])
+    # Gemini keeps all it sent, so it is told what the caller heard: the words played, no more.
+    await gemini.wait_until(lambda: bool(gemini.texts))
+    [note] = gemini.texts
+    noted = note.split('"')[1]
+    assert said.startswith(noted) and abs(len(noted.split()) - len(bot[-1].split())) <= 1
 
 
 async def test_gemini_end_call_hangs_up_after_the_last_audio(
@@ -334,7 +402,8 @@ async def test_a_pcm16_session_gets_24_khz_audio_both_ways_through_the_resampler
     config["realtime"]["providers"]["openai"]["audioFormat"] = "pcm16"
     async with running_gateway(tmp_path, config) as gateway:
         call, record = await answered_call(gateway, sim)
-        assert model.sessions[0]["input_audio_format"] == model.sessions[0]["output_audio_format"] == "pcm16"
+        audio = model.sessions[0]["audio"]
+        assert audio["input"]["format"] == audio["output"]["format"] == {"type": "audio/pcm", "rate": 24000}
         assert correlation(decoded(call.active_stream.received_audio), at_8k(GREETING)) > 0.9
         caller = ulaw_encode(np.frombuffer(model_audio("caller voice", seconds=0.6), dtype="<i2"))
         before = len(model.audio)

@@ -27,7 +27,7 @@ from voicecall.audio.resample import StreamingResampler
 from voicecall.config import ConfigError
 from voicecall.media.playback import split_sentences
 from voicecall.media.realtime import APOLOGY
-from voicecall.testing.fakes import LoopbackServer
+from voicecall.testing.fakes import FakeOpenAI, LoopbackServer
 from voicecall.testing.fakes.realtime import FakeOpenAIRealtime, ModelAnswer, model_audio
 from voicecall.testing.fakes.stt import FakeRealtimeTranscription
 from voicecall.testing.fakes.tts import FakeSpeech, expected_pcm
@@ -193,3 +193,89 @@ async def test_transfer_call_from_the_model_says_its_message_then_bridges_the_ca
         assert record.metadata["transfer"]["to"] == TRANSFER_TO
         assert "Putting you through now." in [t.text for t in record.transcript if t.speaker == "bot"]
         assert [(d.number, d.status) for d in sim.call(call.sid).dials] == [(TRANSFER_TO, "completed")]
+
+
+# -- the consult of the full agent (D125) ----------------------------------------------------------
+
+@pytest.fixture
+async def chat() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+def chat_env(chat: FakeOpenAI) -> dict[str, str]:
+    return {"OPENAI_API_KEY": "sk-chat-test", "OPENAI_BASE_URL": chat.base_url}
+
+
+async def test_the_model_consults_the_agent_and_gets_its_answer_with_the_calls_transcript(
+        tmp_path: Path, sim: TwilioSimulator, model: FakeOpenAIRealtime, chat: FakeOpenAI) -> None:
+    chat.script("We open at nine on Tuesdays.")
+    config = realtime_config(sim, model, responseSystemPrompt="You know the clinic's opening hours.")
+    async with running_gateway(tmp_path, config, env=chat_env(chat)) as gateway:
+        call, record = await answered_call(gateway, sim)
+        assert "openclaw_agent_consult" in {t["name"] for t in model.sessions[0]["tools"]}
+        model.answer_next(heard="When are you open on Tuesday?", answer=ModelAnswer(function_call=(
+            "openclaw_agent_consult", {"question": "Opening hours on Tuesday?"})))
+        model.respond_with(ModelAnswer("We open at nine on Tuesdays."))
+        call.send_audio(bytes([SILENCE]) * 160)
+        await eventually(lambda: model.function_outputs, 10)
+        assert model.function_outputs[0]["output"] == "We open at nine on Tuesdays."
+        [request] = chat.requests
+        system, *_, question = request["messages"]
+        assert question == {"role": "user", "content": "Opening hours on Tuesday?"}
+        assert "You know the clinic's opening hours." in system["content"]
+        assert "When are you open on Tuesday?" in system["content"]  # the call's transcript
+        await eventually(lambda: any(t.text == "We open at nine on Tuesdays." for t in record.transcript), 10)
+        assert [t.text for t in record.transcript if t.speaker == "tool"] == [
+            'openclaw_agent_consult {"question": "Opening hours on Tuesday?"} -> '
+            'We open at nine on Tuesdays.']
+
+
+async def test_a_consult_the_agent_cannot_answer_is_an_error_result_the_model_can_explain(
+        tmp_path: Path, sim: TwilioSimulator, model: FakeOpenAIRealtime, chat: FakeOpenAI) -> None:
+    chat.script("", status=500, error_message="the model is overloaded")
+    async with running_gateway(tmp_path, realtime_config(sim, model), env=chat_env(chat)) as gateway:
+        call, record = await answered_call(gateway, sim)
+        model.answer_next(heard="Is the doctor in?", answer=ModelAnswer(function_call=(
+            "openclaw_agent_consult", {"question": "Is the doctor in today?"})))
+        call.send_audio(bytes([SILENCE]) * 160)
+        await eventually(lambda: model.function_outputs, 10)
+        output = model.function_outputs[0]["output"]
+        assert output.startswith("the agent could not answer:") and "overloaded" in output
+        assert not record.is_terminal  # the call goes on
+
+
+async def test_consult_policy_and_agent_context_files_shape_the_models_instructions(
+        tmp_path: Path, sim: TwilioSimulator, model: FakeOpenAIRealtime, chat: FakeOpenAI) -> None:
+    notes = tmp_path / "clinic.md"
+    notes.write_text("The clinic is closed on public holidays.\n", encoding="utf-8")
+    config = realtime_config(sim, model)
+    config["realtime"].update(consultPolicy="always", agentContext={"enabled": True, "files": [str(notes)]})
+    async with running_gateway(tmp_path, config, env=chat_env(chat)) as gateway:
+        await answered_call(gateway, sim)
+        instructions = model.sessions[0]["instructions"]
+        assert instructions.startswith("You answer the clinic's phone.")
+        assert "Call openclaw_agent_consult before every answer" in instructions
+        assert "## clinic.md\nThe clinic is closed on public holidays." in instructions
+
+
+async def test_without_a_usable_responder_no_consult_is_offered_or_mentioned(
+        tmp_path: Path, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
+    config = realtime_config(sim, model)
+    del config["realtime"]["instructions"]  # the default ones name the consult tool
+    async with running_gateway(tmp_path, config, env={}) as gateway:
+        await answered_call(gateway, sim)
+        session = model.sessions[0]
+        assert "openclaw_agent_consult" not in {t["name"] for t in session["tools"]}
+        assert "openclaw_agent_consult" not in session["instructions"]
+        assert session["instructions"].startswith("You are OpenClaw's phone-call realtime voice interface.")
+
+
+async def test_an_agent_context_file_that_cannot_be_read_fails_the_start_naming_it(
+        tmp_path: Path, sim: TwilioSimulator, model: FakeOpenAIRealtime) -> None:
+    config = realtime_config(sim, model)
+    config["realtime"]["agentContext"] = {"enabled": True, "files": [str(tmp_path / "missing.md")]}
+    with pytest.raises(ConfigError) as caught:
+        async with running_gateway(tmp_path, config):
+            pass
+    assert "realtime.agentContext.files" in str(caught.value) and "missing.md" in str(caught.value)

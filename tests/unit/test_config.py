@@ -496,6 +496,23 @@ def test_stt_block_is_accepted_with_a_no_effect_warning(env: dict[str, str]) -> 
     assert any(w.startswith("stt.* has no effect") for w in loaded.warnings)
 
 
+def test_realtime_keys_this_build_cannot_honour_load_with_a_warning_each(env: dict[str, str]) -> None:
+    loaded = load({"realtime": {
+        "tools": [{"type": "function", "name": "lookup"}], "fastContext": {"enabled": True},
+        "consultThinkingLevel": "high", "consultFastMode": True,
+        "agentContext": {"enabled": True, "includeIdentity": True, "includeWorkspaceFiles": True}}}, env)
+    flagged = sorted(w.split(" has no effect")[0] for w in loaded.warnings if "has no effect" in w)
+    assert flagged == sorted(f"realtime.{key}" for key in (
+        "tools", "fastContext", "consultThinkingLevel", "consultFastMode",
+        "agentContext.includeIdentity", "agentContext.includeWorkspaceFiles"))
+
+
+def test_realtime_keys_left_off_or_disabled_give_no_warning(env: dict[str, str]) -> None:
+    loaded = load({"realtime": {"tools": [], "fastContext": {"enabled": False}, "consultFastMode": False,
+                                "agentContext": {"enabled": True, "files": ["/etc/hostname"]}}}, env)
+    assert not [w for w in loaded.warnings if "has no effect" in w]
+
+
 # --- tts --------------------------------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ def test_keys_come_from_the_config_else_the_environment() -> None:
     model = build_realtime_factory(realtime(), {"OPENAI_API_KEY": "sk-env"})(setup, events)
     assert isinstance(model, OpenAIRealtime)
     assert model.socket.headers["Authorization"] == "Bearer sk-env"
-    assert model.socket.url == "wss://api.openai.com/v1/realtime?model=gpt-4o-realtime-preview"
+    assert model.socket.url == "wss://api.openai.com/v1/realtime?model=gpt-realtime"
     gemini = build_realtime_factory(realtime(provider="google"), {"GOOGLE_API_KEY": "g-env"})(setup, events)
     assert isinstance(gemini, GeminiLive) and gemini.settings.api_key == "g-env"
     preferred = build_realtime_factory(realtime(provider="google"),

@@ -63,15 +63,16 @@ async def test_openai_session_update_shape_headers_and_zero_values() -> None:
         assert isinstance(stt, SttSession)
         await stt.connect()
         await until(lambda: len(fake.sessions) == 1)
-        assert fake.sessions[0] == {
-            "input_audio_format": "g711_ulaw",
-            "input_audio_transcription": {"model": "gpt-4o-mini-transcribe"},
+        assert fake.sessions[0] == {"type": "transcription", "audio": {"input": {
+            "format": {"type": "audio/pcmu"},
+            "transcription": {"model": "gpt-4o-mini-transcribe"},
             "turn_detection": {"type": "server_vad", "threshold": 0.0, "prefix_padding_ms": 0,
                                "silence_duration_ms": 0},
-        }
+        }}}
         assert fake.queries[0] == {"intent": "transcription"}
         assert fake.request_headers[0]["authorization"] == "Bearer sk-test"
-        assert fake.request_headers[0]["openai-beta"] == "realtime=v1"
+        # The generally available protocol: the retired beta's header closes the session.
+        assert "openai-beta" not in fake.request_headers[0]
         assert fake.errors == []
         await stt.close()
 
@@ -79,9 +80,10 @@ async def test_openai_session_update_shape_headers_and_zero_values() -> None:
 async def test_openai_defaults_and_url() -> None:
     stt = OpenAIRealtimeStt("k")
     assert stt.url() == "wss://api.openai.com/v1/realtime?intent=transcription"
-    assert stt.session_update()["session"]["turn_detection"] == {
+    audio_in = stt.session_update()["session"]["audio"]["input"]
+    assert audio_in["turn_detection"] == {
         "type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 800}
-    assert stt.session_update()["session"]["input_audio_transcription"] == {"model": "gpt-4o-transcribe"}
+    assert audio_in["transcription"] == {"model": "gpt-4o-transcribe"}
     assert OpenAIRealtimeStt("k", base_url="https://proxy.local/v1/").url() == (
         "wss://proxy.local/v1/realtime?intent=transcription")
 
@@ -97,7 +99,7 @@ async def test_openai_audio_is_base64_mulaw_and_arrives_intact() -> None:
         assert bytes(fake.audio) == b"".join(sent)
         appends = [e for e in fake.events if e["type"] == "input_audio_buffer.append"]
         assert appends and all(isinstance(e["audio"], str) for e in appends)
-        assert fake.events[0]["type"] == "transcription_session.update"
+        assert fake.events[0]["type"] == "session.update"
         assert fake.errors == []
         await stt.close()
 
@@ -158,7 +160,7 @@ async def test_openai_audio_queued_before_connect_is_delivered() -> None:
         await fake.wait_for_audio(30 * 160)
         assert bytes(fake.audio) == b"".join(early + late)
         # session.update always precedes the audio
-        assert fake.events[0]["type"] == "transcription_session.update"
+        assert fake.events[0]["type"] == "session.update"
         assert fake.errors == []
         await stt.close()
 

@@ -86,8 +86,37 @@ def migrate_voice_call(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
                 f"realtime.agentContext.includeSystemPrompt was removed and has no effect; "
                 f"delete it {FIX_HINT}"
             )
+        warnings.extend(_realtime_without_effect(realtime))
 
     return cfg, warnings
+
+
+REALTIME_WITHOUT_EFFECT = {
+    "tools": "declarations have no implementation here; give the realtime model tools with "
+             "responder.tools (HTTP) or responder.mcpServers",
+    "fastContext": "there is no quick context lookup; the model consults the agent directly",
+    "consultThinkingLevel": "the consult uses the responder as configured",
+    "consultFastMode": "the consult uses the responder as configured",
+    "agentContext.includeIdentity": "there is no agent identity to add; list files under "
+                                    "realtime.agentContext.files",
+    "agentContext.includeWorkspaceFiles": "there is no agent workspace; list files under "
+                                          "realtime.agentContext.files",
+}
+"""The original's realtime keys this gateway accepts (so shared configs load) but cannot honour
+(docs/decisions.md D125), and why."""
+
+
+def _realtime_without_effect(realtime: dict[str, Any]) -> list[str]:
+    """A warning for each key of `REALTIME_WITHOUT_EFFECT` set to something that would act."""
+    warnings = []
+    for path, why in REALTIME_WITHOUT_EFFECT.items():
+        node: Any = realtime
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        active = node.get("enabled") is True if isinstance(node, dict) else node not in (None, False, [])
+        if active:
+            warnings.append(f"realtime.{path} has no effect: {why}")
+    return warnings
 
 
 def migrate_raw(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

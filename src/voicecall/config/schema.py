@@ -454,21 +454,26 @@ class RealtimeTool(_Model):
 class RealtimeAgentContext(_Model):
     """Agent context injected into the realtime session."""
 
-    enabled: bool = Field(False, description="Add agent context to the realtime session.")
-    max_chars: PositiveInt | None = Field(None, description="Most characters of context to add.")
-    include_identity: bool | None = Field(None, description="Include the agent's identity.")
-    include_workspace_files: bool | None = Field(None, description="Include the agent's workspace files.")
-    files: list[NonEmptyStr] = Field(default_factory=list, description="Further files to include.")
+    enabled: bool = Field(False, description="Add the text of `files` to the realtime model's instructions.")
+    max_chars: PositiveInt | None = Field(
+        None, description="Most characters of context to add (8000 when unset).")
+    include_identity: bool | None = Field(
+        None, description="No effect (a warning says so): there is no agent identity to add.")
+    include_workspace_files: bool | None = Field(
+        None, description="No effect (a warning says so): there is no agent workspace; list files instead.")
+    files: list[NonEmptyStr] = Field(
+        default_factory=list, description="Text files added to the instructions, read at start (a file "
+        "that cannot be read fails the start).")
 
 
 class RealtimeFastContext(_Model):
     """Fast context lookup before falling back to a full consult."""
 
-    enabled: bool = Field(False, description="Try a quick context lookup before a full agent consult.")
-    timeout_ms: PositiveInt | None = Field(
-        None, description="Time limit of the quick lookup, in milliseconds.")
-    fallback_to_consult: bool | None = Field(
-        None, description="Consult the agent when the quick lookup finds nothing or times out.")
+    enabled: bool = Field(
+        False, description="No effect (a warning says so): there is no quick lookup; the model consults "
+        "the agent directly.")
+    timeout_ms: PositiveInt | None = Field(None, description="No effect (see enabled).")
+    fallback_to_consult: bool | None = Field(None, description="No effect (see enabled).")
 
 
 class RealtimeConfig(_Model):
@@ -486,9 +491,11 @@ class RealtimeConfig(_Model):
     instructions: str = Field(
         DEFAULT_REALTIME_INSTRUCTIONS, description="Instructions for the realtime voice model.")
     tool_policy: Literal["safe-read-only", "owner", "none"] = Field(
-        "safe-read-only", description="Which agent tools the realtime model may use.")
+        "safe-read-only", description="Which tools the realtime model may use: `none` only end_call; "
+        "otherwise the responder's tools and the consult of the agent (openclaw_agent_consult).")
     tools: list[RealtimeTool] = Field(
-        default_factory=list, description="Function tools offered to the realtime model.")
+        default_factory=list, description="No effect (a warning says so): declarations without an "
+        "implementation; give the model tools with responder.tools or responder.mcpServers.")
     providers: ProviderDicts = Field(
         default_factory=dict, description="Settings per realtime provider id. openai: `apiKey` (else "
         "OPENAI_API_KEY), `model`, `voice`, `baseUrl` (else OPENAI_BASE_URL), `audioFormat` (`g711`, "
@@ -496,14 +503,17 @@ class RealtimeConfig(_Model):
         "GEMINI_API_KEY or GOOGLE_API_KEY), `model`, `speakerVoice`, `silenceDurationMs`, "
         "`startSensitivity`, `endSensitivity` (`high` or `low`), `baseUrl`.")
     consult_policy: Literal["auto", "substantive", "always"] = Field(
-        "auto", description="When the realtime model consults the full agent.")
+        "auto", description="When the realtime model is told to consult the agent (the responder, with "
+        "the call's transcript and the user's tools): `auto` when it needs to, `substantive` for every "
+        "substantive question, `always` before every answer.")
     agent_context: RealtimeAgentContext | None = Field(
-        None, description="Agent context added to the realtime session.")
+        None, description="Files whose text is added to the realtime model's instructions.")
     fast_context: RealtimeFastContext | None = Field(
-        None, description="A quick context lookup tried before a full agent consult.")
+        None, description="No effect (a warning says so).")
     consult_thinking_level: NonEmptyStr | None = Field(
-        None, description="Thinking level of agent consults.")
-    consult_fast_mode: bool | None = Field(None, description="Run agent consults in fast mode.")
+        None, description="No effect (a warning says so): the consult uses the responder as configured.")
+    consult_fast_mode: bool | None = Field(
+        None, description="No effect (a warning says so): the consult uses the responder as configured.")
 
 
 class SttConfig(_Model):

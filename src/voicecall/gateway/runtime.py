@@ -46,6 +46,7 @@ from voicecall.speech.realtime import selected_provider
 from voicecall.store import SQLiteCallStore
 
 if TYPE_CHECKING:
+    from voicecall.agent.consult import AgentConsult
     from voicecall.agent.conversation import AutoReply
     from voicecall.agent.http_tools import HttpTools
     from voicecall.agent.mcp_tools import McpTools
@@ -326,8 +327,9 @@ class Runtime:
         return endpoint.protocol_class()
 
     def _realtime(self, service: CallService) -> RealtimeOptions:
-        """Realtime voice (D120): the provider's session factory (its key checked now) and the
-        responder's tools (D122)."""
+        """Realtime voice (D120): the provider's session factory (its key checked now), the
+        responder's tools (D122), the consult of the full agent and the instructions (D125)."""
+        from voicecall.agent.consult import session_instructions
         from voicecall.agent.realtime_tools import RealtimeAgentTools
         from voicecall.agent.tools import Toolbox
         from voicecall.media.hub import RealtimeOptions
@@ -339,10 +341,44 @@ class Runtime:
         except RealtimeError as exc:
             raise ConfigError([ConfigIssue(f"realtime.providers.{self.realtime_provider}", str(exc))],
                               source=self.loaded.source) from None
-        toolbox = Toolbox(self._tool_sources(), timeout_s=c.responder.tool_timeout_ms / 1000)
+        sources = self._tool_sources()
+        consult = self._consult(sources) if c.realtime.tool_policy != "none" else None
+        instructions = session_instructions(c.realtime.instructions, consult=consult is not None,
+                                            policy=c.realtime.consult_policy,
+                                            context=self._agent_context())
+        toolbox = Toolbox(sources, timeout_s=c.responder.tool_timeout_ms / 1000)
         tools = RealtimeAgentTools(service, toolbox, policy=c.realtime.tool_policy, agent_id=c.agent_id,
-                                   instructions=c.realtime.instructions)
-        return RealtimeOptions(factory=factory, instructions=c.realtime.instructions, tools=tools)
+                                   instructions=instructions, consult=consult)
+        return RealtimeOptions(factory=factory, instructions=instructions, tools=tools)
+
+    def _consult(self, sources: list[ToolSource]) -> AgentConsult | None:
+        """The full agent the realtime model may consult: the responder, when it can answer."""
+        from voicecall.agent.consult import AgentConsult
+
+        c = self.config
+        if not c.responder.enabled:
+            return None
+        responder = self._responder_for(sources)
+        check = getattr(responder, "problem", None)
+        problem = check(c.response_model) if callable(check) else None
+        if problem:
+            log.warning("realtime: the model cannot consult the agent: %s", problem)
+            return None
+        return AgentConsult(responder, agent_id=c.agent_id, model=c.response_model,
+                            system_prompt=c.response_system_prompt, timeout_s=c.response_timeout_ms / 1000)
+
+    def _agent_context(self) -> str:
+        """`realtime.agentContext.files`, read now: a file that cannot be read fails the start."""
+        from voicecall.agent.consult import DEFAULT_CONTEXT_CHARS, read_context
+
+        context = self.config.realtime.agent_context
+        if context is None or not context.enabled or not context.files:
+            return ""
+        try:
+            return read_context(context.files, context.max_chars or DEFAULT_CONTEXT_CHARS)
+        except (OSError, UnicodeError) as exc:
+            raise ConfigError([ConfigIssue("realtime.agentContext.files", f"cannot be read: {exc}")],
+                              source=self.loaded.source) from None
 
     def fixed_phrases(self) -> list[str]:
         """What the gateway says word for word: the greeting and, when idle handling is on, the
@@ -375,11 +411,21 @@ class Runtime:
     def _auto_reply(self) -> AutoReply:
         # Imported here: the LLM SDK costs seconds to import and only responders need it.
         from voicecall.agent.conversation import AutoReply, ReplyDefaults
+
+        c = self.config
+        r = c.responder
+        responder = self._responder_for(self._tool_sources())
+        return AutoReply(self.service, responder, ReplyDefaults(
+            agent_id=c.agent_id, model=c.response_model, system_prompt=c.response_system_prompt,
+            timeout_s=c.response_timeout_ms / 1000, history_turns=r.history_turns,
+            fallback_message=r.fallback_message))
+
+    def _responder_for(self, tools: list[ToolSource]) -> Responder:
+        """The configured responder (`responder.type`), with `tools`."""
         from voicecall.agent.responder import build_responder
 
         c = self.config
         r = c.responder
-        tools = self._tool_sources()
         responder = build_responder(
             r.type, model=c.response_model or "openai/gpt-4o-mini",
             base_url=str(r.base_url) if r.base_url else None, url=r.url,
@@ -387,10 +433,7 @@ class Runtime:
             env=self.loaded.env, tools=tools, max_tool_rounds=r.max_tool_rounds,
             tool_timeout_s=r.tool_timeout_ms / 1000, filler=r.filler, filler_after_s=r.filler_after_ms / 1000)
         self._responder = responder
-        return AutoReply(self.service, responder, ReplyDefaults(
-            agent_id=c.agent_id, model=c.response_model, system_prompt=c.response_system_prompt,
-            timeout_s=c.response_timeout_ms / 1000, history_turns=r.history_turns,
-            fallback_message=r.fallback_message))
+        return responder
 
     def _tool_sources(self) -> list[ToolSource]:
         """The responder's tools: built-ins first (their names cannot be taken), then each MCP

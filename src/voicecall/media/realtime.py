@@ -1,4 +1,4 @@
-"""A call's media stream bridged to a realtime voice model (docs/decisions.md D120-D123).
+"""A call's media stream bridged to a realtime voice model (docs/decisions.md D120-D124).
 
 `RealtimeBridge` sits where a classic stream has its speech-to-text session: the stream session
 hands it the caller's audio (`send_audio`), connects it (`connect`) and closes it (`close`).
@@ -7,12 +7,14 @@ pacer, one utterance per answer, so pacing, marks, `clear` and the stream limits
 path's. The bridge knows no carrier: audio is G.711 in the carrier's law both ways.
 
 - Barge-in: the model's voice activity detection says the caller started talking; playback is
-  cleared at once and the model's answer is truncated to what was sent (`frames * 20 ms`).
+  cleared at once and the model's answer is truncated to what was sent (`frames * 20 ms`); the
+  transcript keeps the words of the audio played, of all the model sent for that answer.
 - `say` (the service's `speak`, `continue`, the greeting) asks the model to say a text; the
   returned future resolves like any utterance's, once its mark comes back.
 - Transcripts of both sides go to the call (the caller's as `call.speech` events, so `continue`
-  gets them); a turn's latency runs from the end of the caller's speech to the answer's first
-  frame.
+  gets them); a turn's latency runs from the end of the caller's speech (told by the model's
+  voice activity detection, or found in the audio by a provider that reports none) to the
+  answer's first frame.
 - Tools run through `RealtimeTools`; `end_call` ends the call after its last audio has played.
 - A model session that ends hangs up the call; an error ends it `error`, after an apology when
   the stream is still up and a voice is configured.
@@ -25,7 +27,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from voicecall.calls.events import CallEvent
@@ -34,6 +36,7 @@ from voicecall.media.playback import FRAME_S, PlaybackError, Utterance
 from voicecall.providers.streams import PlaybackResult
 from voicecall.service import CallService
 from voicecall.shared.clock import now_ms
+from voicecall.shared.words import played_prefix
 from voicecall.speech.realtime.base import FunctionTool, RealtimeEvents, RealtimeModel, RealtimeSetup
 
 if TYPE_CHECKING:
@@ -75,15 +78,21 @@ class RealtimeTools(Protocol):
 class _Answer:
     """One model answer (a response item) on its way to the caller."""
 
-    __slots__ = ("chunks", "closed", "item_id", "said", "speech_ended_at", "text", "utterance")
+    __slots__ = ("audio_ms", "chunks", "closed", "item_id", "said", "speech_end_found",
+                 "speech_ended_at", "text", "utterance")
 
-    def __init__(self, item_id: str, said: bool, speech_ended_at: int | None) -> None:
+    def __init__(self, item_id: str, said: bool, speech_ended_at: int | None,
+                 speech_end_found: str) -> None:
         self.item_id = item_id
+        self.audio_ms = 0.0
+        """How much of the answer's audio came from the model."""
         self.chunks: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
         self.closed = False
         self.said = said
         """Asked for with `say`: the service records what was heard, not the bridge."""
         self.speech_ended_at = speech_ended_at
+        self.speech_end_found = speech_end_found
+        """`vad`: told by the model's voice activity detection; `audio`: found in the audio."""
         self.text = ""
         self.utterance: Utterance | None = None
 
@@ -110,11 +119,13 @@ class RealtimeBridge:
         self.model = factory(setup, RealtimeEvents(
             on_audio=self._audio, on_audio_done=self._audio_done,
             on_speech_started=self._speech_started, on_speech_stopped=self._speech_stopped,
+            on_speech_ended=self._speech_ended,
             on_user_transcript=self._user_transcript, on_model_transcript=self._model_transcript,
             on_function_call=self._function_call, on_closed=self._closed))
         self._answers: dict[str, _Answer] = {}
         self._says: deque[tuple[str, asyncio.Future[PlaybackResult]]] = deque()
         self._speech_ended_at: int | None = None
+        self._speech_end_found = "vad"
         self._closing = False
         self._ending = False
         self._tasks: set[asyncio.Task[object]] = set()
@@ -171,6 +182,7 @@ class RealtimeBridge:
         if answer is None:
             answer = self._start_answer(item_id)
         if not answer.closed:
+            answer.audio_ms += len(pcm) / 2 / rate * 1000
             answer.chunks.put_nowait((rate, pcm))
 
     def _start_answer(self, item_id: str) -> _Answer:
@@ -179,7 +191,7 @@ class RealtimeBridge:
             text, fut = self._says.popleft()
             if not fut.done():
                 said = (text, fut)
-        answer = _Answer(item_id, said is not None, self._speech_ended_at)
+        answer = _Answer(item_id, said is not None, self._speech_ended_at, self._speech_end_found)
         self._speech_ended_at = None
         self._answers[item_id] = answer
         try:
@@ -215,15 +227,15 @@ class RealtimeBridge:
         if done.cancelled():
             return
         error = done.exception()
+        result = self._heard(answer, done.result()) if error is None else None
         if said is not None and not said.done():
-            if error is not None:
-                said.set_exception(error)
+            if result is None:
+                said.set_exception(error or PlaybackError("not played"))
                 said.exception()
             else:
-                said.set_result(done.result())
-        if error is not None:
+                said.set_result(result)
+        if result is None:
             return
-        result = done.result()
         if not answer.said and result.played_text:
             self._spawn(self.service.log_bot_speech(self.call_id, result.played_text))
         if answer.speech_ended_at is not None and result.first_frame_at is not None:
@@ -231,7 +243,17 @@ class RealtimeBridge:
             self._spawn(self.service.record_turn(self.call_id, {
                 "speechEndedAt": answer.speech_ended_at, "firstAudioAt": first,
                 "turnLatencyMs": first - answer.speech_ended_at, "spokenAt": now_ms(),
-                "realtime": True}))
+                "realtime": True, "speechEndFoundBy": answer.speech_end_found}))
+
+    @staticmethod
+    def _heard(answer: _Answer, result: PlaybackResult) -> PlaybackResult:
+        """An interrupted answer's words in proportion to its audio played, of all the model sent
+        (playback alone knows only the audio converted so far, which runs ahead of the caller)."""
+        utt = answer.utterance
+        if not result.interrupted or utt is None or not answer.audio_ms:
+            return result
+        played_ms = utt.frames_sent * FRAME_S * 1000
+        return replace(result, played_text=played_prefix(utt.text, played_ms / answer.audio_ms))
 
     def _speech_started(self) -> None:
         """Barge-in: clear the stream now, and tell the model how much of its answer was heard."""
@@ -249,9 +271,15 @@ class RealtimeBridge:
                 self.model.truncate(*heard)
 
     def _speech_stopped(self) -> None:
-        at = now_ms()
-        self._speech_ended_at = at
-        self.service.note_speech_end(self.call_id, at)
+        self._note_speech_end(now_ms(), "vad")
+
+    def _speech_ended(self, at_ms: int) -> None:
+        self._note_speech_end(at_ms, "audio")
+
+    def _note_speech_end(self, at_ms: int, found_by: str) -> None:
+        self._speech_ended_at = at_ms
+        self._speech_end_found = found_by
+        self.service.note_speech_end(self.call_id, at_ms)
 
     def _user_transcript(self, text: str) -> None:
         record = self.service.live(self.call_id)

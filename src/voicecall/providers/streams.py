@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias
 
 from voicecall.shared import bounded_json
+from voicecall.shared.words import played_prefix
 
 __all__ = [
     "Codec",
@@ -109,15 +110,6 @@ class PlaybackResult:
     """Wall-clock ms of the first TTS byte."""
     first_frame_at: float | None = None
     """Wall-clock ms when the first audio frame was sent."""
-
-
-def played_prefix(text: str, fraction: float) -> str:
-    """The words of `text` a caller heard when `fraction` of its audio was played."""
-    if fraction >= 0.999:
-        return text
-    words = text.split()
-    keep = int(len(words) * max(0.0, fraction))
-    return " ".join(words[:keep])
 
 
 def decode_payload(payload: object) -> bytes:

@@ -56,7 +56,11 @@ class RealtimeEvents:
     on_speech_started: Callable[[], None] = _noop
     """The caller started talking (the provider's voice activity detection): barge-in."""
     on_speech_stopped: Callable[[], None] = _noop
-    """The caller stopped talking (the turn's latency clock starts here)."""
+    """The caller stopped talking (the provider's voice activity detection said so just now;
+    the turn's latency clock starts here)."""
+    on_speech_ended: Callable[[int], None] = _noop
+    """The caller's speech ended at this wall-clock time in ms, found in their audio by a
+    provider that reports no end of speech (reported when the model's answer starts)."""
     on_user_transcript: Callable[[str], None] = _noop
     """What the caller said in one turn (final)."""
     on_model_transcript: Callable[[str, str], None] = _noop

@@ -2,10 +2,20 @@
 PCM, the model answers in 24 kHz PCM; Google's voice activity detection (with the configured
 silence and sensitivities), transcription of both sides, function tools, session resumption and
 context compression on (a connection the server closes after `goAway`, or one that is lost, is
-replaced by a new one resuming the session). Gemini cuts its own memory of an answer the caller
-interrupted, so `truncate` has nothing to send; it reports no end of the caller's speech either. The caller
-starting to talk is `interrupted` while the model generates, and the first words of the caller's
-transcription otherwise (an answer fully generated may still be playing)."""
+replaced by a new one resuming the session).
+
+Gemini differs from OpenAI's Realtime API in three ways the bridge relies on (docs/decisions.md
+D124):
+- Text goes in as `realtimeInput.text`: current Live models take `clientContent` only as the
+  history a session starts with, and close the session when it comes later.
+- An interrupted answer has no truncate message: Gemini keeps in its context everything it sent,
+  which is more than the caller heard when the answer was generated faster than it played. So
+  `truncate` tells the model in a note which words of its answer the caller heard.
+- No end of the caller's speech is reported: the session finds it in the caller's audio (the last
+  frame with speech in it before the model's answer starts) and reports it with its time.
+
+The caller starting to talk is `interrupted` while the model generates, and the first words of
+the caller's transcription otherwise (an answer fully generated may still be playing)."""
 
 from __future__ import annotations
 
@@ -16,13 +26,16 @@ import dataclasses
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from pydantic import SecretStr
 
 from voicecall.audio.g711 import alaw_decode, ulaw_decode
 from voicecall.audio.resample import StreamingResampler
+from voicecall.shared.clock import now_ms
+from voicecall.shared.words import played_prefix
 from voicecall.speech.realtime.base import RealtimeError, RealtimeEvents, RealtimeSetup
 from voicecall.speech.realtime.wire import RealtimeSocket, ws_url
 
@@ -36,6 +49,26 @@ INPUT_RATE = 16000
 BATCH_BYTES = 1280
 """40 ms of 16 kHz PCM per message (two carrier frames)."""
 SAY_INSTRUCTIONS = "Say exactly this to the caller, word for word, and nothing else: {text}"
+HEARD_NOTE = ("(A note from the phone system, not from the caller: the caller interrupted your "
+              "last answer and heard only this much of it: \"{heard}\". They did not hear the rest.)")
+HEARD_NOTHING_NOTE = ("(A note from the phone system, not from the caller: the caller interrupted "
+                      "your last answer before hearing any of it.)")
+SPEECH_LEVEL = 1024
+"""A caller frame whose peak (of 32767) is above this has speech in it."""
+RECENT_ANSWERS = 4
+"""How many of the model's latest answers `truncate` can still find."""
+
+
+@dataclass
+class _Answer:
+    """One model turn as received: its transcribed words so far and how much audio came."""
+
+    words: list[str] = field(default_factory=list)
+    audio_ms: float = 0.0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.words).strip()
 
 
 def _str(settings: Mapping[str, Any], key: str) -> str | None:
@@ -90,8 +123,9 @@ class GeminiLive:
         self._upsample = StreamingResampler(8000, INPUT_RATE)
         self._pending = bytearray()
         self._turn = 1
-        self._model_words: list[str] = []
+        self._answers: dict[str, _Answer] = {}
         self._caller_words: list[str] = []
+        self._voiced_at: int | None = None
         self._answering = False
         self.resumption_handle: str | None = None
         self.resumptions = 0
@@ -173,7 +207,10 @@ class GeminiLive:
         self.resumptions += 1
 
     def send_audio(self, g711: bytes) -> None:
-        self._pending += self._upsample.process(self._decode(g711).tobytes())
+        pcm = self._decode(g711)
+        if pcm.size and max(int(np.max(pcm)), -int(np.min(pcm))) > SPEECH_LEVEL:
+            self._voiced_at = now_ms()
+        self._pending += self._upsample.process(pcm.tobytes())
         if len(self._pending) >= BATCH_BYTES:
             data = base64.b64encode(self._pending).decode("ascii")
             self._pending.clear()
@@ -181,11 +218,20 @@ class GeminiLive:
                 "data": data, "mimeType": f"audio/pcm;rate={INPUT_RATE}"}}})
 
     def say(self, text: str) -> None:
-        turn = {"role": "user", "parts": [{"text": SAY_INSTRUCTIONS.format(text=text)}]}
-        self.socket.send({"clientContent": {"turns": [turn], "turnComplete": True}})
+        self.socket.send({"realtimeInput": {"text": SAY_INSTRUCTIONS.format(text=text)}})
 
     def truncate(self, item_id: str, played_ms: int) -> None:
-        """Gemini already cut the interrupted answer from its context (see the module docstring)."""
+        """Tell the model which words of answer `item_id` the caller heard (`played_ms` of its
+        audio): Gemini keeps all it sent in its context (see the module docstring)."""
+        answer = self._answers.get(item_id)
+        if answer is None or not answer.audio_ms:
+            return
+        fraction = played_ms / answer.audio_ms
+        if fraction >= 0.999:
+            return
+        heard = played_prefix(answer.text, fraction)
+        note = HEARD_NOTE.format(heard=heard) if heard else HEARD_NOTHING_NOTE
+        self.socket.send({"realtimeInput": {"text": note}})
 
     def function_result(self, call_id: str, name: str, output: str, *, respond: bool) -> None:
         response: dict[str, Any] = {"output": output}
@@ -204,6 +250,15 @@ class GeminiLive:
     @property
     def item_id(self) -> str:
         return f"turn-{self._turn}"
+
+    def _answer(self) -> _Answer:
+        """The model turn under way (the oldest one kept is dropped once there are too many)."""
+        answer = self._answers.get(self.item_id)
+        if answer is None:
+            answer = self._answers[self.item_id] = _Answer()
+            while len(self._answers) > RECENT_ANSWERS:
+                del self._answers[next(iter(self._answers))]
+        return answer
 
     def _handle(self, message: dict[str, Any]) -> None:
         content = message.get("serverContent")
@@ -243,14 +298,24 @@ class GeminiLive:
                     except (binascii.Error, ValueError):
                         log.warning("Gemini Live: audio that is not base64")
                         continue
-                    self._answering = True
-                    ev.on_audio(self.item_id, _rate(str(data["mimeType"])), pcm)
+                    self._audio(pcm, _rate(str(data["mimeType"])))
         said = content.get("outputTranscription")
         if isinstance(said, dict) and said.get("text"):
-            self._model_words.append(str(said["text"]))
+            self._answer().words.append(str(said["text"]))
         if content.get("turnComplete"):
             self._flush_caller()
             self._finish_turn()
+
+    def _audio(self, pcm: bytes, rate: int) -> None:
+        """A piece of the model's answer; its first piece after the caller spoke reports when
+        that speech ended."""
+        if not self._answering:
+            self._answering = True
+            if self._voiced_at is not None:
+                self.events.on_speech_ended(self._voiced_at)
+                self._voiced_at = None
+        self._answer().audio_ms += len(pcm) / 2 / rate * 1000
+        self.events.on_audio(self.item_id, rate, pcm)
 
     def _flush_caller(self) -> None:
         text = "".join(self._caller_words).strip()
@@ -262,10 +327,9 @@ class GeminiLive:
         item = self.item_id
         if self._answering:
             self.events.on_audio_done(item)
-        text = "".join(self._model_words).strip()
+        text = self._answers[item].text if item in self._answers else ""
         if text:
             self.events.on_model_transcript(item, text)
-        self._model_words.clear()
         self._answering = False
         self._turn += 1
 

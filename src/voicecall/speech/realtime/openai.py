@@ -1,8 +1,9 @@
-"""OpenAI's Realtime API over WebSocket (`/v1/realtime`): the carrier's G.711 goes in and
-comes out as it is (the session's `g711_ulaw` / `g711_alaw` formats), or, with
-`audioFormat: "pcm16"` for a model or compatible server without them, as 24 kHz PCM through the
-shared resampler; server-side voice activity detection, transcription of the caller, function
-tools, truncation of what was not heard."""
+"""OpenAI's Realtime API over WebSocket (`/v1/realtime`), in its generally available protocol
+(docs/decisions.md D130: the beta one, with its `OpenAI-Beta` header, is gone): the carrier's
+G.711 goes in and comes out as it is (the session's `audio/pcmu` / `audio/pcma` formats), or,
+with `audioFormat: "pcm16"` for a model or compatible server without them, as 24 kHz PCM through
+the shared resampler; server-side voice activity detection, transcription of the caller,
+function tools, truncation of what was not heard."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from voicecall.speech.realtime.wire import RealtimeSocket, ws_url
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_MODEL = "gpt-4o-realtime-preview"
+DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_VOICE = "alloy"
 TRANSCRIPTION_MODEL = "whisper-1"
 PCM_RATE = 24000
@@ -47,24 +48,28 @@ class OpenAIRealtime:
         self.model = model
         self.voice = voice
         self.pcm = pcm
-        self.format = "pcm16" if pcm else "g711_ulaw" if setup.codec == "ulaw" else "g711_alaw"
+        self.format: dict[str, Any] = (
+            {"type": "audio/pcm", "rate": PCM_RATE} if pcm
+            else {"type": "audio/pcmu" if setup.codec == "ulaw" else "audio/pcma"})
         self._decode = ulaw_decode if setup.codec == "ulaw" else alaw_decode
         self._upsample = StreamingResampler(8000, PCM_RATE) if pcm else None
         self._pending = bytearray()
         url = f"{ws_url(base_url)}/realtime?model={quote(model)}"
-        headers = {"Authorization": f"Bearer {api_key}", "OpenAI-Beta": "realtime=v1"}
+        headers = {"Authorization": f"Bearer {api_key}"}
         self.socket = RealtimeSocket(url, headers, events, self._handle, label="OpenAI realtime")
 
     def session_config(self) -> dict[str, Any]:
         """The `session.update` body: audio formats, voice, VAD, transcription, tools."""
         return {
-            "modalities": ["audio", "text"],
+            "type": "realtime",
+            "model": self.model,
+            "output_modalities": ["audio"],
             "instructions": self.setup.instructions,
-            "voice": self.voice,
-            "input_audio_format": self.format,
-            "output_audio_format": self.format,
-            "input_audio_transcription": {"model": TRANSCRIPTION_MODEL},
-            "turn_detection": {"type": "server_vad"},
+            "audio": {
+                "input": {"format": self.format, "transcription": {"model": TRANSCRIPTION_MODEL},
+                          "turn_detection": {"type": "server_vad"}},
+                "output": {"format": self.format, "voice": self.voice},
+            },
             "tools": [{"type": "function", "name": t.name, "description": t.description,
                        "parameters": t.parameters} for t in self.setup.tools],
             "tool_choice": "auto",

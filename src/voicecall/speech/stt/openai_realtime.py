@@ -1,7 +1,9 @@
-"""OpenAI Realtime transcription over WebSocket (`/realtime?intent=transcription`).
+"""OpenAI Realtime transcription over WebSocket (`/realtime?intent=transcription`), in the
+generally available protocol (docs/decisions.md D130: the beta one is gone).
 
-On open the session is configured with `transcription_session.update` (g711_ulaw input, the
-transcription model, server VAD); audio goes out as `input_audio_buffer.append` (base64 mu-law).
+On open the session is configured with a `session.update` of a `transcription` session (G.711
+μ-law input as `audio/pcmu`, the transcription model, server VAD); audio goes out as
+`input_audio_buffer.append` (base64 mu-law).
 Deltas → `on_partial` (cumulative text), `...completed` → `on_final`, `speech_started` →
 `on_speech_start`, `error` → `on_error`.
 """
@@ -35,18 +37,21 @@ DEFAULT_OPENAI_STT_MODEL = "gpt-4o-transcribe"
 
 def transcription_session_update(*, model: str, vad_threshold: float, prefix_padding_ms: int,
                                  silence_duration_ms: int) -> dict[str, Any]:
-    """The `transcription_session.update` event sent right after connecting."""
+    """The `session.update` event that configures the transcription session, sent on connect."""
     return {
-        "type": "transcription_session.update",
+        "type": "session.update",
         "session": {
-            "input_audio_format": "g711_ulaw",
-            "input_audio_transcription": {"model": model},
-            "turn_detection": {
-                "type": "server_vad",
-                "threshold": vad_threshold,
-                "prefix_padding_ms": prefix_padding_ms,
-                "silence_duration_ms": silence_duration_ms,
-            },
+            "type": "transcription",
+            "audio": {"input": {
+                "format": {"type": "audio/pcmu"},
+                "transcription": {"model": model},
+                "turn_detection": {
+                    "type": "server_vad",
+                    "threshold": vad_threshold,
+                    "prefix_padding_ms": prefix_padding_ms,
+                    "silence_duration_ms": silence_duration_ms,
+                },
+            }},
         },
     }
 
@@ -75,7 +80,7 @@ class OpenAIRealtimeStt(WebSocketSttSession):
         return ws_url(self.base_url) + "/realtime?intent=transcription"
 
     def headers(self) -> Mapping[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}", "OpenAI-Beta": "realtime=v1"}
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     def session_update(self) -> dict[str, Any]:
         return transcription_session_update(model=self.model, vad_threshold=self.vad_threshold,

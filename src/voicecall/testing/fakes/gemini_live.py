@@ -6,10 +6,13 @@
         # ...point `realtime.providers.google.baseUrl` at model.base_url, place a call...
 
 It checks the `x-goog-api-key` header, answers `setup` with `setupComplete` (recorded in
-`setups`), keeps the caller's 16 kHz PCM (`audio`), answers `clientContent` turns carrying the
-bridge's "say exactly" instruction by speaking the quoted text (`model_audio` at 24 kHz), plays a
+`setups`), keeps the caller's 16 kHz PCM (`audio`), answers `realtimeInput.text` carrying the
+bridge's "say exactly" instruction by speaking the quoted text (`model_audio` at 24 kHz) and
+keeps any other text (`texts`), closes the session with 1007 on `clientContent` that is not the
+initial history the setup announced (as current Live models do), plays a
 scripted caller turn once enough audio arrived (`answer_next`: the caller's transcription, then
-the model's turn with its output transcription and `turnComplete`), sends `interrupted` on
+the model's turn, its output transcription coming in pieces with its audio, and `turnComplete`),
+sends `interrupted` on
 `barge_in()`, hands out session resumption handles (`handle-N` after the Nth setup) and
 announces a closing connection (`go_away()`), records `toolResponse`s (`function_responses`)
 and sends scripted `toolCall`s (`ModelAnswer.function_call`), and closes the session on
@@ -51,6 +54,10 @@ class FakeGeminiLive:
         self.audio = bytearray()
         """The caller's audio as received: PCM16LE at 16 kHz."""
         self.messages: list[dict[str, Any]] = []
+        self.texts: list[str] = []
+        """`realtimeInput.text` other than "say exactly" instructions (notes for the model)."""
+        self.refused: list[str] = []
+        """Why sessions were closed for breaking the protocol."""
         self.setups: list[dict[str, Any]] = []
         self.function_responses: list[dict[str, Any]] = []
         self.answers_sent: list[ModelAnswer] = []
@@ -138,12 +145,23 @@ class FakeGeminiLive:
                     continue
                 data = json.loads(text)
                 self.messages.append(data)
+                if "clientContent" in data and not self._history_allowed():
+                    self.refused.append("clientContent after the session's initial history")
+                    await websocket.close(code=1007)
+                    return
                 await self._on_message(data)
         except Exception:
             return
         finally:
             if self._ws is websocket:
                 self._ws = None
+
+    def _history_allowed(self) -> bool:
+        """`clientContent` seeds a session's history: announced in its setup, before any input."""
+        setup = self.setups[-1] if self.setups else {}
+        announced = bool((setup.get("historyConfig") or {}).get("initialHistoryInClientContent"))
+        since_setup = itertools.takewhile(lambda m: "setup" not in m, reversed(self.messages))
+        return announced and not any("realtimeInput" in m for m in since_setup)
 
     async def _on_message(self, data: dict[str, Any]) -> None:
         if "setup" in data:
@@ -153,14 +171,15 @@ class FakeGeminiLive:
                 await self._send({"sessionResumptionUpdate": {
                     "newHandle": f"handle-{len(self.setups)}", "resumable": True}})
         elif "realtimeInput" in data:
-            audio = (data["realtimeInput"] or {}).get("audio") or {}
+            realtime = data["realtimeInput"] or {}
+            audio = realtime.get("audio") or {}
             self.audio.extend(base64.b64decode(audio.get("data", "")))
-            self._check_turns()
-        elif "clientContent" in data:
-            turns = (data["clientContent"] or {}).get("turns") or []
-            text = " ".join(str(p.get("text", "")) for t in turns for p in t.get("parts", []))
+            text = str(realtime.get("text") or "")
             if SAY_MARKER in text:
                 self._stream(ModelAnswer(text.split(SAY_MARKER, 1)[1]))
+            elif text:
+                self.texts.append(text)
+            self._check_turns()
         elif "toolResponse" in data:
             self.function_responses.extend((data["toolResponse"] or {}).get("functionResponses") or [])
 
@@ -202,13 +221,20 @@ class FakeGeminiLive:
         if pcm:
             self.answers_sent.append(answer)
             step = OUTPUT_RATE * 2 * answer.chunk_ms // 1000
+            words = answer.text.split()
+            told = 0
             for start in range(0, len(pcm), step):
                 await self._send({"serverContent": {"modelTurn": {"parts": [{"inlineData": {
                     "mimeType": f"audio/pcm;rate={OUTPUT_RATE}",
                     "data": base64.b64encode(pcm[start:start + step]).decode()}}]}}})
+                upto = round(len(words) * min(1.0, (start + step) / len(pcm)))
+                if upto > told:  # the words of this piece, as Gemini transcribes as it speaks
+                    piece = " ".join(words[told:upto])
+                    await self._send({"serverContent": {"outputTranscription": {
+                        "text": piece if told == 0 else " " + piece}}})
+                    told = upto
                 if answer.realtime:
                     await asyncio.sleep(answer.chunk_ms / 1000)
-            await self._send({"serverContent": {"outputTranscription": {"text": answer.text}}})
         if answer.function_call is not None:
             name, arguments = answer.function_call
             await self._send({"toolCall": {"functionCalls": [

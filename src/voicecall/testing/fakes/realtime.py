@@ -9,6 +9,9 @@ on 127.0.0.1 that speaks the protocol's events and is scripted from the test.
 What it does:
 - checks the bearer key (a wrong one is refused at the handshake), sends `session.created`,
   records every `session.update` (`sessions`) and every client event (`events`);
+- speaks the generally available protocol only, as OpenAI does: a client sending the retired
+  beta's `OpenAI-Beta` header is closed (4000, `beta_api_shape_disabled`), and a `session.update`
+  that is not a `realtime` session gets an `error` event (both in `refused`);
 - keeps the caller's audio (`audio`, as sent: G.711, or 24 kHz PCM for a `pcm16` session, whose
   answers are then 24 kHz PCM too);
 - answers `response.create`: a scripted answer if one is queued (`respond_with`), else, for the
@@ -137,6 +140,8 @@ class FakeOpenAIRealtime:
         self.connections = 0
         self.rejected = 0
         self.request_headers: list[dict[str, str]] = []
+        self.refused: list[str] = []
+        """Why clients speaking the retired beta protocol were turned away."""
         self._conn: _Conn | None = None
         """The newest connection: scripted caller turns and `barge_in` act on it."""
         self._responses: deque[ModelAnswer] = deque()
@@ -208,6 +213,13 @@ class FakeOpenAIRealtime:
             await websocket.close(code=1008)
             return
         await websocket.accept()
+        if "openai-beta" in websocket.headers:
+            self.refused.append("beta_api_shape_disabled")
+            await websocket.send_text(json.dumps({"type": "error", "error": {
+                "type": "invalid_request_error", "code": "beta_api_shape_disabled",
+                "message": "The Realtime Beta API is no longer supported."}}))
+            await websocket.close(code=4000, reason="beta_api_shape_disabled")
+            return
         self.connections += 1
         conn = self._conn = _Conn(websocket, asyncio.Lock())
         await self._send(conn, {"type": "session.created", "session": {"id": f"sess_{self.connections}"}})
@@ -233,8 +245,15 @@ class FakeOpenAIRealtime:
     async def _on_event(self, conn: _Conn, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "session.update":
-            self.sessions.append(event.get("session") or {})
-            await self._send(conn, {"type": "session.updated", "session": event.get("session")})
+            session = event.get("session") or {}
+            if session.get("type") != "realtime" or "input_audio_format" in session:
+                self.refused.append("session.update without session.type realtime")
+                await self._send(conn, {"type": "error", "error": {
+                    "type": "invalid_request_error", "code": "missing_required_parameter",
+                    "param": "session.type", "message": "Missing required parameter: 'session.type'."}})
+                return
+            self.sessions.append(session)
+            await self._send(conn, {"type": "session.updated", "session": session})
         elif kind == "input_audio_buffer.append":
             chunk = base64.b64decode(event.get("audio", ""))
             self.audio_bytes += len(chunk)
@@ -322,14 +341,14 @@ class FakeOpenAIRealtime:
             loop = asyncio.get_running_loop()
             began = loop.time()
             for start in range(0, len(g711), step):
-                await send({"type": "response.audio.delta", "response_id": rid, "item_id": item,
+                await send({"type": "response.output_audio.delta", "response_id": rid, "item_id": item,
                                   "content_index": 0,
                                   "delta": base64.b64encode(g711[start:start + step]).decode()})
                 if answer.realtime:  # on absolute deadlines: no drift behind real time
                     due = began + max(0, start + step - rate_bytes * answer.lead_ms) / (rate_bytes * 1000)
                     await asyncio.sleep(max(0.0, due - loop.time()))
-            await send({"type": "response.audio.done", "response_id": rid, "item_id": item})
-            await send({"type": "response.audio_transcript.done", "response_id": rid,
+            await send({"type": "response.output_audio.done", "response_id": rid, "item_id": item})
+            await send({"type": "response.output_audio_transcript.done", "response_id": rid,
                               "item_id": item, "content_index": 0, "transcript": answer.text})
             await send({"type": "response.output_item.done", "response_id": rid,
                               "item": {"id": item, "type": "message", "status": "completed"}})
@@ -346,8 +365,9 @@ class FakeOpenAIRealtime:
         await self._send(conn, {"type": "response.done", "response": {"id": rid, "status": "completed"}})
 
     def _codec(self) -> str:
-        fmt = (self.sessions[-1] if self.sessions else {}).get("output_audio_format", "g711_ulaw")
-        return {"g711_alaw": "alaw", "pcm16": "pcm16"}.get(fmt, "ulaw")
+        session = self.sessions[-1] if self.sessions else {}
+        fmt = ((session.get("audio") or {}).get("output") or {}).get("format") or {}
+        return {"audio/pcma": "alaw", "audio/pcm": "pcm16"}.get(str(fmt.get("type")), "ulaw")
 
     async def _send(self, conn: _Conn, event: dict[str, Any]) -> None:
         async with conn.lock:

@@ -6,9 +6,10 @@
         await stt.connect()
         stt.send_audio(frames)             # the utterance fires once 1600 more bytes arrived
         await fake.wait_for_audio(1600)
-        assert fake.sessions[0]["input_audio_format"] == "g711_ulaw"
+        assert fake.sessions[0]["audio"]["input"]["format"] == {"type": "audio/pcmu"}
 
-`FakeRealtimeTranscription` speaks OpenAI's realtime transcription protocol (`/v1/realtime`);
+`FakeRealtimeTranscription` speaks OpenAI's realtime transcription protocol (`/v1/realtime`, the
+generally available one: the retired beta's `OpenAI-Beta` header is refused);
 `FakeDeepgram` speaks Deepgram's live protocol (`/v1/listen`). Both check the auth header (a
 wrong one is refused at the handshake: HTTP 403), record what arrives (`audio`, `events`,
 `connections`), emit scripted utterances once enough audio has arrived (`say`), and can drop the
@@ -240,26 +241,31 @@ class FakeSttServer:
 
 
 def check_transcription_session_update(event: Any) -> list[str]:
-    """Problems with a `transcription_session.update` event (empty list = looks right)."""
-    problems: list[str] = []
-    if not isinstance(event, dict) or event.get("type") != "transcription_session.update":
-        return ["first event must be transcription_session.update"]
+    """Problems with the `session.update` of a transcription session (empty list = looks right)."""
+    if not isinstance(event, dict) or event.get("type") != "session.update":
+        return ["first event must be session.update"]
     session = event.get("session")
     if not isinstance(session, dict):
         return ["session must be an object"]
-    if session.get("input_audio_format") != "g711_ulaw":
-        problems.append("session.input_audio_format must be g711_ulaw")
-    transcription = session.get("input_audio_transcription")
+    if session.get("type") != "transcription":
+        return ["session.type must be transcription"]
+    audio = session.get("audio")
+    given = audio.get("input") if isinstance(audio, dict) else None
+    audio_in: dict[str, Any] = given if isinstance(given, dict) else {}
+    problems: list[str] = []
+    if audio_in.get("format") != {"type": "audio/pcmu"}:
+        problems.append('session.audio.input.format must be {"type": "audio/pcmu"}')
+    transcription = audio_in.get("transcription")
     if not isinstance(transcription, dict) or not isinstance(transcription.get("model"), str):
-        problems.append("session.input_audio_transcription.model must be a string")
-    vad = session.get("turn_detection")
+        problems.append("session.audio.input.transcription.model must be a string")
+    vad = audio_in.get("turn_detection")
     if not isinstance(vad, dict) or vad.get("type") != "server_vad":
-        problems.append("session.turn_detection.type must be server_vad")
+        problems.append("session.audio.input.turn_detection.type must be server_vad")
     else:
         for key in ("threshold", "prefix_padding_ms", "silence_duration_ms"):
             value = vad.get(key)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                problems.append(f"session.turn_detection.{key} must be a number")
+                problems.append(f"session.audio.input.turn_detection.{key} must be a number")
     return problems
 
 
@@ -271,7 +277,7 @@ class FakeRealtimeTranscription(FakeSttServer):
     def __init__(self, *, api_key: str | None = "sk-test", host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(api_key=api_key, host=host, port=port)
         self.sessions: list[dict[str, Any]] = []
-        """The `session` object of every valid `transcription_session.update`, in order."""
+        """The `session` object of every valid `session.update`, in order."""
         self.queries: list[dict[str, str]] = []
         self._configured: set[int] = set()
         self._seq = 0
@@ -286,8 +292,8 @@ class FakeRealtimeTranscription(FakeSttServer):
         if websocket.query_params.get("intent") != "transcription":
             self.errors.append("missing ?intent=transcription")
             return False
-        if websocket.headers.get("openai-beta") != "realtime=v1":
-            self.errors.append("missing OpenAI-Beta: realtime=v1")
+        if websocket.headers.get("openai-beta") is not None:
+            self.errors.append("OpenAI-Beta header: the beta interface is retired (beta_api_shape_disabled)")
             return False
         return self.api_key is None or websocket.headers.get("authorization") == f"Bearer {self.api_key}"
 
@@ -297,8 +303,8 @@ class FakeRealtimeTranscription(FakeSttServer):
 
     async def on_connect(self, websocket: WebSocket) -> None:
         await websocket.send_text(json.dumps({
-            "type": "transcription_session.created", "event_id": self._next_id("event"),
-            "session": {"id": self._next_id("sess"), "object": "realtime.transcription_session"},
+            "type": "session.created", "event_id": self._next_id("event"),
+            "session": {"id": self._next_id("sess"), "type": "transcription"},
         }))
 
     async def _error(self, websocket: WebSocket, message: str) -> None:
@@ -320,7 +326,7 @@ class FakeRealtimeTranscription(FakeSttServer):
             return True
         self.events.append(event)
         kind = event.get("type") if isinstance(event, dict) else None
-        if kind == "transcription_session.update":
+        if kind == "session.update":
             problems = check_transcription_session_update(event)
             if problems:
                 await self._error(websocket, "; ".join(problems))
@@ -328,12 +334,12 @@ class FakeRealtimeTranscription(FakeSttServer):
             self.sessions.append(event["session"])
             self._configured.add(id(websocket))
             await websocket.send_text(json.dumps({
-                "type": "transcription_session.updated", "event_id": self._next_id("event"),
+                "type": "session.updated", "event_id": self._next_id("event"),
                 "session": event["session"],
             }))
         elif kind == "input_audio_buffer.append":
             if id(websocket) not in self._configured:
-                self.errors.append("audio appended before transcription_session.update")
+                self.errors.append("audio appended before session.update")
             try:
                 data = base64.b64decode(event.get("audio", ""), validate=True)
             except (binascii.Error, ValueError, TypeError):
