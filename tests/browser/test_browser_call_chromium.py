@@ -79,7 +79,7 @@ async def test_talk_to_the_agent_from_chromium_with_barge_in(
             tmp_path, browser_config(sim, speech, stt, llm),
             env={"OPENAI_API_KEY": "sk-test"}) as runtime:
         llm.script(json.dumps({"spoken": REPLY}))
-        llm.script(json.dumps({"spoken": "Sure."}), first_token_delay_s=1.0)
+        llm.script(json.dumps({"spoken": "Sure."}), first_token_delay_s=4.0)  # after the checks below
         page = await signed_in_page(runtime, mic_browser)
         await page.click("nav >> text=Talk to the agent")
         await page.click("#start-talk")
