@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pytest
 
-from tests.helpers import FRIEND, OUR_NUMBER, eventually, free_port
+from tests.helpers import CALLEE, FRIEND, OUR_NUMBER, eventually, free_port, place_call
 from tests.integration.plivo_setup import plivo_config
 from tests.integration.realtime_support import (
     FRAME,
@@ -31,8 +31,11 @@ from voicecall.gateway.runtime import Runtime
 from voicecall.providers.streams import Codec
 from voicecall.testing.fakes.realtime import FakeOpenAIRealtime, ModelAnswer, model_audio
 from voicecall.testing.gateway import running_gateway
-from voicecall.testing.plivo import PlivoSimulator
-from voicecall.testing.telnyx import TelnyxSimulator
+from voicecall.testing.plivo import Callee as PlivoCallee
+from voicecall.testing.plivo import PlivoCall, PlivoSimulator, PlivoStreamRecord
+from voicecall.testing.telnyx import Callee as TelnyxCallee
+from voicecall.testing.telnyx import MediaClient, TelnyxSimulator
+from voicecall.testing.telnyx import SimCall as TelnyxCall
 
 GREETING = "Hello, clinic here."
 
@@ -54,32 +57,78 @@ class Leg:
     """Every mark (Telnyx) or checkpoint (Plivo) the gateway sent came back as played."""
     ended: Callable[[], Awaitable[str]]
     """Wait until the carrier ended the call."""
+    carrier_said: Callable[[], list[str]]
+    """What the carrier's own speech (`speak`, `<Speak>`) said on the call."""
 
 
-async def telnyx_leg(sim: TelnyxSimulator, webhook_url: str) -> Leg:
-    call = sim.place_inbound(FRIEND, OUR_NUMBER, webhook_url)
-    media = await call.wait_stream(timeout=10)
+def telnyx_leg(call: TelnyxCall, media: MediaClient) -> Leg:
     return Leg(call.call_control_id, "ulaw" if media.codec == "PCMU" else "alaw", media.received_audio,
                media.clear_positions, call.send_audio, lambda: media.marks == media.marks_echoed,
-               lambda: call.wait_ended(10))
+               lambda: call.wait_ended(10), lambda: call.said)
 
 
-async def plivo_leg(sim: PlivoSimulator, webhook_url: str) -> Leg:
-    call = await sim.place_inbound(FRIEND, OUR_NUMBER, webhook_url)
-    stream = await call.wait_stream(timeout=10)
+def plivo_leg(call: PlivoCall, stream: PlivoStreamRecord) -> Leg:
     return Leg(call.uuid, "ulaw", stream.received_audio, stream.clear_positions,
                lambda pcm: call.send_audio(ulaw_encode(pcm)),
-               lambda: stream.checkpoints == stream.played_checkpoints, lambda: call.wait_ended(10))
+               lambda: stream.checkpoints == stream.played_checkpoints, lambda: call.wait_ended(10),
+               lambda: call.said)
+
+
+class Carrier(Protocol):
+    """A running carrier simulator, the gateway config that points at it, and its calls."""
+
+    codec: Codec
+    """The law its streams should carry."""
+
+    def config(self, port: int) -> dict[str, Any]: ...
+
+    async def call_in(self, webhook_url: str) -> Leg:
+        """A caller (FRIEND) dials the gateway; once the stream is up."""
+        ...
+
+    async def call_out(self, gateway: Runtime, message: str) -> tuple[Leg, CallRecord]:
+        """A conversation call from the gateway to CALLEE, who answers; once the stream is up."""
+        ...
 
 
 @dataclass
-class Carrier:
-    """A running carrier simulator, the gateway config that points at it, and its callers."""
-
-    config: Callable[[int], dict[str, Any]]
-    call_in: Callable[[str], Awaitable[Leg]]
+class Telnyx:
+    sim: TelnyxSimulator
     codec: Codec
-    """The law its streams should carry."""
+
+    def config(self, port: int) -> dict[str, Any]:
+        settings = telnyx_config(self.sim, port)
+        settings["telnyx"]["streamCodec"] = "PCMU" if self.codec == "ulaw" else "PCMA"
+        return settings
+
+    async def call_in(self, webhook_url: str) -> Leg:
+        call = self.sim.place_inbound(FRIEND, OUR_NUMBER, webhook_url)
+        return telnyx_leg(call, await call.wait_stream(timeout=10))
+
+    async def call_out(self, gateway: Runtime, message: str) -> tuple[Leg, CallRecord]:
+        self.sim.script(CALLEE, TelnyxCallee(answer_after_s=0.05))
+        record = await place_call(gateway, CALLEE, message, "conversation")
+        call = self.sim.call(record.provider_call_id or "")
+        return telnyx_leg(call, await call.wait_stream(timeout=10)), record
+
+
+@dataclass
+class Plivo:
+    sim: PlivoSimulator
+    codec: Codec = "ulaw"
+
+    def config(self, port: int) -> dict[str, Any]:
+        return plivo_config(self.sim, port)
+
+    async def call_in(self, webhook_url: str) -> Leg:
+        call = await self.sim.place_inbound(FRIEND, OUR_NUMBER, webhook_url)
+        return plivo_leg(call, await call.wait_stream(timeout=10))
+
+    async def call_out(self, gateway: Runtime, message: str) -> tuple[Leg, CallRecord]:
+        self.sim.script(CALLEE, PlivoCallee(answer_after_s=0.05))
+        record = await place_call(gateway, CALLEE, message, "conversation")
+        call = self.sim.call(record.provider_call_id or "")
+        return plivo_leg(call, await call.wait_stream(timeout=10)), record
 
 
 @pytest.fixture
@@ -90,14 +139,14 @@ async def model() -> AsyncIterator[FakeOpenAIRealtime]:
 
 @pytest.fixture(params=["telnyx", "plivo"])
 async def carrier(request: pytest.FixtureRequest) -> AsyncIterator[Carrier]:
-    """Telnyx (its default stream codec, PCMU) and Plivo; `telnyx_pcma` adds Telnyx on A-law."""
+    """Telnyx (on its default stream codec, PCMU) and Plivo."""
     async for found in _carrier(str(request.param)):
         yield found
 
 
 @pytest.fixture(params=["telnyx", "telnyx-pcma", "plivo"])
 async def any_carrier(request: pytest.FixtureRequest) -> AsyncIterator[Carrier]:
-    """Every carrier, and Telnyx also with `telnyx.streamCodec: PCMA`."""
+    """Every carrier, and Telnyx also with `telnyx.streamCodec: PCMA` (A-law)."""
     async for found in _carrier(str(request.param)):
         yield found
 
@@ -105,16 +154,10 @@ async def any_carrier(request: pytest.FixtureRequest) -> AsyncIterator[Carrier]:
 async def _carrier(name: str) -> AsyncIterator[Carrier]:
     if name == "plivo":
         async with PlivoSimulator() as plivo:
-            yield Carrier(lambda port: plivo_config(plivo, port), lambda url: plivo_leg(plivo, url), "ulaw")
+            yield Plivo(plivo)
         return
     async with TelnyxSimulator() as telnyx:
-        def config(port: int) -> dict[str, Any]:
-            settings = telnyx_config(telnyx, port)
-            if name == "telnyx-pcma":
-                settings["telnyx"]["streamCodec"] = "PCMA"
-            return settings
-        yield Carrier(config, lambda url: telnyx_leg(telnyx, url),
-                      "alaw" if name == "telnyx-pcma" else "ulaw")
+        yield Telnyx(telnyx, "alaw" if name == "telnyx-pcma" else "ulaw")
 
 
 def realtime_gateway(tmp_path: Path, carrier: Carrier, model: FakeOpenAIRealtime
@@ -178,6 +221,7 @@ async def test_caller_and_model_hear_each_other_and_the_transcript_holds_both_si
         assert correlation(other.astype(np.float64), reference(answer)) < 0.9
         assert [(t.speaker, t.text) for t in record.transcript] == [
             ("bot", GREETING), ("user", "When are you open?"), ("bot", answer)]
+        assert leg.carrier_said() == []  # every word went over the stream
 
 
 async def test_barge_in_clears_within_a_frame_and_truncates_the_answer_at_the_played_offset(
@@ -227,4 +271,23 @@ async def test_end_call_from_the_model_hangs_up_after_its_last_audio_has_played(
         assert leg.acknowledged()
         assert [t.text for t in record.transcript if t.speaker == "bot"][-1] == goodbye
         assert model.function_outputs and model.function_outputs[0]["call_id"].startswith("call_")
+        await leg.ended()
+
+
+async def test_an_outbound_conversation_call_opens_with_the_model_saying_its_message(
+        tmp_path: Path, carrier: Carrier, model: FakeOpenAIRealtime) -> None:
+    async with realtime_gateway(tmp_path, carrier, model) as gateway:
+        opening = "Hi, the clinic calling."
+        leg, record = await carrier.call_out(gateway, opening)
+        await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
+        assert correlation(decoded(leg.sent, leg.codec), reference(opening)) > 0.9
+        said = [e["response"]["instructions"] for e in model.events_of("response.create")]
+        assert said[0].endswith(f"word for word, and nothing else: {opening}")
+        model.answer_next("See you then.", after_bytes=1600, heard="Yes, I'll be there.")
+        leg.speak(caller_voice().tobytes())
+        await eventually(lambda: len(record.transcript) == 3, 10)
+        assert [(t.speaker, t.text) for t in record.transcript] == [
+            ("bot", opening), ("user", "Yes, I'll be there."), ("bot", "See you then.")]
+        assert leg.carrier_said() == []
+        assert (await gateway.api.call("voicecall.end", {"callId": record.call_id}))["success"]
         await leg.ended()
