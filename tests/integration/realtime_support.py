@@ -12,7 +12,8 @@ from voicecall.audio.resample import StreamingResampler
 from voicecall.providers.streams import Codec
 from voicecall.testing.fakes.realtime import FakeOpenAIRealtime, model_audio
 
-__all__ = ["FRAME", "SILENCE", "at_8k", "correlation", "decoded", "openai_realtime", "reference"]
+__all__ = ["FRAME", "SILENCE", "at_8k", "correlation", "decoded", "key_tone", "openai_realtime",
+           "reference"]
 
 FRAME = 160
 """Bytes (and samples) in one 20 ms frame of 8 kHz G.711."""
@@ -55,6 +56,14 @@ def at_8k(text: str) -> np.ndarray:
     resampler = StreamingResampler(24000, 8000)
     pcm = resampler.process(model_audio(text, 24000)) + resampler.flush()
     return np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+
+
+def key_tone(pcm: np.ndarray) -> tuple[float, float]:
+    """The strongest frequency of `pcm` (8 kHz) in DTMF's low band and in its high band."""
+    spectrum = np.abs(np.fft.rfft(pcm * np.hanning(len(pcm))))
+    freqs = np.fft.rfftfreq(len(pcm), 1 / 8000)
+    low, high = (freqs > 600) & (freqs < 1000), (freqs > 1100) & (freqs < 1700)
+    return float(freqs[low][np.argmax(spectrum[low])]), float(freqs[high][np.argmax(spectrum[high])])
 
 
 def openai_realtime(model: FakeOpenAIRealtime) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""Realtime voice on every carrier with media streams (issue 19, item 5): an inbound caller on
-the Telnyx simulator's media stream (PCMU, and PCMA when `telnyx.streamCodec` asks for it) or on
-the Plivo simulator's audio stream, bridged to the fake OpenAI Realtime model through the same
-bridge as Twilio's (docs/decisions.md D120-D123). Real sockets on 127.0.0.1."""
+"""Realtime voice on every carrier with media streams (issue 19, item 5; docs/decisions.md
+D120-D123, D126): calls on the Telnyx simulator's media stream (PCMU, and PCMA when
+`telnyx.streamCodec` asks for it) or on the Plivo simulator's audio stream, bridged to the fake
+OpenAI Realtime model through the same bridge as Twilio's: both directions of audio, barge-in
+truncation, the model's tools (`end_call`, `send_dtmf`, `transfer_call`) and outbound calls.
+Real sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from tests.integration.realtime_support import (
     FRAME,
     correlation,
     decoded,
+    key_tone,
     openai_realtime,
     reference,
 )
@@ -38,6 +41,8 @@ from voicecall.testing.telnyx import MediaClient, TelnyxSimulator
 from voicecall.testing.telnyx import SimCall as TelnyxCall
 
 GREETING = "Hello, clinic here."
+DESK = "+15557779999"
+"""A person the model may put callers through to."""
 
 
 @dataclass
@@ -90,6 +95,10 @@ class Carrier(Protocol):
         """A conversation call from the gateway to CALLEE, who answers; once the stream is up."""
         ...
 
+    def script(self, number: str, *, answer_after_s: float, hangup_after_s: float) -> None:
+        """How the person at `number` answers the calls the gateway makes to them."""
+        ...
+
 
 @dataclass
 class Telnyx:
@@ -104,6 +113,9 @@ class Telnyx:
     async def call_in(self, webhook_url: str) -> Leg:
         call = self.sim.place_inbound(FRIEND, OUR_NUMBER, webhook_url)
         return telnyx_leg(call, await call.wait_stream(timeout=10))
+
+    def script(self, number: str, *, answer_after_s: float, hangup_after_s: float) -> None:
+        self.sim.script(number, TelnyxCallee(answer_after_s=answer_after_s, hangup_after_s=hangup_after_s))
 
     async def call_out(self, gateway: Runtime, message: str) -> tuple[Leg, CallRecord]:
         self.sim.script(CALLEE, TelnyxCallee(answer_after_s=0.05))
@@ -123,6 +135,9 @@ class Plivo:
     async def call_in(self, webhook_url: str) -> Leg:
         call = await self.sim.place_inbound(FRIEND, OUR_NUMBER, webhook_url)
         return plivo_leg(call, await call.wait_stream(timeout=10))
+
+    def script(self, number: str, *, answer_after_s: float, hangup_after_s: float) -> None:
+        self.sim.script(number, PlivoCallee(answer_after_s=answer_after_s, hangup_after_s=hangup_after_s))
 
     async def call_out(self, gateway: Runtime, message: str) -> tuple[Leg, CallRecord]:
         self.sim.script(CALLEE, PlivoCallee(answer_after_s=0.05))
@@ -160,11 +175,11 @@ async def _carrier(name: str) -> AsyncIterator[Carrier]:
         yield Telnyx(telnyx, "alaw" if name == "telnyx-pcma" else "ulaw")
 
 
-def realtime_gateway(tmp_path: Path, carrier: Carrier, model: FakeOpenAIRealtime
+def realtime_gateway(tmp_path: Path, carrier: Carrier, model: FakeOpenAIRealtime, **extra: Any
                      ) -> AbstractAsyncContextManager[Runtime]:
     """A gateway on `carrier` that greets inbound callers and bridges them to `model`."""
     config = carrier.config(free_port())
-    config.update(inboundGreeting=GREETING, realtime=openai_realtime(model))
+    config.update(inboundGreeting=GREETING, realtime=openai_realtime(model), **extra)
     return running_gateway(tmp_path, config)
 
 
@@ -272,6 +287,40 @@ async def test_end_call_from_the_model_hangs_up_after_its_last_audio_has_played(
         assert [t.text for t in record.transcript if t.speaker == "bot"][-1] == goodbye
         assert model.function_outputs and model.function_outputs[0]["call_id"].startswith("call_")
         await leg.ended()
+
+
+async def test_send_dtmf_from_the_model_plays_key_tones_on_the_stream_in_its_law(
+        tmp_path: Path, any_carrier: Carrier, model: FakeOpenAIRealtime) -> None:
+    async with realtime_gateway(tmp_path, any_carrier, model) as gateway:
+        leg, record = await answered_call(gateway, any_carrier)
+        start = len(leg.sent)
+        model.answer_next(heard="Press five.",
+                          answer=ModelAnswer(function_call=("send_dtmf", {"digits": "5"})))
+        await eventually(lambda: model.function_outputs, 10)
+        assert model.function_outputs[0]["output"] == "sent 5"
+        low, high = key_tone(decoded(leg.sent[start:], leg.codec)[:800])
+        assert abs(low - 770) < 20 and abs(high - 1336) < 20  # the 5 key
+        assert not record.is_terminal
+
+
+@pytest.mark.slow
+async def test_transfer_call_from_the_model_says_its_message_then_bridges_the_caller(
+        tmp_path: Path, carrier: Carrier, model: FakeOpenAIRealtime) -> None:
+    async with realtime_gateway(tmp_path, carrier, model,
+                                transfer={"allowedNumbers": [DESK]}) as gateway:
+        carrier.script(DESK, answer_after_s=0.2, hangup_after_s=1.0)
+        leg, record = await answered_call(gateway, carrier)
+        model.answer_next(heard="Can I talk to a person?", answer=ModelAnswer(function_call=(
+            "transfer_call", {"to": DESK, "message": "Putting you through now."})))
+        await eventually(lambda: record.is_terminal, 20)
+        assert record.end_reason == "transferred"
+        assert record.metadata["transfer"]["status"] == "completed"
+        assert [t.text for t in record.transcript if t.speaker == "bot"] == [
+            GREETING, "Putting you through now."]
+        assert [t.text for t in record.transcript if t.speaker == "tool"][-3:] == [
+            f"transfer to {DESK}: dialing", f"transfer to {DESK}: bridged",
+            f"transfer to {DESK}: completed"]
+        assert leg.carrier_said() == []  # the message was the model's, over the stream
 
 
 async def test_an_outbound_conversation_call_opens_with_the_model_saying_its_message(
