@@ -21,6 +21,7 @@ from tests.helpers import CALLEE, FRIEND, OUR_NUMBER, eventually, free_port, pla
 from tests.integration.plivo_setup import plivo_config
 from tests.integration.realtime_support import (
     FRAME,
+    at_8k,
     correlation,
     decoded,
     key_tone,
@@ -29,9 +30,11 @@ from tests.integration.realtime_support import (
 )
 from tests.integration.test_telnyx_e2e import telnyx_config
 from voicecall.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from voicecall.audio.resample import StreamingResampler
 from voicecall.calls.model import CallRecord
 from voicecall.gateway.runtime import Runtime
 from voicecall.providers.streams import Codec
+from voicecall.testing.fakes.gemini_live import FakeGeminiLive
 from voicecall.testing.fakes.realtime import FakeOpenAIRealtime, ModelAnswer, model_audio
 from voicecall.testing.gateway import running_gateway
 from voicecall.testing.plivo import Callee as PlivoCallee
@@ -340,3 +343,29 @@ async def test_an_outbound_conversation_call_opens_with_the_model_saying_its_mes
         assert leg.carrier_said() == []
         assert (await gateway.api.call("voicecall.end", {"callId": record.call_id}))["success"]
         await leg.ended()
+
+
+async def test_gemini_live_hears_the_caller_at_16_khz_and_is_heard_in_the_streams_law(
+        tmp_path: Path, any_carrier: Carrier) -> None:
+    async with FakeGeminiLive(api_key="g-test") as gemini:
+        realtime = {"enabled": True, "provider": "google",
+                    "providers": {"google": {"apiKey": "g-test", "baseUrl": gemini.base_url}}}
+        config = any_carrier.config(free_port())
+        config.update(inboundGreeting=GREETING, realtime=realtime)
+        async with running_gateway(tmp_path, config) as gateway:
+            leg, record = await answered_call(gateway, any_carrier)
+            assert correlation(decoded(leg.sent, leg.codec), at_8k(GREETING)) > 0.9
+            voice = caller_voice()
+            answer = "We open at nine."
+            gemini.answer_next(answer, after_bytes=len(voice) * 4, heard="When are you open?")
+            before_in, before_out = len(gemini.audio), len(leg.sent)
+            leg.speak(voice.tobytes())
+            await eventually(lambda: sum(1 for t in record.transcript if t.speaker == "bot") == 2, 10)
+            line = as_heard_on_the_line(voice, leg.codec).astype("<i2").tobytes()
+            sent = np.frombuffer(StreamingResampler(8000, 16000).process(line), "<i2").astype(np.float64)
+            received = np.frombuffer(bytes(gemini.audio[before_in:]), "<i2").astype(np.float64)
+            start = int(np.argmax(np.abs(received) > 200))  # where the caller's voice begins
+            assert correlation(received[max(0, start - 100):], sent) > 0.9
+            assert correlation(decoded(leg.sent[before_out:], leg.codec), at_8k(answer)) > 0.9
+            assert [(t.speaker, t.text) for t in record.transcript] == [
+                ("bot", GREETING), ("user", "When are you open?"), ("bot", answer)]
