@@ -105,12 +105,15 @@ class Carrier(Protocol):
 
 @dataclass
 class Telnyx:
+    """Telnyx: A-law streams are asked for with `telnyx.streamCodec: PCMA`; μ-law is its default."""
+
     sim: TelnyxSimulator
     codec: Codec
 
     def config(self, port: int) -> dict[str, Any]:
         settings = telnyx_config(self.sim, port)
-        settings["telnyx"]["streamCodec"] = "PCMU" if self.codec == "ulaw" else "PCMA"
+        if self.codec == "alaw":
+            settings["telnyx"]["streamCodec"] = "PCMA"
         return settings
 
     async def call_in(self, webhook_url: str) -> Leg:
@@ -129,6 +132,8 @@ class Telnyx:
 
 @dataclass
 class Plivo:
+    """Plivo: `<Stream bidirectional>` in μ-law, checkpoints for marks, `clearAudio` to clear."""
+
     sim: PlivoSimulator
     codec: Codec = "ulaw"
 
