@@ -56,6 +56,12 @@ def _forwarding_policy(config: VoiceCallConfig) -> ForwardingPolicy:
                             trusted_proxy_ips=tuple(security.trusted_proxy_ips))
 
 
+def _media_streams_on(config: VoiceCallConfig) -> bool:
+    """Calls get a media stream: for speech-to-text streaming, or bridged to a realtime model
+    (docs/decisions.md D126); the same rule for every carrier."""
+    return config.streaming.enabled or selected_provider(config.realtime) is not None
+
+
 def _configured_voice(config: VoiceCallConfig) -> str | None:
     """The voice of the selected TTS provider's settings (`voice` or `voiceId`); carriers with
     native speech map it."""
@@ -82,7 +88,7 @@ def twilio_from_config(config: VoiceCallConfig) -> Provider:
         skip_signature_verification=config.skip_signature_verification,
         voice=polly_voice(_configured_voice(config)),
         machine_detection=config.outbound.machine_detection,
-        streaming=config.streaming.enabled or selected_provider(config.realtime) is not None,
+        streaming=_media_streams_on(config),
     ))
 
 
@@ -105,7 +111,7 @@ def plivo_from_config(config: VoiceCallConfig) -> Provider:
         skip_signature_verification=config.skip_signature_verification,
         voice=plivo_voice(_configured_voice(config)),
         machine_detection=config.outbound.machine_detection,
-        streaming=config.streaming.enabled or selected_provider(config.realtime) is not None,
+        streaming=_media_streams_on(config),
     ))
 
 
@@ -135,7 +141,7 @@ def telnyx_from_config(config: VoiceCallConfig) -> Provider:
         skip_signature_verification=config.skip_signature_verification,
         voice=telnyx_voice(_configured_voice(config)),
         machine_detection=config.outbound.machine_detection,
-        streaming=config.streaming.enabled,
+        streaming=_media_streams_on(config),
         stream_codec=t.stream_codec,
     ))
 
