@@ -216,7 +216,8 @@ async def test_caller_and_model_hear_each_other_and_the_transcript_holds_both_si
         leg, record = await answered_call(gateway, any_carrier)
         assert leg.codec == any_carrier.codec
         session = model.sessions[0]
-        assert session["input_audio_format"] == session["output_audio_format"] == "g711_ulaw"
+        audio = session["audio"]
+        assert audio["input"]["format"] == audio["output"]["format"] == {"type": "audio/pcmu"}
         assert correlation(decoded(leg.sent, leg.codec), reference(GREETING)) > 0.9
 
         voice = caller_voice()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import eventually, free_port
+from tests.integration.realtime_support import SILENCE, at_8k, correlation, decoded, reference
 from voicecall.audio.g711 import ulaw_decode, ulaw_encode
 from voicecall.audio.resample import StreamingResampler
 from voicecall.gateway.runtime import Runtime
@@ -25,7 +26,6 @@ from voicecall.testing.twilio.simulator import SimCall
 OUR_NUMBER = "+15550000000"
 FRIEND = "+15557770001"
 GREETING = "Hello, clinic here."
-SILENCE = 0xFF
 
 
 @pytest.fixture
@@ -66,32 +66,6 @@ async def answered_call(gateway: Runtime, sim: TwilioSimulator) -> tuple[SimCall
     record = await eventually(lambda: gateway.service.live(call.sid), 5)
     await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
     return call, record
-
-
-def decoded(mulaw: bytes | bytearray) -> np.ndarray:
-    """Received μ-law as float PCM, from the first non-silent frame on."""
-    data = bytes(mulaw)
-    start = next((i for i in range(0, len(data), 160) if any(b != SILENCE for b in data[i:i + 160])),
-                 len(data))
-    return ulaw_decode(data[start:]).astype(np.float64)
-
-
-def correlation(heard: np.ndarray, reference: np.ndarray) -> float:
-    """Peak normalized correlation over alignment shifts of up to one frame."""
-    n = min(len(reference), len(heard)) - 160
-    assert n > 800, f"too little audio: heard {len(heard)} samples, expected {len(reference)}"
-    ref = reference[:n]
-    best = 0.0
-    for shift in range(160):
-        seg = heard[shift:shift + n]
-        denom = float(np.linalg.norm(seg) * np.linalg.norm(ref))
-        if denom:
-            best = max(best, float(np.dot(seg, ref)) / denom)
-    return best
-
-
-def reference(text: str) -> np.ndarray:
-    return np.frombuffer(model_audio(text), dtype="<i2").astype(np.float64)
 
 
 async def test_caller_and_model_hear_each_other_and_the_transcript_holds_both_sides(
@@ -277,13 +251,6 @@ async def gemini_gateway(tmp_path: Path, sim: TwilioSimulator, model: FakeOpenAI
         "silenceDurationMs": 600, "startSensitivity": "high"}}}
     async with running_gateway(tmp_path, config) as runtime:
         yield runtime
-
-
-def at_8k(text: str) -> np.ndarray:
-    """What the fake Gemini says for `text` (24 kHz), brought to 8 kHz as the gateway must."""
-    resampler = StreamingResampler(24000, 8000)
-    pcm = resampler.process(model_audio(text, 24000)) + resampler.flush()
-    return np.frombuffer(pcm, dtype="<i2").astype(np.float64)
 
 
 async def test_gemini_caller_and_model_hear_each_other_and_the_transcript_holds_both_sides(

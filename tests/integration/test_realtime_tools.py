@@ -16,13 +16,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tests.helpers import eventually, openai_speech_settings
-from tests.integration.test_realtime_e2e import (
-    SILENCE,
-    answered_call,
-    correlation,
-    decoded,
-    realtime_config,
-)
+from tests.integration.realtime_support import SILENCE, correlation, decoded
+from tests.integration.test_realtime_e2e import answered_call, realtime_config
 from voicecall.audio.resample import StreamingResampler
 from voicecall.config import ConfigError
 from voicecall.media.playback import split_sentences
