@@ -4,7 +4,8 @@
 hands it the caller's audio (`send_audio`), connects it (`connect`) and closes it (`close`).
 Everything the model says is played through the stream's own `StreamPlayback` on the shared
 pacer, one utterance per answer, so pacing, marks, `clear` and the stream limits are the phone
-path's. The bridge knows no carrier: audio is G.711 in the carrier's law both ways.
+path's. The bridge knows no carrier: the caller's audio reaches it as μ-law (a stream in A-law
+is converted by its session, D126), and the model's audio goes out in the stream's own law.
 
 - Barge-in: the model's voice activity detection says the caller started talking; playback is
   cleared at once and the model's answer is truncated to what was sent (`frames * 20 ms`); the
