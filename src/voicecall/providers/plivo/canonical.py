@@ -79,7 +79,6 @@ _COMPOUND = (
     "StreamID", "TotalCost", "TranscriptionText", "UnstableSpeech")
 """Plivo's voice callback parameters named by more than one word: such a name never occurs in a
 genuine value (a number, a status, a transcript)."""
-_COMPOUND_NAMES = frozenset(_COMPOUND)
 _SWALLOWED: Mapping[str, re.Pattern[str]] = {
     **{name: re.compile(re.escape(name)) for name in _COMPOUND},
     "Digits": re.compile(r"Digits([0-9*#]+|(?=[A-Z])|\Z)"),
@@ -188,11 +187,9 @@ def _check_nothing_swallowed(params: Mapping[str, str], query: Mapping[str, str]
 
 
 def _took_part(missing: str, name: str) -> bool:
-    """Whether the unknown `name` is `missing` with the start of its value, or a start of it.
-    A compound name inside a longer one counts too; a one-word name only at its start."""
-    if missing.startswith(name):
-        return True
-    return missing in name if missing in _COMPOUND_NAMES else name.startswith(missing)
+    """Whether the unknown `name` holds `missing` (with the start of its value, or the tail of
+    the value before it), or is a start of it."""
+    return missing in name or missing.startswith(name)
 
 
 def _check_neighbours(params: Mapping[str, str]) -> None:
