@@ -231,6 +231,11 @@ class PlivoProvider(MarkupProvider):
             raise ProviderError("plivo: the call has no CallUUID yet")
         return uuid
 
+    async def _status_call_id(self, call: CallRecord) -> str:
+        """The CallUUID once the callbacks named it (restored from the carrier state after a
+        restart), not the request_uuid the call was placed with."""
+        return await self._call_uuid(call)
+
     def _stream_call(self, carrier_call_id: str) -> CallRecord | None:
         ours = next((cid for cid, uuid in self._call_uuids.items() if uuid == carrier_call_id),
                     None)
