@@ -16,16 +16,20 @@ the form Plivo sends, and its meaning is read from that same form:
   a GetInput result carries its `Digits` or `Speech`;
 - the parameters the gateway reads have Plivo's formats;
 - a known parameter that is missing does not appear inside another value (query or body) or an
-  unknown name, and no unknown name is the start of it: that is what a value or name that
-  swallowed, or took part of, its neighbour's pair looks like;
-- an unknown name right after a parameter the gateway reads must not be one that value could
-  have swallowed (or broken off from its tail): the value followed by that pair would no longer
-  be in its format. Free text (the caller's speech) fits any text, so only a known name may
-  follow it; other new names are accepted, as Plivo adds parameters.
+  unknown name (a one-word name there with the start of its value, or at the name's end), and
+  no unknown name is the start of it: that is what a value or name that swallowed, or took part
+  of, its neighbour's pair looks like;
+- an unknown name right after a parameter the gateway reads is refused when that value followed
+  by the unknown pair would still be in the value's format: the pair could have broken off from
+  the value's tail (or the value swallowed it in a copy of another callback). Free text (the
+  caller's speech) fits any text, so only a known name may follow it; other new names are
+  accepted, as Plivo adds parameters.
 
-So every arrangement of the signed content except Plivo's own is refused, as far as the
-parameters the gateway reads are concerned; an unread parameter may still swallow an unread
-neighbour, which changes nothing the gateway does.
+So every arrangement of the signed content except Plivo's own is refused or means the same, as
+far as the parameters the gateway reads are concerned; an unread parameter may still swallow an
+unread neighbour, which changes nothing the gateway does. The one copy that passes with another
+meaning is of a callback this check refuses: one with an unknown name right after the speech,
+which the speech swallowed.
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ __all__ = ["CanonicalRequest", "NotCanonical", "canonical_request", "check_plivo
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
 _UUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}\Z")
-_NUMBER = re.compile(r"(\+?[0-9]{1,20}|sip:[^\s@]+@[a-z0-9.-]+(:[0-9]{1,5})?|[A-Za-z][a-z]*)\Z")
+_NUMBER = re.compile(r"(\+?[0-9]{1,20}|sip:[^\s@]+@[a-z0-9.-]+(:[0-9]{1,5})?(;[a-z0-9=._-]+)*"
+                     r"|[A-Za-z][a-z0-9]*)\Z")
 """`From`/`To`: digits, a SIP URI (Plivo's endpoints are lower-case hosts), or a word such as
-`anonymous`."""
+`anonymous` or an endpoint's user name."""
 _FREE = re.compile(r".*\Z", re.DOTALL)
 _FORMATS: Mapping[str, re.Pattern[str]] = {
     "CallUUID": _UUID, "RequestUUID": _UUID,
@@ -79,15 +84,20 @@ _COMPOUND = (
     "StreamID", "TotalCost", "TranscriptionText", "UnstableSpeech")
 """Plivo's voice callback parameters named by more than one word: such a name never occurs in a
 genuine value (a number, a status, a transcript)."""
+_COMPOUND_NAMES = frozenset(_COMPOUND)
 _SWALLOWED: Mapping[str, re.Pattern[str]] = {
     **{name: re.compile(re.escape(name)) for name in _COMPOUND},
     "Digits": re.compile(r"Digits([0-9*#]+|(?=[A-Z])|\Z)"),
     "Direction": re.compile(r"Direction(inbound|outbound)"),
-    "Duration": re.compile(r"Duration[0-9]"),
     "Event": re.compile(r"Event[A-Z][a-z]"),
-    "From": re.compile(r"From(\+?[0-9]|sip:)"), "To": re.compile(r"To(\+?[0-9]|sip:)"),
+    "From": re.compile(r"From[+0-9A-Za-z]"), "To": re.compile(r"To[+0-9A-Za-z]"),
     "Machine": re.compile(r"Machine(true|false)", re.IGNORECASE)}
-"""A missing parameter's pair inside another value: what a value that swallowed it looks like."""
+"""A missing parameter's pair inside another value: what a value that swallowed it looks like
+(compound names, and the one-word names the gateway reads, with the start of their value)."""
+_VALUE_START: Mapping[str, str] = {"Digits": "0-9*#", "Direction": "a-z", "Event": "A-Za-z",
+                                   "From": "+0-9A-Za-z", "To": "+0-9A-Za-z", "Machine": "tfTF"}
+"""The characters a one-word read parameter's value starts with: a name holding the parameter's
+name followed by one of them took the start of its value."""
 _KNOWN = frozenset(_COMPOUND) | frozenset(_FORMATS) | frozenset(_SWALLOWED) | frozenset(
     {"Stability", "Status", "Timestamp", "Name"})
 _CALL_IDS = ("CallUUID", "RequestUUID")
@@ -187,9 +197,14 @@ def _check_nothing_swallowed(params: Mapping[str, str], query: Mapping[str, str]
 
 
 def _took_part(missing: str, name: str) -> bool:
-    """Whether the unknown `name` holds `missing` (with the start of its value, or the tail of
-    the value before it), or is a start of it."""
-    return missing in name or missing.startswith(name)
+    """Whether the unknown `name` is a start of `missing`, or holds it: a compound name
+    anywhere; a one-word name at the end (after the tail of the value before it) or followed by
+    the start of its value."""
+    if missing.startswith(name) or (missing in _COMPOUND_NAMES and missing in name):
+        return True
+    start = _VALUE_START.get(missing)
+    return name.endswith(missing) or (
+        start is not None and re.search(f"{re.escape(missing)}[{start}]", name) is not None)
 
 
 def _check_neighbours(params: Mapping[str, str]) -> None:
