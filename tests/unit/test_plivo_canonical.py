@@ -199,6 +199,21 @@ def test_the_body_moved_into_the_last_query_value_is_refused(kind: str) -> None:
     assert tried >= 1
 
 
+def test_body_text_holding_an_equals_sign_cannot_pass_for_a_query_pair() -> None:
+    """With no query, the signed URL ends in `?` and the body; a body value with `=` and `.`
+    lets a copy turn the start of the body into one query pair (whose name then holds the
+    parameters it swallowed) and the rest into a new body."""
+    pairs = call(RecordUrl="https://media.plivo.com/r.mp3?sig=ab.Cd", RequestUUID=REQUEST)
+    text = "".join(k + v for k, v in sorted(pairs))
+    head, _, rest = text.partition(".Cd")
+    name, _, value = head.partition("=")
+    forged = [("Cd", ""), ("RequestUUID", REQUEST), ("To", "15550000000")]
+    assert "".join(k + v for k, v in sorted(forged)) == "Cd" + rest
+    assert signed({name: value}, forged) == signed({}, pairs)
+    assert accepted({}, pairs)
+    assert not accepted({name: value}, forged)
+
+
 def test_a_repeated_name_is_refused() -> None:
     pairs = call(Event="StartApp")
     assert not accepted({}, pairs, urlencode(pairs) + "&CallStatus=completed")

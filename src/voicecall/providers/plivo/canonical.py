@@ -184,9 +184,10 @@ def _check_formats(params: Mapping[str, str]) -> None:
 
 
 def _check_nothing_swallowed(params: Mapping[str, str], query: Mapping[str, str]) -> None:
-    """No missing known pair's text inside another value (the body's or the query's: the last
-    query value borders the body), nor a name that took part of it."""
-    values = [*params.values(), *query.values()]
+    """No missing known pair's text inside another value, nor a name that took part of it. The
+    query's names and values count as values: the query borders the body, and body text holding
+    an `=` can pass for a query pair."""
+    values = [*params.values(), *query, *query.values()]
     unknown = [name for name in params if name not in _KNOWN]
     for missing, swallowed in _SWALLOWED.items():
         if missing in params:
