@@ -288,9 +288,10 @@ def _plivo_sign(webhook_url: str, query: str, body: bytes) -> dict[str, str]:
 
 
 def _plivo_forgeries(genuine: Webhook) -> Iterator[tuple[str, Webhook]]:
-    """The form forgeries (the URL Plivo signs has no port), and the genuine signature under
-    another nonce or none."""
+    """The form forgeries (the URL Plivo signs has no port), the re-arranged copies (D67), and
+    the genuine signature under another nonce or none."""
     yield from _form_forgeries(genuine, PLIVO_SIGNATURE, port_signed=False)
+    yield from rearrangements(genuine)
     nonce = genuine.headers[PLIVO_NONCE]
     yield "nonce changed", genuine._replace(
         headers={**genuine.headers, PLIVO_NONCE: nonce[:-1] + ("1" if nonce[-1] != "1" else "2")})

@@ -100,9 +100,6 @@ async def test_no_forgery_of_a_genuine_webhook_is_accepted(gateway: Runtime, car
         assert gateway.service.live(carrier.call_id(7)) is not None
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: Plivo's V3 signature concatenates name + value "
-                   "with no separators, and only Twilio has the canonical-form check (D61) that "
-                   "refuses re-arranged copies; this test turns green when Plivo gets one")
 @pytest.mark.parametrize("carrier", ["plivo"], indirect=True)
 async def test_no_rearranged_copy_of_a_genuine_plivo_webhook_is_accepted(
         gateway: Runtime, carrier: Carrier) -> None:

@@ -253,3 +253,24 @@ async def test_callbacks_delivered_twice_change_the_call_once(tmp_path: Path) ->
             ("bot", "Good morning"), ("bot", "Ready?"), ("user", "Yes")]
         await gateway.api.call("voicecall.end", {"callId": record.call_id})
         assert await call.wait_ended() == "completed"
+
+
+async def test_a_call_restored_after_a_restart_is_checked_and_driven_by_its_call_uuid(
+        tmp_path: Path) -> None:
+    async with PlivoSimulator(time_scale=0.05, speak_ms_per_char=5,
+                              distinct_request_uuid=True) as sim:
+        config = plivo_config(sim, free_port())
+        async with running_gateway(tmp_path, config) as first_run:
+            record = await place_call(first_run, CALLEE, "Hello there", "conversation")
+            call = await sim.wait_for_call()
+            assert record.provider_call_id == call.request_uuid != call.uuid
+            await eventually(lambda: "initialMessageSpokenAt" in record.metadata)
+        # the gateway went down with the call up (nothing ended it); it comes back
+        async with running_gateway(tmp_path, config) as second_run:
+            restored = second_run.service.live(record.call_id)
+            assert restored is not None and not restored.is_terminal
+            checks = [r for r in sim.api_requests if r.method == "GET"]
+            assert [r.path for r in checks] == [f"/v1/Account/{sim.auth_id}/Call/{call.uuid}/"]
+            assert [r.status_code for r in checks] == [200]
+            await second_run.api.call("voicecall.end", {"callId": record.call_id})
+            assert await call.wait_ended() == "completed"

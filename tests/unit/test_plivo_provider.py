@@ -274,8 +274,29 @@ async def test_hangup_of_an_ended_call_is_tolerated_and_cancels_a_ringing_reques
 async def test_call_status_is_read_and_errors_are_unknown(response: httpx.Response, terminal: bool,
                                                           unknown: bool) -> None:
     p, _, _ = make(lambda r: response)
-    status = await p.get_call_status(UUID)
+    status = await p.get_call_status(call())
     assert (status.is_terminal, status.is_unknown) == (terminal, unknown)
+
+
+async def test_after_a_restart_the_status_is_asked_by_the_call_uuid_kept_in_the_carrier_state() -> None:
+    """A placed call is known by its request_uuid until the callbacks name its CallUUID; a
+    fresh adapter (a restarted gateway) finds that CallUUID in the call's carrier state."""
+    call_uuid = "7e57ca11-0000-4000-8000-00000000c0de"
+    first, ctx, _ = make()
+    record = call()
+    ctx.calls[record.call_id] = record
+    req = request(f"callId={record.call_id}&type=status", CallUUID=call_uuid, CallStatus="in-progress",
+                  Direction="outbound", From="15550000000", To="15555550123", RequestUUID=UUID)
+    parsed = first.parse_webhook(req, Verification(ok=True, request_key="plivo:v3:k"))
+    await first.webhook_reply(req, parsed, [EventOutcome(call=record)])
+    assert ctx.state[record.call_id]["callUuid"] == call_uuid
+
+    restarted, _, seen = make(lambda r: httpx.Response(200, json={"call_status": "in-progress"}))
+    restarted.bind(ctx)
+    status = await restarted.get_call_status(record)
+    assert not status.is_terminal and not status.is_unknown
+    assert [(r.method, r.url.path) for r in seen] == [
+        ("GET", f"/v1/Account/{AUTH_ID}/Call/{call_uuid}/")]
 
 
 # --- the stream wire format ---------------------------------------------------------------------

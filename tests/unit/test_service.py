@@ -278,7 +278,7 @@ async def test_restore_marks_overdue_unconnected_and_carrier_ended_calls(
         await store.save(rec)
     provider = MockProvider(FAST)
 
-    async def status(provider_call_id: str) -> ProviderCallStatus:
+    async def status(call: CallRecord) -> ProviderCallStatus:
         return ProviderCallStatus("completed", is_terminal=True, end_reason=EndReason.COMPLETED)
 
     provider.get_call_status = status  # type: ignore[method-assign]

@@ -318,7 +318,7 @@ async def test_errors_name_telnyx_the_http_status_and_telnyx_code_and_title() ->
 async def test_call_status_reads_is_alive_and_never_guesses(response: httpx.Response, terminal: bool,
                                                             unknown: bool) -> None:
     p, _ = provider(lambda r: response)
-    status = await p.get_call_status("v3:abc")
+    status = await p.get_call_status(call_record())
     assert (status.is_terminal, status.is_unknown) == (terminal, unknown)
 
 

@@ -152,7 +152,10 @@ class Provider(Protocol):
         after which the call is the agent's again."""
         ...
 
-    async def get_call_status(self, provider_call_id: str) -> ProviderCallStatus: ...
+    async def get_call_status(self, call: CallRecord) -> ProviderCallStatus:
+        """The carrier's view of `call` (asked when restoring calls after a restart), looked up
+        by whichever of its ids the carrier knows it by now."""
+        ...
 
 
 TERMINAL_STATUS: dict[str, EndReason] = {

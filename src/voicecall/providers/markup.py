@@ -471,11 +471,15 @@ class MarkupProvider(CarrierAdapter, ABC):
     def _call_path(self, provider_call_id: str) -> str:
         """The REST path of one call resource."""
 
-    async def get_call_status(self, provider_call_id: str) -> ProviderCallStatus:
+    async def _status_call_id(self, call: CallRecord) -> str:
+        """The id the carrier's call resource is known by: the call's carrier id."""
+        return call.provider_call_id or ""
+
+    async def get_call_status(self, call: CallRecord) -> ProviderCallStatus:
         """GET the call resource: a missing call has ended; a failed request or an unreadable
         answer is unknown, never a guess."""
         try:
-            response = await self.http.request("GET", self._call_path(provider_call_id),
+            response = await self.http.request("GET", self._call_path(await self._status_call_id(call)),
                                                idempotent=True, ok_statuses=(404,))
         except CarrierApiError:
             return ProviderCallStatus("error", is_terminal=False, is_unknown=True)

@@ -245,7 +245,8 @@ class MockProvider:
             sim.ended = True
             await self._emit(sim, "call.transfer", text="completed")
 
-    async def get_call_status(self, provider_call_id: str) -> ProviderCallStatus:
+    async def get_call_status(self, call: CallRecord) -> ProviderCallStatus:
+        provider_call_id = call.provider_call_id or ""
         sim = self._calls.get(provider_call_id)
         if sim is None:
             # The simulated network outlived a gateway restart: adopt the call as in progress.

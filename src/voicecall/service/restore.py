@@ -37,7 +37,7 @@ async def restore_calls(service: CallService) -> None:
         why = _unrecoverable(record, now, max_ms)
         if why is None and record.provider_call_id:
             checks.append((record, asyncio.create_task(asyncio.wait_for(
-                service.provider_for(record).get_call_status(record.provider_call_id),
+                service.provider_for(record).get_call_status(record),
                 STATUS_TIMEOUT_S))))
         else:
             checks.append((record, why or (EndReason.FAILED, "no carrier call id")))

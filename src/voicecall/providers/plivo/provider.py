@@ -22,6 +22,7 @@ import logging
 import math
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from uuid import uuid4
@@ -37,10 +38,12 @@ from voicecall.providers.base import (
     ProviderError,
     TransferRequest,
     Verification,
+    WebhookParseError,
     WebhookRequest,
 )
 from voicecall.providers.http import json_error
 from voicecall.providers.markup import MarkupCarrierSettings, MarkupProvider, speech_confidence
+from voicecall.providers.plivo.canonical import NotCanonical, canonical_request, check_plivo_form
 from voicecall.providers.plivo.signature import (
     V2_HEADER,
     V2_NONCE_HEADER,
@@ -131,8 +134,24 @@ class PlivoProvider(MarkupProvider):
     # -- webhooks ----------------------------------------------------------------------------
     def _verify(self, request: WebhookRequest) -> Verification:
         s = self.settings
-        return verify_plivo_webhook(request, auth_token=s.auth_token, public_url=s.public_url,
-                                    policy=s.policy, skip_verification=s.skip_signature_verification)
+        result = verify_plivo_webhook(request, auth_token=s.auth_token, public_url=s.public_url,
+                                      policy=s.policy,
+                                      skip_verification=s.skip_signature_verification)
+        if result.ok and not s.skip_signature_verification:
+            # Only Plivo's own arrangement of the signed content is applied (D67).
+            try:
+                check_plivo_form(canonical_request(request))
+            except NotCanonical as exc:
+                result = Verification(ok=False, reason=f"signed request not in Plivo's form: {exc}")
+        return result
+
+    def _form(self, request: WebhookRequest) -> tuple[dict[str, str], Mapping[str, str]]:
+        """Read from the same one-name-once form that verification checked (D67)."""
+        try:
+            canonical = canonical_request(request)
+        except NotCanonical as exc:
+            raise WebhookParseError(str(exc)) from exc
+        return canonical.params, canonical.query
 
     def _direction(self, params: dict[str, str]) -> Direction | None:
         raw = params.get("Direction", "").strip().lower()
@@ -211,6 +230,11 @@ class PlivoProvider(MarkupProvider):
         if not uuid:
             raise ProviderError("plivo: the call has no CallUUID yet")
         return uuid
+
+    async def _status_call_id(self, call: CallRecord) -> str:
+        """The CallUUID once the callbacks named it (restored from the carrier state after a
+        restart), not the request_uuid the call was placed with."""
+        return await self._call_uuid(call)
 
     def _stream_call(self, carrier_call_id: str) -> CallRecord | None:
         ours = next((cid for cid, uuid in self._call_uuids.items() if uuid == carrier_call_id),

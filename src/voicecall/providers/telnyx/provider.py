@@ -351,7 +351,8 @@ class TelnyxProvider(CarrierAdapter):
             "webhook_url": self.context.webhook_url, "webhook_url_method": "POST",
             "target_leg_client_state": encode_client_state(call.call_id, transfer_leg=True)})
 
-    async def get_call_status(self, provider_call_id: str) -> base.ProviderCallStatus:
+    async def get_call_status(self, call: CallRecord) -> base.ProviderCallStatus:
+        provider_call_id = call.provider_call_id or ""
         try:
             response = await self.http.request("GET", f"/calls/{quote(provider_call_id, safe=':')}",
                                                idempotent=True, ok_statuses=(404,))

@@ -127,8 +127,8 @@ class BrowserCalls:
     async def transfer_call(self, call: CallRecord, request: TransferRequest) -> None:
         raise ProviderError("a browser call cannot be transferred")
 
-    async def get_call_status(self, provider_call_id: str) -> ProviderCallStatus:
-        if provider_call_id in self._sockets:
+    async def get_call_status(self, call: CallRecord) -> ProviderCallStatus:
+        if call.provider_call_id in self._sockets:
             return ProviderCallStatus("in-progress", is_terminal=False)
         return ProviderCallStatus("gone", is_terminal=True, end_reason=EndReason.HANGUP_USER)
 
