@@ -90,6 +90,25 @@ async def test_hangup_is_204_then_404_and_tolerates_a_json_body(sim: PlivoSimula
         assert hangup[1]["HangupSource"] == "API Request" and hangup[1]["CallStatus"] == "completed"
 
 
+async def test_a_live_call_is_read_with_status_live_and_an_ended_one_as_its_record(
+        sim: PlivoSimulator) -> None:
+    async with App(lambda kind, p: "<Response><Wait length=\"60\"/></Response>") as app:
+        sim.script("+15555550123", Callee(answer_after_s=0.1))
+        async with client(sim) as api:
+            uuid = (await api.post("Call/", json={
+                "from": "1555", "to": "15555550123", "answer_url": app.url})).json()["request_uuid"]
+            await sim.call(uuid).wait_until(lambda: sim.call(uuid).status == "in-progress")
+            live = await api.get(f"Call/{uuid}/", params={"status": "live"})
+            record_while_live = await api.get(f"Call/{uuid}/")
+            await api.delete(f"Call/{uuid}/")
+            await sim.call(uuid).wait_ended()
+            live_after = await api.get(f"Call/{uuid}/", params={"status": "live"})
+            record = await api.get(f"Call/{uuid}/")
+        assert live.status_code == 200 and live.json()["call_status"] == "in-progress"
+        assert (record_while_live.status_code, live_after.status_code) == (404, 404)
+        assert record.status_code == 200 and record.json()["call_state"] == "ANSWER"
+
+
 async def test_callbacks_are_form_posts_signed_with_v3_over_the_exact_url(
         sim: PlivoSimulator) -> None:
     async with App(lambda kind, p: "<Response><Speak>Hi</Speak></Response>") as app:

@@ -471,6 +471,10 @@ class MarkupProvider(CarrierAdapter, ABC):
     def _call_path(self, provider_call_id: str) -> str:
         """The REST path of one call resource."""
 
+    async def _status_path(self, call: CallRecord) -> str:
+        """Where the status of a call in progress is read: its call resource."""
+        return self._call_path(await self._status_call_id(call))
+
     async def _status_call_id(self, call: CallRecord) -> str:
         """The id the carrier's call resource is known by: the call's carrier id."""
         return call.provider_call_id or ""
@@ -479,7 +483,7 @@ class MarkupProvider(CarrierAdapter, ABC):
         """GET the call resource: a missing call has ended; a failed request or an unreadable
         answer is unknown, never a guess."""
         try:
-            response = await self.http.request("GET", self._call_path(await self._status_call_id(call)),
+            response = await self.http.request("GET", await self._status_path(call),
                                                idempotent=True, ok_statuses=(404,))
         except CarrierApiError:
             return ProviderCallStatus("error", is_terminal=False, is_unknown=True)

@@ -236,6 +236,11 @@ class PlivoProvider(MarkupProvider):
         restart), not the request_uuid the call was placed with."""
         return await self._call_uuid(call)
 
+    async def _status_path(self, call: CallRecord) -> str:
+        """Plivo's live call resource (`?status=live`): a plain GET reads the record of a call
+        that has ended, and has none for a call in progress."""
+        return self._call_path(await self._status_call_id(call)) + "?status=live"
+
     def _stream_call(self, carrier_call_id: str) -> CallRecord | None:
         ours = next((cid for cid, uuid in self._call_uuids.items() if uuid == carrier_call_id),
                     None)

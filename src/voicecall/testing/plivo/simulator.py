@@ -490,12 +490,7 @@ class PlivoSimulator:
     async def _one_call(self, request: Request) -> Response:
         async def handle(request: Request, body: dict[str, Any]) -> Response:
             if request.method == "GET":
-                known = self.calls.get(request.path_params["uuid"])
-                if known is None:
-                    return _error(404, "call not found")
-                return JSONResponse({"api_id": str(uuid4()), "call_uuid": known.uuid,
-                                     "call_status": known.status, "direction": known.direction,
-                                     "from_number": known.from_, "to_number": known.to})
+                return self._read_call(request)
             call = self._live(request)
             if call is None or (call.answered_at is None and request.method == "POST"):
                 return _error(404, "call not found or not in progress")
@@ -506,6 +501,20 @@ class PlivoSimulator:
                 return Response(status_code=204)
             return self._transfer(call, body)
         return await self._guarded(request, handle)
+
+    def _read_call(self, request: Request) -> Response:
+        """As Plivo: `?status=live` reads a call in progress; a plain GET reads the record of a
+        call that has ended. Each is a 404 for the other kind of call."""
+        known = self.calls.get(request.path_params["uuid"])
+        live = request.query_params.get("status") == "live"
+        if known is None or known.is_ended == live:
+            return _error(404, "call not found")
+        body = {"api_id": str(uuid4()), "call_uuid": known.uuid, "direction": known.direction,
+                "from_number": known.from_, "to_number": known.to}
+        if live:
+            return JSONResponse({**body, "call_status": known.status})
+        return JSONResponse({**body, "call_state": "ANSWER" if known.answered_at else "NO ANSWER",
+                             "hangup_cause_name": known.hangup_cause or "Normal Hangup"})
 
     def _transfer(self, call: PlivoCall, body: dict[str, Any]) -> Response:
         legs = body.get("legs")
