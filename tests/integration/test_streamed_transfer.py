@@ -1,10 +1,15 @@
 """Transfer on a streamed Twilio call (D46), end to end through the Twilio simulator's media
 client: the media stream closes for the `<Dial>` without ending the call; when nobody answers,
 the `<Dial>` action starts a new stream on which the agent says `transfer.unavailableMessage`
-and the call goes on; when the person answers, the call ends `transferred`."""
+and the call goes on; when the person answers, the call ends `transferred`. The new stream gets
+a full disconnect grace from when the transfer gave up, and a call whose stream never comes back
+ends (D95)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -130,3 +135,62 @@ async def test_an_answered_transfer_on_a_streamed_call_ends_it_transferred(
     assert [(d.number, d.status) for d in call.dials] == [(DESK, "completed")]
     assert len(call.streams) == 1  # no stream again after a completed transfer
     await call.wait_ended()
+
+
+async def test_a_transfer_given_up_just_before_the_grace_ends_leaves_its_new_stream_a_full_grace(
+        gateway: Runtime, sim: TwilioSimulator) -> None:
+    assert gateway.media is not None
+    gateway.media.grace_s = 1.0
+    sim.script(CALLEE, Callee(answer_after_s=0.05))
+    sim.script(DESK, Callee(outcome="busy", answer_after_s=0.8 / sim.time_scale))  # 0.8 s in
+    record = await place(gateway, "Hello from the clinic.", "conversation")
+    await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
+    call = sim.call(record.provider_call_id or "")
+    first = call.active_stream
+    assert first is not None
+    await gateway.api.call("voicecall.transfer", {"callId": record.call_id, "to": DESK})
+    await eventually(lambda: first.stopped_at is not None, 10)
+    call.callee.open_streams = False  # the new stream is opened below, slower than the simulator would
+    await eventually(lambda: record.metadata["transfer"]["status"] == "busy", 10)
+    gave_up = time.monotonic()
+    # past the closed stream's grace, within a full grace from the transfer's end
+    await asyncio.sleep(gave_up + 0.6 - time.monotonic())
+    assert not record.is_terminal, record.end_reason
+    held = (await eventually(lambda: sim.stream_entries([call]), 5))[0]
+    url = call.streams[-1].url
+    stream = sim.new_stream(call, url, custom_parameters=held["customParameters"], name=None,
+                            bidirectional=True, track="inbound_track", status_callback=None,
+                            status_callback_method="POST")
+    opened = asyncio.create_task(sim.run_stream(call, stream))
+    try:
+        await eventually(lambda: any(t.text == UNAVAILABLE for t in record.transcript), 10)
+        await eventually(lambda: record.state.value == "listening", 10)
+        assert best_correlation(heard_speech(stream.record.received_audio),
+                                telephone_version(UNAVAILABLE)) > 0.95
+        assert not record.is_terminal and record.metadata["transfer"]["status"] == "busy"
+        assert (await gateway.api.call("voicecall.end", {"callId": record.call_id}))["success"]
+    finally:  # the carrier stops the stream when the call ends; this one is ours to stop
+        opened.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await opened
+
+
+async def test_a_call_whose_stream_does_not_come_back_after_an_unanswered_transfer_ends(
+        gateway: Runtime, sim: TwilioSimulator) -> None:
+    assert gateway.media is not None
+    gateway.media.grace_s = 0.5
+    sim.script(CALLEE, Callee(answer_after_s=0.05))
+    sim.script(DESK, Callee(outcome="busy", answer_after_s=1.0 / sim.time_scale))  # 1 s: past the grace
+    record = await place(gateway, "Hello from the clinic.", "conversation")
+    await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 15)
+    call = sim.call(record.provider_call_id or "")
+    first = call.active_stream
+    assert first is not None
+    await gateway.api.call("voicecall.transfer", {"callId": record.call_id, "to": DESK})
+    await eventually(lambda: first.stopped_at is not None, 10)
+    call.callee.open_streams = False  # the `<Connect><Stream>` after the `<Dial>` never connects
+    await eventually(lambda: record.metadata["transfer"]["status"] == "busy", 10)
+    gave_up = time.monotonic()
+    final = await call_ended(gateway, record.call_id, within=10)
+    assert final.end_reason == "hangup-bot" and time.monotonic() - gave_up < 3
+    assert len(call.streams) == 2 and call.streams[1].started_at is None
