@@ -102,6 +102,8 @@ async def test_a_call_on_a_connection_that_died_unnoticed_is_an_error_result_and
     await tools.start()
     try:
         assert tools.tool_names == ["order_status", "add_refunds"]
+        await asyncio.sleep(0.5)  # a server without `subscriptions/listen` is kept, not redialed
+        assert (tools.attempts, tools.connections) == (1, 1) and tools.connected
         _specs, owners = toolbox.specs(turn())
         gate.unlink()
         await asyncio.sleep(0.3)  # the server's gate watcher polls every 20 ms: it is gone now
