@@ -20,6 +20,7 @@ from voicecall.agent.chat import ToolCall
 from voicecall.agent.mcp_tools import McpServer, McpTools, Reconnect
 from voicecall.agent.tools import Toolbox
 from voicecall.agent.turn import TurnContext
+from voicecall.cli.common import main_options
 from voicecall.testing.fakes import LoopbackServer
 
 GATED = str(Path(__file__).resolve().parents[1] / "fixtures" / "mcp_gated_server.py")
@@ -179,3 +180,14 @@ async def test_an_http_server_down_at_start_serves_its_tools_with_our_headers_on
     finally:
         await tools.stop()
     assert seen and set(seen) == {b"Bearer t1"}
+
+
+def test_verbose_cli_logging_leaves_out_the_http_clients_request_urls() -> None:
+    httpx2_log = logging.getLogger("httpx2")
+    before = httpx2_log.level
+    try:
+        main_options(config=None, verbose=True, version=False)
+        # its INFO line per request carries the URL with its query (a server's key, say)
+        assert httpx2_log.level == logging.WARNING
+    finally:
+        httpx2_log.setLevel(before)
