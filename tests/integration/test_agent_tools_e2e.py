@@ -130,10 +130,13 @@ async def test_an_mcp_server_that_fails_offers_no_tools_and_says_why() -> None:
                      connect_timeout_s=10)
     started = time.monotonic()
     await tools.start()
-    assert time.monotonic() - started < 10
-    assert tools.tool_names == [] and tools.error
-    outcome = await tools.call("order_status", {}, turn())
-    assert outcome.is_error and "not connected" in outcome.content
+    try:
+        assert time.monotonic() - started < 10
+        assert tools.tool_names == [] and tools.error
+        outcome = await tools.call("order_status", {}, turn())
+        assert outcome.is_error and "not connected" in outcome.content
+    finally:
+        await tools.stop()
 
 
 async def test_an_http_tool_gets_the_arguments_and_its_reply_is_spoken(

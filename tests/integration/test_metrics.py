@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 
 from tests.helpers import eventually, free_port, openai_speech_settings
 from voicecall.gateway.runtime import Runtime
+from voicecall.server.metrics import LIVE_STATES
 from voicecall.service import CallError
 from voicecall.testing.fakes import FakeOpenAI
 from voicecall.testing.fakes.stt import FakeRealtimeTranscription
@@ -221,3 +222,33 @@ async def test_model_tts_and_stt_failures_on_a_streamed_call_count_by_kind(
                 await gateway.api.call("voicecall.speak", {"callId": record.call_id,
                                                            "message": "One moment please."})
             await eventually(lambda: moved("tts"), 10)
+
+
+async def test_calls_restored_on_a_restart_show_as_live_and_are_not_counted_as_started_again(
+        tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as first:
+        placed = await first.api.call("voicecall.initiate", {"to": CALLEE, "message": "Hi",
+                                                             "mode": "conversation"})
+        record = await eventually(lambda: first.service.live(placed["callId"]), 5)
+        await eventually(lambda: "initialMessageSpokenAt" in record.metadata, 5)
+        assert value(await scrape(first), "voicecall_calls_started_total", carrier="mock",
+                     direction="outbound") == 1
+    async with running_gateway(tmp_path) as second:
+        restored = second.service.live(placed["callId"])
+        assert restored is not None
+        # the restored call changes (and is persisted) in this process: still not a new start
+        await second.api.call("voicecall.speak", {"callId": placed["callId"], "message": "Still here"})
+        after_restart = await scrape(second)
+        assert value(after_restart, "voicecall_calls_started_total", carrier="mock",
+                     direction="outbound") == 0
+        assert sum(v for (name, _), v in after_restart.items()
+                   if name == "voicecall_calls_ended_total") == 0
+        assert sum(value(after_restart, "voicecall_live_calls", state=s) for s in LIVE_STATES) == 1
+        # its end happens in this process, so it counts here, once
+        await second.api.call("voicecall.end", {"callId": placed["callId"]})
+        ended = await scrape(second)
+        assert value(ended, "voicecall_calls_ended_total", carrier="mock", direction="outbound",
+                     reason="hangup-bot") == 1
+        assert value(ended, "voicecall_calls_started_total", carrier="mock",
+                     direction="outbound") == 0
+        assert sum(value(ended, "voicecall_live_calls", state=s) for s in LIVE_STATES) == 0

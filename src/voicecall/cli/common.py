@@ -94,6 +94,9 @@ def main_options(
     options["config"] = config
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx2 (the MCP client's HTTP) logs every request's full URL at INFO; an MCP server's URL
+    # may carry a key in its query (D94)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 
 def loaded_config(*, require_valid: bool = True) -> LoadedConfig:

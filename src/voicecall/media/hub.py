@@ -7,7 +7,9 @@ its call, and playback for the call service.
   line), which waits a bounded time for the call's stream.
 - Caller speech start clears playback at once (barge-in), except while an outbound conversation
   call is still saying its first message; a final transcript becomes a `call.speech` event.
-- When a stream ends, the call is ended after a grace period unless a new stream comes for it.
+- When a stream ends, the call is ended after a grace period unless a new stream comes for it;
+  a call being transferred is kept while the person is dialed or bridged, and its new stream
+  gets a full grace period from when the transfer gave the call back (D95).
 """
 
 from __future__ import annotations
@@ -58,6 +60,16 @@ class RealtimeOptions:
     stall_s: float = 30.0
     """No caller audio for this long counts as a disconnect (D123)."""
     clock: Callable[[], float] = time.monotonic
+
+
+def _transfer_changed_at(record: CallRecord) -> int | None:
+    """When the call's transfer last changed (its latest `...At` time, ms), if it has one."""
+    transfer = record.metadata.get("transfer")
+    if not isinstance(transfer, dict):
+        return None
+    times = [v for k, v in transfer.items()
+             if k.endswith("At") and isinstance(v, int) and not isinstance(v, bool)]
+    return max(times, default=None)
 
 
 def _copy(source: asyncio.Future[PlaybackResult], target: asyncio.Future[PlaybackResult]) -> None:
@@ -224,18 +236,38 @@ class MediaHub:
         record = self.service.live(cid)
         if record is None or record.is_terminal:
             return
-        self._grace[cid] = asyncio.get_running_loop().call_later(
-            self.grace_s, self._grace_expired, cid)
+        self._arm_grace(cid, self.grace_s)
+
+    def _arm_grace(self, call_id: str, seconds: float) -> None:
+        self._grace[call_id] = asyncio.get_running_loop().call_later(
+            seconds, self._grace_expired, call_id)
 
     def _grace_expired(self, call_id: str) -> None:
         self._grace.pop(call_id, None)
         if call_id in self._sessions:
             return
         record = self.service.live(call_id)
-        if record is not None and not record.is_terminal and not transfer_in_progress(record):
-            log.info("call %s: media stream gone for %.1f s; ending the call", call_id, self.grace_s)
-            self._spawn(self.service.end(call_id, EndReason.HANGUP_BOT,
-                                         detail="media stream disconnected"), f"end:{call_id}")
+        if record is None or record.is_terminal:
+            return
+        hold_s = self._transfer_hold_s(record)
+        if hold_s > 0:
+            self._arm_grace(call_id, hold_s)
+            return
+        log.info("call %s: media stream gone for %.1f s; ending the call", call_id, self.grace_s)
+        self._spawn(self.service.end(call_id, EndReason.HANGUP_BOT,
+                                     detail="media stream disconnected"), f"end:{call_id}")
+
+    def _transfer_hold_s(self, record: CallRecord) -> float:
+        """How much longer a call without a stream waits for one because of its transfer (D95):
+        another grace period while the person is dialed or bridged (the carrier has the call),
+        and what is left of a grace period counted from the transfer's last change once it gave
+        the call back (its new stream is on the way); 0 when nothing is waited for."""
+        if transfer_in_progress(record):
+            return self.grace_s
+        changed = _transfer_changed_at(record)
+        if changed is None:
+            return 0.0
+        return min(self.grace_s, self.grace_s - (now_ms() - changed) / 1000)
 
     # -- MediaPlayer (for the call service) ------------------------------------------------------
     def handles(self, call: CallRecord) -> bool:

@@ -54,13 +54,17 @@ class GatewayMetrics:
 
     def on_persist(self, record: CallRecord, turn: Mapping[str, Any] | None) -> None:
         """Count a call's start the first time it is persisted live, its end when it turns
-        terminal, and a completed turn's stages."""
+        terminal, and a completed turn's stages. A call restored from the store after a restart
+        started in an earlier process: only its end here is counted (D93)."""
         labels = (record.provider, record.direction)
+        call = self.service.calls.get(record.call_id)
+        restored = call is not None and call.restored
         if not record.is_terminal:
             if record.call_id not in self._live:
                 self._live.add(record.call_id)
-                self.calls_started.labels(*labels).inc()
-        elif record.call_id in self._live:
+                if not restored:
+                    self.calls_started.labels(*labels).inc()
+        elif record.call_id in self._live or restored:
             self._live.discard(record.call_id)
             reason = record.end_reason.value if record.end_reason else record.state.value
             self.calls_ended.labels(*labels, reason).inc()

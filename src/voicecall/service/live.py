@@ -40,6 +40,8 @@ class LiveCall:
     """When the caller last stopped talking, from the stream's voice activity detection."""
     rejections: Rejections | None = None
     """Webhooks naming this call that failed verification (memory only, never persisted)."""
+    restored: bool = False
+    """Came back from the store after a restart: an earlier process saw it start (D93)."""
 
     def __post_init__(self) -> None:
         record = self.record

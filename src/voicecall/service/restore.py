@@ -98,6 +98,7 @@ async def _restore_checked(service: CallService, record: CallRecord,
         await service.persist(record)
         return
     call = service.calls.add(record)
+    call.restored = True
     if record.answered_at is None:
         service.schedule_ring_timeout(record, since_ms=record.started_at)
         return
