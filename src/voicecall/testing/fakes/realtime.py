@@ -66,6 +66,18 @@ def model_audio(text: str, rate: int = 8000, *, seconds: float | None = None) ->
     return pcm.tobytes()
 
 
+@functools.lru_cache(maxsize=8)
+def _g711(pcm: bytes, codec: str) -> bytes:
+    """`pcm` in G.711 (`codec` "ulaw" or "alaw"), kept: every session of a load test says the
+    same long answer."""
+    return (ulaw_encode if codec == "ulaw" else alaw_encode)(pcm)
+
+
+def _b64_decoded_len(text: str) -> int:
+    """How many bytes the base64 `text` decodes to, without decoding it."""
+    return len(text) // 4 * 3 - (len(text) - len(text.rstrip("=")))
+
+
 def _to_24k(pcm8k: bytes) -> bytes:
     resampler = StreamingResampler(8000, 24000)
     return resampler.process(pcm8k) + resampler.flush()
@@ -120,7 +132,8 @@ class FakeOpenAIRealtime:
                  say_seconds: float | None = None, realtime: bool = False, keep_audio: bool = True) -> None:
         """`say_seconds`: the length of the audio of the default answers (`say`), instead of
         `model_audio`'s; `realtime`: they stream at real time; `keep_audio=False` only counts the
-        caller's audio (`audio_bytes`), for load tests."""
+        caller's audio (`audio_bytes`) and leaves its `input_audio_buffer.append` events out of
+        `events`, for load tests."""
         self.api_key = api_key
         self.host = host
         self.say_seconds = say_seconds
@@ -220,7 +233,8 @@ class FakeOpenAIRealtime:
                 if text is None:
                     continue
                 event = json.loads(text)
-                self.events.append(event)
+                if self.keep_audio or event.get("type") != "input_audio_buffer.append":
+                    self.events.append(event)
                 await self._on_event(conn, event)
         except Exception:
             return
@@ -236,10 +250,13 @@ class FakeOpenAIRealtime:
             self.sessions.append(event.get("session") or {})
             await self._send(conn, {"type": "session.updated", "session": event.get("session")})
         elif kind == "input_audio_buffer.append":
-            chunk = base64.b64decode(event.get("audio", ""))
-            self.audio_bytes += len(chunk)
+            audio = str(event.get("audio", ""))
             if self.keep_audio:
+                chunk = base64.b64decode(audio)
+                self.audio_bytes += len(chunk)
                 self.audio.extend(chunk)
+            else:
+                self.audio_bytes += _b64_decoded_len(audio)
             self._check_turns()
         elif kind == "conversation.item.truncate":
             self.truncations.append(event)
@@ -316,7 +333,7 @@ class FakeOpenAIRealtime:
             codec = self._codec()
             if codec == "pcm16":  # the answer's voice at 24 kHz
                 pcm = model_audio(answer.text, 24000) if answer.pcm8k is None else _to_24k(answer.pcm8k)
-            g711 = pcm if codec == "pcm16" else (ulaw_encode if codec == "ulaw" else alaw_encode)(pcm)
+            g711 = pcm if codec == "pcm16" else _g711(pcm, codec)
             rate_bytes = 48 if codec == "pcm16" else 8  # bytes per millisecond
             step = rate_bytes * answer.chunk_ms
             loop = asyncio.get_running_loop()
