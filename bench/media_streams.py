@@ -22,7 +22,10 @@ Processes and cores (2-core machine):
   the fake OpenAI speech server (`FakeSpeech(audio_seconds=...)`: 24 kHz PCM, longer than a trial,
   in 4800-byte chunks: the first second at once, then 1.25 x real time), plus the orchestration.
   The gateway reads TTS audio as fast as it comes and resamples it on arrival, so its CPU follows
-  the TTS rate, not the playback rate: `--tts-speed 2` costs it more CPU per stream.
+  the TTS rate, not the playback rate: `--tts-speed 2` costs it more CPU per stream. With
+  `--realtime`, the fake realtime model runs here too. With `--fifo PRIO` this process runs under
+  SCHED_FIFO at PRIO - 1: other work on the machine cannot starve the fakes the gateway depends
+  on, and they cannot delay the load generator (PRIO).
 
 A trial at N: start a gateway (`streaming.enabled`, `streaming.provider: "none"` so inbound
 audio is parsed and dropped, TTS = the fake, the simulator as `twilio.apiBaseUrl`); place N
@@ -43,11 +46,21 @@ Over capacity: a gateway with `maxConnections` = C (default: 90 % of the largest
 C + 20 % calls and streams: the excess must get HTTP 503 at the upgrade and the C admitted streams must
 pass the same criteria.
 
+Realtime (`--realtime`, issue 19): every call is bridged to the fake OpenAI Realtime model
+(`FakeOpenAIRealtime`, in this process), whose answer streams at real time after a 0.5 s lead
+for the whole trial, G.711 both ways. The same run then searches the classic path over
+`--classic-ramp` (unless `--no-classic`), so both figures come from one set of conditions: the
+JSON's `streamsPerCore` holds the two side by side, `result` the realtime search and `classic`
+the classic one.
+
 Prints one JSON object (and writes it to `--out`). Exit 0 whether or not targets are met; 1 if
 the harness fails, 130 on Ctrl-C / SIGTERM.
 
     .venv/bin/python bench/media_streams.py --fifo 10 --gc-log    # the full search (5-10 minutes)
     .venv/bin/python bench/media_streams.py --quick               # a smoke run (about a minute)
+    .venv/bin/python bench/media_streams.py --realtime --fifo 10 --ramp 240,280,320,360 \
+        --classic-ramp 400,500,600,700 --no-bisect --confirm 0 --duration 8 --warmup 2 \
+        --no-overload --quiet-wait 5                               # both figures (about 4 minutes)
 
 (Add `--gateway-loop asyncio` while `voicecall serve` on uvloop refuses media sockets; see
 bench/media_streams.md.)
@@ -1036,7 +1049,8 @@ def report(bench: Bench, search: dict[str, Any], overload: dict[str, Any] | None
         classic_best = classic["maxPassingStreams"]
         out["classic"] = mode_result(bench, classic, False)
         out["streamsPerCore"] = {
-            "criterion": f"jitter p99 <= {TARGET_P99_MS} ms, no stalls, delivery >= {MIN_DELIVERY}",
+            "criterion": (f"jitter p99 <= {TARGET_P99_MS} ms, no stalls, delivery >= {MIN_DELIVERY}, "
+                          "no underrun frames"),
             "realtime": best, "classic": classic_best,
             "realtimeOverClassic": round(best / classic_best, 3) if classic_best else None,
         }

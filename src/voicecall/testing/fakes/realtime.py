@@ -98,8 +98,10 @@ class ModelAnswer:
     function_call: tuple[str, dict[str, Any]] | None = None
     chunk_ms: int = 100
     realtime: bool = False
-    """Stream the audio at real time (one chunk per `chunk_ms`, after `lead_ms` at once) instead
-    of all at once."""
+    """Stream the audio at real time instead of all at once: the first `lead_ms` in one message
+    (a model's first delta is often that long, and the gateway's buffer then holds all of it from
+    the first frame on, however busy this fake is), then one chunk per `chunk_ms` on absolute
+    deadlines."""
     lead_ms: int = 500
 
     def audio(self) -> bytes:
@@ -336,14 +338,15 @@ class FakeOpenAIRealtime:
             g711 = pcm if codec == "pcm16" else _g711(pcm, codec)
             rate_bytes = 48 if codec == "pcm16" else 8  # bytes per millisecond
             step = rate_bytes * answer.chunk_ms
+            lead = rate_bytes * answer.lead_ms
+            starts = [0, *range(max(step, lead) if answer.realtime else step, len(g711), step)]
             loop = asyncio.get_running_loop()
             began = loop.time()
-            for start in range(0, len(g711), step):
+            for start, end in zip(starts, [*starts[1:], len(g711)], strict=True):
                 await send({"type": "response.audio.delta", "response_id": rid, "item_id": item,
-                                  "content_index": 0,
-                                  "delta": base64.b64encode(g711[start:start + step]).decode()})
+                                  "content_index": 0, "delta": base64.b64encode(g711[start:end]).decode()})
                 if answer.realtime:  # on absolute deadlines: no drift behind real time
-                    due = began + max(0, start + step - rate_bytes * answer.lead_ms) / (rate_bytes * 1000)
+                    due = began + max(0, end - lead) / (rate_bytes * 1000)
                     await asyncio.sleep(max(0.0, due - loop.time()))
             await send({"type": "response.audio.done", "response_id": rid, "item_id": item})
             await send({"type": "response.audio_transcript.done", "response_id": rid,
