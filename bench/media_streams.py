@@ -183,7 +183,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     ap.add_argument("--realtime", action="store_true",
                     help="bridge every call to the fake OpenAI Realtime model (issue 19) instead of TTS: "
                     "its answer streams at real time for the whole trial")
-    ap.add_argument("--classic-ramp", default="250,300,350,400,450,500",
+    ap.add_argument("--classic-ramp", default="300,400,500,600",
                     help="with --realtime: the classic path's N, searched after the realtime ones in the "
                          "same run so both figures come from one set of conditions (default %(default)s)")
     ap.add_argument("--no-classic", action="store_true",
