@@ -22,7 +22,10 @@ Processes and cores (2-core machine):
   the fake OpenAI speech server (`FakeSpeech(audio_seconds=...)`: 24 kHz PCM, longer than a trial,
   in 4800-byte chunks: the first second at once, then 1.25 x real time), plus the orchestration.
   The gateway reads TTS audio as fast as it comes and resamples it on arrival, so its CPU follows
-  the TTS rate, not the playback rate: `--tts-speed 2` costs it more CPU per stream.
+  the TTS rate, not the playback rate: `--tts-speed 2` costs it more CPU per stream. With
+  `--realtime`, the fake realtime model runs here too. With `--fifo PRIO` this process runs under
+  SCHED_FIFO at PRIO - 1: other work on the machine cannot starve the fakes the gateway depends
+  on, and they cannot delay the load generator (PRIO).
 
 A trial at N: start a gateway (`streaming.enabled`, `streaming.provider: "none"` so inbound
 audio is parsed and dropped, TTS = the fake, the simulator as `twilio.apiBaseUrl`); place N
@@ -43,11 +46,21 @@ Over capacity: a gateway with `maxConnections` = C (default: 90 % of the largest
 C + 20 % calls and streams: the excess must get HTTP 503 at the upgrade and the C admitted streams must
 pass the same criteria.
 
+Realtime (`--realtime`, issue 19): every call is bridged to the fake OpenAI Realtime model
+(`FakeOpenAIRealtime`, in this process), whose answer streams at real time after a 0.5 s lead
+for the whole trial, G.711 both ways. The same run then searches the classic path over
+`--classic-ramp` (unless `--no-classic`), so both figures come from one set of conditions: the
+JSON's `streamsPerCore` holds the two side by side, `result` the realtime search and `classic`
+the classic one.
+
 Prints one JSON object (and writes it to `--out`). Exit 0 whether or not targets are met; 1 if
 the harness fails, 130 on Ctrl-C / SIGTERM.
 
     .venv/bin/python bench/media_streams.py --fifo 10 --gc-log    # the full search (5-10 minutes)
     .venv/bin/python bench/media_streams.py --quick               # a smoke run (about a minute)
+    .venv/bin/python bench/media_streams.py --realtime --fifo 10 --ramp 240,280,320,360 \
+        --classic-ramp 400,500,600,700 --no-bisect --confirm 0 --duration 8 --warmup 2 \
+        --no-overload --quiet-wait 5                               # both figures (about 4 minutes)
 
 (Add `--gateway-loop asyncio` while `voicecall serve` on uvloop refuses media sockets; see
 bench/media_streams.md.)
@@ -161,6 +174,8 @@ class Options:
     gateway_loop: str
     gc_log: bool
     realtime: bool = False
+    classic_ramp: list[int] = field(default_factory=list)
+    """With `realtime`: the classic path's ramp, searched in the same run (empty: not at all)."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -168,6 +183,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     ap.add_argument("--realtime", action="store_true",
                     help="bridge every call to the fake OpenAI Realtime model (issue 19) instead of TTS: "
                     "its answer streams at real time for the whole trial")
+    ap.add_argument("--classic-ramp", default="300,400,500,600",
+                    help="with --realtime: the classic path's N, searched after the realtime ones in the "
+                         "same run so both figures come from one set of conditions (default %(default)s)")
+    ap.add_argument("--no-classic", action="store_true",
+                    help="with --realtime: do not search the classic path as well")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: N = 10 and 20 for 5 s each, over-capacity C = 10 (about a minute)")
     ap.add_argument("--ramp", default="50,100,200,300,400,500,600",
@@ -218,7 +238,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     ap.add_argument("--fifo", type=int, default=0, metavar="PRIO",
                     help="run the gateway and the load generator under SCHED_FIFO at this priority "
                          "(root): on a shared machine, other work (this process included) then cannot "
-                         "delay their wakeups; 0 = off (default)")
+                         "delay their wakeups; this process (the simulator and the fake TTS and realtime "
+                         "model the gateway depends on) runs at PRIO - 1, so other work cannot starve "
+                         "it either but it never delays the load generator; 0 = off (default)")
     ap.add_argument("--gateway-loop", choices=["default", "asyncio"], default="default",
                     help="the gateway's event loop: as `voicecall serve` picks it (uvloop when "
                          "installed), or plain asyncio (a what-if; default %(default)s)")
@@ -230,6 +252,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                          "(default %(default)s)")
     a = ap.parse_args(argv)
     ramp = sorted({int(x) for x in str(a.ramp).split(",") if x.strip()})
+    classic_ramp = ([] if not a.realtime or a.no_classic
+                    else sorted({int(x) for x in str(a.classic_ramp).split(",") if x.strip()}))
     opts = Options(
         ramp=ramp, bisect=not a.no_bisect, resolution=a.resolution, min_step=max(1, a.min_step),
         confirm=max(0, a.confirm), duration=a.duration, warmup=a.warmup, connect_rate=a.connect_rate,
@@ -239,13 +263,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         loadgen_cpu_limit=a.loadgen_cpu_limit, max_connections=a.max_connections, out=a.out,
         py_spy=a.py_spy, keep=a.keep, quick=a.quick, quiet_wait=a.quiet_wait, retries=max(0, a.retries),
         nice=a.nice, fifo=max(0, a.fifo), gateway_loop=a.gateway_loop, gc_log=a.gc_log,
-        realtime=a.realtime)
+        realtime=a.realtime, classic_ramp=classic_ramp)
     if a.quick:
-        opts = dataclasses.replace(opts, ramp=[10, 20], bisect=False, confirm=0, duration=5.0, warmup=1.5,
+        opts = dataclasses.replace(opts, ramp=[10, 20], classic_ramp=[10, 20] if classic_ramp else [],
+                                   bisect=False, confirm=0, duration=5.0, warmup=1.5,
                                    connect_rate=50.0, overload_capacity=a.overload_capacity or 10,
                                    tts_seconds=min(a.tts_seconds, 30.0), quiet_wait=min(a.quiet_wait, 10.0))
-    if not opts.ramp or min(opts.ramp) < 1:
-        ap.error("--ramp needs positive stream counts")
+    if not opts.ramp or min(opts.ramp) < 1 or min(opts.classic_ramp, default=1) < 1:
+        ap.error("--ramp and --classic-ramp need positive stream counts")
     if opts.warmup >= opts.duration:
         ap.error("--warmup must be shorter than --duration")
     if not opts.loadgen.is_file():
@@ -523,6 +548,7 @@ class Trial:
     n: int
     kind: str  # "search", "confirm", "overload"
     max_connections: int
+    realtime: bool = False
     result: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -546,6 +572,8 @@ class Bench:
         self.model = FakeOpenAIRealtime(api_key=OPENAI_KEY, say_seconds=opts.tts_seconds, realtime=True,
                                         keep_audio=False)
         self.trials: list[Trial] = []
+        self.realtime = opts.realtime
+        """The path the next trials take: bridged to the fake realtime model, or classic (TTS)."""
         self.warnings: list[str] = []
         self._numbers = 0
         self._gateways = 0
@@ -567,13 +595,13 @@ class Bench:
             "inboundPolicy": "disabled", "maxConcurrentCalls": 100_000, "maxDurationSeconds": 3600,
             "staleCallReaperSeconds": 0,
             "outbound": {"notifyHangupDelaySec": 0, "defaultMode": "conversation"},
-            "streaming": {"enabled": not self.opts.realtime, "provider": "none",
+            "streaming": {"enabled": not self.realtime, "provider": "none",
                           "maxConnections": max_connections,
                           "maxPendingConnections": pending, "maxPendingConnectionsPerIp": pending,
                           "preStartTimeoutMs": 10_000},
             "tts": {"provider": "openai", "timeoutMs": 120_000,
                     "providers": {"openai": {"apiKey": OPENAI_KEY, "baseUrl": self.tts.openai_base_url}}},
-            **(self.realtime_settings() if self.opts.realtime else {}),
+            **(self.realtime_settings() if self.realtime else {}),
         }
 
     def realtime_settings(self) -> dict[str, Any]:
@@ -700,9 +728,9 @@ class Bench:
     # -- a whole trial -----------------------------------------------------------------------------
     async def trial(self, n: int, kind: str, *, max_connections: int | None = None) -> Trial:
         cap = max_connections if max_connections is not None else self.opts.max_connections
-        trial = Trial(n=n, kind=kind, max_connections=cap)
+        trial = Trial(n=n, kind=kind, max_connections=cap, realtime=self.realtime)
         self._gateways += 1
-        trial_dir = self.work / f"trial{self._gateways:02d}-n{n}-{kind}"
+        trial_dir = self.work / f"trial{self._gateways:02d}-n{n}-{kind}-{mode_name(self.realtime)}"
         gateway = Gateway(trial_dir, self.gateway_config(cap), pinned=self.pinned,
                           loop=self.opts.gateway_loop, gc_log=self.opts.gc_log, fifo=self.opts.fifo)
         self.tts.reset()
@@ -710,7 +738,7 @@ class Bench:
         quiet = await wait_for_quiet(OTHER_CPU_WARN_CORES, self.opts.quiet_wait)
         if quiet >= OTHER_CPU_WARN_CORES:
             progress(f"  other processes use {quiet} cores; going ahead after {self.opts.quiet_wait} s")
-        progress(f"trial {kind} N={n} (maxConnections {cap}): starting a gateway")
+        progress(f"trial {kind} {mode_name(self.realtime)} N={n} (maxConnections {cap}): starting a gateway")
         try:
             await gateway.start()
             calls, setup_errors, place_s = await self.place_calls(gateway, n)
@@ -719,7 +747,8 @@ class Bench:
             if setup_errors:
                 setup["errors"] = setup_errors
             if len(calls) < n:
-                trial.result = {"n": n, "kind": kind, "pass": False, "setup": setup,
+                trial.result = {"n": n, "kind": kind, "mode": mode_name(self.realtime), "pass": False,
+                                "setup": setup,
                                 "failReasons": [f"setup: only {len(calls)} of {n} calls reached "
                                                 "<Connect><Stream>"]}
                 progress(f"  N={n}: FAIL in setup ({len(calls)}/{n} calls): {setup_errors[:3]}")
@@ -732,6 +761,7 @@ class Bench:
                                                      per_stream=kind == "overload")
             stats = await self.media_stats(gateway)
             trial.result = self.summarize(raw, n, kind, cap, gateway, setup, helper_cpu, stats)
+            trial.result["mode"] = mode_name(self.realtime)
             log_errors = gateway_log_errors(gateway.log_path)
             if log_errors["errors"]:
                 trial.result["gatewayLogErrors"] = log_errors
@@ -875,7 +905,7 @@ class Bench:
         j = r.get("jitterMs") or {}
         s = r.get("server") or {}
         tts = r.get("ttsFirstByteToFirstFrameMs") or {}
-        line = (f"N={trial.n} {trial.kind} {'PASS' if trial.passed else 'FAIL'} "
+        line = (f"N={trial.n} {trial.kind} {mode_name(trial.realtime)} {'PASS' if trial.passed else 'FAIL'} "
                 f"jitter p50/p99/max={j.get('p50')}/{j.get('p99')}/{j.get('max')} ms "
                 f"stalls={r.get('stalls')} delivery min={r.get('deliveryMin')} "
                 f"srv cpu={s.get('cpuPct')}% rss={s.get('rssMbSteadyEnd')} MB "
@@ -891,11 +921,12 @@ class Bench:
         return line
 
     # -- the search --------------------------------------------------------------------------------
-    async def search(self) -> dict[str, Any]:
+    async def search(self, ramp: list[int]) -> dict[str, Any]:
+        """The largest passing N of the current path (`self.realtime`), from `ramp` on."""
         opts = self.opts
         passed: dict[int, bool] = {}
         lo, hi = 0, None
-        for n in opts.ramp:
+        for n in ramp:
             t = await self.measured(n, "search")
             passed[n] = t.passed
             if t.passed:
@@ -932,8 +963,8 @@ class Bench:
                 hi = cand if hi is None else min(hi, cand)
             if not confirmed:
                 best = 0
-        failing = [t for t in self.trials
-                   if t.kind in ("search", "confirm") and not t.passed and "superseded" not in t.result]
+        failing = [t for t in self.trials if t.realtime == self.realtime
+                   and t.kind in ("search", "confirm") and not t.passed and "superseded" not in t.result]
         min_failing = min((t.n for t in failing), default=None)
         saturated_fail = [t.n for t in failing if t.saturated]
         disturbed = [t.n for t in failing
@@ -941,7 +972,7 @@ class Bench:
         dead = [t.n for t in failing if t.result.get("streamsWithNoFrames") == t.n
                 and (t.result.get("connectErrors") or t.result.get("gatewayLogErrors"))]
         if min_failing is None:
-            limited_by = f"search range: every N up to {max(opts.ramp)} passed"
+            limited_by = f"search range: every N up to {max(ramp)} passed"
         elif min_failing in dead:
             limited_by = (f"gateway: no stream got any audio at N={min_failing} (connection errors; see "
                           "the trial's connectErrors and gatewayLogErrors)")
@@ -967,23 +998,43 @@ class Bench:
 # =============================================================================================
 
 
-def best_trial(trials: list[Trial], n: int) -> Trial | None:
-    at = [t for t in trials if t.n == n and t.passed and t.kind in ("search", "confirm")]
+def best_trial(trials: list[Trial], n: int, realtime: bool) -> Trial | None:
+    at = [t for t in trials
+          if t.n == n and t.passed and t.kind in ("search", "confirm") and t.realtime == realtime]
     return at[-1] if at else None
 
 
-def report(bench: Bench, search: dict[str, Any], overload: dict[str, Any] | None, opts: Options,
-           pinned: bool, started: float) -> dict[str, Any]:
-    best = search["maxPassingStreams"]
-    at = best_trial(bench.trials, best)
+def mode_name(realtime: bool) -> str:
+    return "realtime" if realtime else "classic"
+
+
+def mode_result(bench: Bench, search: dict[str, Any], realtime: bool) -> dict[str, Any]:
+    """One path's figure: the search's answer and the trial it rests on."""
+    at = best_trial(bench.trials, search["maxPassingStreams"], realtime)
     at_max: dict[str, Any] | None = None
     tts_ms: dict[str, Any] | None = None
     if at is not None:
         r = at.result
         at_max = {k: r.get(k) for k in ("n", "jitterMs", "stalls", "deliveryMin", "pdvMs",
                                         "firstFrameFromStartMs", "server", "loadgen", "helperCpuPct",
-                                        "generatorSaturated")}
+                                        "generatorSaturated", "mediaStats")}
         tts_ms = r.get("ttsFirstByteToFirstFrameMs")
+    return {
+        "mode": "realtime (fake OpenAI Realtime model)" if realtime else "classic (TTS)",
+        **search,
+        "atMax": at_max,
+        "ttsFirstByteToFirstFrameMs": tts_ms,
+        "generatorSaturated": any(t.saturated for t in bench.trials if t.realtime == realtime),
+    }
+
+
+def report(bench: Bench, search: dict[str, Any], overload: dict[str, Any] | None, opts: Options,
+           pinned: bool, started: float, classic: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`search` is the path `opts.realtime` names; `classic`, with `--realtime`, the classic
+    path's search in the same run."""
+    best = search["maxPassingStreams"]
+    result = mode_result(bench, search, opts.realtime)
+    tts_ms = result["ttsFirstByteToFirstFrameMs"]
     tts_p95 = (tts_ms or {}).get("p95Ms")
     generator_saturated = any(t.saturated for t in bench.trials)
     warnings = list(bench.warnings)
@@ -993,14 +1044,18 @@ def report(bench: Bench, search: dict[str, Any], overload: dict[str, Any] | None
                         "generator's own lateness")
     if not pinned:
         warnings.append("not pinned (fewer than 2 usable cores): figures are not comparable")
+    out: dict[str, Any] = {"result": result}
+    if classic is not None:
+        classic_best = classic["maxPassingStreams"]
+        out["classic"] = mode_result(bench, classic, False)
+        out["streamsPerCore"] = {
+            "criterion": (f"jitter p99 <= {TARGET_P99_MS} ms, no stalls, delivery >= {MIN_DELIVERY}, "
+                          "no underrun frames"),
+            "realtime": best, "classic": classic_best,
+            "realtimeOverClassic": round(best / classic_best, 3) if classic_best else None,
+        }
     return {
-        "result": {
-            "mode": "realtime (fake OpenAI Realtime model)" if opts.realtime else "classic (TTS)",
-            **search,
-            "atMax": at_max,
-            "ttsFirstByteToFirstFrameMs": tts_ms,
-            "generatorSaturated": generator_saturated,
-        },
+        **out,
         "overCapacity": overload,
         "targets": {
             "streams": TARGET_STREAMS, "jitterP99Ms": TARGET_P99_MS,
@@ -1023,7 +1078,8 @@ def report(bench: Bench, search: dict[str, Any], overload: dict[str, Any] | None
             "versions": {k: _version(k) for k in ("websockets", "uvicorn", "uvloop", "numpy", "soxr")},
             "helperEventLoop": type(asyncio.get_running_loop()).__module__.split(".")[0],
             "durationS": opts.duration, "warmupS": opts.warmup, "connectRate": opts.connect_rate,
-            "ramp": opts.ramp, "bisect": opts.bisect, "confirm": opts.confirm, "quick": opts.quick,
+            "ramp": opts.ramp, "classicRamp": opts.classic_ramp or None, "bisect": opts.bisect,
+            "confirm": opts.confirm, "quick": opts.quick,
             "tts": {"audioSecondsPerAnswer": opts.tts_seconds, "sampleRate": 24_000,
                     "leadS": opts.tts_lead, "speedVsRealTimeAfterLead": opts.tts_speed,
                     "chunkBytes": opts.tts_chunk_bytes},
@@ -1047,9 +1103,13 @@ async def run(opts: Options) -> dict[str, Any]:
     if opts.fifo:
         try:  # checked here; the children switch themselves in their pre-exec hook
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(opts.fifo))
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-            os.setpriority(os.PRIO_PROCESS, 0, opts.nice)
-            policy = f"fifo:{opts.fifo} (gateway, load generator)"
+            if opts.fifo > 1:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(opts.fifo - 1))
+                policy = f"fifo:{opts.fifo} (gateway, load generator), fifo:{opts.fifo - 1} (this process)"
+            else:
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+                os.setpriority(os.PRIO_PROCESS, 0, opts.nice)
+                policy = f"fifo:{opts.fifo} (gateway, load generator)"
         except OSError as exc:
             progress(f"cannot use SCHED_FIFO: {exc}")
             opts.fifo = 0
@@ -1057,13 +1117,17 @@ async def run(opts: Options) -> dict[str, Any]:
     bench = Bench(opts, work, pinned)
     try:
         async with bench.sim, bench.tts, bench.model:
-            search = await bench.search()
+            search = await bench.search(opts.ramp)
             overload = None
             if opts.overload:
                 best = search["maxPassingStreams"]
                 cap = opts.overload_capacity or (max(1, int(best * OVERLOAD_HEADROOM)) if best else 10)
                 overload = await bench.overload(cap)
-            result = report(bench, search, overload, opts, pinned, started)
+            classic = None
+            if opts.classic_ramp:
+                bench.realtime = False
+                classic = await bench.search(opts.classic_ramp)
+            result = report(bench, search, overload, opts, pinned, started, classic)
             result["env"]["niceness"] = niceness
             result["env"]["schedPolicy"] = policy
             return result
@@ -1104,9 +1168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.out is not None:
         opts.out.write_text(text + "\n")
     r = result["result"]
-    progress(f"max passing streams = {r['maxPassingStreams']} (min failing {r['minFailingStreams']}, "
-             f"limited by {r['limitedBy']}); tts first byte -> first frame "
+    progress(f"{r['mode']}: max passing streams = {r['maxPassingStreams']} (min failing "
+             f"{r['minFailingStreams']}, limited by {r['limitedBy']}); tts first byte -> first frame "
              f"{(r.get('ttsFirstByteToFirstFrameMs') or {}).get('p95Ms')} ms p95")
+    c = result.get("classic")
+    if c is not None:
+        progress(f"{c['mode']}: max passing streams = {c['maxPassingStreams']} (min failing "
+                 f"{c['minFailingStreams']}, limited by {c['limitedBy']})")
     return 0
 
 

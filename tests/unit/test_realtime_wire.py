@@ -13,6 +13,7 @@ from voicecall.audio.g711 import ulaw_encode
 from voicecall.speech.realtime.base import RealtimeEvents, RealtimeSetup
 from voicecall.speech.realtime.google import GeminiLive, GeminiSettings
 from voicecall.speech.realtime.openai import OpenAIRealtime
+from voicecall.testing.fakes.realtime import FakeOpenAIRealtime
 
 
 class Recorder:
@@ -86,3 +87,16 @@ def test_gemini_turns_become_answers_and_the_first_caller_words_barge_in() -> No
     assert rec.seen[3] == ("call", "f1", "call_info", json.dumps({"a": 1}))
     assert rec.seen[4:] == [("done", "turn-1"), ("model", "turn-1", "At nine.")]
     assert model.resumption_handle == "h1"
+
+
+async def test_the_model_socket_offers_no_compression_and_a_load_test_fake_only_counts_audio() -> None:
+    async with FakeOpenAIRealtime(api_key="k", keep_audio=False) as fake:
+        model = OpenAIRealtime(RealtimeSetup("x"), RealtimeEvents(), api_key="k", base_url=fake.base_url)
+        await model.connect()
+        for size in (160, 160, 161, 161):  # two messages: 320 bytes, then 322 (odd base64 padding)
+            model.send_audio(bytes(size))
+        await fake.wait_until(lambda: fake.audio_bytes >= 642)
+        assert "sec-websocket-extensions" not in fake.request_headers[0]
+        assert fake.audio_bytes == 642 and fake.audio == bytearray()
+        assert [e["type"] for e in fake.events] == ["session.update"]
+        await model.close()

@@ -1,6 +1,10 @@
 """The WebSocket plumbing both realtime providers share: connect under a time limit, a sender
 task fed by a bounded queue (callers never block), a reader task that hands each JSON message
-to the provider, and one `on_closed` report however the session ends."""
+to the provider, and one `on_closed` report however the session ends.
+
+The connection offers no permessage-deflate: nearly every message is base64 audio, which
+deflate barely shrinks, so compressing it would be work for nothing on both ends
+(docs/decisions.md D128)."""
 
 from __future__ import annotations
 
@@ -55,7 +59,7 @@ class RealtimeSocket:
         try:
             self._ws = await asyncio.wait_for(
                 connect(self.url, additional_headers=self.headers, max_size=MAX_MESSAGE_BYTES,
-                        open_timeout=CONNECT_TIMEOUT_S), CONNECT_TIMEOUT_S)
+                        open_timeout=CONNECT_TIMEOUT_S, compression=None), CONNECT_TIMEOUT_S)
         except Exception as exc:
             raise RealtimeError(f"{self.label}: could not connect: {type(exc).__name__}: {exc}") from None
         return self._ws

@@ -69,6 +69,18 @@ def model_audio(text: str, rate: int = 8000, *, seconds: float | None = None) ->
     return pcm.tobytes()
 
 
+@functools.lru_cache(maxsize=8)
+def _g711(pcm: bytes, codec: str) -> bytes:
+    """`pcm` in G.711 (`codec` "ulaw" or "alaw"), kept: every session of a load test says the
+    same long answer."""
+    return (ulaw_encode if codec == "ulaw" else alaw_encode)(pcm)
+
+
+def _b64_decoded_len(text: str) -> int:
+    """How many bytes the base64 `text` decodes to, without decoding it."""
+    return len(text) // 4 * 3 - (len(text) - len(text.rstrip("=")))
+
+
 def _to_24k(pcm8k: bytes) -> bytes:
     resampler = StreamingResampler(8000, 24000)
     return resampler.process(pcm8k) + resampler.flush()
@@ -89,8 +101,10 @@ class ModelAnswer:
     function_call: tuple[str, dict[str, Any]] | None = None
     chunk_ms: int = 100
     realtime: bool = False
-    """Stream the audio at real time (one chunk per `chunk_ms`, after `lead_ms` at once) instead
-    of all at once."""
+    """Stream the audio at real time instead of all at once: the first `lead_ms` in one message
+    (a model's first delta is often that long, and the gateway's buffer then holds all of it from
+    the first frame on, however busy this fake is), then one chunk per `chunk_ms` on absolute
+    deadlines."""
     lead_ms: int = 500
 
     def audio(self) -> bytes:
@@ -123,7 +137,8 @@ class FakeOpenAIRealtime:
                  say_seconds: float | None = None, realtime: bool = False, keep_audio: bool = True) -> None:
         """`say_seconds`: the length of the audio of the default answers (`say`), instead of
         `model_audio`'s; `realtime`: they stream at real time; `keep_audio=False` only counts the
-        caller's audio (`audio_bytes`), for load tests."""
+        caller's audio (`audio_bytes`) and leaves its `input_audio_buffer.append` events out of
+        `events`, for load tests."""
         self.api_key = api_key
         self.host = host
         self.say_seconds = say_seconds
@@ -232,7 +247,8 @@ class FakeOpenAIRealtime:
                 if text is None:
                     continue
                 event = json.loads(text)
-                self.events.append(event)
+                if self.keep_audio or event.get("type") != "input_audio_buffer.append":
+                    self.events.append(event)
                 await self._on_event(conn, event)
         except Exception:
             return
@@ -255,10 +271,13 @@ class FakeOpenAIRealtime:
             self.sessions.append(session)
             await self._send(conn, {"type": "session.updated", "session": session})
         elif kind == "input_audio_buffer.append":
-            chunk = base64.b64decode(event.get("audio", ""))
-            self.audio_bytes += len(chunk)
+            audio = str(event.get("audio", ""))
             if self.keep_audio:
+                chunk = base64.b64decode(audio)
+                self.audio_bytes += len(chunk)
                 self.audio.extend(chunk)
+            else:
+                self.audio_bytes += _b64_decoded_len(audio)
             self._check_turns()
         elif kind == "conversation.item.truncate":
             self.truncations.append(event)
@@ -335,17 +354,18 @@ class FakeOpenAIRealtime:
             codec = self._codec()
             if codec == "pcm16":  # the answer's voice at 24 kHz
                 pcm = model_audio(answer.text, 24000) if answer.pcm8k is None else _to_24k(answer.pcm8k)
-            g711 = pcm if codec == "pcm16" else (ulaw_encode if codec == "ulaw" else alaw_encode)(pcm)
+            g711 = pcm if codec == "pcm16" else _g711(pcm, codec)
             rate_bytes = 48 if codec == "pcm16" else 8  # bytes per millisecond
             step = rate_bytes * answer.chunk_ms
+            lead = rate_bytes * answer.lead_ms
+            starts = [0, *range(max(step, lead) if answer.realtime else step, len(g711), step)]
             loop = asyncio.get_running_loop()
             began = loop.time()
-            for start in range(0, len(g711), step):
+            for start, end in zip(starts, [*starts[1:], len(g711)], strict=True):
                 await send({"type": "response.output_audio.delta", "response_id": rid, "item_id": item,
-                                  "content_index": 0,
-                                  "delta": base64.b64encode(g711[start:start + step]).decode()})
+                                  "content_index": 0, "delta": base64.b64encode(g711[start:end]).decode()})
                 if answer.realtime:  # on absolute deadlines: no drift behind real time
-                    due = began + max(0, start + step - rate_bytes * answer.lead_ms) / (rate_bytes * 1000)
+                    due = began + max(0, end - lead) / (rate_bytes * 1000)
                     await asyncio.sleep(max(0.0, due - loop.time()))
             await send({"type": "response.output_audio.done", "response_id": rid, "item_id": item})
             await send({"type": "response.output_audio_transcript.done", "response_id": rid,
