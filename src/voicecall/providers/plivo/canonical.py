@@ -37,11 +37,8 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Mapping
-from typing import NamedTuple
-from urllib.parse import parse_qsl
 
-from voicecall.providers.base import WebhookRequest
-from voicecall.security.public_url import request_query_string
+from voicecall.providers.canonical_form import CanonicalRequest, NotCanonical, canonical_request
 
 __all__ = ["CanonicalRequest", "NotCanonical", "canonical_request", "check_plivo_form"]
 
@@ -108,37 +105,6 @@ _OUR_QUERY: Mapping[str, re.Pattern[str]] = {
     "turnToken": re.compile(r"[A-Za-z0-9_-]{1,128}\Z"),
     "utt": re.compile(r"[A-Za-z0-9_-]{1,128}\Z"), "doc": re.compile(r"[A-Za-z0-9_-]{1,128}\Z")}
 """The query the gateway puts on every URL it gives Plivo (providers/markup.py)."""
-
-
-class NotCanonical(ValueError):
-    """The request is not in a form that has one meaning."""
-
-
-class CanonicalRequest(NamedTuple):
-    """A request's query and form parameters, each name once."""
-
-    query: dict[str, str]
-    params: dict[str, str]
-
-
-def _unique(pairs: list[tuple[str, str]], where: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, value in pairs:
-        if name in out:
-            raise NotCanonical(f"the {where} repeats the parameter {name[:40]!r}")
-        out[name] = value
-    return out
-
-
-def canonical_request(request: WebhookRequest) -> CanonicalRequest:
-    """The query and form parameters of `request`, each name once; raises NotCanonical for a
-    repeated name or a body that is not UTF-8 form data."""
-    query = _unique(parse_qsl(request_query_string(request), keep_blank_values=True), "query")
-    try:
-        pairs = parse_qsl(request.body.decode("utf-8"), keep_blank_values=True, errors="strict")
-    except UnicodeDecodeError as exc:
-        raise NotCanonical("the body is not UTF-8 form data") from exc
-    return CanonicalRequest(query, _unique(pairs, "body"))
 
 
 def check_plivo_form(canonical: CanonicalRequest) -> None:

@@ -22,7 +22,6 @@ import logging
 import math
 import re
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from uuid import uuid4
@@ -38,12 +37,12 @@ from voicecall.providers.base import (
     ProviderError,
     TransferRequest,
     Verification,
-    WebhookParseError,
     WebhookRequest,
 )
+from voicecall.providers.canonical_form import NotCanonical, canonical_request, signed_form
 from voicecall.providers.http import json_error
 from voicecall.providers.markup import MarkupCarrierSettings, MarkupProvider, speech_confidence
-from voicecall.providers.plivo.canonical import NotCanonical, canonical_request, check_plivo_form
+from voicecall.providers.plivo.canonical import check_plivo_form
 from voicecall.providers.plivo.signature import (
     V2_HEADER,
     V2_NONCE_HEADER,
@@ -145,13 +144,7 @@ class PlivoProvider(MarkupProvider):
                 result = Verification(ok=False, reason=f"signed request not in Plivo's form: {exc}")
         return result
 
-    def _form(self, request: WebhookRequest) -> tuple[dict[str, str], Mapping[str, str]]:
-        """Read from the same one-name-once form that verification checked (D67)."""
-        try:
-            canonical = canonical_request(request)
-        except NotCanonical as exc:
-            raise WebhookParseError(str(exc)) from exc
-        return canonical.params, canonical.query
+    _form = staticmethod(signed_form)
 
     def _direction(self, params: dict[str, str]) -> Direction | None:
         raw = params.get("Direction", "").strip().lower()

@@ -31,11 +31,8 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Mapping
-from typing import NamedTuple
-from urllib.parse import parse_qsl
 
-from voicecall.providers.base import WebhookRequest
-from voicecall.security.public_url import request_query_string
+from voicecall.providers.canonical_form import CanonicalRequest, NotCanonical, canonical_request
 
 __all__ = ["CanonicalRequest", "NotCanonical", "canonical_request", "check_twilio_form"]
 
@@ -77,40 +74,6 @@ _REQUIRED = ("AccountSid", "CallSid")
 _VOICE = ("CallStatus", "SpeechResult", "Digits")
 """Parameters of a voice request, which always carries the standard ones below too."""
 _STANDARD = ("Direction", "From", "To")
-
-
-class NotCanonical(ValueError):
-    """The request is not in a form that has one meaning."""
-
-
-class CanonicalRequest(NamedTuple):
-    """A request's query and form parameters, each name once."""
-
-    query: dict[str, str]
-    params: dict[str, str]
-
-
-def _unique(pairs: list[tuple[str, str]], where: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, value in pairs:
-        if name in out:
-            raise NotCanonical(f"the {where} repeats the parameter {name[:40]!r}")
-        out[name] = value
-    return out
-
-
-def canonical_request(request: WebhookRequest, *, form_body: bool = True) -> CanonicalRequest:
-    """The query and (for a form body) the parameters of `request`, each name once; raises
-    NotCanonical for a repeated name or a body that is not UTF-8."""
-    query = _unique(parse_qsl(request_query_string(request), keep_blank_values=True), "query")
-    if not form_body:
-        return CanonicalRequest(query, {})
-    try:
-        text = request.body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, errors="strict")
-    except UnicodeDecodeError as exc:
-        raise NotCanonical("the body is not UTF-8 form data") from exc
-    return CanonicalRequest(query, _unique(pairs, "body"))
 
 
 def check_twilio_form(canonical: CanonicalRequest, account_sid: str) -> None:

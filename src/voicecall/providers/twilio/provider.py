@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -36,14 +35,14 @@ from voicecall.providers.base import (
     ProviderError,
     TransferRequest,
     Verification,
-    WebhookParseError,
     WebhookRequest,
 )
+from voicecall.providers.canonical_form import NotCanonical, canonical_request, signed_form
 from voicecall.providers.http import CarrierApiError, json_error
 from voicecall.providers.markup import MarkupCarrierSettings, MarkupProvider, speech_confidence
 from voicecall.providers.streams import StreamSerializer
 from voicecall.providers.twilio import twiml
-from voicecall.providers.twilio.canonical import NotCanonical, canonical_request, check_twilio_form
+from voicecall.providers.twilio.canonical import check_twilio_form
 from voicecall.providers.twilio.signature import verify_twilio_webhook
 from voicecall.providers.twilio.stream import TwilioStreamSerializer
 
@@ -134,13 +133,7 @@ class TwilioProvider(MarkupProvider):
                 result = Verification(ok=False, reason=f"signed request not in Twilio's form: {exc}")
         return result
 
-    def _form(self, request: WebhookRequest) -> tuple[dict[str, str], Mapping[str, str]]:
-        """Read from the same one-name-once form that verification checked (D61)."""
-        try:
-            canonical = canonical_request(request)
-        except NotCanonical as exc:
-            raise WebhookParseError(str(exc)) from exc
-        return canonical.params, canonical.query
+    _form = staticmethod(signed_form)
 
     def _direction(self, params: dict[str, str]) -> Direction | None:
         return _twilio_direction(params)
