@@ -26,17 +26,12 @@ import base64
 import contextlib
 import itertools
 import json
-import time
 from collections import deque
-from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketState
 
-from voicecall.testing.fakes.openai_server import LoopbackServer
+from voicecall.testing.fakes.model_server import ModelServer
 from voicecall.testing.fakes.realtime import SAY_MARKER, ModelAnswer, model_audio
 
 __all__ = ["FakeGeminiLive"]
@@ -45,12 +40,12 @@ PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateCo
 OUTPUT_RATE = 24000
 
 
-class FakeGeminiLive:
+class FakeGeminiLive(ModelServer):
     """See the module docstring."""
 
     def __init__(self, *, api_key: str | None = "g-test", host: str = "127.0.0.1", port: int = 0) -> None:
         self.api_key = api_key
-        self.host = host
+        super().__init__(PATH, host=host, port=port)
         self.audio = bytearray()
         """The caller's audio as received: PCM16LE at 16 kHz."""
         self.messages: list[dict[str, Any]] = []
@@ -68,26 +63,11 @@ class FakeGeminiLive:
         self._ids = itertools.count(1)
         self._streaming: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._loopback = LoopbackServer(Starlette(routes=[WebSocketRoute(PATH, self._endpoint)]),
-                                        host=host, port=port, ws="websockets")
 
     @property
     def base_url(self) -> str:
         """What `realtime.providers.google.baseUrl` is set to."""
         return f"ws://{self.host}:{self._loopback.port}"
-
-    async def __aenter__(self) -> Self:
-        await self._loopback.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.end_session(code=1001)
-        await self._loopback.stop()
 
     # -- script -----------------------------------------------------------------------------------
     def answer_next(self, text: str = "", *, after_bytes: int = 0, heard: str = "hello",
@@ -118,13 +98,6 @@ class FakeGeminiLive:
         if ws is not None and ws.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await ws.close(code=code)
-
-    async def wait_until(self, predicate: Callable[[], bool], within_s: float = 5.0) -> None:
-        deadline = time.monotonic() + within_s
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError("condition not met in time")
-            await asyncio.sleep(0.005)
 
     # -- protocol ---------------------------------------------------------------------------------
     async def _endpoint(self, websocket: WebSocket) -> None:
@@ -248,9 +221,3 @@ class FakeGeminiLive:
         async with self._send_lock:
             with contextlib.suppress(Exception):
                 await ws.send_text(json.dumps(message))
-
-    def _spawn(self, coro: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task

@@ -32,23 +32,18 @@ import functools
 import hashlib
 import itertools
 import json
-import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
 from voicecall.audio.g711 import alaw_encode, ulaw_encode
 from voicecall.audio.resample import StreamingResampler
-from voicecall.testing.fakes.openai_server import LoopbackServer
+from voicecall.testing.fakes.model_server import ModelServer
 
 __all__ = ["FakeOpenAIRealtime", "ModelAnswer", "model_audio"]
 
-from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketState
 
 SAY_MARKER = "word for word, and nothing else: "
@@ -130,7 +125,7 @@ class _CallerTurn:
     baseline: int = 0
 
 
-class FakeOpenAIRealtime:
+class FakeOpenAIRealtime(ModelServer):
     """See the module docstring."""
 
     def __init__(self, *, api_key: str | None = "sk-test", host: str = "127.0.0.1", port: int = 0,
@@ -140,7 +135,7 @@ class FakeOpenAIRealtime:
         caller's audio (`audio_bytes`) and leaves its `input_audio_buffer.append` events out of
         `events`, for load tests."""
         self.api_key = api_key
-        self.host = host
+        super().__init__("/v1/realtime", host=host, port=port)
         self.say_seconds = say_seconds
         self.realtime = realtime
         self.keep_audio = keep_audio
@@ -162,27 +157,12 @@ class FakeOpenAIRealtime:
         self._responses: deque[ModelAnswer] = deque()
         self._turns: deque[_CallerTurn] = deque()
         self._ids = itertools.count(1)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._loopback = LoopbackServer(Starlette(routes=[WebSocketRoute("/v1/realtime", self._endpoint)]),
-                                        host=host, port=port, ws="websockets")
 
     # -- lifecycle --------------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
         """What `realtime.providers.openai.baseUrl` is set to."""
         return f"http://{self.host}:{self._loopback.port}/v1"
-
-    async def __aenter__(self) -> Self:
-        await self._loopback.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.end_session(code=1001)
-        await self._loopback.stop()
 
     # -- script -----------------------------------------------------------------------------------
     def respond_with(self, answer: ModelAnswer) -> None:
@@ -209,13 +189,6 @@ class FakeOpenAIRealtime:
         if conn is not None and conn.ws.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await conn.ws.close(code=code)
-
-    async def wait_until(self, predicate: Callable[[], bool], within_s: float = 5.0) -> None:
-        deadline = time.monotonic() + within_s
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError("condition not met in time")
-            await asyncio.sleep(0.005)
 
     def events_of(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("type") == kind]
@@ -393,9 +366,3 @@ class FakeOpenAIRealtime:
         async with conn.lock:
             with contextlib.suppress(Exception):
                 await conn.ws.send_text(json.dumps(event))
-
-    def _spawn(self, coro: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
