@@ -109,14 +109,7 @@ class FakeGeminiLive(ModelServer):
         self.connections += 1
         self._ws = websocket
         try:
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                text = message.get("text")
-                if text is None:
-                    continue
-                data = json.loads(text)
+            async for data in self._json_messages(websocket):
                 self.messages.append(data)
                 if "clientContent" in data and not self._history_allowed():
                     self.refused.append("clientContent after the session's initial history")

@@ -1,12 +1,14 @@
-"""What the fake realtime model servers share: one WebSocket route on a loopback server, the
-background tasks their scripts spawn (cancelled on exit), and waiting for a condition."""
+"""What the fake realtime model servers share: one WebSocket route on a loopback server, its
+clients' JSON messages, the background tasks their scripts spawn (cancelled on exit), and
+waiting for a condition."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self
 
@@ -55,6 +57,17 @@ class ModelServer(ABC):
             if time.monotonic() > deadline:
                 raise TimeoutError("condition not met in time")
             await asyncio.sleep(0.005)
+
+    @staticmethod
+    async def _json_messages(websocket: WebSocket) -> AsyncIterator[dict[str, Any]]:
+        """The client's text frames, parsed as JSON, until it disconnects (binary ones skipped)."""
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is not None:
+                yield json.loads(text)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)

@@ -212,14 +212,7 @@ class FakeOpenAIRealtime(ModelServer):
         conn = self._conn = _Conn(websocket, asyncio.Lock())
         await self._send(conn, {"type": "session.created", "session": {"id": f"sess_{self.connections}"}})
         try:
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                text = message.get("text")
-                if text is None:
-                    continue
-                event = json.loads(text)
+            async for event in self._json_messages(websocket):
                 if self.keep_audio or event.get("type") != "input_audio_buffer.append":
                     self.events.append(event)
                 await self._on_event(conn, event)
